@@ -1,0 +1,192 @@
+//! One function per command: turn what the user typed into calls to the engine and
+//! print what happened.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+
+use rapport_engine::export::{self, OutFormat};
+use rapport_engine::session::Personal;
+use rapport_engine::EngineError;
+use rapport_store::{IngestOptions, IngestOutcome, StoreError, Workspace};
+
+use crate::progress::Bars;
+
+pub fn is_user_error(e: &anyhow::Error) -> bool {
+    if let Some(e) = e.downcast_ref::<EngineError>() {
+        return e.is_user_error();
+    }
+    if let Some(e) = e.downcast_ref::<StoreError>() {
+        return e.is_user_error();
+    }
+    e.downcast_ref::<UserError>().is_some()
+}
+
+/// A mistake in how the command was called.
+#[derive(Debug)]
+pub struct UserError(pub String);
+
+impl std::fmt::Display for UserError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UserError {}
+
+pub fn init(workspace: &Path, data: Option<&Path>, force: bool) -> Result<()> {
+    let dir = data.unwrap_or(Path::new("."));
+    if !dir.is_dir() {
+        return Err(UserError(format!("{} is not a folder", dir.display())).into());
+    }
+    let config = dir.join("rapport.toml");
+    if config.exists() && !force {
+        return Err(UserError(format!("{} exists; use --force to overwrite it", config.display())).into());
+    }
+    std::fs::write(&config, rapport_store::config::TEMPLATE).with_context(|| format!("writing {}", config.display()))?;
+    let ws = Workspace::open(workspace)?;
+    ws.keys(true)?;
+    println!("wrote {}", config.display());
+    println!("workspace {} is ready (key: {})", workspace.display(), key_source(&ws));
+    Ok(())
+}
+
+fn key_source(ws: &Workspace) -> String {
+    if std::env::var(rapport_store::crypto::KEY_ENV).is_ok() {
+        format!("from {}", rapport_store::crypto::KEY_ENV)
+    } else {
+        ws.key_file().display().to_string()
+    }
+}
+
+pub fn ingest(workspace: &Path, data: &Path, config: Option<&Path>, quiet: bool) -> Result<()> {
+    let ws = Workspace::open(workspace)?;
+    let mut opts = IngestOptions::new(data);
+    opts.config_file = config.map(Path::to_path_buf);
+    let outcome = rapport_engine::ingest::ingest(&ws, &opts, &Bars::new(quiet))?;
+    print_ingest(&ws, &outcome);
+    Ok(())
+}
+
+pub fn print_ingest(ws: &Workspace, outcome: &IngestOutcome) {
+    let q = &outcome.quality;
+    if outcome.nothing_new {
+        println!(
+            "nothing new: every file in {} was ingested before; the workspace is unchanged",
+            q.data_dir
+        );
+        return;
+    }
+    println!(
+        "{:<18} {:>10} {:>10} {:>11} {:>10}",
+        "table", "read", "accepted", "quarantined", "duplicates"
+    );
+    for (t, tq) in &q.tables {
+        println!(
+            "{:<18} {:>10} {:>10} {:>11} {:>10}",
+            t,
+            tq.rows_read,
+            tq.rows_accepted,
+            tq.rejected_total(),
+            tq.duplicates_removed
+        );
+    }
+    for (t, tq) in &q.tables {
+        for (reason, n) in &tq.rejected {
+            println!("  quarantined {t}: {reason}: {n}");
+        }
+    }
+    let id = &q.identity;
+    println!(
+        "identity: {} source ids → {} unified customers (merged by email {}, by phone {})",
+        id.source_ids, id.unified_customers, id.merged_by_email, id.merged_by_phone
+    );
+    for s in &q.skipped_files {
+        println!("skipped {} ({}): same content as {}", s.file, s.table, s.same_as);
+    }
+    let reports = ws.reports_dir();
+    println!("quality: {}", reports.join("quality.json").display());
+    println!("report:  {}", reports.join("report.html").display());
+}
+
+fn personal(ws: &Workspace, reveal: bool) -> Result<Personal> {
+    Ok(if reveal {
+        Personal::Revealed(Box::new(ws.keys(false)?))
+    } else {
+        Personal::Masked
+    })
+}
+
+pub fn sql(workspace: &Path, query: &str, format: &str, reveal: bool) -> Result<()> {
+    let ws = Workspace::open_existing(workspace)?;
+    let batches = export::query(&ws, query, &personal(&ws, reveal)?)?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    export::write_text(&batches, OutFormat::parse(format)?, &mut out, false)?;
+    out.flush()?;
+    Ok(())
+}
+
+pub fn export(workspace: &Path, table: &str, format: &str, out: &Path, reveal: bool) -> Result<()> {
+    let ws = Workspace::open_existing(workspace)?;
+    let rows = export::export(&ws, table, OutFormat::parse(format)?, out, &personal(&ws, reveal)?)?;
+    println!("wrote {rows} rows of {table} to {}", out.display());
+    Ok(())
+}
+
+pub fn generate(customers: usize, seed: u64, out: &Path, clean: bool) -> Result<()> {
+    if customers == 0 {
+        bail!(UserError("--customers must be at least 1".into()));
+    }
+    let mut opts = rapport_synth::GenerateOptions::new(customers, seed, out);
+    opts.dirt = !clean;
+    let s = rapport_synth::generate(&opts)?;
+    println!(
+        "wrote {} people ({} source ids), {} order lines, {} events, {} survey answers to {}",
+        s.persons,
+        s.source_ids,
+        s.order_lines,
+        s.events,
+        s.survey_answers,
+        out.display()
+    );
+    Ok(())
+}
+
+pub fn demo(out: &Path, customers: usize, seed: u64, quiet: bool) -> Result<()> {
+    let marker = out.join(".rapport-demo");
+    if out.exists() {
+        if !marker.exists() && std::fs::read_dir(out)?.next().is_some() {
+            return Err(UserError(format!(
+                "{} exists and is not a Rapport demo folder; choose another --out",
+                out.display()
+            ))
+            .into());
+        }
+        for sub in ["data", "workspace"] {
+            let p = out.join(sub);
+            if p.exists() {
+                std::fs::remove_dir_all(&p).with_context(|| format!("clearing {}", p.display()))?;
+            }
+        }
+    }
+    std::fs::create_dir_all(out)?;
+    std::fs::write(&marker, "made by rapport demo; safe to delete\n")?;
+    let data = out.join("data");
+    println!(
+        "1. generating a company of {customers} customers (seed {seed}) in {}",
+        data.display()
+    );
+    generate(customers, seed, &data, false)?;
+    println!("2. ingesting into {}", out.join("workspace").display());
+    let ws = Workspace::open(&out.join("workspace"))?;
+    let outcome = rapport_engine::ingest::ingest(&ws, &IngestOptions::new(&data), &Bars::new(quiet))?;
+    print_ingest(&ws, &outcome);
+    println!("\nopen the report: {}", ws.reports_dir().join("report.html").display());
+    println!(
+        "query it:        rapport --workspace {} sql \"SELECT count(*) FROM customers\"",
+        out.join("workspace").display()
+    );
+    Ok(())
+}

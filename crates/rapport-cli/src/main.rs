@@ -1,0 +1,130 @@
+//! The `rapport` binary: argument parsing, progress bars and exit codes over the
+//! engine. Exit status: 0 success, 2 a problem the user can fix (bad input, config,
+//! arguments), 1 anything else.
+
+mod bench;
+mod commands;
+mod progress;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "rapport", version, about = "Customer intelligence from the data you already have")]
+struct Cli {
+    /// The workspace folder (tables, catalog, key, reports).
+    #[arg(long, global = true, env = "RAPPORT_WORKSPACE", default_value = "rapport-workspace")]
+    workspace: PathBuf,
+    /// No progress bars.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write a commented rapport.toml and create the workspace and its key.
+    Init {
+        /// Where to write rapport.toml (default: the current folder).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Overwrite an existing rapport.toml.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Read, validate, clean and unify a folder of exports; append to the workspace.
+    Ingest {
+        #[arg(long)]
+        data: PathBuf,
+        /// rapport.toml to use (default: DATA/rapport.toml if present).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Run SQL over every workspace table.
+    Sql {
+        query: String,
+        #[arg(long, default_value = "table", value_parser = ["table", "csv", "json"])]
+        format: String,
+        /// Show personal columns in clear (needs the workspace key or RAPPORT_KEY).
+        #[arg(long)]
+        reveal: bool,
+    },
+    /// Write a workspace table to a file.
+    Export {
+        #[arg(long)]
+        table: String,
+        #[arg(long, value_parser = ["csv", "parquet", "json"])]
+        format: String,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        reveal: bool,
+    },
+    /// Write a realistic synthetic company (with its truth) in the input format.
+    Generate {
+        #[arg(long, default_value_t = 20_000)]
+        customers: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[arg(long)]
+        out: PathBuf,
+        /// No planted dirt.
+        #[arg(long)]
+        clean: bool,
+    },
+    /// The whole loop on generated data, ending with the report.
+    Demo {
+        #[arg(long, default_value = "rapport-demo")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 20_000)]
+        customers: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+    /// Benchmarks that print figures.
+    Bench {
+        #[command(subcommand)]
+        what: bench::Bench,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("RAPPORT_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Init { data, force } => commands::init(&cli.workspace, data.as_deref(), force),
+        Command::Ingest { data, config } => commands::ingest(&cli.workspace, &data, config.as_deref(), cli.quiet),
+        Command::Sql { query, format, reveal } => commands::sql(&cli.workspace, &query, &format, reveal),
+        Command::Export {
+            table,
+            format,
+            out,
+            reveal,
+        } => commands::export(&cli.workspace, &table, &format, &out, reveal),
+        Command::Generate {
+            customers,
+            seed,
+            out,
+            clean,
+        } => commands::generate(customers, seed, &out, clean),
+        Command::Demo { out, customers, seed } => commands::demo(&out, customers, seed, cli.quiet),
+        Command::Bench { what } => bench::run(what),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            if commands::is_user_error(&e) {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}

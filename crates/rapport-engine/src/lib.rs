@@ -1,0 +1,70 @@
+//! The Rapport pipeline.
+//!
+//! The engine runs queries over the workspace tables with Apache DataFusion (every
+//! table registered, personal columns masked unless revealed with the key), derives
+//! the unified `customers` table, writes exports and reports, and is the one place that
+//! converts between Arrow and the plain slices `rapport-model` works on. It knows
+//! nothing about HTTP or terminals: progress is reported through the store's
+//! `Progress` trait.
+
+pub mod export;
+pub mod ingest;
+pub mod report;
+pub mod session;
+pub mod unify;
+
+use rapport_store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("query: {0}")]
+    Query(#[from] datafusion::error::DataFusionError),
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Synth(#[from] rapport_synth::SynthError),
+}
+
+impl EngineError {
+    pub fn io(path: &std::path::Path, source: std::io::Error) -> Self {
+        EngineError::Io {
+            path: path.display().to_string(),
+            source,
+        }
+    }
+
+    /// Whether the user can fix this (bad input, config, query or arguments).
+    pub fn is_user_error(&self) -> bool {
+        match self {
+            EngineError::Store(e) => e.is_user_error(),
+            EngineError::Query(e) => matches!(
+                e.find_root(),
+                datafusion::error::DataFusionError::SQL(..)
+                    | datafusion::error::DataFusionError::Plan(_)
+                    | datafusion::error::DataFusionError::SchemaError(..)
+            ),
+            EngineError::Usage(_) => true,
+            EngineError::Io { .. } | EngineError::Synth(_) => false,
+        }
+    }
+}
+
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+
+/// Runs a future on a fresh multi-threaded runtime: the engine's public API is
+/// synchronous, DataFusion's is async.
+pub(crate) fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime starts")
+        .block_on(f)
+}

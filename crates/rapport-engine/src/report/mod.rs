@@ -1,0 +1,298 @@
+//! `reports/quality.json` and `reports/report.html`.
+//!
+//! The report is one self-contained HTML page: styles inline, charts as inline SVG, no
+//! script and nothing fetched, so it opens offline and can be mailed around. It holds
+//! counts and distributions only — never a personal value.
+
+pub mod svg;
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::path::{Path, PathBuf};
+
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::datatypes::Int64Type;
+
+use rapport_store::{Quality, Workspace};
+
+use crate::export::query;
+use crate::session::Personal;
+use crate::{EngineError, Result};
+use svg::{escape, number, BarChart};
+
+/// Writes `text` to `path` through a temporary file, so a reader never sees half.
+pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).map_err(|e| EngineError::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| EngineError::io(path, e))
+}
+
+pub fn quality_path(ws: &Workspace) -> PathBuf {
+    ws.reports_dir().join("quality.json")
+}
+
+pub fn write_quality(ws: &Workspace, q: &Quality) -> Result<PathBuf> {
+    let p = quality_path(ws);
+    write_atomic(&p, &q.to_json())?;
+    Ok(p)
+}
+
+pub fn read_quality(ws: &Workspace) -> Result<Option<Quality>> {
+    let p = quality_path(ws);
+    if !p.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&p).map_err(|e| EngineError::io(&p, e))?;
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| EngineError::Usage(format!("{}: {e}", p.display())))
+}
+
+/// Pairs of (label, count) from a two-column query (text, integer).
+fn counts(ws: &Workspace, sql: &str) -> Result<Vec<(String, f64)>> {
+    let mut out = Vec::new();
+    for b in query(ws, sql, &Personal::Masked)? {
+        let labels = datafusion::arrow::compute::cast(b.column(0), &datafusion::arrow::datatypes::DataType::Utf8)
+            .map_err(datafusion::error::DataFusionError::from)?;
+        let labels = labels.as_string::<i32>();
+        let values = datafusion::arrow::compute::cast(b.column(1), &datafusion::arrow::datatypes::DataType::Int64)
+            .map_err(datafusion::error::DataFusionError::from)?;
+        let values = values.as_primitive::<Int64Type>();
+        for i in 0..b.num_rows() {
+            let label = if labels.is_null(i) {
+                "(none)".to_string()
+            } else {
+                labels.value(i).to_string()
+            };
+            out.push((label, values.value(i) as f64));
+        }
+    }
+    Ok(out)
+}
+
+/// Builds and writes the report; returns its path.
+pub fn write_report(ws: &Workspace) -> Result<PathBuf> {
+    let quality = read_quality(ws)?;
+    let tables = ws.tables()?;
+    let mut body = String::new();
+
+    // Headline figures.
+    let read: u64 = quality.iter().flat_map(|q| q.tables.values()).map(|t| t.rows_read).sum();
+    let quarantined: u64 = quality.iter().flat_map(|q| q.tables.values()).map(|t| t.rejected_total()).sum();
+    let dups: u64 = quality.iter().flat_map(|q| q.tables.values()).map(|t| t.duplicates_removed).sum();
+    let unified = quality.as_ref().map(|q| q.identity.unified_customers).unwrap_or(0);
+    let source_ids = quality.as_ref().map(|q| q.identity.source_ids).unwrap_or(0);
+    body.push_str(r#"<section><h2>Last ingest</h2><div class="tiles">"#);
+    for (label, v) in [
+        ("rows read", read),
+        ("quarantined", quarantined),
+        ("duplicates removed", dups),
+        ("source ids", source_ids),
+        ("unified customers", unified),
+    ] {
+        let _ = write!(
+            body,
+            r#"<div class="tile"><div class="v">{}</div><div class="k">{label}</div></div>"#,
+            number(v as f64)
+        );
+    }
+    body.push_str("</div>");
+    if let Some(q) = &quality {
+        let _ = write!(
+            body,
+            "<p class=\"note\">Ingest {} of <code>{}</code> at {}.</p>",
+            q.ingest_id,
+            escape(&q.data_dir),
+            escape(&q.ingested_at)
+        );
+    }
+    body.push_str("</section>");
+
+    // Data quality.
+    body.push_str("<section><h2>Data quality</h2>");
+    if let Some(q) = &quality {
+        let rows = q
+            .tables
+            .iter()
+            .map(|(t, tq)| {
+                (
+                    t.clone(),
+                    vec![tq.rows_accepted as f64, tq.rejected_total() as f64, tq.duplicates_removed as f64],
+                )
+            })
+            .collect();
+        body.push_str(
+            &BarChart {
+                id: "rows-by-table",
+                title: "Rows by table (last ingest)",
+                series: &["accepted", "quarantined", "duplicates"],
+                rows,
+                unit: "",
+            }
+            .render(),
+        );
+        let mut reasons: Vec<(String, Vec<f64>)> = q
+            .tables
+            .iter()
+            .flat_map(|(t, tq)| tq.rejected.iter().map(move |(r, n)| (format!("{t}: {r}"), vec![*n as f64])))
+            .collect();
+        reasons.sort_by(|a, b| b.1[0].total_cmp(&a.1[0]).then(a.0.cmp(&b.0)));
+        body.push_str(
+            &BarChart {
+                id: "rejects-by-reason",
+                title: "Quarantined rows by reason",
+                series: &["rows"],
+                rows: reasons,
+                unit: "",
+            }
+            .render(),
+        );
+        let mut missing: Vec<(String, Vec<f64>)> = q
+            .tables
+            .iter()
+            .flat_map(|(t, tq)| {
+                let n = tq.rows_accepted.max(1) as f64;
+                tq.missing_values
+                    .iter()
+                    .map(move |(c, m)| (format!("{t}.{c}"), vec![100.0 * *m as f64 / n]))
+            })
+            .filter(|(_, v)| v[0] > 0.0)
+            .collect();
+        missing.sort_by(|a, b| b.1[0].total_cmp(&a.1[0]).then(a.0.cmp(&b.0)));
+        body.push_str(
+            &BarChart {
+                id: "missing-values",
+                title: "Missing values by column (% of accepted rows)",
+                series: &["% missing"],
+                rows: missing,
+                unit: " %",
+            }
+            .render(),
+        );
+        let imputed: Vec<(String, Vec<f64>)> = q
+            .tables
+            .iter()
+            .flat_map(|(t, tq)| tq.values_imputed.iter().map(move |(c, n)| (format!("{t}.{c}"), vec![*n as f64])))
+            .collect();
+        if !imputed.is_empty() {
+            body.push_str(
+                &BarChart {
+                    id: "values-imputed",
+                    title: "Values filled with the contract default",
+                    series: &["rows"],
+                    rows: imputed,
+                    unit: "",
+                }
+                .render(),
+            );
+        }
+        if !q.skipped_files.is_empty() || !q.warnings.is_empty() {
+            body.push_str("<ul class=\"notes\">");
+            for s in &q.skipped_files {
+                let _ = write!(
+                    body,
+                    "<li>Skipped <code>{}</code> ({}): same content as {}.</li>",
+                    escape(&s.file),
+                    escape(&s.table),
+                    escape(&s.same_as)
+                );
+            }
+            for w in &q.warnings {
+                let _ = write!(body, "<li>{}</li>", escape(w));
+            }
+            body.push_str("</ul>");
+        }
+        if !q.absent_tables.is_empty() {
+            body.push_str("<h3>Data this workspace does not have yet</h3><table><tr><th>table</th><th>would make possible</th></tr>");
+            for (t, what) in &q.absent_tables {
+                let _ = write!(body, "<tr><td>{}</td><td>{}</td></tr>", escape(t), escape(what));
+            }
+            body.push_str("</table>");
+        }
+    } else {
+        body.push_str("<p>No ingest yet.</p>");
+    }
+    body.push_str("</section>");
+
+    // Identity.
+    body.push_str("<section><h2>Identity resolution</h2>");
+    if tables.contains_key("customer_sources") {
+        if let Some(q) = &quality {
+            let rows = vec![
+                ("source ids".to_string(), vec![q.identity.source_ids as f64]),
+                ("unified customers".to_string(), vec![q.identity.unified_customers as f64]),
+                ("merged by email".to_string(), vec![q.identity.merged_by_email as f64]),
+                ("merged by phone".to_string(), vec![q.identity.merged_by_phone as f64]),
+            ];
+            body.push_str(
+                &BarChart {
+                    id: "identity-merges",
+                    title: "Identity merges",
+                    series: &["count"],
+                    rows,
+                    unit: "",
+                }
+                .render(),
+            );
+        }
+        let by_source = counts(
+            ws,
+            "SELECT source || ' / ' || matched_on, count(*) FROM customer_sources GROUP BY 1 ORDER BY 1",
+        )?;
+        body.push_str(
+            &BarChart {
+                id: "sources-matched-on",
+                title: "Source ids by system and what matched them",
+                series: &["source ids"],
+                rows: by_source.into_iter().map(|(l, v)| (l, vec![v])).collect(),
+                unit: "",
+            }
+            .render(),
+        );
+        let sizes = counts(ws, "SELECT CAST(n AS VARCHAR) || ' source id(s)', count(*) FROM (SELECT customer_id, count(*) AS n FROM customer_sources GROUP BY customer_id) GROUP BY n ORDER BY n")?;
+        body.push_str(
+            &BarChart {
+                id: "cluster-sizes",
+                title: "Unified customers by number of source ids",
+                series: &["customers"],
+                rows: sizes.into_iter().map(|(l, v)| (l, vec![v])).collect(),
+                unit: "",
+            }
+            .render(),
+        );
+    }
+    body.push_str("</section>");
+
+    // Workspace tables.
+    body.push_str("<section><h2>Workspace tables</h2><table><tr><th>table</th><th>rows</th></tr>");
+    let mut t: BTreeMap<&String, &u64> = BTreeMap::new();
+    t.extend(tables.iter());
+    for (name, rows) in t {
+        let _ = write!(
+            body,
+            "<tr><td>{}</td><td class=\"num\">{}</td></tr>",
+            escape(name),
+            number(*rows as f64)
+        );
+    }
+    body.push_str("</table></section>");
+
+    let html = format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+<title>Rapport report</title><style>{STYLE}</style></head><body><header><h1>Rapport</h1><p>Customer data report</p></header><main>{body}</main>\
+<footer>Generated by rapport {}. Counts only: no personal data is shown.</footer></body></html>\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    let path = ws.reports_dir().join("report.html");
+    write_atomic(&path, &html)?;
+    Ok(path)
+}
+
+const STYLE: &str = "body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1a202c;background:#f7fafc}\
+header{background:#1a365d;color:#fff;padding:16px 32px}header h1{margin:0;font-size:24px}header p{margin:4px 0 0;opacity:.8}\
+main{padding:16px 32px;max-width:1100px}section{background:#fff;border-radius:8px;padding:16px 24px;margin:16px 0;box-shadow:0 1px 3px rgba(0,0,0,.08)}\
+h2{margin-top:0;font-size:18px}.tiles{display:flex;gap:16px;flex-wrap:wrap}.tile{background:#ebf4ff;border-radius:6px;padding:10px 16px;min-width:120px}\
+.tile .v{font-size:22px;font-weight:600}.tile .k{font-size:12px;color:#4a5568}svg.chart{display:block;margin:12px 0;max-width:100%;height:auto}\
+svg .title{font-size:14px;font-weight:600;fill:#2d3748}svg .label,svg .value,svg .legend,svg .empty{font-size:12px;fill:#4a5568}\
+table{border-collapse:collapse;font-size:13px}td,th{padding:4px 10px;border-bottom:1px solid #e2e8f0;text-align:left}td.num{text-align:right}\
+.note{color:#4a5568;font-size:13px}footer{padding:16px 32px;color:#718096;font-size:12px}";

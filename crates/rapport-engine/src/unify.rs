@@ -1,0 +1,77 @@
+//! The unified `customers` table: one row per unified customer, with what ingest can
+//! know — how many source ids they have, their order history in brief, and one profile
+//! (personal columns still encrypted) chosen deterministically from their sources.
+//! `rapport run` rebuilds it with the model columns.
+
+use datafusion::arrow::record_batch::RecordBatch;
+
+use rapport_store::workspace::Transaction;
+
+use crate::session::{new_context, register, Personal};
+use crate::Result;
+
+const ORDERS_AGG: &str = "
+SELECT customer_id,
+       min(ordered_at) FILTER (WHERE status <> 'cancelled') AS first_order_at,
+       max(ordered_at) FILTER (WHERE status <> 'cancelled') AS last_order_at,
+       count(DISTINCT CASE WHEN status = 'completed' AND quantity > 0 THEN order_id END) AS orders,
+       coalesce(sum(amount) FILTER (WHERE status <> 'cancelled'), 0.0) AS revenue,
+       sum(CASE WHEN quantity < 0 OR status = 'returned' THEN 1 ELSE 0 END) AS returned_lines
+FROM orders GROUP BY customer_id";
+
+fn profile_agg() -> String {
+    let pick = |c: &str| format!("first_value({c} ORDER BY {c} IS NULL, source, source_customer_id) AS {c}");
+    let cols = [
+        "email",
+        "phone",
+        "name",
+        "birth_date",
+        "gender",
+        "city",
+        "region",
+        "country",
+        "signup_at",
+    ];
+    format!(
+        "SELECT customer_id, {} FROM customer_profiles GROUP BY customer_id",
+        cols.iter().map(|c| pick(c)).collect::<Vec<_>>().join(", ")
+    )
+}
+
+/// Builds `customers` from the tables as they will be once `txn` commits.
+pub async fn customers(txn: &Transaction<'_>) -> Result<Vec<RecordBatch>> {
+    let ctx = new_context();
+    for t in ["customer_sources", "orders", "customer_profiles"] {
+        register(&ctx, t, txn.files_after(t)?, &Personal::Stored).await?;
+    }
+    let has_orders = ctx.table_exist("orders")?;
+    let has_profiles = ctx.table_exist("customer_profiles")?;
+    let mut sql = String::from("WITH ids AS (SELECT customer_id, count(*) AS source_ids FROM customer_sources GROUP BY customer_id)");
+    if has_orders {
+        sql.push_str(&format!(", agg AS ({ORDERS_AGG})"));
+    }
+    if has_profiles {
+        sql.push_str(&format!(", prof AS ({})", profile_agg()));
+    }
+    sql.push_str(" SELECT ids.customer_id, ids.source_ids");
+    if has_orders {
+        sql.push_str(
+            ", agg.first_order_at, agg.last_order_at, coalesce(agg.orders, 0) AS orders, coalesce(agg.revenue, 0.0) AS revenue, \
+             CASE WHEN agg.orders > 0 THEN agg.revenue / agg.orders END AS avg_order_value, coalesce(agg.returned_lines, 0) AS returned_lines",
+        );
+    }
+    if has_profiles {
+        sql.push_str(
+            ", prof.email, prof.phone, prof.name, prof.birth_date, prof.gender, prof.city, prof.region, prof.country, prof.signup_at",
+        );
+    }
+    sql.push_str(" FROM ids");
+    if has_orders {
+        sql.push_str(" LEFT JOIN agg ON agg.customer_id = ids.customer_id");
+    }
+    if has_profiles {
+        sql.push_str(" LEFT JOIN prof ON prof.customer_id = ids.customer_id");
+    }
+    sql.push_str(" ORDER BY ids.customer_id");
+    Ok(ctx.sql(&sql).await?.collect().await?)
+}

@@ -1,0 +1,8 @@
+//! The mathematics of Rapport.
+//!
+//! Every function here takes its inputs as slices (and, where randomness is needed, an
+//! explicit seeded generator) and returns values. Nothing in this crate reads files, the
+//! clock, the environment or a global random source, so every result is reproducible and
+//! every function can be tested on its own.
+
+pub mod robust;

@@ -1,0 +1,293 @@
+//! `rapport.toml`: where each input table is and how its columns map to the canonical
+//! ones (data-model.md), plus the ingest and identity settings. Parsed once, validated
+//! once, then passed down explicitly.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::StoreError;
+use crate::schema::{InputTable, Kind};
+
+/// The whole configuration file. Sections that later features read (models, actions,
+/// privacy, server) are accepted here and validated by their owners.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub tables: BTreeMap<String, TableConfig>,
+    #[serde(default)]
+    pub identity: IdentityConfig,
+    #[serde(default)]
+    pub ingest: IngestConfig,
+    #[serde(default)]
+    pub models: Option<toml::Table>,
+    #[serde(default)]
+    pub actions: Option<toml::Table>,
+    #[serde(default)]
+    pub privacy: Option<toml::Table>,
+    #[serde(default)]
+    pub server: Option<toml::Table>,
+}
+
+/// File format of an input table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Csv,
+    Jsonl,
+    Parquet,
+}
+
+/// Where one table is and how to read it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableConfig {
+    /// A file or a glob, relative to the data folder.
+    pub path: Option<String>,
+    pub format: Option<Format>,
+    /// One character, or `whitespace` for runs of spaces and tabs.
+    pub delimiter: Option<String>,
+    pub quote: Option<String>,
+    pub header: Option<bool>,
+    /// `utf-8` (default) or `latin1`.
+    pub encoding: Option<String>,
+    /// canonical name = column name in the source
+    #[serde(default)]
+    pub columns: BTreeMap<String, String>,
+    /// canonical name = strftime pattern
+    #[serde(default)]
+    pub formats: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// Completes national phone numbers (no `+` or `00` prefix) before matching.
+    pub default_country_code: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Time zone of naive timestamps (an IANA name such as `Europe/London`).
+    pub timezone: String,
+    /// Timestamps before this date are implausible.
+    pub min_timestamp: String,
+    /// Timestamps after this instant are implausible; default: the time of the ingest.
+    pub max_timestamp: Option<String>,
+    /// A quantity whose magnitude lies more than this many robust standard deviations
+    /// above the median on the log10 scale is absurd and quarantined.
+    pub quantity_outlier_k: f64,
+    /// Half-way there, it is kept and counted as a flagged outlier.
+    pub quantity_flag_k: f64,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            timezone: "UTC".into(),
+            min_timestamp: "1990-01-01".into(),
+            max_timestamp: None,
+            quantity_outlier_k: 10.0,
+            quantity_flag_k: 5.0,
+        }
+    }
+}
+
+/// The text `rapport init` writes: every key, commented.
+pub const TEMPLATE: &str = include_str!("rapport.template.toml");
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, StoreError> {
+        let text = std::fs::read(path).map_err(|e| StoreError::io(path, e))?;
+        let text = String::from_utf8(text).map_err(|_| StoreError::Config {
+            file: path.to_path_buf(),
+            message: "not a UTF-8 text file".into(),
+        })?;
+        Self::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Self, StoreError> {
+        let config: Config = toml::from_str(text).map_err(|e| StoreError::Config {
+            file: path.to_path_buf(),
+            message: e.to_string().trim_end().replace('\n', " "),
+        })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    /// Finds the config for a data folder: `--config` if given, else
+    /// `<data>/rapport.toml` if present, else the defaults.
+    pub fn for_data(data: &Path, explicit: Option<&Path>) -> Result<(Self, Option<PathBuf>), StoreError> {
+        if let Some(p) = explicit {
+            if !p.is_file() {
+                return Err(StoreError::Config {
+                    file: p.to_path_buf(),
+                    message: "config file not found".into(),
+                });
+            }
+            return Ok((Self::load(p)?, Some(p.to_path_buf())));
+        }
+        let p = data.join("rapport.toml");
+        if p.is_file() {
+            Ok((Self::load(&p)?, Some(p)))
+        } else {
+            Ok((Self::default(), None))
+        }
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), StoreError> {
+        let err = |message: String| StoreError::Config {
+            file: path.to_path_buf(),
+            message,
+        };
+        for (name, t) in &self.tables {
+            let table = InputTable::from_name(name).ok_or_else(|| {
+                err(format!(
+                    "unknown table `tables.{name}`; expected one of {}",
+                    InputTable::ALL.map(|t| t.name()).join(", ")
+                ))
+            })?;
+            for canonical in t.columns.keys() {
+                if table.column(canonical).is_none() {
+                    return Err(err(format!(
+                        "unknown column key `tables.{name}.columns.{canonical}`; {name} has {}",
+                        table.columns().iter().map(|c| c.name).collect::<Vec<_>>().join(", ")
+                    )));
+                }
+            }
+            let mut sources: BTreeMap<&str, &str> = BTreeMap::new();
+            for (canonical, source) in &t.columns {
+                if let Some(other) = sources.insert(source.as_str(), canonical.as_str()) {
+                    return Err(err(format!(
+                        "`tables.{name}.columns`: source column \"{source}\" is mapped twice ({other} and {canonical})"
+                    )));
+                }
+            }
+            for (canonical, pattern) in &t.formats {
+                match table.column(canonical) {
+                    Some((_, c)) if matches!(c.kind, Kind::Timestamp | Kind::Date) => {
+                        crate::value::check_strftime(pattern)
+                            .map_err(|m| err(format!("`tables.{name}.formats.{canonical}` = \"{pattern}\": {m}")))?;
+                    }
+                    Some(_) => {
+                        return Err(err(format!(
+                            "`tables.{name}.formats.{canonical}`: formats apply to timestamp and date columns only"
+                        )))
+                    }
+                    None => return Err(err(format!("unknown column key `tables.{name}.formats.{canonical}`"))),
+                }
+            }
+            if let Some(d) = &t.delimiter {
+                if d != "whitespace" && (d.len() != 1 || !d.is_ascii()) {
+                    return Err(err(format!(
+                        "`tables.{name}.delimiter` = \"{d}\": expected one ASCII character or \"whitespace\""
+                    )));
+                }
+            }
+            if let Some(q) = &t.quote {
+                if q.len() != 1 || !q.is_ascii() {
+                    return Err(err(format!("`tables.{name}.quote` = \"{q}\": expected one ASCII character")));
+                }
+            }
+            if let Some(e) = &t.encoding {
+                if !matches!(e.to_ascii_lowercase().as_str(), "utf-8" | "utf8" | "latin1" | "iso-8859-1") {
+                    return Err(err(format!("`tables.{name}.encoding` = \"{e}\": expected \"utf-8\" or \"latin1\"")));
+                }
+            }
+            if t.format == Some(Format::Parquet) && (t.delimiter.is_some() || t.header.is_some()) {
+                return Err(err(format!("`tables.{name}`: delimiter and header apply to csv only")));
+            }
+        }
+        if let Some(cc) = &self.identity.default_country_code {
+            if cc.is_empty() || cc.len() > 4 || !cc.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(err(format!(
+                    "`identity.default_country_code` = \"{cc}\": expected 1 to 4 digits, such as \"44\""
+                )));
+            }
+        }
+        self.ingest.timezone.parse::<chrono_tz::Tz>().map_err(|_| {
+            err(format!(
+                "`ingest.timezone` = \"{}\": not an IANA time zone name",
+                self.ingest.timezone
+            ))
+        })?;
+        crate::value::parse_instant(&self.ingest.min_timestamp).ok_or_else(|| {
+            err(format!(
+                "`ingest.min_timestamp` = \"{}\": expected YYYY-MM-DD",
+                self.ingest.min_timestamp
+            ))
+        })?;
+        if let Some(m) = &self.ingest.max_timestamp {
+            crate::value::parse_instant(m).ok_or_else(|| err(format!("`ingest.max_timestamp` = \"{m}\": expected YYYY-MM-DD")))?;
+        }
+        let (k, f) = (self.ingest.quantity_outlier_k, self.ingest.quantity_flag_k);
+        if !(k.is_finite() && k > 0.0 && f.is_finite() && f > 0.0 && f <= k) {
+            return Err(err(format!(
+                "`ingest.quantity_outlier_k` = {k} and `quantity_flag_k` = {f}: expected 0 < flag_k <= outlier_k"
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Config, String> {
+        Config::parse(s, Path::new("rapport.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_data_model_example_parses() {
+        let c = parse(
+            r#"
+[tables.orders]
+path = "exports/sales_*.csv"
+format = "csv"
+delimiter = ","
+header = true
+[tables.orders.columns]
+customer_id = "CustomerID"
+ordered_at = "InvoiceDate"
+unit_price = "UnitPrice"
+[tables.orders.formats]
+ordered_at = "%m/%d/%Y %H:%M"
+
+[identity]
+default_country_code = "86"
+
+[ingest]
+timezone = "UTC"
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.tables["orders"].columns["customer_id"], "CustomerID");
+        assert_eq!(c.identity.default_country_code.as_deref(), Some("86"));
+    }
+
+    #[test]
+    fn the_template_parses() {
+        parse(TEMPLATE).unwrap();
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        assert!(parse("[tables.orders]\npathh = \"x\"").unwrap_err().contains("pathh"));
+        assert!(parse("[tables.ordrs]\npath = \"x\"").unwrap_err().contains("tables.ordrs"));
+        assert!(parse("[tables.orders.columns]\ncustomer = \"x\"").unwrap_err().contains("customer"));
+        assert!(parse("[ingest]\ntimezone = \"Mars/Base\"").unwrap_err().contains("Mars/Base"));
+        assert!(parse("[tables.orders]\ndelimiter = \";;\"").unwrap_err().contains("delimiter"));
+        assert!(parse("[tables.orders.formats]\nquantity = \"%Y\"")
+            .unwrap_err()
+            .contains("quantity"));
+        assert!(parse("[tables.orders.formats]\nordered_at = \"%Q\"").unwrap_err().contains("%Q"));
+        assert!(parse("this is = not toml =").unwrap_err().contains("rapport.toml"));
+        assert!(parse("[identity]\ndefault_country_code = \"+44\"").unwrap_err().contains("+44"));
+        assert!(parse("[bogus]\nx = 1").unwrap_err().contains("bogus"));
+    }
+}

@@ -1,0 +1,418 @@
+//! Identity resolution: one unified customer per person, across source systems.
+//!
+//! Rules (the foundation issue): email is trimmed and lowercased; a phone keeps its
+//! digits, and a national number (no `+` or `00` prefix) loses its trunk zeros and gains
+//! `[identity] default_country_code`. Source ids are linked when they share a normalised
+//! email or phone (compared as keyed-hash pseudonyms, never in clear); the links are
+//! closed transitively with union-find. Names are never used: two people called Ana
+//! García with different emails and phones stay two customers.
+//!
+//! Unified ids are stable across ingests: a cluster keeps the id it had, and when a new
+//! record joins two clusters the smaller id survives and the other is remapped
+//! everywhere. A new cluster takes its first member's source id as its unified id
+//! when that is free (so single-source data keeps the ids users know), else
+//! `source:id`.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// Trims and lowercases an email; `None` unless it looks like `local@domain`.
+pub fn normalise_email(s: &str) -> Option<String> {
+    let e = s.trim().to_lowercase();
+    let (local, domain) = e.split_once('@')?;
+    if local.is_empty() || domain.is_empty() || domain.contains('@') || e.contains(char::is_whitespace) {
+        return None;
+    }
+    Some(e)
+}
+
+/// Digits only, in international form (country code first, no prefix); `None` for
+/// fewer than 6 digits.
+pub fn normalise_phone(s: &str, default_country_code: Option<&str>) -> Option<String> {
+    let t = s.trim();
+    let digits: String = t.chars().filter(char::is_ascii_digit).collect();
+    let international = if t.starts_with('+') {
+        digits
+    } else if let Some(rest) = digits.strip_prefix("00") {
+        rest.to_string()
+    } else {
+        let national = digits.trim_start_matches('0');
+        match default_country_code {
+            Some(cc) => format!("{cc}{national}"),
+            None => national.to_string(),
+        }
+    };
+    (international.len() >= 6).then_some(international)
+}
+
+/// What linked a source id to the rest of its cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatchedOn {
+    Email,
+    Phone,
+    None,
+}
+
+impl MatchedOn {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MatchedOn::Email => "email",
+            MatchedOn::Phone => "phone",
+            MatchedOn::None => "none",
+        }
+    }
+}
+
+/// One source id: a customer as one system knows them.
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub source: String,
+    pub source_id: String,
+    pub email_key: Option<String>,
+    pub phone_key: Option<String>,
+    /// The unified id before this ingest, if the node is not new.
+    pub previous: Option<String>,
+    pub unified: String,
+    pub matched_on: MatchedOn,
+}
+
+/// The outcome of looking up a row's customer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    Found(usize),
+    /// The id names different customers in several sources and the row names none.
+    Ambiguous,
+}
+
+/// Counts for quality.json.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MergeCounts {
+    pub merged_by_email: u64,
+    pub merged_by_phone: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct Identity {
+    pub nodes: Vec<Node>,
+    index: HashMap<(String, String), usize>,
+    by_source_id: HashMap<String, Vec<usize>>,
+    taken: HashSet<String>,
+    pub merges: MergeCounts,
+    /// Unified ids that disappeared in a merge → the id that absorbed them.
+    pub remap: BTreeMap<String, String>,
+}
+
+struct UnionFind {
+    parent: Vec<usize>,
+}
+
+impl UnionFind {
+    fn new(n: usize) -> Self {
+        Self { parent: (0..n).collect() }
+    }
+
+    fn find(&mut self, mut x: usize) -> usize {
+        while self.parent[x] != x {
+            self.parent[x] = self.parent[self.parent[x]];
+            x = self.parent[x];
+        }
+        x
+    }
+
+    /// Joins the sets of `a` and `b`; `true` if they were separate. The smaller index
+    /// becomes the root, so the result does not depend on the order of unions.
+    fn union(&mut self, a: usize, b: usize) -> bool {
+        let (ra, rb) = (self.find(a), self.find(b));
+        if ra == rb {
+            return false;
+        }
+        let (lo, hi) = if ra < rb { (ra, rb) } else { (rb, ra) };
+        self.parent[hi] = lo;
+        true
+    }
+}
+
+impl Identity {
+    /// Starts from the stored mapping (`customer_sources`).
+    pub fn from_stored(nodes: impl IntoIterator<Item = Node>) -> Self {
+        let mut id = Identity::default();
+        for mut n in nodes {
+            n.previous = Some(n.unified.clone());
+            id.taken.insert(n.unified.clone());
+            id.insert(n);
+        }
+        id
+    }
+
+    fn insert(&mut self, n: Node) -> usize {
+        let i = self.nodes.len();
+        self.index.insert((n.source.clone(), n.source_id.clone()), i);
+        self.by_source_id.entry(n.source_id.clone()).or_default().push(i);
+        self.nodes.push(n);
+        i
+    }
+
+    /// Records a profile row; a later row for the same source id updates its keys.
+    pub fn add_profile(&mut self, source: &str, source_id: &str, email_key: Option<String>, phone_key: Option<String>) {
+        match self.index.get(&(source.to_string(), source_id.to_string())) {
+            Some(&i) => {
+                let n = &mut self.nodes[i];
+                if email_key.is_some() {
+                    n.email_key = email_key;
+                }
+                if phone_key.is_some() {
+                    n.phone_key = phone_key;
+                }
+            }
+            None => {
+                self.insert(Node {
+                    source: source.to_string(),
+                    source_id: source_id.to_string(),
+                    email_key,
+                    phone_key,
+                    previous: None,
+                    unified: String::new(),
+                    matched_on: MatchedOn::None,
+                });
+            }
+        }
+    }
+
+    /// Links every node sharing an email or phone pseudonym (and keeps every earlier
+    /// merge), then gives each cluster its unified id.
+    pub fn resolve(&mut self) {
+        let n = self.nodes.len();
+        let mut uf = UnionFind::new(n);
+        let mut counts = MergeCounts::default();
+        let link = |uf: &mut UnionFind, key: fn(&Node) -> Option<&String>, nodes: &[Node]| -> u64 {
+            let mut first: HashMap<&str, usize> = HashMap::new();
+            let mut merged = 0;
+            for (i, node) in nodes.iter().enumerate() {
+                if let Some(k) = key(node) {
+                    match first.get(k.as_str()) {
+                        Some(&j) => merged += u64::from(uf.union(i, j)),
+                        None => {
+                            first.insert(k, i);
+                        }
+                    }
+                }
+            }
+            merged
+        };
+        counts.merged_by_email = link(&mut uf, |n| n.email_key.as_ref(), &self.nodes);
+        counts.merged_by_phone = link(&mut uf, |n| n.phone_key.as_ref(), &self.nodes);
+        link(&mut uf, |n| n.previous.as_ref(), &self.nodes);
+        self.merges = counts;
+
+        let mut members: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        for i in 0..n {
+            members.entry(uf.find(i)).or_default().push(i);
+        }
+        let mut email_count: HashMap<(usize, &str), u32> = HashMap::new();
+        let mut phone_count: HashMap<(usize, &str), u32> = HashMap::new();
+        for (i, node) in self.nodes.iter().enumerate() {
+            let root = uf.find(i);
+            if let Some(k) = &node.email_key {
+                *email_count.entry((root, k.as_str())).or_default() += 1;
+            }
+            if let Some(k) = &node.phone_key {
+                *phone_count.entry((root, k.as_str())).or_default() += 1;
+            }
+        }
+        let matched: Vec<MatchedOn> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, node)| {
+                let root = uf.find(i);
+                let shared = |map: &HashMap<(usize, &str), u32>, k: &Option<String>| {
+                    k.as_ref().is_some_and(|k| map.get(&(root, k.as_str())).copied().unwrap_or(0) > 1)
+                };
+                if shared(&email_count, &node.email_key) {
+                    MatchedOn::Email
+                } else if shared(&phone_count, &node.phone_key) {
+                    MatchedOn::Phone
+                } else if node.previous.is_some() && node.matched_on != MatchedOn::None {
+                    node.matched_on
+                } else {
+                    MatchedOn::None
+                }
+            })
+            .collect();
+        drop((email_count, phone_count));
+        for (i, m) in matched.into_iter().enumerate() {
+            self.nodes[i].matched_on = m;
+        }
+
+        for (_, group) in members {
+            let survivor = group.iter().filter_map(|&i| self.nodes[i].previous.clone()).min();
+            let unified = match survivor {
+                Some(s) => s,
+                None => {
+                    let first = &self.nodes[group[0]];
+                    let (source, sid) = (first.source.clone(), first.source_id.clone());
+                    self.fresh_id(&source, &sid)
+                }
+            };
+            for &i in &group {
+                if let Some(p) = &self.nodes[i].previous {
+                    if *p != unified {
+                        self.remap.insert(p.clone(), unified.clone());
+                    }
+                }
+                self.nodes[i].unified = unified.clone();
+            }
+        }
+    }
+
+    fn fresh_id(&mut self, source: &str, source_id: &str) -> String {
+        let mut candidate = source_id.to_string();
+        if self.taken.contains(&candidate) || candidate.is_empty() {
+            candidate = format!("{source}:{source_id}");
+        }
+        let base = candidate.clone();
+        let mut k = 2;
+        while self.taken.contains(&candidate) {
+            candidate = format!("{base}#{k}");
+            k += 1;
+        }
+        self.taken.insert(candidate.clone());
+        candidate
+    }
+
+    /// Finds (or, for an id no profile has, creates) the customer a row refers to.
+    /// Call after [`Identity::resolve`].
+    pub fn lookup(&mut self, source: Option<&str>, source_id: &str) -> Lookup {
+        if let Some(s) = source {
+            if let Some(&i) = self.index.get(&(s.to_string(), source_id.to_string())) {
+                return Lookup::Found(i);
+            }
+            return Lookup::Found(self.create(s, source_id));
+        }
+        if let Some(hits) = self.by_source_id.get(source_id) {
+            let first = hits[0];
+            if hits.iter().all(|&i| self.nodes[i].unified == self.nodes[first].unified) {
+                return Lookup::Found(first);
+            }
+            return Lookup::Ambiguous;
+        }
+        Lookup::Found(self.create("default", source_id))
+    }
+
+    fn create(&mut self, source: &str, source_id: &str) -> usize {
+        let unified = self.fresh_id(source, source_id);
+        self.insert(Node {
+            source: source.to_string(),
+            source_id: source_id.to_string(),
+            email_key: None,
+            phone_key: None,
+            previous: None,
+            unified,
+            matched_on: MatchedOn::None,
+        })
+    }
+
+    pub fn unified_customers(&self) -> usize {
+        self.nodes.iter().map(|n| n.unified.as_str()).collect::<HashSet<_>>().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn email_normalisation() {
+        assert_eq!(normalise_email("  Ada.L@Example.COM "), Some("ada.l@example.com".into()));
+        assert_eq!(normalise_email("no-at-sign"), None);
+        assert_eq!(normalise_email("@x.com"), None);
+        assert_eq!(normalise_email("a@b@c"), None);
+    }
+
+    #[test]
+    fn phone_normalisation() {
+        let cc = Some("86");
+        assert_eq!(normalise_phone("+86 138-0013-8000", cc), Some("8613800138000".into()));
+        assert_eq!(normalise_phone("13800138000", cc), Some("8613800138000".into()));
+        assert_eq!(normalise_phone("0086 138 0013 8000", cc), Some("8613800138000".into()));
+        assert_eq!(normalise_phone("07700 900123", Some("44")), Some("447700900123".into()));
+        assert_eq!(normalise_phone("+44 7700 900123", Some("44")), Some("447700900123".into()));
+        assert_eq!(normalise_phone("123", cc), None);
+    }
+
+    fn ids(id: &Identity) -> Vec<(String, String, &'static str)> {
+        id.nodes
+            .iter()
+            .map(|n| (format!("{}/{}", n.source, n.source_id), n.unified.clone(), n.matched_on.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn transitive_merges_by_email_and_phone_never_by_name() {
+        let mut id = Identity::default();
+        let k = |s: &str| Some(s.to_string());
+        id.add_profile("shop", "1", k("e1"), None);
+        id.add_profile("app", "a", k("e1"), k("p1"));
+        id.add_profile("crm", "X", None, k("p1"));
+        id.add_profile("crm", "Y", k("e2"), k("p2")); // same name as shop/1, say: not merged
+        id.resolve();
+        let got = ids(&id);
+        assert_eq!(got[0], ("shop/1".into(), "1".into(), "email"));
+        assert_eq!(got[1], ("app/a".into(), "1".into(), "email"));
+        assert_eq!(got[2], ("crm/X".into(), "1".into(), "phone"));
+        assert_eq!(got[3], ("crm/Y".into(), "Y".into(), "none"));
+        assert_eq!(
+            id.merges,
+            MergeCounts {
+                merged_by_email: 1,
+                merged_by_phone: 1
+            }
+        );
+        assert_eq!(id.unified_customers(), 2);
+    }
+
+    #[test]
+    fn ids_are_stable_and_merges_remap() {
+        let k = |s: &str| Some(s.to_string());
+        let mut first = Identity::default();
+        first.add_profile("shop", "1", k("e1"), None);
+        first.add_profile("app", "1", k("e9"), None);
+        first.resolve();
+        assert_eq!(first.nodes[1].unified, "app:1");
+        // Second ingest: a crm record links the two.
+        let mut second = Identity::from_stored(first.nodes.clone());
+        second.add_profile("crm", "c", k("e1"), None);
+        second.add_profile("crm", "d", k("e9"), k("p"));
+        second.add_profile("crm", "c", None, k("p"));
+        second.resolve();
+        assert!(second.nodes.iter().all(|n| n.unified == "1"), "{:?}", ids(&second));
+        assert_eq!(second.remap.get("app:1"), Some(&"1".to_string()));
+    }
+
+    #[test]
+    fn lookups_by_source_and_ambiguity() {
+        let mut id = Identity::default();
+        id.add_profile("shop", "7", Some("a".into()), None);
+        id.add_profile("app", "7", Some("b".into()), None);
+        id.add_profile("app", "8", None, None);
+        id.resolve();
+        assert_eq!(id.lookup(None, "7"), Lookup::Ambiguous);
+        let Lookup::Found(i) = id.lookup(Some("app"), "7") else { panic!() };
+        assert_eq!(id.nodes[i].unified, "app:7");
+        let Lookup::Found(i) = id.lookup(None, "8") else { panic!() };
+        assert_eq!(id.nodes[i].unified, "8");
+        let Lookup::Found(i) = id.lookup(None, "99") else { panic!() };
+        assert_eq!((id.nodes[i].source.as_str(), id.nodes[i].unified.as_str()), ("default", "99"));
+        assert_eq!(id.lookup(None, "99"), Lookup::Found(i));
+    }
+
+    #[test]
+    fn result_does_not_depend_on_union_order() {
+        let k = |s: &str| Some(s.to_string());
+        let mut a = Identity::default();
+        a.add_profile("s", "1", k("x"), k("p"));
+        a.add_profile("s", "2", k("y"), k("p"));
+        a.add_profile("s", "3", k("y"), None);
+        a.resolve();
+        assert!(a.nodes.iter().all(|n| n.unified == "1"));
+    }
+}

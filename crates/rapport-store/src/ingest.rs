@@ -1,0 +1,687 @@
+//! `rapport ingest`: read, validate, clean, unify, store — all or nothing.
+//!
+//! The order of work: find the files and check every header (so a bad mapping fails
+//! before anything heavy); read the profiles (`customers`) and resolve identities; then
+//! stream every other table in batches — validate in parallel, apply the quantity
+//! outlier rule, drop exact duplicates, resolve each row's customer, write Parquet into
+//! staging — and finally commit everything in one catalog transaction.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow_array::{Array, ArrayRef, RecordBatch, StringArray};
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
+
+use rapport_model::robust::LogOutlierRule;
+
+use crate::config::Config;
+use crate::crypto::Keys;
+use crate::discover::discover;
+use crate::error::{Result, StoreError};
+use crate::identity::{normalise_email, normalise_phone, Identity, Lookup, MatchedOn, Node};
+use crate::quality::{IdentityQuality, Quality, SkippedFile, TableQuality};
+use crate::reader::{open, Batch, RowMeta};
+use crate::schema::InputTable;
+use crate::tables::{customer_sources_schema, quarantine_schema, stored_schema, BatchBuilder, PartWriter, Val};
+use crate::validate::{Checked, Validator, IMPUTED_AMOUNT, IMPUTED_QUANTITY, IMPUTED_STATUS};
+use crate::workspace::{Transaction, Workspace};
+
+/// Reports progress of long steps; the CLI draws bars, tests pass [`NoProgress`].
+pub trait Progress: Send + Sync {
+    fn begin(&self, label: &str, total_bytes: Option<u64>);
+    fn advance(&self, bytes: u64);
+    fn end(&self);
+    fn note(&self, message: &str);
+}
+
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn begin(&self, _: &str, _: Option<u64>) {}
+    fn advance(&self, _: u64) {}
+    fn end(&self) {}
+    fn note(&self, _: &str) {}
+}
+
+#[derive(Debug, Clone)]
+pub struct IngestOptions {
+    pub data_dir: PathBuf,
+    pub config_file: Option<PathBuf>,
+    /// The time of the ingest (UTC microseconds): later timestamps are implausible.
+    pub now_micros: i64,
+    pub batch_rows: usize,
+}
+
+impl IngestOptions {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            config_file: None,
+            now_micros: chrono::Utc::now().timestamp_micros(),
+            batch_rows: 256 * 1024,
+        }
+    }
+}
+
+/// What an ingest did.
+#[derive(Debug, Clone)]
+pub struct IngestOutcome {
+    pub quality: Quality,
+    /// Nothing new: every file had been ingested before.
+    pub nothing_new: bool,
+}
+
+/// Runs one ingest into the workspace at `ws` and commits it.
+pub fn ingest(ws: &Workspace, opts: &IngestOptions, progress: &dyn Progress) -> Result<IngestOutcome> {
+    let (txn, outcome) = prepare(ws, opts, progress)?;
+    if !outcome.nothing_new {
+        txn.commit(&outcome.summary())?;
+    }
+    Ok(outcome)
+}
+
+impl IngestOutcome {
+    /// A one-line JSON summary for the catalog: accepted rows per table.
+    pub fn summary(&self) -> String {
+        serde_json::to_string(
+            &self
+                .quality
+                .tables
+                .iter()
+                .map(|(k, v)| (k.clone(), v.rows_accepted))
+                .collect::<BTreeMap<_, _>>(),
+        )
+        .unwrap_or_default()
+    }
+}
+
+/// Does all of an ingest but the commit, so that the caller can add derived tables to
+/// the same transaction. Dropping the transaction instead of committing it leaves the
+/// workspace as it was.
+pub fn prepare<'w>(ws: &'w Workspace, opts: &IngestOptions, progress: &dyn Progress) -> Result<(Transaction<'w>, IngestOutcome)> {
+    let (config, config_file) = Config::for_data(&opts.data_dir, opts.config_file.as_deref())?;
+    let (inputs, ignored) = discover(&opts.data_dir, &config, config_file.as_deref())?;
+    if !inputs.iter().any(|t| t.table == InputTable::Orders) && !ws.tables()?.contains_key("orders") {
+        return Err(StoreError::Usage(format!(
+            "no orders in {}: Rapport needs an orders table (a file named like orders.csv, orders.jsonl or orders.parquet, or `[tables.orders] path` in rapport.toml); found: {}",
+            opts.data_dir.display(),
+            if ignored.is_empty() { "no files".to_string() } else { ignored.join(", ") }
+        )));
+    }
+    // Check every file's header and mapping before any heavy work.
+    for input in &inputs {
+        for f in &input.files {
+            open(f, input.table, &input.config)?;
+        }
+    }
+    let keys = ws.keys(true)?;
+    let tz: chrono_tz::Tz = config.ingest.timezone.parse().expect("validated with the config");
+    let min_ts = crate::value::parse_instant(&config.ingest.min_timestamp).expect("validated");
+    let max_ts = match &config.ingest.max_timestamp {
+        Some(m) => crate::value::parse_instant(m).expect("validated"),
+        None => opts.now_micros,
+    };
+
+    let mut txn = ws.begin("ingest")?;
+    let mut q = Quality {
+        ingest_id: txn.id,
+        ingested_at: chrono::DateTime::from_timestamp_micros(opts.now_micros)
+            .map(|d| d.to_rfc3339())
+            .unwrap_or_default(),
+        data_dir: opts.data_dir.display().to_string(),
+        ..Quality::default()
+    };
+    for f in &ignored {
+        q.warnings
+            .push(format!("ignored {f}: not named like an input table and not in rapport.toml"));
+    }
+    for t in InputTable::ALL {
+        if !inputs.iter().any(|i| i.table == t) {
+            q.absent_tables.insert(t.name().into(), what_it_enables(t).into());
+        }
+    }
+
+    let stored_sources = ws.read_table("customer_sources")?;
+    let before: usize = stored_sources.iter().map(|b| b.num_rows()).sum();
+    let mut state = State {
+        identity: Identity::from_stored(nodes_from_batches(&stored_sources)?),
+        keys,
+        cc: config.identity.default_country_code.clone(),
+        quarantine: BatchBuilder::new(quarantine_schema()),
+        quarantine_writer: None,
+        txn_id: txn.id,
+        seen_hashes: HashSet::new(),
+    };
+
+    if !inputs.iter().any(|i| i.table == InputTable::Customers) {
+        state.identity.resolve();
+    }
+    // Profiles first: every other table resolves against them.
+    let mut profiles: Vec<Vec<Val<'static>>> = Vec::new();
+    let mut any_new = false;
+    for input in &inputs {
+        let mut tq = TableQuality::default();
+        let validator = Validator::new(input.table, tz, &input.config.formats, min_ts, max_ts);
+        let mut writer = None;
+        let mut outlier_rule = None;
+        let mut seen = HashSet::new();
+        let mut present = vec![false; input.table.columns().len()];
+        for file in &input.files {
+            let (sha, bytes) = file_digest(&file.path)?;
+            if let Some(known) = ws.known_file(&sha, input.table.name())? {
+                progress.note(&format!(
+                    "skipped {}: the same content was ingested before as {} (ingest {})",
+                    file.name, known.name, known.txn
+                ));
+                q.skipped_files.push(SkippedFile {
+                    table: input.table.name().into(),
+                    file: file.name.clone(),
+                    same_as: known.name,
+                });
+                continue;
+            }
+            if !state.seen_hashes.insert((sha.clone(), input.table)) {
+                q.skipped_files.push(SkippedFile {
+                    table: input.table.name().into(),
+                    file: file.name.clone(),
+                    same_as: "another file of this ingest".into(),
+                });
+                continue;
+            }
+            any_new = true;
+            tq.files.push(file.name.clone());
+            progress.begin(&format!("{} ← {}", input.table, file.name), (!file.gzip).then_some(bytes));
+            let mut reader = open(file, input.table, &input.config)?;
+            let mut batch = Batch::default();
+            let mut file_rows = 0u64;
+            loop {
+                batch.clear();
+                let more = reader.next_batch(&mut batch, opts.batch_rows)?;
+                file_rows += batch.rows.len() as u64;
+                let ctx = BatchCtx {
+                    table: input.table,
+                    file: &file.name,
+                    batch: &batch,
+                };
+                let checked: Vec<Checked<'_>> = batch
+                    .rows
+                    .par_iter()
+                    .map(|row| match &row.problem {
+                        Some(p) => Checked::Rejected(crate::validate::Reject {
+                            reason: p.reason.to_string(),
+                            detail: Some(p.detail.clone()),
+                        }),
+                        None => validator.check(&batch, row),
+                    })
+                    .collect();
+                if input.table == InputTable::Orders && outlier_rule.is_none() {
+                    outlier_rule = fit_quantity_rule(&checked);
+                }
+                let accepted = state.screen(&ctx, checked, &mut tq, &mut seen, outlier_rule.as_ref(), &config);
+                if input.table == InputTable::Customers {
+                    for (_, values, _) in accepted {
+                        profiles.push(state.profile_values(values));
+                    }
+                } else {
+                    let w = match &mut writer {
+                        Some(w) => w,
+                        None => writer.insert(txn.part_writer(input.table.stored_name(), stored_schema(input.table))?),
+                    };
+                    state.store_rows(input.table, accepted, w)?;
+                }
+                state.flush_quarantine(&mut txn, false)?;
+                progress.advance(batch.raw.len() as u64 + batch.rows.len() as u64);
+                if !more {
+                    break;
+                }
+            }
+            progress.end();
+            for (p, here) in present.iter_mut().zip(reader.present()) {
+                *p |= here;
+            }
+            txn.record_file(&sha, input.table.name(), &file.name, bytes, file_rows);
+        }
+        if input.table == InputTable::Customers {
+            state.identity.resolve();
+            let schema = stored_schema(InputTable::Customers);
+            let mut b = BatchBuilder::new(schema.clone());
+            let mut w = txn.part_writer("customer_profiles", schema)?;
+            for mut row in profiles.drain(..) {
+                // Slot 0 holds the node index until the unified id is known.
+                let Val::Num(node) = row[0] else {
+                    unreachable!("profile rows start with their node")
+                };
+                let node = &state.identity.nodes[node as usize];
+                row[0] = Val::Owned(node.unified.clone());
+                b.push_row(&row);
+                if b.len() >= 64 * 1024 {
+                    w.write(&b.finish()?)?;
+                }
+            }
+            w.write(&b.finish()?)?;
+            txn.add_part("customer_profiles", w)?;
+        } else if let Some(w) = writer {
+            txn.add_part(input.table.stored_name(), w)?;
+        }
+        if !tq.files.is_empty() {
+            debug_assert!(tq.balanced());
+            for (c, here) in input.table.columns().iter().zip(&present) {
+                if !here {
+                    tq.missing_values.remove(c.name);
+                    tq.absent_columns.push(c.name.to_string());
+                }
+            }
+            q.tables.insert(input.table.name().into(), tq);
+        }
+    }
+    state.flush_quarantine(&mut txn, true)?;
+
+    // Merges found now re-label rows stored by earlier ingests.
+    let remap = std::mem::take(&mut state.identity.remap);
+    if !remap.is_empty() {
+        progress.note(&format!("{} unified ids merged into others; re-labelling stored rows", remap.len()));
+        for t in InputTable::ALL.iter().filter(|t| t.refers_to_customers()) {
+            relabel(ws, &mut txn, t.stored_name(), &remap)?;
+        }
+    }
+
+    let nodes = &state.identity.nodes;
+    let mut b = BatchBuilder::new(customer_sources_schema());
+    for n in nodes {
+        b.push_row(&[
+            Val::Str(&n.unified),
+            Val::Str(&n.source),
+            Val::Str(&n.source_id),
+            Val::Str(n.matched_on.as_str()),
+            n.email_key.as_deref().map(Val::Str).unwrap_or(Val::Null),
+            n.phone_key.as_deref().map(Val::Str).unwrap_or(Val::Null),
+        ]);
+    }
+    txn.replace("customer_sources");
+    txn.write_part("customer_sources", customer_sources_schema(), &[b.finish()?])?;
+    q.identity = IdentityQuality {
+        source_ids: nodes.len() as u64,
+        unified_customers: state.identity.unified_customers() as u64,
+        merged_by_email: state.identity.merges.merged_by_email,
+        merged_by_phone: state.identity.merges.merged_by_phone,
+        new_source_ids: (nodes.len() - before) as u64,
+        remapped_ids: remap.len() as u64,
+    };
+    Ok((
+        txn,
+        IngestOutcome {
+            quality: q,
+            nothing_new: !any_new,
+        },
+    ))
+}
+
+fn what_it_enables(t: InputTable) -> &'static str {
+    match t {
+        InputTable::Customers => "profiles from several systems: identity resolution across sources, profile gaps",
+        InputTable::Products => "product categories and attributes: category gaps, content-based recommendations",
+        InputTable::Orders => "everything: Rapport needs orders",
+        InputTable::Events => "interactions: behaviour model, knowledge gaps from feature use, complaints",
+        InputTable::Surveys => "what customers say: frequency, category and satisfaction gaps",
+        InputTable::Consents => "consent: without it no marketing action is taken for anyone",
+        InputTable::CampaignOutcomes => "feedback: uplift of actions against control groups",
+    }
+}
+
+fn file_digest(path: &Path) -> Result<(String, u64)> {
+    let mut f = std::fs::File::open(path).map_err(|e| StoreError::io(path, e))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n = 0u64;
+    loop {
+        let k = f.read(&mut buf).map_err(|e| StoreError::io(path, e))?;
+        if k == 0 {
+            break;
+        }
+        n += k as u64;
+        h.update(&buf[..k]);
+    }
+    Ok((hex::encode(h.finalize()), n))
+}
+
+fn fit_quantity_rule(checked: &[Checked<'_>]) -> Option<LogOutlierRule> {
+    let q = InputTable::Orders.column("quantity").map(|(i, _)| i).expect("orders have quantity");
+    let values: Vec<f64> = checked
+        .iter()
+        .filter_map(|c| match c {
+            Checked::Ok { values, .. } => match values[q] {
+                Val::Num(x) => Some(x),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    LogOutlierRule::fit(&values, 0.5)
+}
+
+struct BatchCtx<'a> {
+    table: InputTable,
+    file: &'a str,
+    batch: &'a Batch,
+}
+
+struct State {
+    identity: Identity,
+    keys: Keys,
+    cc: Option<String>,
+    quarantine: BatchBuilder,
+    quarantine_writer: Option<PartWriter>,
+    txn_id: i64,
+    seen_hashes: HashSet<(String, InputTable)>,
+}
+
+impl State {
+    /// Applies the rules that need more than one row (outliers, duplicates) and sends
+    /// every rejected row to the quarantine; returns the accepted rows.
+    #[allow(clippy::too_many_arguments)]
+    fn screen<'a>(
+        &mut self,
+        ctx: &BatchCtx<'a>,
+        checked: Vec<Checked<'a>>,
+        tq: &mut TableQuality,
+        seen: &mut HashSet<u128>,
+        rule: Option<&LogOutlierRule>,
+        config: &Config,
+    ) -> Vec<(&'a RowMeta, Vec<Val<'a>>, Option<usize>)> {
+        let t = ctx.table;
+        let cols = t.columns();
+        let q_idx = t.column("quantity").map(|(i, _)| i);
+        let order_id = t.column("order_id").map(|(i, _)| i);
+        // Profiles are registered, not looked up; products refer to no customer.
+        let lookup = t.refers_to_customers() && t != InputTable::Customers;
+        let cid = t.column("customer_id").map(|(i, _)| i);
+        let src = t.column("source").map(|(i, _)| i);
+        let mut out = Vec::with_capacity(checked.len());
+        for (row, c) in ctx.batch.rows.iter().zip(checked) {
+            tq.rows_read += 1;
+            let (values, hash, imputed) = match c {
+                Checked::Rejected(r) => {
+                    self.quarantine_row(ctx, row, &r.reason, r.detail.as_deref(), tq);
+                    continue;
+                }
+                Checked::Ok { values, hash, imputed } => (values, hash, imputed),
+            };
+            if let (Some(rule), Some(qi)) = (rule, q_idx) {
+                if let Val::Num(x) = values[qi] {
+                    let z = rule.z(x);
+                    if z > config.ingest.quantity_outlier_k {
+                        let detail = format!(
+                            "{x} is more than {:.0} (robust z {z:.1} on the log scale)",
+                            rule.threshold(config.ingest.quantity_outlier_k)
+                        );
+                        self.quarantine_row(ctx, row, "absurd quantity", Some(&detail), tq);
+                        continue;
+                    }
+                    if z > config.ingest.quantity_flag_k {
+                        *tq.outliers_flagged.entry("quantity".into()).or_default() += 1;
+                    }
+                }
+            }
+            // Order lines without an order_id have no identity: two identical lines can
+            // be two genuine purchases, so only lines with one are de-duplicated.
+            let dedup = t.dedups(order_id.is_some_and(|i| values[i] != Val::Null));
+            if dedup && !seen.insert(hash) {
+                tq.duplicates_removed += 1;
+                continue;
+            }
+            let mut node = None;
+            if lookup {
+                let ci = cid.expect("tables that refer to customers have customer_id");
+                let sid = values[ci].as_str().expect("required");
+                let source = src.and_then(|s| values[s].as_str());
+                match self.identity.lookup(source, sid) {
+                    Lookup::Found(i) => node = Some(i),
+                    Lookup::Ambiguous => {
+                        let detail = "the id belongs to different customers in several sources and the row names no source";
+                        self.quarantine_row(ctx, row, "ambiguous customer_id", Some(detail), tq);
+                        continue;
+                    }
+                }
+            }
+            for (flag, name) in [
+                (IMPUTED_QUANTITY, "quantity"),
+                (IMPUTED_AMOUNT, "amount"),
+                (IMPUTED_STATUS, "status"),
+            ] {
+                if imputed & flag != 0 {
+                    *tq.values_imputed.entry(name.into()).or_default() += 1;
+                }
+            }
+            for (c, v) in cols.iter().zip(&values) {
+                if *v == Val::Null {
+                    *tq.missing_values.entry(c.name.into()).or_default() += 1;
+                }
+            }
+            tq.rows_accepted += 1;
+            out.push((row, values, node));
+        }
+        out
+    }
+
+    fn quarantine_row(&mut self, ctx: &BatchCtx<'_>, row: &RowMeta, reason: &str, detail: Option<&str>, tq: &mut TableQuality) {
+        *tq.rejected.entry(reason.to_string()).or_default() += 1;
+        let raw = ctx.batch.raw(row);
+        let (shown, encrypted) = if ctx.table == InputTable::Customers {
+            (redact_profile(ctx.batch, row), Val::Bin(self.keys.encrypt(raw)))
+        } else {
+            (raw.to_string(), Val::Null)
+        };
+        self.quarantine.push_row(&[
+            Val::Str(ctx.table.name()),
+            Val::Str(ctx.file),
+            Val::Num(row.line as f64),
+            Val::Str(reason),
+            detail.map(Val::Str).unwrap_or(Val::Null),
+            Val::Owned(shown),
+            encrypted,
+            Val::Num(self.txn_id as f64),
+        ]);
+    }
+
+    fn flush_quarantine(&mut self, txn: &mut Transaction<'_>, last: bool) -> Result<()> {
+        if self.quarantine.len() >= 64 * 1024 || (last && !self.quarantine.is_empty()) {
+            let w = match &mut self.quarantine_writer {
+                Some(w) => w,
+                None => self.quarantine_writer.insert(txn.part_writer("quarantine", quarantine_schema())?),
+            };
+            w.write(&self.quarantine.finish()?)?;
+        }
+        if last {
+            if let Some(w) = self.quarantine_writer.take() {
+                txn.add_part("quarantine", w)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Turns a validated profile row into its stored form, personal data encrypted;
+    /// registers it with identity resolution. The first slot temporarily holds the
+    /// node index (the unified id is known only after every profile is read).
+    fn profile_values(&mut self, values: Vec<Val<'_>>) -> Vec<Val<'static>> {
+        let t = InputTable::Customers;
+        let get = |name: &str| values[t.column(name).expect("profile column").0].as_str().map(str::to_string);
+        let sid = get("customer_id").expect("required");
+        let source = get("source").unwrap_or_else(|| "default".into());
+        let email = get("email");
+        let phone = get("phone");
+        let email_key = email.as_deref().and_then(normalise_email).map(|e| self.keys.pseudonym("email", &e));
+        let phone_key = phone
+            .as_deref()
+            .and_then(|p| normalise_phone(p, self.cc.as_deref()))
+            .map(|p| self.keys.pseudonym("phone", &p));
+        self.identity.add_profile(&source, &sid, email_key.clone(), phone_key.clone());
+        let node = self.identity_index(&source, &sid);
+        let mut out: Vec<Val<'static>> = Vec::new();
+        for field in stored_schema(t).fields() {
+            let name = field.name().as_str();
+            let v = match name {
+                "customer_id" => Val::Num(node as f64),
+                "source" => Val::Owned(source.clone()),
+                "source_customer_id" => Val::Owned(sid.clone()),
+                "email_key" => email_key.clone().map(Val::Owned).unwrap_or(Val::Null),
+                "phone_key" => phone_key.clone().map(Val::Owned).unwrap_or(Val::Null),
+                "attributes" => owned(values.last().expect("attributes slot")),
+                _ => {
+                    let (i, c) = t.column(name).expect("stored columns are canonical");
+                    if c.pii {
+                        values[i].as_str().map(|s| Val::Bin(self.keys.encrypt(s))).unwrap_or(Val::Null)
+                    } else {
+                        owned(&values[i])
+                    }
+                }
+            };
+            out.push(v);
+        }
+        out
+    }
+
+    fn identity_index(&mut self, source: &str, sid: &str) -> usize {
+        match self.identity.lookup(Some(source), sid) {
+            Lookup::Found(i) => i,
+            Lookup::Ambiguous => unreachable!("a lookup with a source is never ambiguous"),
+        }
+    }
+
+    /// Writes accepted rows with their unified customer.
+    fn store_rows(&self, table: InputTable, rows: Vec<(&RowMeta, Vec<Val<'_>>, Option<usize>)>, w: &mut PartWriter) -> Result<()> {
+        let schema = stored_schema(table);
+        let mut b = BatchBuilder::new(schema.clone());
+        let plan: Vec<Slot> = schema
+            .fields()
+            .iter()
+            .map(|f| match f.name().as_str() {
+                "customer_id" if table.refers_to_customers() => Slot::Unified,
+                "source" if table.refers_to_customers() => Slot::Source,
+                "source_customer_id" => Slot::Canon(table.column("customer_id").expect("refers").0),
+                "attributes" => Slot::Attributes,
+                name => Slot::Canon(table.column(name).expect("stored columns are canonical").0),
+            })
+            .collect();
+        let mut out: Vec<Val<'_>> = Vec::with_capacity(plan.len());
+        for (_, mut values, node) in rows {
+            out.clear();
+            for slot in &plan {
+                out.push(match slot {
+                    Slot::Unified => Val::Str(&self.identity.nodes[node.expect("resolved")].unified),
+                    Slot::Source => Val::Str(&self.identity.nodes[node.expect("resolved")].source),
+                    Slot::Attributes => std::mem::replace(values.last_mut().expect("attributes"), Val::Null),
+                    Slot::Canon(i) => std::mem::replace(&mut values[*i], Val::Null),
+                });
+            }
+            b.push_row(&out);
+        }
+        w.write(&b.finish()?)
+    }
+}
+
+enum Slot {
+    Unified,
+    Source,
+    Attributes,
+    Canon(usize),
+}
+
+fn owned(v: &Val<'_>) -> Val<'static> {
+    match v {
+        Val::Null => Val::Null,
+        Val::Str(s) => Val::Owned(s.to_string()),
+        Val::Owned(s) => Val::Owned(s.clone()),
+        Val::Num(x) => Val::Num(*x),
+        Val::Ts(x) => Val::Ts(*x),
+        Val::Bool(x) => Val::Bool(*x),
+        Val::Bin(x) => Val::Bin(x.clone()),
+    }
+}
+
+/// The raw text of a rejected profile row with its personal fields blanked out; a row
+/// that could not even be split is withheld entirely (it stays, encrypted, in
+/// `raw_encrypted`).
+fn redact_profile(batch: &Batch, row: &RowMeta) -> String {
+    if row.problem.is_some() {
+        return format!(
+            "[withheld: {} bytes of a malformed profile row, kept encrypted]",
+            batch.raw(row).len()
+        );
+    }
+    let mut raw = batch.raw(row).to_string();
+    for (i, c) in InputTable::Customers.columns().iter().enumerate() {
+        if c.pii {
+            let v = batch.field(row, i);
+            if !v.is_empty() {
+                raw = raw.replace(v, &format!("[{}]", c.name));
+            }
+        }
+    }
+    raw
+}
+
+fn nodes_from_batches(batches: &[RecordBatch]) -> Result<Vec<Node>> {
+    let mut nodes = Vec::new();
+    for b in batches {
+        let col = |name: &str| -> Result<&StringArray> {
+            b.column_by_name(name)
+                .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+                .ok_or_else(|| StoreError::Internal(format!("customer_sources lacks a text column {name}")))
+        };
+        let (u, s, sid, m, e, p) = (
+            col("customer_id")?,
+            col("source")?,
+            col("source_customer_id")?,
+            col("matched_on")?,
+            col("email_key")?,
+            col("phone_key")?,
+        );
+        for i in 0..b.num_rows() {
+            let opt = |a: &StringArray| (!a.is_null(i)).then(|| a.value(i).to_string());
+            nodes.push(Node {
+                source: s.value(i).to_string(),
+                source_id: sid.value(i).to_string(),
+                email_key: opt(e),
+                phone_key: opt(p),
+                previous: None,
+                unified: u.value(i).to_string(),
+                matched_on: match m.value(i) {
+                    "email" => MatchedOn::Email,
+                    "phone" => MatchedOn::Phone,
+                    _ => MatchedOn::None,
+                },
+            });
+        }
+    }
+    Ok(nodes)
+}
+
+/// Rewrites a stored table with merged unified ids replaced by their survivors.
+fn relabel(ws: &Workspace, txn: &mut Transaction<'_>, table: &str, remap: &BTreeMap<String, String>) -> Result<()> {
+    let batches = ws.read_table(table)?;
+    if batches.is_empty() {
+        return Ok(());
+    }
+    let schema = batches[0].schema();
+    let idx = schema.index_of("customer_id")?;
+    let mut out = Vec::with_capacity(batches.len());
+    for b in &batches {
+        let ids = b
+            .column(idx)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .ok_or_else(|| StoreError::Internal(format!("{table}.customer_id is not text")))?;
+        let relabelled: StringArray = ids
+            .iter()
+            .map(|v| v.map(|v| remap.get(v).map(String::as_str).unwrap_or(v)))
+            .collect();
+        let mut cols: Vec<ArrayRef> = b.columns().to_vec();
+        cols[idx] = Arc::new(relabelled);
+        out.push(RecordBatch::try_new(schema.clone(), cols)?);
+    }
+    txn.replace(table);
+    txn.write_part(table, schema, &out)
+}

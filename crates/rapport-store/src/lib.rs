@@ -1,0 +1,30 @@
+//! The Rapport workspace on disk.
+//!
+//! This crate owns everything between a user's exports and the stored tables: the
+//! `rapport.toml` mapping ([`config`]), the readers for CSV, JSON Lines and Parquet
+//! ([`reader`], [`csv`]), type validation and the quarantine ([`validate`]), identity
+//! resolution ([`identity`]), encryption of personal data ([`crypto`]), the Parquet
+//! tables and the SQLite catalog with all-or-nothing commits ([`tables`],
+//! [`workspace`]), and the ingest that ties them together ([`ingest`]). It knows
+//! nothing about models.
+
+pub mod config;
+pub mod crypto;
+pub mod csv;
+pub mod discover;
+pub mod error;
+pub mod identity;
+pub mod ingest;
+pub mod quality;
+pub mod reader;
+pub mod schema;
+pub mod tables;
+pub mod validate;
+pub mod value;
+pub mod workspace;
+
+pub use config::Config;
+pub use error::{Result, StoreError};
+pub use ingest::{ingest, IngestOptions, IngestOutcome, NoProgress, Progress};
+pub use quality::Quality;
+pub use workspace::Workspace;

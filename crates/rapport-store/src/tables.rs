@@ -1,0 +1,286 @@
+//! How the workspace tables look on disk: their Arrow schemas, column builders that
+//! take validated values, and Parquet part files.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow_array::builder::{BinaryBuilder, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder};
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+
+use crate::error::{Result, StoreError};
+use crate::schema::{InputTable, Kind};
+
+/// A validated cell, borrowing text from the batch it came from where it can.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Val<'a> {
+    Null,
+    Str(&'a str),
+    Owned(String),
+    Num(f64),
+    Ts(i64),
+    Bool(bool),
+    Bin(Vec<u8>),
+}
+
+impl Val<'_> {
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Val::Str(s) => Some(s),
+            Val::Owned(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+pub fn timestamp_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+/// The stored column for one canonical column (personal columns are expanded by
+/// [`stored_schema`]).
+fn data_type(kind: Kind) -> DataType {
+    match kind {
+        Kind::Str | Kind::Json | Kind::Date => DataType::Utf8,
+        Kind::Number => DataType::Float64,
+        Kind::Timestamp => timestamp_type(),
+        Kind::Bool => DataType::Boolean,
+    }
+}
+
+/// The stored schema of an input table. Tables that refer to customers start with the
+/// unified `customer_id`, the row's `source` and its `source_customer_id`; personal
+/// columns are stored encrypted (Binary) beside a pseudonym `<name>_key` where they are
+/// matched on; unmapped source columns end up in `attributes` (a JSON object).
+pub fn stored_schema(table: InputTable) -> SchemaRef {
+    let mut fields = Vec::new();
+    if table.refers_to_customers() {
+        fields.push(Field::new("customer_id", DataType::Utf8, false));
+        fields.push(Field::new("source", DataType::Utf8, false));
+        fields.push(Field::new("source_customer_id", DataType::Utf8, false));
+    }
+    for c in table.columns() {
+        if matches!(c.name, "customer_id" | "source") && table.refers_to_customers() {
+            continue;
+        }
+        if c.pii {
+            fields.push(Field::new(c.name, DataType::Binary, true));
+            if matches!(c.name, "email" | "phone") {
+                fields.push(Field::new(format!("{}_key", c.name), DataType::Utf8, true));
+            }
+            continue;
+        }
+        let nullable = !c.required || c.name == "order_id";
+        fields.push(Field::new(c.name, data_type(c.kind), nullable));
+    }
+    fields.push(Field::new("attributes", DataType::Utf8, true));
+    Arc::new(Schema::new(fields))
+}
+
+pub fn quarantine_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("table", DataType::Utf8, false),
+        Field::new("file", DataType::Utf8, false),
+        Field::new("line", DataType::Int64, false),
+        Field::new("reason", DataType::Utf8, false),
+        Field::new("detail", DataType::Utf8, true),
+        Field::new("raw", DataType::Utf8, false),
+        // For profile rows, `raw` has its personal fields redacted; the whole row is kept
+        // here, encrypted, so that nothing is lost.
+        Field::new("raw_encrypted", DataType::Binary, true),
+        Field::new("ingest_id", DataType::Int64, false),
+    ]))
+}
+
+pub fn customer_sources_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("customer_id", DataType::Utf8, false),
+        Field::new("source", DataType::Utf8, false),
+        Field::new("source_customer_id", DataType::Utf8, false),
+        Field::new("matched_on", DataType::Utf8, false),
+        Field::new("email_key", DataType::Utf8, true),
+        Field::new("phone_key", DataType::Utf8, true),
+    ]))
+}
+
+/// One column being built.
+#[derive(Debug)]
+pub enum ColBuilder {
+    Str(StringBuilder),
+    Num(Float64Builder),
+    Ts(TimestampMicrosecondBuilder),
+    Bool(BooleanBuilder),
+    Bin(BinaryBuilder),
+    Int(Int64Builder),
+}
+
+impl ColBuilder {
+    pub fn for_type(t: &DataType) -> Self {
+        match t {
+            DataType::Utf8 => ColBuilder::Str(StringBuilder::new()),
+            DataType::Float64 => ColBuilder::Num(Float64Builder::new()),
+            DataType::Timestamp(..) => ColBuilder::Ts(TimestampMicrosecondBuilder::new().with_timezone("UTC")),
+            DataType::Boolean => ColBuilder::Bool(BooleanBuilder::new()),
+            DataType::Binary => ColBuilder::Bin(BinaryBuilder::new()),
+            DataType::Int64 => ColBuilder::Int(Int64Builder::new()),
+            other => unreachable!("no stored column has type {other}"),
+        }
+    }
+
+    pub fn push(&mut self, v: &Val<'_>) {
+        match (self, v) {
+            (ColBuilder::Str(b), Val::Str(s)) => b.append_value(s),
+            (ColBuilder::Str(b), Val::Owned(s)) => b.append_value(s),
+            (ColBuilder::Num(b), Val::Num(x)) => b.append_value(*x),
+            (ColBuilder::Ts(b), Val::Ts(x)) => b.append_value(*x),
+            (ColBuilder::Bool(b), Val::Bool(x)) => b.append_value(*x),
+            (ColBuilder::Bin(b), Val::Bin(x)) => b.append_value(x),
+            (ColBuilder::Int(b), Val::Num(x)) => b.append_value(*x as i64),
+            (b, Val::Null) => b.push_null(),
+            (b, v) => unreachable!("value {v:?} does not fit column {b:?}"),
+        }
+    }
+
+    fn push_null(&mut self) {
+        match self {
+            ColBuilder::Str(b) => b.append_null(),
+            ColBuilder::Num(b) => b.append_null(),
+            ColBuilder::Ts(b) => b.append_null(),
+            ColBuilder::Bool(b) => b.append_null(),
+            ColBuilder::Bin(b) => b.append_null(),
+            ColBuilder::Int(b) => b.append_null(),
+        }
+    }
+
+    pub fn finish(&mut self) -> ArrayRef {
+        match self {
+            ColBuilder::Str(b) => Arc::new(b.finish()),
+            ColBuilder::Num(b) => Arc::new(b.finish()),
+            ColBuilder::Ts(b) => Arc::new(b.finish()),
+            ColBuilder::Bool(b) => Arc::new(b.finish()),
+            ColBuilder::Bin(b) => Arc::new(b.finish()),
+            ColBuilder::Int(b) => Arc::new(b.finish()),
+        }
+    }
+}
+
+/// Builds record batches of one schema, row by row.
+#[derive(Debug)]
+pub struct BatchBuilder {
+    schema: SchemaRef,
+    cols: Vec<ColBuilder>,
+    rows: usize,
+}
+
+impl BatchBuilder {
+    pub fn new(schema: SchemaRef) -> Self {
+        let cols = schema.fields().iter().map(|f| ColBuilder::for_type(f.data_type())).collect();
+        Self { schema, cols, rows: 0 }
+    }
+
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    /// Appends one row; `values` must follow the schema's column order.
+    pub fn push_row(&mut self, values: &[Val<'_>]) {
+        debug_assert_eq!(values.len(), self.cols.len());
+        for (b, v) in self.cols.iter_mut().zip(values) {
+            b.push(v);
+        }
+        self.rows += 1;
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    pub fn finish(&mut self) -> Result<RecordBatch> {
+        let arrays = self.cols.iter_mut().map(ColBuilder::finish).collect();
+        self.rows = 0;
+        Ok(RecordBatch::try_new(self.schema.clone(), arrays)?)
+    }
+}
+
+/// A Parquet file being written into the staging area.
+pub struct PartWriter {
+    path: PathBuf,
+    writer: Option<ArrowWriter<File>>,
+    rows: u64,
+}
+
+impl PartWriter {
+    pub fn create(path: PathBuf, schema: SchemaRef) -> Result<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+        }
+        let file = File::create(&path).map_err(|e| StoreError::io(&path, e))?;
+        let props = WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .set_max_row_group_row_count(Some(256 * 1024))
+            .build();
+        let writer = ArrowWriter::try_new(file, schema, Some(props)).map_err(|e| parquet_err(&path, e))?;
+        Ok(Self {
+            path,
+            writer: Some(writer),
+            rows: 0,
+        })
+    }
+
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        self.rows += batch.num_rows() as u64;
+        let w = self.writer.as_mut().expect("writer is open until finish");
+        w.write(batch).map_err(|e| parquet_err(&self.path, e))
+    }
+
+    /// Closes the file and syncs it to disk; returns its path and row count.
+    pub fn finish(mut self) -> Result<(PathBuf, u64)> {
+        let w = self.writer.take().expect("finish is called once");
+        let file = w.into_inner().map_err(|e| parquet_err(&self.path, e))?;
+        file.sync_all().map_err(|e| StoreError::io(&self.path, e))?;
+        Ok((self.path, self.rows))
+    }
+}
+
+fn parquet_err(path: &Path, e: parquet::errors::ParquetError) -> StoreError {
+    match e {
+        parquet::errors::ParquetError::External(inner) => match inner.downcast::<std::io::Error>() {
+            Ok(io) => StoreError::io(path, *io),
+            Err(other) => StoreError::Parquet {
+                path: path.to_path_buf(),
+                message: other.to_string(),
+            },
+        },
+        other => StoreError::Parquet {
+            path: path.to_path_buf(),
+            message: other.to_string(),
+        },
+    }
+}
+
+/// Reads every row of the given part files.
+pub fn read_parts(paths: &[PathBuf]) -> Result<Vec<RecordBatch>> {
+    let mut out = Vec::new();
+    for p in paths {
+        let f = File::open(p).map_err(|e| StoreError::io(p, e))?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(f)
+            .and_then(|b| b.with_batch_size(64 * 1024).build())
+            .map_err(|e| parquet_err(p, e))?;
+        for b in reader {
+            out.push(b?);
+        }
+    }
+    Ok(out)
+}

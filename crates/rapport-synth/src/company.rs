@@ -1,0 +1,650 @@
+//! The synthetic company: people, their records in three systems, and what they do.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use chrono::{Duration, NaiveDate, NaiveDateTime};
+use rand::seq::IndexedRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::json;
+
+use crate::dirt::{self, Planted};
+use crate::write::{csv_field, io, Out};
+use crate::Result;
+
+#[derive(Debug, Clone)]
+pub struct GenerateOptions {
+    pub customers: usize,
+    pub seed: u64,
+    pub out: PathBuf,
+    /// Plant bad rows (on by default; off gives a clean company).
+    pub dirt: bool,
+}
+
+impl GenerateOptions {
+    pub fn new(customers: usize, seed: u64, out: impl Into<PathBuf>) -> Self {
+        Self {
+            customers,
+            seed,
+            out: out.into(),
+            dirt: true,
+        }
+    }
+}
+
+/// What was written.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Summary {
+    pub persons: usize,
+    pub source_ids: usize,
+    pub order_lines: usize,
+    pub events: usize,
+    pub survey_answers: usize,
+    pub planted: BTreeMap<String, Planted>,
+}
+
+const FIRST: &[&str] = &[
+    "Ada", "Ben", "Chloé", "Dev", "Elif", "Finn", "Grace", "Hiro", "Isla", "Jonas", "Kemi", "Liam", "Maya", "Noah", "Olga", "Priya",
+    "Quinn", "Rosa", "Sam", "Tariq", "Uma", "Viktor", "Wen", "Ximena", "Yusuf", "Zoë", "Ana", "Luca", "Mei", "Omar",
+];
+const LAST: &[&str] = &[
+    "García", "Smith", "Jones", "Okafor", "Nguyen", "Müller", "Rossi", "Kowalski", "Patel", "Brown", "Taylor", "Wilson", "Evans", "Khan",
+    "Silva", "O'Brien", "Novak", "Larsen", "Dubois", "Tanaka",
+];
+const CITIES: &[&str] = &[
+    "London",
+    "Manchester",
+    "Leeds",
+    "Bristol",
+    "Glasgow",
+    "Cardiff",
+    "Belfast",
+    "Brighton",
+    "York",
+    "Leicester",
+];
+const CATEGORIES: &[&str] = &["books", "music", "games", "home", "garden", "kitchen", "beauty", "sports"];
+const FEATURES: &[&str] = &["click_collect", "wishlist", "subscription", "gift_cards"];
+const CHANNELS: &[&str] = &["web", "app", "store"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Shop,
+    App,
+    Crm,
+}
+
+impl Source {
+    fn name(self) -> &'static str {
+        match self {
+            Source::Shop => "shop",
+            Source::App => "app",
+            Source::Crm => "crm",
+        }
+    }
+    fn for_channel(c: &str) -> Self {
+        match c {
+            "app" => Source::App,
+            "store" => Source::Crm,
+            _ => Source::Shop,
+        }
+    }
+}
+
+struct Record {
+    source: Source,
+    id: String,
+    email: Option<String>,
+    phone: Option<String>,
+    city: String,
+}
+
+struct Person {
+    id: String,
+    name: String,
+    birth: NaiveDate,
+    gender: &'static str,
+    signup: NaiveDateTime,
+    records: Vec<Record>,
+    rate: f64,
+    dropout: f64,
+    category: usize,
+    channel: &'static str,
+    aware: Vec<bool>,
+    satisfaction: u32,
+    decoy_of: Option<String>,
+}
+
+fn normal(rng: &mut ChaCha8Rng) -> f64 {
+    let u1: f64 = rng.random_range(f64::EPSILON..1.0);
+    let u2: f64 = rng.random();
+    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+}
+
+fn exp(rng: &mut ChaCha8Rng, rate: f64) -> f64 {
+    let u: f64 = rng.random_range(f64::EPSILON..1.0);
+    -u.ln() / rate
+}
+
+fn frequency_class(per_year: f64) -> &'static str {
+    if per_year >= 40.0 {
+        "weekly"
+    } else if per_year >= 9.0 {
+        "monthly"
+    } else if per_year >= 3.0 {
+        "quarterly"
+    } else if per_year >= 0.8 {
+        "yearly"
+    } else {
+        "rarely"
+    }
+}
+
+const FREQUENCIES: &[&str] = &["rarely", "yearly", "quarterly", "monthly", "weekly"];
+
+fn ts(t: NaiveDateTime) -> String {
+    t.format("%Y-%m-%d %H:%M:%S").to_string()
+}
+
+/// Writes the company into `opts.out`.
+pub fn generate(opts: &GenerateOptions) -> Result<Summary> {
+    let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
+    let out = &opts.out;
+    std::fs::create_dir_all(out.join("truth")).map_err(|e| io(out, e))?;
+    let start = NaiveDate::from_ymd_opt(2023, 1, 1)
+        .expect("valid")
+        .and_hms_opt(0, 0, 0)
+        .expect("valid");
+    let end = start + Duration::days(730);
+
+    // Products.
+    let mut products: Vec<(String, usize, f64)> = Vec::new();
+    let mut pf = Out::create(&out.join("products.csv"))?;
+    pf.csv(&["product_id", "name", "category", "price", "brand"])?;
+    for (ci, cat) in CATEGORIES.iter().enumerate() {
+        for k in 0..30 {
+            let id = format!("P{:03}", ci * 30 + k);
+            let price = (3.0 * (normal(&mut rng) * 0.7 + 2.5).exp()).clamp(2.0, 400.0);
+            let price = (price * 100.0).round() / 100.0;
+            let name = format!("{} item {}, {}", cat, k + 1, ["classic", "deluxe", "mini", "pro"][k % 4]);
+            pf.csv(&[
+                &id,
+                &name,
+                cat,
+                &format!("{price:.2}"),
+                ["Acme", "Borealis", "Corvid", "Dune"][k % 4],
+            ])?;
+            products.push((id, ci, price));
+        }
+    }
+    pf.finish()?;
+
+    // People and their records.
+    let mut persons: Vec<Person> = Vec::with_capacity(opts.customers);
+    let (mut shop_n, mut app_n, mut crm_n) = (0usize, 0usize, 0usize);
+    for i in 0..opts.customers {
+        let decoy = i > 10 && rng.random_bool(0.01);
+        let (first, last) = if decoy {
+            let other: &Person = &persons[rng.random_range(0..persons.len())];
+            let mut parts = other.name.splitn(2, ' ');
+            (
+                parts.next().unwrap_or("Ada").to_string(),
+                parts.next().unwrap_or("Smith").to_string(),
+            )
+        } else {
+            (
+                FIRST.choose(&mut rng).expect("non-empty").to_string(),
+                LAST.choose(&mut rng).expect("non-empty").to_string(),
+            )
+        };
+        let decoy_of = decoy
+            .then(|| persons.iter().find(|p| p.name == format!("{first} {last}")).map(|p| p.id.clone()))
+            .flatten();
+        let local: String = format!("{}.{}{}", first, last, i)
+            .to_lowercase()
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '.')
+            .collect();
+        let email = format!("{local}@{}", ["example.com", "mail.example.org", "post.example.net"][i % 3]);
+        let phone = format!("7{:03}{:06}", 700 + (i / 1_000_000) % 300, i % 1_000_000);
+        let city = CITIES.choose(&mut rng).expect("non-empty").to_string();
+        let primary = match rng.random_range(0..100) {
+            0..55 => Source::Shop,
+            55..85 => Source::App,
+            _ => Source::Crm,
+        };
+        let mut sources = vec![primary];
+        if rng.random_bool(0.25) {
+            let others: Vec<Source> = [Source::Shop, Source::App, Source::Crm]
+                .into_iter()
+                .filter(|s| *s != primary)
+                .collect();
+            sources.push(*others.choose(&mut rng).expect("two others"));
+            if rng.random_bool(0.2) {
+                if let Some(third) = [Source::Shop, Source::App, Source::Crm].into_iter().find(|s| !sources.contains(s)) {
+                    sources.push(third);
+                }
+            }
+        }
+        let mut records = Vec::new();
+        for (k, s) in sources.iter().enumerate() {
+            let id = match s {
+                Source::Shop => {
+                    shop_n += 1;
+                    format!("S{shop_n:06}")
+                }
+                Source::App => {
+                    app_n += 1;
+                    format!("A{app_n:06}")
+                }
+                Source::Crm => {
+                    crm_n += 1;
+                    format!("{}", 700_000 + crm_n)
+                }
+            };
+            // The first record has both keys; a later one links by email (in another
+            // spelling) or by phone alone (with a work email).
+            let by_phone = k > 0 && rng.random_bool(0.4);
+            let (e, p) = if k == 0 {
+                (Some(email.clone()), rng.random_bool(0.8).then(|| phone.clone()))
+            } else if by_phone {
+                (Some(format!("{local}@work.example.com")), Some(phone.clone()))
+            } else {
+                (Some(format!("  {}", email.to_uppercase())), None)
+            };
+            let (e, p) = if k == 0 && p.is_none() { (e, None) } else { (e, p) };
+            let city = if k > 0 && rng.random_bool(0.1) {
+                CITIES.choose(&mut rng).expect("non-empty").to_string()
+            } else {
+                city.clone()
+            };
+            records.push(Record {
+                source: *s,
+                id,
+                email: e,
+                phone: p,
+                city,
+            });
+        }
+        // A phone-only link needs the first record to carry the phone.
+        if records
+            .iter()
+            .skip(1)
+            .any(|r| r.email.as_deref().is_some_and(|e| e.contains("@work.")))
+        {
+            records[0].phone = Some(phone.clone());
+        }
+        let rate = (4.0 * (0.9 * normal(&mut rng) - 0.4).exp()).clamp(0.2, 60.0);
+        let channel = match primary {
+            Source::App => "app",
+            Source::Crm => "store",
+            Source::Shop => "web",
+        };
+        let aware = FEATURES
+            .iter()
+            .map(|f| {
+                let p = if *f == "click_collect" && channel == "app" { 0.1 } else { 0.6 };
+                rng.random_bool(p)
+            })
+            .collect();
+        persons.push(Person {
+            id: format!("P{:06}", i + 1),
+            name: format!("{first} {last}"),
+            birth: NaiveDate::from_ymd_opt(rng.random_range(1945..2005), rng.random_range(1..=12), rng.random_range(1..=28))
+                .expect("valid"),
+            gender: ["f", "m", "x"][rng.random_range(0..3)],
+            signup: start + Duration::seconds(rng.random_range(0..600 * 86_400)),
+            records,
+            rate,
+            dropout: rng.random_range(0.02..0.35),
+            category: rng.random_range(0..CATEGORIES.len()),
+            channel,
+            aware,
+            satisfaction: rng.random_range(2..=5),
+            decoy_of,
+        });
+    }
+
+    // Profiles: one file per system, in its own format.
+    let mut shop = Out::create(&out.join("customers_shop.csv"))?;
+    shop.csv(&[
+        "customer_id",
+        "source",
+        "email",
+        "phone",
+        "name",
+        "birth_date",
+        "gender",
+        "city",
+        "country",
+        "signup_at",
+    ])?;
+    let mut crm = Out::create(&out.join("customers_crm.csv"))?;
+    crm.csv(&[
+        "customer_id",
+        "source",
+        "email",
+        "phone",
+        "name",
+        "birth_date",
+        "city",
+        "country",
+        "signup_at",
+        "loyalty_card",
+    ])?;
+    let mut app = Out::create(&out.join("customers_app.jsonl"))?;
+    let mut ids = Out::create(&out.join("truth/identities.csv"))?;
+    ids.csv(&["source", "source_customer_id", "person_id"])?;
+    let mut source_ids = 0;
+    for p in &persons {
+        for r in &p.records {
+            source_ids += 1;
+            ids.csv(&[r.source.name(), &r.id, &p.id])?;
+            let signup = ts(p.signup);
+            let birth = p.birth.to_string();
+            let email = r.email.clone().unwrap_or_default();
+            match r.source {
+                Source::Shop => {
+                    let phone = r.phone.as_ref().map(|d| format!("+44 {} {}", &d[..4], &d[4..])).unwrap_or_default();
+                    shop.csv(&[&r.id, "shop", &email, &phone, &p.name, &birth, p.gender, &r.city, "GB", &signup])?
+                }
+                Source::Crm => {
+                    let phone = r.phone.as_ref().map(|d| format!("0{}-{}", &d[..4], &d[4..])).unwrap_or_default();
+                    let card = format!("LC{}", &r.id[2..]);
+                    crm.csv(&[&r.id, "crm", &email, &phone, &p.name, &birth, &r.city, "GB", &signup, &card])?
+                }
+                Source::App => {
+                    let phone = r.phone.as_ref().map(|d| format!("+44{d}")).unwrap_or_default();
+                    app.line(
+                        &json!({"customer_id": r.id, "source": "app", "email": email, "phone": phone, "name": p.name,
+                        "birth_date": birth, "gender": p.gender, "city": r.city, "signup_at": signup, "push_enabled": r.id.len() % 2 == 0})
+                        .to_string(),
+                    )?
+                }
+            }
+        }
+    }
+    shop.finish()?;
+    crm.finish()?;
+    app.finish()?;
+    ids.finish()?;
+
+    // Orders, events, surveys, consents.
+    let mut order_lines: Vec<(NaiveDateTime, String)> = Vec::new();
+    let mut events: Vec<(NaiveDateTime, String)> = Vec::new();
+    let mut surveys: Vec<String> = Vec::new();
+    let mut consents: Vec<String> = Vec::new();
+    let mut truth = Out::create(&out.join("truth/persons.csv"))?;
+    truth.csv(&[
+        "person_id",
+        "rate_per_year",
+        "dropout",
+        "orders",
+        "churned_at",
+        "preferred_category",
+        "channel",
+        "stated_frequency",
+        "actual_frequency",
+        "frequency_gap",
+        "stated_category",
+        "category_gap",
+        "satisfaction",
+        "satisfaction_gap",
+        "aware_click_collect",
+        "decoy_of",
+    ])?;
+    let mut order_no = 0u64;
+    for p in &persons {
+        let home = &p.records[0];
+        let sid_for = |channel: &str| -> (&str, &str) {
+            let s = Source::for_channel(channel);
+            let r = p.records.iter().find(|r| r.source == s).unwrap_or(home);
+            (r.source.name(), r.id.as_str())
+        };
+        // Purchases: a Poisson process while alive, with a dropout chance after each.
+        let mut t = p.signup;
+        let mut n_orders = 0;
+        let mut churned_at = None;
+        loop {
+            order_no += 1;
+            n_orders += 1;
+            let channel = if rng.random_bool(0.75) {
+                p.channel
+            } else {
+                CHANNELS.choose(&mut rng).expect("non-empty")
+            };
+            let (src, sid) = sid_for(channel);
+            let lines = rng.random_range(1..=3);
+            let mut chosen = HashSet::new();
+            for _ in 0..lines {
+                let cat = if rng.random_bool(0.65) {
+                    p.category
+                } else {
+                    rng.random_range(0..CATEGORIES.len())
+                };
+                let k = rng.random_range(0..30);
+                let (pid, _, price) = &products[cat * 30 + k];
+                if !chosen.insert(pid.clone()) {
+                    continue;
+                }
+                let returned = rng.random_bool(0.03);
+                let q: i32 = rng.random_range(1..=3);
+                let (q, status) = if returned { (-q, "returned") } else { (q, "completed") };
+                order_lines.push((
+                    t,
+                    format!("O{order_no:08},{sid},{src},{},{pid},{q},{price:.2},{channel},{status}", ts(t)),
+                ));
+            }
+            if rng.random_bool(p.dropout) {
+                churned_at = Some(t);
+                break;
+            }
+            t += Duration::seconds((exp(&mut rng, p.rate / 365.0) * 86_400.0) as i64 + 60);
+            if t >= end {
+                break;
+            }
+        }
+        // Interactions.
+        let n_events = rng.random_range(2..8) + n_orders * 3;
+        let last = churned_at.unwrap_or(end) + Duration::days(30);
+        let span = (last.min(end) - p.signup).num_seconds().max(3600);
+        for e in 0..n_events {
+            let at = p.signup + Duration::seconds(rng.random_range(0..span) / 60 * 60 + e as i64);
+            let (src, sid) = sid_for(p.channel);
+            let kind = [
+                "view",
+                "view",
+                "view",
+                "search",
+                "add_to_cart",
+                "email_open",
+                "email_click",
+                "app_open",
+                "support_ticket",
+                "complaint",
+                "review",
+                "referral",
+                "feature_use",
+                "query",
+            ][rng.random_range(0..14)];
+            let mut ev = json!({"customer_id": sid, "source": src, "occurred_at": ts(at), "event_type": kind, "channel": p.channel});
+            match kind {
+                "view" | "add_to_cart" | "review" => {
+                    let (pid, cat, _) = &products[rng.random_range(0..products.len())];
+                    ev["product_id"] = json!(pid);
+                    ev["category"] = json!(CATEGORIES[*cat]);
+                    if kind == "review" {
+                        ev["value"] = json!(p.satisfaction.min(5));
+                    }
+                }
+                "feature_use" => {
+                    let known: Vec<usize> = (0..FEATURES.len()).filter(|f| p.aware[*f]).collect();
+                    match known.choose(&mut rng) {
+                        Some(f) => ev["subject"] = json!(FEATURES[*f]),
+                        None => ev["event_type"] = json!("app_open"),
+                    }
+                }
+                "support_ticket" | "complaint" | "query" => {
+                    ev["subject"] = json!(["delivery", "refund", "payment", "click_collect"][rng.random_range(0..4)]);
+                    let priority = ["low", "high"][rng.random_range(0..2)];
+                    ev["properties"] = json!({ "priority": priority });
+                }
+                _ => {}
+            }
+            events.push((at, ev.to_string()));
+        }
+        // Surveys: 40 % answer; some state what they do not do.
+        let actual = frequency_class(p.rate);
+        let (mut stated, mut freq_gap, mut stated_cat, mut cat_gap, mut sat_gap) = (String::new(), "", String::new(), "", "");
+        let mut satisfaction = p.satisfaction;
+        if rng.random_bool(0.4) {
+            let (src, sid) = sid_for(p.channel);
+            let at = ts(p.signup + Duration::days(rng.random_range(10..200)));
+            let ai = FREQUENCIES.iter().position(|f| *f == actual).expect("known class");
+            stated = actual.to_string();
+            if rng.random_bool(0.08) && ai + 2 < FREQUENCIES.len() {
+                stated = FREQUENCIES[ai + 2].to_string();
+                freq_gap = "over";
+            } else if rng.random_bool(0.04) && ai >= 2 {
+                stated = FREQUENCIES[ai - 2].to_string();
+                freq_gap = "under";
+            }
+            stated_cat = CATEGORIES[p.category].to_string();
+            if rng.random_bool(0.08) {
+                stated_cat = CATEGORIES[(p.category + 1 + rng.random_range(0..CATEGORIES.len() - 1)) % CATEGORIES.len()].to_string();
+                cat_gap = "over";
+            }
+            if churned_at.is_some() && rng.random_bool(0.15) {
+                satisfaction = 5;
+                sat_gap = "over";
+            }
+            let nps = (satisfaction * 2).min(10).to_string();
+            let aware = if p.aware[0] { "yes" } else { "no" };
+            for (q, a) in [
+                ("purchase_frequency", stated.as_str()),
+                ("preferred_category", stated_cat.as_str()),
+                ("satisfaction", &satisfaction.to_string()),
+                ("nps", &nps),
+                ("will_repurchase", if satisfaction >= 4 { "yes" } else { "no" }),
+                ("aware:click_collect", aware),
+                ("preferred_channel", p.channel),
+            ] {
+                surveys.push(format!("{sid},{src},{at},{q},{a}"));
+            }
+        }
+        // Consents, recorded at signup; a few later withdraw marketing.
+        let (src, sid) = (home.source.name(), home.id.as_str());
+        for (purpose, pr) in [("marketing", 0.8), ("email", 0.7), ("sms", 0.35), ("profiling", 0.85)] {
+            let granted = rng.random_bool(pr);
+            consents.push(format!("{sid},{src},{purpose},{granted},{}", ts(p.signup)));
+            if purpose == "marketing" && granted && rng.random_bool(0.05) {
+                consents.push(format!(
+                    "{sid},{src},{purpose},false,{}",
+                    ts(p.signup + Duration::days(rng.random_range(30..400)))
+                ));
+            }
+        }
+        truth.line(
+            &[
+                p.id.clone(),
+                format!("{:.4}", p.rate),
+                format!("{:.4}", p.dropout),
+                n_orders.to_string(),
+                churned_at.map(ts).unwrap_or_default(),
+                CATEGORIES[p.category].into(),
+                p.channel.into(),
+                stated,
+                actual.into(),
+                freq_gap.into(),
+                stated_cat,
+                cat_gap.into(),
+                satisfaction.to_string(),
+                sat_gap.into(),
+                p.aware[0].to_string(),
+                p.decoy_of.clone().unwrap_or_default(),
+            ]
+            .iter()
+            .map(|s| csv_field(s))
+            .collect::<Vec<_>>()
+            .join(","),
+        )?;
+    }
+    truth.finish()?;
+
+    order_lines.sort();
+    events.sort();
+    let mut orders: Vec<String> = order_lines.into_iter().map(|(_, l)| l).collect();
+    let mut ev_lines: Vec<String> = events.into_iter().map(|(_, l)| l).collect();
+    let mut summary = Summary {
+        persons: persons.len(),
+        source_ids,
+        ..Summary::default()
+    };
+    if opts.dirt && !orders.is_empty() {
+        let per_kind = (opts.customers / 2000).max(2);
+        summary
+            .planted
+            .insert("orders".into(), dirt::orders(&mut rng, &mut orders, per_kind));
+        summary
+            .planted
+            .insert("events".into(), dirt::events(&mut rng, &mut ev_lines, per_kind));
+        if !surveys.is_empty() {
+            summary
+                .planted
+                .insert("surveys".into(), dirt::surveys(&mut rng, &mut surveys, per_kind));
+        }
+    }
+    write_lines(
+        &out.join("orders.csv"),
+        "order_id,customer_id,source,ordered_at,product_id,quantity,unit_price,channel,status",
+        &orders,
+    )?;
+    write_lines(&out.join("events.jsonl"), "", &ev_lines)?;
+    write_lines(&out.join("surveys.csv"), "customer_id,source,answered_at,question,answer", &surveys)?;
+    write_lines(
+        &out.join("consents.csv"),
+        "customer_id,source,purpose,granted,recorded_at",
+        &consents,
+    )?;
+    summary.order_lines = orders.len();
+    summary.events = ev_lines.len();
+    summary.survey_answers = surveys.len();
+
+    std::fs::write(
+        out.join("rapport.toml"),
+        "# A generated company: the files use canonical names, so only identity needs a setting.\n[identity]\ndefault_country_code = \"44\"\n",
+    )
+    .map_err(|e| io(out, e))?;
+    std::fs::write(
+        out.join("truth/dirt.json"),
+        serde_json::to_string_pretty(&summary.planted).expect("serialises"),
+    )
+    .map_err(|e| io(out, e))?;
+    std::fs::write(out.join("truth/README.md"), TRUTH_README).map_err(|e| io(out, e))?;
+    Ok(summary)
+}
+
+fn write_lines(path: &Path, header: &str, lines: &[String]) -> Result<()> {
+    let mut o = Out::create(path)?;
+    if !header.is_empty() {
+        o.line(header)?;
+    }
+    for l in lines {
+        o.line(l)?;
+    }
+    o.finish()
+}
+
+const TRUTH_README: &str = "# What Rapport should find in this generated company
+
+- `identities.csv`: every source id and the person it belongs to. Source ids of one
+  person share an email (spelt differently) or a phone (formatted differently). People
+  with the same name and different email and phone are different people (`decoy_of`
+  in persons.csv names the earlier namesake).
+- `dirt.json`: per table, the bad rows planted, by the quarantine reason they should
+  get, and the exact duplicate rows planted.
+- `persons.csv`: each person's latent behaviour (purchase rate per year, dropout chance
+  after each purchase, preferred category and channel), what they said in the survey
+  and which statements were planted as gaps (`over`: says more than does).
+";
