@@ -12,7 +12,7 @@ use datafusion::arrow::array::{Array, ArrayRef, BinaryArray, StringBuilder};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::{create_udf, ColumnarValue, Volatility};
-use datafusion::prelude::{col, Expr, ParquetReadOptions, SessionConfig, SessionContext};
+use datafusion::prelude::{cast, col, DataFrame, Expr, ParquetReadOptions, SessionConfig, SessionContext};
 
 use rapport_store::crypto::Keys;
 use rapport_store::Workspace;
@@ -42,40 +42,57 @@ pub async fn register(ctx: &SessionContext, table: &str, files: Vec<PathBuf>, pe
     }
     let paths: Vec<String> = files.iter().map(|p| p.to_string_lossy().to_string()).collect();
     let df = ctx.read_parquet(paths, ParquetReadOptions::default()).await?;
-    let schema = df.schema().clone();
-    let has_personal = !matches!(personal, Personal::Stored) && schema.fields().iter().any(|f| f.data_type() == &DataType::Binary);
-    let df = if has_personal {
-        let reveal = match personal {
-            Personal::Revealed(keys) => Some(reveal_udf((**keys).clone())),
-            Personal::Masked | Personal::Stored => None,
-        };
-        let exprs: Vec<Expr> = schema
-            .fields()
-            .iter()
-            .map(|f| {
-                let c = col(format!("\"{}\"", f.name()));
-                if f.data_type() != &DataType::Binary {
-                    return c;
-                }
-                match &reveal {
-                    Some(udf) => udf.call(vec![c]).alias(f.name()),
-                    None => mask_udf().call(vec![c]).alias(f.name()),
-                }
-            })
-            .collect();
-        df.select(exprs)?
-    } else {
-        df
-    };
-    ctx.register_table(table, df.into_view())?;
+    ctx.register_table(table, shown(df, personal)?.into_view())?;
     Ok(())
+}
+
+/// The table as callers see it: every Binary (encrypted personal) column masked or
+/// revealed, unless the engine asked for the stored bytes.
+fn shown(df: DataFrame, personal: &Personal) -> Result<DataFrame> {
+    let reveal = match personal {
+        Personal::Stored => return Ok(df),
+        Personal::Revealed(keys) => Some(reveal_udf((**keys).clone())),
+        Personal::Masked => None,
+    };
+    let fields = df.schema().fields().clone();
+    if !fields.iter().any(|f| is_binary(f.data_type())) {
+        return Ok(df);
+    }
+    let exprs: Vec<Expr> = fields
+        .iter()
+        .map(|f| {
+            let c = col(format!("\"{}\"", f.name()));
+            if !is_binary(f.data_type()) {
+                return c;
+            }
+            let bytes = cast(c, DataType::Binary);
+            match &reveal {
+                Some(udf) => udf.call(vec![bytes]).alias(f.name()),
+                None => mask_udf().call(vec![bytes]).alias(f.name()),
+            }
+        })
+        .collect();
+    Ok(df.select(exprs)?)
+}
+
+/// Parquet binary columns may come back as any of Arrow's binary layouts.
+fn is_binary(t: &DataType) -> bool {
+    matches!(t, DataType::Binary | DataType::LargeBinary | DataType::BinaryView)
 }
 
 /// A session with every committed table of the workspace.
 pub async fn workspace_context(ws: &Workspace, personal: &Personal) -> Result<SessionContext> {
     let ctx = new_context();
-    for table in ws.tables()?.keys() {
+    let tables = ws.tables()?;
+    for table in tables.keys() {
         register(&ctx, table, ws.table_files(table)?, personal).await?;
+    }
+    // An ingest that quarantined nothing still has a (empty) quarantine to query.
+    if !tables.contains_key("quarantine") {
+        let schema = rapport_store::tables::quarantine_schema();
+        let empty = datafusion::datasource::MemTable::try_new(schema, vec![vec![]])?;
+        let df = ctx.read_table(Arc::new(empty))?;
+        ctx.register_table("quarantine", shown(df, personal)?.into_view())?;
     }
     Ok(ctx)
 }

@@ -324,16 +324,6 @@ impl ByteBuf {
     }
 }
 
-fn decode<'a>(bytes: &'a [u8], latin1: bool, scratch: &'a mut String) -> Option<&'a str> {
-    if latin1 {
-        scratch.clear();
-        scratch.extend(bytes.iter().map(|&b| b as char));
-        Some(scratch.as_str())
-    } else {
-        std::str::from_utf8(bytes).ok()
-    }
-}
-
 fn is_blank(bytes: &[u8]) -> bool {
     bytes.iter().all(|b| b.is_ascii_whitespace())
 }
@@ -364,8 +354,6 @@ struct CsvReader {
     attrs: Vec<(String, usize)>,
     text: Vec<u8>,
     fields: Vec<(usize, usize)>,
-    decoded: String,
-    raw_decoded: String,
 }
 
 impl CsvReader {
@@ -389,8 +377,6 @@ impl CsvReader {
             attrs: Vec::new(),
             text: Vec::new(),
             fields: Vec::new(),
-            decoded: String::new(),
-            raw_decoded: String::new(),
         };
         r.bytes.fill()?;
         if r.bytes.rest().starts_with(&[0xEF, 0xBB, 0xBF]) {
@@ -544,13 +530,8 @@ impl RowReader for CsvReader {
                 continue;
             }
             produced += 1;
-            let raw_ok = decode(raw_bytes, self.latin1, &mut self.raw_decoded).is_some();
-            let text = if raw_ok {
-                decode(&self.text, self.latin1, &mut self.decoded)
-            } else {
-                None
-            };
-            let Some(text) = text else {
+            let latin1 = self.latin1;
+            if !latin1 && (std::str::from_utf8(raw_bytes).is_err() || std::str::from_utf8(&self.text).is_err()) {
                 let raw = String::from_utf8_lossy(raw_bytes).into_owned();
                 batch.push_problem(
                     line,
@@ -559,14 +540,26 @@ impl RowReader for CsvReader {
                     "bytes that are not UTF-8; set `encoding = \"latin1\"` for Latin-1 files".into(),
                 );
                 continue;
-            };
-            let raw = if self.latin1 {
-                raw_bytes.iter().map(|&b| b as char).collect::<String>()
+            }
+            let raw = if latin1 {
+                latin1_text(raw_bytes)
             } else {
                 String::from_utf8_lossy(raw_bytes).into_owned()
             };
             let n = self.fields.len();
-            let extra_blank = n > self.width && self.fields[self.width..].iter().all(|&(a, b)| text[a..b].trim().is_empty());
+            let text = &self.text;
+            let fields = &self.fields;
+            // Field bounds sit at ASCII delimiters, so every field of valid UTF-8 text is
+            // valid UTF-8 too; Latin-1 fields are decoded one by one.
+            let get = |i: usize| -> std::borrow::Cow<'_, str> {
+                let (a, b) = fields[i];
+                if latin1 {
+                    std::borrow::Cow::Owned(latin1_text(&text[a..b]).trim().to_string())
+                } else {
+                    std::borrow::Cow::Borrowed(std::str::from_utf8(&text[a..b]).unwrap_or_default().trim())
+                }
+            };
+            let extra_blank = n > self.width && (self.width..n).all(|i| get(i).is_empty());
             if n != self.width && !extra_blank {
                 batch.push_problem(
                     line,
@@ -576,17 +569,20 @@ impl RowReader for CsvReader {
                 );
                 continue;
             }
-            let fields = &self.fields;
-            let get = |i: usize| -> &str {
-                let (a, b) = fields[i];
-                text[a..b].trim()
-            };
-            let attrs = attributes_json(self.attrs.iter().map(|(k, i)| (k.clone(), get(*i).to_string())));
-            let canon = self.positions.iter().map(|p| p.map(get).unwrap_or(""));
-            batch.push_fields(line, &raw, canon.chain(std::iter::once(attrs.as_str())));
+            let attrs = attributes_json(self.attrs.iter().map(|(k, i)| (k.clone(), get(*i).into_owned())));
+            let canon: Vec<std::borrow::Cow<'_, str>> = self
+                .positions
+                .iter()
+                .map(|p| p.map(get).unwrap_or(std::borrow::Cow::Borrowed("")))
+                .collect();
+            batch.push_fields(line, &raw, canon.iter().map(|c| c.as_ref()).chain(std::iter::once(attrs.as_str())));
         }
         Ok(true)
     }
+}
+
+fn latin1_text(bytes: &[u8]) -> String {
+    bytes.iter().map(|&b| b as char).collect()
 }
 
 struct JsonlReader {
@@ -598,7 +594,6 @@ struct JsonlReader {
     table: InputTable,
     seen: BTreeSet<usize>,
     rows: u64,
-    decoded: String,
 }
 
 impl JsonlReader {
@@ -612,7 +607,6 @@ impl JsonlReader {
             table,
             seen: BTreeSet::new(),
             rows: 0,
-            decoded: String::new(),
         };
         r.bytes.fill()?;
         if r.bytes.rest().starts_with(&[0xEF, 0xBB, 0xBF]) {
@@ -689,7 +683,11 @@ impl RowReader for JsonlReader {
                 continue;
             }
             produced += 1;
-            let text = decode(bytes, self.latin1, &mut self.decoded).map(str::to_owned);
+            let text = if self.latin1 {
+                Some(latin1_text(bytes))
+            } else {
+                std::str::from_utf8(bytes).ok().map(str::to_owned)
+            };
             self.bytes.pos += consumed;
             let Some(text) = text else {
                 let raw = String::from_utf8_lossy(bytes).into_owned();

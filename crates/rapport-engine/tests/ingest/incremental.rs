@@ -1,0 +1,100 @@
+//! Appending, recognising files already ingested, merges across ingests, atomicity.
+
+use std::path::Path;
+
+use crate::{ingest, scalar, snapshot};
+
+fn write(dir: &Path, name: &str, text: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join(name), text).unwrap();
+}
+
+const ORDERS: &str = "order_id,customer_id,ordered_at,amount\no1,c1,2024-01-01,10\no2,c2,2024-01-02,20\n";
+
+#[test]
+fn the_same_content_is_skipped_and_new_files_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, ws) = (dir.path().join("data"), dir.path().join("ws"));
+    write(&data, "orders.csv", ORDERS);
+    let first = ingest(&ws, &data).unwrap();
+    assert!(!first.nothing_new);
+    let before = snapshot(&ws);
+
+    let again = ingest(&ws, &data).unwrap();
+    assert!(again.nothing_new);
+    assert_eq!(again.quality.skipped_files.len(), 1);
+    assert_eq!(snapshot(&ws), before);
+
+    // The same content under another name is recognised too; a new file appends.
+    let more = dir.path().join("more");
+    write(&more, "orders_copy.csv", ORDERS);
+    write(
+        &more,
+        "orders_2.csv",
+        "order_id,customer_id,ordered_at,amount\no3,c1,2024-02-01,5\no4,c3,2024-02-02,7\n",
+    );
+    let out = ingest(&ws, &more).unwrap();
+    assert_eq!(out.quality.skipped_files.len(), 1);
+    assert_eq!(out.quality.tables["orders"].rows_accepted, 2);
+    assert_eq!(scalar(&ws, "SELECT count(*) FROM orders"), "4");
+    assert_eq!(scalar(&ws, "SELECT count(*) FROM customers"), "3");
+    assert_eq!(
+        scalar(&ws, "SELECT CAST(revenue AS VARCHAR) FROM customers WHERE customer_id = 'c1'"),
+        "15.0"
+    );
+}
+
+#[test]
+fn a_later_record_that_links_two_customers_relabels_stored_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().join("ws");
+    let one = dir.path().join("one");
+    write(
+        &one,
+        "customers.csv",
+        "customer_id,source,email,phone\nS1,shop,ana@example.com,\nA1,app,ana.g@work.example.com,\n",
+    );
+    write(
+        &one,
+        "orders.csv",
+        "order_id,customer_id,source,ordered_at,amount\no1,S1,shop,2024-01-01,10\no2,A1,app,2024-01-05,20\n",
+    );
+    let first = ingest(&ws, &one).unwrap();
+    assert_eq!(first.quality.identity.unified_customers, 2);
+
+    let two = dir.path().join("two");
+    write(
+        &two,
+        "customers.csv",
+        "customer_id,source,email,phone\nC1,crm,ANA@example.com ,+44 7700 900001\nC2,crm,ana.g@work.example.com,07700 900001\n",
+    );
+    std::fs::write(two.join("rapport.toml"), "[identity]\ndefault_country_code = \"44\"\n").unwrap();
+    let second = ingest(&ws, &two).unwrap();
+    assert_eq!(second.quality.identity.unified_customers, 1);
+    assert_eq!(second.quality.identity.remapped_ids, 1);
+    assert_eq!(scalar(&ws, "SELECT count(DISTINCT customer_id) FROM orders"), "1");
+    assert_eq!(scalar(&ws, "SELECT min(customer_id) FROM orders"), "A1");
+    assert_eq!(scalar(&ws, "SELECT count(DISTINCT customer_id) FROM customer_profiles"), "1");
+    assert_eq!(scalar(&ws, "SELECT count(*) FROM customers"), "1");
+    assert_eq!(
+        scalar(&ws, "SELECT matched_on FROM customer_sources WHERE source_customer_id = 'C2'"),
+        "email"
+    );
+}
+
+#[test]
+fn a_failed_ingest_changes_no_stored_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, ws) = (dir.path().join("data"), dir.path().join("ws"));
+    write(&data, "orders.csv", ORDERS);
+    ingest(&ws, &data).unwrap();
+    let before = snapshot(&ws);
+    // A good file and a bad one: nothing of either may land.
+    let bad = dir.path().join("bad");
+    write(&bad, "orders.csv", "order_id,customer_id,ordered_at,amount\no9,c9,2024-03-01,1\n");
+    write(&bad, "events.csv", "customer_id,occurred_at\nc9,2024-03-01\n");
+    let err = ingest(&ws, &bad).unwrap_err().to_string();
+    assert!(err.contains("event_type") && err.contains("events.csv"), "{err}");
+    assert_eq!(snapshot(&ws), before);
+    assert_eq!(std::fs::read_dir(ws.join("staging")).unwrap().count(), 0);
+}

@@ -1,0 +1,49 @@
+//! Ingest end to end: real datasets, generated data with planted truth, malformed
+//! input, incremental and atomic behaviour, privacy.
+
+mod generated;
+mod incremental;
+mod malformed;
+mod real_data;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use rapport_engine::EngineError;
+use rapport_store::{IngestOptions, IngestOutcome, NoProgress, Workspace};
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Ingests `data` into the workspace at `ws_dir`.
+pub fn ingest(ws_dir: &Path, data: &Path) -> Result<IngestOutcome, EngineError> {
+    let ws = Workspace::open(ws_dir)?;
+    rapport_engine::ingest::ingest(&ws, &IngestOptions::new(data), &NoProgress)
+}
+
+/// Every stored table file with its bytes, and the catalog's view of the tables.
+pub fn snapshot(ws_dir: &Path) -> (BTreeMap<PathBuf, Vec<u8>>, BTreeMap<String, u64>) {
+    let mut files = BTreeMap::new();
+    let tables = ws_dir.join("tables");
+    if tables.is_dir() {
+        for t in std::fs::read_dir(&tables).unwrap() {
+            let t = t.unwrap().path();
+            for f in std::fs::read_dir(&t).unwrap() {
+                let f = f.unwrap().path();
+                files.insert(f.clone(), std::fs::read(&f).unwrap());
+            }
+        }
+    }
+    let ws = Workspace::open(ws_dir).unwrap();
+    (files, ws.tables().unwrap())
+}
+
+/// Runs a query and returns the first column of the first row as text.
+pub fn scalar(ws_dir: &Path, sql: &str) -> String {
+    let ws = Workspace::open_existing(ws_dir).unwrap();
+    let batches = rapport_engine::export::query(&ws, sql, &rapport_engine::session::Personal::Masked).unwrap();
+    let b = batches.iter().find(|b| b.num_rows() > 0).expect("a row");
+    let col = datafusion::arrow::compute::cast(b.column(0), &datafusion::arrow::datatypes::DataType::Utf8).unwrap();
+    datafusion::arrow::array::AsArray::as_string::<i32>(&col).value(0).to_string()
+}
