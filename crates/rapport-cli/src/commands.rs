@@ -61,12 +61,24 @@ fn key_source(ws: &Workspace) -> String {
 }
 
 pub fn ingest(workspace: &Path, data: &Path, config: Option<&Path>, quiet: bool) -> Result<()> {
+    let existed = workspace.exists();
     let ws = Workspace::open(workspace)?;
     let mut opts = IngestOptions::new(data);
     opts.config_file = config.map(Path::to_path_buf);
-    let outcome = rapport_engine::ingest::ingest(&ws, &opts, &Bars::new(quiet))?;
-    print_ingest(&ws, &outcome);
-    Ok(())
+    match rapport_engine::ingest::ingest(&ws, &opts, &Bars::new(quiet)) {
+        Ok(outcome) => {
+            print_ingest(&ws, &outcome);
+            Ok(())
+        }
+        Err(e) => {
+            // A first ingest that fails leaves no half-made workspace behind.
+            drop(ws);
+            if !existed {
+                let _ = std::fs::remove_dir_all(workspace);
+            }
+            Err(e.into())
+        }
+    }
 }
 
 pub fn print_ingest(ws: &Workspace, outcome: &IngestOutcome) {

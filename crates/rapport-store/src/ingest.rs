@@ -204,6 +204,7 @@ pub fn prepare<'w>(ws: &'w Workspace, opts: &IngestOptions, progress: &dyn Progr
                 let ctx = BatchCtx {
                     table: input.table,
                     file: &file.name,
+                    file_tag: &sha[..8],
                     batch: &batch,
                 };
                 let checked: Vec<Checked<'_>> = batch
@@ -230,7 +231,7 @@ pub fn prepare<'w>(ws: &'w Workspace, opts: &IngestOptions, progress: &dyn Progr
                         Some(w) => w,
                         None => writer.insert(txn.part_writer(input.table.stored_name(), stored_schema(input.table))?),
                     };
-                    state.store_rows(input.table, accepted, w)?;
+                    state.store_rows(&ctx, accepted, w)?;
                 }
                 state.flush_quarantine(&mut txn, false)?;
                 progress.advance(batch.raw.len() as u64 + batch.rows.len() as u64);
@@ -365,6 +366,8 @@ fn fit_quantity_rule(checked: &[Checked<'_>]) -> Option<LogOutlierRule> {
 struct BatchCtx<'a> {
     table: InputTable,
     file: &'a str,
+    /// A short tag of the file's content, for order ids made up for rows without one.
+    file_tag: &'a str,
     batch: &'a Batch,
 }
 
@@ -551,8 +554,12 @@ impl State {
     }
 
     /// Writes accepted rows with their unified customer.
-    fn store_rows(&self, table: InputTable, rows: Vec<(&RowMeta, Vec<Val<'_>>, Option<usize>)>, w: &mut PartWriter) -> Result<()> {
+    fn store_rows(&self, ctx: &BatchCtx<'_>, rows: Vec<(&RowMeta, Vec<Val<'_>>, Option<usize>)>, w: &mut PartWriter) -> Result<()> {
+        let table = ctx.table;
         let schema = stored_schema(table);
+        // "If absent, each row is its own order": such rows get an id of their own,
+        // stable for the file's content and line.
+        let order_id = table.column("order_id").map(|(i, _)| i);
         let mut b = BatchBuilder::new(schema.clone());
         let plan: Vec<Slot> = schema
             .fields()
@@ -566,7 +573,12 @@ impl State {
             })
             .collect();
         let mut out: Vec<Val<'_>> = Vec::with_capacity(plan.len());
-        for (_, mut values, node) in rows {
+        for (row, mut values, node) in rows {
+            if let Some(oi) = order_id {
+                if values[oi] == Val::Null {
+                    values[oi] = Val::Owned(format!("{}:{}", ctx.file_tag, row.line));
+                }
+            }
             out.clear();
             for slot in &plan {
                 out.push(match slot {

@@ -75,7 +75,8 @@ pub fn stored_schema(table: InputTable) -> SchemaRef {
             }
             continue;
         }
-        let nullable = !c.required || c.name == "order_id";
+        // Rows without an order id get one made up at ingest.
+        let nullable = !c.required && c.name != "order_id";
         fields.push(Field::new(c.name, data_type(c.kind), nullable));
     }
     fields.push(Field::new("attributes", DataType::Utf8, true));

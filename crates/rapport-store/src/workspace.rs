@@ -214,6 +214,7 @@ impl Workspace {
             replaced: Vec::new(),
             files: Vec::new(),
             counter: 0,
+            committed: false,
         })
     }
 }
@@ -226,6 +227,17 @@ pub struct Transaction<'a> {
     replaced: Vec<String>,
     files: Vec<(String, String, String, u64, u64)>,
     counter: u32,
+    committed: bool,
+}
+
+impl Drop for Transaction<'_> {
+    /// An abandoned transaction takes its staged files with it at once (the next open
+    /// would remove them anyway).
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_dir_all(self.ws.root.join("staging").join(self.id.to_string()));
+        }
+    }
 }
 
 impl Transaction<'_> {
@@ -295,7 +307,7 @@ impl Transaction<'_> {
         t
     }
 
-    pub fn commit(self, summary: &str) -> Result<()> {
+    pub fn commit(mut self, summary: &str) -> Result<()> {
         let ws = self.ws;
         let now = chrono::Utc::now().to_rfc3339();
         let tx = ws.conn.unchecked_transaction()?;
@@ -334,6 +346,7 @@ impl Transaction<'_> {
             params![now, summary, self.id],
         )?;
         tx.commit()?;
+        self.committed = true;
         ws.recover()
     }
 }

@@ -98,3 +98,39 @@ fn a_failed_ingest_changes_no_stored_table() {
     assert_eq!(snapshot(&ws), before);
     assert_eq!(std::fs::read_dir(ws.join("staging")).unwrap().count(), 0);
 }
+
+#[test]
+fn a_full_disk_changes_no_stored_table() {
+    // A workspace on a 4 MB tmpfs: the first ingest fits, the second cannot.
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !mounted {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    }
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _guard = Unmount(&mnt);
+    let ws = mnt.join("ws");
+    let small = dir.path().join("small");
+    write(&small, "orders.csv", ORDERS);
+    ingest(&ws, &small).unwrap();
+    let before = snapshot(&ws);
+    let big = dir.path().join("big");
+    rapport_synth::generate(&rapport_synth::GenerateOptions::new(20_000, 5, &big)).unwrap();
+    let err = ingest(&ws, &big).unwrap_err().to_string();
+    assert!(err.to_lowercase().contains("space") || err.contains("full"), "{err}");
+    assert_eq!(snapshot(&ws), before);
+    assert_eq!(std::fs::read_dir(ws.join("staging")).unwrap().count(), 0);
+}

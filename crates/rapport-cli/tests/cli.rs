@@ -1,0 +1,178 @@
+//! The command surface as scripts use it: exit codes, messages, output formats.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn rapport(ws: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rapport"))
+        .arg("--workspace")
+        .arg(ws)
+        .args(args)
+        .env_remove("RAPPORT_KEY")
+        .output()
+        .expect("the binary runs")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn examples(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples").join(name)
+}
+
+#[test]
+fn ingest_query_and_export_cdnow() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().join("ws");
+    let out = rapport(&ws, &["ingest", "--data", examples("cdnow").to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("23570 unified customers"), "{}", text(&out.stdout));
+    assert!(
+        !text(&out.stderr).contains('\u{1b}'),
+        "no progress bars when stderr is not a terminal"
+    );
+
+    let out = rapport(&ws, &["sql", "--format", "json", "SELECT count(*) AS n FROM orders"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    assert_eq!(v, serde_json::json!([{"n": 69659}]));
+
+    let out = rapport(
+        &ws,
+        &[
+            "sql",
+            "--format",
+            "csv",
+            "SELECT customer_id, orders FROM customers ORDER BY customer_id LIMIT 2",
+        ],
+    );
+    assert_eq!(text(&out.stdout), "customer_id,orders\n00001,1\n00002,2\n");
+
+    let out = rapport(&ws, &["sql", "SELEC nonsense"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).starts_with("error:"));
+
+    for (format, check) in [("csv", "customer_id,source"), ("json", "{\"customer_id\":"), ("parquet", "PAR1")] {
+        let file = dir.path().join(format!("orders.{format}"));
+        let out = rapport(
+            &ws,
+            &["export", "--table", "orders", "--format", format, "--out", file.to_str().unwrap()],
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert!(text(&out.stdout).contains("69659 rows"));
+        let bytes = std::fs::read(&file).unwrap();
+        assert!(text(&bytes[..check.len().min(bytes.len())]).starts_with(check), "{format}");
+    }
+    let out = rapport(&ws, &["export", "--table", "nope", "--format", "csv", "--out", "x.csv"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("customer_sources"),
+        "lists the tables: {}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn user_errors_exit_2_and_name_the_culprit() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().join("ws");
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(
+        data.join("orders.csv"),
+        "order_id,customer_id,ordered_at,amount\no1,c1,2024-01-01,3\n",
+    )
+    .unwrap();
+    std::fs::write(data.join("rapport.toml"), "[tables.orders]\ndelimter = \";\"\n").unwrap();
+    let out = rapport(&ws, &["ingest", "--data", data.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("rapport.toml") && err.contains("delimter"), "{err}");
+
+    assert!(!ws.exists(), "a failed first ingest leaves no workspace behind");
+    let out = rapport(&ws, &["sql", "SELECT 1"]);
+    assert_eq!(out.status.code(), Some(2), "no workspace yet: {}", text(&out.stderr));
+
+    let out = rapport(&ws, &["ingest", "--data", dir.path().join("missing").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("missing"));
+}
+
+#[test]
+fn init_writes_a_config_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().join("ws");
+    let out = rapport(&ws, &["init", "--data", dir.path().to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let toml = std::fs::read_to_string(dir.path().join("rapport.toml")).unwrap();
+    assert!(toml.contains("[ingest]") && toml.contains("# [tables.orders]"));
+    assert!(ws.join("key").is_file());
+    let out = rapport(&ws, &["init", "--data", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn generate_is_deterministic_for_a_seed() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().join("ws");
+    for (name, seed) in [("a", "9"), ("b", "9"), ("c", "10")] {
+        let out = rapport(
+            &ws,
+            &[
+                "generate",
+                "--customers",
+                "300",
+                "--seed",
+                seed,
+                "--out",
+                dir.path().join(name).to_str().unwrap(),
+            ],
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    for f in [
+        "orders.csv",
+        "events.jsonl",
+        "customers_app.jsonl",
+        "truth/identities.csv",
+        "truth/persons.csv",
+    ] {
+        let a = std::fs::read(dir.path().join("a").join(f)).unwrap();
+        assert_eq!(a, std::fs::read(dir.path().join("b").join(f)).unwrap(), "{f}");
+        assert_ne!(a, std::fs::read(dir.path().join("c").join(f)).unwrap(), "{f}");
+    }
+}
+
+#[test]
+fn demo_runs_the_loop_and_writes_the_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_rapport"))
+        .args(["demo", "--customers", "1500", "--out"])
+        .arg(dir.path().join("demo"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("1500 unified customers"), "{stdout}");
+    let report = std::fs::read_to_string(dir.path().join("demo/workspace/reports/report.html")).unwrap();
+    for chart in [
+        "rows-by-table",
+        "rejects-by-reason",
+        "missing-values",
+        "identity-merges",
+        "cluster-sizes",
+    ] {
+        assert!(report.contains(&format!("data-chart=\"{chart}\"")), "{chart}");
+    }
+    assert!(!report.contains("<script src") && !report.contains("http://") || report.contains("xmlns=\"http://www.w3.org/2000/svg\""));
+    assert!(!report.contains("https://"), "the report fetches nothing");
+    // A second demo in the same folder starts afresh.
+    let again = Command::new(env!("CARGO_BIN_EXE_rapport"))
+        .args(["demo", "--customers", "1500", "--out"])
+        .arg(dir.path().join("demo"))
+        .output()
+        .unwrap();
+    assert!(again.status.success());
+    assert!(text(&again.stdout).contains("1500 unified customers"));
+}
