@@ -176,3 +176,37 @@ fn demo_runs_the_loop_and_writes_the_report() {
     assert!(again.status.success());
     assert!(text(&again.stdout).contains("1500 unified customers"));
 }
+
+#[test]
+fn the_key_can_come_from_the_environment_and_must_match() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().join("ws");
+    let key = "11".repeat(32);
+    let run = |key: &str, args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_rapport"))
+            .arg("--workspace")
+            .arg(&ws)
+            .args(args)
+            .env("RAPPORT_KEY", key)
+            .output()
+            .unwrap()
+    };
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("customers.csv"), "customer_id,email\nc1,ada@example.com\n").unwrap();
+    std::fs::write(
+        data.join("orders.csv"),
+        "order_id,customer_id,ordered_at,amount\no1,c1,2024-01-01,3\n",
+    )
+    .unwrap();
+    let out = run(&key, &["ingest", "--data", data.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!ws.join("key").exists(), "no key file when the key comes from RAPPORT_KEY");
+    let out = run(&key, &["sql", "--reveal", "--format", "csv", "SELECT email FROM customers"]);
+    assert_eq!(text(&out.stdout), "email\nada@example.com\n");
+    let out = run(&key, &["sql", "--format", "csv", "SELECT email FROM customers"]);
+    assert!(text(&out.stdout).contains("•••") && !text(&out.stdout).contains("ada@"));
+    let out = run(&"22".repeat(32), &["sql", "--reveal", "SELECT email FROM customers"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("key"), "{}", text(&out.stderr));
+}

@@ -93,7 +93,8 @@ pub struct MergeCounts {
 #[derive(Debug, Default)]
 pub struct Identity {
     pub nodes: Vec<Node>,
-    index: HashMap<(String, String), usize>,
+    /// source → source id → node (two levels, so lookups by `&str` allocate nothing).
+    index: HashMap<String, HashMap<String, usize>>,
     by_source_id: HashMap<String, Vec<usize>>,
     taken: HashSet<String>,
     pub merges: MergeCounts,
@@ -143,9 +144,13 @@ impl Identity {
         id
     }
 
+    fn node(&self, source: &str, source_id: &str) -> Option<usize> {
+        self.index.get(source).and_then(|m| m.get(source_id)).copied()
+    }
+
     fn insert(&mut self, n: Node) -> usize {
         let i = self.nodes.len();
-        self.index.insert((n.source.clone(), n.source_id.clone()), i);
+        self.index.entry(n.source.clone()).or_default().insert(n.source_id.clone(), i);
         self.by_source_id.entry(n.source_id.clone()).or_default().push(i);
         self.nodes.push(n);
         i
@@ -153,8 +158,8 @@ impl Identity {
 
     /// Records a profile row; a later row for the same source id updates its keys.
     pub fn add_profile(&mut self, source: &str, source_id: &str, email_key: Option<String>, phone_key: Option<String>) {
-        match self.index.get(&(source.to_string(), source_id.to_string())) {
-            Some(&i) => {
+        match self.node(source, source_id) {
+            Some(i) => {
                 let n = &mut self.nodes[i];
                 if email_key.is_some() {
                     n.email_key = email_key;
@@ -283,7 +288,7 @@ impl Identity {
     /// Call after [`Identity::resolve`].
     pub fn lookup(&mut self, source: Option<&str>, source_id: &str) -> Lookup {
         if let Some(s) = source {
-            if let Some(&i) = self.index.get(&(s.to_string(), source_id.to_string())) {
+            if let Some(i) = self.node(s, source_id) {
                 return Lookup::Found(i);
             }
             return Lookup::Found(self.create(s, source_id));

@@ -516,3 +516,28 @@ fn parquet_input_reads() {
     .unwrap();
     assert!(Path::new(&out.quality.tables["orders"].files[0]).ends_with("orders.parquet"));
 }
+
+#[test]
+fn campaign_outcomes_and_consents() {
+    let outcomes = b"campaign_id,customer_id,action,group,sent_at,opened,converted,revenue\nk1,c1,retention_offer,treatment,2024-02-01,yes,no,\nk1,c1,retention_offer,Control,2024-02-01,0,1,12.5\nk1,c1,retention_offer,holdout,2024-02-01,0,1,1\nk1,c1,retention_offer,treatment,2024-02-01,maybe,1,1\n";
+    let consents = b"customer_id,purpose,granted,recorded_at\nc1,Marketing,true,2024-01-01\nc1,sms,nope,2024-01-01\n";
+    let out = check(
+        &[
+            ("orders.csv", GOOD.as_bytes()),
+            ("campaign_outcomes.csv", outcomes),
+            ("consents.csv", consents),
+        ],
+        Expect::Ok {
+            // orders.csv repeats the workspace's first file: recognised and skipped.
+            accepted: 0,
+            rejected: &[
+                ("campaign_outcomes", "invalid group", 1),
+                ("campaign_outcomes", "unparseable opened", 1),
+                ("consents", "unparseable granted", 1),
+            ],
+        },
+    )
+    .unwrap();
+    assert_eq!(out.quality.tables["campaign_outcomes"].rows_accepted, 2);
+    assert_eq!(out.quality.tables["consents"].rows_accepted, 1);
+}
