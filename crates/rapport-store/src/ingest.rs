@@ -138,8 +138,9 @@ pub fn prepare<'w>(ws: &'w Workspace, opts: &IngestOptions, progress: &dyn Progr
         q.warnings
             .push(format!("ignored {f}: not named like an input table and not in rapport.toml"));
     }
+    let stored = ws.tables()?;
     for t in InputTable::ALL {
-        if !inputs.iter().any(|i| i.table == t) {
+        if !inputs.iter().any(|i| i.table == t) && !stored.contains_key(t.stored_name()) {
             q.absent_tables.insert(t.name().into(), what_it_enables(t).into());
         }
     }

@@ -256,8 +256,12 @@ pub fn open(file: &SourceFile, table: InputTable, config: &TableConfig) -> Resul
 }
 
 fn open_stream(file: &SourceFile) -> Result<Box<dyn Read + Send>> {
-    let f = File::open(&file.path).map_err(|e| StoreError::io(&file.path, e))?;
-    if file.gzip {
+    let mut f = File::open(&file.path).map_err(|e| StoreError::io(&file.path, e))?;
+    // A gzip file is recognised by its magic bytes too, whatever its name says.
+    let mut magic = [0u8; 2];
+    let gzip_magic = f.read_exact(&mut magic).is_ok() && magic == [0x1f, 0x8b];
+    std::io::Seek::rewind(&mut f).map_err(|e| StoreError::io(&file.path, e))?;
+    if file.gzip || gzip_magic {
         Ok(Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(1 << 20, f))))
     } else {
         Ok(Box::new(f))

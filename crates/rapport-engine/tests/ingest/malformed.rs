@@ -294,6 +294,14 @@ fn a_whole_gzip_file_reads() {
     )
     .unwrap();
     assert_eq!(out.quality.tables["orders"].duplicates_removed, 2);
+    // Recognised by its magic bytes under a plain name too.
+    check(
+        &[("orders.csv", &gz)],
+        Expect::Ok {
+            accepted: 1,
+            rejected: &[],
+        },
+    );
 }
 
 #[test]
