@@ -5,4 +5,9 @@
 //! clock, the environment or a global random source, so every result is reproducible and
 //! every function can be tested on its own.
 
+pub mod bgnbd;
+pub mod btyd;
+pub mod gamma_gamma;
+pub mod optimize;
 pub mod robust;
+pub mod special;

@@ -1,0 +1,159 @@
+//! Unconstrained minimisation by BFGS with a backtracking (Armijo) line search.
+//!
+//! The customer-base models are fitted on log-parameters, so the search space is all of
+//! R^n; the objective returns its value and analytic gradient. A point where the
+//! objective is not finite is treated as infinitely bad, so the line search backs off
+//! from it instead of failing.
+
+/// The result of a minimisation. A run that stops without meeting the tolerance is
+/// still returned, with `converged: false` and the reason.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Minimum {
+    pub x: Vec<f64>,
+    pub value: f64,
+    pub gradient_norm: f64,
+    pub iterations: usize,
+    pub converged: bool,
+    pub message: String,
+}
+
+fn norm_inf(g: &[f64]) -> f64 {
+    g.iter().fold(0.0, |m, v| m.max(v.abs()))
+}
+
+/// Minimises `f` from `x0`. Convergence: the largest gradient component is below
+/// `tol × max(1, |f|)`.
+pub fn bfgs(f: &dyn Fn(&[f64]) -> (f64, Vec<f64>), x0: &[f64], max_iter: usize, tol: f64) -> Minimum {
+    let n = x0.len();
+    let mut x = x0.to_vec();
+    let (mut fx, mut g) = f(&x);
+    if !fx.is_finite() || g.iter().any(|v| !v.is_finite()) {
+        return Minimum {
+            x,
+            value: fx,
+            gradient_norm: f64::NAN,
+            iterations: 0,
+            converged: false,
+            message: "the objective is not finite at the starting point".into(),
+        };
+    }
+    // Inverse Hessian approximation, starting as the identity.
+    let mut h = vec![vec![0.0; n]; n];
+    for (i, row) in h.iter_mut().enumerate() {
+        row[i] = 1.0;
+    }
+    let mut first_step = true;
+    for it in 0..max_iter {
+        let gn = norm_inf(&g);
+        if gn <= tol * fx.abs().max(1.0) {
+            return Minimum {
+                x,
+                value: fx,
+                gradient_norm: gn,
+                iterations: it,
+                converged: true,
+                message: "gradient below tolerance".into(),
+            };
+        }
+        let mut d: Vec<f64> = (0..n).map(|i| -(0..n).map(|j| h[i][j] * g[j]).sum::<f64>()).collect();
+        let mut slope: f64 = d.iter().zip(&g).map(|(a, b)| a * b).sum();
+        if slope >= 0.0 {
+            // Not a descent direction: restart from steepest descent.
+            for (i, row) in h.iter_mut().enumerate() {
+                row.iter_mut().for_each(|v| *v = 0.0);
+                row[i] = 1.0;
+            }
+            d = g.iter().map(|v| -v).collect();
+            slope = -g.iter().map(|v| v * v).sum::<f64>();
+        }
+        // The first step of steepest descent is scaled to move at most one unit.
+        let mut step = if first_step { (1.0 / norm_inf(&d)).min(1.0) } else { 1.0 };
+        first_step = false;
+        let mut accepted = None;
+        for _ in 0..60 {
+            let xn: Vec<f64> = x.iter().zip(&d).map(|(a, b)| a + step * b).collect();
+            let (fn_, gn_) = f(&xn);
+            if fn_.is_finite() && gn_.iter().all(|v| v.is_finite()) && fn_ <= fx + 1e-4 * step * slope {
+                accepted = Some((xn, fn_, gn_));
+                break;
+            }
+            step *= 0.5;
+        }
+        let Some((xn, fn_, gn_)) = accepted else {
+            let gn = norm_inf(&g);
+            let converged = gn <= 1e-5 * fx.abs().max(1.0);
+            return Minimum {
+                x,
+                value: fx,
+                gradient_norm: gn,
+                iterations: it,
+                converged,
+                message: if converged {
+                    "no further progress possible at machine precision".into()
+                } else {
+                    "line search failed".into()
+                },
+            };
+        };
+        let s: Vec<f64> = xn.iter().zip(&x).map(|(a, b)| a - b).collect();
+        let y: Vec<f64> = gn_.iter().zip(&g).map(|(a, b)| a - b).collect();
+        let sy: f64 = s.iter().zip(&y).map(|(a, b)| a * b).sum();
+        if sy > 1e-12 {
+            // H ← (I − ρ s yᵀ) H (I − ρ y sᵀ) + ρ s sᵀ
+            let rho = 1.0 / sy;
+            let hy: Vec<f64> = (0..n).map(|i| (0..n).map(|j| h[i][j] * y[j]).sum()).collect();
+            let yhy: f64 = y.iter().zip(&hy).map(|(a, b)| a * b).sum();
+            for i in 0..n {
+                for j in 0..n {
+                    h[i][j] += -rho * (hy[i] * s[j] + s[i] * hy[j]) + (rho * rho * yhy + rho) * s[i] * s[j];
+                }
+            }
+        }
+        let rel = (fx - fn_).abs() / fx.abs().max(1.0);
+        x = xn;
+        fx = fn_;
+        g = gn_;
+        if rel < 1e-16 && norm_inf(&g) <= 1e-5 * fx.abs().max(1.0) {
+            return Minimum {
+                x,
+                value: fx,
+                gradient_norm: norm_inf(&g),
+                iterations: it + 1,
+                converged: true,
+                message: "no further decrease".into(),
+            };
+        }
+    }
+    Minimum {
+        gradient_norm: norm_inf(&g),
+        x,
+        value: fx,
+        iterations: max_iter,
+        converged: false,
+        message: format!("stopped after {max_iter} iterations"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rosenbrock() {
+        let f = |x: &[f64]| {
+            let (a, b) = (x[0], x[1]);
+            let v = (1.0 - a).powi(2) + 100.0 * (b - a * a).powi(2);
+            (v, vec![-2.0 * (1.0 - a) - 400.0 * a * (b - a * a), 200.0 * (b - a * a)])
+        };
+        let m = bfgs(&f, &[-1.2, 1.0], 500, 1e-10);
+        assert!(m.converged, "{m:?}");
+        assert!((m.x[0] - 1.0).abs() < 1e-6 && (m.x[1] - 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn a_non_finite_start_is_a_diagnostic_not_a_panic() {
+        let f = |_: &[f64]| (f64::NAN, vec![0.0]);
+        let m = bfgs(&f, &[0.0], 10, 1e-8);
+        assert!(!m.converged);
+    }
+}
