@@ -21,9 +21,12 @@ fn norm_inf(g: &[f64]) -> f64 {
     g.iter().fold(0.0, |m, v| m.max(v.abs()))
 }
 
+/// An objective: its value and gradient at a point.
+pub type Objective<'a> = dyn Fn(&[f64]) -> (f64, Vec<f64>) + 'a;
+
 /// Minimises `f` from `x0`. Convergence: the largest gradient component is below
 /// `tol × max(1, |f|)`.
-pub fn bfgs(f: &dyn Fn(&[f64]) -> (f64, Vec<f64>), x0: &[f64], max_iter: usize, tol: f64) -> Minimum {
+pub fn bfgs(f: &Objective<'_>, x0: &[f64], max_iter: usize, tol: f64) -> Minimum {
     let n = x0.len();
     let mut x = x0.to_vec();
     let (mut fx, mut g) = f(&x);
