@@ -9,5 +9,6 @@ pub mod bgnbd;
 pub mod btyd;
 pub mod gamma_gamma;
 pub mod optimize;
+pub mod pareto_nbd;
 pub mod robust;
 pub mod special;

@@ -114,3 +114,23 @@ fn gamma_gamma_reproduces_the_note() {
     assert_eq!(fit.customers, 946.0);
     assert!((fit.log_likelihood + 4055.92).abs() < 0.02, "{}", fit.log_likelihood);
 }
+
+#[test]
+fn pareto_nbd_reproduces_the_published_fit() {
+    use rapport_model::pareto_nbd::ParetoNbd;
+    let rows = summary();
+    let hist: Vec<History> = rows.iter().map(|r| History::new(r.x, r.t_x, r.t)).collect();
+    let fit = ParetoNbd::fit(&hist).unwrap();
+    assert!(fit.converged, "{fit:?}");
+    let p = fit.params;
+    for (got, want) in [(p.r, 0.5532), (p.alpha, 10.576), (p.s, 0.6063), (p.beta, 11.672)] {
+        assert!(rel(got, want) <= 2e-3, "{got} vs {want}: {fit:?}");
+    }
+    assert!((fit.log_likelihood + 9594.98).abs() < 0.01, "{}", fit.log_likelihood);
+    let c = rows.iter().find(|r| r.id == 1516).unwrap();
+    let h = History::new(c.x, c.t_x, c.t);
+    assert!((p.conditional_expected(52.0, &h).unwrap() - 25.456).abs() < 0.02);
+    assert!((p.p_alive(&h).unwrap() - 0.997_874).abs() < 1e-3);
+    let forecast: f64 = rows.iter().map(|r| p.expected_purchases(r.t + 39.0)).sum();
+    assert!((forecast - 4270.1).abs() < 1.5, "{forecast}");
+}
