@@ -8,7 +8,9 @@
 pub mod bgnbd;
 pub mod btyd;
 pub mod gamma_gamma;
+pub mod kmeans;
 pub mod optimize;
 pub mod pareto_nbd;
+pub mod rfm;
 pub mod robust;
 pub mod special;

@@ -1,0 +1,288 @@
+//! k-means with k-means++ seeding (Arthur & Vassilvitskii 2007), several seeded restarts
+//! run in parallel, Lloyd iterations with a parallel assignment step, and the silhouette
+//! (Rousseeuw 1987) to choose k.
+//!
+//! Data are row-major: `n` points of `d` features in one slice. Every restart draws
+//! from its own ChaCha stream derived from the caller's seed, so results are the same
+//! whatever the number of threads.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct KMeansParams {
+    pub k: usize,
+    pub restarts: usize,
+    pub max_iter: usize,
+    /// Stop when no centroid moves more than this (squared distance).
+    pub tol: f64,
+    pub seed: u64,
+}
+
+impl KMeansParams {
+    pub fn new(k: usize, seed: u64) -> Self {
+        Self {
+            k,
+            restarts: 4,
+            max_iter: 300,
+            tol: 1e-8,
+            seed,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct KMeans {
+    pub k: usize,
+    pub d: usize,
+    /// Row-major k × d.
+    pub centroids: Vec<f64>,
+    pub labels: Vec<usize>,
+    pub inertia: f64,
+    pub iterations: usize,
+    pub converged: bool,
+}
+
+fn dist2(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum()
+}
+
+fn nearest(point: &[f64], centroids: &[f64], d: usize) -> (usize, f64) {
+    let mut best = (0, f64::INFINITY);
+    for (j, c) in centroids.chunks_exact(d).enumerate() {
+        let v = dist2(point, c);
+        if v < best.1 {
+            best = (j, v);
+        }
+    }
+    best
+}
+
+fn seed_plus_plus(data: &[f64], d: usize, k: usize, rng: &mut ChaCha8Rng) -> Vec<f64> {
+    let n = data.len() / d;
+    let mut centroids = Vec::with_capacity(k * d);
+    let first = rng.random_range(0..n);
+    centroids.extend_from_slice(&data[first * d..(first + 1) * d]);
+    let mut closest: Vec<f64> = data.par_chunks_exact(d).map(|p| dist2(p, &centroids[..d])).collect();
+    for _ in 1..k {
+        let total: f64 = closest.iter().sum();
+        let pick = if total > 0.0 {
+            let mut target = rng.random::<f64>() * total;
+            let mut idx = n - 1;
+            for (i, w) in closest.iter().enumerate() {
+                if target < *w {
+                    idx = i;
+                    break;
+                }
+                target -= w;
+            }
+            idx
+        } else {
+            rng.random_range(0..n)
+        };
+        let c = data[pick * d..(pick + 1) * d].to_vec();
+        closest
+            .par_iter_mut()
+            .zip(data.par_chunks_exact(d))
+            .for_each(|(m, p)| *m = m.min(dist2(p, &c)));
+        centroids.extend_from_slice(&c);
+    }
+    centroids
+}
+
+fn lloyd(data: &[f64], d: usize, mut centroids: Vec<f64>, params: &KMeansParams) -> KMeans {
+    let k = centroids.len() / d;
+    let mut labels = vec![0usize; data.len() / d];
+    let mut converged = false;
+    let mut iterations = 0;
+    for it in 0..params.max_iter {
+        iterations = it + 1;
+        labels
+            .par_iter_mut()
+            .zip(data.par_chunks_exact(d))
+            .for_each(|(l, p)| *l = nearest(p, &centroids, d).0);
+        let (sums, counts) = labels
+            .par_iter()
+            .zip(data.par_chunks_exact(d))
+            .fold(
+                || (vec![0.0; k * d], vec![0usize; k]),
+                |(mut s, mut c), (l, p)| {
+                    c[*l] += 1;
+                    for (a, b) in s[l * d..(l + 1) * d].iter_mut().zip(p) {
+                        *a += b;
+                    }
+                    (s, c)
+                },
+            )
+            .reduce(
+                || (vec![0.0; k * d], vec![0usize; k]),
+                |(mut s1, mut c1), (s2, c2)| {
+                    s1.iter_mut().zip(&s2).for_each(|(a, b)| *a += b);
+                    c1.iter_mut().zip(&c2).for_each(|(a, b)| *a += b);
+                    (s1, c1)
+                },
+            );
+        let mut moved: f64 = 0.0;
+        for j in 0..k {
+            if counts[j] == 0 {
+                continue; // an empty cluster keeps its centroid
+            }
+            let new: Vec<f64> = sums[j * d..(j + 1) * d].iter().map(|s| s / counts[j] as f64).collect();
+            moved = moved.max(dist2(&new, &centroids[j * d..(j + 1) * d]));
+            centroids[j * d..(j + 1) * d].copy_from_slice(&new);
+        }
+        if moved <= params.tol {
+            converged = true;
+            break;
+        }
+    }
+    labels
+        .par_iter_mut()
+        .zip(data.par_chunks_exact(d))
+        .for_each(|(l, p)| *l = nearest(p, &centroids, d).0);
+    let inertia = labels
+        .par_iter()
+        .zip(data.par_chunks_exact(d))
+        .map(|(l, p)| dist2(p, &centroids[l * d..(l + 1) * d]))
+        .sum();
+    KMeans {
+        k,
+        d,
+        centroids,
+        labels,
+        inertia,
+        iterations,
+        converged,
+    }
+}
+
+/// Fits k-means on `n × d` row-major `data`; the best of `restarts` runs by inertia.
+pub fn fit(data: &[f64], d: usize, params: &KMeansParams) -> Result<KMeans, String> {
+    if d == 0 || data.len() % d != 0 {
+        return Err(format!("data of {} values is not a whole number of {d}-feature rows", data.len()));
+    }
+    let n = data.len() / d;
+    if params.k == 0 || params.k > n {
+        return Err(format!("k = {} needs between 1 and {n} points", params.k));
+    }
+    if data.iter().any(|v| !v.is_finite()) {
+        return Err("data holds a value that is not a finite number".into());
+    }
+    let runs: Vec<KMeans> = (0..params.restarts.max(1))
+        .map(|r| {
+            let mut rng = ChaCha8Rng::seed_from_u64(params.seed.wrapping_mul(1_000_003).wrapping_add(r as u64));
+            let c = seed_plus_plus(data, d, params.k, &mut rng);
+            lloyd(data, d, c, params)
+        })
+        .collect();
+    Ok(runs
+        .into_iter()
+        .min_by(|a, b| a.inertia.total_cmp(&b.inertia))
+        .expect("at least one restart"))
+}
+
+/// Mean silhouette of a labelling over the points `sample` (indices), O(|sample| · n).
+pub fn silhouette(data: &[f64], d: usize, labels: &[usize], k: usize, sample: &[usize]) -> f64 {
+    let sizes = labels.iter().fold(vec![0usize; k], |mut c, l| {
+        c[*l] += 1;
+        c
+    });
+    let scores: Vec<f64> = sample
+        .par_iter()
+        .map(|&i| {
+            let p = &data[i * d..(i + 1) * d];
+            let mut sums = vec![0.0; k];
+            for (j, q) in data.chunks_exact(d).enumerate() {
+                sums[labels[j]] += dist2(p, q).sqrt();
+            }
+            let own = labels[i];
+            if sizes[own] <= 1 {
+                return 0.0;
+            }
+            let a = sums[own] / (sizes[own] - 1) as f64;
+            let b = (0..k)
+                .filter(|c| *c != own && sizes[*c] > 0)
+                .map(|c| sums[c] / sizes[c] as f64)
+                .fold(f64::INFINITY, f64::min);
+            if !b.is_finite() {
+                return 0.0;
+            }
+            (b - a) / a.max(b).max(f64::MIN_POSITIVE)
+        })
+        .collect();
+    scores.iter().sum::<f64>() / scores.len().max(1) as f64
+}
+
+/// A deterministic sample of at most `m` indices out of `n`.
+pub fn sample_indices(n: usize, m: usize, seed: u64) -> Vec<usize> {
+    if n <= m {
+        return (0..n).collect();
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut idx: Vec<usize> = (0..n).collect();
+    for i in 0..m {
+        let j = rng.random_range(i..n);
+        idx.swap(i, j);
+    }
+    let mut s = idx[..m].to_vec();
+    s.sort_unstable();
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blobs(seed: u64) -> Vec<f64> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let centers = [(0.0, 0.0), (10.0, 0.0), (0.0, 10.0)];
+        let mut v = Vec::new();
+        for i in 0..600 {
+            let (cx, cy) = centers[i % 3];
+            v.push(cx + rng.random::<f64>() - 0.5);
+            v.push(cy + rng.random::<f64>() - 0.5);
+        }
+        v
+    }
+
+    #[test]
+    fn finds_well_separated_blobs_and_prefers_the_true_k() {
+        let data = blobs(1);
+        let sample = sample_indices(600, 300, 2);
+        let mut best = (0, f64::NEG_INFINITY);
+        for k in 2..=6 {
+            let m = fit(&data, 2, &KMeansParams::new(k, 7)).unwrap();
+            let s = silhouette(&data, 2, &m.labels, k, &sample);
+            if s > best.1 {
+                best = (k, s);
+            }
+        }
+        assert_eq!(best.0, 3);
+        assert!(best.1 > 0.8);
+        let m = fit(&data, 2, &KMeansParams::new(3, 7)).unwrap();
+        assert!(m.converged);
+        for i in (0..600).step_by(3) {
+            assert_eq!(m.labels[i], m.labels[0]);
+        }
+    }
+
+    #[test]
+    fn same_seed_same_result() {
+        let data = blobs(3);
+        assert_eq!(
+            fit(&data, 2, &KMeansParams::new(4, 11)).unwrap(),
+            fit(&data, 2, &KMeansParams::new(4, 11)).unwrap()
+        );
+    }
+
+    #[test]
+    fn bad_input_is_an_error() {
+        assert!(fit(&[1.0, 2.0, 3.0], 2, &KMeansParams::new(1, 0)).is_err());
+        assert!(fit(&[1.0, 2.0], 2, &KMeansParams::new(2, 0)).is_err());
+        assert!(fit(&[f64::NAN, 2.0], 2, &KMeansParams::new(1, 0)).is_err());
+        let same = vec![1.0; 20];
+        let m = fit(&same, 2, &KMeansParams::new(3, 0)).unwrap();
+        assert_eq!(m.inertia, 0.0);
+    }
+}
