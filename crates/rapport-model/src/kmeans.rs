@@ -159,7 +159,7 @@ fn lloyd(data: &[f64], d: usize, mut centroids: Vec<f64>, params: &KMeansParams)
 
 /// Fits k-means on `n × d` row-major `data`; the best of `restarts` runs by inertia.
 pub fn fit(data: &[f64], d: usize, params: &KMeansParams) -> Result<KMeans, String> {
-    if d == 0 || data.len() % d != 0 {
+    if d == 0 || !data.len().is_multiple_of(d) {
         return Err(format!("data of {} values is not a whole number of {d}-feature rows", data.len()));
     }
     let n = data.len() / d;
