@@ -122,6 +122,61 @@ pub fn print_ingest(ws: &Workspace, outcome: &IngestOutcome) {
     println!("report:  {}", reports.join("report.html").display());
 }
 
+pub fn run(workspace: &Path, as_of: Option<&str>, config: Option<&Path>) -> Result<()> {
+    let ws = Workspace::open_existing(workspace)?;
+    let models = match config {
+        Some(p) => rapport_store::Config::load(p)?.models,
+        None => None,
+    };
+    let cfg = rapport_engine::run::config::ModelsConfig::from_table(models.as_ref())?;
+    let s = rapport_engine::run::run(&ws, &cfg, as_of)?;
+    println!(
+        "as of {}: {} customers, {} with purchases modelled",
+        s.as_of, s.customers, s.modelled
+    );
+    let m = &s.models;
+    if let Some(b) = m.get("bgnbd") {
+        println!(
+            "BG/NBD       r {:.4}  alpha {:.4}  a {:.4}  b {:.4}  LL {:.2}  converged {}",
+            b["r"].as_f64().unwrap_or(f64::NAN),
+            b["alpha"].as_f64().unwrap_or(f64::NAN),
+            b["a"].as_f64().unwrap_or(f64::NAN),
+            b["b"].as_f64().unwrap_or(f64::NAN),
+            b["log_likelihood"].as_f64().unwrap_or(f64::NAN),
+            b["converged"]
+        );
+    }
+    if let Some(b) = m.get("pareto_nbd").filter(|b| b.get("r").is_some()) {
+        println!(
+            "Pareto/NBD   r {:.4}  alpha {:.4}  s {:.4}  beta {:.4}  LL {:.2}  converged {}",
+            b["r"].as_f64().unwrap_or(f64::NAN),
+            b["alpha"].as_f64().unwrap_or(f64::NAN),
+            b["s"].as_f64().unwrap_or(f64::NAN),
+            b["beta"].as_f64().unwrap_or(f64::NAN),
+            b["log_likelihood"].as_f64().unwrap_or(f64::NAN),
+            b["converged"]
+        );
+    }
+    if let Some(g) = m.get("gamma_gamma").filter(|g| g.get("p").is_some()) {
+        println!(
+            "Gamma-Gamma  p {:.4}  q {:.4}  gamma {:.4}  converged {}",
+            g["p"].as_f64().unwrap_or(f64::NAN),
+            g["q"].as_f64().unwrap_or(f64::NAN),
+            g["gamma"].as_f64().unwrap_or(f64::NAN),
+            g["converged"]
+        );
+    }
+    if let Some(k) = m.get("kmeans") {
+        println!(
+            "k-means      k {}  silhouette {:.3}",
+            k["k"],
+            k["silhouette"].as_f64().unwrap_or(f64::NAN)
+        );
+    }
+    println!("models: {}", ws.reports_dir().join("models.json").display());
+    Ok(())
+}
+
 fn personal(ws: &Workspace, reveal: bool) -> Result<Personal> {
     Ok(if reveal {
         Personal::Revealed(Box::new(ws.keys(false)?))
@@ -195,6 +250,8 @@ pub fn demo(out: &Path, customers: usize, seed: u64, quiet: bool) -> Result<()> 
     let ws = Workspace::open(&out.join("workspace"))?;
     let outcome = rapport_engine::ingest::ingest(&ws, &IngestOptions::new(&data), &Bars::new(quiet))?;
     print_ingest(&ws, &outcome);
+    println!("3. running the models");
+    run(&out.join("workspace"), None, Some(&data.join("rapport.toml")))?;
     println!("\nopen the report: {}", ws.reports_dir().join("report.html").display());
     println!(
         "query it:        rapport --workspace {} sql \"SELECT count(*) FROM customers\"",

@@ -43,6 +43,15 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Features, RFM segments, clusters and the CLV models, as seen at the end of a date.
+    Run {
+        /// Ignore data after this date (YYYY-MM-DD); default: the last order date.
+        #[arg(long)]
+        as_of: Option<String>,
+        /// rapport.toml whose [models] section to use (default: the defaults).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Run SQL over every workspace table.
     Sql {
         query: String,
@@ -100,6 +109,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Init { data, force } => commands::init(&cli.workspace, data.as_deref(), force),
         Command::Ingest { data, config } => commands::ingest(&cli.workspace, &data, config.as_deref(), cli.quiet),
+        Command::Run { as_of, config } => commands::run(&cli.workspace, as_of.as_deref(), config.as_deref()),
         Command::Sql { query, format, reveal } => commands::sql(&cli.workspace, &query, &format, reveal),
         Command::Export {
             table,

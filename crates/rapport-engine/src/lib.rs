@@ -10,6 +10,7 @@
 pub mod export;
 pub mod ingest;
 pub mod report;
+pub mod run;
 pub mod session;
 pub mod unify;
 

@@ -5,6 +5,7 @@ mod generated;
 mod incremental;
 mod malformed;
 mod real_data;
+mod run;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,93 @@
+//! The `[models]` section of rapport.toml.
+
+use serde::Deserialize;
+
+use crate::{EngineError, Result};
+
+/// Unit of α, β and T in the CLV models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TimeUnit {
+    Day,
+    Week,
+}
+
+impl TimeUnit {
+    pub fn days(self) -> f64 {
+        match self {
+            TimeUnit::Day => 1.0,
+            TimeUnit::Week => 7.0,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TimeUnit::Day => "day",
+            TimeUnit::Week => "week",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelsConfig {
+    pub time_unit: TimeUnit,
+    /// Horizons (days) of the expected-orders columns; the first two name
+    /// `expected_orders_90d` and `expected_orders_365d` when they are 90 and 365.
+    pub horizons_days: Vec<u32>,
+    /// Horizon of the CLV, in days.
+    pub clv_horizon_days: u32,
+    /// Annual discount rate of the CLV.
+    pub discount_rate: f64,
+    /// Share of revenue that is margin.
+    pub margin: f64,
+    /// Days without an order after which a customer counts as churned.
+    pub churn_window_days: u32,
+    pub k_min: usize,
+    pub k_max: usize,
+    pub seed: u64,
+}
+
+impl Default for ModelsConfig {
+    fn default() -> Self {
+        Self {
+            time_unit: TimeUnit::Week,
+            horizons_days: vec![90, 365],
+            clv_horizon_days: 365,
+            discount_rate: 0.10,
+            margin: 0.30,
+            churn_window_days: 90,
+            k_min: 2,
+            k_max: 8,
+            seed: 42,
+        }
+    }
+}
+
+impl ModelsConfig {
+    pub fn from_table(table: Option<&toml::Table>) -> Result<Self> {
+        let c: ModelsConfig = match table {
+            Some(t) => t
+                .clone()
+                .try_into()
+                .map_err(|e: toml::de::Error| EngineError::Usage(format!("[models]: {}", e.message())))?,
+            None => Self::default(),
+        };
+        if !(0.0..1.0).contains(&c.discount_rate) || !(0.0..=1.0).contains(&c.margin) {
+            return Err(EngineError::Usage(format!(
+                "[models]: discount_rate = {} must be in [0, 1) and margin = {} in [0, 1]",
+                c.discount_rate, c.margin
+            )));
+        }
+        if c.k_min < 2 || c.k_max < c.k_min || c.k_max > 50 {
+            return Err(EngineError::Usage(format!(
+                "[models]: k_min = {} and k_max = {} must satisfy 2 <= k_min <= k_max <= 50",
+                c.k_min, c.k_max
+            )));
+        }
+        if c.horizons_days.is_empty() || c.horizons_days.contains(&0) || c.clv_horizon_days == 0 {
+            return Err(EngineError::Usage("[models]: horizons must be positive numbers of days".into()));
+        }
+        Ok(c)
+    }
+}

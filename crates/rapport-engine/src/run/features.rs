@@ -1,0 +1,101 @@
+//! Per-customer features as of a date, computed by DataFusion over the stored tables,
+//! and converted once into plain vectors for the models.
+
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::prelude::SessionContext;
+
+use crate::Result;
+
+const MICROS_PER_DAY: i64 = 86_400_000_000;
+
+/// One row per unified customer (sorted by id). Days are counted from 1970-01-01 (UTC);
+/// customers without a purchase before the cut-off have `None` where it matters.
+#[derive(Debug, Default)]
+pub struct Features {
+    pub customer_id: Vec<String>,
+    pub first_order_at: Vec<Option<i64>>,
+    pub last_order_at: Vec<Option<i64>>,
+    pub orders: Vec<f64>,
+    pub revenue: Vec<f64>,
+    pub first_day: Vec<Option<i64>>,
+    pub last_day: Vec<Option<i64>>,
+    /// Distinct purchase days.
+    pub purchase_days: Vec<f64>,
+    /// Mean spend per repeat purchase day (after the first).
+    pub repeat_spend: Vec<Option<f64>>,
+    pub returned_lines: Vec<f64>,
+}
+
+impl Features {
+    pub fn len(&self) -> usize {
+        self.customer_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.customer_id.is_empty()
+    }
+}
+
+fn sql(end_micros: i64) -> String {
+    format!(
+        "WITH o AS (SELECT customer_id, order_id, ordered_at, amount, quantity, status FROM orders
+                    WHERE ordered_at < to_timestamp_micros({end_micros}) AND status <> 'cancelled'),
+              p AS (SELECT * FROM o WHERE status = 'completed' AND quantity > 0),
+              d AS (SELECT customer_id, date_trunc('day', ordered_at) AS day, sum(amount) AS spend FROM p GROUP BY 1, 2),
+              f AS (SELECT customer_id, min(day) AS first_day, max(day) AS last_day, count(*) AS days FROM d GROUP BY 1),
+              z AS (SELECT d.customer_id, avg(d.spend) AS zbar FROM d JOIN f ON d.customer_id = f.customer_id
+                    WHERE d.day > f.first_day GROUP BY 1),
+              a AS (SELECT customer_id, min(ordered_at) AS first_order_at, max(ordered_at) AS last_order_at,
+                           count(DISTINCT order_id) AS orders FROM p GROUP BY 1),
+              v AS (SELECT customer_id, sum(amount) AS revenue,
+                           sum(CASE WHEN quantity < 0 OR status = 'returned' THEN 1 ELSE 0 END) AS returned_lines
+                    FROM o GROUP BY 1),
+              c AS (SELECT DISTINCT customer_id FROM customer_sources)
+         SELECT c.customer_id,
+                CAST(a.first_order_at AS BIGINT) AS first_order_at, CAST(a.last_order_at AS BIGINT) AS last_order_at,
+                CAST(coalesce(a.orders, 0) AS DOUBLE) AS orders, CAST(coalesce(v.revenue, 0) AS DOUBLE) AS revenue,
+                CAST(f.first_day AS BIGINT) AS first_day, CAST(f.last_day AS BIGINT) AS last_day,
+                CAST(coalesce(f.days, 0) AS DOUBLE) AS purchase_days, z.zbar,
+                CAST(coalesce(v.returned_lines, 0) AS DOUBLE) AS returned_lines
+         FROM c LEFT JOIN a ON a.customer_id = c.customer_id LEFT JOIN v ON v.customer_id = c.customer_id
+                LEFT JOIN f ON f.customer_id = c.customer_id LEFT JOIN z ON z.customer_id = c.customer_id
+         ORDER BY c.customer_id"
+    )
+}
+
+fn ints(b: &RecordBatch, i: usize, scale: i64) -> Result<Vec<Option<i64>>> {
+    let a = datafusion::arrow::compute::cast(b.column(i), &DataType::Int64).map_err(datafusion::error::DataFusionError::from)?;
+    let a = a.as_primitive::<Int64Type>();
+    Ok((0..a.len())
+        .map(|j| (!a.is_null(j)).then(|| a.value(j).div_euclid(scale)))
+        .collect())
+}
+
+fn floats(b: &RecordBatch, i: usize) -> Result<Vec<Option<f64>>> {
+    let a = datafusion::arrow::compute::cast(b.column(i), &DataType::Float64).map_err(datafusion::error::DataFusionError::from)?;
+    let a = a.as_primitive::<Float64Type>();
+    Ok((0..a.len()).map(|j| (!a.is_null(j)).then(|| a.value(j))).collect())
+}
+
+/// Features of every customer from orders strictly before `end_micros`.
+pub async fn compute(ctx: &SessionContext, end_micros: i64) -> Result<Features> {
+    let batches = ctx.sql(&sql(end_micros)).await?.collect().await?;
+    let mut f = Features::default();
+    for b in &batches {
+        let ids = datafusion::arrow::compute::cast(b.column(0), &DataType::Utf8).map_err(datafusion::error::DataFusionError::from)?;
+        f.customer_id
+            .extend(ids.as_string::<i32>().iter().map(|s| s.unwrap_or_default().to_string()));
+        f.first_order_at.extend(ints(b, 1, 1)?);
+        f.last_order_at.extend(ints(b, 2, 1)?);
+        f.orders.extend(floats(b, 3)?.into_iter().map(|v| v.unwrap_or(0.0)));
+        f.revenue.extend(floats(b, 4)?.into_iter().map(|v| v.unwrap_or(0.0)));
+        f.first_day.extend(ints(b, 5, MICROS_PER_DAY)?);
+        f.last_day.extend(ints(b, 6, MICROS_PER_DAY)?);
+        f.purchase_days.extend(floats(b, 7)?.into_iter().map(|v| v.unwrap_or(0.0)));
+        f.repeat_spend.extend(floats(b, 8)?);
+        f.returned_lines.extend(floats(b, 9)?.into_iter().map(|v| v.unwrap_or(0.0)));
+    }
+    Ok(f)
+}

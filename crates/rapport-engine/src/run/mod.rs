@@ -1,0 +1,312 @@
+//! `rapport run`: features as of a date, RFM segments, clusters and the CLV suite
+//! (BG/NBD, Pareto/NBD, Gamma-Gamma), written as the `customers` and `segments` tables
+//! and `reports/models.json`.
+
+pub mod config;
+pub mod features;
+mod segments;
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, Float64Array, Int64Array, StringArray, TimestampMicrosecondArray, UInt8Array};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit as ArrowUnit};
+use datafusion::arrow::record_batch::RecordBatch;
+use serde_json::{json, Value};
+
+use rapport_model::bgnbd::BgNbd;
+use rapport_model::btyd::History;
+use rapport_model::gamma_gamma::{GammaGamma, Spend};
+use rapport_model::pareto_nbd::ParetoNbd;
+use rapport_model::rfm;
+use rapport_store::Workspace;
+
+use crate::session::{workspace_context, Personal};
+use crate::{block_on, report, EngineError, Result};
+use config::ModelsConfig;
+use features::Features;
+
+const MICROS_PER_DAY: i64 = 86_400_000_000;
+
+/// What a run produced, for the CLI to print.
+#[derive(Debug)]
+pub struct RunSummary {
+    pub as_of: String,
+    pub customers: usize,
+    pub modelled: usize,
+    pub models: Value,
+}
+
+fn parse_as_of(s: &str) -> Result<i64> {
+    let d = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .map_err(|_| EngineError::Usage(format!("--as-of \"{s}\": expected YYYY-MM-DD")))?;
+    Ok(d.signed_duration_since(chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid"))
+        .num_days())
+}
+
+fn day_text(day: i64) -> String {
+    (chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid") + chrono::Duration::days(day)).to_string()
+}
+
+/// Runs the models as seen at the end of `as_of` (default: the last order date).
+pub fn run(ws: &Workspace, cfg: &ModelsConfig, as_of: Option<&str>) -> Result<RunSummary> {
+    let tables = ws.tables()?;
+    if !tables.contains_key("orders") {
+        return Err(EngineError::Usage(
+            "the workspace has no orders; run `rapport ingest --data DIR` first".into(),
+        ));
+    }
+    let (features, as_of_day) = block_on(async {
+        let ctx = workspace_context(ws, &Personal::Stored).await?;
+        let as_of_day = match as_of {
+            Some(s) => parse_as_of(s)?,
+            None => {
+                let b = ctx
+                    .sql("SELECT CAST(max(ordered_at) AS BIGINT) FROM orders")
+                    .await?
+                    .collect()
+                    .await?;
+                let v =
+                    datafusion::arrow::compute::cast(b[0].column(0), &DataType::Int64).map_err(datafusion::error::DataFusionError::from)?;
+                let v = v.as_any().downcast_ref::<Int64Array>().expect("cast to Int64");
+                v.value(0).div_euclid(MICROS_PER_DAY)
+            }
+        };
+        let f = features::compute(&ctx, (as_of_day + 1) * MICROS_PER_DAY).await?;
+        Ok::<_, EngineError>((f, as_of_day))
+    })?;
+    let n = features.len();
+    let unit = cfg.time_unit.days();
+
+    // Calibration histories of customers who bought before the cut-off. T runs to the
+    // start of the as-of day, as in Fader & Hardie's CDNOW summary.
+    let buyers: Vec<usize> = (0..n)
+        .filter(|&i| features.first_day[i].is_some_and(|d| d < as_of_day + 1))
+        .collect();
+    let history = |i: usize| {
+        let first = features.first_day[i].expect("buyer") as f64;
+        let last = features.last_day[i].expect("buyer") as f64;
+        let t = ((as_of_day as f64 - first) / unit).max(1.0 / unit);
+        History::new(features.purchase_days[i] - 1.0, ((last - first) / unit).min(t), t)
+    };
+    let histories: Vec<History> = buyers.iter().map(|&i| history(i)).collect();
+    let mut models = serde_json::Map::new();
+    models.insert("as_of".into(), json!(day_text(as_of_day)));
+    models.insert("time_unit".into(), json!(cfg.time_unit.name()));
+    models.insert("customers".into(), json!(n));
+    models.insert("buyers".into(), json!(buyers.len()));
+
+    let bg = if histories.is_empty() {
+        None
+    } else {
+        Some(BgNbd::fit(&histories).map_err(EngineError::Usage)?)
+    };
+    if let Some(f) = &bg {
+        let p = f.params;
+        models.insert(
+            "bgnbd".into(),
+            json!({"r": p.r, "alpha": p.alpha, "a": p.a, "b": p.b, "log_likelihood": f.log_likelihood,
+                   "converged": f.converged, "iterations": f.iterations, "groups": f.groups, "message": f.message}),
+        );
+    }
+    if !histories.is_empty() {
+        match ParetoNbd::fit(&histories) {
+            Ok(f) => {
+                let p = f.params;
+                models.insert(
+                    "pareto_nbd".into(),
+                    json!({"r": p.r, "alpha": p.alpha, "s": p.s, "beta": p.beta, "log_likelihood": f.log_likelihood,
+                           "converged": f.converged, "iterations": f.iterations, "groups": f.groups, "message": f.message}),
+                );
+            }
+            Err(e) => {
+                models.insert("pareto_nbd".into(), json!({"converged": false, "message": e}));
+            }
+        }
+    }
+    let spends: Vec<Spend> = buyers
+        .iter()
+        .filter_map(|&i| {
+            features.repeat_spend[i].map(|m| Spend {
+                x: features.purchase_days[i] - 1.0,
+                mean: m,
+                weight: 1.0,
+            })
+        })
+        .collect();
+    let gg = GammaGamma::fit(&spends).ok();
+    match &gg {
+        Some(f) => {
+            let p = f.params;
+            models.insert(
+                "gamma_gamma".into(),
+                json!({"p": p.p, "q": p.q, "gamma": p.gamma, "log_likelihood": f.log_likelihood, "converged": f.converged,
+                       "iterations": f.iterations, "customers": f.customers, "message": f.message}),
+            );
+        }
+        None => {
+            models.insert(
+                "gamma_gamma".into(),
+                json!({"converged": false, "message": "too few customers with repeat spend"}),
+            );
+        }
+    }
+
+    // Per-customer predictions.
+    let mut p_alive = vec![None; n];
+    let mut expected: Vec<Vec<Option<f64>>> = vec![vec![None; n]; cfg.horizons_days.len()];
+    let mut spend = vec![None; n];
+    let mut clv = vec![None; n];
+    for (k, &i) in buyers.iter().enumerate() {
+        let h = histories[k];
+        if let Some(f) = &bg {
+            let p = f.params;
+            p_alive[i] = Some(p.p_alive(&h));
+            for (j, days) in cfg.horizons_days.iter().enumerate() {
+                expected[j][i] = p.conditional_expected(f64::from(*days) / unit, &h);
+            }
+            let s = match (&gg, features.repeat_spend[i]) {
+                (Some(g), Some(m)) => g.params.expected_spend(h.x, m),
+                (Some(g), None) => g.params.expected_spend(0.0, 0.0),
+                (None, _) => features.revenue[i] / features.orders[i].max(1.0),
+            };
+            spend[i] = s.is_finite().then_some(s);
+            clv[i] = spend[i].and_then(|s| customer_value(&p, &h, s, cfg, unit));
+        }
+    }
+
+    // RFM over buyers.
+    let recency: Vec<f64> = buyers
+        .iter()
+        .map(|&i| (as_of_day - features.last_day[i].expect("buyer")) as f64)
+        .collect();
+    let freq: Vec<f64> = buyers.iter().map(|&i| features.orders[i]).collect();
+    let mon: Vec<f64> = buyers.iter().map(|&i| features.revenue[i]).collect();
+    let scores = rfm::score(&recency, &freq, &mon);
+    let mut rfm_of: Vec<Option<rfm::Rfm>> = vec![None; n];
+    for (k, &i) in buyers.iter().enumerate() {
+        rfm_of[i] = Some(scores[k]);
+    }
+
+    let clusters = segments::cluster(&features, &buyers, as_of_day, cfg)?;
+    if let Some(c) = &clusters {
+        models.insert("kmeans".into(), c.report.clone());
+    }
+
+    // Tables.
+    let customers = customers_batch(
+        &features,
+        as_of_day,
+        &rfm_of,
+        clusters.as_ref().map(|c| &c.labels),
+        &p_alive,
+        &expected,
+        cfg,
+        &spend,
+        &clv,
+    )?;
+    let segments_batch = segments::segments_batch(&features, &buyers, &rfm_of, clusters.as_ref(), as_of_day)?;
+    let mut txn = ws.begin("run")?;
+    txn.replace("customers");
+    txn.write_part("customers", customers.schema(), &[customers])?;
+    txn.replace("segments");
+    txn.write_part("segments", segments_batch.schema(), &[segments_batch])?;
+    txn.commit(&format!("{{\"as_of\": \"{}\"}}", day_text(as_of_day)))?;
+    let models = Value::Object(models);
+    report::write_atomic(
+        &ws.reports_dir().join("models.json"),
+        &serde_json::to_string_pretty(&models).expect("serialises"),
+    )?;
+    report::write_report(ws)?;
+    Ok(RunSummary {
+        as_of: day_text(as_of_day),
+        customers: n,
+        modelled: buyers.len(),
+        models,
+    })
+}
+
+/// Discounted expected margin over the CLV horizon: the expected purchases of each
+/// 30-day step, times expected spend and margin, discounted to the as-of date.
+fn customer_value(p: &BgNbd, h: &History, spend: f64, cfg: &ModelsConfig, unit: f64) -> Option<f64> {
+    let steps = cfg.clv_horizon_days.div_ceil(30);
+    let mut prev = 0.0;
+    let mut total = 0.0;
+    for k in 1..=steps {
+        let days = f64::from((k * 30).min(cfg.clv_horizon_days));
+        let e = p.conditional_expected(days / unit, h)?;
+        total += (e - prev) * spend * cfg.margin / (1.0 + cfg.discount_rate).powf(days / 365.0);
+        prev = e;
+    }
+    total.is_finite().then_some(total)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn customers_batch(
+    f: &Features,
+    as_of_day: i64,
+    rfm_of: &[Option<rfm::Rfm>],
+    clusters: Option<&Vec<Option<usize>>>,
+    p_alive: &[Option<f64>],
+    expected: &[Vec<Option<f64>>],
+    cfg: &ModelsConfig,
+    spend: &[Option<f64>],
+    clv: &[Option<f64>],
+) -> Result<RecordBatch> {
+    let n = f.len();
+    let ts = |v: &[Option<i64>]| Arc::new(TimestampMicrosecondArray::from(v.to_vec()).with_timezone("UTC")) as ArrayRef;
+    let fl = |v: Vec<Option<f64>>| Arc::new(Float64Array::from(v)) as ArrayRef;
+    let u8s = |g: fn(&rfm::Rfm) -> u8| Arc::new(UInt8Array::from(rfm_of.iter().map(|r| r.as_ref().map(g)).collect::<Vec<_>>())) as ArrayRef;
+    let mut fields = vec![
+        Field::new("customer_id", DataType::Utf8, false),
+        Field::new(
+            "first_order_at",
+            DataType::Timestamp(ArrowUnit::Microsecond, Some("UTC".into())),
+            true,
+        ),
+        Field::new(
+            "last_order_at",
+            DataType::Timestamp(ArrowUnit::Microsecond, Some("UTC".into())),
+            true,
+        ),
+        Field::new("orders", DataType::Float64, false),
+        Field::new("revenue", DataType::Float64, false),
+        Field::new("avg_order_value", DataType::Float64, true),
+        Field::new("recency_days", DataType::Float64, true),
+        Field::new("tenure_days", DataType::Float64, true),
+        Field::new("returned_lines", DataType::Float64, false),
+        Field::new("rfm_r", DataType::UInt8, true),
+        Field::new("rfm_f", DataType::UInt8, true),
+        Field::new("rfm_m", DataType::UInt8, true),
+        Field::new("rfm_segment", DataType::Utf8, true),
+        Field::new("cluster", DataType::Int64, true),
+        Field::new("p_alive", DataType::Float64, true),
+    ];
+    let mut cols: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(f.customer_id.clone())),
+        ts(&f.first_order_at),
+        ts(&f.last_order_at),
+        fl(f.orders.iter().map(|v| Some(*v)).collect()),
+        fl(f.revenue.iter().map(|v| Some(*v)).collect()),
+        fl((0..n).map(|i| (f.orders[i] > 0.0).then(|| f.revenue[i] / f.orders[i])).collect()),
+        fl((0..n).map(|i| f.last_day[i].map(|d| (as_of_day - d) as f64)).collect()),
+        fl((0..n).map(|i| f.first_day[i].map(|d| (as_of_day - d) as f64)).collect()),
+        fl(f.returned_lines.iter().map(|v| Some(*v)).collect()),
+        u8s(|r| r.r),
+        u8s(|r| r.f),
+        u8s(|r| r.m),
+        Arc::new(StringArray::from(rfm_of.iter().map(|r| r.map(|r| r.segment)).collect::<Vec<_>>())),
+        Arc::new(Int64Array::from(
+            (0..n).map(|i| clusters.and_then(|c| c[i]).map(|c| c as i64)).collect::<Vec<_>>(),
+        )),
+        fl(p_alive.to_vec()),
+    ];
+    for (j, days) in cfg.horizons_days.iter().enumerate() {
+        fields.push(Field::new(format!("expected_orders_{days}d"), DataType::Float64, true));
+        cols.push(fl(expected[j].clone()));
+    }
+    fields.push(Field::new("expected_avg_spend", DataType::Float64, true));
+    cols.push(fl(spend.to_vec()));
+    fields.push(Field::new("clv", DataType::Float64, true));
+    cols.push(fl(clv.to_vec()));
+    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).map_err(datafusion::error::DataFusionError::from)?)
+}

@@ -1,0 +1,171 @@
+//! Clusters on behaviour features and the `segments` table (RFM segments and clusters
+//! with their sizes, revenue shares and feature means).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, Float64Array, Int64Array, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::record_batch::RecordBatch;
+use serde_json::{json, Value};
+
+use rapport_model::kmeans::{fit, sample_indices, silhouette, KMeansParams};
+use rapport_model::rfm;
+
+use super::config::ModelsConfig;
+use super::features::Features;
+use crate::Result;
+
+/// The clustering features, in the order of the segments table's mean columns.
+pub const FEATURES: [&str; 5] = ["recency_days", "orders", "revenue", "avg_order_value", "tenure_days"];
+
+fn raw_features(f: &Features, i: usize, as_of_day: i64) -> [f64; 5] {
+    let recency = (as_of_day - f.last_day[i].unwrap_or(as_of_day)) as f64;
+    let tenure = (as_of_day - f.first_day[i].unwrap_or(as_of_day)) as f64;
+    let aov = if f.orders[i] > 0.0 { f.revenue[i] / f.orders[i] } else { 0.0 };
+    [recency, f.orders[i], f.revenue[i], aov, tenure]
+}
+
+pub struct Clusters {
+    /// Per customer (all customers), the cluster of buyers.
+    pub labels: Vec<Option<usize>>,
+    pub names: Vec<String>,
+    pub report: Value,
+}
+
+/// k-means on log-transformed, standardised features of the buyers, k chosen by the
+/// silhouette on a sample of at most 3,000 buyers.
+pub fn cluster(f: &Features, buyers: &[usize], as_of_day: i64, cfg: &ModelsConfig) -> Result<Option<Clusters>> {
+    let m = buyers.len();
+    if m < cfg.k_min * 5 {
+        return Ok(None);
+    }
+    let d = FEATURES.len();
+    let mut x: Vec<f64> = Vec::with_capacity(m * d);
+    for &i in buyers {
+        x.extend(raw_features(f, i, as_of_day).iter().map(|v| v.max(0.0).ln_1p()));
+    }
+    let mut mean = vec![0.0; d];
+    let mut sd = vec![0.0; d];
+    for row in x.chunks_exact(d) {
+        for j in 0..d {
+            mean[j] += row[j] / m as f64;
+        }
+    }
+    for row in x.chunks_exact(d) {
+        for j in 0..d {
+            sd[j] += (row[j] - mean[j]).powi(2) / m as f64;
+        }
+    }
+    for s in sd.iter_mut() {
+        *s = s.sqrt().max(1e-9);
+    }
+    for row in x.chunks_exact_mut(d) {
+        for j in 0..d {
+            row[j] = (row[j] - mean[j]) / sd[j];
+        }
+    }
+    let sample = sample_indices(m, 3000, cfg.seed);
+    let mut by_k = serde_json::Map::new();
+    let mut best: Option<(usize, f64, rapport_model::kmeans::KMeans)> = None;
+    for k in cfg.k_min..=cfg.k_max.min(m - 1) {
+        let km = fit(&x, d, &KMeansParams::new(k, cfg.seed)).map_err(crate::EngineError::Usage)?;
+        let s = silhouette(&x, d, &km.labels, k, &sample);
+        by_k.insert(k.to_string(), json!(s));
+        if best.as_ref().is_none_or(|b| s > b.1) {
+            best = Some((k, s, km));
+        }
+    }
+    let Some((k, s, km)) = best else { return Ok(None) };
+    // Name each cluster by the standardised feature farthest from the average.
+    let names: Vec<String> = (0..k)
+        .map(|c| {
+            let centroid = &km.centroids[c * d..(c + 1) * d];
+            let (j, v) = centroid
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))
+                .expect("d > 0");
+            let level = if *v > 0.0 { "high" } else { "low" };
+            format!("cluster {c}: {level} {}", FEATURES[j].replace('_', " "))
+        })
+        .collect();
+    let mut labels = vec![None; f.len()];
+    for (k_i, &i) in buyers.iter().enumerate() {
+        labels[i] = Some(km.labels[k_i]);
+    }
+    let report = json!({"k": k, "silhouette": s, "inertia": km.inertia, "iterations": km.iterations,
+                        "converged": km.converged, "silhouette_by_k": by_k, "features": FEATURES,
+                        "transform": "log1p, then standardised", "names": names});
+    Ok(Some(Clusters { labels, names, report }))
+}
+
+/// One row per RFM segment and per cluster.
+pub fn segments_batch(
+    f: &Features,
+    buyers: &[usize],
+    rfm_of: &[Option<rfm::Rfm>],
+    clusters: Option<&Clusters>,
+    as_of_day: i64,
+) -> Result<RecordBatch> {
+    let total_rev: f64 = buyers.iter().map(|&i| f.revenue[i].max(0.0)).sum::<f64>().max(f64::MIN_POSITIVE);
+    let n = buyers.len().max(1) as f64;
+    // (kind, id, name) → members
+    let mut groups: BTreeMap<(String, String, String), Vec<usize>> = BTreeMap::new();
+    for &i in buyers {
+        if let Some(r) = rfm_of[i] {
+            let idx = rfm::SEGMENTS.iter().position(|s| *s == r.segment).unwrap_or(0);
+            groups
+                .entry(("rfm".into(), format!("rfm-{idx:02}"), r.segment.into()))
+                .or_default()
+                .push(i);
+        }
+        if let Some(c) = clusters {
+            if let Some(l) = c.labels[i] {
+                groups
+                    .entry(("cluster".into(), format!("cluster-{l:02}"), c.names[l].clone()))
+                    .or_default()
+                    .push(i);
+            }
+        }
+    }
+    let mut kind = Vec::new();
+    let mut id = Vec::new();
+    let mut name = Vec::new();
+    let mut size = Vec::new();
+    let mut share = Vec::new();
+    let mut rev_share = Vec::new();
+    let mut means: Vec<Vec<f64>> = vec![Vec::new(); FEATURES.len()];
+    for ((k, i, nm), members) in &groups {
+        kind.push(k.clone());
+        id.push(i.clone());
+        name.push(nm.clone());
+        size.push(members.len() as i64);
+        share.push(members.len() as f64 / n);
+        rev_share.push(members.iter().map(|&m| f.revenue[m].max(0.0)).sum::<f64>() / total_rev);
+        for (j, col) in means.iter_mut().enumerate() {
+            col.push(members.iter().map(|&m| raw_features(f, m, as_of_day)[j]).sum::<f64>() / members.len() as f64);
+        }
+    }
+    let mut fields = vec![
+        Field::new("segment_id", DataType::Utf8, false),
+        Field::new("kind", DataType::Utf8, false),
+        Field::new("name", DataType::Utf8, false),
+        Field::new("customers", DataType::Int64, false),
+        Field::new("share", DataType::Float64, false),
+        Field::new("revenue_share", DataType::Float64, false),
+    ];
+    let mut cols: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(id)),
+        Arc::new(StringArray::from(kind)),
+        Arc::new(StringArray::from(name)),
+        Arc::new(Int64Array::from(size)),
+        Arc::new(Float64Array::from(share)),
+        Arc::new(Float64Array::from(rev_share)),
+    ];
+    for (j, col) in means.into_iter().enumerate() {
+        fields.push(Field::new(format!("mean_{}", FEATURES[j]), DataType::Float64, false));
+        cols.push(Arc::new(Float64Array::from(col)));
+    }
+    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).map_err(datafusion::error::DataFusionError::from)?)
+}

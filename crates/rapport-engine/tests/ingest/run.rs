@@ -1,0 +1,72 @@
+//! `rapport run` end to end: the CDNOW sample from its raw file, through its
+//! rapport.toml, reproduces the published CLV fits.
+
+use rapport_engine::run::config::ModelsConfig;
+use rapport_store::Workspace;
+
+use crate::{ingest, repo_root, scalar};
+
+#[test]
+fn cdnow_sample_from_the_raw_file_reproduces_the_papers() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws_dir = dir.path().join("ws");
+    ingest(&ws_dir, &repo_root().join("examples/cdnow-sample")).unwrap();
+    let ws = Workspace::open(&ws_dir).unwrap();
+    let config = rapport_store::Config::load(&repo_root().join("examples/cdnow-sample/rapport.toml")).unwrap();
+    let mut cfg = ModelsConfig::from_table(config.models.as_ref()).unwrap();
+    cfg.horizons_days = vec![90, 364];
+    let s = rapport_engine::run::run(&ws, &cfg, Some("1997-09-30")).unwrap();
+    let m = &s.models;
+    assert_eq!(m["time_unit"], "week");
+    let rel = |v: &serde_json::Value, want: f64| (v.as_f64().unwrap() - want).abs() / want;
+    let b = &m["bgnbd"];
+    assert_eq!(b["converged"], true);
+    for (k, want) in [("r", 0.2426), ("alpha", 4.4136), ("a", 0.7929), ("b", 2.4259)] {
+        assert!(rel(&b[k], want) <= 1e-3, "bgnbd {k}: {}", b[k]);
+    }
+    assert!((b["log_likelihood"].as_f64().unwrap() + 9582.43).abs() < 0.01);
+    let p = &m["pareto_nbd"];
+    for (k, want) in [("r", 0.5532), ("alpha", 10.576), ("s", 0.6063), ("beta", 11.672)] {
+        assert!(rel(&p[k], want) <= 2e-3, "pareto_nbd {k}: {}", p[k]);
+    }
+    let g = &m["gamma_gamma"];
+    for (k, want) in [("p", 6.2488), ("q", 3.7446), ("gamma", 15.4477)] {
+        assert!(rel(&g[k], want) <= 1e-3, "gamma_gamma {k}: {}", g[k]);
+    }
+    // Customer 1516 (sample id): 26 repeat purchase days.
+    let p_alive: f64 = scalar(&ws_dir, "SELECT p_alive FROM customers WHERE customer_id = '1516'")
+        .parse()
+        .unwrap();
+    assert!((p_alive - 0.96885).abs() < 2e-3, "{p_alive}");
+    let e52: f64 = scalar(&ws_dir, "SELECT expected_orders_364d FROM customers WHERE customer_id = '1516'")
+        .parse()
+        .unwrap();
+    assert!((e52 - 25.757).abs() < 0.1, "{e52}");
+    assert_eq!(
+        scalar(
+            &ws_dir,
+            "SELECT count(*) FROM customers WHERE p_alive < 0 OR p_alive > 1 OR clv < 0"
+        ),
+        "0"
+    );
+    assert_eq!(scalar(&ws_dir, "SELECT count(*) FROM customers"), "2357");
+    // Data after the as-of date is ignored.
+    assert!(scalar(&ws_dir, "SELECT CAST(max(last_order_at) AS VARCHAR) FROM customers").as_str() <= "1997-09-30T23:59:59Z");
+    // Segments: every buyer in exactly one RFM segment and one cluster.
+    assert_eq!(
+        scalar(&ws_dir, "SELECT CAST(sum(customers) AS BIGINT) FROM segments WHERE kind = 'rfm'"),
+        "2357"
+    );
+    assert_eq!(
+        scalar(
+            &ws_dir,
+            "SELECT CAST(sum(customers) AS BIGINT) FROM segments WHERE kind = 'cluster'"
+        ),
+        "2357"
+    );
+    let share: f64 = scalar(&ws_dir, "SELECT sum(revenue_share) FROM segments WHERE kind = 'rfm'")
+        .parse()
+        .unwrap();
+    assert!((share - 1.0).abs() < 1e-9);
+    assert!(ws.reports_dir().join("models.json").is_file());
+}
