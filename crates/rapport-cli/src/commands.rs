@@ -122,13 +122,52 @@ pub fn print_ingest(ws: &Workspace, outcome: &IngestOutcome) {
     println!("report:  {}", reports.join("report.html").display());
 }
 
-pub fn run(workspace: &Path, as_of: Option<&str>, config: Option<&Path>) -> Result<()> {
-    let ws = Workspace::open_existing(workspace)?;
+fn models_config(config: Option<&Path>) -> Result<rapport_engine::run::config::ModelsConfig> {
     let models = match config {
         Some(p) => rapport_store::Config::load(p)?.models,
         None => None,
     };
-    let cfg = rapport_engine::run::config::ModelsConfig::from_table(models.as_ref())?;
+    Ok(rapport_engine::run::config::ModelsConfig::from_table(models.as_ref())?)
+}
+
+pub fn evaluate(workspace: &Path, holdout_days: u32, config: Option<&Path>, as_json: bool) -> Result<()> {
+    let ws = Workspace::open_existing(workspace)?;
+    let v = rapport_engine::evaluate::evaluate(&ws, &models_config(config)?, holdout_days)?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let f = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN);
+    println!(
+        "calibration to {}, holdout to {} ({} days, {} customers)",
+        v["calibration_end"].as_str().unwrap_or(""),
+        v["holdout_end"].as_str().unwrap_or(""),
+        v["holdout_days"],
+        v["customers"]
+    );
+    println!(
+        "repeat purchases in the holdout: actual {:.0}, BG/NBD {:.1}, Pareto/NBD {:.1}",
+        f(&v["holdout_actual"]),
+        f(&v["holdout_forecast"]["bgnbd"]),
+        f(&v["holdout_forecast"]["pareto_nbd"])
+    );
+    println!("{:>4} {:>9} {:>8} {:>8} {:>10}", "x", "customers", "actual", "BG/NBD", "Pareto/NBD");
+    for b in v["by_calibration_frequency"].as_array().into_iter().flatten() {
+        println!(
+            "{:>4} {:>9} {:>8.4} {:>8.4} {:>10.4}",
+            b["x"].as_str().unwrap_or(""),
+            b["customers"].as_u64().unwrap_or(0),
+            f(&b["actual"]),
+            f(&b["bgnbd"]),
+            f(&b["pareto_nbd"])
+        );
+    }
+    Ok(())
+}
+
+pub fn run(workspace: &Path, as_of: Option<&str>, config: Option<&Path>) -> Result<()> {
+    let ws = Workspace::open_existing(workspace)?;
+    let cfg = models_config(config)?;
     let s = rapport_engine::run::run(&ws, &cfg, as_of)?;
     println!(
         "as of {}: {} customers, {} with purchases modelled",

@@ -52,6 +52,16 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Calibration/holdout checks of the CLV models.
+    Evaluate {
+        #[arg(long)]
+        holdout_days: u32,
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run SQL over every workspace table.
     Sql {
         query: String,
@@ -110,6 +120,11 @@ fn main() -> ExitCode {
         Command::Init { data, force } => commands::init(&cli.workspace, data.as_deref(), force),
         Command::Ingest { data, config } => commands::ingest(&cli.workspace, &data, config.as_deref(), cli.quiet),
         Command::Run { as_of, config } => commands::run(&cli.workspace, as_of.as_deref(), config.as_deref()),
+        Command::Evaluate {
+            holdout_days,
+            config,
+            json,
+        } => commands::evaluate(&cli.workspace, holdout_days, config.as_deref(), json),
         Command::Sql { query, format, reveal } => commands::sql(&cli.workspace, &query, &format, reveal),
         Command::Export {
             table,

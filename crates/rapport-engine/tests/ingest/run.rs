@@ -70,3 +70,27 @@ fn cdnow_sample_from_the_raw_file_reproduces_the_papers() {
     assert!((share - 1.0).abs() < 1e-9);
     assert!(ws.reports_dir().join("models.json").is_file());
 }
+
+#[test]
+fn the_holdout_checks_match_the_btyd_walkthrough() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws_dir = dir.path().join("ws");
+    ingest(&ws_dir, &repo_root().join("examples/cdnow-sample")).unwrap();
+    let ws = Workspace::open(&ws_dir).unwrap();
+    let v = rapport_engine::evaluate::evaluate(&ws, &ModelsConfig::default(), 273).unwrap();
+    assert_eq!(v["calibration_end"], "1997-09-30");
+    assert_eq!(v["holdout_actual"].as_f64().unwrap(), 1882.0);
+    assert!((v["holdout_forecast"]["bgnbd"].as_f64().unwrap() - 1653.4).abs() < 0.5);
+    assert!((v["holdout_forecast"]["pareto_nbd"].as_f64().unwrap() - 1665.5).abs() < 0.5);
+    let bins = v["by_calibration_frequency"].as_array().unwrap();
+    let actual = [0.2367, 0.6970, 1.3925, 1.5600, 2.5323, 2.9474, 3.8621, 6.3594];
+    let bgnbd = [0.2251, 0.5231, 1.0441, 1.5203, 2.1638, 2.6538, 3.5040, 6.1570];
+    let pnbd = [0.138, 0.600, 1.196, 1.714, 2.399, 2.907, 3.819, 6.403];
+    let sizes = [1411, 439, 214, 100, 62, 38, 29, 64];
+    for (i, b) in bins.iter().enumerate() {
+        assert_eq!(b["customers"].as_u64().unwrap(), sizes[i]);
+        assert!((b["actual"].as_f64().unwrap() - actual[i]).abs() < 1e-4, "{b}");
+        assert!((b["bgnbd"].as_f64().unwrap() - bgnbd[i]).abs() < 1e-3, "{b}");
+        assert!((b["pareto_nbd"].as_f64().unwrap() - pnbd[i]).abs() < 2e-3, "{b}");
+    }
+}
