@@ -105,7 +105,7 @@ fn tempdir() -> Result<PathBuf> {
 /// Times DuckDB (through its Python package) turning the CSV into Parquet.
 fn duckdb_seconds(csv: &std::path::Path, out: &std::path::Path) -> Result<f64> {
     let script = format!(
-        "import duckdb, time\nc = duckdb.connect()\nt = time.time()\nc.execute(\"COPY (SELECT * FROM read_csv_auto('{}')) TO '{}' (FORMAT PARQUET)\")\nprint(time.time() - t)\n",
+        "import duckdb, time\nc = duckdb.connect()\nc.execute(\"SET enable_progress_bar = false\")\nt = time.time()\nc.execute(\"COPY (SELECT * FROM read_csv_auto('{}')) TO '{}' (FORMAT PARQUET)\")\nprint(time.time() - t)\n",
         csv.display(),
         out.display()
     );
@@ -118,5 +118,7 @@ fn duckdb_seconds(csv: &std::path::Path, out: &std::path::Path) -> Result<f64> {
         anyhow::bail!("the duckdb Python package is not installed (pip install duckdb)");
     }
     let s = String::from_utf8_lossy(&o.stdout);
-    Ok(s.trim().parse()?)
+    let last = s.lines().last().unwrap_or_default().trim();
+    last.parse()
+        .with_context(|| format!("unexpected output from the duckdb script: {last:?}"))
 }

@@ -10,14 +10,20 @@ use rapport_store::workspace::Transaction;
 use crate::session::{new_context, register, Personal};
 use crate::Result;
 
+/// Per customer: first and last order, orders (distinct order ids with a purchase line),
+/// revenue and returned lines. Two levels of grouping (order, then customer) rather than
+/// `count(DISTINCT …)`, whose per-group hash sets cost gigabytes on millions of orders.
 const ORDERS_AGG: &str = "
-SELECT customer_id,
-       min(ordered_at) FILTER (WHERE status <> 'cancelled') AS first_order_at,
-       max(ordered_at) FILTER (WHERE status <> 'cancelled') AS last_order_at,
-       count(DISTINCT CASE WHEN status = 'completed' AND quantity > 0 THEN order_id END) AS orders,
-       coalesce(sum(amount) FILTER (WHERE status <> 'cancelled'), 0.0) AS revenue,
-       sum(CASE WHEN quantity < 0 OR status = 'returned' THEN 1 ELSE 0 END) AS returned_lines
-FROM orders GROUP BY customer_id";
+SELECT customer_id, min(first_at) AS first_order_at, max(last_at) AS last_order_at,
+       sum(purchase) AS orders, coalesce(sum(revenue), 0.0) AS revenue, sum(returned) AS returned_lines
+FROM (SELECT customer_id, order_id,
+             min(ordered_at) FILTER (WHERE status <> 'cancelled') AS first_at,
+             max(ordered_at) FILTER (WHERE status <> 'cancelled') AS last_at,
+             max(CASE WHEN status = 'completed' AND quantity > 0 THEN 1 ELSE 0 END) AS purchase,
+             sum(amount) FILTER (WHERE status <> 'cancelled') AS revenue,
+             sum(CASE WHEN quantity < 0 OR status = 'returned' THEN 1 ELSE 0 END) AS returned
+      FROM orders GROUP BY customer_id, order_id)
+GROUP BY customer_id";
 
 fn profile_agg() -> String {
     let pick = |c: &str| format!("first_value({c} ORDER BY {c} IS NULL, source, source_customer_id) AS {c}");

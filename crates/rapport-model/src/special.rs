@@ -58,15 +58,17 @@ pub fn ln_beta(a: f64, b: f64) -> f64 {
 }
 
 /// The Gauss hypergeometric function 2F1(a, b; c; z) for 0 ≤ z < 1 by its power series,
-/// summed until a term no longer changes the sum (or 100,000 terms). Returns `None`
-/// when the series does not settle, so callers can report it instead of a wrong value.
+/// summed until a term no longer changes the sum (or 10,000 terms, which bounds the cost
+/// of a likelihood evaluation far out in parameter space). Returns `None` when the series
+/// does not settle, so callers can report it (or a fit can back off) instead of using a
+/// wrong value.
 pub fn hyp2f1(a: f64, b: f64, c: f64, z: f64) -> Option<f64> {
     if !(0.0..1.0).contains(&z) {
         return None;
     }
     let mut term = 1.0;
     let mut sum = 1.0;
-    for n in 0..100_000 {
+    for n in 0..10_000 {
         let n = f64::from(n);
         term *= (a + n) * (b + n) / ((c + n) * (n + 1.0)) * z;
         sum += term;

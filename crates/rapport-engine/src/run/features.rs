@@ -47,8 +47,9 @@ fn sql(end_micros: i64) -> String {
               f AS (SELECT customer_id, min(day) AS first_day, max(day) AS last_day, count(*) AS days FROM d GROUP BY 1),
               z AS (SELECT d.customer_id, avg(d.spend) AS zbar FROM d JOIN f ON d.customer_id = f.customer_id
                     WHERE d.day > f.first_day GROUP BY 1),
-              a AS (SELECT customer_id, min(ordered_at) AS first_order_at, max(ordered_at) AS last_order_at,
-                           count(DISTINCT order_id) AS orders FROM p GROUP BY 1),
+              po AS (SELECT customer_id, order_id, min(ordered_at) AS at FROM p GROUP BY 1, 2),
+              a AS (SELECT customer_id, min(at) AS first_order_at, max(at) AS last_order_at, count(*) AS orders
+                    FROM po GROUP BY 1),
               v AS (SELECT customer_id, sum(amount) AS revenue,
                            sum(CASE WHEN quantity < 0 OR status = 'returned' THEN 1 ELSE 0 END) AS returned_lines
                     FROM o GROUP BY 1),
