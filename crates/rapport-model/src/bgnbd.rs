@@ -8,7 +8,7 @@
 //! overflow.
 
 use crate::btyd::{check, group, Fit, History};
-use crate::optimize::bfgs;
+use crate::optimize::best_of;
 use crate::special::{digamma, hyp2f1, ln_gamma, log_add_exp};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -91,15 +91,11 @@ impl BgNbd {
         };
         let mean_t = data.iter().map(|h| h.weight * h.t).sum::<f64>() / total;
         let starts = [
-            [0.0, mean_t.ln(), 0.0, 0.0],
-            [(0.5f64).ln(), (mean_t / 4.0).ln(), (0.5f64).ln(), (3.0f64).ln()],
-            [(2.0f64).ln(), (mean_t * 2.0).ln(), (2.0f64).ln(), (0.5f64).ln()],
+            vec![0.0, mean_t.ln(), 0.0, 0.0],
+            vec![(0.5f64).ln(), (mean_t / 4.0).ln(), (0.5f64).ln(), (3.0f64).ln()],
+            vec![(2.0f64).ln(), (mean_t * 2.0).ln(), (2.0f64).ln(), (0.5f64).ln()],
         ];
-        let best = starts
-            .iter()
-            .map(|s| bfgs(&objective, s, 2000, 1e-10))
-            .filter(|m| m.value.is_finite())
-            .min_by(|a, b| (!a.converged).cmp(&!b.converged).then(a.value.total_cmp(&b.value)));
+        let best = best_of(&objective, &starts, 2000, 1e-10);
         let Some(m) = best else {
             return Err("the likelihood is not finite from any starting point".into());
         };

@@ -7,7 +7,7 @@
 //! the mean, Jacobian included). Fitted on customers with x > 0 by maximum likelihood on
 //! log-parameters with the analytic gradient.
 
-use crate::optimize::bfgs;
+use crate::optimize::best_of;
 use crate::special::{digamma, ln_gamma};
 
 /// One customer's spend: `x` transactions with mean value `mean`; `weight` customers.
@@ -98,16 +98,11 @@ impl GammaGamma {
         };
         let mean = data.iter().map(|s| s.weight * s.mean).sum::<f64>() / total;
         let starts = [
-            [0.0, 0.0, mean.ln()],
-            [(2.0f64).ln(), (3.0f64).ln(), (mean).ln()],
-            [(5.0f64).ln(), (2.0f64).ln(), (mean / 2.0).ln()],
+            vec![0.0, 0.0, mean.ln()],
+            vec![(2.0f64).ln(), (3.0f64).ln(), (mean).ln()],
+            vec![(5.0f64).ln(), (2.0f64).ln(), (mean / 2.0).ln()],
         ];
-        let best = starts
-            .iter()
-            .map(|s| bfgs(&objective, s, 2000, 1e-10))
-            .filter(|m| m.value.is_finite())
-            .min_by(|a, b| (!a.converged).cmp(&!b.converged).then(a.value.total_cmp(&b.value)))
-            .ok_or("the likelihood is not finite from any starting point")?;
+        let best = best_of(&objective, &starts, 2000, 1e-10).ok_or("the likelihood is not finite from any starting point")?;
         Ok(GammaGammaFit {
             params: Self {
                 p: best.x[0].exp(),

@@ -137,6 +137,16 @@ pub fn bfgs(f: &Objective<'_>, x0: &[f64], max_iter: usize, tol: f64) -> Minimum
     }
 }
 
+/// Minimises from each start and keeps the best: converged runs first, then the lowest
+/// value. `None` when no run ends at a finite value.
+pub fn best_of(f: &Objective<'_>, starts: &[Vec<f64>], max_iter: usize, tol: f64) -> Option<Minimum> {
+    starts
+        .iter()
+        .map(|s| bfgs(f, s, max_iter, tol))
+        .filter(|m| m.value.is_finite())
+        .min_by(|a, b| (!a.converged).cmp(&!b.converged).then(a.value.total_cmp(&b.value)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,7 @@
 //! log-parameters (the 2F1 parameter derivatives are not worth their complexity here).
 
 use crate::btyd::{check, group, Fit, History};
-use crate::optimize::bfgs;
+use crate::optimize::best_of;
 use crate::special::{hyp2f1, ln_gamma, log_add_exp};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -96,16 +96,11 @@ impl ParetoNbd {
         };
         let mean_t = data.iter().map(|h| h.weight * h.t).sum::<f64>() / total;
         let starts = [
-            [0.0, mean_t.ln(), 0.0, mean_t.ln()],
-            [(0.5f64).ln(), (mean_t / 4.0).ln(), (0.5f64).ln(), (mean_t / 4.0).ln()],
-            [(2.0f64).ln(), (mean_t * 2.0).ln(), (2.0f64).ln(), (mean_t * 2.0).ln()],
+            vec![0.0, mean_t.ln(), 0.0, mean_t.ln()],
+            vec![(0.5f64).ln(), (mean_t / 4.0).ln(), (0.5f64).ln(), (mean_t / 4.0).ln()],
+            vec![(2.0f64).ln(), (mean_t * 2.0).ln(), (2.0f64).ln(), (mean_t * 2.0).ln()],
         ];
-        let best = starts
-            .iter()
-            .map(|s| bfgs(&objective, s, 1000, 1e-8))
-            .filter(|m| m.value.is_finite())
-            .min_by(|a, b| (!a.converged).cmp(&!b.converged).then(a.value.total_cmp(&b.value)))
-            .ok_or("the likelihood is not finite from any starting point")?;
+        let best = best_of(&objective, &starts, 1000, 1e-8).ok_or("the likelihood is not finite from any starting point")?;
         Ok(Fit {
             params: Self::from_log(&best.x),
             log_likelihood: -best.value * total,

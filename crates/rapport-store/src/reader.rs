@@ -292,6 +292,22 @@ impl ByteBuf {
         &self.buf[self.pos..]
     }
 
+    /// Reads the first chunk, skips a byte-order mark and refuses binary data.
+    fn start(&mut self, what: &str) -> Result<()> {
+        self.fill()?;
+        if self.rest().starts_with(&[0xEF, 0xBB, 0xBF]) {
+            self.pos += 3;
+        }
+        let probe = &self.rest()[..self.rest().len().min(1 << 16)];
+        if memchr::memchr(0, probe).is_some() {
+            return Err(StoreError::input(
+                &self.path,
+                format!("the file holds binary data (NUL bytes), not {what} text"),
+            ));
+        }
+        Ok(())
+    }
+
     /// Reads more; `false` at the end of the input.
     fn fill(&mut self) -> Result<bool> {
         if self.eof {
@@ -382,17 +398,7 @@ impl CsvReader {
             text: Vec::new(),
             fields: Vec::new(),
         };
-        r.bytes.fill()?;
-        if r.bytes.rest().starts_with(&[0xEF, 0xBB, 0xBF]) {
-            r.bytes.pos += 3;
-        }
-        let probe = &r.bytes.rest()[..r.bytes.rest().len().min(1 << 16)];
-        if memchr::memchr(0, probe).is_some() {
-            return Err(StoreError::input(
-                &file.path,
-                "the file holds binary data (NUL bytes), not CSV text",
-            ));
-        }
+        r.bytes.start("CSV")?;
         let header = r.read_header(config.header.unwrap_or(true))?;
         let Some(header) = header else {
             return Ok(r); // an empty file: no rows
@@ -404,20 +410,25 @@ impl CsvReader {
         Ok(r)
     }
 
+    /// Splits the record at the cursor into `text` and `fields` (without consuming it).
+    fn split_next(&mut self) -> Split {
+        self.text.clear();
+        self.fields.clear();
+        split_record(
+            self.bytes.rest(),
+            self.bytes.eof,
+            self.delimiter,
+            self.quote,
+            MAX_QUOTED_LINES,
+            &mut self.text,
+            &mut self.fields,
+        )
+    }
+
     /// Reads the header (or, without one, peeks at the first record to count columns).
     fn read_header(&mut self, has_header: bool) -> Result<Option<Vec<String>>> {
         loop {
-            self.text.clear();
-            self.fields.clear();
-            let split = split_record(
-                self.bytes.rest(),
-                self.bytes.eof,
-                self.delimiter,
-                self.quote,
-                MAX_QUOTED_LINES,
-                &mut self.text,
-                &mut self.fields,
-            );
+            let split = self.split_next();
             match split {
                 Split::NeedMore => {
                     if !self.bytes.fill()? && self.bytes.rest().is_empty() {
@@ -490,17 +501,7 @@ impl RowReader for CsvReader {
         }
         let mut produced = 0;
         while produced < max_rows {
-            self.text.clear();
-            self.fields.clear();
-            let split = split_record(
-                self.bytes.rest(),
-                self.bytes.eof,
-                self.delimiter,
-                self.quote,
-                MAX_QUOTED_LINES,
-                &mut self.text,
-                &mut self.fields,
-            );
+            let split = self.split_next();
             let span = match split {
                 Split::NeedMore => {
                     if !self.bytes.fill()? && self.bytes.rest().is_empty() {
@@ -612,17 +613,7 @@ impl JsonlReader {
             seen: BTreeSet::new(),
             rows: 0,
         };
-        r.bytes.fill()?;
-        if r.bytes.rest().starts_with(&[0xEF, 0xBB, 0xBF]) {
-            r.bytes.pos += 3;
-        }
-        let probe = &r.bytes.rest()[..r.bytes.rest().len().min(1 << 16)];
-        if memchr::memchr(0, probe).is_some() {
-            return Err(StoreError::input(
-                &file.path,
-                "the file holds binary data (NUL bytes), not JSON Lines text",
-            ));
-        }
+        r.bytes.start("JSON Lines")?;
         Ok(r)
     }
 
