@@ -23,6 +23,18 @@ pub enum Bench {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// BG/NBD + Gamma-Gamma fit and k-means (k = 8) on customers of a generated orders
+    /// file; compared with lifetimes and scikit-learn when those Python packages exist.
+    Models {
+        #[arg(long, default_value_t = 3_000_000)]
+        rows: u64,
+        #[arg(long, default_value_t = 1_000_000)]
+        customers: u64,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 pub fn run(b: Bench) -> Result<()> {
@@ -33,6 +45,12 @@ pub fn run(b: Bench) -> Result<()> {
             seed,
             dir,
         } => ingest(rows, customers, seed, dir),
+        Bench::Models {
+            rows,
+            customers,
+            seed,
+            dir,
+        } => models(rows, customers, seed, dir),
     }
 }
 
@@ -121,4 +139,130 @@ fn duckdb_seconds(csv: &std::path::Path, out: &std::path::Path) -> Result<f64> {
     let last = s.lines().last().unwrap_or_default().trim();
     last.parse()
         .with_context(|| format!("unexpected output from the duckdb script: {last:?}"))
+}
+
+/// BG/NBD + Gamma-Gamma and k-means (k = 8) on customers built from a generated orders
+/// file; compared with lifetimes and scikit-learn on the same inputs when installed.
+fn models(rows: u64, customers: u64, seed: u64, dir: Option<PathBuf>) -> Result<()> {
+    use rapport_model::bgnbd::BgNbd;
+    use rapport_model::gamma_gamma::GammaGamma;
+    use rapport_model::kmeans::{fit, KMeansParams};
+    let dir = match dir {
+        Some(d) => d,
+        None => tempdir()?,
+    };
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data)?;
+    rapport_synth::write_orders_bench(&data.join("orders.csv"), rows, customers, seed)?;
+    let ws_dir = dir.join("workspace");
+    if ws_dir.exists() {
+        std::fs::remove_dir_all(&ws_dir)?;
+    }
+    let ws = Workspace::open(&ws_dir)?;
+    let t = Instant::now();
+    rapport_engine::ingest::ingest(&ws, &IngestOptions::new(&data), &NoProgress)?;
+    println!("ingested {rows} order lines in {:.1} s", t.elapsed().as_secs_f64());
+    let cfg = rapport_engine::run::config::ModelsConfig::default();
+    let t = Instant::now();
+    let inputs = rapport_engine::run::model_inputs(&ws, &cfg, None)?;
+    println!(
+        "features of {} customers in {:.1} s",
+        inputs.buyers.len(),
+        t.elapsed().as_secs_f64()
+    );
+    let t = Instant::now();
+    let bg = BgNbd::fit(&inputs.histories).map_err(anyhow::Error::msg)?;
+    let gg = GammaGamma::fit(&inputs.spends).map_err(anyhow::Error::msg)?;
+    let fit_secs = t.elapsed().as_secs_f64();
+    let p = bg.params;
+    println!(
+        "BG/NBD + Gamma-Gamma fit: {fit_secs:.2} s ({} distinct histories); r {:.4} alpha {:.4} a {:.4} b {:.4}; p {:.4} q {:.4} gamma {:.4}",
+        bg.groups, p.r, p.alpha, p.a, p.b, gg.params.p, gg.params.q, gg.params.gamma
+    );
+    let x = rapport_engine::run::segments::cluster_matrix(&inputs.features, &inputs.buyers, inputs.as_of_day);
+    let d = rapport_engine::run::segments::FEATURES.len();
+    let t = Instant::now();
+    let km = fit(&x, d, &KMeansParams::new(8, seed)).map_err(anyhow::Error::msg)?;
+    let km_secs = t.elapsed().as_secs_f64();
+    println!(
+        "k-means k = 8 (4 restarts) on {} × {d}: {km_secs:.2} s, inertia {:.1}, {} iterations",
+        inputs.buyers.len(),
+        km.inertia,
+        km.iterations
+    );
+
+    // The same inputs for the Python reference libraries.
+    let summary = dir.join("summary.csv");
+    let mut s = String::from("x,t_x,T,zbar\n");
+    for (k, h) in inputs.histories.iter().enumerate() {
+        let i = inputs.buyers[k];
+        s.push_str(&format!(
+            "{},{},{},{}\n",
+            h.x,
+            h.t_x,
+            h.t,
+            inputs.features.repeat_spend[i].unwrap_or(0.0)
+        ));
+    }
+    std::fs::write(&summary, s)?;
+    let matrix = dir.join("matrix.csv");
+    let mut m = String::new();
+    for row in x.chunks_exact(d) {
+        m.push_str(&row.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(","));
+        m.push('\n');
+    }
+    std::fs::write(&matrix, m)?;
+    let script = format!(
+        "import time, pandas as pd\nfrom lifetimes import BetaGeoFitter, GammaGammaFitter\ns = pd.read_csv('{}')\nt = time.time()\nb = BetaGeoFitter().fit(s['x'], s['t_x'], s['T'])\nr = s[s.x > 0]\ng = GammaGammaFitter().fit(r['x'], r['zbar'])\nprint(time.time() - t, *b.params_.values, *g.params_.values)\n",
+        summary.display()
+    );
+    match python_line(&script) {
+        Ok(line) => {
+            let v: Vec<f64> = line.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+            if v.len() >= 5 {
+                println!(
+                    "lifetimes: {:.2} s (r {:.4} alpha {:.4} a {:.4} b {:.4}); rapport is {:.1}× faster (target ≥ 50×)",
+                    v[0],
+                    v[1],
+                    v[2],
+                    v[3],
+                    v[4],
+                    v[0] / fit_secs
+                );
+            }
+        }
+        Err(e) => println!("lifetimes comparison skipped: {e}"),
+    }
+    let script = format!(
+        "import time, numpy as np\nfrom sklearn.cluster import KMeans\nx = np.loadtxt('{}', delimiter=',')\nt = time.time()\nk = KMeans(n_clusters=8, n_init=4, random_state=0).fit(x)\nprint(time.time() - t, k.inertia_)\n",
+        matrix.display()
+    );
+    match python_line(&script) {
+        Ok(line) => {
+            let v: Vec<f64> = line.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+            if v.len() >= 2 {
+                println!(
+                    "scikit-learn KMeans (n_init 4): {:.2} s, inertia {:.1}; rapport / sklearn time = {:.2}×",
+                    v[0],
+                    v[1],
+                    km_secs / v[0]
+                );
+            }
+        }
+        Err(e) => println!("scikit-learn comparison skipped: {e}"),
+    }
+    Ok(())
+}
+
+fn python_line(script: &str) -> Result<String> {
+    let o = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .output()
+        .context("python3 not found")?;
+    if !o.status.success() {
+        let err = String::from_utf8_lossy(&o.stderr);
+        anyhow::bail!("{}", err.lines().last().unwrap_or("python failed"));
+    }
+    Ok(String::from_utf8_lossy(&o.stdout).lines().last().unwrap_or_default().to_string())
 }

@@ -4,7 +4,7 @@
 
 pub mod config;
 pub mod features;
-mod segments;
+pub mod segments;
 
 use std::sync::Arc;
 
@@ -47,8 +47,18 @@ fn day_text(day: i64) -> String {
     (chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid") + chrono::Duration::days(day)).to_string()
 }
 
-/// Runs the models as seen at the end of `as_of` (default: the last order date).
-pub fn run(ws: &Workspace, cfg: &ModelsConfig, as_of: Option<&str>) -> Result<RunSummary> {
+/// What the models are fitted on: the features as of a date, the customers who bought
+/// before it, their calibration histories and repeat spend.
+pub struct ModelInputs {
+    pub features: Features,
+    pub as_of_day: i64,
+    pub buyers: Vec<usize>,
+    pub histories: Vec<History>,
+    pub spends: Vec<Spend>,
+}
+
+/// Computes the model inputs as seen at the end of `as_of` (default: the last order date).
+pub fn model_inputs(ws: &Workspace, cfg: &ModelsConfig, as_of: Option<&str>) -> Result<ModelInputs> {
     let tables = ws.tables()?;
     if !tables.contains_key("orders") {
         return Err(EngineError::Usage(
@@ -74,21 +84,51 @@ pub fn run(ws: &Workspace, cfg: &ModelsConfig, as_of: Option<&str>) -> Result<Ru
         let f = features::compute(&ctx, (as_of_day + 1) * MICROS_PER_DAY).await?;
         Ok::<_, EngineError>((f, as_of_day))
     })?;
-    let n = features.len();
     let unit = cfg.time_unit.days();
-
     // Calibration histories of customers who bought before the cut-off. T runs to the
     // start of the as-of day, as in Fader & Hardie's CDNOW summary.
-    let buyers: Vec<usize> = (0..n)
+    let buyers: Vec<usize> = (0..features.len())
         .filter(|&i| features.first_day[i].is_some_and(|d| d < as_of_day + 1))
         .collect();
-    let history = |i: usize| {
-        let first = features.first_day[i].expect("buyer") as f64;
-        let last = features.last_day[i].expect("buyer") as f64;
-        let t = ((as_of_day as f64 - first) / unit).max(1.0 / unit);
-        History::new(features.purchase_days[i] - 1.0, ((last - first) / unit).min(t), t)
-    };
-    let histories: Vec<History> = buyers.iter().map(|&i| history(i)).collect();
+    let histories: Vec<History> = buyers
+        .iter()
+        .map(|&i| {
+            let first = features.first_day[i].expect("buyer") as f64;
+            let last = features.last_day[i].expect("buyer") as f64;
+            let t = ((as_of_day as f64 - first) / unit).max(1.0 / unit);
+            History::new(features.purchase_days[i] - 1.0, ((last - first) / unit).min(t), t)
+        })
+        .collect();
+    let spends: Vec<Spend> = buyers
+        .iter()
+        .filter_map(|&i| {
+            features.repeat_spend[i].map(|m| Spend {
+                x: features.purchase_days[i] - 1.0,
+                mean: m,
+                weight: 1.0,
+            })
+        })
+        .collect();
+    Ok(ModelInputs {
+        features,
+        as_of_day,
+        buyers,
+        histories,
+        spends,
+    })
+}
+
+/// Runs the models as seen at the end of `as_of` (default: the last order date).
+pub fn run(ws: &Workspace, cfg: &ModelsConfig, as_of: Option<&str>) -> Result<RunSummary> {
+    let ModelInputs {
+        features,
+        as_of_day,
+        buyers,
+        histories,
+        spends,
+    } = model_inputs(ws, cfg, as_of)?;
+    let n = features.len();
+    let unit = cfg.time_unit.days();
     let mut models = serde_json::Map::new();
     models.insert("as_of".into(), json!(day_text(as_of_day)));
     models.insert("time_unit".into(), json!(cfg.time_unit.name()));
@@ -123,16 +163,6 @@ pub fn run(ws: &Workspace, cfg: &ModelsConfig, as_of: Option<&str>) -> Result<Ru
             }
         }
     }
-    let spends: Vec<Spend> = buyers
-        .iter()
-        .filter_map(|&i| {
-            features.repeat_spend[i].map(|m| Spend {
-                x: features.purchase_days[i] - 1.0,
-                mean: m,
-                weight: 1.0,
-            })
-        })
-        .collect();
     let gg = GammaGamma::fit(&spends).ok();
     match &gg {
         Some(f) => {

@@ -26,20 +26,10 @@ fn raw_features(f: &Features, i: usize, as_of_day: i64) -> [f64; 5] {
     [recency, f.orders[i], f.revenue[i], aov, tenure]
 }
 
-pub struct Clusters {
-    /// Per customer (all customers), the cluster of buyers.
-    pub labels: Vec<Option<usize>>,
-    pub names: Vec<String>,
-    pub report: Value,
-}
-
-/// k-means on log-transformed, standardised features of the buyers, k chosen by the
-/// silhouette on a sample of at most 3,000 buyers.
-pub fn cluster(f: &Features, buyers: &[usize], as_of_day: i64, cfg: &ModelsConfig) -> Result<Option<Clusters>> {
-    let m = buyers.len();
-    if m < cfg.k_min * 5 {
-        return Ok(None);
-    }
+/// The clustering matrix of the buyers (row-major, `FEATURES.len()` columns): each
+/// feature log1p-transformed, then standardised.
+pub fn cluster_matrix(f: &Features, buyers: &[usize], as_of_day: i64) -> Vec<f64> {
+    let m = buyers.len().max(1);
     let d = FEATURES.len();
     let mut x: Vec<f64> = Vec::with_capacity(m * d);
     for &i in buyers {
@@ -65,6 +55,25 @@ pub fn cluster(f: &Features, buyers: &[usize], as_of_day: i64, cfg: &ModelsConfi
             row[j] = (row[j] - mean[j]) / sd[j];
         }
     }
+    x
+}
+
+pub struct Clusters {
+    /// Per customer (all customers), the cluster of buyers.
+    pub labels: Vec<Option<usize>>,
+    pub names: Vec<String>,
+    pub report: Value,
+}
+
+/// k-means on log-transformed, standardised features of the buyers, k chosen by the
+/// silhouette on a sample of at most 3,000 buyers.
+pub fn cluster(f: &Features, buyers: &[usize], as_of_day: i64, cfg: &ModelsConfig) -> Result<Option<Clusters>> {
+    let m = buyers.len();
+    if m < cfg.k_min * 5 {
+        return Ok(None);
+    }
+    let d = FEATURES.len();
+    let x = cluster_matrix(f, buyers, as_of_day);
     let sample = sample_indices(m, 3000, cfg.seed);
     let mut by_k = serde_json::Map::new();
     let mut best: Option<(usize, f64, rapport_model::kmeans::KMeans)> = None;
