@@ -102,7 +102,7 @@ impl GammaGamma {
             vec![(2.0f64).ln(), (3.0f64).ln(), (mean).ln()],
             vec![(5.0f64).ln(), (2.0f64).ln(), (mean / 2.0).ln()],
         ];
-        let best = best_of(&objective, &starts, 2000, 1e-10).ok_or("the likelihood is not finite from any starting point")?;
+        let best = best_of(&objective, &starts, 500, 1e-10).ok_or("the likelihood is not finite from any starting point")?;
         Ok(GammaGammaFit {
             params: Self {
                 p: best.x[0].exp(),
