@@ -7,8 +7,6 @@
 //! likelihood is evaluated in log space with log-sum-exp, so long, busy histories do not
 //! overflow.
 
-use rayon::prelude::*;
-
 use crate::btyd::{check, group, Fit, History};
 use crate::optimize::best_of;
 use crate::special::{digamma, hyp2f1, ln_gamma, log_add_exp};
@@ -78,29 +76,13 @@ impl BgNbd {
                 return (f64::INFINITY, vec![0.0; 4]);
             }
             let m = Self::from_log(v);
-            // Chunks in parallel, their sums added in order: the same result on any
-            // number of threads.
-            let parts: Vec<(f64, [f64; 4])> = data
-                .par_chunks(2048)
-                .map(|chunk| {
-                    let mut ll = 0.0;
-                    let mut g = [0.0; 4];
-                    for h in chunk {
-                        let (l, gh) = m.ll_grad(h);
-                        ll += h.weight * l;
-                        for i in 0..4 {
-                            g[i] += h.weight * gh[i];
-                        }
-                    }
-                    (ll, g)
-                })
-                .collect();
             let mut ll = 0.0;
             let mut g = [0.0; 4];
-            for (l, gp) in parts {
-                ll += l;
+            for h in &data {
+                let (l, gh) = m.ll_grad(h);
+                ll += h.weight * l;
                 for i in 0..4 {
-                    g[i] += gp[i];
+                    g[i] += h.weight * gh[i];
                 }
             }
             let p = [m.r, m.alpha, m.a, m.b];
