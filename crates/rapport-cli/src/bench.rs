@@ -127,18 +127,7 @@ fn duckdb_seconds(csv: &std::path::Path, out: &std::path::Path) -> Result<f64> {
         csv.display(),
         out.display()
     );
-    let o = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .output()
-        .context("python3 not found")?;
-    if !o.status.success() {
-        anyhow::bail!("the duckdb Python package is not installed (pip install duckdb)");
-    }
-    let s = String::from_utf8_lossy(&o.stdout);
-    let last = s.lines().last().unwrap_or_default().trim();
-    last.parse()
-        .with_context(|| format!("unexpected output from the duckdb script: {last:?}"))
+    Ok(python_numbers(&script, 1)?[0])
 }
 
 /// BG/NBD + Gamma-Gamma and k-means (k = 8) on customers built from a generated orders
@@ -216,45 +205,36 @@ fn models(rows: u64, customers: u64, seed: u64, dir: Option<PathBuf>) -> Result<
         "import time, pandas as pd\nfrom lifetimes import BetaGeoFitter, GammaGammaFitter\ns = pd.read_csv('{}')\nt = time.time()\nb = BetaGeoFitter().fit(s['x'], s['t_x'], s['T'])\nr = s[s.x > 0]\ng = GammaGammaFitter().fit(r['x'], r['zbar'])\nprint(time.time() - t, *b.params_.values, *g.params_.values)\n",
         summary.display()
     );
-    match python_line(&script) {
-        Ok(line) => {
-            let v: Vec<f64> = line.split_whitespace().filter_map(|w| w.parse().ok()).collect();
-            if v.len() >= 5 {
-                println!(
-                    "lifetimes: {:.2} s (r {:.4} alpha {:.4} a {:.4} b {:.4}); rapport is {:.1}× faster (target ≥ 50×)",
-                    v[0],
-                    v[1],
-                    v[2],
-                    v[3],
-                    v[4],
-                    v[0] / fit_secs
-                );
-            }
-        }
+    match python_numbers(&script, 5) {
+        Ok(v) => println!(
+            "lifetimes: {:.2} s (r {:.4} alpha {:.4} a {:.4} b {:.4}); rapport is {:.1}× faster (target ≥ 50×)",
+            v[0],
+            v[1],
+            v[2],
+            v[3],
+            v[4],
+            v[0] / fit_secs
+        ),
         Err(e) => println!("lifetimes comparison skipped: {e}"),
     }
     let script = format!(
         "import time, numpy as np\nfrom sklearn.cluster import KMeans\nx = np.loadtxt('{}', delimiter=',')\nt = time.time()\nk = KMeans(n_clusters=8, n_init=4, random_state=0).fit(x)\nprint(time.time() - t, k.inertia_)\n",
         matrix.display()
     );
-    match python_line(&script) {
-        Ok(line) => {
-            let v: Vec<f64> = line.split_whitespace().filter_map(|w| w.parse().ok()).collect();
-            if v.len() >= 2 {
-                println!(
-                    "scikit-learn KMeans (n_init 4): {:.2} s, inertia {:.1}; rapport / sklearn time = {:.2}×",
-                    v[0],
-                    v[1],
-                    km_secs / v[0]
-                );
-            }
-        }
+    match python_numbers(&script, 2) {
+        Ok(v) => println!(
+            "scikit-learn KMeans (n_init 4): {:.2} s, inertia {:.1}; rapport / sklearn time = {:.2}×",
+            v[0],
+            v[1],
+            km_secs / v[0]
+        ),
         Err(e) => println!("scikit-learn comparison skipped: {e}"),
     }
     Ok(())
 }
 
-fn python_line(script: &str) -> Result<String> {
+/// Runs a Python script and reads at least `min` numbers from its last line of output.
+fn python_numbers(script: &str, min: usize) -> Result<Vec<f64>> {
     let o = std::process::Command::new("python3")
         .arg("-c")
         .arg(script)
@@ -264,5 +244,11 @@ fn python_line(script: &str) -> Result<String> {
         let err = String::from_utf8_lossy(&o.stderr);
         anyhow::bail!("{}", err.lines().last().unwrap_or("python failed"));
     }
-    Ok(String::from_utf8_lossy(&o.stdout).lines().last().unwrap_or_default().to_string())
+    let out = String::from_utf8_lossy(&o.stdout);
+    let last = out.lines().last().unwrap_or_default();
+    let v: Vec<f64> = last.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+    if v.len() < min {
+        anyhow::bail!("unexpected output from the Python script: {last:?}");
+    }
+    Ok(v)
 }
