@@ -165,6 +165,23 @@ pub fn evaluate(workspace: &Path, holdout_days: u32, config: Option<&Path>, as_j
     Ok(())
 }
 
+/// One line per fitted model of models.json: its parameters, log-likelihood and
+/// convergence; nothing for a model that did not fit.
+fn print_fit(label: &str, model: Option<&serde_json::Value>, params: &[&str], with_ll: bool) {
+    let Some(m) = model.filter(|m| m.get(params[0]).is_some()) else {
+        return;
+    };
+    let num = |k: &str| m[k].as_f64().unwrap_or(f64::NAN);
+    let mut line = format!("{label:<12}");
+    for p in params {
+        line.push_str(&format!(" {p} {:.4} ", num(p)));
+    }
+    if with_ll {
+        line.push_str(&format!(" LL {:.2} ", num("log_likelihood")));
+    }
+    println!("{line} converged {}", m["converged"]);
+}
+
 pub fn run(workspace: &Path, as_of: Option<&str>, config: Option<&Path>) -> Result<()> {
     let ws = Workspace::open_existing(workspace)?;
     let cfg = models_config(config)?;
@@ -174,37 +191,9 @@ pub fn run(workspace: &Path, as_of: Option<&str>, config: Option<&Path>) -> Resu
         s.as_of, s.customers, s.modelled
     );
     let m = &s.models;
-    if let Some(b) = m.get("bgnbd") {
-        println!(
-            "BG/NBD       r {:.4}  alpha {:.4}  a {:.4}  b {:.4}  LL {:.2}  converged {}",
-            b["r"].as_f64().unwrap_or(f64::NAN),
-            b["alpha"].as_f64().unwrap_or(f64::NAN),
-            b["a"].as_f64().unwrap_or(f64::NAN),
-            b["b"].as_f64().unwrap_or(f64::NAN),
-            b["log_likelihood"].as_f64().unwrap_or(f64::NAN),
-            b["converged"]
-        );
-    }
-    if let Some(b) = m.get("pareto_nbd").filter(|b| b.get("r").is_some()) {
-        println!(
-            "Pareto/NBD   r {:.4}  alpha {:.4}  s {:.4}  beta {:.4}  LL {:.2}  converged {}",
-            b["r"].as_f64().unwrap_or(f64::NAN),
-            b["alpha"].as_f64().unwrap_or(f64::NAN),
-            b["s"].as_f64().unwrap_or(f64::NAN),
-            b["beta"].as_f64().unwrap_or(f64::NAN),
-            b["log_likelihood"].as_f64().unwrap_or(f64::NAN),
-            b["converged"]
-        );
-    }
-    if let Some(g) = m.get("gamma_gamma").filter(|g| g.get("p").is_some()) {
-        println!(
-            "Gamma-Gamma  p {:.4}  q {:.4}  gamma {:.4}  converged {}",
-            g["p"].as_f64().unwrap_or(f64::NAN),
-            g["q"].as_f64().unwrap_or(f64::NAN),
-            g["gamma"].as_f64().unwrap_or(f64::NAN),
-            g["converged"]
-        );
-    }
+    print_fit("BG/NBD", m.get("bgnbd"), &["r", "alpha", "a", "b"], true);
+    print_fit("Pareto/NBD", m.get("pareto_nbd"), &["r", "alpha", "s", "beta"], true);
+    print_fit("Gamma-Gamma", m.get("gamma_gamma"), &["p", "q", "gamma"], false);
     if let Some(k) = m.get("kmeans") {
         println!(
             "k-means      k {}  silhouette {:.3}",

@@ -43,7 +43,7 @@ fn parse_as_of(s: &str) -> Result<i64> {
         .num_days())
 }
 
-fn day_text(day: i64) -> String {
+pub(crate) fn day_text(day: i64) -> String {
     (chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid") + chrono::Duration::days(day)).to_string()
 }
 
