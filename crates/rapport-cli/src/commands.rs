@@ -130,6 +130,34 @@ fn models_config(config: Option<&Path>) -> Result<rapport_engine::run::config::M
     Ok(rapport_engine::run::config::ModelsConfig::from_table(models.as_ref())?)
 }
 
+pub fn train(data: &Path, target: &str, id: Option<&str>, folds: usize, seed: u64, as_json: bool) -> Result<()> {
+    let v = rapport_engine::train::train(data, target, id, folds, seed)?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!(
+        "{} rows ({} positive), {} features, {}-fold cross-validation",
+        v["rows"], v["positives"], v["features"], v["folds"]
+    );
+    for (name, m) in v["models"].as_object().into_iter().flatten() {
+        println!(
+            "  {name:<9} AUC {:.4} ± {:.4}",
+            m["auc_mean"].as_f64().unwrap_or(f64::NAN),
+            m["auc_sd"].as_f64().unwrap_or(f64::NAN)
+        );
+    }
+    for (name, why) in v["dropped_columns"].as_object().into_iter().flatten() {
+        println!("  column {name} not used: {}", why.as_str().unwrap_or(""));
+    }
+    println!(
+        "best: {} (AUC {:.4})",
+        v["model"].as_str().unwrap_or(""),
+        v["auc_mean"].as_f64().unwrap_or(f64::NAN)
+    );
+    Ok(())
+}
+
 pub fn evaluate(workspace: &Path, holdout_days: u32, config: Option<&Path>, as_json: bool) -> Result<()> {
     let ws = Workspace::open_existing(workspace)?;
     let v = rapport_engine::evaluate::evaluate(&ws, &models_config(config)?, holdout_days)?;

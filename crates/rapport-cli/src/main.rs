@@ -62,6 +62,25 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Cross-validate classifiers on any labelled table (e.g. a churn export).
+    Train {
+        /// A CSV, JSON Lines or Parquet file, one row per customer.
+        #[arg(long)]
+        data: PathBuf,
+        /// The yes/no column to predict (yes/no, true/false or 1/0).
+        #[arg(long)]
+        target: String,
+        /// A column that identifies rows and must not be used as a feature.
+        #[arg(long)]
+        id: Option<String>,
+        #[arg(long, default_value_t = 5)]
+        folds: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run SQL over every workspace table.
     Sql {
         query: String,
@@ -125,6 +144,14 @@ fn main() -> ExitCode {
             config,
             json,
         } => commands::evaluate(&cli.workspace, holdout_days, config.as_deref(), json),
+        Command::Train {
+            data,
+            target,
+            id,
+            folds,
+            seed,
+            json,
+        } => commands::train(&data, &target, id.as_deref(), folds, seed, json),
         Command::Sql { query, format, reveal } => commands::sql(&cli.workspace, &query, &format, reveal),
         Command::Export {
             table,

@@ -13,6 +13,7 @@ pub mod ingest;
 pub mod report;
 pub mod run;
 pub mod session;
+pub mod train;
 pub mod unify;
 
 use rapport_store::StoreError;

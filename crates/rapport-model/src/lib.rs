@@ -7,10 +7,18 @@
 
 pub mod bgnbd;
 pub mod btyd;
+pub mod classify;
+pub mod design;
+pub mod forecast;
 pub mod gamma_gamma;
+pub mod gbt;
 pub mod kmeans;
+pub mod linalg;
+pub mod metrics;
 pub mod optimize;
 pub mod pareto_nbd;
+pub mod rates;
+pub mod regression;
 pub mod rfm;
 pub mod robust;
 pub mod special;

@@ -255,7 +255,8 @@ pub fn open(file: &SourceFile, table: InputTable, config: &TableConfig) -> Resul
     }
 }
 
-fn open_stream(file: &SourceFile) -> Result<Box<dyn Read + Send>> {
+/// The bytes of a file, decompressed when it is gzip (by name or by magic bytes).
+pub fn open_stream(file: &SourceFile) -> Result<Box<dyn Read + Send>> {
     let mut f = File::open(&file.path).map_err(|e| StoreError::io(&file.path, e))?;
     // A gzip file is recognised by its magic bytes too, whatever its name says.
     let mut magic = [0u8; 2];

@@ -6,6 +6,7 @@ mod incremental;
 mod malformed;
 mod real_data;
 mod run;
+mod train;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
