@@ -4,7 +4,7 @@
 //! squared errors (BFGS on logit-transformed parameters); prediction intervals use the
 //! model's analytic forecast variance σ²(1 + Σ c_j²).
 
-use crate::optimize::{best_of, Objective};
+use crate::optimize::{best_of_with, Objective};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct EtsParams {
@@ -117,7 +117,7 @@ impl Ets {
             (f0, g)
         };
         let starts = vec![vec![-1.0, -2.0, -2.0, 1.0], vec![0.5, -3.0, -3.0, 0.0], vec![-3.0, -4.0, -1.0, 2.0]];
-        let best = best_of(objective, &starts, 200, 1e-8)?;
+        let best = best_of_with(objective, Some(&sse), &starts, 200, 1e-8)?;
         let params = params_of(&best.x, m > 0);
         let (fitted, state) = filter(y, m, &params);
         let n = y.len();

@@ -27,6 +27,16 @@ pub type Objective<'a> = dyn Fn(&[f64]) -> (f64, Vec<f64>) + 'a;
 /// Minimises `f` from `x0`. Convergence: the largest gradient component is below
 /// `tol × max(1, |f|)`.
 pub fn bfgs(f: &Objective<'_>, x0: &[f64], max_iter: usize, tol: f64) -> Minimum {
+    bfgs_with(f, None, x0, max_iter, tol)
+}
+
+/// The value alone, for objectives whose gradient costs much more than their value
+/// (finite differences): the line search then tries points by value and asks for the
+/// gradient only at the point it accepts.
+pub type Value<'a> = dyn Fn(&[f64]) -> f64 + 'a;
+
+/// [`bfgs`] with an optional value-only function for the line search.
+pub fn bfgs_with(f: &Objective<'_>, value: Option<&Value<'_>>, x0: &[f64], max_iter: usize, tol: f64) -> Minimum {
     let n = x0.len();
     let mut x = x0.to_vec();
     let (mut fx, mut g) = f(&x);
@@ -75,10 +85,13 @@ pub fn bfgs(f: &Objective<'_>, x0: &[f64], max_iter: usize, tol: f64) -> Minimum
         let mut accepted = None;
         for _ in 0..60 {
             let xn: Vec<f64> = x.iter().zip(&d).map(|(a, b)| a + step * b).collect();
-            let (fn_, gn_) = f(&xn);
-            if fn_.is_finite() && gn_.iter().all(|v| v.is_finite()) && fn_ <= fx + 1e-4 * step * slope {
-                accepted = Some((xn, fn_, gn_));
-                break;
+            let sufficient = |v: f64| v.is_finite() && v <= fx + 1e-4 * step * slope;
+            if value.is_none_or(|v| sufficient(v(&xn))) {
+                let (fn_, gn_) = f(&xn);
+                if sufficient(fn_) && gn_.iter().all(|v| v.is_finite()) {
+                    accepted = Some((xn, fn_, gn_));
+                    break;
+                }
             }
             step *= 0.5;
         }
@@ -140,9 +153,14 @@ pub fn bfgs(f: &Objective<'_>, x0: &[f64], max_iter: usize, tol: f64) -> Minimum
 /// Minimises from each start and keeps the best: converged runs first, then the lowest
 /// value. `None` when no run ends at a finite value.
 pub fn best_of(f: &Objective<'_>, starts: &[Vec<f64>], max_iter: usize, tol: f64) -> Option<Minimum> {
+    best_of_with(f, None, starts, max_iter, tol)
+}
+
+/// [`best_of`] with an optional value-only function (see [`bfgs_with`]).
+pub fn best_of_with(f: &Objective<'_>, value: Option<&Value<'_>>, starts: &[Vec<f64>], max_iter: usize, tol: f64) -> Option<Minimum> {
     starts
         .iter()
-        .map(|s| bfgs(f, s, max_iter, tol))
+        .map(|s| bfgs_with(f, value, s, max_iter, tol))
         .filter(|m| m.value.is_finite())
         .min_by(|a, b| (!a.converged).cmp(&!b.converged).then(a.value.total_cmp(&b.value)))
 }

@@ -9,8 +9,8 @@
 //! log-parameters (the 2F1 parameter derivatives are not worth their complexity here).
 
 use crate::btyd::{check, group, Fit, History};
-use crate::optimize::best_of;
-use crate::special::{hyp2f1, ln_gamma, log_add_exp};
+use crate::optimize::best_of_with;
+use crate::special::{ln_gamma, ln_hyp2f1_a_a1, log_add_exp};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ParetoNbd {
@@ -30,7 +30,7 @@ impl ParetoNbd {
         }
     }
 
-    /// ln A0 of Fader & Hardie's note (`None` where the series does not settle).
+    /// ln A0 of Fader & Hardie's note (`None` outside the domain of 2F1).
     fn ln_a0(&self, h: &History) -> Option<f64> {
         let Self { r, alpha, s, beta } = *self;
         let rsx = r + s + h.x;
@@ -39,10 +39,7 @@ impl ParetoNbd {
         } else {
             (beta, r + h.x, beta - alpha)
         };
-        let term = |t: f64| -> Option<f64> {
-            let f = hyp2f1(rsx, b_par, rsx + 1.0, diff / (big + t))?;
-            Some(f.ln() - rsx * (big + t).ln())
-        };
+        let term = |t: f64| -> Option<f64> { Some(ln_hyp2f1_a_a1(rsx, b_par, diff / (big + t))? - rsx * (big + t).ln()) };
         let (lt1, lt2) = (term(h.t_x)?, term(h.t)?);
         // ln(e^lt1 − e^lt2), with lt1 ≥ lt2 since t_x ≤ T.
         let d = lt2 - lt1;
@@ -62,8 +59,16 @@ impl ParetoNbd {
         head + log_add_exp(alive, died)
     }
 
+    /// Σ weight × log-likelihood. Each term can need a quadrature, so fixed chunks are
+    /// summed in parallel and then added in order: the result does not depend on the
+    /// number of threads.
     pub fn total_log_likelihood(&self, data: &[History]) -> f64 {
-        data.iter().map(|h| h.weight * self.log_likelihood(h)).sum()
+        use rayon::prelude::*;
+        let parts: Vec<f64> = data
+            .par_chunks(256)
+            .map(|c| c.iter().map(|h| h.weight * self.log_likelihood(h)).sum())
+            .collect();
+        parts.iter().sum()
     }
 
     pub fn fit(histories: &[History]) -> Result<Fit<ParetoNbd>, String> {
@@ -83,6 +88,10 @@ impl ParetoNbd {
         };
         let objective = |v: &[f64]| -> (f64, Vec<f64>) {
             let f = value(v);
+            if !f.is_finite() {
+                // A rejected trial point of the line search: no gradient needed.
+                return (f, vec![0.0; 4]);
+            }
             let g = (0..4)
                 .map(|i| {
                     let h = 1e-6;
@@ -100,7 +109,8 @@ impl ParetoNbd {
             vec![(0.5f64).ln(), (mean_t / 4.0).ln(), (0.5f64).ln(), (mean_t / 4.0).ln()],
             vec![(2.0f64).ln(), (mean_t * 2.0).ln(), (2.0f64).ln(), (mean_t * 2.0).ln()],
         ];
-        let best = best_of(&objective, &starts, 1000, 1e-8).ok_or("the likelihood is not finite from any starting point")?;
+        let best =
+            best_of_with(&objective, Some(&value), &starts, 100, 1e-8).ok_or("the likelihood is not finite from any starting point")?;
         Ok(Fit {
             params: Self::from_log(&best.x),
             log_likelihood: -best.value * total,

@@ -241,7 +241,7 @@ impl Softmax {
             g.iter_mut().for_each(|v| *v *= s);
             ((-ll + 0.5 * l2 * pen) * s, g)
         };
-        let m = bfgs(&objective, &vec![0.0; classes * p], 500, 1e-7);
+        let m = bfgs(&objective, &vec![0.0; classes * p], 500, 1e-5);
         Softmax {
             weights: m.x,
             classes,

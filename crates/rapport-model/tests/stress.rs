@@ -7,6 +7,7 @@ use rand_chacha::ChaCha8Rng;
 use rapport_model::bgnbd::BgNbd;
 use rapport_model::btyd::History;
 use rapport_model::gamma_gamma::{GammaGamma, Spend};
+use rapport_model::pareto_nbd::ParetoNbd;
 
 /// Gamma(shape, scale) by Marsaglia & Tsang.
 fn gamma(rng: &mut ChaCha8Rng, shape: f64, scale: f64) -> f64 {
@@ -118,6 +119,20 @@ fn hard_regimes_give_parameters_or_a_diagnostic() {
         for h in data.iter().take(20) {
             let pa = p.p_alive(h);
             assert!((0.0..=1.0).contains(&pa), "case {i}");
+        }
+        // Pareto/NBD: parameters with a finite likelihood, or a stated reason.
+        match ParetoNbd::fit(data) {
+            Ok(f) => {
+                let q = f.params;
+                assert!(
+                    [q.r, q.alpha, q.s, q.beta, f.log_likelihood].iter().all(|v| v.is_finite()),
+                    "case {i}: {f:?}"
+                );
+                for h in data.iter().take(20) {
+                    assert!(q.p_alive(h).is_none_or(|pa| (0.0..=1.0).contains(&pa)), "case {i}");
+                }
+            }
+            Err(e) => assert!(!e.is_empty(), "case {i}"),
         }
     }
     let spends = [

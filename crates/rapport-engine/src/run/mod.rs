@@ -2,10 +2,15 @@
 //! (BG/NBD, Pareto/NBD, Gamma-Gamma), written as the `customers` and `segments` tables
 //! and `reports/models.json`.
 
+pub mod activity;
 pub mod config;
 pub mod features;
+pub mod forecasts;
+pub mod outcomes;
+pub mod predict;
 pub mod segments;
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, Float64Array, Int64Array, StringArray, TimestampMicrosecondArray, UInt8Array};
@@ -22,8 +27,10 @@ use rapport_store::Workspace;
 
 use crate::session::{workspace_context, Personal};
 use crate::{block_on, report, EngineError, Result};
+use activity::Activity;
 use config::ModelsConfig;
 use features::Features;
+use predict::Snapshot;
 
 const MICROS_PER_DAY: i64 = 86_400_000_000;
 
@@ -51,6 +58,7 @@ pub(crate) fn day_text(day: i64) -> String {
 /// before it, their calibration histories and repeat spend.
 pub struct ModelInputs {
     pub features: Features,
+    pub activity: Activity,
     pub as_of_day: i64,
     pub buyers: Vec<usize>,
     pub histories: Vec<History>,
@@ -65,7 +73,8 @@ pub fn model_inputs(ws: &Workspace, cfg: &ModelsConfig, as_of: Option<&str>) -> 
             "the workspace has no orders; run `rapport ingest --data DIR` first".into(),
         ));
     }
-    let (features, as_of_day) = block_on(async {
+    let names: BTreeSet<String> = tables.keys().cloned().collect();
+    let (features, activity, as_of_day) = block_on(async {
         let ctx = workspace_context(ws, &Personal::Stored).await?;
         let as_of_day = match as_of {
             Some(s) => parse_as_of(s)?,
@@ -81,8 +90,8 @@ pub fn model_inputs(ws: &Workspace, cfg: &ModelsConfig, as_of: Option<&str>) -> 
                 v.value(0).div_euclid(MICROS_PER_DAY)
             }
         };
-        let f = features::compute(&ctx, (as_of_day + 1) * MICROS_PER_DAY).await?;
-        Ok::<_, EngineError>((f, as_of_day))
+        let (f, a) = snapshot_in(&ctx, as_of_day, &names).await?;
+        Ok::<_, EngineError>((f, a, as_of_day))
     })?;
     let unit = cfg.time_unit.days();
     // Calibration histories of customers who bought before the cut-off. T runs to the
@@ -111,6 +120,7 @@ pub fn model_inputs(ws: &Workspace, cfg: &ModelsConfig, as_of: Option<&str>) -> 
         .collect();
     Ok(ModelInputs {
         features,
+        activity,
         as_of_day,
         buyers,
         histories,
@@ -118,10 +128,32 @@ pub fn model_inputs(ws: &Workspace, cfg: &ModelsConfig, as_of: Option<&str>) -> 
     })
 }
 
+async fn snapshot_in(ctx: &datafusion::prelude::SessionContext, day: i64, tables: &BTreeSet<String>) -> Result<(Features, Activity)> {
+    let end = (day + 1) * MICROS_PER_DAY;
+    let f = features::compute(ctx, end).await?;
+    let a = activity::compute(ctx, end, tables, &f.customer_id).await?;
+    Ok((f, a))
+}
+
+/// Features and activity of every customer as seen at the end of `day` (days since
+/// 1970-01-01); rows in the same order at every day.
+pub fn snapshots(ws: &Workspace, days: &[i64]) -> Result<Vec<(Features, Activity)>> {
+    let names: BTreeSet<String> = ws.tables()?.keys().cloned().collect();
+    block_on(async {
+        let ctx = workspace_context(ws, &Personal::Stored).await?;
+        let mut out = Vec::new();
+        for &d in days {
+            out.push(snapshot_in(&ctx, d, &names).await?);
+        }
+        Ok(out)
+    })
+}
+
 /// Runs the models as seen at the end of `as_of` (default: the last order date).
 pub fn run(ws: &Workspace, cfg: &ModelsConfig, as_of: Option<&str>) -> Result<RunSummary> {
     let ModelInputs {
         features,
+        activity,
         as_of_day,
         buyers,
         histories,
@@ -222,6 +254,63 @@ pub fn run(ws: &Workspace, cfg: &ModelsConfig, as_of: Option<&str>) -> Result<Ru
         models.insert("kmeans".into(), c.report.clone());
     }
 
+    // Predictive models on the time split (S0 = as-of − 2W, S1 = as-of − W, S2 = as-of).
+    let w = i64::from(cfg.churn_window_days);
+    let older = snapshots(ws, &[as_of_day - 2 * w, as_of_day - w])?;
+    let s0 = Snapshot {
+        features: &older[0].0,
+        activity: &older[0].1,
+        day: as_of_day - 2 * w,
+    };
+    let s1 = Snapshot {
+        features: &older[1].0,
+        activity: &older[1].1,
+        day: as_of_day - w,
+    };
+    let s2 = Snapshot {
+        features: &features,
+        activity: &activity,
+        day: as_of_day,
+    };
+    let names = predict::feature_names(&activity);
+    let (churn_p, churn_report) = predict::churn([&s0, &s1, &s2], &names, cfg.churn_window_days, cfg.seed);
+    models.insert("churn".into(), churn_report);
+    let (loyalty, loyalty_report) = predict::loyalty([&s0, &s1, &s2], &names);
+    models.insert("loyalty".into(), loyalty_report);
+    let (behaviour, behaviour_report) = predict::behaviour([&s0, &s1, &s2], &names, cfg.seed);
+    models.insert("behaviour".into(), behaviour_report);
+
+    // Outcome rates by segment: churn in the last window by the segment at its start,
+    // returns by the current segment.
+    let b1: Vec<usize> = (0..n).filter(|&i| s1.features.purchase_days[i] > 0.0).collect();
+    let scores1 = rfm::score(
+        &b1.iter()
+            .map(|&i| (s1.day - s1.features.last_day[i].expect("buyer")) as f64)
+            .collect::<Vec<_>>(),
+        &b1.iter().map(|&i| s1.features.orders[i]).collect::<Vec<_>>(),
+        &b1.iter().map(|&i| s1.features.revenue[i]).collect::<Vec<_>>(),
+    );
+    let mut rates = outcomes::rates(
+        "churned",
+        b1.iter()
+            .zip(&scores1)
+            .map(|(&i, r)| (r.segment.to_string(), features.purchase_days[i] <= s1.features.purchase_days[i])),
+    );
+    rates.extend(outcomes::rates(
+        "returned",
+        buyers
+            .iter()
+            .map(|&i| (rfm_of[i].expect("buyer").segment.to_string(), features.returned_lines[i] > 0.0)),
+    ));
+    models.insert("outcome_rates".into(), outcomes::report(&rates));
+
+    let segment_names: Vec<Option<&str>> = rfm_of.iter().map(|r| r.map(|r| r.segment)).collect();
+    let (forecast_rows, forecast_report) = block_on(async {
+        let ctx = workspace_context(ws, &Personal::Stored).await?;
+        forecasts::compute(&ctx, as_of_day, &features.customer_id, &segment_names).await
+    })?;
+    models.insert("forecasts".into(), forecast_report);
+
     // Tables.
     let customers = customers_batch(
         &features,
@@ -233,6 +322,8 @@ pub fn run(ws: &Workspace, cfg: &ModelsConfig, as_of: Option<&str>) -> Result<Ru
         cfg,
         &spend,
         &clv,
+        &churn_p,
+        &loyalty,
     )?;
     let segments_batch = segments::segments_batch(&features, &buyers, &rfm_of, clusters.as_ref(), as_of_day)?;
     let mut txn = ws.begin("run")?;
@@ -240,6 +331,15 @@ pub fn run(ws: &Workspace, cfg: &ModelsConfig, as_of: Option<&str>) -> Result<Ru
     txn.write_part("customers", customers.schema(), &[customers])?;
     txn.replace("segments");
     txn.write_part("segments", segments_batch.schema(), &[segments_batch])?;
+    let behaviour_batch = behaviour_batch(&features, behaviour.as_ref())?;
+    txn.replace("behaviour");
+    txn.write_part("behaviour", behaviour_batch.schema(), &[behaviour_batch])?;
+    let forecasts_batch = forecasts::batch(&forecast_rows)?;
+    txn.replace("forecasts");
+    txn.write_part("forecasts", forecasts_batch.schema(), &[forecasts_batch])?;
+    let rates_batch = outcomes::batch(&rates)?;
+    txn.replace("outcome_rates");
+    txn.write_part("outcome_rates", rates_batch.schema(), &[rates_batch])?;
     txn.commit(&format!("{{\"as_of\": \"{}\"}}", day_text(as_of_day)))?;
     let models = Value::Object(models);
     report::write_atomic(
@@ -281,6 +381,8 @@ fn customers_batch(
     cfg: &ModelsConfig,
     spend: &[Option<f64>],
     clv: &[Option<f64>],
+    churn: &[Option<f64>],
+    loyalty: &[Option<f64>],
 ) -> Result<RecordBatch> {
     let n = f.len();
     let ts = |v: &[Option<i64>]| Arc::new(TimestampMicrosecondArray::from(v.to_vec()).with_timezone("UTC")) as ArrayRef;
@@ -338,5 +440,44 @@ fn customers_batch(
     cols.push(fl(spend.to_vec()));
     fields.push(Field::new("clv", DataType::Float64, true));
     cols.push(fl(clv.to_vec()));
+    fields.push(Field::new("churn_probability", DataType::Float64, true));
+    cols.push(fl(churn.to_vec()));
+    fields.push(Field::new("loyalty_score", DataType::Float64, true));
+    cols.push(fl(loyalty.to_vec()));
+    // Filled by the next-best-action policy.
+    fields.push(Field::new("next_action", DataType::Utf8, true));
+    cols.push(Arc::new(StringArray::from(vec![None::<&str>; n])));
     Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).map_err(datafusion::error::DataFusionError::from)?)
+}
+
+/// The `behaviour` table: one row per customer and class, `reported_p` empty until the
+/// gap analysis fills it.
+fn behaviour_batch(f: &Features, b: Option<&predict::Behaviour>) -> Result<RecordBatch> {
+    let (mut ids, mut class, mut p) = (Vec::new(), Vec::new(), Vec::new());
+    if let Some(b) = b {
+        for (i, id) in f.customer_id.iter().enumerate() {
+            for (k, c) in b.classes.iter().enumerate() {
+                ids.push(id.as_str());
+                class.push(*c);
+                p.push(b.p[i][k]);
+            }
+        }
+    }
+    let rows = ids.len();
+    let schema = Schema::new(vec![
+        Field::new("customer_id", DataType::Utf8, false),
+        Field::new("behaviour", DataType::Utf8, false),
+        Field::new("predicted_p", DataType::Float64, false),
+        Field::new("reported_p", DataType::Float64, true),
+    ]);
+    Ok(RecordBatch::try_new(
+        Arc::new(schema),
+        vec![
+            Arc::new(StringArray::from(ids)),
+            Arc::new(StringArray::from(class)),
+            Arc::new(Float64Array::from(p)),
+            Arc::new(Float64Array::from(vec![None::<f64>; rows])),
+        ],
+    )
+    .map_err(datafusion::error::DataFusionError::from)?)
 }

@@ -49,3 +49,21 @@ pub fn scalar(ws_dir: &Path, sql: &str) -> String {
     let col = datafusion::arrow::compute::cast(b.column(0), &datafusion::arrow::datatypes::DataType::Utf8).unwrap();
     datafusion::arrow::array::AsArray::as_string::<i32>(&col).value(0).to_string()
 }
+
+/// A generated company of 4,000 customers (seed 11), ingested and run once for every
+/// test that reads model outputs; lives under Cargo's temporary folder for tests.
+pub fn generated_run() -> &'static Path {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("generated-run-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let data = root.join("data");
+        rapport_synth::generate(&rapport_synth::GenerateOptions::new(4000, 11, &data)).unwrap();
+        let ws_dir = root.join("ws");
+        ingest(&ws_dir, &data).unwrap();
+        let ws = Workspace::open_existing(&ws_dir).unwrap();
+        let cfg = rapport_engine::run::config::ModelsConfig::default();
+        rapport_engine::run::run(&ws, &cfg, None).unwrap();
+        root
+    })
+}

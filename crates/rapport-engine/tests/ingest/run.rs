@@ -94,3 +94,94 @@ fn the_holdout_checks_match_the_btyd_walkthrough() {
         assert!((b["pareto_nbd"].as_f64().unwrap() - pnbd[i]).abs() < 2e-3, "{b}");
     }
 }
+
+fn models_json(ws_dir: &std::path::Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(ws_dir.join("reports/models.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn generated_company_gets_churn_loyalty_behaviour_rates_and_forecasts() {
+    let ws_dir = crate::generated_run().join("ws");
+    let m = models_json(&ws_dir);
+    // Churn: a time-split model that ranks far better than chance, with its diagnostics.
+    let c = &m["churn"];
+    assert_eq!(c["fitted"], true, "{c}");
+    assert!(c["auc"].as_f64().unwrap() > 0.7, "{c}");
+    for k in ["precision", "recall", "f1", "threshold", "brier", "log_loss"] {
+        assert!(c[k].as_f64().unwrap().is_finite(), "{k}");
+    }
+    assert_eq!(c["calibration"].as_array().unwrap().len(), 10);
+    assert!(["logistic", "gbt", "blend"].contains(&c["model"].as_str().unwrap()));
+    let bad = scalar(
+        &ws_dir,
+        "SELECT count(*) FROM customers WHERE (orders > 0 AND (churn_probability IS NULL OR churn_probability < 0 OR churn_probability > 1))
+                                         OR (orders = 0 AND churn_probability IS NOT NULL)",
+    );
+    assert_eq!(bad, "0");
+    // Loyalty: coefficients with standard errors, R² and MSE.
+    let l = &m["loyalty"];
+    assert_eq!(l["fitted"], true, "{l}");
+    assert!(l["r2"].as_f64().unwrap() > 0.1 && l["mse"].as_f64().unwrap() > 0.0, "{l}");
+    assert_eq!(l["indicators"].as_array().unwrap().len(), 4);
+    for (name, v) in l["coefficients"].as_object().unwrap() {
+        assert!(v["std_error"].as_f64().is_some_and(|s| s > 0.0), "{name}: {v}");
+    }
+    assert_eq!(
+        scalar(
+            &ws_dir,
+            "SELECT count(*) FROM customers WHERE loyalty_score < 0 OR loyalty_score > 1"
+        ),
+        "0"
+    );
+    // Behaviour: better than the class frequencies, probabilities summing to one.
+    let b = &m["behaviour"];
+    assert!(b["log_loss"].as_f64().unwrap() < b["baseline_log_loss"].as_f64().unwrap(), "{b}");
+    let classes = b["classes"].as_array().unwrap().len();
+    assert!(classes >= 4, "{b}");
+    assert_eq!(
+        scalar(&ws_dir, "SELECT count(*) FROM (SELECT customer_id, sum(predicted_p) AS s, count(*) AS k FROM behaviour GROUP BY 1) WHERE abs(s - 1) > 1e-9"),
+        "0"
+    );
+    assert_eq!(scalar(&ws_dir, "SELECT count(*) FROM behaviour"), (4000 * classes).to_string());
+    assert_eq!(scalar(&ws_dir, "SELECT count(*) FROM behaviour WHERE reported_p IS NOT NULL"), "0");
+    // Outcome rates: every segment's shrunk rate inside its interval.
+    assert_eq!(
+        scalar(
+            &ws_dir,
+            "SELECT count(*) FROM outcome_rates WHERE NOT (lower <= rate AND rate <= upper)"
+        ),
+        "0"
+    );
+    assert_eq!(scalar(&ws_dir, "SELECT count(DISTINCT outcome) FROM outcome_rates"), "2");
+    // Forecasts: 12 future weeks for every series, intervals around the forecast.
+    assert_eq!(
+        scalar(
+            &ws_dir,
+            "SELECT count(*) FROM forecasts WHERE series = 'all' AND metric = 'orders' AND actual IS NULL"
+        ),
+        "12"
+    );
+    assert_eq!(
+        scalar(
+            &ws_dir,
+            "SELECT count(*) FROM forecasts WHERE NOT (lower <= forecast AND forecast <= upper)"
+        ),
+        "0"
+    );
+    let weeks: usize = scalar(
+        &ws_dir,
+        "SELECT count(*) FROM forecasts WHERE series = 'all' AND metric = 'orders' AND actual IS NOT NULL",
+    )
+    .parse()
+    .unwrap();
+    assert_eq!(weeks, m["forecasts"]["weeks_observed"].as_u64().unwrap() as usize);
+    // The weekly actuals add up to the orders.
+    let total: f64 = scalar(
+        &ws_dir,
+        "SELECT sum(actual) FROM forecasts WHERE series = 'all' AND metric = 'orders'",
+    )
+    .parse()
+    .unwrap();
+    let orders: f64 = scalar(&ws_dir, "SELECT sum(orders) FROM customers").parse().unwrap();
+    assert_eq!(total, orders);
+}

@@ -1,0 +1,142 @@
+//! Behaviour beyond the order summary, as of a date: event counts by type (all time and
+//! the last 30 days), order lines by channel, spend by product category, the latest
+//! numeric survey answers (satisfaction, NPS, will_repurchase) and the spread of the
+//! time between purchase days. Computed by one DataFusion query in long format
+//! (customer, name, value) over whichever of the tables exist, then pivoted into dense
+//! columns aligned with [`Features`](super::features::Features).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::datatypes::{DataType, Float64Type};
+use datafusion::prelude::SessionContext;
+
+use crate::Result;
+
+const MICROS_PER_DAY: i64 = 86_400_000_000;
+
+/// Named per-customer columns (0 where a customer has nothing).
+#[derive(Debug, Default, Clone)]
+pub struct Activity {
+    pub names: Vec<String>,
+    pub values: Vec<Vec<f64>>,
+}
+
+impl Activity {
+    pub fn column(&self, name: &str) -> Option<&[f64]> {
+        self.names.iter().position(|n| n == name).map(|k| self.values[k].as_slice())
+    }
+
+    /// Names starting with `prefix`, without it.
+    pub fn with_prefix<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = (&'a str, &'a [f64])> + 'a {
+        self.names
+            .iter()
+            .zip(&self.values)
+            .filter_map(move |(n, v)| n.strip_prefix(prefix).map(|s| (s, v.as_slice())))
+    }
+}
+
+/// How many columns of each family to keep (the most common ones).
+const LIMITS: [(&str, usize); 5] = [
+    ("events:", 30),
+    ("events_30d:", 30),
+    ("channel:", 10),
+    ("category:", 30),
+    ("survey:", 10),
+];
+
+fn sql(end: i64, tables: &BTreeSet<String>) -> Option<String> {
+    let recent = end - 30 * MICROS_PER_DAY;
+    let mut parts = Vec::new();
+    if tables.contains("events") {
+        parts.push(format!(
+            "SELECT customer_id, 'events:' || event_type AS name, CAST(count(*) AS DOUBLE) AS value FROM events
+             WHERE occurred_at < to_timestamp_micros({end}) GROUP BY 1, 2"
+        ));
+        parts.push(format!(
+            "SELECT customer_id, 'events_30d:' || event_type AS name, CAST(count(*) AS DOUBLE) AS value FROM events
+             WHERE occurred_at < to_timestamp_micros({end}) AND occurred_at >= to_timestamp_micros({recent}) GROUP BY 1, 2"
+        ));
+    }
+    if tables.contains("orders") {
+        parts.push(format!(
+            "SELECT customer_id, 'channel:' || channel AS name, CAST(count(*) AS DOUBLE) AS value FROM orders
+             WHERE ordered_at < to_timestamp_micros({end}) AND channel IS NOT NULL AND status <> 'cancelled' GROUP BY 1, 2"
+        ));
+        parts.push(format!(
+            "SELECT customer_id, 'ipt_sd_days' AS name, stddev(gap) AS value FROM (
+               SELECT customer_id, CAST(CAST(day AS BIGINT) - CAST(lag(day) OVER (PARTITION BY customer_id ORDER BY day) AS BIGINT) AS DOUBLE)
+                      / {MICROS_PER_DAY}.0 AS gap
+               FROM (SELECT DISTINCT customer_id, date_trunc('day', ordered_at) AS day FROM orders
+                     WHERE ordered_at < to_timestamp_micros({end}) AND status = 'completed' AND quantity > 0) d) g
+             WHERE gap IS NOT NULL GROUP BY 1 HAVING count(*) >= 2"
+        ));
+    }
+    if tables.contains("orders") && tables.contains("products") {
+        parts.push(format!(
+            "SELECT o.customer_id, 'category:' || p.category AS name, CAST(sum(o.amount) AS DOUBLE) AS value
+             FROM orders o JOIN products p ON o.product_id = p.product_id
+             WHERE o.ordered_at < to_timestamp_micros({end}) AND o.status = 'completed' AND o.quantity > 0 AND p.category IS NOT NULL
+             GROUP BY 1, 2"
+        ));
+    }
+    if tables.contains("surveys") {
+        parts.push(format!(
+            "SELECT customer_id, 'survey:' || question AS name,
+                    first_value(CASE WHEN lower(trim(answer)) IN ('yes', 'true', 'y') THEN 1.0
+                                     WHEN lower(trim(answer)) IN ('no', 'false', 'n') THEN 0.0
+                                     ELSE try_cast(answer AS DOUBLE) END ORDER BY answered_at DESC) AS value
+             FROM surveys WHERE answered_at < to_timestamp_micros({end})
+               AND question IN ('satisfaction', 'nps', 'will_repurchase')
+             GROUP BY 1, 2"
+        ));
+    }
+    (!parts.is_empty()).then(|| parts.join(" UNION ALL "))
+}
+
+/// The activity of the customers `ids` (in this order) before `end_micros`.
+pub async fn compute(ctx: &SessionContext, end_micros: i64, tables: &BTreeSet<String>, ids: &[String]) -> Result<Activity> {
+    let Some(q) = sql(end_micros, tables) else {
+        return Ok(Activity::default());
+    };
+    let batches = ctx.sql(&q).await?.collect().await?;
+    let index: HashMap<&str, usize> = ids.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
+    let mut cols: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for b in &batches {
+        let cast =
+            |i: usize, t: &DataType| datafusion::arrow::compute::cast(b.column(i), t).map_err(datafusion::error::DataFusionError::from);
+        let (c, n, v) = (cast(0, &DataType::Utf8)?, cast(1, &DataType::Utf8)?, cast(2, &DataType::Float64)?);
+        let (c, n, v) = (c.as_string::<i32>(), n.as_string::<i32>(), v.as_primitive::<Float64Type>());
+        for r in 0..b.num_rows() {
+            if c.is_null(r) || n.is_null(r) || v.is_null(r) || !v.value(r).is_finite() {
+                continue;
+            }
+            if let Some(&i) = index.get(c.value(r)) {
+                cols.entry(n.value(r).to_string()).or_insert_with(|| vec![0.0; ids.len()])[i] = v.value(r);
+            }
+        }
+    }
+    // Keep the most common names of each family; ties by name, so the choice is stable.
+    let mut keep: BTreeSet<String> = cols
+        .keys()
+        .filter(|k| !LIMITS.iter().any(|(p, _)| k.starts_with(p)))
+        .cloned()
+        .collect();
+    for (prefix, limit) in LIMITS {
+        let mut fam: Vec<(&String, usize)> = cols
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k, v.iter().filter(|x| **x != 0.0).count()))
+            .collect();
+        fam.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        keep.extend(fam.into_iter().take(limit).map(|(k, _)| k.clone()));
+    }
+    let mut a = Activity::default();
+    for (k, v) in cols {
+        if keep.contains(&k) {
+            a.names.push(k);
+            a.values.push(v);
+        }
+    }
+    Ok(a)
+}

@@ -1,0 +1,165 @@
+//! Weekly orders and revenue, overall and per RFM segment, with a 12-week forecast by
+//! damped-trend exponential smoothing (`rapport_model::forecast`; weekly seasonality of
+//! 52 once two years are observed) and 95 % prediction intervals → the `forecasts` table.
+//! Weeks end at the as-of date, so the last week is complete. A segment series follows
+//! today's members of the segment back in time.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Date32Array, Float64Array, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::datasource::MemTable;
+use datafusion::prelude::SessionContext;
+use serde_json::{json, Value};
+
+use rapport_model::forecast::Ets;
+
+use crate::Result;
+
+const MICROS_PER_DAY: i64 = 86_400_000_000;
+pub const HORIZON_WEEKS: usize = 12;
+
+/// One row of the `forecasts` table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub series: String,
+    pub metric: &'static str,
+    /// Days since 1970-01-01.
+    pub period_start: i32,
+    pub actual: Option<f64>,
+    pub forecast: Option<f64>,
+    pub lower: Option<f64>,
+    pub upper: Option<f64>,
+}
+
+/// Weekly series `(segment, metric) → values oldest first`, ending with the week that
+/// ends at `as_of_day`.
+async fn weekly(
+    ctx: &SessionContext,
+    as_of_day: i64,
+    ids: &[String],
+    segment: &[Option<&str>],
+) -> Result<(usize, BTreeMap<(String, &'static str), Vec<f64>>)> {
+    let seg_schema = Arc::new(Schema::new(vec![
+        Field::new("customer_id", DataType::Utf8, false),
+        Field::new("segment", DataType::Utf8, true),
+    ]));
+    let seg = RecordBatch::try_new(
+        seg_schema.clone(),
+        vec![
+            Arc::new(StringArray::from(ids.to_vec())),
+            Arc::new(StringArray::from(segment.to_vec())),
+        ],
+    )
+    .map_err(datafusion::error::DataFusionError::from)?;
+    ctx.deregister_table("forecast_segments")?;
+    ctx.register_table("forecast_segments", Arc::new(MemTable::try_new(seg_schema, vec![vec![seg]])?))?;
+    let end = (as_of_day + 1) * MICROS_PER_DAY;
+    let week = 7 * MICROS_PER_DAY;
+    let q = format!(
+        "WITH po AS (SELECT customer_id, order_id, min(ordered_at) AS at, sum(amount) AS amount FROM orders
+                     WHERE ordered_at < to_timestamp_micros({end}) AND status = 'completed' AND quantity > 0 GROUP BY 1, 2),
+              w AS (SELECT customer_id, CAST(({end} - CAST(at AS BIGINT)) / {week} AS BIGINT) AS wk, amount FROM po)
+         SELECT coalesce(s.segment, '') AS segment, w.wk, CAST(count(*) AS DOUBLE) AS orders, CAST(sum(w.amount) AS DOUBLE) AS revenue
+         FROM w LEFT JOIN forecast_segments s ON w.customer_id = s.customer_id GROUP BY 1, 2"
+    );
+    let batches = ctx.sql(&q).await?.collect().await?;
+    let mut rows = Vec::new();
+    for b in &batches {
+        let seg = datafusion::arrow::compute::cast(b.column(0), &DataType::Utf8).map_err(datafusion::error::DataFusionError::from)?;
+        let wk = datafusion::arrow::compute::cast(b.column(1), &DataType::Int64).map_err(datafusion::error::DataFusionError::from)?;
+        let (seg, wk) = (seg.as_string::<i32>(), wk.as_primitive::<Int64Type>());
+        let (o, r) = (b.column(2).as_primitive::<Float64Type>(), b.column(3).as_primitive::<Float64Type>());
+        for i in 0..b.num_rows() {
+            rows.push((
+                seg.value(i).to_string(),
+                wk.value(i) as usize,
+                o.value(i),
+                if r.is_null(i) { 0.0 } else { r.value(i) },
+            ));
+        }
+    }
+    let weeks = rows.iter().map(|r| r.1 + 1).max().unwrap_or(0);
+    let mut series: BTreeMap<(String, &'static str), Vec<f64>> = BTreeMap::new();
+    for (seg, wk, o, r) in rows {
+        let t = weeks - 1 - wk;
+        for name in ["all".to_string(), seg].into_iter().filter(|s| !s.is_empty()) {
+            series.entry((name.clone(), "orders")).or_insert_with(|| vec![0.0; weeks])[t] += o;
+            series.entry((name, "revenue")).or_insert_with(|| vec![0.0; weeks])[t] += r;
+        }
+    }
+    Ok((weeks, series))
+}
+
+/// The forecasts of every series with enough history, and a summary for models.json.
+pub async fn compute(ctx: &SessionContext, as_of_day: i64, ids: &[String], segment: &[Option<&str>]) -> Result<(Vec<Row>, Value)> {
+    let (weeks, series) = weekly(ctx, as_of_day, ids, segment).await?;
+    let first_start = as_of_day + 1 - 7 * weeks as i64;
+    let mut out = Vec::new();
+    let mut summary = Vec::new();
+    for ((name, metric), y) in &series {
+        // A series needs some history and some activity to be worth a model.
+        if y.len() < 8 || y.iter().filter(|v| **v > 0.0).count() < 4 {
+            continue;
+        }
+        let Some(m) = Ets::fit(y, 52, HORIZON_WEEKS, 1.96) else { continue };
+        let half = 1.96 * m.sigma;
+        for (t, (&a, &f)) in y.iter().zip(&m.fitted).enumerate() {
+            out.push(Row {
+                series: name.clone(),
+                metric,
+                period_start: (first_start + 7 * t as i64) as i32,
+                actual: Some(a),
+                forecast: Some(f),
+                lower: Some(f - half),
+                upper: Some(f + half),
+            });
+        }
+        for (h, &(f, lo, hi)) in m.ahead.iter().enumerate() {
+            out.push(Row {
+                series: name.clone(),
+                metric,
+                period_start: (first_start + 7 * (y.len() + h) as i64) as i32,
+                actual: None,
+                forecast: Some(f.max(0.0)),
+                lower: Some(lo.max(0.0)),
+                upper: Some(hi.max(0.0)),
+            });
+        }
+        summary.push(json!({"series": name, "metric": metric, "weeks": y.len(), "season": m.season,
+                            "alpha": m.params.alpha, "beta": m.params.beta, "gamma": m.params.gamma, "phi": m.params.phi,
+                            "sigma": m.sigma, "next_12_weeks": m.ahead.iter().map(|a| a.0.max(0.0)).sum::<f64>()}));
+    }
+    Ok((
+        out,
+        json!({"horizon_weeks": HORIZON_WEEKS, "weeks_observed": weeks, "series": summary}),
+    ))
+}
+
+pub fn batch(rows: &[Row]) -> Result<RecordBatch> {
+    let f = |g: fn(&Row) -> Option<f64>| Arc::new(Float64Array::from(rows.iter().map(g).collect::<Vec<_>>())) as ArrayRef;
+    let schema = Schema::new(vec![
+        Field::new("series", DataType::Utf8, false),
+        Field::new("metric", DataType::Utf8, false),
+        Field::new("period_start", DataType::Date32, false),
+        Field::new("actual", DataType::Float64, true),
+        Field::new("forecast", DataType::Float64, true),
+        Field::new("lower", DataType::Float64, true),
+        Field::new("upper", DataType::Float64, true),
+    ]);
+    Ok(RecordBatch::try_new(
+        Arc::new(schema),
+        vec![
+            Arc::new(StringArray::from(rows.iter().map(|r| r.series.as_str()).collect::<Vec<_>>())),
+            Arc::new(StringArray::from(rows.iter().map(|r| r.metric).collect::<Vec<_>>())),
+            Arc::new(Date32Array::from(rows.iter().map(|r| r.period_start).collect::<Vec<_>>())),
+            f(|r| r.actual),
+            f(|r| r.forecast),
+            f(|r| r.lower),
+            f(|r| r.upper),
+        ],
+    )
+    .map_err(datafusion::error::DataFusionError::from)?)
+}

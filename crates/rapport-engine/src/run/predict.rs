@@ -1,0 +1,341 @@
+//! The predictive models of `rapport run`, all on a time split of the customers' own
+//! history. With W = `churn_window_days` and three snapshots of every customer — at
+//! as-of − 2W (S0), as-of − W (S1) and the as-of date (S2) — each model learns how
+//! behaviour before a cut-off relates to what happened in the W days after it:
+//!
+//! - **churn**: buyers at S0 labelled by "no purchase day in (S0, S1]" train a logistic
+//!   regression, boosted trees and their blend; the same question one window later
+//!   (S1 → S2) validates them; the best by validation AUC is refitted on S1 → S2 and
+//!   scores every buyer at S2 (`churn_probability`);
+//! - **loyalty**: a linear regression of the mean of the four loyalty indicators where
+//!   present (repeat purchase, retention over (S1, S2], referral events, stated
+//!   satisfaction) on behaviour at S1; `loyalty_score` is its prediction at S2;
+//! - **behaviour**: a softmax regression of the next-window behaviour class (purchase,
+//!   return, support, browse, inactive) trained on S0 → S1, its log-loss and calibration
+//!   measured on S1 → S2, refitted there and applied at S2 (`behaviour` table).
+
+use rapport_model::classify::{Fitted, Kind};
+use rapport_model::kmeans::sample_indices;
+use rapport_model::metrics::{auc, best_f1, brier, calibration, log_loss, roc_curve};
+use rapport_model::regression::{LinearFit, Softmax, Standardizer};
+use serde_json::{json, Value};
+
+use super::activity::Activity;
+use super::features::Features;
+
+/// Rows a model trains on at most (a seeded sample beyond that); scoring covers everyone.
+const MAX_TRAIN: usize = 200_000;
+
+/// One snapshot of every customer.
+pub struct Snapshot<'a> {
+    pub features: &'a Features,
+    pub activity: &'a Activity,
+    /// The last day included (days since 1970-01-01).
+    pub day: i64,
+}
+
+/// Behaviour classes, in the order of the `behaviour` table.
+pub const CLASSES: [&str; 5] = ["purchase", "return", "support", "browse", "inactive"];
+const SUPPORT_EVENTS: [&str; 3] = ["support_ticket", "complaint", "query"];
+
+const BASE: [&str; 9] = [
+    "bought",
+    "log_recency_days",
+    "log_orders",
+    "log_revenue",
+    "log_avg_order_value",
+    "log_tenure_days",
+    "log_purchase_days",
+    "log_returned_lines",
+    "purchase_days_per_30d",
+];
+
+/// The model columns: the base features, then the activity columns of the latest snapshot.
+pub fn feature_names(latest: &Activity) -> Vec<String> {
+    BASE.iter().map(|s| s.to_string()).chain(latest.names.iter().cloned()).collect()
+}
+
+/// The design matrix of `rows` in a snapshot (row-major, `names.len()` columns).
+pub fn matrix(s: &Snapshot<'_>, rows: &[usize], names: &[String]) -> Vec<f64> {
+    let f = s.features;
+    let cols: Vec<Option<&[f64]>> = names[BASE.len()..].iter().map(|n| s.activity.column(n)).collect();
+    let mut x = Vec::with_capacity(rows.len() * names.len());
+    for &i in rows {
+        let bought = f.purchase_days[i] > 0.0;
+        let recency = f.last_day[i].map_or(0.0, |d| (s.day - d) as f64);
+        let tenure = f.first_day[i].map_or(0.0, |d| (s.day - d) as f64);
+        let aov = if f.orders[i] > 0.0 { f.revenue[i] / f.orders[i] } else { 0.0 };
+        x.extend([
+            f64::from(u8::from(bought)),
+            recency.ln_1p(),
+            f.orders[i].ln_1p(),
+            f.revenue[i].max(0.0).ln_1p(),
+            aov.max(0.0).ln_1p(),
+            tenure.ln_1p(),
+            f.purchase_days[i].ln_1p(),
+            f.returned_lines[i].ln_1p(),
+            f.purchase_days[i] / (tenure + 1.0) * 30.0,
+        ]);
+        for (name, c) in names[BASE.len()..].iter().zip(&cols) {
+            let v = c.map_or(0.0, |c| c[i]);
+            x.push(if name.starts_with("survey:") { v } else { v.max(0.0).ln_1p() });
+        }
+    }
+    x
+}
+
+fn events_of(a: &Activity, i: usize, filter: impl Fn(&str) -> bool) -> f64 {
+    a.with_prefix("events:").filter(|(t, _)| filter(t)).map(|(_, v)| v[i]).sum()
+}
+
+/// What customer `i` did in the window between two snapshots.
+pub fn behaviour_class(before: &Snapshot<'_>, after: &Snapshot<'_>, i: usize) -> usize {
+    let (a, b) = (before, after);
+    let support = |s: &Snapshot<'_>| events_of(s.activity, i, |t| SUPPORT_EVENTS.contains(&t));
+    let all = |s: &Snapshot<'_>| events_of(s.activity, i, |_| true);
+    if b.features.purchase_days[i] > a.features.purchase_days[i] {
+        0
+    } else if b.features.returned_lines[i] > a.features.returned_lines[i] {
+        1
+    } else if support(b) > support(a) {
+        2
+    } else if all(b) > all(a) {
+        3
+    } else {
+        4
+    }
+}
+
+fn churned(before: &Snapshot<'_>, after: &Snapshot<'_>, i: usize) -> bool {
+    after.features.purchase_days[i] <= before.features.purchase_days[i]
+}
+
+fn buyers(s: &Snapshot<'_>) -> Vec<usize> {
+    (0..s.features.len()).filter(|&i| s.features.purchase_days[i] > 0.0).collect()
+}
+
+fn sample(rows: Vec<usize>, seed: u64) -> Vec<usize> {
+    if rows.len() <= MAX_TRAIN {
+        return rows;
+    }
+    let mut pick: Vec<usize> = sample_indices(rows.len(), MAX_TRAIN, seed).into_iter().map(|k| rows[k]).collect();
+    pick.sort_unstable();
+    pick
+}
+
+fn round4(v: f64) -> f64 {
+    (v * 1e4).round() / 1e4
+}
+
+/// Churn probability of every customer at S2 (`None` for non-buyers), and the report.
+pub fn churn(s: [&Snapshot<'_>; 3], names: &[String], window_days: u32, seed: u64) -> (Vec<Option<f64>>, Value) {
+    let n = s[2].features.len();
+    let d = names.len();
+    let train = sample(buyers(s[0]), seed);
+    let valid = sample(buyers(s[1]), seed ^ 1);
+    let ytr: Vec<bool> = train.iter().map(|&i| churned(s[0], s[1], i)).collect();
+    let yva: Vec<bool> = valid.iter().map(|&i| churned(s[1], s[2], i)).collect();
+    let enough = |y: &[bool]| y.iter().filter(|&&v| v).count() >= 20 && y.iter().filter(|&&v| !v).count() >= 20;
+    if !enough(&ytr) || !enough(&yva) {
+        return (
+            vec![None; n],
+            json!({"fitted": false, "horizon_days": window_days,
+                   "message": format!("too little history for a {window_days}-day churn window: it needs at least 20 churned and 20 retained buyers in each of the last two windows (found {} and {} buyers)", train.len(), valid.len())}),
+        );
+    }
+    let xtr = matrix(s[0], &train, names);
+    let xva = matrix(s[1], &valid, names);
+    let m = Fitted::fit(&xtr, d, &ytr, seed);
+    let mut by_kind = serde_json::Map::new();
+    let mut best = (Kind::Logistic, f64::NEG_INFINITY, Vec::new());
+    for k in Kind::ALL {
+        let p = m.predict(k, &xva);
+        let a = auc(&p, &yva).unwrap_or(0.5);
+        by_kind.insert(k.name().into(), json!({"validation_auc": round4(a)}));
+        if a > best.1 + 1e-12 {
+            best = (k, a, p);
+        }
+    }
+    let (kind, a, p) = best;
+    let c = best_f1(&p, &yva);
+    let cal: Vec<Value> = calibration(&p, &yva, 10)
+        .iter()
+        .map(|b| json!({"predicted": round4(b.predicted), "observed": round4(b.observed), "customers": b.count}))
+        .collect();
+    let roc: Vec<[f64; 2]> = roc_curve(&p, &yva, 60).into_iter().map(|(x, y)| [round4(x), round4(y)]).collect();
+    // Refit on the most recent window and score everyone who has bought.
+    let refit = Fitted::fit(&xva, d, &yva, seed);
+    let now = buyers(s[2]);
+    let pnow = refit.predict(kind, &matrix(s[2], &now, names));
+    let mut out = vec![None; n];
+    for (k, &i) in now.iter().enumerate() {
+        out[i] = Some(pnow[k]);
+    }
+    let report = json!({
+        "fitted": true,
+        "model": kind.name(),
+        "auc": round4(a),
+        "horizon_days": window_days,
+        "label": format!("no purchase day within {window_days} days after the cut-off"),
+        "train_cutoff": super::day_text(s[0].day), "validation_cutoff": super::day_text(s[1].day),
+        "train_customers": train.len(), "validation_customers": valid.len(),
+        "validation_churn_rate": round4(yva.iter().filter(|&&v| v).count() as f64 / yva.len() as f64),
+        "threshold": round4(c.threshold), "precision": round4(c.precision), "recall": round4(c.recall), "f1": round4(c.f1),
+        "brier": round4(brier(&p, &yva)), "log_loss": round4(log_loss(&p, &yva)),
+        "models": by_kind, "calibration": cal, "roc": roc, "features": d,
+        "gbt_trees": refit.gbt.best_trees,
+    });
+    (out, report)
+}
+
+/// Loyalty score of every buyer at S2, and the regression report.
+pub fn loyalty(s: [&Snapshot<'_>; 3], names: &[String]) -> (Vec<Option<f64>>, Value) {
+    let n = s[2].features.len();
+    let rows = buyers(s[1]);
+    let referral = s[2].activity.column("events:referral");
+    let satisfaction = s[2].activity.column("survey:satisfaction");
+    let mut indicators = vec!["repeat_purchase", "retention"];
+    if referral.is_some() {
+        indicators.push("referral");
+    }
+    if satisfaction.is_some() {
+        indicators.push("satisfaction");
+    }
+    let target: Vec<f64> = rows
+        .iter()
+        .map(|&i| {
+            let mut v = vec![
+                f64::from(u8::from(s[1].features.purchase_days[i] >= 2.0)),
+                f64::from(u8::from(!churned(s[1], s[2], i))),
+            ];
+            if let Some(r) = referral {
+                v.push(f64::from(u8::from(r[i] > 0.0)));
+            }
+            // Satisfaction 1–5 scaled to 0–1, only where the customer answered.
+            if let Some(sat) = satisfaction.filter(|c| c[i] > 0.0) {
+                v.push(((sat[i] - 1.0) / 4.0).clamp(0.0, 1.0));
+            }
+            v.iter().sum::<f64>() / v.len() as f64
+        })
+        .collect();
+    // The indicators themselves are not predictors, and a column that does not vary
+    // (every buyer has `bought` = 1) has no coefficient.
+    let full = matrix(s[1], &rows, names);
+    let varies = |j: usize| {
+        let mut col = full.chunks_exact(names.len()).map(|r| r[j]);
+        let first = col.next();
+        col.any(|v| Some(v) != first)
+    };
+    let keep: Vec<usize> = (0..names.len())
+        .filter(|&j| !(names[j].starts_with("survey:") || names[j].ends_with(":referral")) && varies(j))
+        .collect();
+    let used: Vec<String> = keep.iter().map(|&j| names[j].clone()).collect();
+    let pick = |x: Vec<f64>| -> Vec<f64> {
+        x.chunks_exact(names.len())
+            .flat_map(|r| keep.iter().map(|&j| r[j]).collect::<Vec<_>>())
+            .collect()
+    };
+    let x = pick(full);
+    let scaler = Standardizer::fit(&x, used.len());
+    let fit = match LinearFit::fit(&scaler.apply(&x), used.len(), &target) {
+        Ok(f) => f,
+        Err(e) => return (vec![None; n], json!({"fitted": false, "message": e})),
+    };
+    let now = buyers(s[2]);
+    let xn = scaler.apply(&pick(matrix(s[2], &now, names)));
+    let mut out = vec![None; n];
+    for (k, &i) in now.iter().enumerate() {
+        out[i] = Some(fit.predict(&xn[k * used.len()..(k + 1) * used.len()]).clamp(0.0, 1.0));
+    }
+    let coefficients: serde_json::Map<String, Value> = used
+        .iter()
+        .enumerate()
+        .map(|(j, name)| {
+            (
+                name.clone(),
+                json!({"estimate": round4(fit.coefficients[j]), "std_error": round4(fit.std_errors[j])}),
+            )
+        })
+        .collect();
+    let report = json!({
+        "fitted": true,
+        "target": format!("mean of {} (0–1)", indicators.join(", ")),
+        "indicators": indicators,
+        "customers": rows.len(),
+        "r2": round4(fit.r2), "mse": round4(fit.mse),
+        "intercept": round4(fit.coefficients[used.len()]),
+        "coefficients": coefficients,
+        "note": "coefficients are per standard deviation of each feature",
+    });
+    (out, report)
+}
+
+/// Predicted probability of each behaviour class for every customer at S2.
+pub struct Behaviour {
+    pub classes: Vec<&'static str>,
+    /// Per customer, one probability per class.
+    pub p: Vec<Vec<f64>>,
+}
+
+pub fn behaviour(s: [&Snapshot<'_>; 3], names: &[String], seed: u64) -> (Option<Behaviour>, Value) {
+    let n = s[2].features.len();
+    let d = names.len();
+    let train = sample((0..n).collect(), seed ^ 2);
+    let valid = sample((0..n).collect(), seed ^ 3);
+    let ytr: Vec<usize> = train.iter().map(|&i| behaviour_class(s[0], s[1], i)).collect();
+    let yva: Vec<usize> = valid.iter().map(|&i| behaviour_class(s[1], s[2], i)).collect();
+    // Only the classes the data shows.
+    let present: Vec<usize> = (0..CLASSES.len()).filter(|c| ytr.contains(c) || yva.contains(c)).collect();
+    if present.len() < 2 {
+        return (
+            None,
+            json!({"fitted": false, "message": "fewer than two behaviour classes occur in the last two windows"}),
+        );
+    }
+    let remap = |y: &[usize]| -> Vec<usize> { y.iter().map(|c| present.iter().position(|p| p == c).expect("present")).collect() };
+    let (ytr, yva) = (remap(&ytr), remap(&yva));
+    let k = present.len();
+    let xtr_raw = matrix(s[0], &train, names);
+    let scaler = Standardizer::fit(&xtr_raw, d);
+    let m = Softmax::fit(&scaler.apply(&xtr_raw), d, &ytr, k, 1.0);
+    let xva = scaler.apply(&matrix(s[1], &valid, names));
+    let pva: Vec<Vec<f64>> = xva.chunks_exact(d).map(|r| m.predict(r)).collect();
+    let ll = pva.iter().zip(&yva).map(|(p, &y)| -p[y].max(1e-15).ln()).sum::<f64>() / yva.len() as f64;
+    let freq: Vec<f64> = (0..k)
+        .map(|c| (ytr.iter().filter(|&&y| y == c).count() as f64 + 0.5) / (ytr.len() as f64 + 0.5 * k as f64))
+        .collect();
+    let base_ll = yva.iter().map(|&y| -freq[y].ln()).sum::<f64>() / yva.len() as f64;
+    let accuracy = pva
+        .iter()
+        .zip(&yva)
+        .filter(|(p, &y)| p.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(c, _)| c) == Some(y))
+        .count() as f64
+        / yva.len() as f64;
+    let calibration: Vec<Value> = (0..k)
+        .map(|c| {
+            let predicted = pva.iter().map(|p| p[c]).sum::<f64>() / pva.len() as f64;
+            let observed = yva.iter().filter(|&&y| y == c).count() as f64 / yva.len() as f64;
+            json!({"class": CLASSES[present[c]], "mean_predicted": round4(predicted), "observed": round4(observed)})
+        })
+        .collect();
+    // Refit on the latest window and predict the next one for everyone.
+    let xl_raw = matrix(s[1], &valid, names);
+    let scaler2 = Standardizer::fit(&xl_raw, d);
+    let m2 = Softmax::fit(&scaler2.apply(&xl_raw), d, &yva, k, 1.0);
+    let all: Vec<usize> = (0..n).collect();
+    let xnow = scaler2.apply(&matrix(s[2], &all, names));
+    let p: Vec<Vec<f64>> = xnow.chunks_exact(d).map(|r| m2.predict(r)).collect();
+    let classes: Vec<&'static str> = present.iter().map(|&c| CLASSES[c]).collect();
+    let report = json!({
+        "fitted": true,
+        "classes": classes,
+        "log_loss": round4(ll),
+        "baseline_log_loss": round4(base_ll),
+        "accuracy": round4(accuracy),
+        "calibration": calibration,
+        "converged": m.converged && m2.converged,
+        "iterations": m2.iterations,
+        "train_customers": train.len(),
+    });
+    (Some(Behaviour { classes, p }), report)
+}
