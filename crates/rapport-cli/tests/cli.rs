@@ -162,11 +162,24 @@ fn demo_runs_the_loop_and_writes_the_report() {
         "missing-values",
         "identity-merges",
         "cluster-sizes",
+        "rfm-grid",
+        "rfm-segments",
+        "kmeans-cluster-sizes",
+        "clv-distribution",
+        "p-alive-matrix",
+        "churn-roc",
+        "churn-calibration",
+        "loyalty-drivers",
+        "behaviour-calibration",
+        "outcome-churned",
+        "forecast-orders",
+        "forecast-revenue",
     ] {
         assert!(report.contains(&format!("data-chart=\"{chart}\"")), "{chart}");
     }
     assert!(!report.contains("<script src") && !report.contains("http://") || report.contains("xmlns=\"http://www.w3.org/2000/svg\""));
     assert!(!report.contains("https://"), "the report fetches nothing");
+    assert!(!report.contains("NaN"), "no chart is drawn from missing numbers");
     // A second demo in the same folder starts afresh.
     let again = Command::new(env!("CARGO_BIN_EXE_rapport"))
         .args(["demo", "--customers", "1500", "--out"])
@@ -209,4 +222,36 @@ fn the_key_can_come_from_the_environment_and_must_match() {
     let out = run(&"22".repeat(32), &["sql", "--reveal", "SELECT email FROM customers"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("key"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn train_prints_the_json_of_the_contract() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/telco-churn/Telco-Customer-Churn.csv.gz");
+    let out = Command::new(env!("CARGO_BIN_EXE_rapport"))
+        .args([
+            "train",
+            "--target",
+            "Churn",
+            "--id",
+            "customerID",
+            "--folds",
+            "3",
+            "--json",
+            "--data",
+        ])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["model"].is_string());
+    assert_eq!(v["folds"], 3);
+    assert!(v["auc_mean"].as_f64().unwrap() > 0.8 && v["auc_sd"].as_f64().unwrap() >= 0.0);
+    let bad = Command::new(env!("CARGO_BIN_EXE_rapport"))
+        .args(["train", "--target", "NoSuchColumn", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(text(&bad.stderr).contains("NoSuchColumn"));
 }

@@ -37,10 +37,18 @@ fn initial(y: &[f64], m: usize) -> State {
     if m > 0 {
         let first: f64 = y[..m].iter().sum::<f64>() / m as f64;
         let second: f64 = y[m..2 * m].iter().sum::<f64>() / m as f64;
+        // Seasonal states from the first season around its linear trend; the level is the
+        // one just before the first observation.
+        let trend = (second - first) / m as f64;
+        let centre = (m as f64 - 1.0) / 2.0;
         State {
-            level: first,
-            trend: (second - first) / m as f64,
-            seasonal: y[..m].iter().map(|v| v - first).collect(),
+            level: first - trend * (centre + 1.0),
+            trend,
+            seasonal: y[..m]
+                .iter()
+                .enumerate()
+                .map(|(i, v)| v - first - trend * (i as f64 - centre))
+                .collect(),
         }
     } else {
         let k = y.len().min(4);
@@ -99,7 +107,26 @@ impl Ets {
         if y.len() < 4 || y.iter().any(|v| !v.is_finite()) {
             return None;
         }
-        let m = if season > 1 && y.len() >= 2 * season { season } else { 0 };
+        let plain = Self::fit_with(y, 0, horizon, z)?;
+        if season < 2 || y.len() < 2 * season {
+            return Some(plain);
+        }
+        // The seasonal model must earn its m extra states: keep it only when its AIC,
+        // n ln(SSE / n) + 2 × (parameters + initial states), is lower.
+        let seasonal = Self::fit_with(y, season, horizon, z)?;
+        let aic = |e: &Ets, k: usize| {
+            let n = y.len() as f64;
+            let sse: f64 = y.iter().zip(&e.fitted).map(|(a, b)| (a - b).powi(2)).sum();
+            n * (sse / n).max(1e-300).ln() + 2.0 * k as f64
+        };
+        Some(if aic(&seasonal, 6 + season) < aic(&plain, 5) {
+            seasonal
+        } else {
+            plain
+        })
+    }
+
+    fn fit_with(y: &[f64], m: usize, horizon: usize, z: f64) -> Option<Self> {
         let sse = |v: &[f64]| -> f64 {
             let p = params_of(v, m > 0);
             let (f, _) = filter(y, m, &p);

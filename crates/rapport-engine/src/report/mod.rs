@@ -4,6 +4,7 @@
 //! script and nothing fetched, so it opens offline and can be mailed around. It holds
 //! counts and distributions only — never a personal value.
 
+pub mod models;
 pub mod svg;
 
 use std::collections::BTreeMap;
@@ -263,6 +264,8 @@ pub fn write_report(ws: &Workspace) -> Result<PathBuf> {
     }
     body.push_str("</section>");
 
+    models::sections(ws, &tables, &mut body)?;
+
     // Workspace tables.
     body.push_str("<section><h2>Workspace tables</h2><table><tr><th>table</th><th>rows</th></tr>");
     let mut t: BTreeMap<&String, &u64> = BTreeMap::new();
@@ -293,6 +296,6 @@ header{background:#1a365d;color:#fff;padding:16px 32px}header h1{margin:0;font-s
 main{padding:16px 32px;max-width:1100px}section{background:#fff;border-radius:8px;padding:16px 24px;margin:16px 0;box-shadow:0 1px 3px rgba(0,0,0,.08)}\
 h2{margin-top:0;font-size:18px}.tiles{display:flex;gap:16px;flex-wrap:wrap}.tile{background:#ebf4ff;border-radius:6px;padding:10px 16px;min-width:120px}\
 .tile .v{font-size:22px;font-weight:600}.tile .k{font-size:12px;color:#4a5568}svg.chart{display:block;margin:12px 0;max-width:100%;height:auto}\
-svg .title{font-size:14px;font-weight:600;fill:#2d3748}svg .label,svg .value,svg .legend,svg .empty{font-size:12px;fill:#4a5568}\
+svg .title{font-size:14px;font-weight:600;fill:#2d3748}svg .cell{font-size:12px}svg .label,svg .value,svg .legend,svg .empty{font-size:12px;fill:#4a5568}\
 table{border-collapse:collapse;font-size:13px}td,th{padding:4px 10px;border-bottom:1px solid #e2e8f0;text-align:left}td.num{text-align:right}\
 .note{color:#4a5568;font-size:13px}footer{padding:16px 32px;color:#718096;font-size:12px}";

@@ -49,7 +49,8 @@ pub struct BarChart<'a> {
 
 impl BarChart<'_> {
     pub fn render(&self) -> String {
-        let label_w = 230.0;
+        let longest = self.rows.iter().map(|(l, _)| l.chars().count()).max().unwrap_or(0) as f64;
+        let label_w = (7.0 * longest + 16.0).clamp(230.0, 420.0);
         let bar_w = 420.0;
         let row_h = 24.0;
         let top = if self.series.len() > 1 { 46.0 } else { 30.0 };
@@ -120,9 +121,305 @@ impl BarChart<'_> {
     }
 }
 
+/// A matrix of values as coloured cells (darker = larger), with the value in each cell.
+pub struct Heatmap<'a> {
+    pub id: &'a str,
+    pub title: &'a str,
+    pub x_title: &'a str,
+    pub y_title: &'a str,
+    pub columns: Vec<String>,
+    pub rows: Vec<String>,
+    /// `values[row][column]`; `None` draws an empty cell.
+    pub values: Vec<Vec<Option<f64>>>,
+}
+
+impl Heatmap<'_> {
+    pub fn render(&self) -> String {
+        let (left, top, cw, ch) = (150.0, 48.0, 86.0, 30.0);
+        let width = left + cw * self.columns.len().max(1) as f64 + 20.0;
+        let height = top + ch * self.rows.len().max(1) as f64 + 40.0;
+        let max = self
+            .values
+            .iter()
+            .flatten()
+            .flatten()
+            .fold(0.0f64, |m, v| m.max(v.abs()))
+            .max(1e-12);
+        let mut s = String::new();
+        let _ = write!(
+            s,
+            r#"<svg class="chart" data-chart="{}" role="img" aria-label="{}" viewBox="0 0 {width} {height}" width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg">"#,
+            escape(self.id),
+            escape(self.title)
+        );
+        let _ = write!(s, r#"<text x="0" y="16" class="title">{}</text>"#, escape(self.title));
+        let _ = write!(s, r#"<text x="{left}" y="34" class="legend">{} →</text>"#, escape(self.x_title));
+        let _ = write!(
+            s,
+            r#"<text x="0" y="{}" class="legend">{} ↓</text>"#,
+            top - 4.0,
+            escape(self.y_title)
+        );
+        for (c, name) in self.columns.iter().enumerate() {
+            let _ = write!(
+                s,
+                r#"<text x="{}" y="{}" class="label" text-anchor="middle">{}</text>"#,
+                left + cw * (c as f64 + 0.5),
+                top + ch * self.rows.len() as f64 + 16.0,
+                escape(name)
+            );
+        }
+        for (r, name) in self.rows.iter().enumerate() {
+            let y = top + ch * r as f64;
+            let _ = write!(
+                s,
+                r#"<text x="{}" y="{}" class="label" text-anchor="end">{}</text>"#,
+                left - 8.0,
+                y + 19.0,
+                escape(name)
+            );
+            for c in 0..self.columns.len() {
+                let x = left + cw * c as f64;
+                match self.values.get(r).and_then(|row| row.get(c)).copied().flatten() {
+                    Some(v) => {
+                        let t = (v.abs() / max).clamp(0.0, 1.0);
+                        // From #ebf4ff to #1a365d.
+                        let mix = |a: f64, b: f64| (a + (b - a) * t).round() as u8;
+                        let fill = format!("#{:02x}{:02x}{:02x}", mix(235.0, 26.0), mix(244.0, 54.0), mix(255.0, 93.0));
+                        let text = if t > 0.55 { "#ffffff" } else { "#1a202c" };
+                        let _ = write!(
+                            s,
+                            r#"<rect x="{x}" y="{y}" width="{}" height="{}" fill="{fill}"><title>{} / {}: {}</title></rect><text x="{}" y="{}" class="cell" fill="{text}" text-anchor="middle">{}</text>"#,
+                            cw - 2.0,
+                            ch - 2.0,
+                            escape(name),
+                            escape(&self.columns[c]),
+                            number(v),
+                            x + cw / 2.0,
+                            y + 19.0,
+                            number(v)
+                        );
+                    }
+                    None => {
+                        let _ = write!(
+                            s,
+                            r##"<rect x="{x}" y="{y}" width="{}" height="{}" fill="#f7fafc"/>"##,
+                            cw - 2.0,
+                            ch - 2.0
+                        );
+                    }
+                }
+            }
+        }
+        s.push_str("</svg>");
+        s
+    }
+}
+
+/// One line of a [`LineChart`], with an optional band (lower, upper) per point.
+pub struct Line {
+    pub name: String,
+    pub points: Vec<(f64, f64)>,
+    pub band: Option<Vec<(f64, f64, f64)>>,
+    pub dashed: bool,
+}
+
+/// Lines over a shared x axis (numbers; `x_ticks` label chosen positions).
+pub struct LineChart<'a> {
+    pub id: &'a str,
+    pub title: &'a str,
+    pub x_title: &'a str,
+    pub y_title: &'a str,
+    pub lines: Vec<Line>,
+    pub x_ticks: Vec<(f64, String)>,
+    /// Draw the y = x diagonal (ROC and calibration curves).
+    pub diagonal: bool,
+}
+
+impl LineChart<'_> {
+    pub fn render(&self) -> String {
+        let (left, top, w, h) = (70.0, 64.0, 600.0, 260.0);
+        let width = left + w + 30.0;
+        let height = top + h + 50.0;
+        let all = || {
+            self.lines.iter().flat_map(|l| {
+                l.points
+                    .iter()
+                    .map(|p| (p.0, p.1, p.1))
+                    .chain(l.band.iter().flatten().copied())
+                    .collect::<Vec<_>>()
+            })
+        };
+        let (mut x0, mut x1, mut y0, mut y1) = (f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, f64::NEG_INFINITY);
+        for (x, lo, hi) in all() {
+            if x.is_finite() && lo.is_finite() && hi.is_finite() {
+                x0 = x0.min(x);
+                x1 = x1.max(x);
+                y0 = y0.min(lo);
+                y1 = y1.max(hi);
+            }
+        }
+        if self.diagonal {
+            (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
+        }
+        if !x0.is_finite() {
+            (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
+        }
+        y0 = y0.min(0.0);
+        if x1 <= x0 {
+            x1 = x0 + 1.0;
+        }
+        if y1 <= y0 {
+            y1 = y0 + 1.0;
+        }
+        let px = |x: f64| left + (x - x0) / (x1 - x0) * w;
+        let py = |y: f64| top + h - (y - y0) / (y1 - y0) * h;
+        let mut s = String::new();
+        let _ = write!(
+            s,
+            r#"<svg class="chart" data-chart="{}" role="img" aria-label="{}" viewBox="0 0 {width} {height}" width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg">"#,
+            escape(self.id),
+            escape(self.title)
+        );
+        let _ = write!(s, r#"<text x="0" y="16" class="title">{}</text>"#, escape(self.title));
+        let mut lx = left;
+        for (i, l) in self.lines.iter().enumerate() {
+            let _ = write!(
+                s,
+                r#"<rect x="{lx}" y="26" width="10" height="10" fill="{}"/><text x="{}" y="35" class="legend">{}</text>"#,
+                PALETTE[i % PALETTE.len()],
+                lx + 14.0,
+                escape(&l.name)
+            );
+            lx += 30.0 + 7.0 * l.name.len() as f64;
+        }
+        // Axes and y ticks.
+        let _ = write!(
+            s,
+            r##"<path d="M{left} {top} V{} H{}" stroke="#a0aec0" fill="none"/>"##,
+            top + h,
+            left + w
+        );
+        for k in 0..=4 {
+            let v = y0 + (y1 - y0) * f64::from(k) / 4.0;
+            let _ = write!(
+                s,
+                r##"<text x="{}" y="{}" class="label" text-anchor="end">{}</text><path d="M{left} {} H{}" stroke="#edf2f7"/>"##,
+                left - 6.0,
+                py(v) + 4.0,
+                number(if v.abs() >= 10.0 { v.round() } else { (v * 100.0).round() / 100.0 }),
+                py(v),
+                left + w
+            );
+        }
+        for (x, label) in &self.x_ticks {
+            let _ = write!(
+                s,
+                r#"<text x="{}" y="{}" class="label" text-anchor="middle">{}</text>"#,
+                px(*x),
+                top + h + 16.0,
+                escape(label)
+            );
+        }
+        let _ = write!(
+            s,
+            r#"<text x="{}" y="{}" class="legend" text-anchor="middle">{}</text>"#,
+            left + w / 2.0,
+            top + h + 36.0,
+            escape(self.x_title)
+        );
+        let _ = write!(
+            s,
+            r#"<text x="{left}" y="{}" class="legend" text-anchor="middle">{}</text>"#,
+            top - 8.0,
+            escape(self.y_title)
+        );
+        if self.diagonal {
+            let _ = write!(
+                s,
+                r##"<path d="M{} {} L{} {}" stroke="#a0aec0" stroke-dasharray="4 4" fill="none"/>"##,
+                px(0.0),
+                py(0.0),
+                px(1.0),
+                py(1.0)
+            );
+        }
+        for (i, l) in self.lines.iter().enumerate() {
+            let colour = PALETTE[i % PALETTE.len()];
+            if let Some(band) = &l.band {
+                let pts: Vec<&(f64, f64, f64)> = band
+                    .iter()
+                    .filter(|b| b.0.is_finite() && b.1.is_finite() && b.2.is_finite())
+                    .collect();
+                if !pts.is_empty() {
+                    let mut d = String::new();
+                    for (k, b) in pts.iter().enumerate() {
+                        let _ = write!(d, "{}{:.1} {:.1} ", if k == 0 { "M" } else { "L" }, px(b.0), py(b.2));
+                    }
+                    for b in pts.iter().rev() {
+                        let _ = write!(d, "L{:.1} {:.1} ", px(b.0), py(b.1));
+                    }
+                    let _ = write!(
+                        s,
+                        r#"<path class="band" d="{d}Z" fill="{colour}" fill-opacity="0.15" stroke="none"/>"#
+                    );
+                }
+            }
+            let mut d = String::new();
+            for (k, p) in l.points.iter().filter(|p| p.0.is_finite() && p.1.is_finite()).enumerate() {
+                let _ = write!(d, "{}{:.1} {:.1} ", if k == 0 { "M" } else { "L" }, px(p.0), py(p.1));
+            }
+            if !d.is_empty() {
+                let dash = if l.dashed { r#" stroke-dasharray="6 3""# } else { "" };
+                let _ = write!(
+                    s,
+                    r#"<path class="line" d="{}" stroke="{colour}" stroke-width="2" fill="none"{dash}><title>{}</title></path>"#,
+                    d.trim_end(),
+                    escape(&l.name)
+                );
+            }
+        }
+        s.push_str("</svg>");
+        s
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn heatmap_and_line_chart_render_every_cell_and_line() {
+        let h = Heatmap {
+            id: "h",
+            title: "H",
+            x_title: "x",
+            y_title: "y",
+            columns: vec!["a".into(), "b".into()],
+            rows: vec!["r".into()],
+            values: vec![vec![Some(1.0), None]],
+        };
+        let svg = h.render();
+        assert_eq!(svg.matches("<rect").count(), 2);
+        let l = LineChart {
+            id: "l",
+            title: "L",
+            x_title: "x",
+            y_title: "y",
+            lines: vec![Line {
+                name: "f".into(),
+                points: vec![(0.0, 1.0), (1.0, 2.0)],
+                band: Some(vec![(0.0, 0.5, 1.5), (1.0, 1.5, 2.5)]),
+                dashed: false,
+            }],
+            x_ticks: vec![(0.0, "start".into())],
+            diagonal: false,
+        };
+        let svg = l.render();
+        assert_eq!(svg.matches(r#"class="line""#).count(), 1);
+        assert_eq!(svg.matches(r#"class="band""#).count(), 1);
+        assert!(!svg.contains("NaN"));
+    }
 
     #[test]
     fn numbers_are_grouped() {

@@ -1,0 +1,510 @@
+//! The model sections of the report, drawn from the `customers`, `segments`,
+//! `outcome_rates` and `forecasts` tables and `reports/models.json`: RFM grid and
+//! segments, cluster profiles, the CLV distribution, the P(alive) matrix, churn ROC and
+//! calibration, loyalty drivers, the behaviour mix, outcome rates and forecasts.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::datatypes::DataType;
+use serde_json::Value;
+
+use rapport_store::Workspace;
+
+use super::svg::{escape, number, BarChart, Heatmap, Line, LineChart};
+use crate::export::query;
+use crate::session::Personal;
+use crate::Result;
+
+/// Rows of a query as optional text cells.
+fn cells(ws: &Workspace, sql: &str) -> Result<Vec<Vec<Option<String>>>> {
+    let mut out = Vec::new();
+    for b in query(ws, sql, &Personal::Masked)? {
+        let cols: Vec<_> = b
+            .columns()
+            .iter()
+            .map(|c| datafusion::arrow::compute::cast(c, &DataType::Utf8).map_err(datafusion::error::DataFusionError::from))
+            .collect::<std::result::Result<_, _>>()?;
+        for i in 0..b.num_rows() {
+            out.push(
+                cols.iter()
+                    .map(|c| {
+                        let c = c.as_string::<i32>();
+                        (!c.is_null(i)).then(|| c.value(i).to_string())
+                    })
+                    .collect(),
+            );
+        }
+    }
+    Ok(out)
+}
+
+fn num(c: &Option<String>) -> f64 {
+    c.as_deref().and_then(|s| s.parse().ok()).unwrap_or(f64::NAN)
+}
+
+fn text(c: &Option<String>) -> String {
+    c.clone().unwrap_or_default()
+}
+
+fn grid(ws: &Workspace, sql: &str, rows: &[&str], cols: &[&str]) -> Result<Vec<Vec<Option<f64>>>> {
+    let mut m: BTreeMap<(String, String), f64> = BTreeMap::new();
+    for r in cells(ws, sql)? {
+        m.insert((text(&r[0]), text(&r[1])), num(&r[2]));
+    }
+    Ok(rows
+        .iter()
+        .map(|r| cols.iter().map(|c| m.get(&(r.to_string(), c.to_string())).copied()).collect())
+        .collect())
+}
+
+fn tile(body: &mut String, label: &str, v: &Value) {
+    let shown = match v.as_f64() {
+        Some(x) if x.fract() != 0.0 => format!("{x:.3}"),
+        Some(x) => number(x),
+        None => escape(v.as_str().unwrap_or("–")),
+    };
+    let _ = write!(
+        body,
+        r#"<div class="tile"><div class="v">{shown}</div><div class="k">{label}</div></div>"#
+    );
+}
+
+/// Appends the model sections (nothing when `rapport run` has not written its tables).
+pub fn sections(ws: &Workspace, tables: &BTreeMap<String, u64>, body: &mut String) -> Result<()> {
+    if !tables.contains_key("customers") || !tables.contains_key("segments") {
+        return Ok(());
+    }
+    let models: Value = std::fs::read_to_string(ws.reports_dir().join("models.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(Value::Null);
+    segments(ws, &models, body)?;
+    value(ws, &models, body)?;
+    churn(&models, body);
+    behaviour(&models, body);
+    if tables.contains_key("outcome_rates") {
+        outcome_rates(ws, body)?;
+    }
+    if tables.contains_key("forecasts") {
+        forecasts(ws, body)?;
+    }
+    Ok(())
+}
+
+fn segments(ws: &Workspace, models: &Value, body: &mut String) -> Result<()> {
+    body.push_str("<section><h2>Segments</h2>");
+    let _ = write!(
+        body,
+        r#"<p class="note">As of {}: RFM quintile scores (5 = most recent, most frequent, highest spend) and the named segments.</p>"#,
+        escape(models["as_of"].as_str().unwrap_or("the last order"))
+    );
+    let scores = ["5", "4", "3", "2", "1"];
+    let f_scores = ["1", "2", "3", "4", "5"];
+    body.push_str(
+        &Heatmap {
+            id: "rfm-grid",
+            title: "Customers by recency (rows) and frequency (columns) score",
+            x_title: "frequency score",
+            y_title: "recency score",
+            columns: f_scores.iter().map(|s| format!("F{s}")).collect(),
+            rows: scores.iter().map(|s| format!("R{s}")).collect(),
+            values: grid(
+                ws,
+                "SELECT CAST(rfm_r AS VARCHAR), CAST(rfm_f AS VARCHAR), count(*) FROM customers WHERE rfm_r IS NOT NULL GROUP BY 1, 2",
+                &scores,
+                &f_scores,
+            )?,
+        }
+        .render(),
+    );
+    let seg = cells(
+        ws,
+        "SELECT name, customers, revenue_share FROM segments WHERE kind = 'rfm' ORDER BY customers DESC",
+    )?;
+    body.push_str(
+        &BarChart {
+            id: "rfm-segments",
+            title: "RFM segments: customers",
+            series: &["customers"],
+            rows: seg.iter().map(|r| (text(&r[0]), vec![num(&r[1])])).collect(),
+            unit: "",
+        }
+        .render(),
+    );
+    body.push_str(
+        &BarChart {
+            id: "rfm-revenue",
+            title: "RFM segments: share of revenue",
+            series: &["revenue share (%)"],
+            rows: seg
+                .iter()
+                .map(|r| (text(&r[0]), vec![(num(&r[2]) * 1000.0).round() / 10.0]))
+                .collect(),
+            unit: " %",
+        }
+        .render(),
+    );
+    // Cluster profiles.
+    let clusters = cells(
+        ws,
+        "SELECT name, customers, mean_recency_days, mean_orders, mean_revenue, mean_avg_order_value, mean_tenure_days
+         FROM segments WHERE kind = 'cluster' ORDER BY segment_id",
+    )?;
+    if !clusters.is_empty() {
+        let _ = write!(
+            body,
+            r#"<p class="note">k-means: k = {} chosen by silhouette ({:.3}) on log-transformed, standardised behaviour.</p>"#,
+            models["kmeans"]["k"],
+            models["kmeans"]["silhouette"].as_f64().unwrap_or(f64::NAN)
+        );
+        body.push_str(
+            &BarChart {
+                id: "kmeans-cluster-sizes",
+                title: "Clusters: customers",
+                series: &["customers"],
+                rows: clusters.iter().map(|r| (text(&r[0]), vec![num(&r[1])])).collect(),
+                unit: "",
+            }
+            .render(),
+        );
+        body.push_str("<table><tr><th>cluster</th><th>customers</th><th>recency (days)</th><th>orders</th><th>revenue</th><th>avg order</th><th>tenure (days)</th></tr>");
+        for r in &clusters {
+            let _ = write!(body, "<tr><td>{}</td>", escape(&text(&r[0])));
+            for c in &r[1..] {
+                let _ = write!(body, "<td class=\"num\">{}</td>", number((num(c) * 10.0).round() / 10.0));
+            }
+            body.push_str("</tr>");
+        }
+        body.push_str("</table>");
+    }
+    body.push_str("</section>");
+    Ok(())
+}
+
+fn value(ws: &Workspace, models: &Value, body: &mut String) -> Result<()> {
+    body.push_str("<section><h2>Customer value</h2><div class=\"tiles\">");
+    let bg = &models["bgnbd"];
+    for (label, key) in [("BG/NBD r", "r"), ("α", "alpha"), ("a", "a"), ("b", "b")] {
+        tile(body, label, &bg[key]);
+    }
+    tile(body, "Gamma-Gamma p", &models["gamma_gamma"]["p"]);
+    body.push_str("</div>");
+    // CLV distribution over quantile-free fixed bins (log-spaced).
+    let bins = cells(
+        ws,
+        "SELECT CASE WHEN clv < 10 THEN 'a: < 10' WHEN clv < 50 THEN 'b: 10–50' WHEN clv < 100 THEN 'c: 50–100'
+                     WHEN clv < 250 THEN 'd: 100–250' WHEN clv < 500 THEN 'e: 250–500' WHEN clv < 1000 THEN 'f: 500–1,000'
+                     WHEN clv < 5000 THEN 'g: 1,000–5,000' ELSE 'h: ≥ 5,000' END AS bin, count(*), sum(clv)
+         FROM customers WHERE clv IS NOT NULL GROUP BY 1 ORDER BY 1",
+    )?;
+    let label = |r: &Vec<Option<String>>| text(&r[0]).split_once(": ").map(|(_, b)| b.to_string()).unwrap_or_default();
+    body.push_str(
+        &BarChart {
+            id: "clv-distribution",
+            title: "CLV distribution: customers per band",
+            series: &["customers"],
+            rows: bins.iter().map(|r| (label(r), vec![num(&r[1])])).collect(),
+            unit: "",
+        }
+        .render(),
+    );
+    body.push_str(
+        &BarChart {
+            id: "clv-value",
+            title: "CLV distribution: total value per band",
+            series: &["CLV"],
+            rows: bins.iter().map(|r| (label(r), vec![num(&r[2]).round()])).collect(),
+            unit: "",
+        }
+        .render(),
+    );
+    let rec = ["a: 0–30", "b: 31–90", "c: 91–180", "d: 181–365", "e: > 365"];
+    let freq = ["1", "2", "3", "4", "5–9", "10+"];
+    let values = grid(
+        ws,
+        "SELECT CASE WHEN recency_days <= 30 THEN 'a: 0–30' WHEN recency_days <= 90 THEN 'b: 31–90'
+                     WHEN recency_days <= 180 THEN 'c: 91–180' WHEN recency_days <= 365 THEN 'd: 181–365' ELSE 'e: > 365' END,
+                CASE WHEN orders >= 10 THEN '10+' WHEN orders >= 5 THEN '5–9' ELSE CAST(CAST(orders AS BIGINT) AS VARCHAR) END,
+                avg(p_alive)
+         FROM customers WHERE p_alive IS NOT NULL GROUP BY 1, 2",
+        &rec,
+        &freq,
+    )?;
+    body.push_str(
+        &Heatmap {
+            id: "p-alive-matrix",
+            title: "Mean P(alive) by days since the last order (rows) and orders (columns)",
+            x_title: "orders",
+            y_title: "days since last order",
+            columns: freq.iter().map(|s| s.to_string()).collect(),
+            rows: rec.iter().map(|s| s[3..].to_string()).collect(),
+            values,
+        }
+        .render(),
+    );
+    body.push_str("</section>");
+    Ok(())
+}
+
+fn churn(models: &Value, body: &mut String) {
+    let c = &models["churn"];
+    body.push_str("<section><h2>Churn</h2>");
+    if c["fitted"] != Value::Bool(true) {
+        let _ = write!(
+            body,
+            "<p class=\"note\">{}</p></section>",
+            escape(c["message"].as_str().unwrap_or("no churn model"))
+        );
+        return;
+    }
+    let _ = write!(
+        body,
+        r#"<p class="note">Label: {}. Trained at {}, validated at {}; model: {}.</p><div class="tiles">"#,
+        escape(c["label"].as_str().unwrap_or("")),
+        escape(c["train_cutoff"].as_str().unwrap_or("")),
+        escape(c["validation_cutoff"].as_str().unwrap_or("")),
+        escape(c["model"].as_str().unwrap_or(""))
+    );
+    for (label, key) in [
+        ("validation AUC", "auc"),
+        ("precision", "precision"),
+        ("recall", "recall"),
+        ("F1", "f1"),
+        ("churn rate", "validation_churn_rate"),
+    ] {
+        tile(body, label, &c[key]);
+    }
+    body.push_str("</div>");
+    let roc: Vec<(f64, f64)> = c["roc"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| Some((p[0].as_f64()?, p[1].as_f64()?)))
+        .collect();
+    body.push_str(
+        &LineChart {
+            id: "churn-roc",
+            title: "Churn ROC curve (validation window)",
+            x_title: "false positive rate",
+            y_title: "true positive rate",
+            lines: vec![Line {
+                name: format!(
+                    "{} (AUC {:.3})",
+                    c["model"].as_str().unwrap_or(""),
+                    c["auc"].as_f64().unwrap_or(f64::NAN)
+                ),
+                points: roc,
+                band: None,
+                dashed: false,
+            }],
+            x_ticks: (0..=4)
+                .map(|k| (f64::from(k) / 4.0, format!("{:.2}", f64::from(k) / 4.0)))
+                .collect(),
+            diagonal: true,
+        }
+        .render(),
+    );
+    let cal: Vec<(f64, f64)> = c["calibration"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|b| Some((b["predicted"].as_f64()?, b["observed"].as_f64()?)))
+        .collect();
+    body.push_str(
+        &LineChart {
+            id: "churn-calibration",
+            title: "Churn calibration: observed rate by predicted probability (deciles)",
+            x_title: "predicted churn probability",
+            y_title: "observed churn rate",
+            lines: vec![Line {
+                name: "observed".into(),
+                points: cal,
+                band: None,
+                dashed: false,
+            }],
+            x_ticks: (0..=4)
+                .map(|k| (f64::from(k) / 4.0, format!("{:.2}", f64::from(k) / 4.0)))
+                .collect(),
+            diagonal: true,
+        }
+        .render(),
+    );
+    // Loyalty drivers.
+    let l = &models["loyalty"];
+    if l["fitted"] == Value::Bool(true) {
+        let mut coef: Vec<(String, f64, f64)> = l["coefficients"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    v["estimate"].as_f64().unwrap_or(0.0),
+                    v["std_error"].as_f64().unwrap_or(f64::NAN),
+                )
+            })
+            .collect();
+        coef.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()));
+        let _ = write!(
+            body,
+            r#"<p class="note">Loyalty score: {} — R² {:.3}, MSE {:.4}. Largest effects per standard deviation (± standard error):</p>"#,
+            escape(l["target"].as_str().unwrap_or("")),
+            l["r2"].as_f64().unwrap_or(f64::NAN),
+            l["mse"].as_f64().unwrap_or(f64::NAN)
+        );
+        body.push_str(
+            &BarChart {
+                id: "loyalty-drivers",
+                title: "Loyalty drivers (|coefficient|; sign in the label)",
+                series: &["|coefficient|"],
+                rows: coef
+                    .iter()
+                    .take(10)
+                    .map(|(k, e, se)| {
+                        (
+                            format!("{k} ({}{:.3} ± {:.3})", if *e >= 0.0 { "+" } else { "−" }, e.abs(), se),
+                            vec![e.abs()],
+                        )
+                    })
+                    .collect(),
+                unit: "",
+            }
+            .render(),
+        );
+    }
+    body.push_str("</section>");
+}
+
+fn behaviour(models: &Value, body: &mut String) {
+    let b = &models["behaviour"];
+    if b["fitted"] != Value::Bool(true) {
+        return;
+    }
+    body.push_str("<section><h2>Next-period behaviour</h2>");
+    let _ = write!(
+        body,
+        r#"<p class="note">Softmax regression over next-window behaviour classes: validation log-loss {:.3} against {:.3} for the class frequencies alone; accuracy {:.3}.</p>"#,
+        b["log_loss"].as_f64().unwrap_or(f64::NAN),
+        b["baseline_log_loss"].as_f64().unwrap_or(f64::NAN),
+        b["accuracy"].as_f64().unwrap_or(f64::NAN)
+    );
+    body.push_str(
+        &BarChart {
+            id: "behaviour-calibration",
+            title: "Behaviour classes: mean predicted probability vs observed share (validation)",
+            series: &["%"],
+            rows: b["calibration"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|c| {
+                    let class = c["class"].as_str().unwrap_or("");
+                    let pct = |k: &str| (c[k].as_f64().unwrap_or(0.0) * 1000.0).round() / 10.0;
+                    [
+                        (format!("{class}: predicted"), vec![pct("mean_predicted")]),
+                        (format!("{class}: observed"), vec![pct("observed")]),
+                    ]
+                })
+                .collect(),
+            unit: " %",
+        }
+        .render(),
+    );
+    body.push_str("</section>");
+}
+
+fn outcome_rates(ws: &Workspace, body: &mut String) -> Result<()> {
+    body.push_str("<section><h2>Outcome rates by segment</h2><p class=\"note\">Beta-Binomial posterior mean with its 95 % credible interval; small segments are pulled toward the overall rate.</p>");
+    let rows = cells(
+        ws,
+        "SELECT outcome, segment, rate, lower, upper, customers FROM outcome_rates ORDER BY outcome, rate DESC",
+    )?;
+    let mut by: BTreeMap<String, Vec<(String, Vec<f64>)>> = BTreeMap::new();
+    for r in &rows {
+        by.entry(text(&r[0])).or_default().push((
+            format!(
+                "{} ({:.1}–{:.1} %, n={})",
+                text(&r[1]),
+                num(&r[3]) * 100.0,
+                num(&r[4]) * 100.0,
+                number(num(&r[5]))
+            ),
+            vec![(num(&r[2]) * 1000.0).round() / 10.0],
+        ));
+    }
+    for (outcome, rows) in by {
+        let id = format!("outcome-{outcome}");
+        let title = format!("P({outcome} | segment), %");
+        body.push_str(
+            &BarChart {
+                id: &id,
+                title: &title,
+                series: &["rate %"],
+                rows,
+                unit: " %",
+            }
+            .render(),
+        );
+    }
+    body.push_str("</section>");
+    Ok(())
+}
+
+fn forecasts(ws: &Workspace, body: &mut String) -> Result<()> {
+    body.push_str("<section><h2>Forecasts</h2><p class=\"note\">Weekly totals with a 12-week damped-trend exponential-smoothing forecast and its 95 % prediction interval.</p>");
+    for metric in ["orders", "revenue"] {
+        let rows = cells(
+            ws,
+            &format!(
+                "SELECT CAST(period_start AS VARCHAR) AS week, actual, forecast, lower, upper FROM forecasts
+                 WHERE series = 'all' AND metric = '{metric}' ORDER BY period_start"
+            ),
+        )?;
+        if rows.is_empty() {
+            continue;
+        }
+        let actual: Vec<(f64, f64)> = rows
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r[1].is_some())
+            .map(|(t, r)| (t as f64, num(&r[1])))
+            .collect();
+        let future: Vec<usize> = (0..rows.len()).filter(|&t| rows[t][1].is_none()).collect();
+        let start = future.first().copied().unwrap_or(rows.len()).saturating_sub(1);
+        let forecast: Vec<(f64, f64)> = (start..rows.len()).map(|t| (t as f64, num(&rows[t][2]))).collect();
+        let band: Vec<(f64, f64, f64)> = future.iter().map(|&t| (t as f64, num(&rows[t][3]), num(&rows[t][4]))).collect();
+        let step = (rows.len() / 6).max(1);
+        let ticks = (0..rows.len()).step_by(step).map(|t| (t as f64, text(&rows[t][0]))).collect();
+        let id = format!("forecast-{metric}");
+        let title = format!("Weekly {metric}: actual and forecast");
+        body.push_str(
+            &LineChart {
+                id: &id,
+                title: &title,
+                x_title: "week starting",
+                y_title: metric,
+                lines: vec![
+                    Line {
+                        name: "actual".into(),
+                        points: actual,
+                        band: None,
+                        dashed: false,
+                    },
+                    Line {
+                        name: "forecast (95 % interval)".into(),
+                        points: forecast,
+                        band: Some(band),
+                        dashed: true,
+                    },
+                ],
+                x_ticks: ticks,
+                diagonal: false,
+            }
+            .render(),
+        );
+    }
+    body.push_str("</section>");
+    Ok(())
+}
