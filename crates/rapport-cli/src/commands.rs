@@ -229,8 +229,53 @@ pub fn run(workspace: &Path, as_of: Option<&str>, config: Option<&Path>) -> Resu
             k["silhouette"].as_f64().unwrap_or(f64::NAN)
         );
     }
+    print_predictions(m);
     println!("models: {}", ws.reports_dir().join("models.json").display());
     Ok(())
+}
+
+/// Churn, loyalty, behaviour and gap figures of a run, one line each.
+fn print_predictions(m: &serde_json::Value) {
+    let f = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN);
+    let c = &m["churn"];
+    if c["fitted"] == true {
+        println!(
+            "churn        {} validation AUC {:.3} ({}-day window)",
+            c["model"].as_str().unwrap_or(""),
+            f(&c["auc"]),
+            c["horizon_days"]
+        );
+    } else if let Some(msg) = c["message"].as_str() {
+        println!("churn        not fitted: {msg}");
+    }
+    if m["loyalty"]["fitted"] == true {
+        println!("loyalty      R² {:.3}  MSE {:.4}", f(&m["loyalty"]["r2"]), f(&m["loyalty"]["mse"]));
+    }
+    if m["behaviour"]["fitted"] == true {
+        println!(
+            "behaviour    log-loss {:.3} (class frequencies {:.3})",
+            f(&m["behaviour"]["log_loss"]),
+            f(&m["behaviour"]["baseline_log_loss"])
+        );
+    }
+    let g = &m["gaps"];
+    let counts: Vec<String> = g["gaps"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    println!(
+        "gaps         {}",
+        if counts.is_empty() {
+            "none found".to_string()
+        } else {
+            counts.join(", ")
+        }
+    );
+    for (what, why) in g["not_computed"].as_object().into_iter().flatten() {
+        println!("  not computed — {what}: {}", why.as_str().unwrap_or(""));
+    }
 }
 
 fn personal(ws: &Workspace, reveal: bool) -> Result<Personal> {
@@ -239,6 +284,78 @@ fn personal(ws: &Workspace, reveal: bool) -> Result<Personal> {
     } else {
         Personal::Masked
     })
+}
+
+pub fn explain(workspace: &Path, customer: &str, as_json: bool, reveal: bool) -> Result<()> {
+    let ws = Workspace::open_existing(workspace)?;
+    let v = rapport_engine::explain::explain(&ws, customer, &personal(&ws, reveal)?)?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let show = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Number(n) => n
+            .as_f64()
+            .map_or(n.to_string(), |f| if f.fract() == 0.0 { format!("{f}") } else { format!("{f:.4}") }),
+        other => other.to_string(),
+    };
+    println!("customer {}", show(&v["customer_id"]));
+    for s in v["sources"].as_array().into_iter().flatten() {
+        println!(
+            "  source {} id {} (matched on {})",
+            show(&s["source"]),
+            show(&s["source_customer_id"]),
+            show(&s["matched_on"])
+        );
+    }
+    if let Some(scores) = v["scores"].as_object() {
+        println!("scores");
+        for (k, val) in scores.iter().filter(|(k, val)| *k != "customer_id" && !val.is_null()) {
+            println!("  {k:<22} {}", show(val));
+        }
+    }
+    let list = |title: &str, key: &str, fields: &[&str]| {
+        let items = v[key].as_array().cloned().unwrap_or_default();
+        if !items.is_empty() {
+            println!("{title}");
+            for it in &items {
+                let parts: Vec<String> = fields
+                    .iter()
+                    .filter(|f| !it[**f].is_null())
+                    .map(|f| format!("{f}={}", show(&it[*f])))
+                    .collect();
+                println!("  {}", parts.join("  "));
+            }
+        }
+    };
+    list(
+        "predicted next-window behaviour",
+        "behaviour",
+        &["behaviour", "predicted_p", "reported_p", "delta"],
+    );
+    list("survey answers", "survey_answers", &["answered_at", "question", "answer"]);
+    let gaps = v["gaps"].as_array().cloned().unwrap_or_default();
+    if gaps.is_empty() {
+        println!("gaps: none found");
+    } else {
+        println!("gaps");
+        for g in &gaps {
+            println!(
+                "  {} {} ({}): says {}; behaviour shows {}; Δ {} evidence {}",
+                show(&g["gap_type"]),
+                show(&g["subject"]),
+                show(&g["direction"]),
+                show(&g["reported_text"]),
+                show(&g["observed_text"]),
+                show(&g["delta"]),
+                show(&g["evidence"])
+            );
+            println!("    → {}", show(&g["action"]));
+        }
+    }
+    list("consents", "consents", &["purpose", "granted", "recorded_at"]);
+    Ok(())
 }
 
 pub fn sql(workspace: &Path, query: &str, format: &str, reveal: bool) -> Result<()> {

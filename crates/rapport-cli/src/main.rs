@@ -81,6 +81,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// One customer's profile, scores, gaps and answers, with the numbers behind them.
+    Explain {
+        /// The unified customer id or any source system's id.
+        #[arg(long)]
+        customer: String,
+        #[arg(long)]
+        json: bool,
+        /// Show personal columns in clear (needs the workspace key or RAPPORT_KEY).
+        #[arg(long)]
+        reveal: bool,
+    },
     /// Run SQL over every workspace table.
     Sql {
         query: String,
@@ -152,6 +163,7 @@ fn main() -> ExitCode {
             seed,
             json,
         } => commands::train(&data, &target, id.as_deref(), folds, seed, json),
+        Command::Explain { customer, json, reveal } => commands::explain(&cli.workspace, &customer, json, reveal),
         Command::Sql { query, format, reveal } => commands::sql(&cli.workspace, &query, &format, reveal),
         Command::Export {
             table,

@@ -8,6 +8,7 @@
 //! `Progress` trait.
 
 pub mod evaluate;
+pub mod explain;
 pub mod export;
 pub mod ingest;
 pub mod report;

@@ -11,6 +11,7 @@ pub mod classify;
 pub mod design;
 pub mod forecast;
 pub mod gamma_gamma;
+pub mod gap;
 pub mod gbt;
 pub mod kmeans;
 pub mod linalg;

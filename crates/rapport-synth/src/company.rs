@@ -517,7 +517,16 @@ pub fn generate(opts: &GenerateOptions) -> Result<Summary> {
             }
             if churned_at.is_some() && rng.random_bool(0.15) {
                 satisfaction = 5;
+            }
+            // The truth of the satisfaction gap: says satisfied but has visibly left —
+            // silent for at least 120 days and three of their own purchase intervals
+            // (over) — or says dissatisfied but keeps buying often (under).
+            let silence = (3.0 * 365.0 / p.rate).max(120.0) as i64;
+            let left_long_ago = churned_at.is_some_and(|c| c < end - Duration::days(silence));
+            if satisfaction >= 4 && left_long_ago {
                 sat_gap = "over";
+            } else if satisfaction <= 2 && churned_at.is_none() && p.rate >= 9.0 {
+                sat_gap = "under";
             }
             let nps = (satisfaction * 2).min(10).to_string();
             let aware = if p.aware[0] { "yes" } else { "no" };

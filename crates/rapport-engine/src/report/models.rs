@@ -84,6 +84,9 @@ pub fn sections(ws: &Workspace, tables: &BTreeMap<String, u64>, body: &mut Strin
     value(ws, &models, body)?;
     churn(&models, body);
     behaviour(&models, body);
+    if tables.contains_key("gaps") {
+        gaps(ws, &models, body)?;
+    }
     if tables.contains_key("outcome_rates") {
         outcome_rates(ws, body)?;
     }
@@ -413,6 +416,99 @@ fn behaviour(models: &Value, body: &mut String) {
         .render(),
     );
     body.push_str("</section>");
+}
+
+fn gaps(ws: &Workspace, models: &Value, body: &mut String) -> Result<()> {
+    body.push_str("<section><h2>Information gaps</h2><p class=\"note\">Where what customers say differs from what they do (Δ = reported / predicted), and what groups do not know that comparable customers use. A gap is shown only with enough behaviour behind it and evidence ≥ ");
+    let _ = write!(body, "{}.</p>", models["gaps"]["evidence_threshold"].as_f64().unwrap_or(f64::NAN));
+    for (what, why) in models["gaps"]["not_computed"].as_object().into_iter().flatten() {
+        let _ = write!(
+            body,
+            "<p class=\"note\">Not computed — {}: {}.</p>",
+            escape(what),
+            escape(why.as_str().unwrap_or(""))
+        );
+    }
+    let types = ["frequency", "category", "satisfaction", "knowledge", "profile"];
+    let segs: Vec<String> = cells(
+        ws,
+        "SELECT DISTINCT rfm_segment FROM customers WHERE rfm_segment IS NOT NULL ORDER BY 1",
+    )?
+    .iter()
+    .map(|r| text(&r[0]))
+    .collect();
+    let seg_refs: Vec<&str> = segs.iter().map(String::as_str).collect();
+    let values = grid(
+        ws,
+        "SELECT c.rfm_segment, g.gap_type, 100.0 * count(DISTINCT g.customer_id) / max(s.n)
+         FROM gaps g JOIN customers c ON g.customer_id = c.customer_id
+         JOIN (SELECT rfm_segment, count(*) AS n FROM customers GROUP BY 1) s ON s.rfm_segment = c.rfm_segment
+         GROUP BY 1, 2",
+        &seg_refs,
+        &types,
+    )?;
+    body.push_str(
+        &Heatmap {
+            id: "gap-heatmap",
+            title: "Share of each RFM segment with a gap, by gap type (%)",
+            x_title: "gap type",
+            y_title: "segment",
+            columns: types.iter().map(|s| s.to_string()).collect(),
+            rows: segs.clone(),
+            values,
+        }
+        .render(),
+    );
+    let top = cells(
+        ws,
+        "SELECT segment, subject, segment_rate, reference_rate, customers_affected FROM knowledge_gaps
+         WHERE rank = 1 AND q_value < 0.05 AND gap < 0 ORDER BY customers_affected DESC LIMIT 10",
+    )?;
+    body.push_str(
+        &BarChart {
+            id: "top-knowledge-gaps",
+            title: "Top knowledge gaps: customers affected (segment rate vs everyone else)",
+            series: &["customers affected"],
+            rows: top
+                .iter()
+                .map(|r| {
+                    (
+                        format!(
+                            "{} — {} ({:.0} % vs {:.0} %)",
+                            text(&r[0]),
+                            text(&r[1]),
+                            100.0 * num(&r[2]),
+                            100.0 * num(&r[3])
+                        ),
+                        vec![num(&r[4])],
+                    )
+                })
+                .collect(),
+            unit: "",
+        }
+        .render(),
+    );
+    let examples = cells(
+        ws,
+        "SELECT gap_type, customer_id, subject, direction, reported_text, observed_text, evidence FROM (
+           SELECT *, row_number() OVER (PARTITION BY gap_type ORDER BY evidence DESC, customer_id) AS k FROM gaps) WHERE k <= 2
+         ORDER BY gap_type, k",
+    )?;
+    body.push_str("<table><tr><th>gap</th><th>customer</th><th>says</th><th>does</th><th>evidence</th></tr>");
+    for r in &examples {
+        let _ = write!(
+            body,
+            "<tr><td>{} ({})</td><td>{}</td><td>{}</td><td>{}</td><td class=\"num\">{:.3}</td></tr>",
+            escape(&text(&r[0])),
+            escape(&text(&r[3])),
+            escape(&text(&r[1])),
+            escape(&text(&r[4])),
+            escape(&text(&r[5])),
+            num(&r[6])
+        );
+    }
+    body.push_str("</table></section>");
+    Ok(())
 }
 
 fn outcome_rates(ws: &Workspace, body: &mut String) -> Result<()> {

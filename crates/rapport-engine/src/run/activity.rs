@@ -1,5 +1,5 @@
 //! Behaviour beyond the order summary, as of a date: event counts by type (all time and
-//! the last 30 days), order lines by channel, spend by product category, the latest
+//! the last 30 days), order lines by channel and by product category, feature use by subject, the latest
 //! numeric survey answers (satisfaction, NPS, will_repurchase) and the spread of the
 //! time between purchase days. Computed by one DataFusion query in long format
 //! (customer, name, value) over whichever of the tables exist, then pivoted into dense
@@ -54,6 +54,10 @@ fn sql(end: i64, tables: &BTreeSet<String>) -> Option<String> {
              WHERE occurred_at < to_timestamp_micros({end}) GROUP BY 1, 2"
         ));
         parts.push(format!(
+            "SELECT customer_id, 'feature:' || subject AS name, CAST(count(*) AS DOUBLE) AS value FROM events
+             WHERE occurred_at < to_timestamp_micros({end}) AND event_type = 'feature_use' AND subject IS NOT NULL GROUP BY 1, 2"
+        ));
+        parts.push(format!(
             "SELECT customer_id, 'events_30d:' || event_type AS name, CAST(count(*) AS DOUBLE) AS value FROM events
              WHERE occurred_at < to_timestamp_micros({end}) AND occurred_at >= to_timestamp_micros({recent}) GROUP BY 1, 2"
         ));
@@ -74,7 +78,7 @@ fn sql(end: i64, tables: &BTreeSet<String>) -> Option<String> {
     }
     if tables.contains("orders") && tables.contains("products") {
         parts.push(format!(
-            "SELECT o.customer_id, 'category:' || p.category AS name, CAST(sum(o.amount) AS DOUBLE) AS value
+            "SELECT o.customer_id, 'category:' || p.category AS name, CAST(count(*) AS DOUBLE) AS value
              FROM orders o JOIN products p ON o.product_id = p.product_id
              WHERE o.ordered_at < to_timestamp_micros({end}) AND o.status = 'completed' AND o.quantity > 0 AND p.category IS NOT NULL
              GROUP BY 1, 2"

@@ -46,6 +46,14 @@ pub struct ModelsConfig {
     pub k_min: usize,
     pub k_max: usize,
     pub seed: u64,
+    /// Least evidence (posterior probability, or 1 − q for knowledge gaps) to report a gap.
+    pub gap_evidence: f64,
+    /// Customers with a shorter history get no behaviour gap.
+    pub gap_min_tenure_days: u32,
+    /// Strength (in order lines) of the segment's category mix in a customer's smoothed mix.
+    pub category_prior_strength: f64,
+    /// False discovery rate of the knowledge-gap tests (Benjamini–Hochberg).
+    pub knowledge_fdr: f64,
 }
 
 impl Default for ModelsConfig {
@@ -60,6 +68,10 @@ impl Default for ModelsConfig {
             k_min: 2,
             k_max: 8,
             seed: 42,
+            gap_evidence: 0.95,
+            gap_min_tenure_days: 90,
+            category_prior_strength: 4.0,
+            knowledge_fdr: 0.05,
         }
     }
 }
@@ -83,6 +95,16 @@ impl ModelsConfig {
             return Err(EngineError::Usage(format!(
                 "[models]: k_min = {} and k_max = {} must satisfy 2 <= k_min <= k_max <= 50",
                 c.k_min, c.k_max
+            )));
+        }
+        if !(0.5..1.0).contains(&c.gap_evidence)
+            || !(0.0..0.5).contains(&c.knowledge_fdr)
+            || c.category_prior_strength.is_nan()
+            || c.category_prior_strength <= 0.0
+        {
+            return Err(EngineError::Usage(format!(
+                "[models]: gap_evidence = {} must be in [0.5, 1), knowledge_fdr = {} in (0, 0.5) and category_prior_strength = {} positive",
+                c.gap_evidence, c.knowledge_fdr, c.category_prior_strength
             )));
         }
         if c.horizons_days.is_empty() || c.horizons_days.contains(&0) || c.clv_horizon_days == 0 {

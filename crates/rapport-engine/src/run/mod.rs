@@ -6,6 +6,7 @@ pub mod activity;
 pub mod config;
 pub mod features;
 pub mod forecasts;
+pub mod gaps;
 pub mod outcomes;
 pub mod predict;
 pub mod segments;
@@ -311,6 +312,37 @@ pub fn run(ws: &Workspace, cfg: &ModelsConfig, as_of: Option<&str>) -> Result<Ru
     })?;
     models.insert("forecasts".into(), forecast_report);
 
+    // The information gap.
+    let channels: Vec<Option<String>> = (0..n)
+        .map(|i| {
+            activity
+                .with_prefix("channel:")
+                .filter(|(_, v)| v[i] > 0.0)
+                .max_by(|a, b| a.1[i].total_cmp(&b.1[i]).then(b.0.cmp(a.0)))
+                .map(|(c, _)| c.to_string())
+        })
+        .collect();
+    let member_of = segments::memberships(n, &rfm_of, clusters.as_ref(), &channels);
+    let answers = gaps::answers(ws, as_of_day, &features.customer_id)?;
+    let rfm_names: Vec<Option<&'static str>> = rfm_of.iter().map(|r| r.map(|r| r.segment)).collect();
+    let gap_out = gaps::analyse(&gaps::Inputs {
+        features: &features,
+        activity: &activity,
+        answers: &answers,
+        as_of_day,
+        buyers: &buyers,
+        histories: &histories,
+        bgnbd: bg.as_ref().map(|f| &f.params),
+        unit_days: unit,
+        p_alive: &p_alive,
+        churn: &churn_p,
+        segments: &member_of,
+        rfm: &rfm_names,
+        main_channel: &channels,
+        cfg,
+    });
+    models.insert("gaps".into(), gap_out.report.clone());
+
     // Tables.
     let customers = customers_batch(
         &features,
@@ -325,13 +357,19 @@ pub fn run(ws: &Workspace, cfg: &ModelsConfig, as_of: Option<&str>) -> Result<Ru
         &churn_p,
         &loyalty,
     )?;
-    let segments_batch = segments::segments_batch(&features, &buyers, &rfm_of, clusters.as_ref(), as_of_day)?;
+    let segments_batch = segments::segments_batch(&features, &buyers, &rfm_of, clusters.as_ref(), &channels, as_of_day)?;
     let mut txn = ws.begin("run")?;
     txn.replace("customers");
     txn.write_part("customers", customers.schema(), &[customers])?;
     txn.replace("segments");
     txn.write_part("segments", segments_batch.schema(), &[segments_batch])?;
-    let behaviour_batch = behaviour_batch(&features, behaviour.as_ref())?;
+    let behaviour_batch = behaviour_batch(&features, behaviour.as_ref(), &gap_out.reported_purchase)?;
+    let gaps_batch = gaps::gaps_batch(&features.customer_id, &gap_out.gaps)?;
+    txn.replace("gaps");
+    txn.write_part("gaps", gaps_batch.schema(), &[gaps_batch])?;
+    let knowledge_batch = gaps::knowledge_batch(&gap_out.knowledge)?;
+    txn.replace("knowledge_gaps");
+    txn.write_part("knowledge_gaps", knowledge_batch.schema(), &[knowledge_batch])?;
     txn.replace("behaviour");
     txn.write_part("behaviour", behaviour_batch.schema(), &[behaviour_batch])?;
     let forecasts_batch = forecasts::batch(&forecast_rows)?;
@@ -450,25 +488,28 @@ fn customers_batch(
     Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).map_err(datafusion::error::DataFusionError::from)?)
 }
 
-/// The `behaviour` table: one row per customer and class, `reported_p` empty until the
-/// gap analysis fills it.
-fn behaviour_batch(f: &Features, b: Option<&predict::Behaviour>) -> Result<RecordBatch> {
-    let (mut ids, mut class, mut p) = (Vec::new(), Vec::new(), Vec::new());
+/// The `behaviour` table: one row per customer and class; `reported_p` (and Δ =
+/// reported / predicted) where a survey answer maps to the class.
+fn behaviour_batch(f: &Features, b: Option<&predict::Behaviour>, reported_purchase: &[Option<f64>]) -> Result<RecordBatch> {
+    let (mut ids, mut class, mut p, mut reported) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     if let Some(b) = b {
         for (i, id) in f.customer_id.iter().enumerate() {
             for (k, c) in b.classes.iter().enumerate() {
                 ids.push(id.as_str());
                 class.push(*c);
                 p.push(b.p[i][k]);
+                // The stated purchase frequency implies a chance of buying in the window.
+                reported.push(if *c == "purchase" { reported_purchase[i] } else { None });
             }
         }
     }
-    let rows = ids.len();
+    let delta: Vec<Option<f64>> = reported.iter().zip(&p).map(|(r, p)| r.map(|r| r / p.max(1e-9))).collect();
     let schema = Schema::new(vec![
         Field::new("customer_id", DataType::Utf8, false),
         Field::new("behaviour", DataType::Utf8, false),
         Field::new("predicted_p", DataType::Float64, false),
         Field::new("reported_p", DataType::Float64, true),
+        Field::new("delta", DataType::Float64, true),
     ]);
     Ok(RecordBatch::try_new(
         Arc::new(schema),
@@ -476,7 +517,8 @@ fn behaviour_batch(f: &Features, b: Option<&predict::Behaviour>) -> Result<Recor
             Arc::new(StringArray::from(ids)),
             Arc::new(StringArray::from(class)),
             Arc::new(Float64Array::from(p)),
-            Arc::new(Float64Array::from(vec![None::<f64>; rows])),
+            Arc::new(Float64Array::from(reported)),
+            Arc::new(Float64Array::from(delta)),
         ],
     )
     .map_err(datafusion::error::DataFusionError::from)?)

@@ -105,7 +105,7 @@ mod tests {
         let r = rates("churned", rows);
         assert_eq!(r.len(), 2);
         let tiny = r.iter().find(|r| r.segment == "tiny").unwrap();
-        assert_eq!((tiny.customers, tiny.events), (10.0, 5.0));
+        assert_eq!((tiny.customers, tiny.events), (10.0, 6.0));
         assert!(tiny.rate < tiny.raw_rate && tiny.lower < tiny.rate && tiny.rate < tiny.upper);
         assert_eq!(batch(&r).unwrap().num_rows(), 2);
     }

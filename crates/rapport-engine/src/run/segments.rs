@@ -26,6 +26,36 @@ fn raw_features(f: &Features, i: usize, as_of_day: i64) -> [f64; 5] {
     [recency, f.orders[i], f.revenue[i], aov, tenure]
 }
 
+/// The segment of customers whose orders mostly go through `channel`.
+pub fn channel_segment(channel: &str) -> (String, String) {
+    (format!("channel-{channel}"), format!("{channel} customers"))
+}
+
+/// The id and name of each segment a customer belongs to (RFM, cluster, main channel).
+pub fn memberships(
+    n: usize,
+    rfm_of: &[Option<rfm::Rfm>],
+    clusters: Option<&Clusters>,
+    channels: &[Option<String>],
+) -> Vec<Vec<(String, String)>> {
+    (0..n)
+        .map(|i| {
+            let mut m = Vec::new();
+            if let Some(r) = rfm_of[i] {
+                let idx = rfm::SEGMENTS.iter().position(|s| *s == r.segment).unwrap_or(0);
+                m.push((format!("rfm-{idx:02}"), r.segment.to_string()));
+            }
+            if let Some(l) = clusters.and_then(|c| c.labels[i]) {
+                m.push((format!("cluster-{l:02}"), clusters.expect("labelled").names[l].clone()));
+            }
+            if let Some(ch) = &channels[i] {
+                m.push(channel_segment(ch));
+            }
+            m
+        })
+        .collect()
+}
+
 /// The clustering matrix of the buyers (row-major, `FEATURES.len()` columns): each
 /// feature log1p-transformed, then standardised.
 pub fn cluster_matrix(f: &Features, buyers: &[usize], as_of_day: i64) -> Vec<f64> {
@@ -115,27 +145,18 @@ pub fn segments_batch(
     buyers: &[usize],
     rfm_of: &[Option<rfm::Rfm>],
     clusters: Option<&Clusters>,
+    channels: &[Option<String>],
     as_of_day: i64,
 ) -> Result<RecordBatch> {
     let total_rev: f64 = buyers.iter().map(|&i| f.revenue[i].max(0.0)).sum::<f64>().max(f64::MIN_POSITIVE);
     let n = buyers.len().max(1) as f64;
-    // (kind, id, name) → members
+    // (kind, id, name) → members; the kind is the id's prefix.
     let mut groups: BTreeMap<(String, String, String), Vec<usize>> = BTreeMap::new();
+    let member_of = memberships(f.len(), rfm_of, clusters, channels);
     for &i in buyers {
-        if let Some(r) = rfm_of[i] {
-            let idx = rfm::SEGMENTS.iter().position(|s| *s == r.segment).unwrap_or(0);
-            groups
-                .entry(("rfm".into(), format!("rfm-{idx:02}"), r.segment.into()))
-                .or_default()
-                .push(i);
-        }
-        if let Some(c) = clusters {
-            if let Some(l) = c.labels[i] {
-                groups
-                    .entry(("cluster".into(), format!("cluster-{l:02}"), c.names[l].clone()))
-                    .or_default()
-                    .push(i);
-            }
+        for (id, name) in &member_of[i] {
+            let kind = id.split_once('-').map_or(id.as_str(), |(k, _)| k).to_string();
+            groups.entry((kind, id.clone(), name.clone())).or_default().push(i);
         }
     }
     let mut kind = Vec::new();

@@ -143,7 +143,6 @@ fn generated_company_gets_churn_loyalty_behaviour_rates_and_forecasts() {
         "0"
     );
     assert_eq!(scalar(&ws_dir, "SELECT count(*) FROM behaviour"), (4000 * classes).to_string());
-    assert_eq!(scalar(&ws_dir, "SELECT count(*) FROM behaviour WHERE reported_p IS NOT NULL"), "0");
     // Outcome rates: every segment's shrunk rate inside its interval.
     assert_eq!(
         scalar(
@@ -184,4 +183,23 @@ fn generated_company_gets_churn_loyalty_behaviour_rates_and_forecasts() {
     .unwrap();
     let orders: f64 = scalar(&ws_dir, "SELECT sum(orders) FROM customers").parse().unwrap();
     assert_eq!(total, orders);
+}
+
+#[test]
+fn online_retail_runs_and_says_which_gap_analyses_need_which_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws_dir = dir.path().join("ws");
+    ingest(&ws_dir, &repo_root().join("examples/online-retail")).unwrap();
+    let ws = Workspace::open(&ws_dir).unwrap();
+    let s = rapport_engine::run::run(&ws, &ModelsConfig::default(), None).unwrap();
+    let m = &s.models;
+    assert_eq!(s.customers, 4372);
+    assert_eq!(m["churn"]["fitted"], true, "{}", m["churn"]);
+    // No surveys, events or products: the gap analyses say what they need.
+    let missing = m["gaps"]["not_computed"].as_object().unwrap();
+    assert!(missing["frequency, category, satisfaction"].as_str().unwrap().contains("surveys"));
+    assert!(missing["category"].as_str().unwrap().contains("products"));
+    assert!(missing.contains_key("knowledge") && missing.contains_key("profile"));
+    assert_eq!(scalar(&ws_dir, "SELECT count(*) FROM gaps"), "0");
+    assert!(ws.reports_dir().join("report.html").is_file());
 }

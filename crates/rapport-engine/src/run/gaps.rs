@@ -1,0 +1,666 @@
+//! The information gap (issue: what customers say vs what they do, and what groups do
+//! not know), from the survey answers, the fitted BG/NBD posterior, the churn model, the
+//! category mix and the segments:
+//!
+//! - **frequency**: the stated `purchase_frequency` (a class is a range of rates) against
+//!   the BG/NBD posterior of the customer's purchase rate — a mixture of
+//!   Gamma(r + x, α + T) if alive and Gamma(r + x, α + t_x) if the customer dropped out
+//!   after the last purchase, weighted by P(alive); evidence = posterior probability that
+//!   the rate is on the far side of the stated range;
+//! - **category**: the stated `preferred_category` against the customer's order lines per
+//!   category, smoothed toward their RFM segment's mix (Dirichlet–multinomial);
+//! - **satisfaction**: stated satisfaction (else NPS, else will_repurchase) against the
+//!   BG/NBD posterior probability that the customer has left (1 − P(alive)): "says
+//!   satisfied, behaves like leaving" (`over`) and "says dissatisfied, behaves loyal"
+//!   (`under`);
+//! - **knowledge** (per segment, seed 004): awareness answers (`aware:<x>`), feature use
+//!   (`feature_use` subjects) and category adoption per segment against everyone else,
+//!   two-proportion tests with a Benjamini–Hochberg correction → `knowledge_gaps`, and a
+//!   `knowledge` row in `gaps` for each member of a significant gap not yet aware/using;
+//! - **profile**: the stated `preferred_channel` against the channel actually used most.
+//!
+//! Customers with too little history (tenure below `gap_min_tenure_days`) get no
+//! behaviour gap; a gap is reported only when its evidence reaches `gap_evidence`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int64Array, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::record_batch::RecordBatch;
+use serde_json::{json, Value};
+
+use rapport_model::bgnbd::BgNbd;
+use rapport_model::btyd::History;
+use rapport_model::gap::{self, benjamini_hochberg, two_proportion, Direction, RatePosterior, StatedRate};
+
+use super::activity::Activity;
+use super::config::ModelsConfig;
+use super::features::Features;
+use crate::session::{workspace_context, Personal};
+use crate::{block_on, Result};
+
+const MICROS_PER_DAY: i64 = 86_400_000_000;
+/// Order lines with a category a customer needs before their mix is compared with a statement.
+pub const MIN_CATEGORY_LINES: f64 = 5.0;
+/// The smallest shortfall (in rate points) a knowledge gap must show besides significance.
+const MIN_KNOWLEDGE_GAP: f64 = 0.10;
+
+/// One row of the `gaps` table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GapRow {
+    pub customer: usize,
+    pub gap_type: &'static str,
+    pub subject: String,
+    pub reported: Option<f64>,
+    pub observed: Option<f64>,
+    pub reported_text: String,
+    pub observed_text: String,
+    pub delta: Option<f64>,
+    pub evidence: f64,
+    pub direction: &'static str,
+    pub action: String,
+}
+
+/// One row of the `knowledge_gaps` table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KnowledgeRow {
+    pub segment_id: String,
+    pub segment: String,
+    pub subject: String,
+    pub members: usize,
+    pub segment_rate: f64,
+    pub reference_rate: f64,
+    pub gap: f64,
+    pub p_value: f64,
+    pub q_value: f64,
+    pub customers_affected: usize,
+    pub rank: usize,
+}
+
+/// Survey answers of one customer: the latest answer per question, and every
+/// preferred category named.
+#[derive(Debug, Default, Clone)]
+pub struct Answers {
+    pub latest: BTreeMap<String, (i64, String)>,
+    pub categories: BTreeSet<String>,
+}
+
+/// Reads every answer given before the end of `as_of_day`, per customer row.
+pub fn answers(ws: &rapport_store::Workspace, as_of_day: i64, ids: &[String]) -> Result<Vec<Answers>> {
+    let mut out = vec![Answers::default(); ids.len()];
+    if !ws.tables()?.contains_key("surveys") {
+        return Ok(out);
+    }
+    let index: HashMap<&str, usize> = ids.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
+    let end = (as_of_day + 1) * MICROS_PER_DAY;
+    let batches = block_on(async {
+        let ctx = workspace_context(ws, &Personal::Stored).await?;
+        Ok::<_, crate::EngineError>(
+            ctx.sql(&format!(
+                "SELECT customer_id, question, answer, CAST(answered_at AS BIGINT) AS at FROM surveys
+                 WHERE answered_at < to_timestamp_micros({end})"
+            ))
+            .await?
+            .collect()
+            .await?,
+        )
+    })?;
+    for b in &batches {
+        let col =
+            |i: usize, t: &DataType| datafusion::arrow::compute::cast(b.column(i), t).map_err(datafusion::error::DataFusionError::from);
+        let (c, q, a, t) = (
+            col(0, &DataType::Utf8)?,
+            col(1, &DataType::Utf8)?,
+            col(2, &DataType::Utf8)?,
+            col(3, &DataType::Int64)?,
+        );
+        let (c, q, a, t) = (
+            c.as_string::<i32>(),
+            q.as_string::<i32>(),
+            a.as_string::<i32>(),
+            t.as_primitive::<datafusion::arrow::datatypes::Int64Type>(),
+        );
+        for r in 0..b.num_rows() {
+            if c.is_null(r) || q.is_null(r) || a.is_null(r) {
+                continue;
+            }
+            let Some(&i) = index.get(c.value(r)) else { continue };
+            let (question, answer, at) = (q.value(r).trim().to_string(), a.value(r).trim().to_string(), t.value(r));
+            if question == "preferred_category" {
+                out[i].categories.insert(answer.clone());
+            }
+            let e = out[i].latest.entry(question).or_insert((i64::MIN, String::new()));
+            // Latest wins; the same time keeps the larger text, so the choice is stable.
+            if (at, &answer) > (e.0, &e.1) {
+                *e = (at, answer);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// What the gap analysis works from.
+pub struct Inputs<'a> {
+    pub features: &'a Features,
+    pub activity: &'a Activity,
+    pub answers: &'a [Answers],
+    pub as_of_day: i64,
+    pub buyers: &'a [usize],
+    pub histories: &'a [History],
+    pub bgnbd: Option<&'a BgNbd>,
+    pub unit_days: f64,
+    pub p_alive: &'a [Option<f64>],
+    pub churn: &'a [Option<f64>],
+    /// Segments of each customer: (segment_id, name) per kind.
+    pub segments: &'a [Vec<(String, String)>],
+    /// The RFM segment of each customer (the category prior is pooled within it).
+    pub rfm: &'a [Option<&'static str>],
+    pub main_channel: &'a [Option<String>],
+    pub cfg: &'a ModelsConfig,
+}
+
+pub struct Outputs {
+    pub gaps: Vec<GapRow>,
+    pub knowledge: Vec<KnowledgeRow>,
+    /// Per customer, the purchase probability their stated frequency implies for the
+    /// next churn window (the `reported_p` of the behaviour class `purchase`).
+    pub reported_purchase: Vec<Option<f64>>,
+    pub report: Value,
+}
+
+fn yes_no(a: &str) -> Option<bool> {
+    match a.trim().to_ascii_lowercase().as_str() {
+        "yes" | "y" | "true" | "1" => Some(true),
+        "no" | "n" | "false" | "0" => Some(false),
+        _ => None,
+    }
+}
+
+fn round(v: f64, d: i32) -> f64 {
+    let s = 10f64.powi(d);
+    (v * s).round() / s
+}
+
+pub fn analyse(inp: &Inputs<'_>) -> Outputs {
+    let n = inp.features.len();
+    let cfg = inp.cfg;
+    let mut gaps = Vec::new();
+    let mut reported_purchase = vec![None; n];
+    let mut skipped = serde_json::Map::new();
+    let surveyed = inp.answers.iter().filter(|a| !a.latest.is_empty()).count();
+    let enough = |i: usize| inp.features.first_day[i].is_some_and(|d| (inp.as_of_day - d) as f64 >= f64::from(cfg.gap_min_tenure_days));
+    let per_year = 365.0 / inp.unit_days;
+    if surveyed == 0 {
+        skipped.insert(
+            "frequency, category, satisfaction".into(),
+            json!("need a surveys table with purchase_frequency, preferred_category and satisfaction / nps / will_repurchase answers"),
+        );
+    }
+
+    // Frequency.
+    let history_of: HashMap<usize, usize> = inp.buyers.iter().enumerate().map(|(k, &i)| (i, k)).collect();
+    match inp.bgnbd {
+        None => {
+            skipped.insert(
+                "frequency".into(),
+                json!("needs a fitted BG/NBD model (orders with repeat purchases)"),
+            );
+        }
+        Some(bg) => {
+            for (i, reported) in reported_purchase.iter_mut().enumerate() {
+                let Some((_, answer)) = inp.answers[i].latest.get("purchase_frequency") else {
+                    continue;
+                };
+                let Some(stated) = StatedRate::parse(answer) else { continue };
+                let w = f64::from(cfg.churn_window_days) / 365.0;
+                *reported = Some(1.0 - (-stated.value * w).exp());
+                let Some(&k) = history_of.get(&i) else { continue };
+                if !enough(i) {
+                    continue;
+                }
+                let h = inp.histories[k];
+                // One purchase says nothing about a rhythm: a repeat purchase is needed.
+                if h.x < 1.0 {
+                    continue;
+                }
+                let alive = inp.p_alive[i].unwrap_or(1.0);
+                let shape = bg.r + h.x;
+                let mut components = vec![(alive, shape, (bg.alpha + h.t) / per_year)];
+                if h.x > 0.0 && alive < 1.0 {
+                    components.push((1.0 - alive, shape, (bg.alpha + h.t_x) / per_year));
+                }
+                let a = gap::frequency(stated, &RatePosterior { components });
+                if let Some(dir) = a.direction.filter(|_| a.evidence >= cfg.gap_evidence) {
+                    gaps.push(GapRow {
+                        customer: i,
+                        gap_type: "frequency",
+                        subject: "purchase_frequency".into(),
+                        reported: Some(a.reported),
+                        observed: Some(round(a.observed, 3)),
+                        reported_text: format!("{answer} (≈{} orders/year)", a.reported),
+                        observed_text: format!("{:.1} orders/year", a.observed),
+                        delta: Some(a.delta),
+                        evidence: a.evidence,
+                        direction: dir.name(),
+                        action: match dir {
+                            Direction::Over => "re-engage: a reminder or offer timed to the rhythm the customer states".into(),
+                            Direction::Under => {
+                                "recognise a more loyal customer than they think: loyalty programme or subscription offer".into()
+                            }
+                        },
+                    });
+                }
+            }
+        }
+    }
+
+    // Category: the customer's order lines per category, pooled toward their RFM segment.
+    let cats: Vec<(&str, &[f64])> = inp.activity.with_prefix("category:").collect();
+    if cats.is_empty() {
+        skipped.insert(
+            "category".into(),
+            json!("needs a products table with category and orders with product_id"),
+        );
+    } else if surveyed > 0 {
+        let mut seg_counts: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+        for &i in inp.buyers {
+            let e = seg_counts.entry(inp.rfm[i].unwrap_or("")).or_insert_with(|| vec![0.0; cats.len()]);
+            for (j, (_, v)) in cats.iter().enumerate() {
+                e[j] += v[i];
+            }
+        }
+        let prior_of = |i: usize| -> Vec<f64> {
+            let c = &seg_counts[inp.rfm[i].unwrap_or("")];
+            let total: f64 = c.iter().sum::<f64>() + cats.len() as f64;
+            c.iter().map(|v| (v + 1.0) / total).collect()
+        };
+        for &i in inp.buyers {
+            if inp.answers[i].categories.is_empty() || !enough(i) {
+                continue;
+            }
+            let counts: Vec<f64> = cats.iter().map(|(_, v)| v[i]).collect();
+            if counts.iter().sum::<f64>() < MIN_CATEGORY_LINES {
+                continue;
+            }
+            let prior = prior_of(i);
+            for stated in &inp.answers[i].categories {
+                let Some(c) = cats.iter().position(|(name, _)| name.eq_ignore_ascii_case(stated)) else {
+                    continue;
+                };
+                let a = gap::category(c, &counts, &prior, cfg.category_prior_strength);
+                if a.direction.is_some() && a.evidence >= cfg.gap_evidence {
+                    let top = (0..cats.len())
+                        .filter(|&j| j != c)
+                        .max_by(|&x, &y| counts[x].total_cmp(&counts[y]).then(y.cmp(&x)))
+                        .unwrap_or(c);
+                    gaps.push(GapRow {
+                        customer: i,
+                        gap_type: "category",
+                        subject: stated.clone(),
+                        reported: Some(round(a.reported, 4)),
+                        observed: Some(round(a.observed, 4)),
+                        reported_text: format!("prefers {stated}"),
+                        observed_text: format!(
+                            "{} of {} order lines in {stated}; most in {} ({})",
+                            counts[c],
+                            counts.iter().sum::<f64>(),
+                            cats[top].0,
+                            counts[top]
+                        ),
+                        delta: Some(a.delta),
+                        evidence: a.evidence,
+                        direction: "over",
+                        action: format!("offer {stated}: the stated interest has not turned into purchases"),
+                    });
+                }
+            }
+        }
+    }
+
+    // Satisfaction.
+    let churn_fitted = inp.churn.iter().any(Option::is_some);
+    if surveyed > 0 {
+        for &i in inp.buyers {
+            let a = &inp.answers[i].latest;
+            // Stated satisfaction on 0–1: satisfaction 1–5, else NPS 0–10, else will_repurchase.
+            let stated = a
+                .get("satisfaction")
+                .and_then(|(_, v)| v.parse::<f64>().ok())
+                .map(|s| ((s - 1.0) / 4.0, format!("satisfaction {s}")))
+                .or_else(|| {
+                    a.get("nps")
+                        .and_then(|(_, v)| v.parse::<f64>().ok())
+                        .map(|s| (s / 10.0, format!("NPS {s}")))
+                })
+                .or_else(|| {
+                    a.get("will_repurchase")
+                        .and_then(|(_, v)| yes_no(v))
+                        .map(|b| (f64::from(u8::from(b)), format!("will repurchase: {}", if b { "yes" } else { "no" })))
+                });
+            let Some((stated, text)) = stated.filter(|(s, _)| s.is_finite()) else {
+                continue;
+            };
+            if !enough(i) {
+                continue;
+            }
+            // Evidence: the BG/NBD posterior probability that the customer has left
+            // (which needs a repeat purchase to be informative).
+            let Some(&k) = history_of.get(&i) else { continue };
+            if inp.histories[k].x < 1.0 {
+                continue;
+            }
+            let Some(leaving) = inp.p_alive[i].map(|p| 1.0 - p) else { continue };
+            let churn_text = if churn_fitted {
+                inp.churn[i]
+                    .map(|c| format!(", churn model {:.0} %", 100.0 * c))
+                    .unwrap_or_default()
+            } else {
+                String::new()
+            };
+            let complaints = inp.activity.column("events:complaint").map_or(0.0, |c| c[i]);
+            let (dir, evidence) = if stated >= 0.75 {
+                (Direction::Over, leaving)
+            } else if stated <= 0.25 {
+                (Direction::Under, 1.0 - leaving)
+            } else {
+                continue;
+            };
+            if evidence < cfg.gap_evidence {
+                continue;
+            }
+            let predicted = 1.0 - leaving;
+            gaps.push(GapRow {
+                customer: i,
+                gap_type: "satisfaction",
+                subject: "retention".into(),
+                reported: Some(round(stated, 4)),
+                observed: Some(round(predicted, 4)),
+                reported_text: text,
+                observed_text: format!(
+                    "{:.0} % likely to have {} ({} complaints{churn_text})",
+                    100.0 * leaving.max(1.0 - leaving),
+                    if leaving >= 0.5 { "left" } else { "stayed" },
+                    complaints
+                ),
+                delta: Some(stated.max(0.01) / predicted.max(0.01)),
+                evidence,
+                direction: dir.name(),
+                action: match dir {
+                    Direction::Over => "care call: says satisfied but behaves like leaving".into(),
+                    Direction::Under => "service recovery: says dissatisfied yet keeps buying — ask what to fix".into(),
+                },
+            });
+        }
+    }
+
+    // Knowledge gaps per segment.
+    let (knowledge, knowledge_report) = knowledge_gaps(inp, &mut gaps);
+    if knowledge_report.is_empty() {
+        skipped.insert(
+            "knowledge".into(),
+            json!("needs aware:<subject> survey answers, feature_use events with a subject, or product categories"),
+        );
+    }
+
+    // Profile: the stated channel against the one used most.
+    let mut profile = 0;
+    for i in 0..n {
+        let Some((_, stated)) = inp.answers[i].latest.get("preferred_channel") else {
+            continue;
+        };
+        let Some(used) = inp.main_channel[i].as_deref() else { continue };
+        let lines: f64 = inp.activity.with_prefix("channel:").map(|(_, v)| v[i]).sum();
+        if lines < 3.0 || used.eq_ignore_ascii_case(stated) {
+            continue;
+        }
+        let share = inp.activity.column(&format!("channel:{used}")).map_or(0.0, |c| c[i]) / lines;
+        let stated_share = inp.activity.column(&format!("channel:{stated}")).map_or(0.0, |c| c[i]) / lines;
+        if share < 0.5 {
+            continue;
+        }
+        profile += 1;
+        gaps.push(GapRow {
+            customer: i,
+            gap_type: "profile",
+            subject: "preferred_channel".into(),
+            reported: Some(round(stated_share, 4)),
+            observed: Some(round(share, 4)),
+            reported_text: format!("prefers {stated}"),
+            observed_text: format!("{:.0} % of order lines via {used}", 100.0 * share),
+            delta: Some(stated_share.max(0.01) / share),
+            // The share of order lines through the channel used most.
+            evidence: share,
+            direction: "over",
+            action: format!("contact via {used}, the channel the customer actually uses; update the profile"),
+        });
+    }
+    if !inp.answers.iter().any(|a| a.latest.contains_key("preferred_channel")) {
+        skipped.insert(
+            "profile".into(),
+            json!("needs preferred_channel survey answers and orders with a channel"),
+        );
+    }
+
+    gaps.sort_by(|a, b| (a.customer, a.gap_type, &a.subject).cmp(&(b.customer, b.gap_type, &b.subject)));
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for g in &gaps {
+        *counts.entry(format!("{}:{}", g.gap_type, g.direction)).or_default() += 1;
+    }
+    let report = json!({
+        "surveyed_customers": surveyed,
+        "evidence_threshold": cfg.gap_evidence,
+        "min_tenure_days": cfg.gap_min_tenure_days,
+        "gaps": counts,
+        "profile_gaps": profile,
+        "knowledge_gaps": knowledge_report,
+        "not_computed": skipped,
+    });
+    Outputs {
+        gaps,
+        knowledge,
+        reported_purchase,
+        report,
+    }
+}
+
+/// A shortfall that is both significant after the correction and large enough to act on.
+fn significant(r: &KnowledgeRow, cfg: &ModelsConfig) -> bool {
+    r.q_value < cfg.knowledge_fdr && r.gap <= -MIN_KNOWLEDGE_GAP
+}
+
+fn knowledge_gaps(inp: &Inputs<'_>, gaps: &mut Vec<GapRow>) -> (Vec<KnowledgeRow>, Vec<Value>) {
+    let n = inp.features.len();
+    // Subject → per customer: Some(true) aware/using, Some(false) not, None unknown.
+    let mut subjects: BTreeMap<String, Vec<Option<bool>>> = BTreeMap::new();
+    for (i, a) in inp.answers.iter().enumerate() {
+        for (q, (_, v)) in &a.latest {
+            if let (Some(s), Some(b)) = (q.strip_prefix("aware:"), yes_no(v)) {
+                subjects.entry(format!("aware:{s}")).or_insert_with(|| vec![None; n])[i] = Some(b);
+            }
+        }
+    }
+    for (s, v) in inp.activity.with_prefix("feature:") {
+        subjects.insert(format!("feature:{s}"), v.iter().map(|x| Some(*x > 0.0)).collect());
+    }
+    let is_buyer: Vec<bool> = (0..n).map(|i| inp.features.purchase_days[i] > 0.0).collect();
+    for (s, v) in inp.activity.with_prefix("category:") {
+        subjects.insert(format!("category:{s}"), (0..n).map(|i| is_buyer[i].then_some(v[i] > 0.0)).collect());
+    }
+    // Segments → members.
+    let mut members: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
+    for (i, segs) in inp.segments.iter().enumerate() {
+        for (id, name) in segs {
+            members.entry((id.clone(), name.clone())).or_default().push(i);
+        }
+    }
+    let mut rows = Vec::new();
+    for (subject, known) in &subjects {
+        let (all_yes, all_n) = known
+            .iter()
+            .flatten()
+            .fold((0.0, 0.0), |(y, t), b| (y + f64::from(u8::from(*b)), t + 1.0));
+        for ((id, name), m) in &members {
+            let (yes, tot) = m
+                .iter()
+                .filter_map(|&i| known[i])
+                .fold((0.0, 0.0), |(y, t), b| (y + f64::from(u8::from(b)), t + 1.0));
+            if tot < 20.0 || all_n - tot < 20.0 {
+                continue;
+            }
+            let (gap, p) = two_proportion(yes, tot, all_yes - yes, all_n - tot);
+            rows.push(KnowledgeRow {
+                segment_id: id.clone(),
+                segment: name.clone(),
+                subject: subject.clone(),
+                members: m.len(),
+                segment_rate: yes / tot,
+                reference_rate: (all_yes - yes) / (all_n - tot),
+                gap,
+                p_value: p,
+                q_value: 1.0,
+                customers_affected: m.iter().filter(|&&i| known[i] == Some(false)).count(),
+                rank: 0,
+            });
+        }
+    }
+    let q = benjamini_hochberg(&rows.iter().map(|r| r.p_value).collect::<Vec<_>>());
+    for (r, q) in rows.iter_mut().zip(q) {
+        r.q_value = q;
+    }
+    // Within each segment, the significant shortfalls first, largest first.
+    rows.sort_by(|a, b| {
+        a.segment_id
+            .cmp(&b.segment_id)
+            .then(significant(b, inp.cfg).cmp(&significant(a, inp.cfg)))
+            .then(a.gap.total_cmp(&b.gap))
+            .then(a.subject.cmp(&b.subject))
+    });
+    let mut last = String::new();
+    let mut rank = 0;
+    for r in rows.iter_mut() {
+        if r.segment_id != last {
+            last = r.segment_id.clone();
+            rank = 0;
+        }
+        rank += 1;
+        r.rank = rank;
+    }
+    let significant: Vec<&KnowledgeRow> = rows.iter().filter(|r| significant(r, inp.cfg)).collect();
+    // One knowledge row per customer and subject, from the strongest significant gap.
+    let mut seen: BTreeSet<(usize, String)> = BTreeSet::new();
+    let mut by_strength = significant.clone();
+    by_strength.sort_by(|a, b| a.gap.total_cmp(&b.gap).then(a.segment_id.cmp(&b.segment_id)));
+    // Buying fewer categories follows from buying less; only awareness and feature use
+    // make a customer-level knowledge gap.
+    for r in by_strength.iter().filter(|r| !r.subject.starts_with("category:")) {
+        let known = &subjects[&r.subject];
+        for &i in &members[&(r.segment_id.clone(), r.segment.clone())] {
+            if known[i] == Some(false) && seen.insert((i, r.subject.clone())) {
+                let what = r.subject.split_once(':').map_or(r.subject.as_str(), |(_, s)| s);
+                gaps.push(GapRow {
+                    customer: i,
+                    gap_type: "knowledge",
+                    subject: r.subject.clone(),
+                    reported: Some(0.0),
+                    observed: Some(round(r.reference_rate, 4)),
+                    reported_text: format!("not aware of / not using {what}"),
+                    observed_text: format!(
+                        "{:.0} % of {} vs {:.0} % of other customers",
+                        100.0 * r.segment_rate,
+                        r.segment,
+                        100.0 * r.reference_rate
+                    ),
+                    delta: Some(r.segment_rate / r.reference_rate.max(1e-9)),
+                    evidence: 1.0 - r.q_value,
+                    direction: "under",
+                    action: format!("product education: show what {what} is and how to use it"),
+                });
+            }
+        }
+    }
+    let report: Vec<Value> = significant
+        .iter()
+        .filter(|r| r.rank <= 3)
+        .map(|r| {
+            json!({"segment_id": r.segment_id, "segment": r.segment, "subject": r.subject, "rank": r.rank,
+                   "segment_rate": round(r.segment_rate, 4), "reference_rate": round(r.reference_rate, 4),
+                   "q_value": r.q_value, "customers_affected": r.customers_affected})
+        })
+        .collect();
+    (rows, report)
+}
+
+pub fn gaps_batch(ids: &[String], rows: &[GapRow]) -> Result<RecordBatch> {
+    let s = |f: &dyn Fn(&GapRow) -> String| Arc::new(StringArray::from(rows.iter().map(f).collect::<Vec<_>>())) as ArrayRef;
+    let x = |f: &dyn Fn(&GapRow) -> Option<f64>| Arc::new(Float64Array::from(rows.iter().map(f).collect::<Vec<_>>())) as ArrayRef;
+    let schema = Schema::new(vec![
+        Field::new("customer_id", DataType::Utf8, false),
+        Field::new("gap_type", DataType::Utf8, false),
+        Field::new("subject", DataType::Utf8, false),
+        Field::new("reported", DataType::Float64, true),
+        Field::new("observed", DataType::Float64, true),
+        Field::new("delta", DataType::Float64, true),
+        Field::new("log_delta", DataType::Float64, true),
+        Field::new("evidence", DataType::Float64, false),
+        Field::new("direction", DataType::Utf8, false),
+        Field::new("action", DataType::Utf8, false),
+        Field::new("reported_text", DataType::Utf8, false),
+        Field::new("observed_text", DataType::Utf8, false),
+    ]);
+    Ok(RecordBatch::try_new(
+        Arc::new(schema),
+        vec![
+            s(&|r| ids[r.customer].clone()),
+            s(&|r| r.gap_type.to_string()),
+            s(&|r| r.subject.clone()),
+            x(&|r| r.reported),
+            x(&|r| r.observed),
+            x(&|r| r.delta),
+            x(&|r| r.delta.filter(|d| *d > 0.0).map(f64::ln)),
+            x(&|r| Some(r.evidence)),
+            s(&|r| r.direction.to_string()),
+            s(&|r| r.action.clone()),
+            s(&|r| r.reported_text.clone()),
+            s(&|r| r.observed_text.clone()),
+        ],
+    )
+    .map_err(datafusion::error::DataFusionError::from)?)
+}
+
+pub fn knowledge_batch(rows: &[KnowledgeRow]) -> Result<RecordBatch> {
+    let s = |f: &dyn Fn(&KnowledgeRow) -> String| Arc::new(StringArray::from(rows.iter().map(f).collect::<Vec<_>>())) as ArrayRef;
+    let x = |f: &dyn Fn(&KnowledgeRow) -> f64| Arc::new(Float64Array::from(rows.iter().map(f).collect::<Vec<_>>())) as ArrayRef;
+    let k =
+        |f: &dyn Fn(&KnowledgeRow) -> usize| Arc::new(Int64Array::from(rows.iter().map(|r| f(r) as i64).collect::<Vec<_>>())) as ArrayRef;
+    let schema = Schema::new(vec![
+        Field::new("segment_id", DataType::Utf8, false),
+        Field::new("segment", DataType::Utf8, false),
+        Field::new("subject", DataType::Utf8, false),
+        Field::new("members", DataType::Int64, false),
+        Field::new("segment_rate", DataType::Float64, false),
+        Field::new("reference_rate", DataType::Float64, false),
+        Field::new("gap", DataType::Float64, false),
+        Field::new("p_value", DataType::Float64, false),
+        Field::new("q_value", DataType::Float64, false),
+        Field::new("customers_affected", DataType::Int64, false),
+        Field::new("rank", DataType::Int64, false),
+    ]);
+    Ok(RecordBatch::try_new(
+        Arc::new(schema),
+        vec![
+            s(&|r| r.segment_id.clone()),
+            s(&|r| r.segment.clone()),
+            s(&|r| r.subject.clone()),
+            k(&|r| r.members),
+            x(&|r| r.segment_rate),
+            x(&|r| r.reference_rate),
+            x(&|r| r.gap),
+            x(&|r| r.p_value),
+            x(&|r| r.q_value),
+            k(&|r| r.customers_affected),
+            k(&|r| r.rank),
+        ],
+    )
+    .map_err(datafusion::error::DataFusionError::from)?)
+}

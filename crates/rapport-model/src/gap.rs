@@ -1,0 +1,285 @@
+//! The statistics of the information gap (seed 000: Δ(y) = P_reported(y) / p(y|x); seed
+//! 004: knowledge gaps between groups). Each function compares what a customer or a
+//! group states with what the behaviour model says, and returns the ratio Δ together
+//! with the evidence for a gap — a posterior probability or a p-value — so that a gap is
+//! only reported where the data supports it.
+
+use crate::special::{beta_inc, ln_gamma, normal_cdf};
+
+/// Which way a statement misses the behaviour: `Over` = says more than does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Over,
+    Under,
+}
+
+impl Direction {
+    pub fn name(self) -> &'static str {
+        match self {
+            Direction::Over => "over",
+            Direction::Under => "under",
+        }
+    }
+}
+
+/// A stated value against the model's prediction.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Assessment {
+    pub reported: f64,
+    pub observed: f64,
+    /// reported / observed.
+    pub delta: f64,
+    /// The posterior probability that the truth lies on the observed side of the
+    /// statement (0 when the prediction agrees with it).
+    pub evidence: f64,
+    /// `None` when the prediction falls inside what the statement allows.
+    pub direction: Option<Direction>,
+}
+
+/// Regularised lower incomplete gamma P(a, x) (series below a + 1, continued fraction above).
+pub fn gamma_p(a: f64, x: f64) -> f64 {
+    if x <= 0.0 {
+        return 0.0;
+    }
+    let front = (-x + a * x.ln() - ln_gamma(a)).exp();
+    if x < a + 1.0 {
+        let (mut term, mut sum, mut n) = (1.0 / a, 1.0 / a, a);
+        for _ in 0..10_000 {
+            n += 1.0;
+            term *= x / n;
+            sum += term;
+            if term.abs() < sum.abs() * 1e-15 {
+                break;
+            }
+        }
+        (sum * front).clamp(0.0, 1.0)
+    } else {
+        // Lentz's continued fraction for Q(a, x).
+        const TINY: f64 = 1e-300;
+        let mut b = x + 1.0 - a;
+        let mut c = 1.0 / TINY;
+        let mut d = 1.0 / b;
+        let mut h = d;
+        for i in 1..10_000 {
+            let an = -f64::from(i) * (f64::from(i) - a);
+            b += 2.0;
+            d = an * d + b;
+            if d.abs() < TINY {
+                d = TINY;
+            }
+            c = b + an / c;
+            if c.abs() < TINY {
+                c = TINY;
+            }
+            d = 1.0 / d;
+            let del = d * c;
+            h *= del;
+            if (del - 1.0).abs() < 1e-15 {
+                break;
+            }
+        }
+        (1.0 - front * h).clamp(0.0, 1.0)
+    }
+}
+
+/// A purchase-rate posterior: a mixture of Gamma(shape, rate) components (weights sum
+/// to one), in purchases per year.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RatePosterior {
+    pub components: Vec<(f64, f64, f64)>,
+}
+
+impl RatePosterior {
+    pub fn mean(&self) -> f64 {
+        self.components.iter().map(|(w, k, r)| w * k / r).sum()
+    }
+
+    pub fn cdf(&self, x: f64) -> f64 {
+        self.components.iter().map(|(w, k, r)| w * gamma_p(*k, r * x)).sum()
+    }
+}
+
+/// A stated purchase rate as an interval of rates per year (a frequency class covers a
+/// range) and the representative value used for Δ.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StatedRate {
+    pub low: f64,
+    pub high: f64,
+    pub value: f64,
+}
+
+impl StatedRate {
+    /// Reads `weekly`, `monthly`, `quarterly`, `yearly`, `rarely` or a number of
+    /// purchases per year (± 25 %).
+    pub fn parse(answer: &str) -> Option<Self> {
+        let a = answer.trim().to_ascii_lowercase();
+        let (low, high, value) = match a.as_str() {
+            "weekly" => (40.0, f64::INFINITY, 52.0),
+            "monthly" => (9.0, 40.0, 12.0),
+            "quarterly" => (3.0, 9.0, 4.0),
+            "yearly" | "annually" => (0.8, 3.0, 1.0),
+            "rarely" | "never" => (0.0, 0.8, 0.4),
+            _ => {
+                let v: f64 = a.parse().ok().filter(|v: &f64| v.is_finite() && *v >= 0.0)?;
+                (v * 0.8, v * 1.25, v)
+            }
+        };
+        Some(StatedRate { low, high, value })
+    }
+}
+
+/// Frequency gap: the stated rate against the posterior of the customer's rate.
+pub fn frequency(stated: StatedRate, posterior: &RatePosterior) -> Assessment {
+    let observed = posterior.mean();
+    let delta = stated.value / observed.max(1e-9);
+    let (direction, evidence) = if observed < stated.low {
+        (Some(Direction::Over), posterior.cdf(stated.low))
+    } else if observed >= stated.high {
+        (Some(Direction::Under), 1.0 - posterior.cdf(stated.high))
+    } else {
+        (None, 0.0)
+    };
+    Assessment {
+        reported: stated.value,
+        observed,
+        delta,
+        evidence,
+        direction,
+    }
+}
+
+/// Category gap: the customer names `c` as preferred; `counts[j]` are their order lines
+/// per category and `prior[j]` their segment's shares (summing to one), with strength
+/// `kappa` (the Dirichlet–multinomial smoothing). The reported share is the share a
+/// preferred category would have (the largest smoothed share), the observed one is c's
+/// smoothed share; the evidence is P(θ_c < θ_top) for the strongest other category,
+/// from the Beta marginal of θ_c / (θ_c + θ_top).
+pub fn category(c: usize, counts: &[f64], prior: &[f64], kappa: f64) -> Assessment {
+    let total: f64 = counts.iter().sum();
+    let post: Vec<f64> = counts.iter().zip(prior).map(|(n, p)| n + kappa * p).collect();
+    let share = |j: usize| post[j] / (total + kappa);
+    let top = (0..post.len())
+        .filter(|&j| j != c)
+        .max_by(|&a, &b| post[a].total_cmp(&post[b]).then(b.cmp(&a)));
+    let observed = share(c);
+    let Some(top) = top else {
+        return Assessment {
+            reported: observed,
+            observed,
+            delta: 1.0,
+            evidence: 0.0,
+            direction: None,
+        };
+    };
+    let reported = share(top).max(observed);
+    let evidence = beta_inc(post[c].max(1e-9), post[top].max(1e-9), 0.5);
+    Assessment {
+        reported,
+        observed,
+        delta: reported / observed.max(1e-12),
+        evidence,
+        direction: (post[top] > post[c]).then_some(Direction::Over),
+    }
+}
+
+/// Two-proportion z-test of x1/n1 against x2/n2: the difference and its two-sided p-value.
+pub fn two_proportion(x1: f64, n1: f64, x2: f64, n2: f64) -> (f64, f64) {
+    if n1 <= 0.0 || n2 <= 0.0 {
+        return (0.0, 1.0);
+    }
+    let (p1, p2) = (x1 / n1, x2 / n2);
+    let pooled = (x1 + x2) / (n1 + n2);
+    let se = (pooled * (1.0 - pooled) * (1.0 / n1 + 1.0 / n2)).sqrt();
+    if se <= 0.0 {
+        return (p1 - p2, if p1 == p2 { 1.0 } else { 0.0 });
+    }
+    let z = (p1 - p2) / se;
+    (p1 - p2, (2.0 * (1.0 - normal_cdf(z.abs()))).clamp(0.0, 1.0))
+}
+
+/// Benjamini–Hochberg adjusted p-values (q-values), in the input order.
+pub fn benjamini_hochberg(p: &[f64]) -> Vec<f64> {
+    let m = p.len();
+    let mut idx: Vec<usize> = (0..m).collect();
+    idx.sort_by(|&a, &b| p[a].total_cmp(&p[b]).then(a.cmp(&b)));
+    let mut q = vec![1.0; m];
+    let mut running = 1.0f64;
+    for (rank, &i) in idx.iter().enumerate().rev() {
+        running = running.min(p[i] * m as f64 / (rank + 1) as f64);
+        q[i] = running.min(1.0);
+    }
+    q
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn incomplete_gamma_known_values() {
+        // P(1, x) = 1 − e^−x; P(3, 2) = 0.323323583816936 (scipy.special.gammainc).
+        assert!((gamma_p(1.0, 0.7) - (1.0 - (-0.7f64).exp())).abs() < 1e-14);
+        assert!((gamma_p(3.0, 2.0) - 0.323_323_583_816_936).abs() < 1e-12);
+        assert!((gamma_p(3.0, 20.0) - 1.0).abs() < 1e-6);
+    }
+
+    fn posterior(x: f64, t_years: f64) -> RatePosterior {
+        // A weak Gamma(1, 1) prior updated with x purchases in t years.
+        RatePosterior {
+            components: vec![(1.0, 1.0 + x, 1.0 + t_years)],
+        }
+    }
+
+    #[test]
+    fn stating_the_prediction_is_no_gap() {
+        let p = posterior(23.0, 1.0); // mean 12 per year
+        let a = frequency(StatedRate::parse("12").unwrap(), &p);
+        assert!((a.delta - 1.0).abs() < 1e-12);
+        assert_eq!(a.direction, None);
+        assert_eq!(a.evidence, 0.0);
+        assert_eq!(frequency(StatedRate::parse("monthly").unwrap(), &p).direction, None);
+    }
+
+    #[test]
+    fn evidence_grows_with_observed_behaviour() {
+        // The same observed rate (2 a year) over more and more time, stated as quarterly.
+        let stated = StatedRate::parse("quarterly").unwrap();
+        let mut last = 0.0;
+        for years in [1.0, 2.0, 4.0, 8.0, 16.0] {
+            let a = frequency(stated, &posterior(2.0 * years, years));
+            assert_eq!(a.direction, Some(Direction::Over));
+            assert!(a.evidence > last, "{years}: {} <= {last}", a.evidence);
+            last = a.evidence;
+        }
+        assert!(last > 0.9);
+        let under = frequency(StatedRate::parse("rarely").unwrap(), &posterior(40.0, 2.0));
+        assert_eq!(under.direction, Some(Direction::Under));
+        assert!(under.evidence > 0.99 && under.delta < 1.0);
+    }
+
+    #[test]
+    fn category_evidence_needs_lines() {
+        let prior = [0.25; 4];
+        let few = category(1, &[2.0, 0.0, 0.0, 0.0], &prior, 4.0);
+        let many = category(1, &[40.0, 1.0, 2.0, 1.0], &prior, 4.0);
+        assert_eq!(many.direction, Some(Direction::Over));
+        assert!(many.evidence > 0.99 && few.evidence < many.evidence);
+        assert!(many.delta > 5.0);
+        let agrees = category(0, &[40.0, 1.0, 2.0, 1.0], &prior, 4.0);
+        assert_eq!(agrees.direction, None);
+        assert!(agrees.evidence < 0.01);
+    }
+
+    #[test]
+    fn two_proportions_and_multiple_testing() {
+        let (d, p) = two_proportion(10.0, 100.0, 60.0, 100.0);
+        assert!((d + 0.5).abs() < 1e-12 && p < 1e-10);
+        let (_, same) = two_proportion(30.0, 100.0, 30.0, 100.0);
+        assert!((same - 1.0).abs() < 1e-9);
+        let q = benjamini_hochberg(&[0.01, 0.04, 0.03, 0.5]);
+        let want = [0.04, 0.04 * 4.0 / 3.0, 0.04 * 4.0 / 3.0, 0.5];
+        for (a, b) in q.iter().zip(want) {
+            assert!((a - b).abs() < 1e-12, "{q:?}");
+        }
+    }
+}
