@@ -591,6 +591,72 @@ fn knowledge_gaps(inp: &Inputs<'_>, gaps: &mut Vec<GapRow>) -> (Vec<KnowledgeRow
     (rows, report)
 }
 
+/// Per segment and gap type: the share of members with such a gap and the mean log Δ of
+/// those gaps with a normal 95 % interval → the `gap_summary` table.
+pub fn summary_batch(gaps: &[GapRow], segments: &[Vec<(String, String)>]) -> Result<RecordBatch> {
+    let mut members: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for segs in segments {
+        for s in segs {
+            *members.entry(s.clone()).or_default() += 1;
+        }
+    }
+    // (segment, type) → (customers with the gap, log Δ values)
+    let mut acc: BTreeMap<((String, String), &'static str), (BTreeSet<usize>, Vec<f64>)> = BTreeMap::new();
+    for g in gaps {
+        for s in &segments[g.customer] {
+            let e = acc.entry((s.clone(), g.gap_type)).or_default();
+            e.0.insert(g.customer);
+            if let Some(d) = g.delta.filter(|d| *d > 0.0) {
+                e.1.push(d.ln());
+            }
+        }
+    }
+    let (mut id, mut name, mut kind, mut size, mut with, mut share, mut mean, mut lo, mut hi) =
+        (vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+    for (((sid, sname), t), (who, logs)) in &acc {
+        let m = members[&(sid.clone(), sname.clone())];
+        let n = logs.len() as f64;
+        let mu = logs.iter().sum::<f64>() / n.max(1.0);
+        let sd = (logs.iter().map(|v| (v - mu).powi(2)).sum::<f64>() / (n - 1.0).max(1.0)).sqrt();
+        let half = if n >= 2.0 { 1.96 * sd / n.sqrt() } else { f64::NAN };
+        id.push(sid.clone());
+        name.push(sname.clone());
+        kind.push(t.to_string());
+        size.push(m as i64);
+        with.push(who.len() as i64);
+        share.push(who.len() as f64 / m.max(1) as f64);
+        mean.push((n > 0.0).then_some(mu));
+        lo.push((n >= 2.0).then_some(mu - half));
+        hi.push((n >= 2.0).then_some(mu + half));
+    }
+    let schema = Schema::new(vec![
+        Field::new("segment_id", DataType::Utf8, false),
+        Field::new("segment", DataType::Utf8, false),
+        Field::new("gap_type", DataType::Utf8, false),
+        Field::new("members", DataType::Int64, false),
+        Field::new("customers_with_gap", DataType::Int64, false),
+        Field::new("share", DataType::Float64, false),
+        Field::new("mean_log_delta", DataType::Float64, true),
+        Field::new("ci_low", DataType::Float64, true),
+        Field::new("ci_high", DataType::Float64, true),
+    ]);
+    Ok(RecordBatch::try_new(
+        Arc::new(schema),
+        vec![
+            Arc::new(StringArray::from(id)),
+            Arc::new(StringArray::from(name)),
+            Arc::new(StringArray::from(kind)),
+            Arc::new(Int64Array::from(size)),
+            Arc::new(Int64Array::from(with)),
+            Arc::new(Float64Array::from(share)),
+            Arc::new(Float64Array::from(mean)),
+            Arc::new(Float64Array::from(lo)),
+            Arc::new(Float64Array::from(hi)),
+        ],
+    )
+    .map_err(datafusion::error::DataFusionError::from)?)
+}
+
 pub fn gaps_batch(ids: &[String], rows: &[GapRow]) -> Result<RecordBatch> {
     let s = |f: &dyn Fn(&GapRow) -> String| Arc::new(StringArray::from(rows.iter().map(f).collect::<Vec<_>>())) as ArrayRef;
     let x = |f: &dyn Fn(&GapRow) -> Option<f64>| Arc::new(Float64Array::from(rows.iter().map(f).collect::<Vec<_>>())) as ArrayRef;

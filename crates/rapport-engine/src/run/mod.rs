@@ -313,8 +313,12 @@ pub fn run(ws: &Workspace, cfg: &ModelsConfig, as_of: Option<&str>) -> Result<Ru
     models.insert("forecasts".into(), forecast_report);
 
     // The information gap.
+    // The channel a buyer's order lines mostly go through (their channel segment).
     let channels: Vec<Option<String>> = (0..n)
         .map(|i| {
+            if features.purchase_days[i] == 0.0 {
+                return None;
+            }
             activity
                 .with_prefix("channel:")
                 .filter(|(_, v)| v[i] > 0.0)
@@ -367,6 +371,9 @@ pub fn run(ws: &Workspace, cfg: &ModelsConfig, as_of: Option<&str>) -> Result<Ru
     let gaps_batch = gaps::gaps_batch(&features.customer_id, &gap_out.gaps)?;
     txn.replace("gaps");
     txn.write_part("gaps", gaps_batch.schema(), &[gaps_batch])?;
+    let summary_batch = gaps::summary_batch(&gap_out.gaps, &member_of)?;
+    txn.replace("gap_summary");
+    txn.write_part("gap_summary", summary_batch.schema(), &[summary_batch])?;
     let knowledge_batch = gaps::knowledge_batch(&gap_out.knowledge)?;
     txn.replace("knowledge_gaps");
     txn.write_part("knowledge_gaps", knowledge_batch.schema(), &[knowledge_batch])?;

@@ -138,6 +138,16 @@ fn no_behaviour_gap_without_survey_answers_and_every_row_is_complete() {
         ),
         "0"
     );
+    // The segment summary counts each customer once per segment and type: over the RFM
+    // segments (one per buyer) the counts add up to the customers with that gap.
+    for t in ["frequency", "category", "knowledge"] {
+        assert_eq!(
+            scalar(&ws, &format!("SELECT CAST(sum(customers_with_gap) AS BIGINT) FROM gap_summary WHERE segment_id LIKE 'rfm-%' AND gap_type = '{t}'")),
+            scalar(&ws, &format!("SELECT count(DISTINCT customer_id) FROM gaps WHERE gap_type = '{t}'")),
+            "{t}"
+        );
+    }
+    assert_eq!(scalar(&ws, "SELECT count(*) FROM gap_summary WHERE share < 0 OR share > 1 OR ci_low > mean_log_delta OR ci_high < mean_log_delta"), "0");
     // Stated purchase frequency fills reported_p of the purchase class.
     let with_reported: u64 = scalar(&ws, "SELECT count(*) FROM behaviour WHERE reported_p IS NOT NULL")
         .parse()
