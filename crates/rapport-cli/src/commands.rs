@@ -222,7 +222,13 @@ pub fn run(workspace: &Path, as_of: Option<&str>, config: Option<&Path>) -> Resu
     print_fit("BG/NBD", m.get("bgnbd"), &["r", "alpha", "a", "b"], true);
     print_fit("Pareto/NBD", m.get("pareto_nbd"), &["r", "alpha", "s", "beta"], true);
     print_fit("Gamma-Gamma", m.get("gamma_gamma"), &["p", "q", "gamma"], false);
-    if let Some(k) = m.get("kmeans") {
+    if let Some(k) = m.get("kmeans").filter(|k| k["method"] == "dbscan") {
+        println!(
+            "DBSCAN       {} clusters, noise {:.1} %",
+            k["k"],
+            100.0 * k["noise_share"].as_f64().unwrap_or(f64::NAN)
+        );
+    } else if let Some(k) = m.get("kmeans") {
         println!(
             "k-means      k {}  silhouette {:.3}",
             k["k"],

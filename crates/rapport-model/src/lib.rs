@@ -8,6 +8,7 @@
 pub mod bgnbd;
 pub mod btyd;
 pub mod classify;
+pub mod dbscan;
 pub mod design;
 pub mod forecast;
 pub mod gamma_gamma;

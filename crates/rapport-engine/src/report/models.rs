@@ -156,12 +156,24 @@ fn segments(ws: &Workspace, models: &Value, body: &mut String) -> Result<()> {
          FROM segments WHERE kind = 'cluster' ORDER BY segment_id",
     )?;
     if !clusters.is_empty() {
-        let _ = write!(
-            body,
-            r#"<p class="note">k-means: k = {} chosen by silhouette ({:.3}) on log-transformed, standardised behaviour.</p>"#,
-            models["kmeans"]["k"],
-            models["kmeans"]["silhouette"].as_f64().unwrap_or(f64::NAN)
-        );
+        let km = &models["kmeans"];
+        let _ = if km["method"] == "dbscan" {
+            write!(
+                body,
+                r#"<p class="note">DBSCAN (eps {}, min points {}): {} clusters, {:.1} % of buyers are noise (no cluster).</p>"#,
+                km["eps"],
+                km["min_points"],
+                km["k"],
+                100.0 * km["noise_share"].as_f64().unwrap_or(f64::NAN)
+            )
+        } else {
+            write!(
+                body,
+                r#"<p class="note">k-means: k = {} chosen by silhouette ({:.3}) on log-transformed, standardised behaviour.</p>"#,
+                km["k"],
+                km["silhouette"].as_f64().unwrap_or(f64::NAN)
+            )
+        };
         body.push_str(
             &BarChart {
                 id: "kmeans-cluster-sizes",

@@ -28,9 +28,23 @@ impl TimeUnit {
     }
 }
 
+/// How buyers are clustered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Clustering {
+    Kmeans,
+    Dbscan,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelsConfig {
+    /// `kmeans` (k chosen by silhouette in k_min..=k_max) or `dbscan`.
+    pub clustering: Clustering,
+    /// DBSCAN radius in the standardised log-feature space.
+    pub dbscan_eps: f64,
+    /// DBSCAN neighbours (itself included) that make a core point.
+    pub dbscan_min_points: usize,
     pub time_unit: TimeUnit,
     /// Horizons (days) of the expected-orders columns; the first two name
     /// `expected_orders_90d` and `expected_orders_365d` when they are 90 and 365.
@@ -59,6 +73,9 @@ pub struct ModelsConfig {
 impl Default for ModelsConfig {
     fn default() -> Self {
         Self {
+            clustering: Clustering::Kmeans,
+            dbscan_eps: 0.5,
+            dbscan_min_points: 10,
             time_unit: TimeUnit::Week,
             horizons_days: vec![90, 365],
             clv_horizon_days: 365,
@@ -105,6 +122,12 @@ impl ModelsConfig {
             return Err(EngineError::Usage(format!(
                 "[models]: gap_evidence = {} must be in [0.5, 1), knowledge_fdr = {} in (0, 0.5) and category_prior_strength = {} positive",
                 c.gap_evidence, c.knowledge_fdr, c.category_prior_strength
+            )));
+        }
+        if c.dbscan_eps.is_nan() || c.dbscan_eps <= 0.0 || c.dbscan_min_points == 0 {
+            return Err(EngineError::Usage(format!(
+                "[models]: dbscan_eps = {} must be positive and dbscan_min_points = {} at least 1",
+                c.dbscan_eps, c.dbscan_min_points
             )));
         }
         if c.horizons_days.is_empty() || c.horizons_days.contains(&0) || c.clv_horizon_days == 0 {

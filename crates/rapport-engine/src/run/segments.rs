@@ -9,10 +9,11 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use serde_json::{json, Value};
 
+use rapport_model::dbscan;
 use rapport_model::kmeans::{fit, sample_indices, silhouette, KMeansParams};
 use rapport_model::rfm;
 
-use super::config::ModelsConfig;
+use super::config::{Clustering, ModelsConfig};
 use super::features::Features;
 use crate::Result;
 
@@ -104,6 +105,9 @@ pub fn cluster(f: &Features, buyers: &[usize], as_of_day: i64, cfg: &ModelsConfi
     }
     let d = FEATURES.len();
     let x = cluster_matrix(f, buyers, as_of_day);
+    if cfg.clustering == Clustering::Dbscan {
+        return cluster_dbscan(f, buyers, &x, cfg).map(Some);
+    }
     let sample = sample_indices(m, 3000, cfg.seed);
     let mut by_k = serde_json::Map::new();
     let mut best: Option<(usize, f64, rapport_model::kmeans::KMeans)> = None;
@@ -116,27 +120,76 @@ pub fn cluster(f: &Features, buyers: &[usize], as_of_day: i64, cfg: &ModelsConfi
         }
     }
     let Some((k, s, km)) = best else { return Ok(None) };
-    // Name each cluster by the standardised feature farthest from the average.
-    let names: Vec<String> = (0..k)
-        .map(|c| {
-            let centroid = &km.centroids[c * d..(c + 1) * d];
-            let (j, v) = centroid
-                .iter()
-                .enumerate()
-                .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))
-                .expect("d > 0");
-            let level = if *v > 0.0 { "high" } else { "low" };
-            format!("cluster {c}: {level} {}", FEATURES[j].replace('_', " "))
-        })
-        .collect();
+    let names: Vec<String> = (0..k).map(|c| cluster_name(c, &km.centroids[c * d..(c + 1) * d])).collect();
     let mut labels = vec![None; f.len()];
     for (k_i, &i) in buyers.iter().enumerate() {
         labels[i] = Some(km.labels[k_i]);
     }
-    let report = json!({"k": k, "silhouette": s, "inertia": km.inertia, "iterations": km.iterations,
+    let report = json!({"method": "kmeans", "k": k, "silhouette": s, "inertia": km.inertia, "iterations": km.iterations,
                         "converged": km.converged, "silhouette_by_k": by_k, "features": FEATURES,
                         "transform": "log1p, then standardised", "names": names});
     Ok(Some(Clusters { labels, names, report }))
+}
+
+/// Names a cluster by the standardised feature farthest from the average.
+fn cluster_name(c: usize, centroid: &[f64]) -> String {
+    let (j, v) = centroid
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))
+        .expect("d > 0");
+    let level = if *v > 0.0 { "high" } else { "low" };
+    format!("cluster {c}: {level} {}", FEATURES[j].replace('_', " "))
+}
+
+/// DBSCAN on at most 50,000 buyers (a seeded sample); the others join the cluster of
+/// their nearest core point within eps. Noise has no cluster.
+fn cluster_dbscan(f: &Features, buyers: &[usize], x: &[f64], cfg: &ModelsConfig) -> Result<Clusters> {
+    let d = FEATURES.len();
+    let m = buyers.len();
+    let mut fit_rows = sample_indices(m, 50_000, cfg.seed);
+    fit_rows.sort_unstable();
+    let pick = |rows: &[usize]| rows.iter().flat_map(|&k| x[k * d..(k + 1) * d].iter().copied()).collect::<Vec<_>>();
+    let xf = pick(&fit_rows);
+    let model = dbscan::dbscan(&xf, d, cfg.dbscan_eps, cfg.dbscan_min_points).map_err(crate::EngineError::Usage)?;
+    let mut label_of = vec![None; m];
+    for (j, &k) in fit_rows.iter().enumerate() {
+        label_of[k] = model.labels[j];
+    }
+    if fit_rows.len() < m {
+        let fitted: std::collections::HashSet<usize> = fit_rows.iter().copied().collect();
+        let rest: Vec<usize> = (0..m).filter(|k| !fitted.contains(k)).collect();
+        for (k, l) in rest.iter().zip(dbscan::assign(&model, &xf, &pick(&rest), d, cfg.dbscan_eps)) {
+            label_of[*k] = l;
+        }
+    }
+    let mut centroids = vec![0.0; model.clusters * d];
+    let mut sizes = vec![0usize; model.clusters];
+    for (k, l) in label_of.iter().enumerate() {
+        if let Some(c) = l {
+            sizes[*c] += 1;
+            for j in 0..d {
+                centroids[c * d + j] += x[k * d + j];
+            }
+        }
+    }
+    for c in 0..model.clusters {
+        for j in 0..d {
+            centroids[c * d + j] /= sizes[c].max(1) as f64;
+        }
+    }
+    let names: Vec<String> = (0..model.clusters)
+        .map(|c| cluster_name(c, &centroids[c * d..(c + 1) * d]))
+        .collect();
+    let mut labels = vec![None; f.len()];
+    for (k, &i) in buyers.iter().enumerate() {
+        labels[i] = label_of[k];
+    }
+    let noise = label_of.iter().filter(|l| l.is_none()).count();
+    let report = json!({"method": "dbscan", "k": model.clusters, "eps": cfg.dbscan_eps, "min_points": cfg.dbscan_min_points,
+                        "noise": noise, "noise_share": noise as f64 / m.max(1) as f64, "fitted_on": fit_rows.len(),
+                        "sizes": sizes, "features": FEATURES, "transform": "log1p, then standardised", "names": names});
+    Ok(Clusters { labels, names, report })
 }
 
 /// One row per RFM segment and per cluster.

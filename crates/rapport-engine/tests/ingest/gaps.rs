@@ -142,12 +142,23 @@ fn no_behaviour_gap_without_survey_answers_and_every_row_is_complete() {
     // segments (one per buyer) the counts add up to the customers with that gap.
     for t in ["frequency", "category", "knowledge"] {
         assert_eq!(
-            scalar(&ws, &format!("SELECT CAST(sum(customers_with_gap) AS BIGINT) FROM gap_summary WHERE segment_id LIKE 'rfm-%' AND gap_type = '{t}'")),
+            scalar(
+                &ws,
+                &format!(
+                    "SELECT CAST(sum(customers_with_gap) AS BIGINT) FROM gap_summary WHERE segment_id LIKE 'rfm-%' AND gap_type = '{t}'"
+                )
+            ),
             scalar(&ws, &format!("SELECT count(DISTINCT customer_id) FROM gaps WHERE gap_type = '{t}'")),
             "{t}"
         );
     }
-    assert_eq!(scalar(&ws, "SELECT count(*) FROM gap_summary WHERE share < 0 OR share > 1 OR ci_low > mean_log_delta OR ci_high < mean_log_delta"), "0");
+    assert_eq!(
+        scalar(
+            &ws,
+            "SELECT count(*) FROM gap_summary WHERE share < 0 OR share > 1 OR ci_low > mean_log_delta OR ci_high < mean_log_delta"
+        ),
+        "0"
+    );
     // Stated purchase frequency fills reported_p of the purchase class.
     let with_reported: u64 = scalar(&ws, "SELECT count(*) FROM behaviour WHERE reported_p IS NOT NULL")
         .parse()
@@ -175,4 +186,42 @@ fn the_planted_knowledge_gap_ranks_first_where_its_group_is() {
     assert!(top[0][0].ends_with("click_collect"), "{top:?}");
     assert!(top[0][1].parse::<f64>().unwrap() < 0.05);
     assert!(top[0][2].parse::<u64>().unwrap() > 0);
+}
+
+#[test]
+fn gaps_do_not_depend_on_row_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    rapport_synth::generate(&rapport_synth::GenerateOptions::new(1200, 5, &data)).unwrap();
+    // The same company with the order lines and survey answers in reverse order.
+    let reversed = dir.path().join("reversed");
+    std::fs::create_dir_all(&reversed).unwrap();
+    for entry in std::fs::read_dir(&data).unwrap() {
+        let p = entry.unwrap().path();
+        if p.is_file() {
+            let name = p.file_name().unwrap().to_owned();
+            let text = std::fs::read_to_string(&p).unwrap();
+            let out = if name == "orders.csv" || name == "surveys.csv" {
+                let mut lines: Vec<&str> = text.lines().collect();
+                lines[1..].reverse();
+                lines.join("\n") + "\n"
+            } else {
+                text
+            };
+            std::fs::write(reversed.join(name), out).unwrap();
+        }
+    }
+    let mut tables = Vec::new();
+    for (name, src) in [("a", &data), ("b", &reversed)] {
+        let ws_dir = dir.path().join(name);
+        crate::ingest(&ws_dir, src).unwrap();
+        let ws = Workspace::open_existing(&ws_dir).unwrap();
+        rapport_engine::run::run(&ws, &rapport_engine::run::config::ModelsConfig::default(), None).unwrap();
+        tables.push(rows(
+            &ws_dir,
+            "SELECT customer_id, gap_type, subject, direction, round(evidence, 9), round(delta, 9) FROM gaps ORDER BY 1, 2, 3",
+        ));
+    }
+    assert!(!tables[0].is_empty());
+    assert_eq!(tables[0], tables[1]);
 }

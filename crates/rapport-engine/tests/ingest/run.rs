@@ -203,3 +203,32 @@ fn online_retail_runs_and_says_which_gap_analyses_need_which_tables() {
     assert_eq!(scalar(&ws_dir, "SELECT count(*) FROM gaps"), "0");
     assert!(ws.reports_dir().join("report.html").is_file());
 }
+
+#[test]
+fn dbscan_is_an_option_with_noise_and_named_clusters() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws_dir = dir.path().join("ws");
+    ingest(&ws_dir, &repo_root().join("examples/cdnow-sample")).unwrap();
+    let ws = Workspace::open(&ws_dir).unwrap();
+    let table: toml::Table =
+        toml::from_str("clustering = \"dbscan\"\ndbscan_eps = 0.4\ndbscan_min_points = 15\ntime_unit = \"week\"").unwrap();
+    let cfg = ModelsConfig::from_table(Some(&table)).unwrap();
+    let s = rapport_engine::run::run(&ws, &cfg, Some("1997-09-30")).unwrap();
+    let k = &s.models["kmeans"];
+    assert_eq!(k["method"], "dbscan");
+    assert!(k["k"].as_u64().unwrap() >= 1, "{k}");
+    let clustered: u64 = scalar(&ws_dir, "SELECT count(*) FROM customers WHERE cluster IS NOT NULL")
+        .parse()
+        .unwrap();
+    let noise = k["noise"].as_u64().unwrap();
+    assert_eq!(clustered + noise, s.modelled as u64);
+    assert_eq!(
+        scalar(
+            &ws_dir,
+            "SELECT CAST(sum(customers) AS BIGINT) FROM segments WHERE kind = 'cluster'"
+        ),
+        clustered.to_string()
+    );
+    let bad: toml::Table = toml::from_str("clustering = \"dbscan\"\ndbscan_eps = -1.0").unwrap();
+    assert!(ModelsConfig::from_table(Some(&bad)).unwrap_err().to_string().contains("dbscan_eps"));
+}
