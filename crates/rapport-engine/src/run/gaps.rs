@@ -601,7 +601,8 @@ pub fn summary_batch(gaps: &[GapRow], segments: &[Vec<(String, String)>]) -> Res
         }
     }
     // (segment, type) → (customers with the gap, log Δ values)
-    let mut acc: BTreeMap<((String, String), &'static str), (BTreeSet<usize>, Vec<f64>)> = BTreeMap::new();
+    type Key = ((String, String), &'static str);
+    let mut acc: BTreeMap<Key, (BTreeSet<usize>, Vec<f64>)> = BTreeMap::new();
     for g in gaps {
         for s in &segments[g.customer] {
             let e = acc.entry((s.clone(), g.gap_type)).or_default();
