@@ -10,6 +10,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
+use crate::parallel::{add_into, ordered_fold, ordered_sum};
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct KMeansParams {
     pub k: usize,
@@ -102,27 +104,21 @@ fn lloyd(data: &[f64], d: usize, mut centroids: Vec<f64>, params: &KMeansParams)
             .par_iter_mut()
             .zip(data.par_chunks_exact(d))
             .for_each(|(l, p)| *l = nearest(p, &centroids, d).0);
-        let (sums, counts) = labels
-            .par_iter()
-            .zip(data.par_chunks_exact(d))
-            .fold(
-                || (vec![0.0; k * d], vec![0usize; k]),
-                |(mut s, mut c), (l, p)| {
-                    c[*l] += 1;
-                    for (a, b) in s[l * d..(l + 1) * d].iter_mut().zip(p) {
-                        *a += b;
-                    }
-                    (s, c)
-                },
-            )
-            .reduce(
-                || (vec![0.0; k * d], vec![0usize; k]),
-                |(mut s1, mut c1), (s2, c2)| {
-                    s1.iter_mut().zip(&s2).for_each(|(a, b)| *a += b);
-                    c1.iter_mut().zip(&c2).for_each(|(a, b)| *a += b);
-                    (s1, c1)
-                },
-            );
+        let (sums, counts) = ordered_fold(
+            labels.len(),
+            || (vec![0.0; k * d], vec![0usize; k]),
+            |(s, c), i| {
+                let l = labels[i];
+                c[l] += 1;
+                for (a, b) in s[l * d..(l + 1) * d].iter_mut().zip(&data[i * d..(i + 1) * d]) {
+                    *a += b;
+                }
+            },
+            |(s1, c1), (s2, c2)| {
+                add_into(s1, &s2);
+                c1.iter_mut().zip(&c2).for_each(|(a, b)| *a += b);
+            },
+        );
         let mut moved: f64 = 0.0;
         for j in 0..k {
             if counts[j] == 0 {
@@ -141,11 +137,10 @@ fn lloyd(data: &[f64], d: usize, mut centroids: Vec<f64>, params: &KMeansParams)
         .par_iter_mut()
         .zip(data.par_chunks_exact(d))
         .for_each(|(l, p)| *l = nearest(p, &centroids, d).0);
-    let inertia = labels
-        .par_iter()
-        .zip(data.par_chunks_exact(d))
-        .map(|(l, p)| dist2(p, &centroids[l * d..(l + 1) * d]))
-        .sum();
+    let inertia = ordered_sum(labels.len(), |i| {
+        let l = labels[i];
+        dist2(&data[i * d..(i + 1) * d], &centroids[l * d..(l + 1) * d])
+    });
     KMeans {
         k,
         d,

@@ -18,6 +18,7 @@ pub mod kmeans;
 pub mod linalg;
 pub mod metrics;
 pub mod optimize;
+pub mod parallel;
 pub mod pareto_nbd;
 pub mod rates;
 pub mod regression;

@@ -7,6 +7,7 @@ use rayon::prelude::*;
 
 use crate::linalg::{solve_spd, spd_inverse};
 use crate::optimize::bfgs;
+use crate::parallel::{add_into, ordered_fold, ordered_sum};
 
 /// Column means and standard deviations; constant columns get a scale of 1.
 #[derive(Debug, Clone, PartialEq)]
@@ -79,20 +80,17 @@ impl Logistic {
         let rate = ((pos + 0.5) / (y.len() as f64 + 1.0)).clamp(1e-6, 1.0 - 1e-6);
         w[d] = (rate / (1.0 - rate)).ln();
         let objective = |w: &[f64]| -> f64 {
-            let ll: f64 = x
-                .par_chunks_exact(d.max(1))
-                .zip(y.par_iter())
-                .map(|(row, &yi)| {
-                    let z = linear(w, row, d);
-                    // log(1 + e^z) computed without overflow.
-                    let soft = if z > 0.0 { z + (-z).exp().ln_1p() } else { z.exp().ln_1p() };
-                    if yi {
-                        z - soft
-                    } else {
-                        -soft
-                    }
-                })
-                .sum();
+            let dd = d.max(1);
+            let ll = ordered_sum(y.len(), |i| {
+                let z = linear(w, &x[i * dd..(i + 1) * dd], d);
+                // log(1 + e^z) computed without overflow.
+                let soft = if z > 0.0 { z + (-z).exp().ln_1p() } else { z.exp().ln_1p() };
+                if y[i] {
+                    z - soft
+                } else {
+                    -soft
+                }
+            });
             -ll + 0.5 * l2 * w[..d].iter().map(|v| v * v).sum::<f64>()
         };
         let mut f = objective(&w);
@@ -100,34 +98,29 @@ impl Logistic {
         let mut iterations = 0;
         for it in 0..100 {
             iterations = it + 1;
-            let (mut g, mut h) = x
-                .par_chunks_exact(d.max(1))
-                .zip(y.par_iter())
-                .fold(
-                    || (vec![0.0; p], vec![0.0; p * p]),
-                    |(mut g, mut h), (row, &yi)| {
-                        let mu = sigmoid(linear(&w, row, d));
-                        let r = mu - f64::from(u8::from(yi));
-                        let wt = (mu * (1.0 - mu)).max(1e-12);
-                        for a in 0..p {
-                            let xa = if a < d { row[a] } else { 1.0 };
-                            g[a] += r * xa;
-                            for b in 0..=a {
-                                let xb = if b < d { row[b] } else { 1.0 };
-                                h[a * p + b] += wt * xa * xb;
-                            }
+            let dd = d.max(1);
+            let (mut g, mut h) = ordered_fold(
+                y.len(),
+                || (vec![0.0; p], vec![0.0; p * p]),
+                |(g, h), i| {
+                    let row = &x[i * dd..(i + 1) * dd];
+                    let mu = sigmoid(linear(&w, row, d));
+                    let r = mu - f64::from(u8::from(y[i]));
+                    let wt = (mu * (1.0 - mu)).max(1e-12);
+                    for a in 0..p {
+                        let xa = if a < d { row[a] } else { 1.0 };
+                        g[a] += r * xa;
+                        for b in 0..=a {
+                            let xb = if b < d { row[b] } else { 1.0 };
+                            h[a * p + b] += wt * xa * xb;
                         }
-                        (g, h)
-                    },
-                )
-                .reduce(
-                    || (vec![0.0; p], vec![0.0; p * p]),
-                    |(mut g1, mut h1), (g2, h2)| {
-                        g1.iter_mut().zip(&g2).for_each(|(a, b)| *a += b);
-                        h1.iter_mut().zip(&h2).for_each(|(a, b)| *a += b);
-                        (g1, h1)
-                    },
-                );
+                    }
+                },
+                |(g1, h1), (g2, h2)| {
+                    add_into(g1, &g2);
+                    add_into(h1, &h2);
+                },
+            );
             for a in 0..p {
                 for b in 0..a {
                     h[b * p + a] = h[a * p + b];
@@ -202,33 +195,29 @@ impl Softmax {
         let p = d + 1;
         let n = y.len();
         let objective = |w: &[f64]| -> (f64, Vec<f64>) {
-            let (ll, mut g) = x
-                .par_chunks_exact(d.max(1))
-                .zip(y.par_iter())
-                .fold(
-                    || (0.0, vec![0.0; classes * p]),
-                    |(mut ll, mut g), (row, &yi)| {
-                        let z: Vec<f64> = (0..classes).map(|k| linear(&w[k * p..(k + 1) * p], row, d)).collect();
-                        let m = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                        let lse = m + z.iter().map(|v| (v - m).exp()).sum::<f64>().ln();
-                        ll += z[yi] - lse;
-                        for k in 0..classes {
-                            let r = (z[k] - lse).exp() - f64::from(u8::from(k == yi));
-                            for j in 0..d {
-                                g[k * p + j] += r * row[j];
-                            }
-                            g[k * p + d] += r;
+            let dd = d.max(1);
+            let (ll, mut g) = ordered_fold(
+                n,
+                || (0.0, vec![0.0; classes * p]),
+                |(ll, g), i| {
+                    let (row, yi) = (&x[i * dd..(i + 1) * dd], y[i]);
+                    let z: Vec<f64> = (0..classes).map(|k| linear(&w[k * p..(k + 1) * p], row, d)).collect();
+                    let m = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    let lse = m + z.iter().map(|v| (v - m).exp()).sum::<f64>().ln();
+                    *ll += z[yi] - lse;
+                    for k in 0..classes {
+                        let r = (z[k] - lse).exp() - f64::from(u8::from(k == yi));
+                        for j in 0..d {
+                            g[k * p + j] += r * row[j];
                         }
-                        (ll, g)
-                    },
-                )
-                .reduce(
-                    || (0.0, vec![0.0; classes * p]),
-                    |(a, mut g1), (b, g2)| {
-                        g1.iter_mut().zip(&g2).for_each(|(x, y)| *x += y);
-                        (a + b, g1)
-                    },
-                );
+                        g[k * p + d] += r;
+                    }
+                },
+                |(a, g1), (b, g2)| {
+                    *a += b;
+                    add_into(g1, &g2);
+                },
+            );
             let mut pen = 0.0;
             for k in 0..classes {
                 for j in 0..d {
@@ -351,6 +340,18 @@ mod tests {
         assert!((m.intercept - 0.5).abs() < 0.1);
         let p = m.predict_all(&x);
         assert!(auc(&p, &y).unwrap() > 0.7);
+    }
+
+    #[test]
+    fn fits_are_bit_for_bit_repeatable_across_threads() {
+        let (x, y) = simulated(30_000, &[1.0, -0.5, 0.25], 0.1, 9);
+        let first = Logistic::fit(&x, 3, &y, 1.0);
+        let cls: Vec<usize> = y.iter().map(|&v| usize::from(v)).collect();
+        let soft = Softmax::fit(&x[..3 * 9000], 3, &cls[..9000], 2, 1.0);
+        for _ in 0..3 {
+            assert_eq!(Logistic::fit(&x, 3, &y, 1.0), first);
+            assert_eq!(Softmax::fit(&x[..3 * 9000], 3, &cls[..9000], 2, 1.0), soft);
+        }
     }
 
     #[test]
