@@ -17,7 +17,8 @@
 //!   (`feature_use` subjects) and category adoption per segment against everyone else,
 //!   two-proportion tests with a Benjamini–Hochberg correction → `knowledge_gaps`, and a
 //!   `knowledge` row in `gaps` for each member of a significant gap not yet aware/using;
-//! - **profile**: the stated `preferred_channel` against the channel actually used most.
+//! - **profile**: the stated `preferred_channel` against the channel actually used most;
+//!   source systems that disagree on city or birth date; no email and no phone anywhere.
 //!
 //! Customers with too little history (tenure below `gap_min_tenure_days`) get no
 //! behaviour gap; a gap is reported only when its evidence reaches `gap_evidence`.
@@ -140,6 +141,82 @@ pub fn answers(ws: &rapport_store::Workspace, as_of_day: i64, ids: &[String]) ->
     Ok(out)
 }
 
+/// What the company's own records say against each other: a customer whose source
+/// systems disagree on city or birth date (birth dates are compared as stored
+/// ciphertexts, which are equal exactly when the dates are), or who has no email and no
+/// phone in any source. Returns (customer row, subject, what is held, action).
+pub fn profile_issues(ws: &rapport_store::Workspace, ids: &[String]) -> Result<Vec<(usize, String, String, String)>> {
+    if !ws.tables()?.contains_key("customer_profiles") {
+        return Ok(Vec::new());
+    }
+    let index: HashMap<&str, usize> = ids.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
+    let batches = block_on(async {
+        let ctx = workspace_context(ws, &Personal::Stored).await?;
+        Ok::<_, crate::EngineError>(
+            ctx.sql(
+                "SELECT customer_id,
+                        count(DISTINCT city) AS cities, string_agg(DISTINCT city || ' (' || source || ')', ', ') AS city_list,
+                        count(DISTINCT birth_date) AS births, count(DISTINCT source) AS sources,
+                        count(email) + count(phone) AS contacts
+                 FROM customer_profiles GROUP BY customer_id",
+            )
+            .await?
+            .collect()
+            .await?,
+        )
+    })?;
+    let mut out = Vec::new();
+    for b in &batches {
+        let col =
+            |i: usize, t: &DataType| datafusion::arrow::compute::cast(b.column(i), t).map_err(datafusion::error::DataFusionError::from);
+        let (c, cities, list, births, sources, contacts) = (
+            col(0, &DataType::Utf8)?,
+            col(1, &DataType::Int64)?,
+            col(2, &DataType::Utf8)?,
+            col(3, &DataType::Int64)?,
+            col(4, &DataType::Int64)?,
+            col(5, &DataType::Int64)?,
+        );
+        let int = |a: &ArrayRef, r: usize| a.as_primitive::<datafusion::arrow::datatypes::Int64Type>().value(r);
+        let c = c.as_string::<i32>();
+        let list = list.as_string::<i32>();
+        for r in 0..b.num_rows() {
+            let Some(&i) = index.get(c.value(r)) else { continue };
+            if int(&cities, r) > 1 {
+                let held = if list.is_null(r) {
+                    String::new()
+                } else {
+                    list.value(r).to_string()
+                };
+                out.push((
+                    i,
+                    "city".to_string(),
+                    format!("sources disagree: {held}"),
+                    "confirm the customer's city and correct the other systems".to_string(),
+                ));
+            }
+            if int(&births, r) > 1 {
+                out.push((
+                    i,
+                    "birth_date".to_string(),
+                    format!("{} different birth dates across {} sources", int(&births, r), int(&sources, r)),
+                    "confirm the birth date (greetings and age rules depend on it)".to_string(),
+                ));
+            }
+            if int(&contacts, r) == 0 {
+                out.push((
+                    i,
+                    "contact".to_string(),
+                    "no email and no phone in any source".to_string(),
+                    "collect a contact channel at the next interaction".to_string(),
+                ));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 /// What the gap analysis works from.
 pub struct Inputs<'a> {
     pub features: &'a Features,
@@ -157,6 +234,8 @@ pub struct Inputs<'a> {
     /// The RFM segment of each customer (the category prior is pooled within it).
     pub rfm: &'a [Option<&'static str>],
     pub main_channel: &'a [Option<String>],
+    /// Conflicting or missing profile attributes (see [`profile_issues`]).
+    pub profile_issues: &'a [(usize, String, String, String)],
     pub cfg: &'a ModelsConfig,
 }
 
@@ -433,6 +512,22 @@ pub fn analyse(inp: &Inputs<'_>) -> Outputs {
             evidence: share,
             direction: "over",
             action: format!("contact via {used}, the channel the customer actually uses; update the profile"),
+        });
+    }
+    for (i, subject, held, action) in inp.profile_issues {
+        profile += 1;
+        gaps.push(GapRow {
+            customer: *i,
+            gap_type: "profile",
+            subject: subject.clone(),
+            reported: None,
+            observed: None,
+            reported_text: held.clone(),
+            observed_text: "the company's records cannot all be right".into(),
+            delta: None,
+            evidence: 1.0,
+            direction: "over",
+            action: action.clone(),
         });
     }
     if !inp.answers.iter().any(|a| a.latest.contains_key("preferred_channel")) {

@@ -328,6 +328,7 @@ pub fn run(ws: &Workspace, cfg: &ModelsConfig, as_of: Option<&str>) -> Result<Ru
         .collect();
     let member_of = segments::memberships(n, &rfm_of, clusters.as_ref(), &channels);
     let answers = gaps::answers(ws, as_of_day, &features.customer_id)?;
+    let profile_issues = gaps::profile_issues(ws, &features.customer_id)?;
     let rfm_names: Vec<Option<&'static str>> = rfm_of.iter().map(|r| r.map(|r| r.segment)).collect();
     let gap_out = gaps::analyse(&gaps::Inputs {
         features: &features,
@@ -343,6 +344,7 @@ pub fn run(ws: &Workspace, cfg: &ModelsConfig, as_of: Option<&str>) -> Result<Ru
         segments: &member_of,
         rfm: &rfm_names,
         main_channel: &channels,
+        profile_issues: &profile_issues,
         cfg,
     });
     models.insert("gaps".into(), gap_out.report.clone());

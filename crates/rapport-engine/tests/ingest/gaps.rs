@@ -159,6 +159,19 @@ fn no_behaviour_gap_without_survey_answers_and_every_row_is_complete() {
         ),
         "0"
     );
+    // Profiles that disagree across systems (the generator gives some later records
+    // another city) are profile gaps.
+    let cities: u64 = scalar(&ws, "SELECT count(*) FROM gaps WHERE gap_type = 'profile' AND subject = 'city'")
+        .parse()
+        .unwrap();
+    let conflicting: u64 = scalar(
+        &ws,
+        "SELECT count(*) FROM (SELECT customer_id FROM customer_profiles GROUP BY 1 HAVING count(DISTINCT city) > 1)",
+    )
+    .parse()
+    .unwrap();
+    assert!(cities > 0);
+    assert_eq!(cities, conflicting);
     // Stated purchase frequency fills reported_p of the purchase class.
     let with_reported: u64 = scalar(&ws, "SELECT count(*) FROM behaviour WHERE reported_p IS NOT NULL")
         .parse()
