@@ -190,6 +190,22 @@ pub fn evaluate(workspace: &Path, holdout_days: u32, config: Option<&Path>, as_j
             f(&b["pareto_nbd"])
         );
     }
+    let c = &v["churn"];
+    if c["evaluated"] == true {
+        println!(
+            "churn ({} days after the cut-off, {} buyers, {:.1} % churned): {} AUC {:.3}, precision {:.3}, recall {:.3}, Brier {:.3}",
+            c["window_days"],
+            c["customers"],
+            100.0 * f(&c["churn_rate"]),
+            c["model"].as_str().unwrap_or(""),
+            f(&c["auc"]),
+            f(&c["precision"]),
+            f(&c["recall"]),
+            f(&c["brier"])
+        );
+    } else if let Some(m) = c["message"].as_str() {
+        println!("churn: not evaluated ({m})");
+    }
     Ok(())
 }
 

@@ -79,6 +79,11 @@ fn the_holdout_checks_match_the_btyd_walkthrough() {
     let ws = Workspace::open(&ws_dir).unwrap();
     let v = rapport_engine::evaluate::evaluate(&ws, &ModelsConfig::default(), 273).unwrap();
     assert_eq!(v["calibration_end"], "1997-09-30");
+    // The churn model fitted at the cut-off, checked on the 90 days after it.
+    let c = &v["churn"];
+    assert_eq!(c["evaluated"], true, "{c}");
+    assert!(c["auc"].as_f64().unwrap() > 0.6, "{c}");
+    assert_eq!(c["calibration"].as_array().unwrap().len(), 10);
     assert_eq!(v["holdout_actual"].as_f64().unwrap(), 1882.0);
     assert!((v["holdout_forecast"]["bgnbd"].as_f64().unwrap() - 1653.4).abs() < 0.5);
     assert!((v["holdout_forecast"]["pareto_nbd"].as_f64().unwrap() - 1665.5).abs() < 0.5);
