@@ -158,8 +158,53 @@ pub fn train(data: &Path, target: &str, id: Option<&str>, folds: usize, seed: u6
     Ok(())
 }
 
-pub fn evaluate(workspace: &Path, holdout_days: u32, config: Option<&Path>, as_json: bool) -> Result<()> {
+pub fn evaluate(
+    workspace: &Path,
+    what: &str,
+    holdout_days: Option<u32>,
+    split_date: Option<&str>,
+    k: usize,
+    config: Option<&Path>,
+    as_json: bool,
+) -> Result<()> {
     let ws = Workspace::open_existing(workspace)?;
+    if what == "recs" {
+        let split = rapport_engine::recs::split_day(&ws, split_date, holdout_days)?;
+        let v = rapport_engine::recs::evaluate(&ws, split, k)?;
+        if as_json {
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            return Ok(());
+        }
+        println!(
+            "split {}: {} customers bought before and after, {} products; item-kNN fit {:.2} s",
+            v["split"].as_str().unwrap_or(""),
+            v["customers_evaluated"],
+            v["items"],
+            v["fit_seconds"].as_f64().unwrap_or(f64::NAN)
+        );
+        println!(
+            "{:<15} {:>12} {:>10} {:>8} {:>9}",
+            "model",
+            format!("precision@{k}"),
+            format!("recall@{k}"),
+            format!("ndcg@{k}"),
+            "coverage"
+        );
+        for (name, m) in v["models"].as_object().into_iter().flatten() {
+            let f = |key: &str| m[key].as_f64().unwrap_or(f64::NAN);
+            println!(
+                "{name:<15} {:>12.4} {:>10.4} {:>8.4} {:>9.4}",
+                f("precision_at_k"),
+                f("recall_at_k"),
+                f("ndcg_at_k"),
+                f("coverage")
+            );
+        }
+        return Ok(());
+    }
+    let Some(holdout_days) = holdout_days else {
+        bail!(UserError("evaluate needs --holdout-days N".into()));
+    };
     let v = rapport_engine::evaluate::evaluate(&ws, &models_config(config)?, holdout_days)?;
     if as_json {
         println!("{}", serde_json::to_string_pretty(&v)?);

@@ -52,10 +52,20 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// Calibration/holdout checks of the CLV models.
+    /// Calibration/holdout checks: the CLV and churn models (default), or `recs`.
     Evaluate {
+        /// What to evaluate: clv (CLV and churn models) or recs (recommendations).
+        #[arg(value_parser = ["clv", "recs"], default_value = "clv")]
+        what: String,
+        /// Days before the last order where the holdout starts.
         #[arg(long)]
-        holdout_days: u32,
+        holdout_days: Option<u32>,
+        /// recs: the first day of the test period (YYYY-MM-DD), instead of --holdout-days.
+        #[arg(long)]
+        split_date: Option<String>,
+        /// recs: the length of each recommendation list.
+        #[arg(long, default_value_t = 10)]
+        k: usize,
         #[arg(long)]
         config: Option<PathBuf>,
         /// Print JSON instead of a table.
@@ -151,10 +161,21 @@ fn main() -> ExitCode {
         Command::Ingest { data, config } => commands::ingest(&cli.workspace, &data, config.as_deref(), cli.quiet),
         Command::Run { as_of, config } => commands::run(&cli.workspace, as_of.as_deref(), config.as_deref()),
         Command::Evaluate {
+            what,
             holdout_days,
+            split_date,
+            k,
             config,
             json,
-        } => commands::evaluate(&cli.workspace, holdout_days, config.as_deref(), json),
+        } => commands::evaluate(
+            &cli.workspace,
+            &what,
+            holdout_days,
+            split_date.as_deref(),
+            k,
+            config.as_deref(),
+            json,
+        ),
         Command::Train {
             data,
             target,

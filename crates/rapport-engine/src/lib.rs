@@ -11,6 +11,7 @@ pub mod evaluate;
 pub mod explain;
 pub mod export;
 pub mod ingest;
+pub mod recs;
 pub mod report;
 pub mod run;
 pub mod session;

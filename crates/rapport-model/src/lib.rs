@@ -21,6 +21,7 @@ pub mod optimize;
 pub mod parallel;
 pub mod pareto_nbd;
 pub mod rates;
+pub mod recs;
 pub mod regression;
 pub mod rfm;
 pub mod robust;

@@ -44,7 +44,7 @@ pub struct RunSummary {
     pub models: Value,
 }
 
-fn parse_as_of(s: &str) -> Result<i64> {
+pub(crate) fn parse_as_of(s: &str) -> Result<i64> {
     let d = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
         .map_err(|_| EngineError::Usage(format!("--as-of \"{s}\": expected YYYY-MM-DD")))?;
     Ok(d.signed_duration_since(chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid"))
