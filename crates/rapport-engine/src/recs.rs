@@ -5,8 +5,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::array::{Array, AsArray, Float64Array, Int64Array, StringArray};
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
+use datafusion::arrow::record_batch::RecordBatch;
 use serde_json::{json, Value};
 
 use rapport_model::recs::{popularity, ranking_metrics, Bm25, ItemKnn};
@@ -177,4 +178,88 @@ pub fn split_day(ws: &Workspace, split_date: Option<&str>, holdout_days: Option<
             "evaluate recs needs --split-date YYYY-MM-DD or --holdout-days N".into(),
         )),
     }
+}
+
+/// The `recommendations` table as of the end of `as_of_day`: for every customer who has
+/// bought, the `k` best products they have not bought yet by item-to-item neighbours
+/// (reason `item_knn`), topped up with the most popular ones (reason `popular`); for
+/// customers without purchases, the most popular products. `None` without product ids.
+pub fn recommendations(ws: &Workspace, ids: &[String], as_of_day: i64, k: usize) -> Result<Option<RecordBatch>> {
+    let rows: Vec<_> = purchases(ws)?.into_iter().filter(|r| r.2 <= as_of_day).collect();
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let mut items: BTreeMap<&str, u32> = BTreeMap::new();
+    for r in &rows {
+        let next = items.len() as u32;
+        items.entry(r.1.as_str()).or_insert(next);
+    }
+    let names: Vec<&str> = {
+        let mut v = vec![""; items.len()];
+        for (name, &i) in &items {
+            v[i as usize] = name;
+        }
+        v
+    };
+    let index: HashMap<&str, usize> = ids.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
+    let mut counts: Vec<HashMap<u32, f64>> = vec![HashMap::new(); ids.len()];
+    for r in &rows {
+        if let Some(&u) = index.get(r.0.as_str()) {
+            *counts[u].entry(items[r.1.as_str()]).or_insert(0.0) += r.3;
+        }
+    }
+    let baskets: Vec<Vec<(u32, f64)>> = counts
+        .into_iter()
+        .map(|c| {
+            let mut b: Vec<(u32, f64)> = c.into_iter().collect();
+            b.sort_by_key(|x| x.0);
+            b
+        })
+        .collect();
+    let knn = ItemKnn::fit(&baskets, items.len(), NEIGHBOURS, Bm25::default());
+    let pop = popularity(&baskets, items.len());
+    let (mut cid, mut rank, mut pid, mut score, mut reason) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (u, basket) in baskets.iter().enumerate() {
+        let bought: BTreeSet<u32> = basket.iter().map(|x| x.0).collect();
+        let mut list: Vec<(u32, f64, &str)> = knn
+            .recommend(basket, k, false)
+            .into_iter()
+            .map(|(i, s)| (i, s, "item_knn"))
+            .collect();
+        for &(i, s) in &pop {
+            if list.len() >= k {
+                break;
+            }
+            if !bought.contains(&i) && !list.iter().any(|x| x.0 == i) {
+                list.push((i, s / baskets.len().max(1) as f64, "popular"));
+            }
+        }
+        for (r, (i, s, why)) in list.into_iter().enumerate() {
+            cid.push(ids[u].as_str());
+            rank.push(r as i64 + 1);
+            pid.push(names[i as usize]);
+            score.push(s);
+            reason.push(why);
+        }
+    }
+    let schema = datafusion::arrow::datatypes::Schema::new(vec![
+        datafusion::arrow::datatypes::Field::new("customer_id", DataType::Utf8, false),
+        datafusion::arrow::datatypes::Field::new("rank", DataType::Int64, false),
+        datafusion::arrow::datatypes::Field::new("product_id", DataType::Utf8, false),
+        datafusion::arrow::datatypes::Field::new("score", DataType::Float64, false),
+        datafusion::arrow::datatypes::Field::new("reason", DataType::Utf8, false),
+    ]);
+    Ok(Some(
+        RecordBatch::try_new(
+            std::sync::Arc::new(schema),
+            vec![
+                std::sync::Arc::new(StringArray::from(cid)),
+                std::sync::Arc::new(Int64Array::from(rank)),
+                std::sync::Arc::new(StringArray::from(pid)),
+                std::sync::Arc::new(Float64Array::from(score)),
+                std::sync::Arc::new(StringArray::from(reason)),
+            ],
+        )
+        .map_err(datafusion::error::DataFusionError::from)?,
+    ))
 }

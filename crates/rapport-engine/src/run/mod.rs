@@ -369,6 +369,22 @@ pub fn run(ws: &Workspace, cfg: &ModelsConfig, as_of: Option<&str>) -> Result<Ru
     txn.write_part("customers", customers.schema(), &[customers])?;
     txn.replace("segments");
     txn.write_part("segments", segments_batch.schema(), &[segments_batch])?;
+    match crate::recs::recommendations(ws, &features.customer_id, as_of_day, 10)? {
+        Some(recs) => {
+            models.insert(
+                "recommendations".into(),
+                json!({"model": "item_knn_bm25", "neighbours": crate::recs::NEIGHBOURS, "rows": recs.num_rows()}),
+            );
+            txn.replace("recommendations");
+            txn.write_part("recommendations", recs.schema(), &[recs])?;
+        }
+        None => {
+            models.insert(
+                "recommendations".into(),
+                json!({"fitted": false, "message": "needs orders with product_id"}),
+            );
+        }
+    }
     let behaviour_batch = behaviour_batch(&features, behaviour.as_ref(), &gap_out.reported_purchase)?;
     let gaps_batch = gaps::gaps_batch(&features.customer_id, &gap_out.gaps)?;
     txn.replace("gaps");

@@ -179,6 +179,29 @@ fn generated_company_gets_churn_loyalty_behaviour_rates_and_forecasts() {
     .parse()
     .unwrap();
     assert_eq!(weeks, m["forecasts"]["weeks_observed"].as_u64().unwrap() as usize);
+    // Recommendations: ten per customer, never a product the customer already bought.
+    assert_eq!(
+        scalar(
+            &ws_dir,
+            "SELECT count(*) FROM (SELECT customer_id, count(*) AS n FROM recommendations GROUP BY 1) WHERE n <> 10"
+        ),
+        "0"
+    );
+    assert_eq!(
+        scalar(
+            &ws_dir,
+            "SELECT count(*) FROM recommendations r JOIN orders o ON r.customer_id = o.customer_id AND r.product_id = o.product_id
+             WHERE o.quantity > 0 AND o.status = 'completed'"
+        ),
+        "0"
+    );
+    assert_eq!(
+        scalar(
+            &ws_dir,
+            "SELECT count(DISTINCT reason) FROM recommendations WHERE reason NOT IN ('item_knn', 'popular')"
+        ),
+        "0"
+    );
     // The weekly actuals add up to the orders.
     let total: f64 = scalar(
         &ws_dir,
