@@ -130,6 +130,14 @@ fn models_config(config: Option<&Path>) -> Result<rapport_engine::run::config::M
     Ok(rapport_engine::run::config::ModelsConfig::from_table(models.as_ref())?)
 }
 
+fn actions_config(config: Option<&Path>) -> Result<rapport_engine::run::actions::ActionsConfig> {
+    let actions = match config {
+        Some(p) => rapport_store::Config::load(p)?.actions,
+        None => None,
+    };
+    Ok(rapport_engine::run::actions::ActionsConfig::from_table(actions.as_ref())?)
+}
+
 pub fn train(data: &Path, target: &str, id: Option<&str>, folds: usize, seed: u64, as_json: bool) -> Result<()> {
     let v = rapport_engine::train::train(data, target, id, folds, seed)?;
     if as_json {
@@ -274,7 +282,8 @@ fn print_fit(label: &str, model: Option<&serde_json::Value>, params: &[&str], wi
 pub fn run(workspace: &Path, as_of: Option<&str>, config: Option<&Path>) -> Result<()> {
     let ws = Workspace::open_existing(workspace)?;
     let cfg = models_config(config)?;
-    let s = rapport_engine::run::run(&ws, &cfg, as_of)?;
+    let policy = actions_config(config)?;
+    let s = rapport_engine::run::run_with(&ws, &cfg, &policy, as_of)?;
     println!(
         "as of {}: {} customers, {} with purchases modelled",
         s.as_of, s.customers, s.modelled
@@ -343,6 +352,53 @@ fn print_predictions(m: &serde_json::Value) {
     for (what, why) in g["not_computed"].as_object().into_iter().flatten() {
         println!("  not computed — {what}: {}", why.as_str().unwrap_or(""));
     }
+    let a = &m["actions"];
+    let per: Vec<String> = a["rules"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["treatment"].as_u64().unwrap_or(0) + r["control"].as_u64().unwrap_or(0) > 0)
+        .map(|r| format!("{} {}+{}", r["action"].as_str().unwrap_or(""), r["treatment"], r["control"]))
+        .collect();
+    println!(
+        "actions      campaign {}: {} (treatment+control); {} customers without marketing consent get no marketing action",
+        a["campaign_id"].as_str().unwrap_or(""),
+        if per.is_empty() { "none".to_string() } else { per.join(", ") },
+        a["customers_without_marketing_consent"]
+    );
+    print_uplift(&m["uplift"]);
+}
+
+fn print_uplift(u: &serde_json::Value) {
+    let f = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN);
+    for r in u.as_array().into_iter().flatten() {
+        println!(
+            "uplift       {} {}: {:+.1} points [{:+.1}, {:+.1}] ({} treated, {} control) — {}",
+            r["campaign_id"].as_str().unwrap_or(""),
+            r["action"].as_str().unwrap_or(""),
+            100.0 * f(&r["uplift"]),
+            100.0 * f(&r["ci_low"]),
+            100.0 * f(&r["ci_high"]),
+            r["treated"],
+            r["control"],
+            r["verdict"].as_str().unwrap_or("")
+        );
+    }
+}
+
+/// Recomputes the `uplift` table from the ingested campaign outcomes.
+pub fn uplift(workspace: &Path, as_json: bool) -> Result<()> {
+    let ws = Workspace::open_existing(workspace)?;
+    let rows = rapport_engine::uplift::refresh(&ws)?;
+    let v = rapport_engine::uplift::report(&rows);
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else if rows.is_empty() {
+        println!("no campaign outcomes ingested yet (ingest a campaign_outcomes file first)");
+    } else {
+        print_uplift(&v);
+    }
+    Ok(())
 }
 
 fn personal(ws: &Workspace, reveal: bool) -> Result<Personal> {
@@ -471,7 +527,7 @@ pub fn demo(out: &Path, customers: usize, seed: u64, quiet: bool) -> Result<()> 
             ))
             .into());
         }
-        for sub in ["data", "workspace"] {
+        for sub in ["data", "workspace", "outcomes"] {
             let p = out.join(sub);
             if p.exists() {
                 std::fs::remove_dir_all(&p).with_context(|| format!("clearing {}", p.display()))?;
@@ -492,6 +548,23 @@ pub fn demo(out: &Path, customers: usize, seed: u64, quiet: bool) -> Result<()> 
     print_ingest(&ws, &outcome);
     println!("3. running the models");
     run(&out.join("workspace"), None, Some(&data.join("rapport.toml")))?;
+    let outcomes = out.join("outcomes");
+    if outcomes.exists() {
+        std::fs::remove_dir_all(&outcomes).with_context(|| format!("clearing {}", outcomes.display()))?;
+    }
+    let sent = rapport_engine::uplift::simulate_from_truth(&ws, &data.join("truth"), &outcomes, seed)?;
+    println!(
+        "4. the campaign went out; {sent} outcomes simulated from the generator's truth (planted effects in {})",
+        data.join("truth/uplift.csv").display()
+    );
+    let fed = rapport_engine::ingest::ingest(&ws, &IngestOptions::new(&outcomes), &Bars::new(quiet))?;
+    println!(
+        "   ingested {} campaign outcome rows",
+        fed.quality.tables.get("campaign_outcomes").map_or(0, |t| t.rows_accepted)
+    );
+    println!("5. measuring uplift against the control groups");
+    let rows = rapport_engine::uplift::refresh(&ws)?;
+    print_uplift(&rapport_engine::uplift::report(&rows));
     println!("\nopen the report: {}", ws.reports_dir().join("report.html").display());
     println!(
         "query it:        rapport --workspace {} sql \"SELECT count(*) FROM customers\"",

@@ -43,12 +43,12 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// Features, RFM segments, clusters and the CLV models, as seen at the end of a date.
+    /// Features, segments, models, gaps, recommendations and actions, as seen at the end of a date.
     Run {
         /// Ignore data after this date (YYYY-MM-DD); default: the last order date.
         #[arg(long)]
         as_of: Option<String>,
-        /// rapport.toml whose [models] section to use (default: the defaults).
+        /// rapport.toml whose [models] and [actions] sections to use (default: the defaults).
         #[arg(long)]
         config: Option<PathBuf>,
     },
@@ -101,6 +101,12 @@ enum Command {
         /// Show personal columns in clear (needs the workspace key or RAPPORT_KEY).
         #[arg(long)]
         reveal: bool,
+    },
+    /// Treated vs control per campaign and action from the ingested campaign outcomes.
+    Uplift {
+        /// Print JSON instead of lines.
+        #[arg(long)]
+        json: bool,
     },
     /// Run SQL over every workspace table.
     Sql {
@@ -185,6 +191,7 @@ fn main() -> ExitCode {
             json,
         } => commands::train(&data, &target, id.as_deref(), folds, seed, json),
         Command::Explain { customer, json, reveal } => commands::explain(&cli.workspace, &customer, json, reveal),
+        Command::Uplift { json } => commands::uplift(&cli.workspace, json),
         Command::Sql { query, format, reveal } => commands::sql(&cli.workspace, &query, &format, reveal),
         Command::Export {
             table,

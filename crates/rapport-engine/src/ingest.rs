@@ -1,5 +1,6 @@
 //! The ingest command as users see it: the store's ingest, the unified `customers`
-//! table derived in the same transaction, then the reports.
+//! table derived in the same transaction (when orders, profiles or identities changed),
+//! then the reports.
 
 use rapport_store::ingest::{prepare, IngestOptions, IngestOutcome, Progress};
 use rapport_store::Workspace;
@@ -11,12 +12,21 @@ pub fn ingest(ws: &Workspace, opts: &IngestOptions, progress: &dyn Progress) -> 
     if outcome.nothing_new {
         return Ok(outcome);
     }
-    progress.begin("unifying customers", None);
-    let customers = block_on(crate::unify::customers(&txn))?;
-    progress.end();
-    if let Some(first) = customers.first() {
-        txn.replace("customers");
-        txn.write_part("customers", first.schema(), &customers)?;
+    // The unified table changes only with orders, profiles or identities; an ingest of
+    // campaign outcomes (say) keeps the customers table `rapport run` wrote.
+    let q = &outcome.quality;
+    let changes_customers = ["orders", "customers"].iter().any(|t| q.tables.contains_key(*t))
+        || q.identity.new_source_ids > 0
+        || q.identity.remapped_ids > 0
+        || !ws.tables()?.contains_key("customers");
+    if changes_customers {
+        progress.begin("unifying customers", None);
+        let customers = block_on(crate::unify::customers(&txn))?;
+        progress.end();
+        if let Some(first) = customers.first() {
+            txn.replace("customers");
+            txn.write_part("customers", first.schema(), &customers)?;
+        }
     }
     txn.commit(&outcome.summary())?;
     report::write_quality(ws, &outcome.quality)?;

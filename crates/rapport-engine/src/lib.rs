@@ -17,6 +17,7 @@ pub mod run;
 pub mod session;
 pub mod train;
 pub mod unify;
+pub mod uplift;
 
 use rapport_store::StoreError;
 

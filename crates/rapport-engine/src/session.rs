@@ -147,3 +147,33 @@ fn reveal_udf(keys: Keys) -> datafusion::logical_expr::ScalarUDF {
         Arc::new(move |args: &[ColumnarValue]| binary_to_text(args, |b| keys.decrypt(b).ok())),
     )
 }
+
+/// The rows of `sql` over the workspace with every column as text (null stays `None`):
+/// for the small lookups the engine makes (consents, contacts, birthdays).
+pub fn text_rows(ws: &Workspace, sql: &str, personal: &Personal) -> Result<Vec<Vec<Option<String>>>> {
+    use datafusion::arrow::array::AsArray;
+    let batches = crate::block_on(async {
+        let ctx = workspace_context(ws, personal).await?;
+        Ok::<_, crate::EngineError>(ctx.sql(sql).await?.collect().await?)
+    })?;
+    let mut out = Vec::new();
+    for b in &batches {
+        let cols: Vec<ArrayRef> = b
+            .columns()
+            .iter()
+            .map(|c| datafusion::arrow::compute::cast(c, &DataType::Utf8))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(DataFusionError::from)?;
+        for r in 0..b.num_rows() {
+            out.push(
+                cols.iter()
+                    .map(|c| {
+                        let s = c.as_string::<i32>();
+                        (!s.is_null(r)).then(|| s.value(r).to_string())
+                    })
+                    .collect(),
+            );
+        }
+    }
+    Ok(out)
+}

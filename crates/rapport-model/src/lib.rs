@@ -5,6 +5,7 @@
 //! clock, the environment or a global random source, so every result is reproducible and
 //! every function can be tested on its own.
 
+pub mod als;
 pub mod bgnbd;
 pub mod btyd;
 pub mod classify;
@@ -26,3 +27,4 @@ pub mod regression;
 pub mod rfm;
 pub mod robust;
 pub mod special;
+pub mod uplift;

@@ -13,9 +13,11 @@
 
 mod company;
 mod dirt;
+mod outcomes;
 mod write;
 
 pub use company::{generate, GenerateOptions, Summary};
+pub use outcomes::{planted, simulate_outcomes, AudienceMember, OutcomeSummary, PLANTED};
 pub use write::write_orders_bench;
 
 #[derive(Debug, thiserror::Error)]

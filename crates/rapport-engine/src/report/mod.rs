@@ -32,18 +32,54 @@ pub fn quality_path(ws: &Workspace) -> PathBuf {
     ws.reports_dir().join("quality.json")
 }
 
+/// Every table's figures from the latest ingest that read it (the report's view:
+/// ingesting campaign outcomes later does not hide what the first ingest found).
+pub fn merged_quality_path(ws: &Workspace) -> PathBuf {
+    ws.reports_dir().join("quality_by_table.json")
+}
+
+/// Writes quality.json (this ingest) and updates quality_by_table.json.
 pub fn write_quality(ws: &Workspace, q: &Quality) -> Result<PathBuf> {
     let p = quality_path(ws);
     write_atomic(&p, &q.to_json())?;
+    let mut merged = read_quality_at(&merged_quality_path(ws))?.unwrap_or_default();
+    // Merges happen when profiles are read; an ingest without profiles keeps the last
+    // merge counts and updates the totals.
+    if q.tables.contains_key("customers") || merged.tables.is_empty() {
+        merged.identity = q.identity.clone();
+    } else {
+        merged.identity.source_ids = q.identity.source_ids;
+        merged.identity.unified_customers = q.identity.unified_customers;
+    }
+    for (t, tq) in &q.tables {
+        merged.tables.insert(t.clone(), tq.clone());
+    }
+    merged.ingest_id = q.ingest_id;
+    merged.ingested_at = q.ingested_at.clone();
+    merged.skipped_files = q.skipped_files.clone();
+    merged.absent_tables = q
+        .absent_tables
+        .iter()
+        .filter(|(t, _)| !merged.tables.contains_key(*t))
+        .map(|(t, w)| (t.clone(), w.clone()))
+        .collect();
+    write_atomic(&merged_quality_path(ws), &merged.to_json())?;
     Ok(p)
 }
 
+/// The report's view of data quality: per table, the latest ingest that read it.
 pub fn read_quality(ws: &Workspace) -> Result<Option<Quality>> {
-    let p = quality_path(ws);
+    match read_quality_at(&merged_quality_path(ws))? {
+        Some(q) => Ok(Some(q)),
+        None => read_quality_at(&quality_path(ws)),
+    }
+}
+
+fn read_quality_at(p: &Path) -> Result<Option<Quality>> {
     if !p.is_file() {
         return Ok(None);
     }
-    let text = std::fs::read_to_string(&p).map_err(|e| EngineError::io(&p, e))?;
+    let text = std::fs::read_to_string(p).map_err(|e| EngineError::io(p, e))?;
     serde_json::from_str(&text)
         .map(Some)
         .map_err(|e| EngineError::Usage(format!("{}: {e}", p.display())))

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use rapport_store::Workspace;
 
-use super::svg::{escape, number, BarChart, Heatmap, Line, LineChart};
+use super::svg::{escape, number, BarChart, Heatmap, IntervalChart, Line, LineChart};
 use crate::export::query;
 use crate::session::Personal;
 use crate::Result;
@@ -93,6 +93,190 @@ pub fn sections(ws: &Workspace, tables: &BTreeMap<String, u64>, body: &mut Strin
     if tables.contains_key("forecasts") {
         forecasts(ws, body)?;
     }
+    if tables.contains_key("recommendations") {
+        recommendations(ws, &models, body)?;
+    }
+    if tables.contains_key("actions") {
+        actions(ws, &models, body)?;
+    }
+    if tables.contains_key("uplift") {
+        uplift(ws, body)?;
+    }
+    Ok(())
+}
+
+fn recommendations(ws: &Workspace, models: &Value, body: &mut String) -> Result<()> {
+    body.push_str("<section><h2>Recommendations</h2>");
+    let r = &models["recommendations"];
+    let _ = write!(
+        body,
+        "<p class=\"note\">Model: {}. Already-bought products are left out; each row says why it was recommended.</p>",
+        escape(r["model"].as_str().unwrap_or("not fitted"))
+    );
+    let reasons = cells(
+        ws,
+        "SELECT reason, count(*) FROM recommendations GROUP BY reason ORDER BY count(*) DESC, reason",
+    )?;
+    body.push_str(
+        &BarChart {
+            id: "recs-reasons",
+            title: "Recommendations by source",
+            series: &["rows"],
+            rows: reasons.iter().map(|r| (text(&r[0]), vec![num(&r[1])])).collect(),
+            unit: "",
+        }
+        .render(),
+    );
+    let top = cells(
+        ws,
+        "SELECT product_id, count(*) FROM recommendations WHERE rank <= 3 GROUP BY product_id ORDER BY count(*) DESC, product_id LIMIT 15",
+    )?;
+    body.push_str(
+        &BarChart {
+            id: "recs-top-products",
+            title: "Most recommended products (in a customer's top 3)",
+            series: &["customers"],
+            rows: top.iter().map(|r| (text(&r[0]), vec![num(&r[1])])).collect(),
+            unit: "",
+        }
+        .render(),
+    );
+    if let Some(rules) = models["association_rules"]["rules"].as_array().filter(|r| !r.is_empty()) {
+        let rows = rules
+            .iter()
+            .take(15)
+            .map(|x| {
+                (
+                    format!(
+                        "{} → {} (conf {:.0} %, support {})",
+                        x["antecedent"]
+                            .as_array()
+                            .map(|a| a.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(" + "))
+                            .unwrap_or_default(),
+                        x["consequent"].as_str().unwrap_or(""),
+                        100.0 * x["confidence"].as_f64().unwrap_or(0.0),
+                        x["support_count"]
+                    ),
+                    vec![(x["lift"].as_f64().unwrap_or(0.0) * 10.0).round() / 10.0],
+                )
+            })
+            .collect();
+        body.push_str(
+            &BarChart {
+                id: "association-rules",
+                title: "Bought together: association rules by lift",
+                series: &["lift"],
+                rows,
+                unit: "×",
+            }
+            .render(),
+        );
+    }
+    body.push_str("</section>");
+    Ok(())
+}
+
+fn actions(ws: &Workspace, models: &Value, body: &mut String) -> Result<()> {
+    let a = &models["actions"];
+    let _ = write!(
+        body,
+        "<section><h2>Next-best actions</h2><p class=\"note\">Campaign {}: each action keeps a random {:.0} % control group (seed {}). \
+         Marketing actions need a granted marketing consent: {} customers have none and get no marketing action. \
+         At most {} action(s) per customer; customers contacted in the last {} days are left out ({}).</p>",
+        escape(a["campaign_id"].as_str().unwrap_or("")),
+        100.0 * a["control_share"].as_f64().unwrap_or(0.0),
+        a["seed"],
+        number(a["customers_without_marketing_consent"].as_f64().unwrap_or(0.0)),
+        a["max_actions_per_customer"],
+        a["cooldown_days"],
+        number(a["customers_in_cooldown"].as_f64().unwrap_or(0.0)),
+    );
+    let rows = cells(
+        ws,
+        r#"SELECT action, min(priority), sum(CASE WHEN "group" = 'treatment' THEN 1 ELSE 0 END), sum(CASE WHEN "group" = 'control' THEN 1 ELSE 0 END)
+           FROM actions GROUP BY action ORDER BY min(priority)"#,
+    )?;
+    body.push_str(
+        &BarChart {
+            id: "actions-audience",
+            title: "Audience per action (priority order)",
+            series: &["treatment", "control"],
+            rows: rows.iter().map(|r| (text(&r[0]), vec![num(&r[2]), num(&r[3])])).collect(),
+            unit: "",
+        }
+        .render(),
+    );
+    let blocked: Vec<(String, Vec<f64>)> = a["rules"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            let g = |k: &str| r[k].as_f64().unwrap_or(0.0);
+            (
+                r["action"].as_str().unwrap_or("").to_string(),
+                vec![
+                    g("treatment") + g("control"),
+                    g("blocked_no_marketing_consent"),
+                    g("blocked_no_channel_consent"),
+                    g("capped"),
+                ],
+            )
+        })
+        .collect();
+    body.push_str(
+        &BarChart {
+            id: "actions-consent",
+            title: "Customers each rule matched: acted on vs held back by consent or caps",
+            series: &["acted on", "no marketing consent", "no channel consent", "over the cap"],
+            rows: blocked,
+            unit: "",
+        }
+        .render(),
+    );
+    body.push_str("</section>");
+    Ok(())
+}
+
+fn uplift(ws: &Workspace, body: &mut String) -> Result<()> {
+    body.push_str(
+        "<section><h2>Did it work? Uplift against control groups</h2><p class=\"note\">Conversion rate of the treated minus that of the control group, \
+         with Newcombe's 95 % interval: green worked, red harmed, grey not shown either way.</p>",
+    );
+    let rows = cells(
+        ws,
+        "SELECT campaign_id, action, uplift, ci_low, ci_high, treated, control FROM uplift WHERE uplift IS NOT NULL ORDER BY campaign_id, uplift DESC",
+    )?;
+    if rows.is_empty() {
+        body.push_str("<p class=\"note\">No campaign outcomes yet: ingest a <code>campaign_outcomes</code> file, then run <code>rapport uplift</code>.</p>");
+    }
+    body.push_str(
+        &IntervalChart {
+            id: "uplift",
+            title: "Uplift in conversion, percentage points",
+            rows: rows
+                .iter()
+                .map(|r| {
+                    (
+                        format!(
+                            "{} · {} (n={}/{})",
+                            text(&r[0]),
+                            text(&r[1]),
+                            number(num(&r[5])),
+                            number(num(&r[6]))
+                        ),
+                        num(&r[2]),
+                        num(&r[3]),
+                        num(&r[4]),
+                        None,
+                    )
+                })
+                .collect(),
+            scale: 100.0,
+            unit: " pts",
+        }
+        .render(),
+    );
+    body.push_str("</section>");
     Ok(())
 }
 

@@ -384,6 +384,127 @@ impl LineChart<'_> {
     }
 }
 
+/// Estimates with intervals on one horizontal axis (a forest plot), with a zero line;
+/// an interval wholly above zero is drawn green, wholly below red, otherwise grey.
+pub struct IntervalChart<'a> {
+    pub id: &'a str,
+    pub title: &'a str,
+    /// (label, estimate, low, high, optional reference mark such as a planted value).
+    pub rows: Vec<(String, f64, f64, f64, Option<f64>)>,
+    /// Multiplies values for display (100 for percentage points).
+    pub scale: f64,
+    pub unit: &'a str,
+}
+
+impl IntervalChart<'_> {
+    pub fn render(&self) -> String {
+        let longest = self.rows.iter().map(|r| r.0.chars().count()).max().unwrap_or(0) as f64;
+        let label_w = (7.0 * longest + 16.0).clamp(200.0, 420.0);
+        let plot_w = 420.0;
+        let row_h = 26.0;
+        let top = 44.0;
+        let height = top + row_h * self.rows.len().max(1) as f64 + 24.0;
+        let width = label_w + plot_w + 200.0;
+        let finite = |x: f64| if x.is_finite() { x } else { 0.0 };
+        let lo = self
+            .rows
+            .iter()
+            .flat_map(|r| [r.2, r.1, r.4.unwrap_or(0.0)])
+            .map(finite)
+            .fold(0.0, f64::min);
+        let hi = self
+            .rows
+            .iter()
+            .flat_map(|r| [r.3, r.1, r.4.unwrap_or(0.0)])
+            .map(finite)
+            .fold(0.0, f64::max);
+        let span = (hi - lo).max(1e-9);
+        let x_of = |v: f64| label_w + plot_w * (finite(v) - lo) / span;
+        let mut s = String::new();
+        let _ = write!(
+            s,
+            r#"<svg class="chart" data-chart="{}" role="img" aria-label="{}" viewBox="0 0 {width} {height}" width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg">"#,
+            escape(self.id),
+            escape(self.title)
+        );
+        let _ = write!(s, r#"<text x="0" y="16" class="title">{}</text>"#, escape(self.title));
+        let _ = write!(
+            s,
+            r##"<text x="{label_w}" y="34" class="legend">● estimate with 95 % interval{}</text>"##,
+            if self.rows.iter().any(|r| r.4.is_some()) {
+                "   ◆ planted effect"
+            } else {
+                ""
+            }
+        );
+        let zx = x_of(0.0);
+        let _ = write!(
+            s,
+            r##"<line x1="{zx:.1}" y1="{top}" x2="{zx:.1}" y2="{:.1}" stroke="#718096" stroke-dasharray="4 3"/>"##,
+            height - 20.0
+        );
+        let _ = write!(
+            s,
+            r#"<text x="{zx:.1}" y="{:.1}" class="legend" text-anchor="middle">0</text>"#,
+            height - 6.0
+        );
+        if self.rows.is_empty() {
+            let _ = write!(s, r#"<text x="{label_w}" y="{}" class="empty">nothing to show</text>"#, top + 16.0);
+        }
+        for (r, (label, est, l, h, mark)) in self.rows.iter().enumerate() {
+            let y = top + row_h * r as f64 + 13.0;
+            let colour = if *l > 0.0 {
+                "#2f855a"
+            } else if *h < 0.0 {
+                "#9b2c2c"
+            } else {
+                "#718096"
+            };
+            let _ = write!(
+                s,
+                r#"<text x="{}" y="{}" class="label" text-anchor="end">{}</text>"#,
+                label_w - 8.0,
+                y + 4.0,
+                escape(label)
+            );
+            let _ = write!(
+                s,
+                r#"<line x1="{:.1}" y1="{y}" x2="{:.1}" y2="{y}" stroke="{colour}" stroke-width="3"/><circle cx="{:.1}" cy="{y}" r="5" fill="{colour}"><title>{}: {:.2}{} [{:.2}, {:.2}]</title></circle>"#,
+                x_of(*l),
+                x_of(*h),
+                x_of(*est),
+                escape(label),
+                est * self.scale,
+                escape(self.unit),
+                l * self.scale,
+                h * self.scale
+            );
+            if let Some(m) = mark {
+                let mx = x_of(*m);
+                let _ = write!(
+                    s,
+                    r##"<path d="M{mx:.1} {:.1} l5 6 l-5 6 l-5 -6 z" fill="#1a202c"><title>planted {:.2}{}</title></path>"##,
+                    y - 6.0,
+                    m * self.scale,
+                    escape(self.unit)
+                );
+            }
+            let _ = write!(
+                s,
+                r#"<text x="{:.1}" y="{}" class="value">{:+.1}{} [{:+.1}, {:+.1}]</text>"#,
+                label_w + plot_w + 10.0,
+                y + 4.0,
+                est * self.scale,
+                escape(self.unit),
+                l * self.scale,
+                h * self.scale
+            );
+        }
+        s.push_str("</svg>");
+        s
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

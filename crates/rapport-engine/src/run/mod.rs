@@ -2,6 +2,7 @@
 //! (BG/NBD, Pareto/NBD, Gamma-Gamma), written as the `customers` and `segments` tables
 //! and `reports/models.json`.
 
+pub mod actions;
 pub mod activity;
 pub mod config;
 pub mod features;
@@ -151,7 +152,12 @@ pub fn snapshots(ws: &Workspace, days: &[i64]) -> Result<Vec<(Features, Activity
 }
 
 /// Runs the models as seen at the end of `as_of` (default: the last order date).
+/// [`run_with`] under the default `[actions]` policy.
 pub fn run(ws: &Workspace, cfg: &ModelsConfig, as_of: Option<&str>) -> Result<RunSummary> {
+    run_with(ws, cfg, &actions::ActionsConfig::default_policy(), as_of)
+}
+
+pub fn run_with(ws: &Workspace, cfg: &ModelsConfig, policy: &actions::ActionsConfig, as_of: Option<&str>) -> Result<RunSummary> {
     let ModelInputs {
         features,
         activity,
@@ -349,6 +355,52 @@ pub fn run(ws: &Workspace, cfg: &ModelsConfig, as_of: Option<&str>) -> Result<Ru
     });
     models.insert("gaps".into(), gap_out.report.clone());
 
+    // Recommendations, then the next-best actions that use them.
+    let recs = crate::recs::recommendations(ws, &features.customer_id, as_of_day, 10)?;
+    let mut top_rec: Vec<Option<String>> = vec![None; n];
+    if let Some(b) = &recs {
+        use datafusion::arrow::array::AsArray;
+        let (c, r, p) = (b.column(0).as_string::<i32>(), b.column(1), b.column(2).as_string::<i32>());
+        let r = datafusion::arrow::compute::cast(r, &DataType::Int64).map_err(datafusion::error::DataFusionError::from)?;
+        let r = r.as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+        let index: std::collections::HashMap<&str, usize> = features.customer_id.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
+        for k in 0..b.num_rows() {
+            if r.value(k) == 1 {
+                if let Some(&i) = index.get(c.value(k)) {
+                    top_rec[i] = Some(p.value(k).to_string());
+                }
+            }
+        }
+    }
+    let recency: Vec<Option<f64>> = (0..n).map(|i| features.last_day[i].map(|d| (as_of_day - d) as f64)).collect();
+    let consents = actions::consents(ws, &features.customer_id)?;
+    let last_contact = actions::last_contacts(ws, &features.customer_id, as_of_day)?;
+    let birthdays = actions::birthdays(ws, &features.customer_id, as_of_day)?;
+    let decided = actions::decide(
+        policy,
+        &actions::Facts {
+            ids: &features.customer_id,
+            segment: &rfm_names,
+            churn: &churn_p,
+            clv: &clv,
+            recency_days: &recency,
+            gaps: &gap_out.gaps,
+            top_recommendation: &top_rec,
+            days_to_birthday: &birthdays,
+            consents: &consents,
+            last_contact_day: &last_contact,
+            as_of_day,
+        },
+        &day_text(as_of_day),
+    );
+    models.insert("actions".into(), decided.report.clone());
+    let mut next_action: Vec<Option<String>> = vec![None; n];
+    for a in decided.rows.iter().filter(|a| !a.control) {
+        next_action[a.customer].get_or_insert_with(|| a.action.clone());
+    }
+    let uplift_rows = crate::uplift::compute(ws)?;
+    models.insert("uplift".into(), crate::uplift::report(&uplift_rows));
+
     // Tables.
     let customers = customers_batch(
         &features,
@@ -362,6 +414,7 @@ pub fn run(ws: &Workspace, cfg: &ModelsConfig, as_of: Option<&str>) -> Result<Ru
         &clv,
         &churn_p,
         &loyalty,
+        &next_action,
     )?;
     let segments_batch = segments::segments_batch(&features, &buyers, &rfm_of, clusters.as_ref(), &channels, as_of_day)?;
     let mut txn = ws.begin("run")?;
@@ -369,7 +422,13 @@ pub fn run(ws: &Workspace, cfg: &ModelsConfig, as_of: Option<&str>) -> Result<Ru
     txn.write_part("customers", customers.schema(), &[customers])?;
     txn.replace("segments");
     txn.write_part("segments", segments_batch.schema(), &[segments_batch])?;
-    match crate::recs::recommendations(ws, &features.customer_id, as_of_day, 10)? {
+    let actions_batch = actions::batch(&features.customer_id, &decided)?;
+    txn.replace("actions");
+    txn.write_part("actions", actions_batch.schema(), &[actions_batch])?;
+    let uplift_batch = crate::uplift::batch(&uplift_rows)?;
+    txn.replace("uplift");
+    txn.write_part("uplift", uplift_batch.schema(), &[uplift_batch])?;
+    match recs {
         Some(recs) => {
             models.insert(
                 "recommendations".into(),
@@ -446,6 +505,7 @@ fn customers_batch(
     clv: &[Option<f64>],
     churn: &[Option<f64>],
     loyalty: &[Option<f64>],
+    next_action: &[Option<String>],
 ) -> Result<RecordBatch> {
     let n = f.len();
     let ts = |v: &[Option<i64>]| Arc::new(TimestampMicrosecondArray::from(v.to_vec()).with_timezone("UTC")) as ArrayRef;
@@ -507,9 +567,9 @@ fn customers_batch(
     cols.push(fl(churn.to_vec()));
     fields.push(Field::new("loyalty_score", DataType::Float64, true));
     cols.push(fl(loyalty.to_vec()));
-    // Filled by the next-best-action policy.
+    // The first action of the treatment group (control customers get none).
     fields.push(Field::new("next_action", DataType::Utf8, true));
-    cols.push(Arc::new(StringArray::from(vec![None::<&str>; n])));
+    cols.push(Arc::new(StringArray::from(next_action.to_vec())));
     Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).map_err(datafusion::error::DataFusionError::from)?)
 }
 

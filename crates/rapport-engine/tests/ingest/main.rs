@@ -1,6 +1,7 @@
 //! Ingest end to end: real datasets, generated data with planted truth, malformed
 //! input, incremental and atomic behaviour, privacy.
 
+mod actions;
 mod gaps;
 mod generated;
 mod incremental;

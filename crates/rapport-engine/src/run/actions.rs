@@ -1,0 +1,708 @@
+//! Next-best actions: the `[actions]` policy of rapport.toml applied to every customer.
+//!
+//! The policy is an ordered list of rules; a rule names an action, the channels it may
+//! use (in order of preference) and conditions over what `rapport run` knows of a
+//! customer — RFM segment, churn probability, CLV and its rank, gaps, recency, the top
+//! recommendation, an upcoming birthday. Rules are applied in order (their order is the
+//! action's priority), each to the customers still under the per-customer cap, best CLV
+//! first where a rule caps its audience.
+//!
+//! Consent is enforced, not advised: a marketing action needs the customer's latest
+//! `marketing` consent to be a grant (no row, no action), and a channel whose purpose the
+//! consents table records (email, sms, …) needs a grant for that purpose too; a refusal
+//! recorded after the as-of date still counts. Customers contacted within
+//! `cooldown_days` (campaign_outcomes.sent_at) get nothing. Each action's audience keeps
+//! a control group drawn by a stable hash of (seed, action, customer), so the split does
+//! not depend on who else is in the audience or on row order → the `actions` table.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, BooleanArray, Int64Array, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::record_batch::RecordBatch;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use rapport_model::uplift::in_control;
+
+use super::gaps::GapRow;
+use crate::{EngineError, Result};
+
+/// The `[actions]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ActionsConfig {
+    /// Share of each action's audience held back as a control group.
+    pub control_share: f64,
+    /// Seed of the control split.
+    pub seed: u64,
+    /// Most actions one customer gets from one run.
+    pub max_actions_per_customer: usize,
+    /// Customers contacted (campaign_outcomes.sent_at) this many days before the as-of
+    /// date or later get no action.
+    pub cooldown_days: u32,
+    /// The campaign id is `<campaign_prefix>-<as-of date>`.
+    pub campaign_prefix: String,
+    /// The policy, in priority order; empty means the defaults.
+    pub rules: Vec<Rule>,
+}
+
+impl Default for ActionsConfig {
+    fn default() -> Self {
+        Self {
+            control_share: 0.1,
+            seed: 42,
+            max_actions_per_customer: 1,
+            cooldown_days: 30,
+            campaign_prefix: "rapport".into(),
+            rules: Vec::new(),
+        }
+    }
+}
+
+/// One rule of the policy. Every condition given must hold; absent ones are not checked.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    pub action: String,
+    /// Channels in order of preference; the first the customer allows is used. Empty:
+    /// the action needs no channel consent.
+    #[serde(default)]
+    pub channels: Vec<String>,
+    /// Whether the action is marketing (needs `marketing` consent). Service actions
+    /// such as a care call set this to false.
+    #[serde(default = "yes")]
+    pub marketing: bool,
+    /// RFM segment names, any of which qualifies.
+    #[serde(default)]
+    pub segments: Vec<String>,
+    pub min_churn_probability: Option<f64>,
+    pub max_churn_probability: Option<f64>,
+    pub min_clv: Option<f64>,
+    /// 0.8 = the top 20 % of customers by CLV.
+    pub min_clv_quantile: Option<f64>,
+    /// A gap of this type (frequency, category, satisfaction, knowledge, profile).
+    pub gap_type: Option<String>,
+    /// With `gap_type`: only gaps in this direction (over, under).
+    pub gap_direction: Option<String>,
+    pub min_recency_days: Option<f64>,
+    pub max_recency_days: Option<f64>,
+    /// Only customers with a recommendation (the top one becomes the subject).
+    #[serde(default)]
+    pub needs_recommendation: bool,
+    /// A birthday within this many days after the as-of date.
+    pub birthday_within_days: Option<i64>,
+    /// At most this many customers (highest CLV first).
+    pub max_customers: Option<usize>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Rule {
+    fn new(action: &str, channels: &[&str]) -> Self {
+        Rule {
+            action: action.into(),
+            channels: channels.iter().map(|c| c.to_string()).collect(),
+            marketing: true,
+            segments: Vec::new(),
+            min_churn_probability: None,
+            max_churn_probability: None,
+            min_clv: None,
+            min_clv_quantile: None,
+            gap_type: None,
+            gap_direction: None,
+            min_recency_days: None,
+            max_recency_days: None,
+            needs_recommendation: false,
+            birthday_within_days: None,
+            max_customers: None,
+        }
+    }
+}
+
+/// The default policy: keep valuable customers at risk, call those who say they are
+/// satisfied but behave like leaving, teach what their peers use, look after the best,
+/// cross-sell to the active, greet on birthdays.
+pub fn default_rules() -> Vec<Rule> {
+    vec![
+        Rule {
+            min_churn_probability: Some(0.5),
+            min_clv_quantile: Some(0.5),
+            ..Rule::new("retention_offer", &["email", "sms"])
+        },
+        Rule {
+            marketing: false,
+            gap_type: Some("satisfaction".into()),
+            gap_direction: Some("over".into()),
+            ..Rule::new("care_call", &["phone"])
+        },
+        Rule {
+            gap_type: Some("knowledge".into()),
+            ..Rule::new("product_education", &["email", "sms"])
+        },
+        Rule {
+            min_clv_quantile: Some(0.95),
+            ..Rule::new("vip_care", &["phone", "email"])
+        },
+        Rule {
+            max_recency_days: Some(90.0),
+            needs_recommendation: true,
+            ..Rule::new("cross_sell", &["email", "sms"])
+        },
+        Rule {
+            birthday_within_days: Some(7),
+            ..Rule::new("birthday_greeting", &["email", "sms"])
+        },
+    ]
+}
+
+impl ActionsConfig {
+    /// The defaults with the default rules filled in.
+    pub fn default_policy() -> Self {
+        Self {
+            rules: default_rules(),
+            ..Self::default()
+        }
+    }
+
+    pub fn from_table(table: Option<&toml::Table>) -> Result<Self> {
+        let mut c: ActionsConfig = match table {
+            Some(t) => t
+                .clone()
+                .try_into()
+                .map_err(|e: toml::de::Error| EngineError::Usage(format!("[actions]: {}", e.message())))?,
+            None => Self::default(),
+        };
+        if !(0.0..1.0).contains(&c.control_share) {
+            return Err(EngineError::Usage(format!(
+                "[actions]: control_share = {} must be in [0, 1)",
+                c.control_share
+            )));
+        }
+        if c.max_actions_per_customer == 0 {
+            return Err(EngineError::Usage("[actions]: max_actions_per_customer must be at least 1".into()));
+        }
+        for (i, r) in c.rules.iter().enumerate() {
+            let at = format!("[[actions.rules]] #{} (action = \"{}\")", i + 1, r.action);
+            if r.action.trim().is_empty() {
+                return Err(EngineError::Usage(format!("{at}: action must not be empty")));
+            }
+            if let Some(q) = r.min_clv_quantile {
+                if !(0.0..1.0).contains(&q) {
+                    return Err(EngineError::Usage(format!("{at}: min_clv_quantile = {q} must be in [0, 1)")));
+                }
+            }
+            if let Some(g) = &r.gap_type {
+                if !["frequency", "category", "satisfaction", "knowledge", "profile"].contains(&g.as_str()) {
+                    return Err(EngineError::Usage(format!(
+                        "{at}: gap_type = \"{g}\"; expected frequency, category, satisfaction, knowledge or profile"
+                    )));
+                }
+            }
+            if let Some(d) = &r.gap_direction {
+                if r.gap_type.is_none() || !["over", "under"].contains(&d.as_str()) {
+                    return Err(EngineError::Usage(format!(
+                        "{at}: gap_direction = \"{d}\" needs a gap_type and must be over or under"
+                    )));
+                }
+            }
+        }
+        if c.rules.is_empty() {
+            c.rules = default_rules();
+        }
+        Ok(c)
+    }
+}
+
+/// What the policy can look at, one entry per customer row.
+pub struct Facts<'a> {
+    pub ids: &'a [String],
+    pub segment: &'a [Option<&'static str>],
+    pub churn: &'a [Option<f64>],
+    pub clv: &'a [Option<f64>],
+    pub recency_days: &'a [Option<f64>],
+    pub gaps: &'a [GapRow],
+    pub top_recommendation: &'a [Option<String>],
+    pub days_to_birthday: &'a [Option<i64>],
+    pub consents: &'a Consents,
+    /// Day of the latest contact (campaign_outcomes.sent_at) per customer.
+    pub last_contact_day: &'a [Option<i64>],
+    pub as_of_day: i64,
+}
+
+/// Latest consent per customer and purpose, and which purposes the data records at all.
+#[derive(Debug, Default, Clone)]
+pub struct Consents {
+    pub granted: Vec<BTreeMap<String, bool>>,
+    pub recorded: BTreeSet<String>,
+}
+
+impl Consents {
+    fn marketing(&self, i: usize) -> bool {
+        self.granted.get(i).and_then(|m| m.get("marketing")).copied() == Some(true)
+    }
+
+    /// A channel is allowed unless its purpose is recorded in the data and this
+    /// customer's latest word on it is not a grant.
+    fn channel(&self, i: usize, channel: &str) -> bool {
+        !self.recorded.contains(channel) || self.granted.get(i).and_then(|m| m.get(channel)).copied() == Some(true)
+    }
+}
+
+/// One row of the `actions` table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActionRow {
+    pub customer: usize,
+    pub action: String,
+    pub priority: usize,
+    pub reason: String,
+    pub control: bool,
+    pub channel: Option<String>,
+    pub marketing: bool,
+    pub subject: Option<String>,
+}
+
+pub struct Decided {
+    pub rows: Vec<ActionRow>,
+    pub campaign_id: String,
+    pub report: Value,
+}
+
+fn fmt_money(x: f64) -> String {
+    if x.abs() >= 100.0 {
+        format!("{x:.0}")
+    } else {
+        format!("{x:.2}")
+    }
+}
+
+/// Applies the policy.
+pub fn decide(cfg: &ActionsConfig, f: &Facts<'_>, as_of_text: &str) -> Decided {
+    let n = f.ids.len();
+    let campaign_id = format!("{}-{as_of_text}", cfg.campaign_prefix);
+    // CLV quantile: the share of customers with a CLV below this one.
+    let mut clv_quantile = vec![None; n];
+    {
+        let mut with: Vec<(f64, usize)> = (0..n).filter_map(|i| f.clv[i].map(|c| (c, i))).collect();
+        with.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        let m = with.len() as f64;
+        let mut k = 0;
+        while k < with.len() {
+            // Ties share the quantile of their first member.
+            let mut j = k;
+            while j < with.len() && with[j].0 == with[k].0 {
+                j += 1;
+            }
+            for &(_, i) in &with[k..j] {
+                clv_quantile[i] = Some(k as f64 / m);
+            }
+            k = j;
+        }
+    }
+    let mut gaps_of: Vec<Vec<&GapRow>> = vec![Vec::new(); n];
+    for g in f.gaps {
+        if g.customer < n {
+            gaps_of[g.customer].push(g);
+        }
+    }
+    let cooled: Vec<bool> = (0..n)
+        .map(|i| f.last_contact_day[i].is_some_and(|d| d > f.as_of_day - i64::from(cfg.cooldown_days)))
+        .collect();
+    let mut taken: Vec<usize> = vec![0; n];
+    let mut rows = Vec::new();
+    let mut rule_reports = Vec::new();
+    for (r_idx, rule) in cfg.rules.iter().enumerate() {
+        let (mut matched, mut no_consent, mut no_channel, mut capped) = (0usize, 0usize, 0usize, 0usize);
+        let mut candidates: Vec<(usize, String, Option<String>, Option<String>)> = Vec::new();
+        for i in 0..n {
+            if cooled[i] || taken[i] >= cfg.max_actions_per_customer {
+                continue;
+            }
+            let Some((reason, subject)) = matches(rule, f, i, clv_quantile[i], &gaps_of[i]) else {
+                continue;
+            };
+            matched += 1;
+            if rule.marketing && !f.consents.marketing(i) {
+                no_consent += 1;
+                continue;
+            }
+            let channel = if rule.channels.is_empty() {
+                None
+            } else {
+                match rule.channels.iter().find(|c| f.consents.channel(i, c)) {
+                    Some(c) => Some(c.clone()),
+                    None => {
+                        no_channel += 1;
+                        continue;
+                    }
+                }
+            };
+            candidates.push((i, reason, channel, subject));
+        }
+        if let Some(cap) = rule.max_customers {
+            if candidates.len() > cap {
+                candidates.sort_by(|a, b| {
+                    let (ca, cb) = (f.clv[a.0].unwrap_or(f64::NEG_INFINITY), f.clv[b.0].unwrap_or(f64::NEG_INFINITY));
+                    cb.total_cmp(&ca).then(f.ids[a.0].cmp(&f.ids[b.0]))
+                });
+                capped = candidates.len() - cap;
+                candidates.truncate(cap);
+                candidates.sort_by_key(|c| c.0);
+            }
+        }
+        let (mut treated, mut control) = (0usize, 0usize);
+        for (i, reason, channel, subject) in candidates {
+            taken[i] += 1;
+            let is_control = in_control(cfg.seed, &rule.action, &f.ids[i], cfg.control_share);
+            if is_control {
+                control += 1;
+            } else {
+                treated += 1;
+            }
+            rows.push(ActionRow {
+                customer: i,
+                action: rule.action.clone(),
+                priority: r_idx + 1,
+                reason,
+                control: is_control,
+                channel,
+                marketing: rule.marketing,
+                subject,
+            });
+        }
+        rule_reports.push(json!({
+            "action": rule.action, "priority": r_idx + 1, "marketing": rule.marketing,
+            "matched": matched, "blocked_no_marketing_consent": no_consent,
+            "blocked_no_channel_consent": no_channel, "capped": capped,
+            "treatment": treated, "control": control,
+        }));
+    }
+    rows.sort_by(|a, b| f.ids[a.customer].cmp(&f.ids[b.customer]).then(a.priority.cmp(&b.priority)));
+    let without_marketing = (0..n).filter(|&i| !f.consents.marketing(i)).count();
+    let report = json!({
+        "campaign_id": campaign_id,
+        "control_share": cfg.control_share,
+        "seed": cfg.seed,
+        "max_actions_per_customer": cfg.max_actions_per_customer,
+        "cooldown_days": cfg.cooldown_days,
+        "customers_in_cooldown": cooled.iter().filter(|c| **c).count(),
+        "customers_without_marketing_consent": without_marketing,
+        "consent_purposes_recorded": f.consents.recorded,
+        "rows": rows.len(),
+        "rules": rule_reports,
+    });
+    Decided { rows, campaign_id, report }
+}
+
+/// Whether `rule` applies to customer `i`; if so, why (in words) and its subject.
+fn matches(rule: &Rule, f: &Facts<'_>, i: usize, clv_q: Option<f64>, gaps: &[&GapRow]) -> Option<(String, Option<String>)> {
+    let mut why: Vec<String> = Vec::new();
+    let mut subject = None;
+    if !rule.segments.is_empty() {
+        let s = f.segment[i]?;
+        if !rule.segments.iter().any(|x| x == s) {
+            return None;
+        }
+        why.push(format!("RFM segment {s}"));
+    }
+    if rule.min_churn_probability.is_some() || rule.max_churn_probability.is_some() {
+        let p = f.churn[i]?;
+        if rule.min_churn_probability.is_some_and(|m| p < m) || rule.max_churn_probability.is_some_and(|m| p > m) {
+            return None;
+        }
+        why.push(format!("churn probability {p:.2}"));
+    }
+    if rule.min_clv.is_some() || rule.min_clv_quantile.is_some() {
+        let c = f.clv[i]?;
+        if rule.min_clv.is_some_and(|m| c < m) {
+            return None;
+        }
+        match rule.min_clv_quantile {
+            Some(m) => {
+                let q = clv_q?;
+                if q < m {
+                    return None;
+                }
+                why.push(format!("CLV {} (top {:.0} %)", fmt_money(c), ((1.0 - q) * 100.0).max(1.0)));
+            }
+            None => why.push(format!("CLV {}", fmt_money(c))),
+        }
+    }
+    if let Some(t) = &rule.gap_type {
+        let g = gaps
+            .iter()
+            .filter(|g| g.gap_type == t && rule.gap_direction.as_deref().is_none_or(|d| d == g.direction))
+            .max_by(|a, b| a.evidence.total_cmp(&b.evidence).then(b.subject.cmp(&a.subject)))?;
+        why.push(format!(
+            "{t} gap on {}: says {}, does {} (evidence {:.2})",
+            g.subject, g.reported_text, g.observed_text, g.evidence
+        ));
+        subject = Some(g.subject.clone());
+    }
+    if rule.min_recency_days.is_some() || rule.max_recency_days.is_some() {
+        let r = f.recency_days[i]?;
+        if rule.min_recency_days.is_some_and(|m| r < m) || rule.max_recency_days.is_some_and(|m| r > m) {
+            return None;
+        }
+        why.push(format!("last order {r:.0} days ago"));
+    }
+    if rule.needs_recommendation {
+        let p = f.top_recommendation[i].as_ref()?;
+        why.push(format!("recommended product {p}"));
+        subject.get_or_insert_with(|| p.clone());
+    }
+    if let Some(w) = rule.birthday_within_days {
+        let d = f.days_to_birthday[i]?;
+        if d > w {
+            return None;
+        }
+        why.push(if d == 0 {
+            "birthday today".into()
+        } else {
+            format!("birthday in {d} days")
+        });
+    }
+    if why.is_empty() {
+        why.push("applies to every customer".into());
+    }
+    Some((why.join("; "), subject))
+}
+
+/// Days from `as_of` (a day number since 1970-01-01) to the next birthday of someone
+/// born on `birth` (YYYY-MM-DD); 29 February counts as 28 February in other years.
+pub fn days_to_birthday(birth: &str, as_of_day: i64) -> Option<i64> {
+    use chrono::{Datelike, NaiveDate};
+    let b = NaiveDate::parse_from_str(birth.get(..10)?, "%Y-%m-%d").ok()?;
+    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1)?;
+    let today = epoch.checked_add_signed(chrono::Duration::days(as_of_day))?;
+    let on = |year: i32| NaiveDate::from_ymd_opt(year, b.month(), b.day()).or_else(|| NaiveDate::from_ymd_opt(year, 2, 28));
+    let this = on(today.year())?;
+    let next = if this >= today { this } else { on(today.year() + 1)? };
+    Some((next - today).num_days())
+}
+
+/// Reads the latest consent per customer and purpose (all of them, also those recorded
+/// after the as-of date: a withdrawal is honoured as soon as it is known).
+pub fn consents(ws: &rapport_store::Workspace, ids: &[String]) -> Result<Consents> {
+    let mut out = Consents {
+        granted: vec![BTreeMap::new(); ids.len()],
+        recorded: BTreeSet::new(),
+    };
+    if !ws.tables()?.contains_key("consents") {
+        return Ok(out);
+    }
+    let index: HashMap<&str, usize> = ids.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
+    let rows = crate::session::text_rows(
+        ws,
+        "SELECT customer_id, lower(trim(purpose)), granted FROM (
+           SELECT customer_id, purpose, granted,
+                  row_number() OVER (PARTITION BY customer_id, lower(trim(purpose))
+                                     ORDER BY recorded_at DESC, granted ASC) AS rn
+           FROM consents) WHERE rn = 1",
+        &crate::session::Personal::Stored,
+    )?;
+    for r in rows {
+        let (Some(c), Some(p), Some(g)) = (&r[0], &r[1], &r[2]) else {
+            continue;
+        };
+        out.recorded.insert(p.clone());
+        if let Some(&i) = index.get(c.as_str()) {
+            out.granted[i].insert(p.clone(), g == "true");
+        }
+    }
+    Ok(out)
+}
+
+/// Day of each customer's latest contact in campaign_outcomes up to the as-of date.
+pub fn last_contacts(ws: &rapport_store::Workspace, ids: &[String], as_of_day: i64) -> Result<Vec<Option<i64>>> {
+    let mut out = vec![None; ids.len()];
+    if !ws.tables()?.contains_key("campaign_outcomes") {
+        return Ok(out);
+    }
+    let index: HashMap<&str, usize> = ids.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
+    let end = (as_of_day + 1) * super::MICROS_PER_DAY;
+    let rows = crate::session::text_rows(
+        ws,
+        &format!(
+            "SELECT customer_id, max(CAST(sent_at AS BIGINT)) FROM campaign_outcomes
+             WHERE sent_at < to_timestamp_micros({end}) GROUP BY customer_id"
+        ),
+        &crate::session::Personal::Stored,
+    )?;
+    for r in rows {
+        let (Some(c), Some(t)) = (&r[0], &r[1]) else { continue };
+        if let (Some(&i), Ok(t)) = (index.get(c.as_str()), t.parse::<i64>()) {
+            out[i] = Some(t.div_euclid(super::MICROS_PER_DAY));
+        }
+    }
+    Ok(out)
+}
+
+/// Days to each customer's next birthday, from the birth dates in their profiles
+/// (decrypted in memory only; nothing personal is written). Without a key: none.
+pub fn birthdays(ws: &rapport_store::Workspace, ids: &[String], as_of_day: i64) -> Result<Vec<Option<i64>>> {
+    let mut out = vec![None; ids.len()];
+    if !ws.tables()?.contains_key("customer_profiles") {
+        return Ok(out);
+    }
+    let Ok(keys) = ws.keys(false) else {
+        return Ok(out);
+    };
+    let index: HashMap<&str, usize> = ids.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
+    let rows = crate::session::text_rows(
+        ws,
+        "SELECT customer_id, min(birth_date) FROM customer_profiles WHERE birth_date IS NOT NULL GROUP BY customer_id",
+        &crate::session::Personal::Revealed(Box::new(keys)),
+    )?;
+    for r in rows {
+        let (Some(c), Some(b)) = (&r[0], &r[1]) else { continue };
+        if let Some(&i) = index.get(c.as_str()) {
+            out[i] = days_to_birthday(b, as_of_day);
+        }
+    }
+    Ok(out)
+}
+
+pub fn batch(ids: &[String], d: &Decided) -> Result<RecordBatch> {
+    let rows = &d.rows;
+    let s = |f: &dyn Fn(&ActionRow) -> String| Arc::new(StringArray::from(rows.iter().map(f).collect::<Vec<_>>())) as ArrayRef;
+    let o = |f: &dyn Fn(&ActionRow) -> Option<String>| Arc::new(StringArray::from(rows.iter().map(f).collect::<Vec<_>>())) as ArrayRef;
+    let schema = Schema::new(vec![
+        Field::new("customer_id", DataType::Utf8, false),
+        Field::new("action", DataType::Utf8, false),
+        Field::new("priority", DataType::Int64, false),
+        Field::new("reason", DataType::Utf8, false),
+        Field::new("group", DataType::Utf8, false),
+        Field::new("campaign_id", DataType::Utf8, false),
+        Field::new("channel", DataType::Utf8, true),
+        Field::new("marketing", DataType::Boolean, false),
+        Field::new("subject", DataType::Utf8, true),
+    ]);
+    Ok(RecordBatch::try_new(
+        Arc::new(schema),
+        vec![
+            s(&|r| ids[r.customer].clone()),
+            s(&|r| r.action.clone()),
+            Arc::new(Int64Array::from(rows.iter().map(|r| r.priority as i64).collect::<Vec<_>>())),
+            s(&|r| r.reason.clone()),
+            s(&|r| if r.control { "control" } else { "treatment" }.to_string()),
+            s(&|_| d.campaign_id.clone()),
+            o(&|r| r.channel.clone()),
+            Arc::new(BooleanArray::from(rows.iter().map(|r| r.marketing).collect::<Vec<_>>())),
+            o(&|r| r.subject.clone()),
+        ],
+    )
+    .map_err(datafusion::error::DataFusionError::from)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn birthdays() {
+        let day = |s: &str| {
+            (chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap() - chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap()).num_days()
+        };
+        assert_eq!(days_to_birthday("1980-06-10", day("2024-06-10")), Some(0));
+        assert_eq!(days_to_birthday("1980-06-13", day("2024-06-10")), Some(3));
+        assert_eq!(days_to_birthday("1980-06-09", day("2024-06-10")), Some(364));
+        assert_eq!(days_to_birthday("1980-02-29", day("2023-02-27")), Some(1));
+        assert_eq!(days_to_birthday("1980-01-02", day("2023-12-31")), Some(2));
+        assert_eq!(days_to_birthday("garbage", 0), None);
+    }
+
+    type Fixture = (Vec<String>, Vec<Option<f64>>, Vec<Option<f64>>, Consents);
+
+    fn facts_fixture() -> Fixture {
+        let ids: Vec<String> = (0..6).map(|i| format!("c{i}")).collect();
+        let churn = vec![Some(0.9), Some(0.8), Some(0.1), Some(0.7), None, Some(0.95)];
+        let clv = vec![Some(500.0), Some(900.0), Some(50.0), Some(20.0), None, Some(700.0)];
+        let mut granted = vec![BTreeMap::new(); 6];
+        for (i, g) in granted.iter_mut().enumerate() {
+            g.insert("marketing".to_string(), i != 1);
+            g.insert("email".to_string(), i != 5);
+        }
+        let consents = Consents {
+            granted,
+            recorded: ["marketing", "email"].iter().map(|s| s.to_string()).collect(),
+        };
+        (ids, churn, clv, consents)
+    }
+
+    #[test]
+    fn consent_caps_and_control() {
+        let (ids, churn, clv, consents) = facts_fixture();
+        let none_f = vec![None; 6];
+        let none_i = vec![None; 6];
+        let none_s = vec![None; 6];
+        let seg = vec![None; 6];
+        let mut last_contact = vec![None; 6];
+        last_contact[3] = Some(995); // contacted 5 days before the as-of day
+        let f = Facts {
+            ids: &ids,
+            segment: &seg,
+            churn: &churn,
+            clv: &clv,
+            recency_days: &none_f,
+            gaps: &[],
+            top_recommendation: &none_s,
+            days_to_birthday: &none_i,
+            consents: &consents,
+            last_contact_day: &last_contact,
+            as_of_day: 1000,
+        };
+        let cfg = ActionsConfig {
+            control_share: 0.0,
+            rules: vec![Rule {
+                min_churn_probability: Some(0.5),
+                ..Rule::new("retention_offer", &["email", "sms"])
+            }],
+            ..ActionsConfig::default()
+        };
+        let d = decide(&cfg, &f, "2024-01-01");
+        // c1 refused marketing, c3 is cooling down, c2 is not at risk, c4 has no score;
+        // c5 refused email but sms is not a recorded purpose, so sms is used.
+        let got: Vec<(&str, Option<&str>)> = d.rows.iter().map(|r| (ids[r.customer].as_str(), r.channel.as_deref())).collect();
+        assert_eq!(got, vec![("c0", Some("email")), ("c5", Some("sms"))]);
+        assert_eq!(d.campaign_id, "rapport-2024-01-01");
+        assert!(d.rows[0].reason.contains("churn probability 0.90"), "{}", d.rows[0].reason);
+        // A cap keeps the most valuable.
+        let capped = ActionsConfig {
+            rules: vec![Rule {
+                max_customers: Some(1),
+                ..cfg.rules[0].clone()
+            }],
+            ..cfg.clone()
+        };
+        let d = decide(&capped, &f, "2024-01-01");
+        assert_eq!(d.rows.len(), 1);
+        assert_eq!(ids[d.rows[0].customer], "c5");
+        // Everyone in control at share → 1 is refused by the config, 0.999 puts nearly all.
+        let all_control = ActionsConfig {
+            control_share: 0.999_999,
+            ..cfg.clone()
+        };
+        assert!(decide(&all_control, &f, "x").rows.iter().all(|r| r.control));
+        assert!(ActionsConfig::from_table(Some(&toml::from_str("control_share = 1.0").unwrap())).is_err());
+    }
+
+    #[test]
+    fn config_defaults_and_errors() {
+        let c = ActionsConfig::from_table(None).unwrap();
+        assert_eq!(c.rules, default_rules());
+        let t: toml::Table = toml::from_str("[[rules]]\naction = \"x\"\ngap_type = \"mood\"").unwrap();
+        let e = ActionsConfig::from_table(Some(&t)).unwrap_err().to_string();
+        assert!(e.contains("gap_type = \"mood\""), "{e}");
+        let t: toml::Table = toml::from_str("[[rules]]\naction = \"x\"\ncolour = 1").unwrap();
+        let e = ActionsConfig::from_table(Some(&t)).unwrap_err().to_string();
+        assert!(e.contains("colour"), "{e}");
+        let t: toml::Table = toml::from_str("[[rules]]\naction = \"winback\"\nsegments = [\"Lost\"]").unwrap();
+        let c = ActionsConfig::from_table(Some(&t)).unwrap();
+        assert_eq!(c.rules.len(), 1);
+        assert!(c.rules[0].marketing);
+    }
+}

@@ -1,0 +1,233 @@
+//! Did it work? The `uplift` table from `campaign_outcomes`: per campaign and action, the
+//! customers treated and held back, their conversion rates, the difference and
+//! Newcombe's 95 % interval for it (`rapport_model::uplift`), plus revenue per customer.
+//!
+//! The unit is the customer: a customer listed twice under one campaign, action and
+//! group counts once, converted if any of their rows converted. A missing `converted`
+//! counts as not converted; a customer found in both groups of one action is counted in
+//! each (and reported in `customers_in_both_groups`, since it means the audience was
+//! not split cleanly).
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::record_batch::RecordBatch;
+use serde_json::{json, Value};
+
+use rapport_model::uplift::newcombe;
+use rapport_store::Workspace;
+
+use crate::session::{text_rows, Personal};
+use crate::Result;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpliftRow {
+    pub campaign_id: String,
+    pub action: String,
+    pub treated: u64,
+    pub control: u64,
+    pub treated_conversions: u64,
+    pub control_conversions: u64,
+    pub treated_rate: Option<f64>,
+    pub control_rate: Option<f64>,
+    pub uplift: Option<f64>,
+    pub ci_low: Option<f64>,
+    pub ci_high: Option<f64>,
+    pub treated_revenue_per_customer: Option<f64>,
+    pub control_revenue_per_customer: Option<f64>,
+    pub customers_in_both_groups: u64,
+}
+
+impl UpliftRow {
+    /// "worked" (interval above 0), "harmed" (below 0), "unclear" or "no control".
+    pub fn verdict(&self) -> &'static str {
+        match (self.ci_low, self.ci_high) {
+            (Some(l), _) if l > 0.0 => "worked",
+            (_, Some(h)) if h < 0.0 => "harmed",
+            (Some(_), Some(_)) => "unclear",
+            _ => "no control group",
+        }
+    }
+}
+
+/// Computes the rows from the workspace's `campaign_outcomes` (none without it).
+pub fn compute(ws: &Workspace) -> Result<Vec<UpliftRow>> {
+    if !ws.tables()?.contains_key("campaign_outcomes") {
+        return Ok(Vec::new());
+    }
+    let rows = text_rows(
+        ws,
+        r#"WITH per AS (
+             SELECT campaign_id, action, lower("group") AS g, customer_id,
+                    max(CASE WHEN converted THEN 1 ELSE 0 END) AS conv,
+                    sum(coalesce(revenue, 0.0)) AS rev
+             FROM campaign_outcomes GROUP BY campaign_id, action, lower("group"), customer_id),
+           both_groups AS (
+             SELECT campaign_id, action, count(*) AS both_n FROM (
+               SELECT campaign_id, action, customer_id FROM per GROUP BY campaign_id, action, customer_id
+               HAVING count(DISTINCT g) > 1) GROUP BY campaign_id, action)
+           SELECT p.campaign_id, p.action,
+                  sum(CASE WHEN g = 'treatment' THEN 1 ELSE 0 END),
+                  sum(CASE WHEN g = 'control' THEN 1 ELSE 0 END),
+                  sum(CASE WHEN g = 'treatment' THEN conv ELSE 0 END),
+                  sum(CASE WHEN g = 'control' THEN conv ELSE 0 END),
+                  sum(CASE WHEN g = 'treatment' THEN rev ELSE 0.0 END),
+                  sum(CASE WHEN g = 'control' THEN rev ELSE 0.0 END),
+                  coalesce(max(b.both_n), 0)
+           FROM per p LEFT JOIN both_groups b ON p.campaign_id = b.campaign_id AND p.action = b.action
+           GROUP BY p.campaign_id, p.action ORDER BY p.campaign_id, p.action"#,
+        &Personal::Stored,
+    )?;
+    let num = |s: &Option<String>| s.as_deref().and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let (nt, nc, xt, xc) = (num(&r[2]), num(&r[3]), num(&r[4]), num(&r[5]));
+            let u = newcombe(xt, nt, xc, nc, 0.95);
+            let per = |rev: f64, n: f64| (n > 0.0).then(|| rev / n);
+            UpliftRow {
+                campaign_id: r[0].clone().unwrap_or_default(),
+                action: r[1].clone().unwrap_or_default(),
+                treated: nt as u64,
+                control: nc as u64,
+                treated_conversions: xt as u64,
+                control_conversions: xc as u64,
+                treated_rate: (nt > 0.0).then(|| xt / nt),
+                control_rate: (nc > 0.0).then(|| xc / nc),
+                uplift: u.map(|u| u.uplift),
+                ci_low: u.map(|u| u.ci_low),
+                ci_high: u.map(|u| u.ci_high),
+                treated_revenue_per_customer: per(num(&r[6]), nt),
+                control_revenue_per_customer: per(num(&r[7]), nc),
+                customers_in_both_groups: num(&r[8]) as u64,
+            }
+        })
+        .collect())
+}
+
+pub fn report(rows: &[UpliftRow]) -> Value {
+    json!(rows
+        .iter()
+        .map(|r| json!({
+            "campaign_id": r.campaign_id, "action": r.action, "treated": r.treated, "control": r.control,
+            "treated_rate": r.treated_rate, "control_rate": r.control_rate, "uplift": r.uplift,
+            "ci_low": r.ci_low, "ci_high": r.ci_high, "verdict": r.verdict(),
+            "customers_in_both_groups": r.customers_in_both_groups,
+        }))
+        .collect::<Vec<_>>())
+}
+
+pub fn batch(rows: &[UpliftRow]) -> Result<RecordBatch> {
+    let s = |f: &dyn Fn(&UpliftRow) -> String| Arc::new(StringArray::from(rows.iter().map(f).collect::<Vec<_>>())) as ArrayRef;
+    let k = |f: &dyn Fn(&UpliftRow) -> u64| Arc::new(Int64Array::from(rows.iter().map(|r| f(r) as i64).collect::<Vec<_>>())) as ArrayRef;
+    let x = |f: &dyn Fn(&UpliftRow) -> Option<f64>| Arc::new(Float64Array::from(rows.iter().map(f).collect::<Vec<_>>())) as ArrayRef;
+    let schema = Schema::new(vec![
+        Field::new("campaign_id", DataType::Utf8, false),
+        Field::new("action", DataType::Utf8, false),
+        Field::new("treated", DataType::Int64, false),
+        Field::new("control", DataType::Int64, false),
+        Field::new("treated_rate", DataType::Float64, true),
+        Field::new("control_rate", DataType::Float64, true),
+        Field::new("uplift", DataType::Float64, true),
+        Field::new("ci_low", DataType::Float64, true),
+        Field::new("ci_high", DataType::Float64, true),
+        Field::new("treated_conversions", DataType::Int64, false),
+        Field::new("control_conversions", DataType::Int64, false),
+        Field::new("treated_revenue_per_customer", DataType::Float64, true),
+        Field::new("control_revenue_per_customer", DataType::Float64, true),
+        Field::new("significant", DataType::Boolean, false),
+        Field::new("verdict", DataType::Utf8, false),
+    ]);
+    Ok(RecordBatch::try_new(
+        Arc::new(schema),
+        vec![
+            s(&|r| r.campaign_id.clone()),
+            s(&|r| r.action.clone()),
+            k(&|r| r.treated),
+            k(&|r| r.control),
+            x(&|r| r.treated_rate),
+            x(&|r| r.control_rate),
+            x(&|r| r.uplift),
+            x(&|r| r.ci_low),
+            x(&|r| r.ci_high),
+            k(&|r| r.treated_conversions),
+            k(&|r| r.control_conversions),
+            x(&|r| r.treated_revenue_per_customer),
+            x(&|r| r.control_revenue_per_customer),
+            Arc::new(BooleanArray::from(
+                rows.iter().map(|r| matches!(r.verdict(), "worked" | "harmed")).collect::<Vec<_>>(),
+            )),
+            s(&|r| r.verdict().to_string()),
+        ],
+    )
+    .map_err(datafusion::error::DataFusionError::from)?)
+}
+
+/// Recomputes the `uplift` table after new outcomes were ingested, without rerunning
+/// the models; updates models.json's `uplift` key and the report. Returns the rows.
+pub fn refresh(ws: &Workspace) -> Result<Vec<UpliftRow>> {
+    let rows = compute(ws)?;
+    let b = batch(&rows)?;
+    let mut txn = ws.begin("uplift")?;
+    txn.replace("uplift");
+    txn.write_part("uplift", b.schema(), &[b])?;
+    txn.commit("{}")?;
+    let path = ws.reports_dir().join("models.json");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        if let Ok(Value::Object(mut m)) = serde_json::from_str::<Value>(&text) {
+            m.insert("uplift".into(), report(&rows));
+            crate::report::write_atomic(&path, &serde_json::to_string_pretty(&Value::Object(m)).expect("serialises"))?;
+        }
+    }
+    crate::report::write_report(ws)?;
+    Ok(rows)
+}
+
+/// For generated data only: simulates how the audience of the latest `actions` table
+/// responded, from the generator's truth in `truth_dir`, and writes the outcomes as
+/// `out_dir/campaign_outcomes.csv` (customers named by one of their source ids, as a
+/// company's campaign tool would report them). The campaign is sent the day after its
+/// as-of date. Returns the rows written.
+pub fn simulate_from_truth(ws: &Workspace, truth_dir: &std::path::Path, out_dir: &std::path::Path, seed: u64) -> Result<usize> {
+    let tables = ws.tables()?;
+    if !tables.contains_key("actions") || !tables.contains_key("customer_sources") {
+        return Err(crate::EngineError::Usage("no actions yet: run `rapport run` first".into()));
+    }
+    let rows = text_rows(
+        ws,
+        r#"WITH src AS (
+             SELECT customer_id, first_value(source ORDER BY source, source_customer_id) AS source,
+                    first_value(source_customer_id ORDER BY source, source_customer_id) AS sid
+             FROM customer_sources GROUP BY customer_id)
+           SELECT a.campaign_id, s.source, s.sid, a.action, a."group"
+           FROM actions a JOIN src s ON a.customer_id = s.customer_id
+           ORDER BY a.customer_id, a.action"#,
+        &Personal::Stored,
+    )?;
+    let Some(campaign) = rows.first().and_then(|r| r[0].clone()) else {
+        return Ok(0);
+    };
+    let audience: Vec<rapport_synth::AudienceMember> = rows
+        .iter()
+        .filter_map(|r| {
+            Some(rapport_synth::AudienceMember {
+                source: r[1].clone()?,
+                source_id: r[2].clone()?,
+                action: r[3].clone()?,
+                control: r[4].as_deref()? == "control",
+            })
+        })
+        .collect();
+    // "<prefix>-YYYY-MM-DD": sent the next morning.
+    let as_of = campaign.get(campaign.len().saturating_sub(10)..).unwrap_or("");
+    let sent = chrono::NaiveDate::parse_from_str(as_of, "%Y-%m-%d")
+        .map(|d| (d + chrono::Duration::days(1)).format("%Y-%m-%dT09:00:00").to_string())
+        .map_err(|_| crate::EngineError::Usage(format!("campaign id {campaign} does not end in a date")))?;
+    std::fs::create_dir_all(out_dir).map_err(|e| crate::EngineError::Io {
+        path: out_dir.display().to_string(),
+        source: e,
+    })?;
+    let s = rapport_synth::simulate_outcomes(truth_dir, &audience, &campaign, &sent, seed, &out_dir.join("campaign_outcomes.csv"))?;
+    Ok(s.rows)
+}

@@ -1,0 +1,161 @@
+//! The action loop on generated data: next-best actions under consent, control groups,
+//! simulated outcomes from the generator's truth, and uplift against the planted effects.
+
+use std::path::{Path, PathBuf};
+
+use rapport_engine::run::actions::ActionsConfig;
+use rapport_engine::session::{text_rows, Personal};
+use rapport_store::Workspace;
+
+use super::{generated_run, ingest};
+
+/// The generated company of `generated_run`, in a workspace of its own, run with a 30 %
+/// control share, its campaign's outcomes simulated, ingested and measured.
+fn loop_run() -> &'static Path {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let data = generated_run().join("data");
+        let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("action-loop-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let ws_dir = root.join("ws");
+        ingest(&ws_dir, &data).unwrap();
+        let ws = Workspace::open_existing(&ws_dir).unwrap();
+        let policy = ActionsConfig {
+            control_share: 0.3,
+            ..ActionsConfig::default_policy()
+        };
+        let cfg = rapport_engine::run::config::ModelsConfig::default();
+        rapport_engine::run::run_with(&ws, &cfg, &policy, None).unwrap();
+        let outcomes = root.join("outcomes");
+        let n = rapport_engine::uplift::simulate_from_truth(&ws, &data.join("truth"), &outcomes, 5).unwrap();
+        assert!(n > 500, "{n} outcomes");
+        ingest(&ws_dir, &outcomes).unwrap();
+        rapport_engine::uplift::refresh(&ws).unwrap();
+        ws_dir
+    })
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
+
+fn rows(ws_dir: &Path, sql: &str) -> Vec<Vec<Option<String>>> {
+    let ws = Workspace::open_existing(ws_dir).unwrap();
+    text_rows(&ws, sql, &Personal::Stored).unwrap()
+}
+
+#[test]
+fn no_marketing_without_marketing_consent_and_channels_respected() {
+    let ws = loop_run();
+    let latest = "(SELECT customer_id, lower(purpose) AS purpose, granted FROM (
+                    SELECT *, row_number() OVER (PARTITION BY customer_id, lower(purpose) ORDER BY recorded_at DESC, granted) AS rn
+                    FROM consents) WHERE rn = 1)";
+    let marketing = rows(ws, "SELECT count(*) FROM actions WHERE marketing")[0][0].clone().unwrap();
+    assert!(marketing.parse::<u64>().unwrap() > 500, "{marketing} marketing actions");
+    // Every marketing action has a granted marketing consent as its customer's latest word.
+    let bad = rows(
+        ws,
+        &format!(
+            "SELECT count(*) FROM actions a LEFT JOIN {latest} c ON a.customer_id = c.customer_id AND c.purpose = 'marketing'
+             WHERE a.marketing AND (c.granted IS NULL OR NOT c.granted)"
+        ),
+    );
+    assert_eq!(bad[0][0].as_deref(), Some("0"));
+    // No action goes through a channel the customer refused or never granted.
+    let bad = rows(
+        ws,
+        &format!(
+            "SELECT count(*) FROM actions a LEFT JOIN {latest} c ON a.customer_id = c.customer_id AND c.purpose = a.channel
+             WHERE a.channel IN ('email', 'sms') AND (c.granted IS NULL OR NOT c.granted)"
+        ),
+    );
+    assert_eq!(bad[0][0].as_deref(), Some("0"));
+    // Customers without marketing consent exist, and some of them get the care call
+    // (a service action), none a marketing one.
+    let refused = rows(
+        ws,
+        &format!("SELECT count(*) FROM {latest} WHERE purpose = 'marketing' AND NOT granted"),
+    );
+    assert!(refused[0][0].as_deref().unwrap().parse::<u64>().unwrap() > 300);
+}
+
+#[test]
+fn control_groups_have_the_share_and_are_deterministic() {
+    let ws = loop_run();
+    let r = rows(
+        ws,
+        r#"SELECT sum(CASE WHEN "group" = 'control' THEN 1 ELSE 0 END), count(*), count(DISTINCT customer_id) FROM actions"#,
+    );
+    let (control, total, customers): (f64, f64, f64) = (
+        r[0][0].as_deref().unwrap().parse().unwrap(),
+        r[0][1].as_deref().unwrap().parse().unwrap(),
+        r[0][2].as_deref().unwrap().parse().unwrap(),
+    );
+    let share = control / total;
+    assert!((0.26..0.34).contains(&share), "control share {share}");
+    // One action per customer by default.
+    assert_eq!(total, customers);
+    // The customers table names the treatment group's action, not the control's.
+    let r = rows(
+        ws,
+        r#"SELECT count(*) FROM actions a JOIN customers c ON a.customer_id = c.customer_id
+           WHERE (a."group" = 'treatment' AND (c.next_action IS NULL OR c.next_action <> a.action))
+              OR (a."group" = 'control' AND c.next_action IS NOT NULL)"#,
+    );
+    assert_eq!(r[0][0].as_deref(), Some("0"));
+    // The same split again from the same seed (in a copy, not to disturb other tests).
+    let copy = ws.with_file_name(format!("ws-rerun-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&copy);
+    copy_dir(ws, &copy);
+    let ws2 = Workspace::open_existing(&copy).unwrap();
+    let before = rows(ws, r#"SELECT customer_id, action, "group" FROM actions ORDER BY 1, 2"#);
+    let policy = ActionsConfig {
+        control_share: 0.3,
+        ..ActionsConfig::default_policy()
+    };
+    rapport_engine::run::run_with(&ws2, &rapport_engine::run::config::ModelsConfig::default(), &policy, None).unwrap();
+    let after = rows(&copy, r#"SELECT customer_id, action, "group" FROM actions ORDER BY 1, 2"#);
+    // The campaign was sent after the as-of date, so the rerun sees no recent contact.
+    assert_eq!(before, after);
+}
+
+#[test]
+fn uplift_intervals_cover_the_planted_effects() {
+    let ws = loop_run();
+    let r = rows(
+        ws,
+        "SELECT action, treated, control, uplift, ci_low, ci_high FROM uplift ORDER BY action",
+    );
+    assert!(r.len() >= 4, "{r:?}");
+    let mut checked = 0;
+    for row in &r {
+        let action = row[0].clone().unwrap();
+        let f = |k: usize| row[k].as_deref().unwrap().parse::<f64>().unwrap();
+        let (treated, control, lo, hi) = (f(1), f(2), f(4), f(5));
+        assert!(lo <= f(3) && f(3) <= hi);
+        let planted = rapport_synth::planted(&action);
+        assert!(
+            lo <= planted && planted <= hi,
+            "{action}: planted {planted} outside [{lo}, {hi}] ({treated} treated, {control} control)"
+        );
+        if control >= 50.0 {
+            checked += 1;
+        }
+    }
+    assert!(checked >= 2, "too few actions with a real control group: {r:?}");
+    // Retention offers (planted +8 points) show as working on this many customers.
+    let ret = r.iter().find(|x| x[0].as_deref() == Some("retention_offer")).unwrap();
+    assert!(ret[4].as_deref().unwrap().parse::<f64>().unwrap() > 0.0, "{ret:?}");
+    // The outcomes ingest left the model columns of `customers` in place.
+    let c = rows(ws, "SELECT count(*) FROM customers WHERE clv IS NOT NULL");
+    assert!(c[0][0].as_deref().unwrap().parse::<u64>().unwrap() > 3000);
+}
