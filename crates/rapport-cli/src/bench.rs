@@ -35,10 +35,35 @@ pub enum Bench {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Implicit ALS fit time on the customer × product matrix of a generated orders file
+    /// (1M customers × 50k products by default); compared with the `implicit` Python
+    /// package on the same matrix and settings when it is installed.
+    Als {
+        #[arg(long, default_value_t = 10_000_000)]
+        rows: u64,
+        #[arg(long, default_value_t = 1_000_000)]
+        customers: u64,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        #[arg(long, default_value_t = 64)]
+        factors: usize,
+        #[arg(long, default_value_t = 15)]
+        iterations: usize,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 pub fn run(b: Bench) -> Result<()> {
     match b {
+        Bench::Als {
+            rows,
+            customers,
+            seed,
+            factors,
+            iterations,
+            dir,
+        } => als(rows, customers, seed, factors, iterations, dir),
         Bench::Ingest {
             rows,
             customers,
@@ -229,6 +254,83 @@ fn models(rows: u64, customers: u64, seed: u64, dir: Option<PathBuf>) -> Result<
             km_secs / v[0]
         ),
         Err(e) => println!("scikit-learn comparison skipped: {e}"),
+    }
+    Ok(())
+}
+
+/// ALS on the customer × product counts of a generated orders file.
+fn als(rows: u64, customers: u64, seed: u64, factors: usize, iterations: usize, dir: Option<PathBuf>) -> Result<()> {
+    let tmp;
+    let dir = match dir {
+        Some(d) => d,
+        None => {
+            tmp = tempdir()?;
+            tmp.clone()
+        }
+    };
+    std::fs::create_dir_all(&dir)?;
+    let csv = dir.join("orders.csv");
+    rapport_synth::write_orders_bench(&csv, rows, customers, seed)?;
+    // customer_id = C<n>, product_id = P<n>: index them directly.
+    let text = std::fs::read_to_string(&csv)?;
+    let mut counts: std::collections::HashMap<(u32, u32), f64> = std::collections::HashMap::new();
+    let mut n_items = 0u32;
+    let mut n_users = 0u32;
+    for line in text.lines().skip(1) {
+        let mut f = line.split(',');
+        let (_, c, _, p) = (f.next(), f.next(), f.next(), f.next());
+        let (Some(c), Some(p)) = (c, p) else { continue };
+        let (Ok(u), Ok(i)) = (c[1..].parse::<u32>(), p[1..].parse::<u32>()) else {
+            continue;
+        };
+        n_users = n_users.max(u + 1);
+        n_items = n_items.max(i + 1);
+        *counts.entry((u, i)).or_insert(0.0) += 1.0;
+    }
+    drop(text);
+    let mut baskets: Vec<Vec<(u32, f64)>> = vec![Vec::new(); n_users as usize];
+    let mut coo = String::with_capacity(counts.len() * 16);
+    let mut pairs: Vec<((u32, u32), f64)> = counts.into_iter().collect();
+    pairs.sort_by_key(|p| p.0);
+    for ((u, i), c) in &pairs {
+        baskets[*u as usize].push((*i, *c));
+        coo.push_str(&format!("{u} {i} {c}\n"));
+    }
+    let coo_path = dir.join("matrix.txt");
+    std::fs::write(&coo_path, coo)?;
+    println!(
+        "{} customers × {} products, {} non-zero cells from {rows} order lines",
+        n_users,
+        n_items,
+        pairs.len()
+    );
+    let cfg = rapport_model::als::AlsConfig {
+        factors,
+        iterations,
+        ..rapport_model::als::AlsConfig::default()
+    };
+    let t = Instant::now();
+    let m = rapport_model::als::Als::fit(&baskets, n_items as usize, &cfg);
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "rapport ALS ({factors} factors, {iterations} iterations, CG 3 steps, {} threads): {secs:.2} s, peak memory {:.0} MB",
+        rayon::current_num_threads(),
+        peak_rss_mb().unwrap_or(f64::NAN)
+    );
+    assert!(m.user.iter().all(|v| v.is_finite()));
+    let script = format!(
+        "import time, numpy as np, scipy.sparse as sp\nfrom implicit.cpu.als import AlternatingLeastSquares\nd = np.loadtxt('{}')\nM = sp.csr_matrix((d[:,2].astype(np.float32), (d[:,0].astype(np.int64), d[:,1].astype(np.int64))), shape=({n_users}, {n_items}))\nm = AlternatingLeastSquares(factors={factors}, iterations={iterations}, regularization={}, alpha={}, use_cg=True, random_state=0)\nt = time.time()\nm.fit(M, show_progress=False)\nprint(time.time() - t)\n",
+        coo_path.display(),
+        cfg.regularization,
+        cfg.alpha
+    );
+    match python_numbers(&script, 1) {
+        Ok(v) => println!(
+            "implicit ALS (CPU, CG): {:.2} s; rapport / implicit time = {:.2}× (target ≤ 1)",
+            v[0],
+            secs / v[0]
+        ),
+        Err(e) => println!("implicit comparison skipped: {e}"),
     }
     Ok(())
 }

@@ -178,13 +178,13 @@ pub fn evaluate(
     let ws = Workspace::open_existing(workspace)?;
     if what == "recs" {
         let split = rapport_engine::recs::split_day(&ws, split_date, holdout_days)?;
-        let v = rapport_engine::recs::evaluate(&ws, split, k)?;
+        let v = rapport_engine::recs::evaluate(&ws, split, k, &models_config(config)?)?;
         if as_json {
             println!("{}", serde_json::to_string_pretty(&v)?);
             return Ok(());
         }
         println!(
-            "split {}: {} customers bought before and after, {} products; item-kNN fit {:.2} s",
+            "split {}: {} customers bought before and after, {} products; models fitted in {:.2} s",
             v["split"].as_str().unwrap_or(""),
             v["customers_evaluated"],
             v["items"],
@@ -197,6 +197,15 @@ pub fn evaluate(
             format!("recall@{k}"),
             format!("ndcg@{k}"),
             "coverage"
+        );
+        let w = &v["weights"];
+        println!(
+            "blend weights (chosen on the {} days before the split): item_knn {} als {} co_purchase {} content {}",
+            rapport_engine::recs::VALIDATION_DAYS,
+            w["item_knn"],
+            w["als"],
+            w["co_purchase"],
+            w["content"]
         );
         for (name, m) in v["models"].as_object().into_iter().flatten() {
             let f = |key: &str| m[key].as_f64().unwrap_or(f64::NAN);

@@ -1,7 +1,10 @@
-//! `rapport evaluate recs`: recommendations checked on a time split — trained on the
-//! orders before the split, scored on the products each customer bought after it
-//! (customers active on both sides), with precision@k, recall@k, NDCG@k and coverage,
-//! next to the popularity baseline.
+//! Recommendations: item-to-item neighbours on BM25 weights, implicit ALS, "bought
+//! together" by lift, content from product categories and popularity, blended per
+//! customer by weighted reciprocal-rank fusion. The blend's weights are chosen on an
+//! inner time split of the training data (the last `VALIDATION_DAYS` before the cut-off),
+//! among grids that include each single model, so the blend is as good as the best of
+//! them on data it has not seen — `rapport evaluate recs` checks that on a real split.
+//! Each recommendation keeps the model that put it there as its `reason`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -10,10 +13,12 @@ use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
 use datafusion::arrow::record_batch::RecordBatch;
 use serde_json::{json, Value};
 
-use rapport_model::recs::{popularity, ranking_metrics, Bm25, ItemKnn};
+use rapport_model::als::{Als, AlsConfig};
+use rapport_model::recs::{association_rules, blend, content, popularity, ranking_metrics, Bm25, CoPurchase, ItemKnn, Source, Weighted};
 use rapport_store::Workspace;
 
-use crate::session::{workspace_context, Personal};
+use crate::run::config::ModelsConfig;
+use crate::session::{text_rows, workspace_context, Personal};
 use crate::{block_on, EngineError, Result};
 
 const MICROS_PER_DAY: i64 = 86_400_000_000;
@@ -65,98 +70,374 @@ fn purchases(ws: &Workspace) -> Result<Vec<(String, String, i64, f64)>> {
     Ok(out)
 }
 
-/// Evaluates on the split at the start of `split_day` (days since 1970-01-01).
-pub fn evaluate(ws: &Workspace, split_day: i64, k: usize) -> Result<Value> {
-    let rows = purchases(ws)?;
-    if rows.is_empty() {
-        return Err(EngineError::Usage("no orders with a product_id: recommendations need them".into()));
-    }
-    let mut items: BTreeMap<&str, u32> = BTreeMap::new();
-    for r in rows.iter().filter(|r| r.2 < split_day) {
-        let next = items.len() as u32;
-        items.entry(r.1.as_str()).or_insert(next);
-    }
-    let mut train: BTreeMap<&str, HashMap<u32, f64>> = BTreeMap::new();
-    let mut test: BTreeMap<&str, BTreeSet<u32>> = BTreeMap::new();
-    // Products first sold after the split are relevant too (no model can hit them): they
-    // get ids past the known ones.
-    let mut new_items: BTreeMap<&str, u32> = BTreeMap::new();
-    let known = items.len() as u32;
-    for r in &rows {
-        match items.get(r.1.as_str()) {
-            Some(&i) if r.2 < split_day => *train.entry(r.0.as_str()).or_default().entry(i).or_insert(0.0) += r.3,
-            Some(&i) => {
-                test.entry(r.0.as_str()).or_default().insert(i);
-            }
-            None => {
-                let next = known + new_items.len() as u32;
-                let i = *new_items.entry(r.1.as_str()).or_insert(next);
-                test.entry(r.0.as_str()).or_default().insert(i);
-            }
+/// Days before a cut-off that validate the blend's weights.
+pub const VALIDATION_DAYS: i64 = 90;
+/// Partners kept per item for "bought together".
+const PARTNERS: usize = 30;
+/// Candidates each model contributes to the blend.
+const CANDIDATES: usize = 50;
+
+/// One model's candidates for one customer.
+type Candidates = (Source, Vec<(u32, f64)>);
+
+/// Blend weights of (item-kNN, ALS, co-purchase, content); popularity only fills.
+pub type Weights = [f64; 4];
+
+/// The grid the weights are chosen from: each model alone and the mixtures.
+const GRID: &[Weights] = &[
+    [1.0, 0.0, 0.0, 0.0],
+    [0.0, 1.0, 0.0, 0.0],
+    [0.0, 0.0, 1.0, 0.0],
+    [1.0, 0.5, 0.0, 0.0],
+    [1.0, 1.0, 0.0, 0.0],
+    [0.5, 1.0, 0.0, 0.0],
+    [1.0, 0.0, 0.5, 0.0],
+    [1.0, 0.5, 0.5, 0.0],
+    [1.0, 0.5, 0.0, 0.2],
+    [1.0, 1.0, 0.5, 0.2],
+];
+
+/// Purchases before a day, indexed.
+struct Data<'a> {
+    customers: Vec<&'a str>,
+    baskets: Vec<Vec<(u32, f64)>>,
+    /// Items of each (customer, day) basket.
+    orders: Vec<Vec<u32>>,
+}
+
+fn index_data<'a>(rows: &'a [(String, String, i64, f64)], items: &BTreeMap<&'a str, u32>, before: i64) -> Data<'a> {
+    let mut per: BTreeMap<&str, HashMap<u32, f64>> = BTreeMap::new();
+    let mut orders: BTreeMap<(&str, i64), BTreeSet<u32>> = BTreeMap::new();
+    for r in rows.iter().filter(|r| r.2 < before) {
+        if let Some(&i) = items.get(r.1.as_str()) {
+            *per.entry(r.0.as_str()).or_default().entry(i).or_insert(0.0) += r.3;
+            orders.entry((r.0.as_str(), r.2)).or_default().insert(i);
         }
     }
-    let customers: Vec<&str> = train.keys().copied().collect();
-    let baskets: Vec<Vec<(u32, f64)>> = customers
-        .iter()
-        .map(|c| {
-            let mut b: Vec<(u32, f64)> = train[c].iter().map(|(i, n)| (*i, *n)).collect();
+    let customers: Vec<&str> = per.keys().copied().collect();
+    let baskets = per
+        .into_values()
+        .map(|m| {
+            let mut b: Vec<(u32, f64)> = m.into_iter().collect();
             b.sort_by_key(|x| x.0);
             b
         })
         .collect();
-    let n_items = items.len();
-    let t0 = std::time::Instant::now();
-    let knn = ItemKnn::fit(&baskets, n_items, NEIGHBOURS, Bm25::default());
-    let fit_seconds = t0.elapsed().as_secs_f64();
-    let pop = popularity(&baskets, n_items);
-    let evaluated: Vec<usize> = (0..customers.len())
-        .filter(|&u| test.get(customers[u]).is_some_and(|t| !t.is_empty()))
+    Data {
+        customers,
+        baskets,
+        orders: orders.into_values().map(|s| s.into_iter().collect()).collect(),
+    }
+}
+
+/// Every model fitted on one training period.
+pub struct Fitted {
+    knn: ItemKnn,
+    als: Als,
+    co: CoPurchase,
+    pop: Vec<(u32, f64)>,
+    /// Category index of each item (products table), if known.
+    category: Vec<Option<u32>>,
+    /// Categories whose products may be recommended again to those who bought them.
+    repeat: BTreeSet<u32>,
+}
+
+fn als_config(cfg: &ModelsConfig) -> AlsConfig {
+    AlsConfig {
+        factors: cfg.als_factors,
+        iterations: cfg.als_iterations,
+        regularization: cfg.als_regularization as f32,
+        alpha: cfg.als_alpha as f32,
+        cg_steps: 3,
+        seed: cfg.seed,
+    }
+}
+
+impl Fitted {
+    fn fit(d: &Data<'_>, n_items: usize, category: Vec<Option<u32>>, repeat: BTreeSet<u32>, cfg: &ModelsConfig) -> Self {
+        Fitted {
+            knn: ItemKnn::fit(&d.baskets, n_items, NEIGHBOURS, Bm25::default()),
+            als: Als::fit(&d.baskets, n_items, &als_config(cfg)),
+            co: CoPurchase::fit(&d.orders, n_items, PARTNERS, 3),
+            pop: popularity(&d.baskets, n_items),
+            category,
+            repeat,
+        }
+    }
+
+    /// Category shares of a basket.
+    fn profile(&self, basket: &[(u32, f64)]) -> HashMap<u32, f64> {
+        let mut p: HashMap<u32, f64> = HashMap::new();
+        let mut total = 0.0;
+        for &(i, c) in basket {
+            if let Some(Some(k)) = self.category.get(i as usize) {
+                *p.entry(*k).or_insert(0.0) += c;
+                total += c;
+            }
+        }
+        p.values_mut().for_each(|v| *v /= total.max(1e-12));
+        p
+    }
+
+    /// Each model's candidates for customer `u` of the training data (or a basket from
+    /// outside it, folded into ALS), bought products left out except in repeat categories.
+    fn lists(&self, u: Option<usize>, basket: &[(u32, f64)], stated: &HashMap<u32, f64>) -> Vec<(Source, Vec<(u32, f64)>)> {
+        let x: Vec<f32> = match u {
+            Some(u) => self.als.user_vector(u).to_vec(),
+            None => self.als.fold_in(basket),
+        };
+        let exclude: Vec<(u32, f64)> = basket
+            .iter()
+            .copied()
+            .filter(|(i, _)| {
+                !self
+                    .category
+                    .get(*i as usize)
+                    .copied()
+                    .flatten()
+                    .is_some_and(|c| self.repeat.contains(&c))
+            })
+            .collect();
+        let keep = |v: Vec<(u32, f64)>| -> Vec<(u32, f64)> { v.into_iter().filter(|(i, _)| !exclude.iter().any(|e| e.0 == *i)).collect() };
+        let profile = if basket.is_empty() { stated.clone() } else { self.profile(basket) };
+        vec![
+            (
+                Source::ItemKnn,
+                keep(self.knn.recommend(basket, CANDIDATES + basket.len(), true))
+                    .into_iter()
+                    .take(CANDIDATES)
+                    .collect(),
+            ),
+            (Source::Als, self.als.recommend(&x, CANDIDATES, &exclude)),
+            (Source::CoPurchase, keep(self.co.recommend(basket, CANDIDATES))),
+            (Source::Content, content(&self.category, &self.pop, &profile, &exclude, CANDIDATES)),
+        ]
+    }
+
+    /// The blended top `k`, topped up with popular products.
+    fn rank(&self, lists: &[(Source, Vec<(u32, f64)>)], w: &Weights, basket: &[(u32, f64)], k: usize) -> Vec<(u32, f64, Source)> {
+        let weighted: Vec<Weighted> = lists.iter().zip(w).map(|((s, l), w)| (*s, *w, l.clone())).collect();
+        let mut out = blend(&weighted, k);
+        if out.len() < k {
+            let bought: BTreeSet<u32> = basket.iter().map(|x| x.0).collect();
+            for &(i, c) in &self.pop {
+                if out.len() >= k {
+                    break;
+                }
+                if !bought.contains(&i) && !out.iter().any(|o| o.0 == i) {
+                    out.push((i, c / 1e6, Source::Popular));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Products' categories from the `products` table, indexed like `items`.
+fn categories(ws: &Workspace, names: &[&str]) -> Result<(Vec<Option<u32>>, Vec<String>)> {
+    let mut out = vec![None; names.len()];
+    let mut cats: BTreeMap<String, u32> = BTreeMap::new();
+    if !ws.tables()?.contains_key("products") {
+        return Ok((out, Vec::new()));
+    }
+    let index: HashMap<&str, usize> = names.iter().enumerate().map(|(i, s)| (*s, i)).collect();
+    for r in text_rows(
+        ws,
+        "SELECT product_id, max(category) FROM products WHERE category IS NOT NULL GROUP BY product_id",
+        &Personal::Stored,
+    )? {
+        let (Some(p), Some(c)) = (&r[0], &r[1]) else { continue };
+        if let Some(&i) = index.get(p.as_str()) {
+            let next = cats.len() as u32;
+            out[i] = Some(*cats.entry(c.clone()).or_insert(next));
+        }
+    }
+    let mut names_of = vec![String::new(); cats.len()];
+    for (c, i) in cats {
+        names_of[i as usize] = c;
+    }
+    Ok((out, names_of))
+}
+
+struct Scores {
+    precision: f64,
+    recall: f64,
+    ndcg: f64,
+    coverage: f64,
+}
+
+/// Scores ranked lists of the customers in `evaluated` against what they bought later.
+fn score(ranked: &[Vec<u32>], relevant: &[Vec<u32>], k: usize, n_items: usize) -> Scores {
+    let (mut p, mut r, mut nd) = (0.0, 0.0, 0.0);
+    let mut shown: BTreeSet<u32> = BTreeSet::new();
+    for (list, rel) in ranked.iter().zip(relevant) {
+        shown.extend(list.iter().copied());
+        let (a, b, c) = ranking_metrics(list, rel, k);
+        p += a;
+        r += b;
+        nd += c;
+    }
+    let m = ranked.len().max(1) as f64;
+    Scores {
+        precision: p / m,
+        recall: r / m,
+        ndcg: nd / m,
+        coverage: shown.len() as f64 / n_items.max(1) as f64,
+    }
+}
+
+/// A time split of `rows` at `split`: the training data, and for customers who bought
+/// on both sides, what they bought after (products first sold after the split count as
+/// relevant too, with ids past the known ones, though no model can hit them).
+struct Split<'a> {
+    items: BTreeMap<&'a str, u32>,
+    train: Data<'a>,
+    evaluated: Vec<usize>,
+    relevant: Vec<Vec<u32>>,
+}
+
+fn split<'a>(rows: &'a [(String, String, i64, f64)], at: i64, until: i64) -> Split<'a> {
+    let mut items: BTreeMap<&str, u32> = BTreeMap::new();
+    for r in rows.iter().filter(|r| r.2 < at) {
+        let next = items.len() as u32;
+        items.entry(r.1.as_str()).or_insert(next);
+    }
+    let train = index_data(rows, &items, at);
+    let pos: HashMap<&str, usize> = train.customers.iter().enumerate().map(|(u, c)| (*c, u)).collect();
+    let mut later: BTreeMap<usize, BTreeSet<u32>> = BTreeMap::new();
+    let mut new_items: BTreeMap<&str, u32> = BTreeMap::new();
+    let known = items.len() as u32;
+    for r in rows.iter().filter(|r| r.2 >= at && r.2 < until) {
+        let Some(&u) = pos.get(r.0.as_str()) else { continue };
+        let i = match items.get(r.1.as_str()) {
+            Some(&i) => i,
+            None => {
+                let next = known + new_items.len() as u32;
+                *new_items.entry(r.1.as_str()).or_insert(next)
+            }
+        };
+        later.entry(u).or_default().insert(i);
+    }
+    Split {
+        items,
+        train,
+        evaluated: later.keys().copied().collect(),
+        relevant: later.into_values().map(|s| s.into_iter().collect()).collect(),
+    }
+}
+
+fn names_of<'a>(items: &BTreeMap<&'a str, u32>) -> Vec<&'a str> {
+    let mut v = vec![""; items.len()];
+    for (name, &i) in items {
+        v[i as usize] = name;
+    }
+    v
+}
+
+/// Fits on the data before `at` and picks the weights that score best (precision@k,
+/// then NDCG) on the `VALIDATION_DAYS` before it. Returns the weights and their scores.
+fn choose_weights(ws: &Workspace, rows: &[(String, String, i64, f64)], at: i64, k: usize, cfg: &ModelsConfig) -> Result<(Weights, Value)> {
+    let s = split(rows, at - VALIDATION_DAYS, at);
+    if s.evaluated.len() < 50 || s.items.is_empty() {
+        return Ok((
+            [1.0, 0.5, 0.0, 0.0],
+            json!({"message": "too few customers to validate the weights; defaults used"}),
+        ));
+    }
+    let names = names_of(&s.items);
+    let (category, _) = categories(ws, &names)?;
+    let m = Fitted::fit(&s.train, s.items.len(), category, BTreeSet::new(), cfg);
+    let lists: Vec<Vec<Candidates>> = s
+        .evaluated
+        .iter()
+        .map(|&u| m.lists(Some(u), &s.train.baskets[u], &HashMap::new()))
         .collect();
-    if evaluated.is_empty() {
+    let mut best: Option<(Weights, f64, f64)> = None;
+    let mut tried = Vec::new();
+    for w in GRID {
+        let ranked: Vec<Vec<u32>> = s
+            .evaluated
+            .iter()
+            .zip(&lists)
+            .map(|(&u, l)| m.rank(l, w, &s.train.baskets[u], k).into_iter().map(|x| x.0).collect())
+            .collect();
+        let sc = score(&ranked, &s.relevant, k, s.items.len());
+        tried.push(json!({"weights": w, "precision_at_k": sc.precision, "ndcg_at_k": sc.ndcg}));
+        if best.is_none_or(|b| (sc.precision, sc.ndcg) > (b.1, b.2)) {
+            best = Some((*w, sc.precision, sc.ndcg));
+        }
+    }
+    let (w, _, _) = best.expect("grid is not empty");
+    Ok((
+        w,
+        json!({"validation_from": crate::run::day_text(at - VALIDATION_DAYS), "customers": s.evaluated.len(), "tried": tried}),
+    ))
+}
+
+/// Evaluates on the split at the start of `split_day` (days since 1970-01-01): every
+/// model alone, the blend and popularity, over customers who bought on both sides.
+pub fn evaluate(ws: &Workspace, split_day: i64, k: usize, cfg: &ModelsConfig) -> Result<Value> {
+    let rows = purchases(ws)?;
+    if rows.is_empty() {
+        return Err(EngineError::Usage("no orders with a product_id: recommendations need them".into()));
+    }
+    let s = split(&rows, split_day, i64::MAX);
+    if s.evaluated.is_empty() {
         return Err(EngineError::Usage("no customer bought both before and after the split".into()));
     }
+    let n_items = s.items.len();
+    let t0 = std::time::Instant::now();
+    let (weights, validation) = choose_weights(ws, &rows, split_day, k, cfg)?;
+    let names = names_of(&s.items);
+    let (category, _) = categories(ws, &names)?;
+    let m = Fitted::fit(&s.train, n_items, category, BTreeSet::new(), cfg);
+    let fit_seconds = t0.elapsed().as_secs_f64();
+    let lists: Vec<Vec<Candidates>> = s
+        .evaluated
+        .iter()
+        .map(|&u| m.lists(Some(u), &s.train.baskets[u], &HashMap::new()))
+        .collect();
     let mut report = serde_json::Map::new();
-    for name in ["item_knn_bm25", "popular"] {
-        let (mut p, mut r, mut nd) = (0.0, 0.0, 0.0);
-        let mut shown: BTreeSet<u32> = BTreeSet::new();
-        for &u in &evaluated {
-            let basket = &baskets[u];
-            let ranked: Vec<u32> = if name == "popular" {
-                let bought: BTreeSet<u32> = basket.iter().map(|x| x.0).collect();
-                pop.iter().map(|x| x.0).filter(|i| !bought.contains(i)).take(k).collect()
-            } else {
-                let mut v: Vec<u32> = knn.recommend(basket, k, false).into_iter().map(|x| x.0).collect();
-                // Too few neighbours: fill with popular items not yet bought.
-                let bought: BTreeSet<u32> = basket.iter().map(|x| x.0).collect();
-                for &(i, _) in &pop {
-                    if v.len() >= k {
-                        break;
-                    }
-                    if !bought.contains(&i) && !v.contains(&i) {
-                        v.push(i);
-                    }
+    let single = |j: usize| {
+        let mut w = [0.0; 4];
+        w[j] = 1.0;
+        w
+    };
+    for (name, w) in [
+        ("item_knn_bm25", Some(single(0))),
+        ("als", Some(single(1))),
+        ("co_purchase", Some(single(2))),
+        ("content", Some(single(3))),
+        ("popular", None),
+        ("blend", Some(weights)),
+    ] {
+        let ranked: Vec<Vec<u32>> = s
+            .evaluated
+            .iter()
+            .zip(&lists)
+            .map(|(&u, l)| {
+                let basket = &s.train.baskets[u];
+                match &w {
+                    Some(w) => m.rank(l, w, basket, k).into_iter().map(|x| x.0).collect(),
+                    None => m.rank(&[], &[0.0; 4], basket, k).into_iter().map(|x| x.0).collect(),
                 }
-                v
-            };
-            shown.extend(ranked.iter().copied());
-            let relevant: Vec<u32> = test[customers[u]].iter().copied().collect();
-            let (a, b, c) = ranking_metrics(&ranked, &relevant, k);
-            p += a;
-            r += b;
-            nd += c;
-        }
-        let m = evaluated.len() as f64;
+            })
+            .collect();
+        let sc = score(&ranked, &s.relevant, k, n_items);
         report.insert(
             name.into(),
-            json!({"precision_at_k": p / m, "recall_at_k": r / m, "ndcg_at_k": nd / m, "coverage": shown.len() as f64 / n_items.max(1) as f64}),
+            json!({"precision_at_k": sc.precision, "recall_at_k": sc.recall, "ndcg_at_k": sc.ndcg, "coverage": sc.coverage}),
         );
     }
     Ok(json!({
         "split": crate::run::day_text(split_day),
         "k": k,
-        "customers_evaluated": evaluated.len(),
+        "customers_evaluated": s.evaluated.len(),
         "items": n_items,
         "fit_seconds": fit_seconds,
+        "weights": {"item_knn": weights[0], "als": weights[1], "co_purchase": weights[2], "content": weights[3]},
+        "weight_validation": validation,
+        "als": {"factors": cfg.als_factors, "iterations": cfg.als_iterations, "regularization": cfg.als_regularization, "alpha": cfg.als_alpha},
         "models": report,
     }))
 }
@@ -180,66 +461,75 @@ pub fn split_day(ws: &Workspace, split_date: Option<&str>, holdout_days: Option<
     }
 }
 
-/// The `recommendations` table as of the end of `as_of_day`: for every customer who has
-/// bought, the `k` best products they have not bought yet by item-to-item neighbours
-/// (reason `item_knn`), topped up with the most popular ones (reason `popular`); for
-/// customers without purchases, the most popular products. `None` without product ids.
-pub fn recommendations(ws: &Workspace, ids: &[String], as_of_day: i64, k: usize) -> Result<Option<RecordBatch>> {
+/// The `recommendations` table as of the end of `as_of_day` and a models.json report
+/// (weights, association rules): for every customer the `k` best products by the blend
+/// (bought ones left out, except in `recs_repeat_categories`), each with the model that
+/// put it there as `reason`; customers without purchases get content from their stated
+/// `preferred_category` answers, else the most popular products. `None` without product
+/// ids.
+pub fn recommendations(ws: &Workspace, ids: &[String], as_of_day: i64, cfg: &ModelsConfig) -> Result<Option<(RecordBatch, Value)>> {
+    let k = cfg.recommendations;
     let rows: Vec<_> = purchases(ws)?.into_iter().filter(|r| r.2 <= as_of_day).collect();
     if rows.is_empty() {
         return Ok(None);
     }
+    let (weights, validation) = choose_weights(ws, &rows, as_of_day + 1, k, cfg)?;
     let mut items: BTreeMap<&str, u32> = BTreeMap::new();
     for r in &rows {
         let next = items.len() as u32;
         items.entry(r.1.as_str()).or_insert(next);
     }
-    let names: Vec<&str> = {
-        let mut v = vec![""; items.len()];
-        for (name, &i) in &items {
-            v[i as usize] = name;
-        }
-        v
-    };
-    let index: HashMap<&str, usize> = ids.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
-    let mut counts: Vec<HashMap<u32, f64>> = vec![HashMap::new(); ids.len()];
-    for r in &rows {
-        if let Some(&u) = index.get(r.0.as_str()) {
-            *counts[u].entry(items[r.1.as_str()]).or_insert(0.0) += r.3;
+    let names = names_of(&items);
+    let (category, category_names) = categories(ws, &names)?;
+    let repeat: BTreeSet<u32> = category_names
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| cfg.recs_repeat_categories.iter().any(|r| r == *c))
+        .map(|(i, _)| i as u32)
+        .collect();
+    let d = index_data(&rows, &items, as_of_day + 1);
+    let m = Fitted::fit(&d, items.len(), category, repeat, cfg);
+    let pos: HashMap<&str, usize> = d.customers.iter().enumerate().map(|(u, c)| (*c, u)).collect();
+    // Stated preferred categories, for customers who have not bought yet.
+    let mut stated: HashMap<String, HashMap<u32, f64>> = HashMap::new();
+    if ws.tables()?.contains_key("surveys") && !category_names.is_empty() {
+        let cat_index: HashMap<&str, u32> = category_names.iter().enumerate().map(|(i, c)| (c.as_str(), i as u32)).collect();
+        for r in text_rows(
+            ws,
+            "SELECT customer_id, answer FROM surveys WHERE question = 'preferred_category'",
+            &Personal::Stored,
+        )? {
+            let (Some(c), Some(a)) = (&r[0], &r[1]) else { continue };
+            if let Some(&k) = cat_index.get(a.trim()) {
+                stated.entry(c.clone()).or_default().insert(k, 1.0);
+            }
         }
     }
-    let baskets: Vec<Vec<(u32, f64)>> = counts
-        .into_iter()
-        .map(|c| {
-            let mut b: Vec<(u32, f64)> = c.into_iter().collect();
-            b.sort_by_key(|x| x.0);
-            b
-        })
-        .collect();
-    let knn = ItemKnn::fit(&baskets, items.len(), NEIGHBOURS, Bm25::default());
-    let pop = popularity(&baskets, items.len());
+    let empty = HashMap::new();
+    let lists: Vec<Vec<(u32, f64, Source)>> = {
+        use rayon::prelude::*;
+        ids.par_iter()
+            .map(|id| {
+                let u = pos.get(id.as_str()).copied();
+                let basket: &[(u32, f64)] = u.map_or(&[], |u| &d.baskets[u]);
+                let st = stated.get(id).unwrap_or(&empty);
+                if basket.is_empty() && st.is_empty() {
+                    return m.rank(&[], &[0.0; 4], basket, k);
+                }
+                let l = m.lists(u, basket, st);
+                let w = if basket.is_empty() { [0.0, 0.0, 0.0, 1.0] } else { weights };
+                m.rank(&l, &w, basket, k)
+            })
+            .collect()
+    };
     let (mut cid, mut rank, mut pid, mut score, mut reason) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for (u, basket) in baskets.iter().enumerate() {
-        let bought: BTreeSet<u32> = basket.iter().map(|x| x.0).collect();
-        let mut list: Vec<(u32, f64, &str)> = knn
-            .recommend(basket, k, false)
-            .into_iter()
-            .map(|(i, s)| (i, s, "item_knn"))
-            .collect();
-        for &(i, s) in &pop {
-            if list.len() >= k {
-                break;
-            }
-            if !bought.contains(&i) && !list.iter().any(|x| x.0 == i) {
-                list.push((i, s / baskets.len().max(1) as f64, "popular"));
-            }
-        }
+    for (u, list) in lists.into_iter().enumerate() {
         for (r, (i, s, why)) in list.into_iter().enumerate() {
             cid.push(ids[u].as_str());
             rank.push(r as i64 + 1);
             pid.push(names[i as usize]);
             score.push(s);
-            reason.push(why);
+            reason.push(why.name());
         }
     }
     let schema = datafusion::arrow::datatypes::Schema::new(vec![
@@ -249,17 +539,34 @@ pub fn recommendations(ws: &Workspace, ids: &[String], as_of_day: i64, k: usize)
         datafusion::arrow::datatypes::Field::new("score", DataType::Float64, false),
         datafusion::arrow::datatypes::Field::new("reason", DataType::Utf8, false),
     ]);
-    Ok(Some(
-        RecordBatch::try_new(
-            std::sync::Arc::new(schema),
-            vec![
-                std::sync::Arc::new(StringArray::from(cid)),
-                std::sync::Arc::new(Int64Array::from(rank)),
-                std::sync::Arc::new(StringArray::from(pid)),
-                std::sync::Arc::new(Float64Array::from(score)),
-                std::sync::Arc::new(StringArray::from(reason)),
-            ],
-        )
-        .map_err(datafusion::error::DataFusionError::from)?,
-    ))
+    let batch = RecordBatch::try_new(
+        std::sync::Arc::new(schema),
+        vec![
+            std::sync::Arc::new(StringArray::from(cid)),
+            std::sync::Arc::new(Int64Array::from(rank)),
+            std::sync::Arc::new(StringArray::from(pid)),
+            std::sync::Arc::new(Float64Array::from(score)),
+            std::sync::Arc::new(StringArray::from(reason)),
+        ],
+    )
+    .map_err(datafusion::error::DataFusionError::from)?;
+    // Association rules over the (customer, day) baskets.
+    let rules = association_rules(&d.orders, cfg.rules_min_support, cfg.rules_min_confidence, 50);
+    let report = json!({
+        "model": "blend",
+        "weights": {"item_knn": weights[0], "als": weights[1], "co_purchase": weights[2], "content": weights[3]},
+        "weight_validation": validation,
+        "neighbours": NEIGHBOURS,
+        "als": {"factors": cfg.als_factors, "iterations": cfg.als_iterations, "regularization": cfg.als_regularization, "alpha": cfg.als_alpha},
+        "rows": batch.num_rows(),
+        "association_rules": {
+            "orders": d.orders.len(), "min_support": cfg.rules_min_support, "min_confidence": cfg.rules_min_confidence,
+            "rules": rules.iter().map(|r| json!({
+                "antecedent": r.antecedent.iter().map(|i| names[*i as usize]).collect::<Vec<_>>(),
+                "consequent": names[r.consequent as usize],
+                "support": r.support, "support_count": r.support_count, "confidence": r.confidence, "lift": r.lift,
+            })).collect::<Vec<_>>(),
+        },
+    });
+    Ok(Some((batch, report)))
 }

@@ -42,8 +42,8 @@ impl Default for AlsConfig {
         Self {
             factors: 64,
             iterations: 15,
-            regularization: 0.05,
-            alpha: 10.0,
+            regularization: 1.0,
+            alpha: 1.0,
             cg_steps: 3,
             seed: 42,
         }

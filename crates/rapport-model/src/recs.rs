@@ -244,10 +244,13 @@ impl Source {
     }
 }
 
+/// A model's ranked list with its weight in the blend.
+pub type Weighted = (Source, f64, Vec<(u32, f64)>);
+
 /// Weighted reciprocal-rank fusion of ranked lists: an item scores Σ w / (60 + rank) over
 /// the lists it is in; its reason is the list that gave it most. Lists with weight 0 are
 /// ignored; ties go to the smaller item id.
-pub fn blend(lists: &[(Source, f64, Vec<(u32, f64)>)], n: usize) -> Vec<(u32, f64, Source)> {
+pub fn blend(lists: &[Weighted], n: usize) -> Vec<(u32, f64, Source)> {
     let mut acc: HashMap<u32, (f64, f64, Source)> = HashMap::new();
     for (src, w, list) in lists {
         if *w <= 0.0 {

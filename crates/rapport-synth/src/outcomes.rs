@@ -47,18 +47,6 @@ pub struct OutcomeSummary {
     pub unknown: usize,
 }
 
-/// FNV-1a of the parts, for a per-row generator independent of order.
-fn hash(seed: u64, parts: &[&str]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ seed;
-    for p in parts {
-        for &b in p.as_bytes().iter().chain(std::iter::once(&0xff)) {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-    h
-}
-
 fn read_csv(path: &Path) -> Result<Vec<Vec<String>>> {
     let text = std::fs::read_to_string(path).map_err(|e| io(path, e))?;
     // The truth files are written by this crate: no quoted commas in the fields read here.
@@ -103,12 +91,17 @@ pub fn simulate_outcomes(
         "revenue",
     ])?;
     let mut summary = OutcomeSummary::default();
-    for m in audience {
+    // One seeded stream over the audience in a fixed order (not the caller's), so the
+    // outcomes do not depend on row order and share nothing with how the audience was
+    // split into treatment and control.
+    let mut order: Vec<&AudienceMember> = audience.iter().collect();
+    order.sort_by(|a, b| (&a.source, &a.source_id, &a.action).cmp(&(&b.source, &b.source_id, &b.action)));
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    for m in order {
         let Some((rate, alive)) = person_of.get(&(m.source.clone(), m.source_id.clone())).and_then(|p| persons.get(p)) else {
             summary.unknown += 1;
             continue;
         };
-        let mut rng = ChaCha8Rng::seed_from_u64(hash(seed, &[campaign_id, &m.action, &m.source, &m.source_id]));
         let base = 0.04 + if *alive { 0.16 } else { 0.0 } + 0.01 * rate.min(10.0);
         let p = if m.control { base } else { base + planted(&m.action) };
         let converted = rng.random_bool(p.clamp(0.0, 1.0));
@@ -150,4 +143,49 @@ pub fn simulate_outcomes(
     }
     t.finish()?;
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_match_the_planted_model() {
+        let dir = tempfile::tempdir().unwrap();
+        let truth = dir.path().join("truth");
+        std::fs::create_dir_all(&truth).unwrap();
+        let mut ids = String::from("source,source_customer_id,person_id\n");
+        let mut persons = String::from("person_id,rate_per_year,dropout,orders,churned_at\n");
+        let mut audience = Vec::new();
+        for k in 0..20_000 {
+            ids.push_str(&format!("shop,S{k},P{k}\n"));
+            // Half alive (base 0.25), half gone (base 0.09).
+            let churned = if k % 2 == 0 { "" } else { "2024-01-01" };
+            persons.push_str(&format!("P{k},5,0.1,3,{churned}\n"));
+            audience.push(AudienceMember {
+                source: "shop".into(),
+                source_id: format!("S{k}"),
+                action: "retention_offer".into(),
+                control: k % 4 < 2,
+            });
+        }
+        std::fs::write(truth.join("identities.csv"), ids).unwrap();
+        std::fs::write(truth.join("persons.csv"), persons).unwrap();
+        let out = dir.path().join("o.csv");
+        let s = simulate_outcomes(&truth, &audience, "c", "2025-01-01T09:00:00", 3, &out).unwrap();
+        assert_eq!(s.rows, 20_000);
+        let text = std::fs::read_to_string(&out).unwrap();
+        let mut n = [0.0f64; 2];
+        let mut x = [0.0f64; 2];
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split(',').collect();
+            let g = usize::from(f[4] == "treatment");
+            n[g] += 1.0;
+            x[g] += f64::from(u8::from(f[7] == "true"));
+        }
+        let (control, treated) = (x[0] / n[0], x[1] / n[1]);
+        // Expected: control 0.17, treated 0.25 (SE about 0.005).
+        assert!((control - 0.17).abs() < 0.015, "control {control}");
+        assert!((treated - 0.25).abs() < 0.015, "treated {treated}");
+    }
 }

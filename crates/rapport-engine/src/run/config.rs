@@ -68,6 +68,19 @@ pub struct ModelsConfig {
     pub category_prior_strength: f64,
     /// False discovery rate of the knowledge-gap tests (Benjamini–Hochberg).
     pub knowledge_fdr: f64,
+    /// Recommendations per customer.
+    pub recommendations: usize,
+    /// Implicit ALS: latent factors, iterations, ridge λ and confidence weight α.
+    pub als_factors: usize,
+    pub als_iterations: usize,
+    pub als_regularization: f64,
+    pub als_alpha: f64,
+    /// Product categories bought again and again (groceries, say): products bought in
+    /// them may be recommended again.
+    pub recs_repeat_categories: Vec<String>,
+    /// Association rules: least share of orders and least confidence.
+    pub rules_min_support: f64,
+    pub rules_min_confidence: f64,
 }
 
 impl Default for ModelsConfig {
@@ -89,6 +102,14 @@ impl Default for ModelsConfig {
             gap_min_tenure_days: 90,
             category_prior_strength: 4.0,
             knowledge_fdr: 0.05,
+            recommendations: 10,
+            als_factors: 64,
+            als_iterations: 15,
+            als_regularization: 1.0,
+            als_alpha: 1.0,
+            recs_repeat_categories: Vec::new(),
+            rules_min_support: 0.01,
+            rules_min_confidence: 0.3,
         }
     }
 }
@@ -128,6 +149,30 @@ impl ModelsConfig {
             return Err(EngineError::Usage(format!(
                 "[models]: dbscan_eps = {} must be positive and dbscan_min_points = {} at least 1",
                 c.dbscan_eps, c.dbscan_min_points
+            )));
+        }
+        if c.recommendations == 0
+            || c.als_factors == 0
+            || c.als_factors > 512
+            || c.als_iterations == 0
+            || c.als_regularization.is_nan()
+            || c.als_regularization < 0.0
+            || c.als_alpha.is_nan()
+            || c.als_alpha <= 0.0
+            || !(0.0..1.0).contains(&c.rules_min_support)
+            || !(0.0..=1.0).contains(&c.rules_min_confidence)
+        {
+            return Err(EngineError::Usage(format!(
+                "[models]: recommendations = {} and als_iterations = {} must be positive, als_factors = {} in 1..=512, \
+                 als_regularization = {} non-negative, als_alpha = {} positive, rules_min_support = {} in [0, 1) and \
+                 rules_min_confidence = {} in [0, 1]",
+                c.recommendations,
+                c.als_iterations,
+                c.als_factors,
+                c.als_regularization,
+                c.als_alpha,
+                c.rules_min_support,
+                c.rules_min_confidence
             )));
         }
         if c.horizons_days.is_empty() || c.horizons_days.contains(&0) || c.clv_horizon_days == 0 {

@@ -356,9 +356,9 @@ pub fn run_with(ws: &Workspace, cfg: &ModelsConfig, policy: &actions::ActionsCon
     models.insert("gaps".into(), gap_out.report.clone());
 
     // Recommendations, then the next-best actions that use them.
-    let recs = crate::recs::recommendations(ws, &features.customer_id, as_of_day, 10)?;
+    let recs = crate::recs::recommendations(ws, &features.customer_id, as_of_day, cfg)?;
     let mut top_rec: Vec<Option<String>> = vec![None; n];
-    if let Some(b) = &recs {
+    if let Some((b, _)) = &recs {
         use datafusion::arrow::array::AsArray;
         let (c, r, p) = (b.column(0).as_string::<i32>(), b.column(1), b.column(2).as_string::<i32>());
         let r = datafusion::arrow::compute::cast(r, &DataType::Int64).map_err(datafusion::error::DataFusionError::from)?;
@@ -429,11 +429,8 @@ pub fn run_with(ws: &Workspace, cfg: &ModelsConfig, policy: &actions::ActionsCon
     txn.replace("uplift");
     txn.write_part("uplift", uplift_batch.schema(), &[uplift_batch])?;
     match recs {
-        Some(recs) => {
-            models.insert(
-                "recommendations".into(),
-                json!({"model": "item_knn_bm25", "neighbours": crate::recs::NEIGHBOURS, "rows": recs.num_rows()}),
-            );
+        Some((recs, report)) => {
+            models.insert("recommendations".into(), report);
             txn.replace("recommendations");
             txn.write_part("recommendations", recs.schema(), &[recs])?;
         }

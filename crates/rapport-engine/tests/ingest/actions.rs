@@ -159,3 +159,21 @@ fn uplift_intervals_cover_the_planted_effects() {
     let c = rows(ws, "SELECT count(*) FROM customers WHERE clv IS NOT NULL");
     assert!(c[0][0].as_deref().unwrap().parse::<u64>().unwrap() > 3000);
 }
+
+#[test]
+fn generated_recommendations_beat_popularity() {
+    let ws = Workspace::open_existing(&generated_run().join("ws")).unwrap();
+    let split = rapport_engine::recs::split_day(&ws, Some("2024-07-01"), None).unwrap();
+    let v = rapport_engine::recs::evaluate(&ws, split, 10, &rapport_engine::run::config::ModelsConfig::default()).unwrap();
+    let p = |m: &str| v["models"][m]["precision_at_k"].as_f64().unwrap();
+    assert!(p("blend") >= 1.2 * p("popular"), "{v}");
+    assert!(v["customers_evaluated"].as_u64().unwrap() > 1000, "{v}");
+    // The run's table: ten per customer, every reason one of the contract's.
+    let r = rows(
+        &generated_run().join("ws"),
+        "SELECT count(*), count(DISTINCT customer_id), sum(CASE WHEN reason IN ('als', 'item_knn', 'co_purchase', 'popular', 'content') THEN 1 ELSE 0 END) FROM recommendations",
+    );
+    let n: Vec<u64> = r[0].iter().map(|x| x.as_deref().unwrap().parse().unwrap()).collect();
+    assert_eq!(n[0], 10 * n[1]);
+    assert_eq!(n[0], n[2]);
+}

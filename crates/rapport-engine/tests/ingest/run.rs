@@ -268,13 +268,17 @@ fn online_retail_recommendations_on_a_time_split() {
     ingest(&ws_dir, &repo_root().join("examples/online-retail")).unwrap();
     let ws = Workspace::open(&ws_dir).unwrap();
     let split = rapport_engine::recs::split_day(&ws, Some("2011-09-01"), None).unwrap();
-    let v = rapport_engine::recs::evaluate(&ws, split, 10).unwrap();
+    let v = rapport_engine::recs::evaluate(&ws, split, 10, &ModelsConfig::default()).unwrap();
     assert_eq!(v["customers_evaluated"], 1952);
-    let knn = v["models"]["item_knn_bm25"]["precision_at_k"].as_f64().unwrap();
-    let pop = v["models"]["popular"]["precision_at_k"].as_f64().unwrap();
+    let p = |m: &str| v["models"][m]["precision_at_k"].as_f64().unwrap();
     // implicit's best on this split: BM25 (K = 60) 0.0984, ALS 0.0978, popularity 0.0470
     // (examples/online-retail/implicit_baseline.py).
-    assert!(knn >= 0.098, "{v}");
-    assert!(knn > 2.0 * pop, "{v}");
+    assert!(p("item_knn_bm25") >= 0.098, "{v}");
+    assert!(p("als") >= 0.095, "{v}");
+    assert!(p("blend") >= 0.0984, "{v}");
+    for m in ["item_knn_bm25", "als", "co_purchase", "content", "popular"] {
+        assert!(p("blend") >= p(m), "blend below {m}: {v}");
+    }
+    assert!(p("item_knn_bm25") > 2.0 * p("popular"), "{v}");
     assert!(rapport_engine::recs::split_day(&ws, None, None).is_err());
 }
