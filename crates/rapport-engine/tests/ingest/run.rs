@@ -198,7 +198,7 @@ fn generated_company_gets_churn_loyalty_behaviour_rates_and_forecasts() {
     assert_eq!(
         scalar(
             &ws_dir,
-            "SELECT count(DISTINCT reason) FROM recommendations WHERE reason NOT IN ('item_knn', 'popular')"
+            "SELECT count(DISTINCT reason) FROM recommendations WHERE reason NOT IN ('item_knn', 'als', 'co_purchase', 'content', 'popular')"
         ),
         "0"
     );
