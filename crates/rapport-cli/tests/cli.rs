@@ -156,7 +156,7 @@ fn demo_runs_the_loop_and_writes_the_report() {
     let stdout = text(&out.stdout);
     assert!(stdout.contains("1500 unified customers"), "{stdout}");
     let report = std::fs::read_to_string(dir.path().join("demo/workspace/reports/report.html")).unwrap();
-    for chart in [
+    let charts = [
         "rows-by-table",
         "rejects-by-reason",
         "missing-values",
@@ -174,9 +174,18 @@ fn demo_runs_the_loop_and_writes_the_report() {
         "outcome-churned",
         "forecast-orders",
         "forecast-revenue",
-    ] {
+        "recs-reasons",
+        "recs-top-products",
+        "actions-audience",
+        "actions-consent",
+        "uplift",
+    ];
+    for chart in charts {
         assert!(report.contains(&format!("data-chart=\"{chart}\"")), "{chart}");
     }
+    assert!(stdout.contains("5. measuring uplift"), "{stdout}");
+    assert!(stdout.contains("uplift       rapport-"), "{stdout}");
+    in_chromium(&dir.path().join("demo/workspace/reports/report.html"), &charts);
     assert!(!report.contains("<script src") && !report.contains("http://") || report.contains("xmlns=\"http://www.w3.org/2000/svg\""));
     assert!(!report.contains("https://"), "the report fetches nothing");
     assert!(!report.contains("NaN"), "no chart is drawn from missing numbers");
@@ -254,4 +263,64 @@ fn train_prints_the_json_of_the_contract() {
         .unwrap();
     assert_eq!(bad.status.code(), Some(2));
     assert!(text(&bad.stderr).contains("NoSuchColumn"));
+}
+
+/// Loads the report in headless Chromium and fails on any console message (Chromium
+/// logs invalid SVG attributes, such as a NaN in a path, as console errors) or on a
+/// chart missing from the parsed page. Without Chromium the check is skipped with a
+/// message, unless RAPPORT_REQUIRE_CHROMIUM is set (as `.ci/run` does after installing it).
+fn in_chromium(report: &std::path::Path, charts: &[&str]) {
+    let candidates = [
+        std::env::var("RAPPORT_CHROMIUM").unwrap_or_default(),
+        "/usr/bin/chromium".into(),
+        "chromium".into(),
+    ];
+    let found = candidates
+        .iter()
+        .filter(|c| !c.is_empty())
+        .find(|c| Command::new(c).arg("--version").output().is_ok_and(|o| o.status.success()));
+    let Some(chromium) = found else {
+        assert!(
+            std::env::var_os("RAPPORT_REQUIRE_CHROMIUM").is_none(),
+            "RAPPORT_REQUIRE_CHROMIUM is set but no Chromium was found"
+        );
+        eprintln!("report not checked in a browser: Chromium not found (apt-get install chromium)");
+        return;
+    };
+    let profile = tempfile::tempdir().unwrap();
+    let out = Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--virtual-time-budget=3000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg("--dump-dom")
+        .arg(format!("file://{}", report.display()))
+        .output()
+        .unwrap();
+    let dom = text(&out.stdout);
+    let log = text(&out.stderr);
+    assert!(out.status.success(), "chromium failed: {log}");
+    let console: Vec<&str> = log.lines().filter(|l| l.contains(":CONSOLE") || l.contains("Uncaught")).collect();
+    assert!(
+        console.is_empty(),
+        "console messages while loading the report:\n{}",
+        console.join("\n")
+    );
+    assert!(dom.contains("</html>"), "no page: {log}");
+    for chart in charts {
+        assert!(
+            dom.contains(&format!("data-chart=\"{chart}\"")),
+            "{chart} missing in the browser's page"
+        );
+    }
 }

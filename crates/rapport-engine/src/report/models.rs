@@ -110,8 +110,13 @@ fn recommendations(ws: &Workspace, models: &Value, body: &mut String) -> Result<
     let r = &models["recommendations"];
     let _ = write!(
         body,
-        "<p class=\"note\">Model: {}. Already-bought products are left out; each row says why it was recommended.</p>",
-        escape(r["model"].as_str().unwrap_or("not fitted"))
+        "<p class=\"note\">Model: {}; blend weights (chosen on the 90 days before the cut-off) item-kNN {}, ALS {}, bought-together {}, content {}. \
+         Already-bought products are left out; each row says which model put it there.</p>",
+        escape(r["model"].as_str().unwrap_or("not fitted")),
+        r["weights"]["item_knn"],
+        r["weights"]["als"],
+        r["weights"]["co_purchase"],
+        r["weights"]["content"]
     );
     let reasons = cells(
         ws,
@@ -141,7 +146,15 @@ fn recommendations(ws: &Workspace, models: &Value, body: &mut String) -> Result<
         }
         .render(),
     );
-    if let Some(rules) = models["association_rules"]["rules"].as_array().filter(|r| !r.is_empty()) {
+    let ar = &r["association_rules"];
+    if ar["rules"].as_array().is_some_and(|r| r.is_empty()) {
+        let _ = write!(
+            body,
+            "<p class=\"note\">No association rule reaches support {} and confidence {} over {} baskets.</p>",
+            ar["min_support"], ar["min_confidence"], ar["orders"]
+        );
+    }
+    if let Some(rules) = ar["rules"].as_array().filter(|r| !r.is_empty()) {
         let rows = rules
             .iter()
             .take(15)
