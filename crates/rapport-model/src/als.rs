@@ -73,19 +73,21 @@ fn transpose(rows: &[Vec<(u32, f32)>], n_cols: usize) -> Rows {
     out
 }
 
-/// Σ yᵢ yᵢᵀ over the rows of `y` (f × f, row-major), summed in fixed blocks.
+/// Σ yᵢ yᵢᵀ over the rows of `y` (f × f, row-major): the upper triangle summed in f32
+/// within fixed blocks of rows, the blocks added in order in f64, then mirrored.
 fn gram(y: &[f32], f: usize) -> Vec<f32> {
     let n = y.len() / f;
-    let blocks: Vec<Vec<f64>> = (0..n.div_ceil(1024))
+    const ROWS: usize = 2048;
+    let blocks: Vec<Vec<f32>> = (0..n.div_ceil(ROWS))
         .into_par_iter()
         .map(|b| {
-            let mut g = vec![0.0f64; f * f];
-            for i in b * 1024..((b + 1) * 1024).min(n) {
+            let mut g = vec![0.0f32; f * f];
+            for i in b * ROWS..((b + 1) * ROWS).min(n) {
                 let v = &y[i * f..(i + 1) * f];
                 for a in 0..f {
-                    let va = f64::from(v[a]);
-                    for (c, gc) in g[a * f..(a + 1) * f].iter_mut().enumerate() {
-                        *gc += va * f64::from(v[c]);
+                    let va = v[a];
+                    for (gc, vc) in g[a * f + a..(a + 1) * f].iter_mut().zip(&v[a..]) {
+                        *gc += va * vc;
                     }
                 }
             }
@@ -95,14 +97,36 @@ fn gram(y: &[f32], f: usize) -> Vec<f32> {
     let mut g = vec![0.0f64; f * f];
     for b in blocks {
         for (x, y) in g.iter_mut().zip(b) {
-            *x += y;
+            *x += f64::from(y);
+        }
+    }
+    for a in 0..f {
+        for c in 0..a {
+            g[a * f + c] = g[c * f + a];
         }
     }
     g.into_iter().map(|x| x as f32).collect()
 }
 
+/// Dot product in eight independent lanes (a fixed order, so the same result on every
+/// run, and one the compiler can keep in SIMD registers; a single running sum cannot be
+/// vectorised because float addition is not reassociated).
 fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut lanes = [0.0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for k in 0..8 {
+            lanes[k] += x[k] * y[k];
+        }
+    }
+    let mut tail = 0.0f32;
+    for (x, y) in ra.iter().zip(rb) {
+        tail += x * y;
+    }
+    ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7])) + tail
 }
 
 /// One side's normal equations: the other side's factors `y` (f per row), their Gram
@@ -131,13 +155,19 @@ impl System<'_> {
         }
     }
 
-    /// A few conjugate-gradient steps on one row's system, from `x`.
-    fn cg_solve(&self, row: &[(u32, f32)], steps: usize, x: &mut [f32]) {
+    /// A few conjugate-gradient steps on one row's system, from `x`; `scratch` holds
+    /// four vectors of f (reused across rows to spare allocations).
+    fn cg_solve(&self, row: &[(u32, f32)], steps: usize, x: &mut [f32], scratch: &mut [f32]) {
         let f = self.f;
-        let mut ax = vec![0.0f32; f];
-        self.apply(row, x, &mut ax);
-        // b = Σ cᵢ yᵢ (p = 1 on the row's items).
-        let mut r = vec![0.0f32; f];
+        let (ax, rest) = scratch.split_at_mut(f);
+        let (r, rest) = rest.split_at_mut(f);
+        let (p, ap) = rest.split_at_mut(f);
+        let ap = &mut ap[..f];
+        self.apply(row, x, ax);
+        // r = b − A x with b = Σ cᵢ yᵢ (p = 1 on the row's items).
+        for a in 0..f {
+            r[a] = -ax[a];
+        }
         for &(i, v) in row {
             let c = 1.0 + self.alpha * v;
             let yi = &self.y[i as usize * f..(i as usize + 1) * f];
@@ -145,18 +175,14 @@ impl System<'_> {
                 r[a] += c * yi[a];
             }
         }
-        for a in 0..f {
-            r[a] -= ax[a];
-        }
-        let mut p = r.clone();
-        let mut rs = dot(&r, &r);
-        let mut ap = vec![0.0f32; f];
+        p.copy_from_slice(r);
+        let mut rs = dot(r, r);
         for _ in 0..steps {
             if rs < 1e-20 {
                 break;
             }
-            self.apply(row, &p, &mut ap);
-            let pap = dot(&p, &ap);
+            self.apply(row, p, ap);
+            let pap = dot(p, ap);
             if pap <= 0.0 || !pap.is_finite() {
                 break;
             }
@@ -165,7 +191,7 @@ impl System<'_> {
                 x[a] += step * p[a];
                 r[a] -= step * ap[a];
             }
-            let next = dot(&r, &r);
+            let next = dot(r, r);
             let beta = next / rs;
             for a in 0..f {
                 p[a] = r[a] + beta * p[a];
@@ -184,9 +210,12 @@ fn half_step(x: &mut [f32], y: &[f32], rows: &[Vec<(u32, f32)>], cfg: &AlsConfig
         alpha: cfg.alpha,
         lambda: cfg.regularization,
     };
-    x.par_chunks_mut(f).zip(rows.par_iter()).for_each(|(xu, row)| {
-        sys.cg_solve(row, cfg.cg_steps, xu);
-    });
+    x.par_chunks_mut(f).zip(rows.par_iter()).with_min_len(128).for_each_init(
+        || vec![0.0f32; 4 * f],
+        |scratch, (xu, row)| {
+            sys.cg_solve(row, cfg.cg_steps, xu, scratch);
+        },
+    );
 }
 
 impl Als {
