@@ -25,7 +25,8 @@ const MICROS_PER_DAY: i64 = 86_400_000_000;
 /// Neighbours kept per item (60 and 30 score best on Online Retail; 100 is a little worse).
 pub const NEIGHBOURS: usize = 60;
 
-/// (customer, product, day, lines) of completed purchases with a product.
+/// (customer, product, day, lines) of completed purchases with a product, sorted (the
+/// query's row order varies between runs; item ids and ties must not).
 fn purchases(ws: &Workspace) -> Result<Vec<(String, String, i64, f64)>> {
     let batches = block_on(async {
         let ctx = workspace_context(ws, &Personal::Stored).await?;
@@ -67,6 +68,7 @@ fn purchases(ws: &Workspace) -> Result<Vec<(String, String, i64, f64)>> {
             }
         }
     }
+    out.sort_by(|a, b| (&a.0, &a.1, a.2).cmp(&(&b.0, &b.1, b.2)));
     Ok(out)
 }
 
@@ -399,6 +401,22 @@ pub fn evaluate(ws: &Workspace, split_day: i64, k: usize, cfg: &ModelsConfig) ->
         .map(|&u| m.lists(Some(u), &s.train.baskets[u], &HashMap::new()))
         .collect();
     let mut report = serde_json::Map::new();
+    // The classic cosine item-to-item model, for comparison (not in the blend).
+    let cosine = ItemKnn::fit_cosine(&s.train.baskets, n_items, NEIGHBOURS);
+    let ranked: Vec<Vec<u32>> = s
+        .evaluated
+        .iter()
+        .map(|&u| {
+            let basket = &s.train.baskets[u];
+            let l = vec![(Source::ItemKnn, cosine.recommend(basket, CANDIDATES, false))];
+            m.rank(&l, &[1.0, 0.0, 0.0, 0.0], basket, k).into_iter().map(|x| x.0).collect()
+        })
+        .collect();
+    let sc = score(&ranked, &s.relevant, k, n_items);
+    report.insert(
+        "item_knn_cosine".into(),
+        json!({"precision_at_k": sc.precision, "recall_at_k": sc.recall, "ndcg_at_k": sc.ndcg, "coverage": sc.coverage}),
+    );
     let single = |j: usize| {
         let mut w = [0.0; 4];
         w[j] = 1.0;

@@ -58,6 +58,27 @@ impl ItemKnn {
                     .collect()
             })
             .collect();
+        Self::from_weighted(weighted, n_items, k)
+    }
+
+    /// Neighbours by cosine similarity of the items' customer-count vectors (the
+    /// classic item-to-item model, for comparison with BM25).
+    pub fn fit_cosine(baskets: &Baskets, n_items: usize, k: usize) -> Self {
+        let mut norm = vec![0.0f64; n_items];
+        for b in baskets {
+            for &(i, c) in b {
+                norm[i as usize] += c * c;
+            }
+        }
+        let weighted: Vec<Vec<(u32, f64)>> = baskets
+            .iter()
+            .map(|b| b.iter().map(|&(i, c)| (i, c / norm[i as usize].sqrt().max(1e-12))).collect())
+            .collect();
+        Self::from_weighted(weighted, n_items, k)
+    }
+
+    /// Item similarities as sums over customers of products of their weights.
+    fn from_weighted(weighted: Vec<Vec<(u32, f64)>>, n_items: usize, k: usize) -> Self {
         // Item → (customer, weight) lists.
         let mut by_item: Vec<Vec<(u32, f64)>> = vec![Vec::new(); n_items];
         for (u, b) in weighted.iter().enumerate() {
@@ -404,6 +425,10 @@ mod tests {
         let m = ItemKnn::fit(&baskets, 5, 10, Bm25::default());
         let r = m.recommend(&[(0, 1.0)], 2, false);
         assert_eq!(r[0].0, 1, "{r:?}");
+        let c = ItemKnn::fit_cosine(&baskets, 5, 10);
+        assert_eq!(c.recommend(&[(0, 1.0)], 1, false)[0].0, 1);
+        // Cosine of an item with itself is 1.
+        assert!((c.neighbours[0].iter().find(|x| x.0 == 0).unwrap().1 - 1.0).abs() < 1e-12);
         assert!(m.recommend(&[(2, 1.0)], 3, false).iter().all(|(i, _)| *i != 2));
         assert_eq!(m.recommend(&[(2, 1.0)], 1, false)[0].0, 3);
         assert_eq!(popularity(&baskets, 5)[0].0, 4);

@@ -168,6 +168,9 @@ fn generated_recommendations_beat_popularity() {
     let p = |m: &str| v["models"][m]["precision_at_k"].as_f64().unwrap();
     assert!(p("blend") >= 1.2 * p("popular"), "{v}");
     assert!(v["customers_evaluated"].as_u64().unwrap() > 1000, "{v}");
+    // The same figures on a second evaluation (query row order must not matter).
+    let again = rapport_engine::recs::evaluate(&ws, split, 10, &rapport_engine::run::config::ModelsConfig::default()).unwrap();
+    assert_eq!(v["models"], again["models"]);
     // The run's table: ten per customer, every reason one of the contract's.
     let r = rows(
         &generated_run().join("ws"),
