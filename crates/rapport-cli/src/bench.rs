@@ -87,13 +87,9 @@ fn peak_rss_mb() -> Option<f64> {
 }
 
 fn ingest(rows: u64, customers: u64, seed: u64, dir: Option<PathBuf>) -> Result<()> {
-    let tmp;
     let dir = match dir {
         Some(d) => d,
-        None => {
-            tmp = tempdir()?;
-            tmp.clone()
-        }
+        None => tempdir()?,
     };
     let data = dir.join("data");
     std::fs::create_dir_all(&data)?;
@@ -260,13 +256,9 @@ fn models(rows: u64, customers: u64, seed: u64, dir: Option<PathBuf>) -> Result<
 
 /// ALS on the customer × product counts of a generated orders file.
 fn als(rows: u64, customers: u64, seed: u64, factors: usize, iterations: usize, dir: Option<PathBuf>) -> Result<()> {
-    let tmp;
     let dir = match dir {
         Some(d) => d,
-        None => {
-            tmp = tempdir()?;
-            tmp.clone()
-        }
+        None => tempdir()?,
     };
     std::fs::create_dir_all(&dir)?;
     let csv = dir.join("orders.csv");

@@ -185,9 +185,11 @@ impl Fitted {
     /// Each model's candidates for customer `u` of the training data (or a basket from
     /// outside it, folded into ALS), bought products left out except in repeat categories.
     fn lists(&self, u: Option<usize>, basket: &[(u32, f64)], stated: &HashMap<u32, f64>) -> Vec<(Source, Vec<(u32, f64)>)> {
-        let x: Vec<f32> = match u {
-            Some(u) => self.als.user_vector(u).to_vec(),
-            None => self.als.fold_in(basket),
+        // Nothing bought: only the stated categories say anything (content).
+        let x: Option<Vec<f32>> = match u {
+            Some(u) => Some(self.als.user_vector(u).to_vec()),
+            None if basket.is_empty() => None,
+            None => Some(self.als.fold_in(basket)),
         };
         let exclude: Vec<(u32, f64)> = basket
             .iter()
@@ -211,7 +213,10 @@ impl Fitted {
                     .take(CANDIDATES)
                     .collect(),
             ),
-            (Source::Als, self.als.recommend(&x, CANDIDATES, &exclude)),
+            (
+                Source::Als,
+                x.map_or_else(Vec::new, |x| self.als.recommend(&x, CANDIDATES, &exclude)),
+            ),
             (Source::CoPurchase, keep(self.co.recommend(basket, CANDIDATES))),
             (Source::Content, content(&self.category, &self.pop, &profile, &exclude, CANDIDATES)),
         ]
@@ -219,7 +224,7 @@ impl Fitted {
 
     /// The blended top `k`, topped up with popular products.
     fn rank(&self, lists: &[(Source, Vec<(u32, f64)>)], w: &Weights, basket: &[(u32, f64)], k: usize) -> Vec<(u32, f64, Source)> {
-        let weighted: Vec<Weighted> = lists.iter().zip(w).map(|((s, l), w)| (*s, *w, l.clone())).collect();
+        let weighted: Vec<Weighted<'_>> = lists.iter().zip(w).map(|((s, l), w)| (*s, *w, l.as_slice())).collect();
         let mut out = blend(&weighted, k);
         if out.len() < k {
             let bought: BTreeSet<u32> = basket.iter().map(|x| x.0).collect();
@@ -236,30 +241,30 @@ impl Fitted {
     }
 }
 
-/// Products' categories from the `products` table, indexed like `items`.
-fn categories(ws: &Workspace, names: &[&str]) -> Result<(Vec<Option<u32>>, Vec<String>)> {
-    let mut out = vec![None; names.len()];
-    let mut cats: BTreeMap<String, u32> = BTreeMap::new();
+/// Product → category from the `products` table (empty without it); read once per
+/// command and indexed for each item set by [`index_categories`].
+fn product_categories(ws: &Workspace) -> Result<BTreeMap<String, String>> {
     if !ws.tables()?.contains_key("products") {
-        return Ok((out, Vec::new()));
+        return Ok(BTreeMap::new());
     }
-    let index: HashMap<&str, usize> = names.iter().enumerate().map(|(i, s)| (*s, i)).collect();
-    for r in text_rows(
+    Ok(text_rows(
         ws,
         "SELECT product_id, max(category) FROM products WHERE category IS NOT NULL GROUP BY product_id",
         &Personal::Stored,
-    )? {
-        let (Some(p), Some(c)) = (&r[0], &r[1]) else { continue };
-        if let Some(&i) = index.get(p.as_str()) {
-            let next = cats.len() as u32;
-            out[i] = Some(*cats.entry(c.clone()).or_insert(next));
-        }
-    }
-    let mut names_of = vec![String::new(); cats.len()];
-    for (c, i) in cats {
-        names_of[i as usize] = c;
-    }
-    Ok((out, names_of))
+    )?
+    .into_iter()
+    .filter_map(|r| Some((r[0].clone()?, r[1].clone()?)))
+    .collect())
+}
+
+/// Each item's category index (categories numbered in name order) and the names.
+fn index_categories(cats: &BTreeMap<String, String>, names: &[&str]) -> (Vec<Option<u32>>, Vec<String>) {
+    let used: BTreeSet<&str> = names.iter().filter_map(|n| cats.get(*n).map(String::as_str)).collect();
+    let id: HashMap<&str, u32> = used.iter().enumerate().map(|(i, c)| (*c, i as u32)).collect();
+    (
+        names.iter().map(|n| cats.get(*n).map(|c| id[c.as_str()])).collect(),
+        used.into_iter().map(str::to_string).collect(),
+    )
 }
 
 struct Scores {
@@ -339,16 +344,22 @@ fn names_of<'a>(items: &BTreeMap<&'a str, u32>) -> Vec<&'a str> {
 
 /// Fits on the data before `at` and picks the weights that score best (precision@k,
 /// then NDCG) on the `VALIDATION_DAYS` before it. Returns the weights and their scores.
-fn choose_weights(ws: &Workspace, rows: &[(String, String, i64, f64)], at: i64, k: usize, cfg: &ModelsConfig) -> Result<(Weights, Value)> {
+fn choose_weights(
+    cats: &BTreeMap<String, String>,
+    rows: &[(String, String, i64, f64)],
+    at: i64,
+    k: usize,
+    cfg: &ModelsConfig,
+) -> (Weights, Value) {
     let s = split(rows, at - VALIDATION_DAYS, at);
     if s.evaluated.len() < 50 || s.items.is_empty() {
-        return Ok((
+        return (
             [1.0, 0.5, 0.0, 0.0],
             json!({"message": "too few customers to validate the weights; defaults used"}),
-        ));
+        );
     }
     let names = names_of(&s.items);
-    let (category, _) = categories(ws, &names)?;
+    let (category, _) = index_categories(cats, &names);
     let m = Fitted::fit(&s.train, s.items.len(), category, BTreeSet::new(), cfg);
     let lists: Vec<Vec<Candidates>> = s
         .evaluated
@@ -371,10 +382,10 @@ fn choose_weights(ws: &Workspace, rows: &[(String, String, i64, f64)], at: i64, 
         }
     }
     let (w, _, _) = best.expect("grid is not empty");
-    Ok((
+    (
         w,
         json!({"validation_from": crate::run::day_text(at - VALIDATION_DAYS), "customers": s.evaluated.len(), "tried": tried}),
-    ))
+    )
 }
 
 /// Evaluates on the split at the start of `split_day` (days since 1970-01-01): every
@@ -390,9 +401,10 @@ pub fn evaluate(ws: &Workspace, split_day: i64, k: usize, cfg: &ModelsConfig) ->
     }
     let n_items = s.items.len();
     let t0 = std::time::Instant::now();
-    let (weights, validation) = choose_weights(ws, &rows, split_day, k, cfg)?;
+    let cats = product_categories(ws)?;
+    let (weights, validation) = choose_weights(&cats, &rows, split_day, k, cfg);
     let names = names_of(&s.items);
-    let (category, _) = categories(ws, &names)?;
+    let (category, _) = index_categories(&cats, &names);
     let m = Fitted::fit(&s.train, n_items, category, BTreeSet::new(), cfg);
     let fit_seconds = t0.elapsed().as_secs_f64();
     let lists: Vec<Vec<Candidates>> = s
@@ -480,26 +492,37 @@ pub fn split_day(ws: &Workspace, split_date: Option<&str>, holdout_days: Option<
     }
 }
 
+/// What [`recommendations`] produced.
+pub struct Recommendations {
+    /// The `recommendations` table.
+    pub batch: RecordBatch,
+    /// Weights, settings and association rules for models.json.
+    pub report: Value,
+    /// Each customer's first recommendation (in the order of the ids given).
+    pub top: Vec<Option<String>>,
+}
+
 /// The `recommendations` table as of the end of `as_of_day` and a models.json report
 /// (weights, association rules): for every customer the `k` best products by the blend
 /// (bought ones left out, except in `recs_repeat_categories`), each with the model that
 /// put it there as `reason`; customers without purchases get content from their stated
 /// `preferred_category` answers, else the most popular products. `None` without product
 /// ids.
-pub fn recommendations(ws: &Workspace, ids: &[String], as_of_day: i64, cfg: &ModelsConfig) -> Result<Option<(RecordBatch, Value)>> {
+pub fn recommendations(ws: &Workspace, ids: &[String], as_of_day: i64, cfg: &ModelsConfig) -> Result<Option<Recommendations>> {
     let k = cfg.recommendations;
     let rows: Vec<_> = purchases(ws)?.into_iter().filter(|r| r.2 <= as_of_day).collect();
     if rows.is_empty() {
         return Ok(None);
     }
-    let (weights, validation) = choose_weights(ws, &rows, as_of_day + 1, k, cfg)?;
+    let cats = product_categories(ws)?;
+    let (weights, validation) = choose_weights(&cats, &rows, as_of_day + 1, k, cfg);
     let mut items: BTreeMap<&str, u32> = BTreeMap::new();
     for r in &rows {
         let next = items.len() as u32;
         items.entry(r.1.as_str()).or_insert(next);
     }
     let names = names_of(&items);
-    let (category, category_names) = categories(ws, &names)?;
+    let (category, category_names) = index_categories(&cats, &names);
     let repeat: BTreeSet<u32> = category_names
         .iter()
         .enumerate()
@@ -542,6 +565,7 @@ pub fn recommendations(ws: &Workspace, ids: &[String], as_of_day: i64, cfg: &Mod
             .collect()
     };
     let (mut cid, mut rank, mut pid, mut score, mut reason) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let top: Vec<Option<String>> = lists.iter().map(|l| l.first().map(|x| names[x.0 as usize].to_string())).collect();
     for (u, list) in lists.into_iter().enumerate() {
         for (r, (i, s, why)) in list.into_iter().enumerate() {
             cid.push(ids[u].as_str());
@@ -587,5 +611,5 @@ pub fn recommendations(ws: &Workspace, ids: &[String], as_of_day: i64, cfg: &Mod
             })).collect::<Vec<_>>(),
         },
     });
-    Ok(Some((batch, report)))
+    Ok(Some(Recommendations { batch, report, top }))
 }

@@ -58,6 +58,8 @@ pub struct Als {
     pub item: Vec<f32>,
     pub regularization: f32,
     pub alpha: f32,
+    /// YᵀY of the final item factors, kept for fold-in (f × f).
+    item_gram: Vec<f32>,
 }
 
 /// Rows of a sparse matrix: per row, (column, value).
@@ -238,6 +240,7 @@ impl Als {
         }
         Als {
             factors: f,
+            item_gram: gram(&item, f),
             user,
             item,
             regularization: cfg.regularization,
@@ -250,11 +253,10 @@ impl Als {
     }
 
     /// Factors of a customer who was not in the fit, by one exact solve against the
-    /// item factors (no retraining).
+    /// item factors (no retraining; YᵀY is computed once, at the end of the fit).
     pub fn fold_in(&self, basket: &[(u32, f64)]) -> Vec<f32> {
         let f = self.factors;
-        let g = gram(&self.item, f);
-        let mut a: Vec<f64> = g.iter().map(|&x| f64::from(x)).collect();
+        let mut a: Vec<f64> = self.item_gram.iter().map(|&x| f64::from(x)).collect();
         let mut b = vec![0.0f64; f];
         for k in 0..f {
             a[k * f + k] += f64::from(self.regularization);

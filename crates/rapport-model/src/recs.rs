@@ -266,12 +266,12 @@ impl Source {
 }
 
 /// A model's ranked list with its weight in the blend.
-pub type Weighted = (Source, f64, Vec<(u32, f64)>);
+pub type Weighted<'a> = (Source, f64, &'a [(u32, f64)]);
 
 /// Weighted reciprocal-rank fusion of ranked lists: an item scores Σ w / (60 + rank) over
 /// the lists it is in; its reason is the list that gave it most. Lists with weight 0 are
 /// ignored; ties go to the smaller item id.
-pub fn blend(lists: &[Weighted], n: usize) -> Vec<(u32, f64, Source)> {
+pub fn blend(lists: &[Weighted<'_>], n: usize) -> Vec<(u32, f64, Source)> {
     let mut acc: HashMap<u32, (f64, f64, Source)> = HashMap::new();
     for (src, w, list) in lists {
         if *w <= 0.0 {
@@ -461,9 +461,9 @@ mod tests {
     fn blend_keeps_the_best_reason_and_content_reaches_new_items() {
         let b = blend(
             &[
-                (Source::ItemKnn, 1.0, vec![(5, 3.0), (6, 2.0)]),
-                (Source::Als, 0.5, vec![(6, 9.0), (7, 1.0)]),
-                (Source::Popular, 0.0, vec![(9, 1.0)]),
+                (Source::ItemKnn, 1.0, &[(5, 3.0), (6, 2.0)]),
+                (Source::Als, 0.5, &[(6, 9.0), (7, 1.0)]),
+                (Source::Popular, 0.0, &[(9, 1.0)]),
             ],
             10,
         );

@@ -280,7 +280,6 @@ fn uplift(ws: &Workspace, body: &mut String) -> Result<()> {
                         num(&r[2]),
                         num(&r[3]),
                         num(&r[4]),
-                        None,
                     )
                 })
                 .collect(),

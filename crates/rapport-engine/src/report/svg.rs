@@ -389,8 +389,8 @@ impl LineChart<'_> {
 pub struct IntervalChart<'a> {
     pub id: &'a str,
     pub title: &'a str,
-    /// (label, estimate, low, high, optional reference mark such as a planted value).
-    pub rows: Vec<(String, f64, f64, f64, Option<f64>)>,
+    /// (label, estimate, low, high).
+    pub rows: Vec<(String, f64, f64, f64)>,
     /// Multiplies values for display (100 for percentage points).
     pub scale: f64,
     pub unit: &'a str,
@@ -406,18 +406,8 @@ impl IntervalChart<'_> {
         let height = top + row_h * self.rows.len().max(1) as f64 + 24.0;
         let width = label_w + plot_w + 200.0;
         let finite = |x: f64| if x.is_finite() { x } else { 0.0 };
-        let lo = self
-            .rows
-            .iter()
-            .flat_map(|r| [r.2, r.1, r.4.unwrap_or(0.0)])
-            .map(finite)
-            .fold(0.0, f64::min);
-        let hi = self
-            .rows
-            .iter()
-            .flat_map(|r| [r.3, r.1, r.4.unwrap_or(0.0)])
-            .map(finite)
-            .fold(0.0, f64::max);
+        let lo = self.rows.iter().flat_map(|r| [r.2, r.1]).map(finite).fold(0.0, f64::min);
+        let hi = self.rows.iter().flat_map(|r| [r.3, r.1]).map(finite).fold(0.0, f64::max);
         let span = (hi - lo).max(1e-9);
         let x_of = |v: f64| label_w + plot_w * (finite(v) - lo) / span;
         let mut s = String::new();
@@ -430,12 +420,7 @@ impl IntervalChart<'_> {
         let _ = write!(s, r#"<text x="0" y="16" class="title">{}</text>"#, escape(self.title));
         let _ = write!(
             s,
-            r##"<text x="{label_w}" y="34" class="legend">● estimate with 95 % interval{}</text>"##,
-            if self.rows.iter().any(|r| r.4.is_some()) {
-                "   ◆ planted effect"
-            } else {
-                ""
-            }
+            r#"<text x="{label_w}" y="34" class="legend">● estimate with 95 % interval</text>"#
         );
         let zx = x_of(0.0);
         let _ = write!(
@@ -451,7 +436,7 @@ impl IntervalChart<'_> {
         if self.rows.is_empty() {
             let _ = write!(s, r#"<text x="{label_w}" y="{}" class="empty">nothing to show</text>"#, top + 16.0);
         }
-        for (r, (label, est, l, h, mark)) in self.rows.iter().enumerate() {
+        for (r, (label, est, l, h)) in self.rows.iter().enumerate() {
             let y = top + row_h * r as f64 + 13.0;
             let colour = if *l > 0.0 {
                 "#2f855a"
@@ -479,16 +464,6 @@ impl IntervalChart<'_> {
                 l * self.scale,
                 h * self.scale
             );
-            if let Some(m) = mark {
-                let mx = x_of(*m);
-                let _ = write!(
-                    s,
-                    r##"<path d="M{mx:.1} {:.1} l5 6 l-5 6 l-5 -6 z" fill="#1a202c"><title>planted {:.2}{}</title></path>"##,
-                    y - 6.0,
-                    m * self.scale,
-                    escape(self.unit)
-                );
-            }
             let _ = write!(
                 s,
                 r#"<text x="{:.1}" y="{}" class="value">{:+.1}{} [{:+.1}, {:+.1}]</text>"#,

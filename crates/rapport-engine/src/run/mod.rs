@@ -357,21 +357,7 @@ pub fn run_with(ws: &Workspace, cfg: &ModelsConfig, policy: &actions::ActionsCon
 
     // Recommendations, then the next-best actions that use them.
     let recs = crate::recs::recommendations(ws, &features.customer_id, as_of_day, cfg)?;
-    let mut top_rec: Vec<Option<String>> = vec![None; n];
-    if let Some((b, _)) = &recs {
-        use datafusion::arrow::array::AsArray;
-        let (c, r, p) = (b.column(0).as_string::<i32>(), b.column(1), b.column(2).as_string::<i32>());
-        let r = datafusion::arrow::compute::cast(r, &DataType::Int64).map_err(datafusion::error::DataFusionError::from)?;
-        let r = r.as_primitive::<datafusion::arrow::datatypes::Int64Type>();
-        let index: std::collections::HashMap<&str, usize> = features.customer_id.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
-        for k in 0..b.num_rows() {
-            if r.value(k) == 1 {
-                if let Some(&i) = index.get(c.value(k)) {
-                    top_rec[i] = Some(p.value(k).to_string());
-                }
-            }
-        }
-    }
+    let top_rec: Vec<Option<String>> = recs.as_ref().map_or_else(|| vec![None; n], |r| r.top.clone());
     let recency: Vec<Option<f64>> = (0..n).map(|i| features.last_day[i].map(|d| (as_of_day - d) as f64)).collect();
     let consents = actions::consents(ws, &features.customer_id)?;
     let last_contact = actions::last_contacts(ws, &features.customer_id, as_of_day)?;
@@ -429,10 +415,10 @@ pub fn run_with(ws: &Workspace, cfg: &ModelsConfig, policy: &actions::ActionsCon
     txn.replace("uplift");
     txn.write_part("uplift", uplift_batch.schema(), &[uplift_batch])?;
     match recs {
-        Some((recs, report)) => {
-            models.insert("recommendations".into(), report);
+        Some(r) => {
+            models.insert("recommendations".into(), r.report);
             txn.replace("recommendations");
-            txn.write_part("recommendations", recs.schema(), &[recs])?;
+            txn.write_part("recommendations", r.batch.schema(), &[r.batch])?;
         }
         None => {
             models.insert(
