@@ -43,10 +43,30 @@ impl History {
 /// Merges identical histories, adding their weights; the order of the input does not
 /// change the result.
 pub fn group(histories: &[History]) -> Vec<History> {
-    let mut v: Vec<History> = histories.to_vec();
-    v.sort_by(|a, b| a.x.total_cmp(&b.x).then(a.t_x.total_cmp(&b.t_x)).then(a.t.total_cmp(&b.t)));
-    let mut out: Vec<History> = Vec::with_capacity(v.len());
-    for h in v {
+    use rayon::prelude::*;
+    // Valid histories have non-negative finite values (−0 made +0), whose bit patterns sort as the
+    // numbers do; the weight is part of the key, so equal keys are equal records and the
+    // (parallel, unstable) sort cannot make the sums depend on the input order.
+    let mut v: Vec<[u64; 4]> = histories
+        .par_iter()
+        .map(|h| {
+            [
+                (h.x + 0.0).to_bits(),
+                (h.t_x + 0.0).to_bits(),
+                (h.t + 0.0).to_bits(),
+                h.weight.to_bits(),
+            ]
+        })
+        .collect();
+    v.par_sort_unstable();
+    let mut out: Vec<History> = Vec::with_capacity(v.len() / 2);
+    for k in v {
+        let h = History {
+            x: f64::from_bits(k[0]),
+            t_x: f64::from_bits(k[1]),
+            t: f64::from_bits(k[2]),
+            weight: f64::from_bits(k[3]),
+        };
         match out.last_mut() {
             Some(last) if last.x == h.x && last.t_x == h.t_x && last.t == h.t => last.weight += h.weight,
             _ => out.push(h),

@@ -5,10 +5,132 @@
 //! A customer's transactions are Gamma(p, ν) with ν ~ Gamma(q, γ) across customers; the
 //! likelihood is that of each customer's mean spend z̄ over x transactions (the density of
 //! the mean, Jacobian included). Fitted on customers with x > 0 by maximum likelihood on
-//! log-parameters with the analytic gradient.
+//! log-parameters with the analytic gradient and Hessian (Newton's method; BFGS as the
+//! fallback).
+//!
+//! Speed: the Gamma-function terms depend on x alone and are computed once per distinct
+//! x; the terms in ln z̄ and ln x are sums fixed before the fit; what is left per customer
+//! is one logarithm ln(γ + x z̄) per evaluation, summed in parallel in fixed blocks.
 
-use crate::optimize::best_of;
-use crate::special::{digamma, ln_gamma};
+use crate::optimize::{best_of, newton};
+use crate::parallel::ordered_fold;
+use crate::special::{digamma, ln_gamma, trigamma};
+
+/// Customers laid out for fast evaluation.
+struct Prepared {
+    xs: Vec<f64>,
+    /// Total weight per distinct x, and of w·x.
+    wx: Vec<f64>,
+    /// Per customer: x, x·z̄ and weight.
+    x: Vec<f64>,
+    xz: Vec<f64>,
+    w: Vec<f64>,
+    total: f64,
+    /// Σ w ln z̄, Σ w x ln z̄, Σ w x ln x.
+    s0: f64,
+    s1: f64,
+    s2: f64,
+}
+
+impl Prepared {
+    fn new(data: &[Spend]) -> Self {
+        let mut xs: Vec<f64> = data.iter().map(|s| s.x).collect();
+        xs.sort_unstable_by(f64::total_cmp);
+        xs.dedup();
+        let mut wx = vec![0.0; xs.len()];
+        for s in data {
+            let i = xs.binary_search_by(|v| v.total_cmp(&s.x)).expect("x is in its table");
+            wx[i] += s.weight;
+        }
+        let [s0, s1, s2] = ordered_fold(
+            data.len(),
+            || [0.0f64; 3],
+            |a, i| {
+                let s = &data[i];
+                let lz = s.mean.ln();
+                a[0] += s.weight * lz;
+                a[1] += s.weight * s.x * lz;
+                a[2] += s.weight * s.x * s.x.ln();
+            },
+            |a, b| a.iter_mut().zip(b).for_each(|(x, y)| *x += y),
+        );
+        Self {
+            xs,
+            wx,
+            x: data.iter().map(|s| s.x).collect(),
+            xz: data.iter().map(|s| s.x * s.mean).collect(),
+            w: data.iter().map(|s| s.weight).collect(),
+            total: data.iter().map(|s| s.weight).sum(),
+            s0,
+            s1,
+            s2,
+        }
+    }
+
+    /// Mean negative log-likelihood over log-parameters with gradient and Hessian.
+    fn objective(&self, v: &[f64]) -> Option<(f64, Vec<f64>, Vec<f64>)> {
+        if v.iter().any(|z| !(-30.0..30.0).contains(z)) {
+            return None;
+        }
+        let (p, q, gamma) = (v[0].exp(), v[1].exp(), v[2].exp());
+        let n = self.total;
+        // Per customer: Σ w L, Σ w x L, Σ w I, Σ w x I, Σ w I², Σ w x I²
+        // with L = ln(γ + x z̄), I = 1/(γ + x z̄).
+        let s = ordered_fold(
+            self.w.len(),
+            || [0.0f64; 6],
+            |a, i| {
+                let (w, x) = (self.w[i], self.x[i]);
+                let d = gamma + self.xz[i];
+                let (l, inv) = (d.ln(), 1.0 / d);
+                a[0] += w * l;
+                a[1] += w * x * l;
+                a[2] += w * inv;
+                a[3] += w * x * inv;
+                a[4] += w * inv * inv;
+                a[5] += w * x * inv * inv;
+            },
+            |a, b| a.iter_mut().zip(b).for_each(|(x, y)| *x += y),
+        );
+        let (lg_q, dg_q, tg_q) = (ln_gamma(q), digamma(q), trigamma(q));
+        let mut ll = -n * lg_q + n * q * gamma.ln() + p * self.s1 - self.s0 + p * self.s2 - p * s[1] - q * s[0];
+        let mut g = [
+            self.s1 + self.s2 - s[1],
+            -n * dg_q + n * gamma.ln() - s[0],
+            n * q / gamma - p * s[3] - q * s[2],
+        ];
+        let mut h = [[0.0; 3]; 3];
+        h[1][1] = -n * tg_q;
+        h[0][2] = -s[3];
+        h[1][2] = n / gamma - s[2];
+        h[2][2] = -n * q / (gamma * gamma) + p * s[5] + q * s[4];
+        for (x, w) in self.xs.iter().zip(&self.wx) {
+            let px = p * x;
+            ll += w * (ln_gamma(px + q) - ln_gamma(px));
+            let (d1, d0) = (digamma(px + q), digamma(px));
+            let (t1, t0) = (trigamma(px + q), trigamma(px));
+            g[0] += w * x * (d1 - d0);
+            g[1] += w * d1;
+            h[0][0] += w * x * x * (t1 - t0);
+            h[0][1] += w * x * t1;
+            h[1][1] += w * t1;
+        }
+        let pv = [p, q, gamma];
+        let grad: Vec<f64> = (0..3).map(|i| -g[i] * pv[i] / n).collect();
+        let mut hess = vec![0.0; 9];
+        for i in 0..3 {
+            for j in 0..3 {
+                let hij = if i <= j { h[i][j] } else { h[j][i] };
+                let mut v = pv[i] * pv[j] * hij;
+                if i == j {
+                    v += pv[i] * g[i];
+                }
+                hess[i * 3 + j] = -v / n;
+            }
+        }
+        Some((-ll / n, grad, hess))
+    }
+}
 
 /// One customer's spend: `x` transactions with mean value `mean`; `weight` customers.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -74,35 +196,57 @@ impl GammaGamma {
         if data.len() < 2 {
             return Err(format!("Gamma-Gamma needs customers with repeat spend; found {}", data.len()));
         }
-        let total: f64 = data.iter().map(|s| s.weight).sum();
-        let objective = |v: &[f64]| -> (f64, Vec<f64>) {
-            if v.iter().any(|z| !(-30.0..30.0).contains(z)) {
-                return (f64::INFINITY, vec![0.0; 3]);
-            }
-            let m = Self {
-                p: v[0].exp(),
-                q: v[1].exp(),
-                gamma: v[2].exp(),
-            };
-            let mut ll = 0.0;
-            let mut g = [0.0; 3];
-            for s in &data {
-                let (l, gs) = m.ll_grad(s);
-                ll += s.weight * l;
-                for i in 0..3 {
-                    g[i] += s.weight * gs[i];
-                }
-            }
-            let p = [m.p, m.q, m.gamma];
-            (-ll / total, (0..3).map(|i| -g[i] * p[i] / total).collect())
-        };
+        let prep = Prepared::new(&data);
+        let total = prep.total;
         let mean = data.iter().map(|s| s.weight * s.mean).sum::<f64>() / total;
         let starts = [
             vec![0.0, 0.0, mean.ln()],
             vec![(2.0f64).ln(), (3.0f64).ln(), (mean).ln()],
             vec![(5.0f64).ln(), (2.0f64).ln(), (mean / 2.0).ln()],
         ];
-        let best = best_of(&objective, &starts, 500, 1e-10).ok_or("the likelihood is not finite from any starting point")?;
+        let on = |v: &[f64]| prep.objective(v);
+        // As for BG/NBD: the starts on a systematic sample, the best polished on all.
+        const SAMPLE: usize = 20_000;
+        let mut iterations = 0;
+        let pick = |runs: Vec<crate::optimize::Minimum>| {
+            runs.into_iter()
+                .filter(|m| m.value.is_finite())
+                .min_by(|a, b| (!a.converged).cmp(&!b.converged).then(a.value.total_cmp(&b.value)))
+        };
+        let mut best = if data.len() > 2 * SAMPLE {
+            let sample: Vec<Spend> = data.iter().step_by(data.len().div_ceil(SAMPLE)).copied().collect();
+            let sp = Prepared::new(&sample);
+            let on_sample = |v: &[f64]| sp.objective(v);
+            let runs: Vec<_> = starts.iter().map(|s| newton(&on_sample, s, 100, 1e-8)).collect();
+            iterations += runs.iter().map(|m| m.iterations).sum::<usize>();
+            pick(runs).and_then(|m| {
+                let m = newton(&on, &m.x, 100, 1e-10);
+                iterations += m.iterations;
+                Some(m).filter(|m| m.converged && m.value.is_finite())
+            })
+        } else {
+            None
+        };
+        if best.is_none() {
+            let runs: Vec<_> = starts.iter().map(|s| newton(&on, s, 200, 1e-10)).collect();
+            iterations += runs.iter().map(|m| m.iterations).sum::<usize>();
+            best = pick(runs);
+        }
+        if !best.as_ref().is_some_and(|m| m.converged) {
+            let objective = |v: &[f64]| -> (f64, Vec<f64>) {
+                match prep.objective(v) {
+                    Some((f, g, _)) => (f, g),
+                    None => (f64::INFINITY, vec![0.0; 3]),
+                }
+            };
+            if let Some(m) = best_of(&objective, &starts, 500, 1e-10) {
+                iterations += m.iterations;
+                if best.as_ref().is_none_or(|b| (m.converged, -m.value) > (b.converged, -b.value)) {
+                    best = Some(m);
+                }
+            }
+        }
+        let best = best.ok_or("the likelihood is not finite from any starting point")?;
         Ok(GammaGammaFit {
             params: Self {
                 p: best.x[0].exp(),
@@ -111,7 +255,7 @@ impl GammaGamma {
             },
             log_likelihood: -best.value * total,
             converged: best.converged,
-            iterations: best.iterations,
+            iterations,
             customers: total,
             message: best.message,
         })
@@ -158,6 +302,37 @@ mod tests {
                 };
                 let fd = (f(hi) - f(lo)) / (2.0 * h);
                 assert!((g[i] - fd).abs() < 1e-6 * (1.0 + fd.abs()), "{i}");
+            }
+        }
+    }
+
+    #[test]
+    fn prepared_objective_matches_the_plain_sum_and_its_derivatives() {
+        let data: Vec<Spend> = [(1.0, 20.0), (7.0, 55.5), (2.0, 13.25), (7.0, 40.0), (1.0, 99.0)]
+            .iter()
+            .map(|&(x, mean)| Spend { x, mean, weight: 1.0 })
+            .collect();
+        let prep = Prepared::new(&data);
+        let v = [(6.0f64).ln(), (3.5f64).ln(), (15.0f64).ln()];
+        let (f, g, h) = prep.objective(&v).unwrap();
+        let m = GammaGamma {
+            p: 6.0,
+            q: 3.5,
+            gamma: 15.0,
+        };
+        let plain = -data.iter().map(|s| m.log_likelihood(s)).sum::<f64>() / data.len() as f64;
+        assert!((f - plain).abs() < 1e-12, "{f} vs {plain}");
+        for i in 0..3 {
+            let step = 1e-5;
+            let (mut hi, mut lo) = (v, v);
+            hi[i] += step;
+            lo[i] -= step;
+            let (fh, gh, _) = prep.objective(&hi).unwrap();
+            let (fl, gl, _) = prep.objective(&lo).unwrap();
+            assert!((g[i] - (fh - fl) / (2.0 * step)).abs() < 1e-7, "gradient {i}");
+            for j in 0..3 {
+                let fd = (gh[j] - gl[j]) / (2.0 * step);
+                assert!((h[i * 3 + j] - fd).abs() < 1e-6, "hessian {i},{j}: {} vs {fd}", h[i * 3 + j]);
             }
         }
     }

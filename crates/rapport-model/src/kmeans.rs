@@ -10,14 +10,16 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
-use crate::parallel::{add_into, ordered_fold, ordered_sum};
+use crate::parallel::{add_into, ordered_fold, ordered_sum, BLOCK};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct KMeansParams {
     pub k: usize,
     pub restarts: usize,
     pub max_iter: usize,
-    /// Stop when no centroid moves more than this (squared distance).
+    /// Stop when no point changes cluster, or when the centroids' total squared movement
+    /// in one iteration is at most `tol` × the mean variance of the features (the rule
+    /// and default of scikit-learn's KMeans, so the two stop at comparable points).
     pub tol: f64,
     pub seed: u64,
 }
@@ -28,7 +30,7 @@ impl KMeansParams {
             k,
             restarts: 4,
             max_iter: 300,
-            tol: 1e-8,
+            tol: 1e-4,
             seed,
         }
     }
@@ -93,50 +95,180 @@ fn seed_plus_plus(data: &[f64], d: usize, k: usize, rng: &mut ChaCha8Rng) -> Vec
     centroids
 }
 
-fn lloyd(data: &[f64], d: usize, mut centroids: Vec<f64>, params: &KMeansParams) -> KMeans {
-    let k = centroids.len() / d;
-    let mut labels = vec![0usize; data.len() / d];
-    let mut converged = false;
-    let mut iterations = 0;
-    for it in 0..params.max_iter {
-        iterations = it + 1;
-        labels
-            .par_iter_mut()
-            .zip(data.par_chunks_exact(d))
-            .for_each(|(l, p)| *l = nearest(p, &centroids, d).0);
-        let (sums, counts) = ordered_fold(
-            labels.len(),
-            || (vec![0.0; k * d], vec![0usize; k]),
-            |(s, c), i| {
-                let l = labels[i];
-                c[l] += 1;
-                for (a, b) in s[l * d..(l + 1) * d].iter_mut().zip(&data[i * d..(i + 1) * d]) {
+/// Per cluster the sum of its points and their count, in fixed blocks merged in order
+/// (the same bits on any number of threads).
+#[cfg(test)]
+fn cluster_sums(data: &[f64], d: usize, k: usize, labels: &[usize]) -> (Vec<f64>, Vec<usize>) {
+    ordered_fold(
+        labels.len(),
+        || (vec![0.0; k * d], vec![0usize; k]),
+        |(s, c), i| {
+            let l = labels[i];
+            c[l] += 1;
+            for (a, b) in s[l * d..(l + 1) * d].iter_mut().zip(&data[i * d..(i + 1) * d]) {
+                *a += b;
+            }
+        },
+        |(s1, c1), (s2, c2)| {
+            add_into(s1, &s2);
+            c1.iter_mut().zip(&c2).for_each(|(a, b)| *a += b);
+        },
+    )
+}
+
+/// The nearest centroid of a point and the distances (not squared) to the nearest and
+/// the second nearest.
+fn two_nearest(point: &[f64], centroids: &[f64], d: usize) -> (usize, f64, f64) {
+    let (mut best, mut first, mut second) = (0, f64::INFINITY, f64::INFINITY);
+    for (j, c) in centroids.chunks_exact(d).enumerate() {
+        let v = dist2(point, c);
+        if v < first {
+            second = first;
+            first = v;
+            best = j;
+        } else if v < second {
+            second = v;
+        }
+    }
+    (best, first.sqrt(), second.sqrt())
+}
+
+/// One pass that labels the points through `visit` (which returns 1 when a label
+/// changed) and, in the same sweep, sums each cluster's points block by block; the
+/// blocks are merged in order, so the sums are the same bits on any number of threads.
+fn sweep<F>(
+    data: &[f64],
+    d: usize,
+    k: usize,
+    labels: &mut [u32],
+    upper: &mut [f64],
+    lower: &mut [f64],
+    visit: F,
+) -> (Vec<f64>, Vec<usize>, usize)
+where
+    F: Fn(&mut u32, &mut f64, &mut f64, &[f64]) -> usize + Sync,
+{
+    let blocks: Vec<(Vec<f64>, Vec<usize>, usize)> = labels
+        .par_chunks_mut(BLOCK)
+        .zip(upper.par_chunks_mut(BLOCK))
+        .zip(lower.par_chunks_mut(BLOCK))
+        .zip(data.par_chunks(BLOCK * d))
+        .map(|(((ls, us), los), ps)| {
+            let (mut sums, mut counts, mut changed) = (vec![0.0; k * d], vec![0usize; k], 0);
+            for (((l, u), lo), p) in ls.iter_mut().zip(us.iter_mut()).zip(los.iter_mut()).zip(ps.chunks_exact(d)) {
+                changed += visit(l, u, lo, p);
+                let j = *l as usize;
+                counts[j] += 1;
+                for (a, b) in sums[j * d..(j + 1) * d].iter_mut().zip(p) {
                     *a += b;
                 }
-            },
-            |(s1, c1), (s2, c2)| {
-                add_into(s1, &s2);
-                c1.iter_mut().zip(&c2).for_each(|(a, b)| *a += b);
-            },
-        );
+            }
+            (sums, counts, changed)
+        })
+        .collect();
+    let (mut sums, mut counts, mut changed) = (vec![0.0; k * d], vec![0usize; k], 0);
+    for (s, c, ch) in blocks {
+        add_into(&mut sums, &s);
+        counts.iter_mut().zip(&c).for_each(|(a, b)| *a += b);
+        changed += ch;
+    }
+    (sums, counts, changed)
+}
+
+/// Lloyd's algorithm with Hamerly's bounds (Hamerly 2010, "Making k-means even faster"):
+/// each point keeps an upper bound on the distance to its centroid and a lower bound on
+/// the distance to every other; while the first is below the second (or below half the
+/// distance from its centroid to the nearest other centroid) the point cannot change
+/// cluster and no distance is computed. The iterations are those of plain Lloyd.
+fn lloyd(data: &[f64], d: usize, mut centroids: Vec<f64>, params: &KMeansParams, tol: f64) -> KMeans {
+    let k = centroids.len() / d;
+    let n = data.len() / d;
+    // Labels as u32 (k is small): less memory to sweep through every iteration.
+    let mut labels = vec![0u32; n];
+    let mut upper = vec![0.0f64; n];
+    let mut lower = vec![0.0f64; n];
+    let start = centroids.clone();
+    let (mut sums, mut counts, _) = sweep(data, d, k, &mut labels, &mut upper, &mut lower, |l, u, lo, p| {
+        let (j, a, b) = two_nearest(p, &start, d);
+        (*l, *u, *lo) = (j as u32, a, b);
+        1
+    });
+    let mut converged = false;
+    let mut stable = false;
+    let mut iterations = 0;
+    let mut shift = vec![0.0f64; k];
+    let mut half = vec![0.0f64; k];
+    for it in 0..params.max_iter {
+        iterations = it + 1;
         let mut moved: f64 = 0.0;
         for j in 0..k {
+            shift[j] = 0.0;
             if counts[j] == 0 {
                 continue; // an empty cluster keeps its centroid
             }
             let new: Vec<f64> = sums[j * d..(j + 1) * d].iter().map(|s| s / counts[j] as f64).collect();
-            moved = moved.max(dist2(&new, &centroids[j * d..(j + 1) * d]));
+            let m = dist2(&new, &centroids[j * d..(j + 1) * d]);
+            moved += m;
+            shift[j] = m.sqrt();
             centroids[j * d..(j + 1) * d].copy_from_slice(&new);
         }
-        if moved <= params.tol {
+        if moved <= tol {
             converged = true;
             break;
         }
+        // A point's lower bound drops by the largest shift of a centroid other than its own.
+        let (mut big, mut big_j, mut next) = (0.0, usize::MAX, 0.0);
+        for (j, v) in shift.iter().enumerate() {
+            if *v > big {
+                next = big;
+                big = *v;
+                big_j = j;
+            } else if *v > next {
+                next = *v;
+            }
+        }
+        for j in 0..k {
+            let c = &centroids[j * d..(j + 1) * d];
+            half[j] = 0.5
+                * (0..k)
+                    .filter(|o| *o != j)
+                    .map(|o| dist2(c, &centroids[o * d..(o + 1) * d]).sqrt())
+                    .fold(f64::INFINITY, f64::min);
+        }
+        let now = &centroids;
+        let (shift, half) = (&shift, &half);
+        let changed;
+        (sums, counts, changed) = sweep(data, d, k, &mut labels, &mut upper, &mut lower, |l, u, lo, p| {
+            let own = *l as usize;
+            *u += shift[own];
+            *lo -= if own == big_j { next } else { big };
+            let bound = half[own].max(*lo);
+            if *u <= bound {
+                return 0;
+            }
+            *u = dist2(p, &now[own * d..(own + 1) * d]).sqrt();
+            if *u <= bound {
+                return 0;
+            }
+            let (j, a, b) = two_nearest(p, now, d);
+            (*l, *u, *lo) = (j as u32, a, b);
+            usize::from(j != own)
+        });
+        if changed == 0 {
+            converged = true;
+            stable = true;
+            break;
+        }
     }
-    labels
-        .par_iter_mut()
-        .zip(data.par_chunks_exact(d))
-        .for_each(|(l, p)| *l = nearest(p, &centroids, d).0);
+    // Unless the last pass changed nothing, the centroids moved after it: label again.
+    let labels: Vec<usize> = if stable {
+        labels.iter().map(|l| *l as usize).collect()
+    } else {
+        data.par_chunks_exact(d)
+            .with_min_len(BLOCK)
+            .map(|p| nearest(p, &centroids, d).0)
+            .collect()
+    };
     let inertia = ordered_sum(labels.len(), |i| {
         let l = labels[i];
         dist2(&data[i * d..(i + 1) * d], &centroids[l * d..(l + 1) * d])
@@ -152,6 +284,30 @@ fn lloyd(data: &[f64], d: usize, mut centroids: Vec<f64>, params: &KMeansParams)
     }
 }
 
+/// Mean of the per-feature variances of `n × d` data.
+fn mean_variance(data: &[f64], d: usize) -> f64 {
+    let n = (data.len() / d) as f64;
+    let (sums, squares) = ordered_fold(
+        data.len() / d,
+        || (vec![0.0; d], vec![0.0; d]),
+        |(s, q), i| {
+            for (j, v) in data[i * d..(i + 1) * d].iter().enumerate() {
+                s[j] += v;
+                q[j] += v * v;
+            }
+        },
+        |(s1, q1), (s2, q2)| {
+            add_into(s1, &s2);
+            add_into(q1, &q2);
+        },
+    );
+    sums.iter()
+        .zip(&squares)
+        .map(|(s, q)| (q / n - (s / n) * (s / n)).max(0.0))
+        .sum::<f64>()
+        / d as f64
+}
+
 /// Fits k-means on `n × d` row-major `data`; the best of `restarts` runs by inertia.
 pub fn fit(data: &[f64], d: usize, params: &KMeansParams) -> Result<KMeans, String> {
     if d == 0 || !data.len().is_multiple_of(d) {
@@ -164,11 +320,12 @@ pub fn fit(data: &[f64], d: usize, params: &KMeansParams) -> Result<KMeans, Stri
     if data.iter().any(|v| !v.is_finite()) {
         return Err("data holds a value that is not a finite number".into());
     }
+    let tol = params.tol * mean_variance(data, d);
     let runs: Vec<KMeans> = (0..params.restarts.max(1))
         .map(|r| {
             let mut rng = ChaCha8Rng::seed_from_u64(params.seed.wrapping_mul(1_000_003).wrapping_add(r as u64));
             let c = seed_plus_plus(data, d, params.k, &mut rng);
-            lloyd(data, d, c, params)
+            lloyd(data, d, c, params, tol)
         })
         .collect();
     Ok(runs
@@ -260,6 +417,44 @@ mod tests {
         for i in (0..600).step_by(3) {
             assert_eq!(m.labels[i], m.labels[0]);
         }
+    }
+
+    /// Hamerly's bounds only skip work: the iterations are those of plain Lloyd.
+    #[test]
+    fn bounds_give_the_plain_lloyd_result() {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let (n, d, k) = (3000, 3, 6);
+        let data: Vec<f64> = (0..n * d)
+            .map(|i| rng.random::<f64>() * if i % d == 0 { 4.0 } else { 1.0 })
+            .collect();
+        let params = KMeansParams {
+            tol: 0.0,
+            ..KMeansParams::new(k, 9)
+        };
+        let mut seed_rng = ChaCha8Rng::seed_from_u64(1);
+        let start = seed_plus_plus(&data, d, k, &mut seed_rng);
+        let fast = lloyd(&data, d, start.clone(), &params, 0.0);
+        // Plain Lloyd: assign every point, move every centroid, until nothing changes.
+        let mut c = start;
+        let mut labels = vec![usize::MAX; n];
+        loop {
+            let new: Vec<usize> = data.chunks_exact(d).map(|p| nearest(p, &c, d).0).collect();
+            if new == labels {
+                break;
+            }
+            labels = new;
+            let (sums, counts) = cluster_sums(&data, d, k, &labels);
+            for j in 0..k {
+                if counts[j] > 0 {
+                    for f in 0..d {
+                        c[j * d + f] = sums[j * d + f] / counts[j] as f64;
+                    }
+                }
+            }
+        }
+        assert!(fast.converged);
+        assert_eq!(fast.labels, labels);
+        assert!(fast.centroids.iter().zip(&c).all(|(a, b)| (a - b).abs() < 1e-12));
     }
 
     #[test]

@@ -40,6 +40,18 @@ pub fn digamma(mut x: f64) -> f64 {
     acc + x.ln() - 0.5 / x - f * (1.0 / 12.0 - f * (1.0 / 120.0 - f * (1.0 / 252.0 - f * (1.0 / 240.0 - f / 132.0))))
 }
 
+/// ψ₁(x) = d²/dx² ln Γ(x) for x > 0 (recurrence to x ≥ 10, then the asymptotic series).
+pub fn trigamma(mut x: f64) -> f64 {
+    let mut acc = 0.0;
+    while x < 10.0 {
+        acc += 1.0 / (x * x);
+        x += 1.0;
+    }
+    let f = 1.0 / (x * x);
+    // 1/x + 1/(2x²) + Σ B₂ₖ / x^(2k+1)
+    acc + 1.0 / x + 0.5 * f + (f / x) * (1.0 / 6.0 - f * (1.0 / 30.0 - f * (1.0 / 42.0 - f * (1.0 / 30.0 - f * 5.0 / 66.0))))
+}
+
 /// ln(e^a + e^b) without overflow.
 pub fn log_add_exp(a: f64, b: f64) -> f64 {
     if a == f64::NEG_INFINITY {
@@ -284,6 +296,19 @@ pub fn normal_quantile(p: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trigamma_values() {
+        // ψ₁(1) = π²/6, ψ₁(1/2) = π²/2, and ψ₁ is the derivative of ψ.
+        let pi2 = std::f64::consts::PI.powi(2);
+        assert!((trigamma(1.0) - pi2 / 6.0).abs() < 1e-12);
+        assert!((trigamma(0.5) - pi2 / 2.0).abs() < 1e-12);
+        for x in [0.03, 0.7, 3.2, 11.0, 250.0] {
+            let h = 1e-5 * x;
+            let fd = (digamma(x + h) - digamma(x - h)) / (2.0 * h);
+            assert!((trigamma(x) - fd).abs() < 1e-6 * fd.abs(), "{x}");
+        }
+    }
 
     #[test]
     fn gamma_values() {

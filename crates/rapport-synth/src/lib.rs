@@ -11,11 +11,13 @@
 //! Everything is drawn from one ChaCha generator seeded by the caller, in a fixed order,
 //! so the same seed always writes the same bytes.
 
+mod btyd;
 mod company;
 mod dirt;
 mod outcomes;
 mod write;
 
+pub use btyd::{write_orders_btyd, BtydFile, BtydTruth};
 pub use company::{generate, GenerateOptions, Summary};
 pub use outcomes::{planted, simulate_outcomes, AudienceMember, OutcomeSummary, PLANTED};
 pub use write::write_orders_bench;

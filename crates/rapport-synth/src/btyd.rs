@@ -1,0 +1,167 @@
+//! An orders file drawn from the BG/NBD and Gamma-Gamma processes themselves, for the
+//! model benchmarks: the fits then have a known answer (the parameters below), real
+//! dropout and a realistic mix of one-time and frequent buyers, like CDNOW.
+//!
+//! Each customer makes a first purchase at a uniform time in the first two years; while
+//! alive they buy as a Poisson process with rate λ ~ Gamma(r, α) per week and, after each
+//! purchase, drop out with probability p ~ Beta(a, b) (Fader, Hardie & Lee 2005). Each
+//! order's value is Gamma(p_s, ν) with ν ~ Gamma(q, γ) per customer (the Gamma-Gamma
+//! model), spread over one or two order lines. Observation ends three years after the
+//! start.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::write::Out;
+use crate::Result;
+
+/// The parameters the file is drawn from; time in weeks.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BtydTruth {
+    pub r: f64,
+    pub alpha: f64,
+    pub a: f64,
+    pub b: f64,
+    pub p: f64,
+    pub q: f64,
+    pub gamma: f64,
+}
+
+impl Default for BtydTruth {
+    fn default() -> Self {
+        Self {
+            r: 0.6,
+            alpha: 8.0,
+            a: 0.8,
+            b: 3.0,
+            p: 6.0,
+            q: 3.7,
+            gamma: 15.0,
+        }
+    }
+}
+
+/// What was written.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BtydFile {
+    pub lines: u64,
+    pub orders: u64,
+    pub truth: BtydTruth,
+}
+
+fn normal(rng: &mut ChaCha8Rng) -> f64 {
+    let u1: f64 = rng.random_range(f64::EPSILON..1.0);
+    let u2: f64 = rng.random();
+    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+}
+
+/// Gamma(shape, rate) by Marsaglia & Tsang (2000); shapes below 1 through the
+/// U^(1/shape) boost.
+pub fn gamma(rng: &mut ChaCha8Rng, shape: f64, rate: f64) -> f64 {
+    if shape < 1.0 {
+        let u: f64 = rng.random_range(f64::EPSILON..1.0);
+        return gamma(rng, shape + 1.0, rate) * u.powf(1.0 / shape);
+    }
+    let d = shape - 1.0 / 3.0;
+    let c = 1.0 / (9.0 * d).sqrt();
+    loop {
+        let z = normal(rng);
+        let v = (1.0 + c * z).powi(3);
+        if v <= 0.0 {
+            continue;
+        }
+        let u: f64 = rng.random_range(f64::EPSILON..1.0);
+        if u.ln() < 0.5 * z * z + d - d * v + d * v.ln() {
+            return d * v / rate;
+        }
+    }
+}
+
+/// Writes `customers` customers' orders to `path` (the orders table's CSV format).
+pub fn write_orders_btyd(path: &std::path::Path, customers: u64, seed: u64, truth: BtydTruth) -> Result<BtydFile> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut out = Out::create(path)?;
+    out.line("order_id,customer_id,ordered_at,product_id,quantity,unit_price,channel,status")?;
+    let channels = ["web", "app", "store", "phone"];
+    let start = chrono::NaiveDate::from_ymd_opt(2022, 1, 1)
+        .expect("valid")
+        .and_hms_opt(0, 0, 0)
+        .expect("valid");
+    const WEEK: f64 = 7.0 * 86_400.0;
+    let end_weeks = 3.0 * 52.0;
+    let (mut orders, mut lines) = (0u64, 0u64);
+    for c in 0..customers {
+        let lambda = gamma(&mut rng, truth.r, truth.alpha);
+        let ga = gamma(&mut rng, truth.a, 1.0);
+        let gb = gamma(&mut rng, truth.b, 1.0);
+        let drop = ga / (ga + gb);
+        let nu = gamma(&mut rng, truth.q, truth.gamma);
+        let channel = channels[rng.random_range(0..channels.len())];
+        let mut t = rng.random::<f64>() * 2.0 * 52.0;
+        let mut repeat = false;
+        loop {
+            orders += 1;
+            let at = start + chrono::Duration::seconds((t * WEEK) as i64);
+            let ts = at.format("%Y-%m-%d %H:%M:%S");
+            let value = gamma(&mut rng, truth.p, nu).max(0.01);
+            let n = rng.random_range(1..=2u32);
+            for k in 0..n {
+                let share = value / f64::from(n);
+                let product = rng.random_range(0..50_000u32);
+                let q = if k == 0 { 1 } else { rng.random_range(1..=2u32) };
+                let price = (share / f64::from(q) * 100.0).round().max(1.0) / 100.0;
+                out.line(&format!("O{orders},C{c},{ts},P{product},{q},{price:.2},{channel},completed"))?;
+                lines += 1;
+            }
+            // After a repeat purchase the customer leaves with probability `drop` (in
+            // BG/NBD no one leaves right after the first one).
+            if (repeat && rng.random::<f64>() < drop) || lambda <= 0.0 {
+                break;
+            }
+            repeat = true;
+            let u: f64 = rng.random_range(f64::EPSILON..1.0);
+            t += -u.ln() / lambda;
+            if t >= end_weeks {
+                break;
+            }
+        }
+    }
+    out.finish()?;
+    Ok(BtydFile { lines, orders, truth })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gamma_draws_have_the_right_mean_and_variance() {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        for (shape, rate) in [(0.5, 2.0), (3.7, 15.0), (6.0, 0.5)] {
+            let n = 200_000;
+            let v: Vec<f64> = (0..n).map(|_| gamma(&mut rng, shape, rate)).collect();
+            let mean = v.iter().sum::<f64>() / n as f64;
+            let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n as f64;
+            assert!((mean - shape / rate).abs() < 0.02 * shape / rate, "mean {mean} for {shape}, {rate}");
+            assert!(
+                (var - shape / rate / rate).abs() < 0.05 * shape / rate / rate,
+                "var {var} for {shape}, {rate}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_file_is_deterministic_and_every_customer_buys() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.csv"), dir.path().join("b.csv"));
+        let fa = write_orders_btyd(&a, 500, 3, BtydTruth::default()).unwrap();
+        let fb = write_orders_btyd(&b, 500, 3, BtydTruth::default()).unwrap();
+        assert_eq!(fa, fb);
+        assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+        let text = std::fs::read_to_string(&a).unwrap();
+        let ids: std::collections::BTreeSet<&str> = text.lines().skip(1).map(|l| l.split(',').nth(1).unwrap()).collect();
+        assert_eq!(ids.len(), 500);
+        assert_eq!(text.lines().count() as u64, fa.lines + 1);
+        assert!(fa.orders > 500, "some customers come back");
+    }
+}
