@@ -211,9 +211,96 @@ pub fn benjamini_hochberg(p: &[f64]) -> Vec<f64> {
     q
 }
 
+/// The Gamma prior of customers' event rates (events per day) by the method of moments
+/// of the Gamma–Poisson with unequal exposures: mean m = Σn / ΣE, and the shape from
+/// Var[n] = mE + (m²/r)E². Returns (shape, rate); a near-Poisson population (no excess
+/// variance) gets a large shape. `None` without events or exposure.
+pub fn event_rate_prior(counts: &[f64], exposures: &[f64]) -> Option<(f64, f64)> {
+    let n: f64 = counts.iter().sum();
+    let e: f64 = exposures.iter().sum();
+    if n <= 0.0 || e <= 0.0 || !(n.is_finite() && e.is_finite()) {
+        return None;
+    }
+    let m = n / e;
+    let e2: f64 = exposures.iter().map(|x| x * x).sum();
+    let excess: f64 = counts.iter().zip(exposures).map(|(c, x)| (c - m * x).powi(2) - m * x).sum();
+    let shape = if excess > 0.0 {
+        (m * m * e2 / excess).clamp(1e-3, 1e6)
+    } else {
+        1e6
+    };
+    Some((shape, shape / m))
+}
+
+/// P(the customer has left) from the BG/NBD P(alive) and the silence of their other
+/// activity (visits, app events, tickets), which stops when a customer leaves.
+///
+/// While alive, events arrive as a Poisson process whose rate has the posterior
+/// Gamma(r + n, α + E) given the prior `(r, α)`, `n` events over `exposure` days; the
+/// chance of seeing none in the last `silence` days is (β / (β + silence))^(r + n) with
+/// β = α + E. A customer who left produces none, so the odds of having left are the
+/// BG/NBD odds divided by that chance (activity assumed independent of purchases given
+/// the state). No silence leaves P(alive) as it is; the longer the silence and the busier
+/// the customer was, the more it says.
+pub fn left_with_activity(p_alive: f64, events: f64, exposure: f64, silence: f64, prior: (f64, f64)) -> f64 {
+    let (r, alpha) = prior;
+    let (k, beta) = (r + events.max(0.0), alpha + exposure.max(0.0));
+    let ln_p_none = k * (beta.ln() - (beta + silence.max(0.0)).ln());
+    let p_alive = p_alive.clamp(0.0, 1.0);
+    if p_alive == 0.0 {
+        return 1.0;
+    }
+    // ln odds(left) = ln(1 − p) − ln p − ln P(no events | alive).
+    let ln_odds = (1.0 - p_alive).ln() - p_alive.ln() - ln_p_none;
+    1.0 / (1.0 + (-ln_odds).exp())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn activity_silence_only_adds_evidence_of_leaving() {
+        let prior = (2.0, 60.0); // about one event a month
+                                 // No silence: P(left) = 1 − P(alive).
+        assert!((left_with_activity(0.3, 10.0, 300.0, 0.0, prior) - 0.7).abs() < 1e-12);
+        // Longer silence, and a busier customer, each raise P(left).
+        let a = left_with_activity(0.3, 10.0, 300.0, 60.0, prior);
+        let b = left_with_activity(0.3, 10.0, 300.0, 180.0, prior);
+        let busy = left_with_activity(0.3, 40.0, 300.0, 60.0, prior);
+        assert!(0.7 < a && a < b && b < 1.0, "{a} {b}");
+        assert!(busy > a, "{busy} {a}");
+        // Certain states stay certain.
+        assert_eq!(left_with_activity(0.0, 5.0, 100.0, 50.0, prior), 1.0);
+        assert!(left_with_activity(1.0, 5.0, 100.0, 50.0, prior) < 1e-12);
+    }
+
+    #[test]
+    fn event_rate_prior_recovers_a_gamma_poisson_population() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
+        let rate = 50.0; // Gamma(2, 50): mean 0.04 events a day
+        let (mut counts, mut exposures) = (Vec::new(), Vec::new());
+        for _ in 0..20_000 {
+            // Gamma(2, 50) as the sum of two exponentials; Poisson by counting arrivals.
+            let lambda = (-(rng.random::<f64>().max(1e-300)).ln() - (rng.random::<f64>().max(1e-300)).ln()) / rate;
+            let e = rng.random_range(100.0..700.0);
+            let (mut t, mut n) = (0.0, 0.0);
+            loop {
+                t += -(rng.random::<f64>().max(1e-300)).ln() / lambda;
+                if t > e {
+                    break;
+                }
+                n += 1.0;
+            }
+            counts.push(n);
+            exposures.push(e);
+        }
+        let (r, a) = event_rate_prior(&counts, &exposures).unwrap();
+        assert!((r / a - 0.04).abs() < 0.002, "mean {}", r / a);
+        assert!((r - 2.0).abs() < 0.2, "shape {r}");
+        assert!(event_rate_prior(&[0.0], &[10.0]).is_none());
+    }
 
     #[test]
     fn incomplete_gamma_known_values() {

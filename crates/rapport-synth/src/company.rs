@@ -500,7 +500,8 @@ pub fn generate(opts: &GenerateOptions) -> Result<Summary> {
         let mut satisfaction = p.satisfaction;
         if rng.random_bool(0.4) {
             let (src, sid) = sid_for(p.channel);
-            let at = ts(p.signup + Duration::days(rng.random_range(10..200)));
+            // Answered after signing up, and before the export (no answers from the future).
+            let at = ts((p.signup + Duration::days(rng.random_range(10..200))).min(end - Duration::hours(1)));
             let ai = FREQUENCIES.iter().position(|f| *f == actual).expect("known class");
             stated = actual.to_string();
             if rng.random_bool(0.08) && ai + 2 < FREQUENCIES.len() {
@@ -519,10 +520,10 @@ pub fn generate(opts: &GenerateOptions) -> Result<Summary> {
                 satisfaction = 5;
             }
             // The truth of the satisfaction gap: says satisfied but has visibly left —
-            // silent for at least 120 days and three of their own purchase intervals
-            // (over) — or says dissatisfied but keeps buying often (under).
-            let silence = (3.0 * 365.0 / p.rate).max(120.0) as i64;
-            let left_long_ago = churned_at.is_some_and(|c| c < end - Duration::days(silence));
+            // churned, and no order for at least 120 days (their visits and app events
+            // stop 30 days after the last order) — (over), or says dissatisfied but keeps
+            // buying often (under).
+            let left_long_ago = churned_at.is_some_and(|c| c < end - Duration::days(120));
             if satisfaction >= 4 && left_long_ago {
                 sat_gap = "over";
             } else if satisfaction <= 2 && churned_at.is_none() && p.rate >= 9.0 {

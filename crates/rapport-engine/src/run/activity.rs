@@ -57,6 +57,20 @@ fn sql(end: i64, tables: &BTreeSet<String>) -> Option<String> {
             "SELECT customer_id, 'feature:' || subject AS name, CAST(count(*) AS DOUBLE) AS value FROM events
              WHERE occurred_at < to_timestamp_micros({end}) AND event_type = 'feature_use' AND subject IS NOT NULL GROUP BY 1, 2"
         ));
+        // When the customer was last and first seen doing anything (for the "has left"
+        // evidence of the satisfaction gap); days before the end, not model features.
+        parts.push(format!(
+            "SELECT customer_id, 'activity:events' AS name, CAST(count(*) AS DOUBLE) AS value FROM events
+             WHERE occurred_at < to_timestamp_micros({end}) GROUP BY 1
+             UNION ALL
+             SELECT customer_id, 'activity:first_event_ago_days' AS name,
+                    CAST({end} - CAST(min(occurred_at) AS BIGINT) AS DOUBLE) / {MICROS_PER_DAY}.0 AS value FROM events
+             WHERE occurred_at < to_timestamp_micros({end}) GROUP BY 1
+             UNION ALL
+             SELECT customer_id, 'activity:last_event_ago_days' AS name,
+                    CAST({end} - CAST(max(occurred_at) AS BIGINT) AS DOUBLE) / {MICROS_PER_DAY}.0 AS value FROM events
+             WHERE occurred_at < to_timestamp_micros({end}) GROUP BY 1"
+        ));
         parts.push(format!(
             "SELECT customer_id, 'events_30d:' || event_type AS name, CAST(count(*) AS DOUBLE) AS value FROM events
              WHERE occurred_at < to_timestamp_micros({end}) AND occurred_at >= to_timestamp_micros({recent}) GROUP BY 1, 2"

@@ -10,7 +10,9 @@
 //! - **category**: the stated `preferred_category` against the customer's order lines per
 //!   category, smoothed toward their RFM segment's mix (Dirichlet–multinomial);
 //! - **satisfaction**: stated satisfaction (else NPS, else will_repurchase) against the
-//!   BG/NBD posterior probability that the customer has left (1 − P(alive)): "says
+//!   posterior probability that the customer has left: 1 − P(alive) from BG/NBD,
+//!   sharpened where events exist by the silence of the customer's other activity
+//!   (Gamma–Poisson event rate; see `rapport_model::gap::left_with_activity`): "says
 //!   satisfied, behaves like leaving" (`over`) and "says dissatisfied, behaves loyal"
 //!   (`under`);
 //! - **knowledge** (per segment, seed 004): awareness answers (`aware:<x>`), feature use
@@ -397,8 +399,25 @@ pub fn analyse(inp: &Inputs<'_>) -> Outputs {
         }
     }
 
-    // Satisfaction.
+    // Satisfaction. The evidence of having left is the BG/NBD posterior, sharpened by
+    // the silence of the customer's other activity (events stop when a customer leaves)
+    // where the events table says anything.
     let churn_fitted = inp.churn.iter().any(Option::is_some);
+    let tenure = |i: usize| inp.features.first_day[i].map_or(0.0, |d| (inp.as_of_day + 1 - d) as f64);
+    let recency = |i: usize| inp.features.last_day[i].map_or(f64::INFINITY, |d| (inp.as_of_day + 1 - d) as f64);
+    let activity = match (
+        inp.activity.column("activity:events"),
+        inp.activity.column("activity:first_event_ago_days"),
+        inp.activity.column("activity:last_event_ago_days"),
+    ) {
+        (Some(n), Some(first), Some(last)) => {
+            let exposure = |i: usize| first[i].max(tenure(i));
+            let counts: Vec<f64> = inp.buyers.iter().map(|&i| n[i]).collect();
+            let exposures: Vec<f64> = inp.buyers.iter().map(|&i| exposure(i)).collect();
+            gap::event_rate_prior(&counts, &exposures).map(|prior| (n, last, prior, exposure))
+        }
+        _ => None,
+    };
     if surveyed > 0 {
         for &i in inp.buyers {
             let a = &inp.answers[i].latest;
@@ -429,7 +448,18 @@ pub fn analyse(inp: &Inputs<'_>) -> Outputs {
             if inp.histories[k].x < 1.0 {
                 continue;
             }
-            let Some(leaving) = inp.p_alive[i].map(|p| 1.0 - p) else { continue };
+            let Some(p_alive) = inp.p_alive[i] else { continue };
+            // Days since anything at all was seen of the customer.
+            let (leaving, silence_text) = match &activity {
+                Some((n, last, prior, exposure)) if n[i] > 0.0 => {
+                    let silence = last[i].min(recency(i));
+                    (
+                        gap::left_with_activity(p_alive, n[i], exposure(i), silence, *prior),
+                        format!(", no order or event for {silence:.0} days"),
+                    )
+                }
+                _ => (1.0 - p_alive, String::new()),
+            };
             let churn_text = if churn_fitted {
                 inp.churn[i]
                     .map(|c| format!(", churn model {:.0} %", 100.0 * c))
@@ -457,9 +487,10 @@ pub fn analyse(inp: &Inputs<'_>) -> Outputs {
                 observed: Some(round(predicted, 4)),
                 reported_text: text,
                 observed_text: format!(
-                    "{:.0} % likely to have {} ({} complaints{churn_text})",
+                    "{:.0} % likely to have {} (P(alive) from purchases {:.0} %{silence_text}; {} complaints{churn_text})",
                     100.0 * leaving.max(1.0 - leaving),
                     if leaving >= 0.5 { "left" } else { "stayed" },
+                    100.0 * p_alive,
                     complaints
                 ),
                 delta: Some(stated.max(0.01) / predicted.max(0.01)),

@@ -50,9 +50,13 @@ const BASE: [&str; 9] = [
     "purchase_days_per_30d",
 ];
 
-/// The model columns: the base features, then the activity columns of the latest snapshot.
+/// The model columns: the base features, then the activity columns of the latest
+/// snapshot (but the `activity:` bookkeeping the gap analysis reads).
 pub fn feature_names(latest: &Activity) -> Vec<String> {
-    BASE.iter().map(|s| s.to_string()).chain(latest.names.iter().cloned()).collect()
+    BASE.iter()
+        .map(|s| s.to_string())
+        .chain(latest.names.iter().filter(|n| !n.starts_with("activity:")).cloned())
+        .collect()
 }
 
 /// The design matrix of `rows` in a snapshot (row-major, `names.len()` columns).
