@@ -396,6 +396,52 @@ fn print_uplift(u: &serde_json::Value) {
 }
 
 /// Recomputes the `uplift` table from the ingested campaign outcomes.
+/// Reads `P1,P2:3` into (product, quantity) pairs; a product without a quantity counts once.
+fn parse_basket(text: &str) -> Result<Vec<(String, f64)>> {
+    let mut out: Vec<(String, f64)> = Vec::new();
+    for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (p, q) = match item.rsplit_once(':') {
+            Some((p, q)) => {
+                let q: f64 = q
+                    .trim()
+                    .parse()
+                    .ok()
+                    .filter(|q: &f64| q.is_finite() && *q > 0.0)
+                    .ok_or_else(|| UserError(format!("--products: quantity {q:?} of {p:?} is not a positive number")))?;
+                (p.trim().to_string(), q)
+            }
+            None => (item.to_string(), 1.0),
+        };
+        match out.iter_mut().find(|(x, _)| *x == p) {
+            Some(e) => e.1 += q,
+            None => out.push((p, q)),
+        }
+    }
+    if out.is_empty() {
+        return Err(UserError("--products: give at least one product id, e.g. --products P1,P2:3".into()).into());
+    }
+    Ok(out)
+}
+
+pub fn recommend(workspace: &Path, products: &str, k: usize, as_json: bool) -> Result<()> {
+    let basket = parse_basket(products)?;
+    let ws = Workspace::open_existing(workspace)?;
+    let recs = rapport_engine::recs::fold_in(&ws, &basket, k)?;
+    if as_json {
+        let v: Vec<serde_json::Value> = recs
+            .iter()
+            .enumerate()
+            .map(|(r, (p, s))| serde_json::json!({"rank": r + 1, "product_id": p, "score": s, "reason": "als (fold-in)"}))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        for (r, (p, s)) in recs.iter().enumerate() {
+            println!("{:>3}  {p:<20} {s:.4}", r + 1);
+        }
+    }
+    Ok(())
+}
+
 pub fn uplift(workspace: &Path, as_json: bool) -> Result<()> {
     let ws = Workspace::open_existing(workspace)?;
     let rows = rapport_engine::uplift::refresh(&ws)?;

@@ -102,6 +102,18 @@ enum Command {
         #[arg(long)]
         reveal: bool,
     },
+    /// Recommendations for a new customer from a basket, folded into the last run's ALS
+    /// factors without refitting.
+    Recommend {
+        /// Product ids, comma-separated, each optionally with a quantity: P1,P2:3.
+        #[arg(long)]
+        products: String,
+        #[arg(long, default_value_t = 10)]
+        k: usize,
+        /// Print JSON instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
     /// Treated vs control per campaign and action from the ingested campaign outcomes.
     Uplift {
         /// Print JSON instead of lines.
@@ -191,6 +203,7 @@ fn main() -> ExitCode {
             json,
         } => commands::train(&data, &target, id.as_deref(), folds, seed, json),
         Command::Explain { customer, json, reveal } => commands::explain(&cli.workspace, &customer, json, reveal),
+        Command::Recommend { products, k, json } => commands::recommend(&cli.workspace, &products, k, json),
         Command::Uplift { json } => commands::uplift(&cli.workspace, json),
         Command::Sql { query, format, reveal } => commands::sql(&cli.workspace, &query, &format, reveal),
         Command::Export {

@@ -500,6 +500,98 @@ pub struct Recommendations {
     pub report: Value,
     /// Each customer's first recommendation (in the order of the ids given).
     pub top: Vec<Option<String>>,
+    /// The `item_factors` table: each product's ALS factors (`product_id`, `f0`…), kept
+    /// so a new customer can be folded in without refitting ([`fold_in`]).
+    pub item_factors: RecordBatch,
+}
+
+/// The `item_factors` table of a fitted ALS model.
+fn item_factors_batch(als: &Als, names: &[&str]) -> Result<RecordBatch> {
+    use datafusion::arrow::array::{ArrayRef, Float32Array};
+    use datafusion::arrow::datatypes::Field;
+    let f = als.factors;
+    let mut fields = vec![Field::new("product_id", DataType::Utf8, false)];
+    let mut cols: Vec<ArrayRef> = vec![std::sync::Arc::new(StringArray::from(names.to_vec()))];
+    for k in 0..f {
+        fields.push(Field::new(format!("f{k}"), DataType::Float32, false));
+        let v: Vec<f32> = (0..names.len()).map(|i| als.item[i * f + k]).collect();
+        cols.push(std::sync::Arc::new(Float32Array::from(v)));
+    }
+    Ok(
+        RecordBatch::try_new(std::sync::Arc::new(datafusion::arrow::datatypes::Schema::new(fields)), cols)
+            .map_err(datafusion::error::DataFusionError::from)?,
+    )
+}
+
+/// Recommendations for a customer the last `rapport run` did not see, from a basket of
+/// (product id, quantity): the basket is folded into the stored ALS item factors by one
+/// exact least-squares solve (no refit), products in the basket are left out. Returns
+/// (product_id, score) best first. Unknown product ids are an error naming them.
+pub fn fold_in(ws: &Workspace, basket: &[(String, f64)], k: usize) -> Result<Vec<(String, f64)>> {
+    if !ws.tables()?.contains_key("item_factors") {
+        return Err(EngineError::Usage(
+            "no item_factors table: run `rapport run` on data with product ids first".into(),
+        ));
+    }
+    let models: Value = std::fs::read_to_string(ws.reports_dir().join("models.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(Value::Null);
+    let als = &models["recommendations"]["als"];
+    let (Some(lambda), Some(alpha)) = (als["regularization"].as_f64(), als["alpha"].as_f64()) else {
+        return Err(EngineError::Usage(
+            "reports/models.json has no recommendations.als settings: run `rapport run` again".into(),
+        ));
+    };
+    let batches = crate::export::query(ws, "SELECT * FROM item_factors", &Personal::Stored)?;
+    let mut names: Vec<String> = Vec::new();
+    let mut item: Vec<f32> = Vec::new();
+    let mut f = 0;
+    for b in &batches {
+        f = b.num_columns() - 1;
+        let ids = datafusion::arrow::compute::cast(b.column(0), &DataType::Utf8).map_err(datafusion::error::DataFusionError::from)?;
+        let ids = ids.as_string::<i32>();
+        let cols: Vec<_> = (1..=f)
+            .map(|c| datafusion::arrow::compute::cast(b.column(c), &DataType::Float32))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(datafusion::error::DataFusionError::from)?;
+        let cols: Vec<_> = cols
+            .iter()
+            .map(|c| c.as_primitive::<datafusion::arrow::datatypes::Float32Type>())
+            .collect();
+        for r in 0..b.num_rows() {
+            names.push(ids.value(r).to_string());
+            item.extend(cols.iter().map(|c| c.value(r)));
+        }
+    }
+    if f == 0 || names.is_empty() {
+        return Err(EngineError::Usage("the item_factors table is empty".into()));
+    }
+    let index: HashMap<&str, u32> = names.iter().enumerate().map(|(i, n)| (n.as_str(), i as u32)).collect();
+    let unknown: Vec<&str> = basket
+        .iter()
+        .filter(|(p, _)| !index.contains_key(p.as_str()))
+        .map(|(p, _)| p.as_str())
+        .collect();
+    if !unknown.is_empty() {
+        return Err(EngineError::Usage(format!(
+            "unknown product id(s) {}: not among the {} products of the last run",
+            unknown.join(", "),
+            names.len()
+        )));
+    }
+    if let Some((p, q)) = basket.iter().find(|(_, q)| !(q.is_finite() && *q > 0.0)) {
+        return Err(EngineError::Usage(format!("quantity {q} for {p}: must be a positive number")));
+    }
+    let mut b: Vec<(u32, f64)> = basket.iter().map(|(p, q)| (index[p.as_str()], *q)).collect();
+    b.sort_by_key(|x| x.0);
+    let model = Als::from_item_factors(item, f, lambda as f32, alpha as f32);
+    let x = model.fold_in(&b);
+    Ok(model
+        .recommend(&x, k, &b)
+        .into_iter()
+        .map(|(i, s)| (names[i as usize].clone(), s))
+        .collect())
 }
 
 /// The `recommendations` table as of the end of `as_of_day` and a models.json report
@@ -564,6 +656,7 @@ pub fn recommendations(ws: &Workspace, ids: &[String], as_of_day: i64, cfg: &Mod
             })
             .collect()
     };
+    let item_factors = item_factors_batch(&m.als, &names)?;
     let (mut cid, mut rank, mut pid, mut score, mut reason) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let top: Vec<Option<String>> = lists.iter().map(|l| l.first().map(|x| names[x.0 as usize].to_string())).collect();
     for (u, list) in lists.into_iter().enumerate() {
@@ -611,5 +704,10 @@ pub fn recommendations(ws: &Workspace, ids: &[String], as_of_day: i64, cfg: &Mod
             })).collect::<Vec<_>>(),
         },
     });
-    Ok(Some(Recommendations { batch, report, top }))
+    Ok(Some(Recommendations {
+        batch,
+        report,
+        top,
+        item_factors,
+    }))
 }

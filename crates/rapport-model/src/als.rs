@@ -248,6 +248,20 @@ impl Als {
         }
     }
 
+    /// A model for fold-in only, from stored item factors (row-major, `factors` per
+    /// item) and the settings they were fitted with; YᵀY is computed here.
+    pub fn from_item_factors(item: Vec<f32>, factors: usize, regularization: f32, alpha: f32) -> Self {
+        let f = factors.max(1);
+        Als {
+            factors: f,
+            item_gram: gram(&item, f),
+            user: Vec::new(),
+            item,
+            regularization,
+            alpha,
+        }
+    }
+
     pub fn user_vector(&self, u: usize) -> &[f32] {
         &self.user[u * self.factors..(u + 1) * self.factors]
     }
@@ -352,6 +366,10 @@ mod tests {
         assert!(recs.iter().all(|r| (10..20).contains(&r.0)), "{recs:?}");
         // A customer with nothing gets finite (near-zero) factors.
         assert!(m.fold_in(&[]).iter().all(|v| v.is_finite()));
+        // Stored item factors fold in exactly as the fitted model does.
+        let stored = Als::from_item_factors(m.item.clone(), m.factors, m.regularization, m.alpha);
+        assert_eq!(stored.fold_in(&new), x);
+        assert_eq!(stored.recommend(&x, 3, &new), recs);
     }
 
     #[test]

@@ -419,6 +419,8 @@ pub fn run_with(ws: &Workspace, cfg: &ModelsConfig, policy: &actions::ActionsCon
             models.insert("recommendations".into(), r.report);
             txn.replace("recommendations");
             txn.write_part("recommendations", r.batch.schema(), &[r.batch])?;
+            txn.replace("item_factors");
+            txn.write_part("item_factors", r.item_factors.schema(), &[r.item_factors])?;
         }
         None => {
             models.insert(
