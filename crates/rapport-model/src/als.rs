@@ -158,23 +158,24 @@ impl System<'_> {
     }
 
     /// A few conjugate-gradient steps on one row's system, from `x`; `scratch` holds
-    /// four vectors of f (reused across rows to spare allocations).
+    /// three vectors of f (reused across rows to spare allocations).
     fn cg_solve(&self, row: &[(u32, f32)], steps: usize, x: &mut [f32], scratch: &mut [f32]) {
         let f = self.f;
-        let (ax, rest) = scratch.split_at_mut(f);
-        let (r, rest) = rest.split_at_mut(f);
+        let (r, rest) = scratch.split_at_mut(f);
         let (p, ap) = rest.split_at_mut(f);
         let ap = &mut ap[..f];
-        self.apply(row, x, ax);
-        // r = b − A x with b = Σ cᵢ yᵢ (p = 1 on the row's items).
+        // r = b − A x with b = Σ cᵢ yᵢ (p = 1 on the row's items): −(G + λI) x, then
+        // one pass over the row's items for both b and their part of A x,
+        // Σ [cᵢ − (cᵢ − 1) yᵢ·x] yᵢ.
         for a in 0..f {
-            r[a] = -ax[a];
+            r[a] = -(dot(&self.g[a * f..(a + 1) * f], x) + self.lambda * x[a]);
         }
         for &(i, v) in row {
             let c = 1.0 + self.alpha * v;
             let yi = &self.y[i as usize * f..(i as usize + 1) * f];
+            let w = c - (c - 1.0) * dot(yi, x);
             for a in 0..f {
-                r[a] += c * yi[a];
+                r[a] += w * yi[a];
             }
         }
         p.copy_from_slice(r);
@@ -213,7 +214,7 @@ fn half_step(x: &mut [f32], y: &[f32], rows: &[Vec<(u32, f32)>], cfg: &AlsConfig
         lambda: cfg.regularization,
     };
     x.par_chunks_mut(f).zip(rows.par_iter()).with_min_len(128).for_each_init(
-        || vec![0.0f32; 4 * f],
+        || vec![0.0f32; 3 * f],
         |scratch, (xu, row)| {
             sys.cg_solve(row, cfg.cg_steps, xu, scratch);
         },
