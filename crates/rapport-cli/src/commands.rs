@@ -395,8 +395,8 @@ fn print_uplift(u: &serde_json::Value) {
     }
 }
 
-/// Recomputes the `uplift` table from the ingested campaign outcomes.
-/// Reads `P1,P2:3` into (product, quantity) pairs; a product without a quantity counts once.
+/// Reads `P1,P2:3` into (product, quantity) pairs; a product without a quantity counts
+/// once. Whether a quantity is positive is the engine's rule ([`rapport_engine::recs::fold_in`]).
 fn parse_basket(text: &str) -> Result<Vec<(String, f64)>> {
     let mut out: Vec<(String, f64)> = Vec::new();
     for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -405,17 +405,12 @@ fn parse_basket(text: &str) -> Result<Vec<(String, f64)>> {
                 let q: f64 = q
                     .trim()
                     .parse()
-                    .ok()
-                    .filter(|q: &f64| q.is_finite() && *q > 0.0)
-                    .ok_or_else(|| UserError(format!("--products: quantity {q:?} of {p:?} is not a positive number")))?;
+                    .map_err(|_| UserError(format!("--products: quantity {q:?} of {p:?} is not a number")))?;
                 (p.trim().to_string(), q)
             }
             None => (item.to_string(), 1.0),
         };
-        match out.iter_mut().find(|(x, _)| *x == p) {
-            Some(e) => e.1 += q,
-            None => out.push((p, q)),
-        }
+        out.push((p, q));
     }
     if out.is_empty() {
         return Err(UserError("--products: give at least one product id, e.g. --products P1,P2:3".into()).into());
@@ -442,6 +437,7 @@ pub fn recommend(workspace: &Path, products: &str, k: usize, as_json: bool) -> R
     Ok(())
 }
 
+/// Recomputes the `uplift` table from the ingested campaign outcomes.
 pub fn uplift(workspace: &Path, as_json: bool) -> Result<()> {
     let ws = Workspace::open_existing(workspace)?;
     let rows = rapport_engine::uplift::refresh(&ws)?;

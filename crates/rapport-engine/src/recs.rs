@@ -524,7 +524,8 @@ fn item_factors_batch(als: &Als, names: &[&str]) -> Result<RecordBatch> {
 }
 
 /// Recommendations for a customer the last `rapport run` did not see, from a basket of
-/// (product id, quantity): the basket is folded into the stored ALS item factors by one
+/// (product id, quantity; a product named twice counts with the quantities added): the
+/// basket is folded into the stored ALS item factors by one
 /// exact least-squares solve (no refit), products in the basket are left out. Returns
 /// (product_id, score) best first. Unknown product ids are an error naming them.
 pub fn fold_in(ws: &Workspace, basket: &[(String, f64)], k: usize) -> Result<Vec<(String, f64)>> {
@@ -533,10 +534,7 @@ pub fn fold_in(ws: &Workspace, basket: &[(String, f64)], k: usize) -> Result<Vec
             "no item_factors table: run `rapport run` on data with product ids first".into(),
         ));
     }
-    let models: Value = std::fs::read_to_string(ws.reports_dir().join("models.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or(Value::Null);
+    let models = crate::report::read_models(ws);
     let als = &models["recommendations"]["als"];
     let (Some(lambda), Some(alpha)) = (als["regularization"].as_f64(), als["alpha"].as_f64()) else {
         return Err(EngineError::Usage(
@@ -583,8 +581,12 @@ pub fn fold_in(ws: &Workspace, basket: &[(String, f64)], k: usize) -> Result<Vec
     if let Some((p, q)) = basket.iter().find(|(_, q)| !(q.is_finite() && *q > 0.0)) {
         return Err(EngineError::Usage(format!("quantity {q} for {p}: must be a positive number")));
     }
-    let mut b: Vec<(u32, f64)> = basket.iter().map(|(p, q)| (index[p.as_str()], *q)).collect();
-    b.sort_by_key(|x| x.0);
+    // A product named twice counts once with the quantities added (sorted by item).
+    let mut merged: BTreeMap<u32, f64> = BTreeMap::new();
+    for (p, q) in basket {
+        *merged.entry(index[p.as_str()]).or_insert(0.0) += q;
+    }
+    let b: Vec<(u32, f64)> = merged.into_iter().collect();
     let model = Als::from_item_factors(item, f, lambda as f32, alpha as f32);
     let x = model.fold_in(&b);
     Ok(model

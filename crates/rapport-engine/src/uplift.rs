@@ -173,12 +173,10 @@ pub fn refresh(ws: &Workspace) -> Result<Vec<UpliftRow>> {
     txn.replace("uplift");
     txn.write_part("uplift", b.schema(), &[b])?;
     txn.commit("{}")?;
-    let path = ws.reports_dir().join("models.json");
-    if let Ok(text) = std::fs::read_to_string(&path) {
-        if let Ok(Value::Object(mut m)) = serde_json::from_str::<Value>(&text) {
-            m.insert("uplift".into(), report(&rows));
-            crate::report::write_atomic(&path, &serde_json::to_string_pretty(&Value::Object(m)).expect("serialises"))?;
-        }
+    if let Value::Object(mut m) = crate::report::read_models(ws) {
+        m.insert("uplift".into(), report(&rows));
+        let path = ws.reports_dir().join("models.json");
+        crate::report::write_atomic(&path, &serde_json::to_string_pretty(&Value::Object(m)).expect("serialises"))?;
     }
     crate::report::write_report(ws)?;
     Ok(rows)

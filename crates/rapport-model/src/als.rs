@@ -142,12 +142,18 @@ struct System<'a> {
 }
 
 impl System<'_> {
-    /// A·v for A = G + Σ (c−1) yᵢyᵢᵀ + λI over the row's items.
-    fn apply(&self, row: &[(u32, f32)], v: &[f32], out: &mut [f32]) {
+    /// (G + λI)·v, the part of A·v every row shares.
+    fn apply_shared(&self, v: &[f32], out: &mut [f32]) {
         let f = self.f;
         for a in 0..f {
             out[a] = dot(&self.g[a * f..(a + 1) * f], v) + self.lambda * v[a];
         }
+    }
+
+    /// A·v for A = G + Σ (c−1) yᵢyᵢᵀ + λI over the row's items.
+    fn apply(&self, row: &[(u32, f32)], v: &[f32], out: &mut [f32]) {
+        let f = self.f;
+        self.apply_shared(v, out);
         for &(i, r) in row {
             let yi = &self.y[i as usize * f..(i as usize + 1) * f];
             let w = self.alpha * r * dot(yi, v);
@@ -167,9 +173,8 @@ impl System<'_> {
         // r = b − A x with b = Σ cᵢ yᵢ (p = 1 on the row's items): −(G + λI) x, then
         // one pass over the row's items for both b and their part of A x,
         // Σ [cᵢ − (cᵢ − 1) yᵢ·x] yᵢ.
-        for a in 0..f {
-            r[a] = -(dot(&self.g[a * f..(a + 1) * f], x) + self.lambda * x[a]);
-        }
+        self.apply_shared(x, r);
+        r.iter_mut().for_each(|v| *v = -*v);
         for &(i, v) in row {
             let c = 1.0 + self.alpha * v;
             let yi = &self.y[i as usize * f..(i as usize + 1) * f];

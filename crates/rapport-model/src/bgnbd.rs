@@ -11,12 +11,13 @@
 //! alone (the Gamma functions) are computed once per distinct x, the logarithms once per
 //! distinct time, so a history costs one exponential and one logarithm per evaluation;
 //! the sum runs in parallel in fixed blocks (the same bits on any number of threads).
-//! The optimiser is Newton's method on the exact Hessian: the starts are first run on a
-//! systematic sample of the distinct histories, then the best is polished on all of
+//! The optimiser is Newton's method on the exact Hessian
+//! ([`fit_from_starts`](crate::optimize::fit_from_starts)): the starts are first run on
+//! a systematic sample of the distinct histories, then the best is polished on all of
 //! them, which takes a few iterations. BFGS on all histories is the fallback.
 
 use crate::btyd::{check, group, Fit, History};
-use crate::optimize::{best_of, newton, Minimum};
+use crate::optimize::{fit_from_starts, sample_stride, Second};
 use crate::parallel::ordered_fold;
 use crate::special::{digamma, hyp2f1, ln_gamma, log_add_exp, trigamma};
 
@@ -273,49 +274,11 @@ impl BgNbd {
             vec![(2.0f64).ln(), (mean_t * 2.0).ln(), (2.0f64).ln(), (0.5f64).ln()],
         ];
         let on_full = |v: &[f64]| full.objective(v);
-        // The starts run on a sample of at most ~SAMPLE distinct histories; the best one
-        // is then polished on all of them.
-        const SAMPLE: usize = 20_000;
-        let mut iterations = 0;
-        let best_start = if data.len() > 2 * SAMPLE {
-            let sample = Prepared::sample(&data, data.len().div_ceil(SAMPLE));
-            let on_sample = |v: &[f64]| sample.objective(v);
-            pick(starts.iter().map(|s| newton(&on_sample, s, 100, 1e-8)), &mut iterations).map(|m| m.x)
-        } else {
-            None
-        };
-        let newton_fit = match best_start {
-            Some(x) => {
-                let m = newton(&on_full, &x, 100, 1e-10);
-                iterations += m.iterations;
-                Some(m).filter(|m| m.converged && m.value.is_finite())
-            }
-            None => pick(starts.iter().map(|s| newton(&on_full, s, 200, 1e-10)), &mut iterations),
-        };
-        let m = match newton_fit {
-            Some(m) if m.converged => m,
-            other => {
-                // Fallback: BFGS from every start on all histories.
-                let objective = |v: &[f64]| -> (f64, Vec<f64>) {
-                    match full.objective(v) {
-                        Some((f, g, _)) => (f, g),
-                        None => (f64::INFINITY, vec![0.0; 4]),
-                    }
-                };
-                let bfgs = best_of(&objective, &starts, 500, 1e-10);
-                iterations += bfgs.as_ref().map_or(0, |m| m.iterations);
-                match (other, bfgs) {
-                    (Some(a), Some(b)) => {
-                        if (b.converged, -b.value) > (a.converged, -a.value) {
-                            b
-                        } else {
-                            a
-                        }
-                    }
-                    (a, b) => a.or(b).ok_or("the likelihood is not finite from any starting point")?,
-                }
-            }
-        };
+        let sample = sample_stride(data.len()).map(|step| Prepared::sample(&data, step));
+        let on_sample = |v: &[f64]| sample.as_ref().and_then(|s| s.objective(v));
+        let on_sample: Option<&Second<'_>> = if sample.is_some() { Some(&on_sample) } else { None };
+        let (m, iterations) =
+            fit_from_starts(&on_full, on_sample, &starts).ok_or("the likelihood is not finite from any starting point")?;
         Ok(Fit {
             params: Self::from_log(&m.x),
             log_likelihood: -m.value * total,
@@ -358,14 +321,6 @@ impl BgNbd {
         };
         Some(num / den)
     }
-}
-
-/// The best of several runs (converged first, then the lowest value), adding up their
-/// iterations.
-fn pick(runs: impl Iterator<Item = Minimum>, iterations: &mut usize) -> Option<Minimum> {
-    runs.inspect(|m| *iterations += m.iterations)
-        .filter(|m| m.value.is_finite())
-        .min_by(|a, b| (!a.converged).cmp(&!b.converged).then(a.value.total_cmp(&b.value)))
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@
 //! x; the terms in ln z̄ and ln x are sums fixed before the fit; what is left per customer
 //! is one logarithm ln(γ + x z̄) per evaluation, summed in parallel in fixed blocks.
 
-use crate::optimize::{best_of, newton};
+use crate::optimize::{fit_from_starts, sample_stride, Second};
 use crate::parallel::ordered_fold;
 use crate::special::{digamma, ln_gamma, trigamma};
 
@@ -206,47 +206,10 @@ impl GammaGamma {
         ];
         let on = |v: &[f64]| prep.objective(v);
         // As for BG/NBD: the starts on a systematic sample, the best polished on all.
-        const SAMPLE: usize = 20_000;
-        let mut iterations = 0;
-        let pick = |runs: Vec<crate::optimize::Minimum>| {
-            runs.into_iter()
-                .filter(|m| m.value.is_finite())
-                .min_by(|a, b| (!a.converged).cmp(&!b.converged).then(a.value.total_cmp(&b.value)))
-        };
-        let mut best = if data.len() > 2 * SAMPLE {
-            let sample: Vec<Spend> = data.iter().step_by(data.len().div_ceil(SAMPLE)).copied().collect();
-            let sp = Prepared::new(&sample);
-            let on_sample = |v: &[f64]| sp.objective(v);
-            let runs: Vec<_> = starts.iter().map(|s| newton(&on_sample, s, 100, 1e-8)).collect();
-            iterations += runs.iter().map(|m| m.iterations).sum::<usize>();
-            pick(runs).and_then(|m| {
-                let m = newton(&on, &m.x, 100, 1e-10);
-                iterations += m.iterations;
-                Some(m).filter(|m| m.converged && m.value.is_finite())
-            })
-        } else {
-            None
-        };
-        if best.is_none() {
-            let runs: Vec<_> = starts.iter().map(|s| newton(&on, s, 200, 1e-10)).collect();
-            iterations += runs.iter().map(|m| m.iterations).sum::<usize>();
-            best = pick(runs);
-        }
-        if !best.as_ref().is_some_and(|m| m.converged) {
-            let objective = |v: &[f64]| -> (f64, Vec<f64>) {
-                match prep.objective(v) {
-                    Some((f, g, _)) => (f, g),
-                    None => (f64::INFINITY, vec![0.0; 3]),
-                }
-            };
-            if let Some(m) = best_of(&objective, &starts, 500, 1e-10) {
-                iterations += m.iterations;
-                if best.as_ref().is_none_or(|b| (m.converged, -m.value) > (b.converged, -b.value)) {
-                    best = Some(m);
-                }
-            }
-        }
-        let best = best.ok_or("the likelihood is not finite from any starting point")?;
+        let sample = sample_stride(data.len()).map(|step| Prepared::new(&data.iter().step_by(step).copied().collect::<Vec<_>>()));
+        let on_sample = |v: &[f64]| sample.as_ref().and_then(|s| s.objective(v));
+        let on_sample: Option<&Second<'_>> = if sample.is_some() { Some(&on_sample) } else { None };
+        let (best, iterations) = fit_from_starts(&on, on_sample, &starts).ok_or("the likelihood is not finite from any starting point")?;
         Ok(GammaGammaFit {
             params: Self {
                 p: best.x[0].exp(),

@@ -95,27 +95,6 @@ fn seed_plus_plus(data: &[f64], d: usize, k: usize, rng: &mut ChaCha8Rng) -> Vec
     centroids
 }
 
-/// Per cluster the sum of its points and their count, in fixed blocks merged in order
-/// (the same bits on any number of threads).
-#[cfg(test)]
-fn cluster_sums(data: &[f64], d: usize, k: usize, labels: &[usize]) -> (Vec<f64>, Vec<usize>) {
-    ordered_fold(
-        labels.len(),
-        || (vec![0.0; k * d], vec![0usize; k]),
-        |(s, c), i| {
-            let l = labels[i];
-            c[l] += 1;
-            for (a, b) in s[l * d..(l + 1) * d].iter_mut().zip(&data[i * d..(i + 1) * d]) {
-                *a += b;
-            }
-        },
-        |(s1, c1), (s2, c2)| {
-            add_into(s1, &s2);
-            c1.iter_mut().zip(&c2).for_each(|(a, b)| *a += b);
-        },
-    )
-}
-
 /// The nearest centroid of a point and the distances (not squared) to the nearest and
 /// the second nearest.
 fn two_nearest(point: &[f64], centroids: &[f64], d: usize) -> (usize, f64, f64) {
@@ -187,9 +166,8 @@ fn lloyd(data: &[f64], d: usize, mut centroids: Vec<f64>, params: &KMeansParams,
     let mut labels = vec![0u32; n];
     let mut upper = vec![0.0f64; n];
     let mut lower = vec![0.0f64; n];
-    let start = centroids.clone();
     let (mut sums, mut counts, _) = sweep(data, d, k, &mut labels, &mut upper, &mut lower, |l, u, lo, p| {
-        let (j, a, b) = two_nearest(p, &start, d);
+        let (j, a, b) = two_nearest(p, &centroids, d);
         (*l, *u, *lo) = (j as u32, a, b);
         1
     });
@@ -235,8 +213,6 @@ fn lloyd(data: &[f64], d: usize, mut centroids: Vec<f64>, params: &KMeansParams,
                     .map(|o| dist2(c, &centroids[o * d..(o + 1) * d]).sqrt())
                     .fold(f64::INFINITY, f64::min);
         }
-        let now = &centroids;
-        let (shift, half) = (&shift, &half);
         let changed;
         (sums, counts, changed) = sweep(data, d, k, &mut labels, &mut upper, &mut lower, |l, u, lo, p| {
             let own = *l as usize;
@@ -246,11 +222,11 @@ fn lloyd(data: &[f64], d: usize, mut centroids: Vec<f64>, params: &KMeansParams,
             if *u <= bound {
                 return 0;
             }
-            *u = dist2(p, &now[own * d..(own + 1) * d]).sqrt();
+            *u = dist2(p, &centroids[own * d..(own + 1) * d]).sqrt();
             if *u <= bound {
                 return 0;
             }
-            let (j, a, b) = two_nearest(p, now, d);
+            let (j, a, b) = two_nearest(p, &centroids, d);
             (*l, *u, *lo) = (j as u32, a, b);
             usize::from(j != own)
         });
@@ -385,6 +361,26 @@ pub fn sample_indices(n: usize, m: usize, seed: u64) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Per cluster the sum of its points and their count: the plain computation the
+    /// fused sweep must agree with.
+    fn cluster_sums(data: &[f64], d: usize, k: usize, labels: &[usize]) -> (Vec<f64>, Vec<usize>) {
+        ordered_fold(
+            labels.len(),
+            || (vec![0.0; k * d], vec![0usize; k]),
+            |(s, c), i| {
+                let l = labels[i];
+                c[l] += 1;
+                for (a, b) in s[l * d..(l + 1) * d].iter_mut().zip(&data[i * d..(i + 1) * d]) {
+                    *a += b;
+                }
+            },
+            |(s1, c1), (s2, c2)| {
+                add_into(s1, &s2);
+                c1.iter_mut().zip(&c2).for_each(|(a, b)| *a += b);
+            },
+        )
+    }
 
     fn blobs(seed: u64) -> Vec<f64> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);

@@ -17,6 +17,56 @@ pub struct Minimum {
     pub message: String,
 }
 
+impl Minimum {
+    fn converged(x: Vec<f64>, value: f64, gradient_norm: f64, iterations: usize) -> Self {
+        Minimum {
+            x,
+            value,
+            gradient_norm,
+            iterations,
+            converged: true,
+            message: "gradient below tolerance".into(),
+        }
+    }
+
+    /// The line search found no acceptable step: converged if the gradient is already
+    /// small (no progress is possible at machine precision), else a failure.
+    fn stalled(x: Vec<f64>, value: f64, gradient_norm: f64, iterations: usize) -> Self {
+        let converged = gradient_norm <= 1e-5 * value.abs().max(1.0);
+        Minimum {
+            x,
+            value,
+            gradient_norm,
+            iterations,
+            converged,
+            message: if converged {
+                "no further progress possible at machine precision".into()
+            } else {
+                "line search failed".into()
+            },
+        }
+    }
+
+    fn exhausted(x: Vec<f64>, value: f64, gradient_norm: f64, max_iter: usize) -> Self {
+        Minimum {
+            x,
+            value,
+            gradient_norm,
+            iterations: max_iter,
+            converged: false,
+            message: format!("stopped after {max_iter} iterations"),
+        }
+    }
+}
+
+/// The best of several runs: converged ones first, then the lowest value (the first of
+/// equals); `None` when no run ends at a finite value.
+pub fn best(runs: impl IntoIterator<Item = Minimum>) -> Option<Minimum> {
+    runs.into_iter()
+        .filter(|m| m.value.is_finite())
+        .min_by(|a, b| (!a.converged).cmp(&!b.converged).then(a.value.total_cmp(&b.value)))
+}
+
 fn norm_inf(g: &[f64]) -> f64 {
     g.iter().fold(0.0, |m, v| m.max(v.abs()))
 }
@@ -59,14 +109,7 @@ pub fn bfgs_with(f: &Objective<'_>, value: Option<&Value<'_>>, x0: &[f64], max_i
     for it in 0..max_iter {
         let gn = norm_inf(&g);
         if gn <= tol * fx.abs().max(1.0) {
-            return Minimum {
-                x,
-                value: fx,
-                gradient_norm: gn,
-                iterations: it,
-                converged: true,
-                message: "gradient below tolerance".into(),
-            };
+            return Minimum::converged(x, fx, gn, it);
         }
         let mut d: Vec<f64> = (0..n).map(|i| -(0..n).map(|j| h[i][j] * g[j]).sum::<f64>()).collect();
         let mut slope: f64 = d.iter().zip(&g).map(|(a, b)| a * b).sum();
@@ -96,20 +139,7 @@ pub fn bfgs_with(f: &Objective<'_>, value: Option<&Value<'_>>, x0: &[f64], max_i
             step *= 0.5;
         }
         let Some((xn, fn_, gn_)) = accepted else {
-            let gn = norm_inf(&g);
-            let converged = gn <= 1e-5 * fx.abs().max(1.0);
-            return Minimum {
-                x,
-                value: fx,
-                gradient_norm: gn,
-                iterations: it,
-                converged,
-                message: if converged {
-                    "no further progress possible at machine precision".into()
-                } else {
-                    "line search failed".into()
-                },
-            };
+            return Minimum::stalled(x, fx, norm_inf(&g), it);
         };
         let s: Vec<f64> = xn.iter().zip(&x).map(|(a, b)| a - b).collect();
         let y: Vec<f64> = gn_.iter().zip(&g).map(|(a, b)| a - b).collect();
@@ -140,14 +170,7 @@ pub fn bfgs_with(f: &Objective<'_>, value: Option<&Value<'_>>, x0: &[f64], max_i
             };
         }
     }
-    Minimum {
-        gradient_norm: norm_inf(&g),
-        x,
-        value: fx,
-        iterations: max_iter,
-        converged: false,
-        message: format!("stopped after {max_iter} iterations"),
-    }
+    Minimum::exhausted(x, fx, norm_inf(&g), max_iter)
 }
 
 /// An objective with its exact Hessian (row-major n × n); `None` where it is not finite.
@@ -175,14 +198,7 @@ pub fn newton(f: &Second<'_>, x0: &[f64], max_iter: usize, tol: f64) -> Minimum 
     for it in 0..max_iter {
         let gn = norm_inf(&g);
         if gn <= tol * fx.abs().max(1.0) {
-            return Minimum {
-                x,
-                value: fx,
-                gradient_norm: gn,
-                iterations: it,
-                converged: true,
-                message: "gradient below tolerance".into(),
-            };
+            return Minimum::converged(x, fx, gn, it);
         }
         let scale = (0..n).map(|i| h[i * n + i].abs()).fold(0.0, f64::max).max(1e-12);
         let mut d = loop {
@@ -221,19 +237,7 @@ pub fn newton(f: &Second<'_>, x0: &[f64], max_iter: usize, tol: f64) -> Minimum 
             }
         }
         let Some((xn, v, gv, hv)) = accepted else {
-            let converged = gn <= 1e-5 * fx.abs().max(1.0);
-            return Minimum {
-                x,
-                value: fx,
-                gradient_norm: gn,
-                iterations: it,
-                converged,
-                message: if converged {
-                    "no further progress possible at machine precision".into()
-                } else {
-                    "line search failed".into()
-                },
-            };
+            return Minimum::stalled(x, fx, gn, it);
         };
         // Full steps relax the damping; halved ones tighten it.
         mu = if step == 1.0 { mu / 4.0 } else { (mu * 4.0).max(1e-6 * scale) };
@@ -245,14 +249,7 @@ pub fn newton(f: &Second<'_>, x0: &[f64], max_iter: usize, tol: f64) -> Minimum 
         g = gv;
         h = hv;
     }
-    Minimum {
-        gradient_norm: norm_inf(&g),
-        x,
-        value: fx,
-        iterations: max_iter,
-        converged: false,
-        message: format!("stopped after {max_iter} iterations"),
-    }
+    Minimum::exhausted(x, fx, norm_inf(&g), max_iter)
 }
 
 /// Minimises from each start and keeps the best: converged runs first, then the lowest
@@ -263,11 +260,46 @@ pub fn best_of(f: &Objective<'_>, starts: &[Vec<f64>], max_iter: usize, tol: f64
 
 /// [`best_of`] with an optional value-only function (see [`bfgs_with`]).
 pub fn best_of_with(f: &Objective<'_>, value: Option<&Value<'_>>, starts: &[Vec<f64>], max_iter: usize, tol: f64) -> Option<Minimum> {
-    starts
-        .iter()
-        .map(|s| bfgs_with(f, value, s, max_iter, tol))
-        .filter(|m| m.value.is_finite())
-        .min_by(|a, b| (!a.converged).cmp(&!b.converged).then(a.value.total_cmp(&b.value)))
+    best(starts.iter().map(|s| bfgs_with(f, value, s, max_iter, tol)))
+}
+
+/// Distinct rows at most in the sample [`fit_from_starts`]'s first stage runs on.
+pub const SAMPLE: usize = 20_000;
+
+/// The stride of a systematic sample of ≤ about [`SAMPLE`] of `n` rows, or `None` when
+/// `n` is small enough to run the starts on everything.
+pub fn sample_stride(n: usize) -> Option<usize> {
+    (n > 2 * SAMPLE).then(|| n.div_ceil(SAMPLE))
+}
+
+/// The maximum-likelihood strategy of the customer-base models. With a `sample`
+/// objective, Newton runs from every start on the sample and the best end point is
+/// polished by Newton on `full`; without one, or if the polish does not converge, Newton
+/// runs from every start on `full`; if that does not converge either, BFGS from every
+/// start on `full` is tried and the better result kept. Returns the best minimum and the
+/// iterations spent in all runs; `None` when no run ends at a finite value.
+pub fn fit_from_starts(full: &Second<'_>, sample: Option<&Second<'_>>, starts: &[Vec<f64>]) -> Option<(Minimum, usize)> {
+    let mut iterations = 0;
+    let mut count = |m: Minimum| {
+        iterations += m.iterations;
+        m
+    };
+    let polished = sample
+        .and_then(|s| best(starts.iter().map(|x| count(newton(s, x, 100, 1e-8)))))
+        .map(|m| count(newton(full, &m.x, 100, 1e-10)))
+        .filter(|m| m.converged && m.value.is_finite());
+    let mut found = polished.or_else(|| best(starts.iter().map(|x| count(newton(full, x, 200, 1e-10)))));
+    if !found.as_ref().is_some_and(|m| m.converged) {
+        let first_order = |v: &[f64]| -> (f64, Vec<f64>) {
+            match full(v) {
+                Some((f, g, _)) => (f, g),
+                None => (f64::INFINITY, vec![0.0; v.len()]),
+            }
+        };
+        let bfgs = best_of(&first_order, starts, 500, 1e-10).map(&mut count);
+        found = best(found.into_iter().chain(bfgs));
+    }
+    found.map(|m| (m, iterations))
 }
 
 #[cfg(test)]

@@ -12,7 +12,8 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::write::Out;
+use crate::company::{exp, normal};
+use crate::write::{bench_start, Out, BENCH_CHANNELS, BENCH_HEADER};
 use crate::Result;
 
 /// The parameters the file is drawn from; time in weeks.
@@ -49,12 +50,6 @@ pub struct BtydFile {
     pub truth: BtydTruth,
 }
 
-fn normal(rng: &mut ChaCha8Rng) -> f64 {
-    let u1: f64 = rng.random_range(f64::EPSILON..1.0);
-    let u2: f64 = rng.random();
-    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
-}
-
 /// Gamma(shape, rate) by Marsaglia & Tsang (2000); shapes below 1 through the
 /// U^(1/shape) boost.
 pub fn gamma(rng: &mut ChaCha8Rng, shape: f64, rate: f64) -> f64 {
@@ -81,12 +76,8 @@ pub fn gamma(rng: &mut ChaCha8Rng, shape: f64, rate: f64) -> f64 {
 pub fn write_orders_btyd(path: &std::path::Path, customers: u64, seed: u64, truth: BtydTruth) -> Result<BtydFile> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut out = Out::create(path)?;
-    out.line("order_id,customer_id,ordered_at,product_id,quantity,unit_price,channel,status")?;
-    let channels = ["web", "app", "store", "phone"];
-    let start = chrono::NaiveDate::from_ymd_opt(2022, 1, 1)
-        .expect("valid")
-        .and_hms_opt(0, 0, 0)
-        .expect("valid");
+    out.line(BENCH_HEADER)?;
+    let (channels, start) = (BENCH_CHANNELS, bench_start());
     const WEEK: f64 = 7.0 * 86_400.0;
     let end_weeks = 3.0 * 52.0;
     let (mut orders, mut lines) = (0u64, 0u64);
@@ -119,8 +110,7 @@ pub fn write_orders_btyd(path: &std::path::Path, customers: u64, seed: u64, trut
                 break;
             }
             repeat = true;
-            let u: f64 = rng.random_range(f64::EPSILON..1.0);
-            t += -u.ln() / lambda;
+            t += exp(&mut rng, lambda);
             if t >= end_weeks {
                 break;
             }

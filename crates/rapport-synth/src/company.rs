@@ -116,13 +116,15 @@ struct Person {
     decoy_of: Option<String>,
 }
 
-fn normal(rng: &mut ChaCha8Rng) -> f64 {
+/// A standard normal draw (Box–Muller).
+pub(crate) fn normal(rng: &mut ChaCha8Rng) -> f64 {
     let u1: f64 = rng.random_range(f64::EPSILON..1.0);
     let u2: f64 = rng.random();
     (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
 }
 
-fn exp(rng: &mut ChaCha8Rng, rate: f64) -> f64 {
+/// An exponential draw with the given rate.
+pub(crate) fn exp(rng: &mut ChaCha8Rng, rate: f64) -> f64 {
     let u: f64 = rng.random_range(f64::EPSILON..1.0);
     -u.ln() / rate
 }

@@ -71,18 +71,28 @@ pub(crate) fn io(path: &Path, e: std::io::Error) -> SynthError {
     }
 }
 
+/// The orders header of the benchmark files (the orders table's columns).
+pub(crate) const BENCH_HEADER: &str = "order_id,customer_id,ordered_at,product_id,quantity,unit_price,channel,status";
+
+/// The channels of the benchmark files.
+pub(crate) const BENCH_CHANNELS: [&str; 4] = ["web", "app", "store", "phone"];
+
+/// Where the benchmark files' time starts: 2022-01-01 00:00.
+pub(crate) fn bench_start() -> chrono::NaiveDateTime {
+    chrono::NaiveDate::from_ymd_opt(2022, 1, 1)
+        .expect("valid")
+        .and_hms_opt(0, 0, 0)
+        .expect("valid")
+}
+
 /// Writes an orders file of `lines` clean order lines over `customers` customers, for
 /// throughput benchmarks: the shape of a real export (order id, customer, timestamp,
 /// product, quantity, price, channel, status).
 pub fn write_orders_bench(path: &Path, lines: u64, customers: u64, seed: u64) -> Result<()> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut out = Out::create(path)?;
-    out.line("order_id,customer_id,ordered_at,product_id,quantity,unit_price,channel,status")?;
-    let channels = ["web", "app", "store", "phone"];
-    let start = chrono::NaiveDate::from_ymd_opt(2022, 1, 1)
-        .expect("valid")
-        .and_hms_opt(0, 0, 0)
-        .expect("valid");
+    out.line(BENCH_HEADER)?;
+    let (channels, start) = (BENCH_CHANNELS, bench_start());
     let mut order = 0u64;
     let mut written = 0u64;
     while written < lines {

@@ -28,6 +28,14 @@ pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
     std::fs::rename(&tmp, path).map_err(|e| EngineError::io(path, e))
 }
 
+/// `reports/models.json`, or `null` when there is none yet (or it cannot be read).
+pub fn read_models(ws: &Workspace) -> serde_json::Value {
+    std::fs::read_to_string(ws.reports_dir().join("models.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(serde_json::Value::Null)
+}
+
 pub fn quality_path(ws: &Workspace) -> PathBuf {
     ws.reports_dir().join("quality.json")
 }

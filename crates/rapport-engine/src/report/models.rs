@@ -76,10 +76,7 @@ pub fn sections(ws: &Workspace, tables: &BTreeMap<String, u64>, body: &mut Strin
     if !tables.contains_key("customers") || !tables.contains_key("segments") {
         return Ok(());
     }
-    let models: Value = std::fs::read_to_string(ws.reports_dir().join("models.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or(Value::Null);
+    let models = super::read_models(ws);
     segments(ws, &models, body)?;
     value(ws, &models, body)?;
     churn(&models, body);
