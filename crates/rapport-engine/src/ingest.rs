@@ -19,6 +19,7 @@ pub fn ingest(ws: &Workspace, opts: &IngestOptions, progress: &dyn Progress) -> 
         || q.identity.new_source_ids > 0
         || q.identity.remapped_ids > 0
         || !ws.tables()?.contains_key("customers");
+    let started = std::time::Instant::now();
     if changes_customers {
         progress.begin("unifying customers", None);
         let customers = block_on(crate::unify::customers(&txn))?;
@@ -28,8 +29,16 @@ pub fn ingest(ws: &Workspace, opts: &IngestOptions, progress: &dyn Progress) -> 
             txn.write_part("customers", first.schema(), &customers)?;
         }
     }
+    let unified = started.elapsed().as_secs_f64();
     txn.commit(&outcome.summary())?;
+    let committed = started.elapsed().as_secs_f64();
     report::write_quality(ws, &outcome.quality)?;
     report::write_report(ws)?;
+    tracing::debug!(
+        unify_s = unified,
+        commit_s = committed - unified,
+        reports_s = started.elapsed().as_secs_f64() - committed,
+        "after the tables"
+    );
     Ok(outcome)
 }

@@ -13,7 +13,9 @@
 //! when that is free (so single-source data keeps the ids users know), else
 //! `source:id`.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
+
+use crate::{FastMap as HashMap, FastSet as HashSet};
 
 /// Trims and lowercases an email; `None` unless it looks like `local@domain`.
 pub fn normalise_email(s: &str) -> Option<String> {
@@ -150,7 +152,14 @@ impl Identity {
 
     fn insert(&mut self, n: Node) -> usize {
         let i = self.nodes.len();
-        self.index.entry(n.source.clone()).or_default().insert(n.source_id.clone(), i);
+        match self.index.get_mut(n.source.as_str()) {
+            Some(m) => {
+                m.insert(n.source_id.clone(), i);
+            }
+            None => {
+                self.index.entry(n.source.clone()).or_default().insert(n.source_id.clone(), i);
+            }
+        }
         self.by_source_id.entry(n.source_id.clone()).or_default().push(i);
         self.nodes.push(n);
         i
@@ -189,7 +198,7 @@ impl Identity {
         let mut uf = UnionFind::new(n);
         let mut counts = MergeCounts::default();
         let link = |uf: &mut UnionFind, key: fn(&Node) -> Option<&String>, nodes: &[Node]| -> u64 {
-            let mut first: HashMap<&str, usize> = HashMap::new();
+            let mut first: HashMap<&str, usize> = HashMap::default();
             let mut merged = 0;
             for (i, node) in nodes.iter().enumerate() {
                 if let Some(k) = key(node) {
@@ -212,8 +221,8 @@ impl Identity {
         for i in 0..n {
             members.entry(uf.find(i)).or_default().push(i);
         }
-        let mut email_count: HashMap<(usize, &str), u32> = HashMap::new();
-        let mut phone_count: HashMap<(usize, &str), u32> = HashMap::new();
+        let mut email_count: HashMap<(usize, &str), u32> = HashMap::default();
+        let mut phone_count: HashMap<(usize, &str), u32> = HashMap::default();
         for (i, node) in self.nodes.iter().enumerate() {
             let root = uf.find(i);
             if let Some(k) = &node.email_key {
@@ -270,15 +279,18 @@ impl Identity {
     }
 
     fn fresh_id(&mut self, source: &str, source_id: &str) -> String {
-        let mut candidate = source_id.to_string();
-        if self.taken.contains(&candidate) || candidate.is_empty() {
-            candidate = format!("{source}:{source_id}");
-        }
-        let base = candidate.clone();
-        let mut k = 2;
-        while self.taken.contains(&candidate) {
-            candidate = format!("{base}#{k}");
-            k += 1;
+        let mut candidate = if source_id.is_empty() || self.taken.contains(source_id) {
+            format!("{source}:{source_id}")
+        } else {
+            source_id.to_string()
+        };
+        if self.taken.contains(&candidate) {
+            let base = candidate.clone();
+            let mut k = 2;
+            while self.taken.contains(&candidate) {
+                candidate = format!("{base}#{k}");
+                k += 1;
+            }
         }
         self.taken.insert(candidate.clone());
         candidate
@@ -295,12 +307,30 @@ impl Identity {
         }
         if let Some(hits) = self.by_source_id.get(source_id) {
             let first = hits[0];
-            if hits.iter().all(|&i| self.nodes[i].unified == self.nodes[first].unified) {
+            if hits.len() == 1 || hits.iter().all(|&i| self.nodes[i].unified == self.nodes[first].unified) {
                 return Lookup::Found(first);
             }
             return Lookup::Ambiguous;
         }
         Lookup::Found(self.create("default", source_id))
+    }
+
+    /// The customer a row refers to when it is already known and unambiguous, without
+    /// changing anything (so it can run in parallel before [`Identity::lookup`]).
+    pub fn find(&self, source: Option<&str>, source_id: &str) -> Option<usize> {
+        match source {
+            Some(s) => self.node(s, source_id),
+            None => {
+                let hits = self.by_source_id.get(source_id)?;
+                let first = hits[0];
+                (hits.len() == 1 || hits.iter().all(|&i| self.nodes[i].unified == self.nodes[first].unified)).then_some(first)
+            }
+        }
+    }
+
+    /// Whether several nodes (in different sources) have this source id.
+    pub fn ids_shared(&self, source_id: &str) -> bool {
+        self.by_source_id.get(source_id).is_some_and(|h| h.len() > 1)
     }
 
     fn create(&mut self, source: &str, source_id: &str) -> usize {

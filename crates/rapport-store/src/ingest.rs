@@ -25,8 +25,8 @@ use crate::identity::{normalise_email, normalise_phone, Identity, Lookup, Matche
 use crate::quality::{IdentityQuality, Quality, SkippedFile, TableQuality};
 use crate::reader::{open, Batch, RowMeta};
 use crate::schema::InputTable;
-use crate::tables::{customer_sources_schema, quarantine_schema, stored_schema, BatchBuilder, PartWriter, Val};
-use crate::validate::{Checked, Validator, IMPUTED_AMOUNT, IMPUTED_QUANTITY, IMPUTED_STATUS};
+use crate::tables::{customer_sources_schema, quarantine_schema, stored_schema, BatchBuilder, ColBuilder, PartWriter, Val};
+use crate::validate::{CheckedRows, RowCheck, Validator, IMPUTED_AMOUNT, IMPUTED_QUANTITY, IMPUTED_STATUS};
 use crate::workspace::{Transaction, Workspace};
 
 /// Reports progress of long steps; the CLI draws bars, tests pass [`NoProgress`].
@@ -168,9 +168,10 @@ pub fn prepare<'w>(ws: &'w Workspace, opts: &IngestOptions, progress: &dyn Progr
         let validator = Validator::new(input.table, tz, &input.config.formats, min_ts, max_ts);
         let mut writer = None;
         let mut outlier_rule = None;
-        let mut seen = HashSet::new();
+        let mut seen = Seen::new();
         let mut present = vec![false; input.table.columns().len()];
         for file in &input.files {
+            let digest_started = std::time::Instant::now();
             let (sha, bytes) = file_digest(&file.path)?;
             if let Some(known) = ws.known_file(&sha, input.table.name())? {
                 progress.note(&format!(
@@ -192,15 +193,24 @@ pub fn prepare<'w>(ws: &'w Workspace, opts: &IngestOptions, progress: &dyn Progr
                 });
                 continue;
             }
+            tracing::debug!(file = %file.name, digest_s = digest_started.elapsed().as_secs_f64(), "content hash");
             any_new = true;
             tq.files.push(file.name.clone());
             progress.begin(&format!("{} ← {}", input.table, file.name), (!file.gzip).then_some(bytes));
             let mut reader = open(file, input.table, &input.config)?;
             let mut batch = Batch::default();
             let mut file_rows = 0u64;
+            // Seconds spent reading, validating, screening and storing (RAPPORT_LOG=debug).
+            let mut spent = [0f64; 4];
+            let mut clock = std::time::Instant::now();
+            let mut lap = |k: usize, clock: &mut std::time::Instant| {
+                spent[k] += clock.elapsed().as_secs_f64();
+                *clock = std::time::Instant::now();
+            };
             loop {
                 batch.clear();
                 let more = reader.next_batch(&mut batch, opts.batch_rows)?;
+                lap(0, &mut clock);
                 file_rows += batch.rows.len() as u64;
                 let ctx = BatchCtx {
                     table: input.table,
@@ -208,24 +218,20 @@ pub fn prepare<'w>(ws: &'w Workspace, opts: &IngestOptions, progress: &dyn Progr
                     file_tag: &sha[..8],
                     batch: &batch,
                 };
-                let checked: Vec<Checked<'_>> = batch
+                let checked: Vec<CheckedRows<'_>> = batch
                     .rows
-                    .par_iter()
-                    .map(|row| match &row.problem {
-                        Some(p) => Checked::Rejected(crate::validate::Reject {
-                            reason: p.reason.to_string(),
-                            detail: Some(p.detail.clone()),
-                        }),
-                        None => validator.check(&batch, row),
-                    })
+                    .par_chunks(CHECK_CHUNK)
+                    .map(|rows| validator.check_rows(&batch, rows))
                     .collect();
+                lap(1, &mut clock);
                 if input.table == InputTable::Orders && outlier_rule.is_none() {
                     outlier_rule = fit_quantity_rule(&checked);
                 }
-                let accepted = state.screen(&ctx, checked, &mut tq, &mut seen, outlier_rule.as_ref(), &config);
+                let accepted = state.screen(&ctx, &checked, &mut tq, &mut seen, outlier_rule.as_ref(), &config);
+                lap(2, &mut clock);
                 if input.table == InputTable::Customers {
-                    for (_, values, _) in accepted {
-                        profiles.push(state.profile_values(values));
+                    for a in accepted {
+                        profiles.push(state.profile_values(a.values));
                     }
                 } else {
                     let w = match &mut writer {
@@ -235,12 +241,21 @@ pub fn prepare<'w>(ws: &'w Workspace, opts: &IngestOptions, progress: &dyn Progr
                     state.store_rows(&ctx, accepted, w)?;
                 }
                 state.flush_quarantine(&mut txn, false)?;
+                lap(3, &mut clock);
                 progress.advance(batch.raw.len() as u64 + batch.rows.len() as u64);
                 if !more {
                     break;
                 }
             }
             progress.end();
+            tracing::debug!(
+                file = %file.name,
+                read_s = spent[0],
+                validate_s = spent[1],
+                screen_s = spent[2],
+                store_s = spent[3],
+                "ingested"
+            );
             for (p, here) in present.iter_mut().zip(reader.present()) {
                 *p |= here;
             }
@@ -349,19 +364,84 @@ fn file_digest(path: &Path) -> Result<(String, u64)> {
     Ok((hex::encode(h.finalize()), n))
 }
 
-fn fit_quantity_rule(checked: &[Checked<'_>]) -> Option<LogOutlierRule> {
+fn fit_quantity_rule(checked: &[CheckedRows<'_>]) -> Option<LogOutlierRule> {
     let q = InputTable::Orders.column("quantity").map(|(i, _)| i).expect("orders have quantity");
     let values: Vec<f64> = checked
         .iter()
-        .filter_map(|c| match c {
-            Checked::Ok { values, .. } => match values[q] {
-                Val::Num(x) => Some(x),
-                _ => None,
-            },
-            _ => None,
+        .flat_map(|c| {
+            c.rows.iter().filter_map(move |r| match r {
+                RowCheck::Ok { at, .. } => match c.values(*at)[q] {
+                    Val::Num(x) => Some(x),
+                    _ => None,
+                },
+                RowCheck::Rejected(_) => None,
+            })
         })
         .collect();
     LogOutlierRule::fit(&values, 0.5)
+}
+
+/// Rows validated together (one parallel task).
+const CHECK_CHUNK: usize = 4096;
+
+/// Exact-duplicate detection: the hashes of the rows kept so far, in shards by hash
+/// (a fixed number, so the outcome does not depend on the number of threads), each
+/// shard filled in row order, so the first of a set of duplicates is the one kept.
+struct Seen {
+    shards: Vec<crate::FastSet<u128>>,
+}
+
+const SEEN_SHARDS: usize = 16;
+
+impl Seen {
+    fn new() -> Self {
+        Self {
+            shards: (0..SEEN_SHARDS).map(|_| crate::FastSet::default()).collect(),
+        }
+    }
+
+    fn shard(hash: u128) -> usize {
+        (hash >> 64) as usize % SEEN_SHARDS
+    }
+
+    /// For each `(row, hash)` in row order: whether an earlier row had the same hash.
+    /// Marks repeats in `dup` (indexed by row).
+    fn mark(&mut self, rows: &[(usize, u128)], dup: &mut [bool]) {
+        let mut by_shard: Vec<Vec<(usize, u128)>> = vec![Vec::new(); SEEN_SHARDS];
+        for &(r, h) in rows {
+            by_shard[Self::shard(h)].push((r, h));
+        }
+        let repeats: Vec<Vec<usize>> = self
+            .shards
+            .par_iter_mut()
+            .zip(by_shard)
+            .map(|(set, rows)| {
+                set.reserve(rows.len());
+                rows.into_iter().filter(|&(_, h)| !set.insert(h)).map(|(r, _)| r).collect()
+            })
+            .collect();
+        for r in repeats.into_iter().flatten() {
+            dup[r] = true;
+        }
+    }
+}
+
+/// What the parallel look at a row found before the rules that need the rows in order.
+#[derive(Clone, Copy)]
+struct Pre {
+    /// Robust z of the quantity (0 where there is no rule or no quantity).
+    z: f64,
+    /// The row's customer, if it is already known (`None`: look it up in order).
+    node: Option<usize>,
+    /// Bit per canonical column that is empty.
+    missing: u64,
+}
+
+/// An accepted row: its place in the batch, its values and its customer.
+pub(crate) struct Accepted<'b, 'a> {
+    row: &'b RowMeta,
+    values: &'b [Val<'a>],
+    node: Option<usize>,
 }
 
 struct BatchCtx<'a> {
@@ -384,17 +464,19 @@ struct State {
 
 impl State {
     /// Applies the rules that need more than one row (outliers, duplicates) and sends
-    /// every rejected row to the quarantine; returns the accepted rows.
+    /// every rejected row to the quarantine; returns the accepted rows. The work that
+    /// does not depend on row order (quantity scores, known customers, missing values,
+    /// duplicate sets by shard) runs in parallel; the rest walks the rows in order.
     #[allow(clippy::too_many_arguments)]
-    fn screen<'a>(
+    fn screen<'b, 'a>(
         &mut self,
         ctx: &BatchCtx<'a>,
-        checked: Vec<Checked<'a>>,
+        checked: &'b [CheckedRows<'a>],
         tq: &mut TableQuality,
-        seen: &mut HashSet<u128>,
+        seen: &mut Seen,
         rule: Option<&LogOutlierRule>,
         config: &Config,
-    ) -> Vec<(&'a RowMeta, Vec<Val<'a>>, Option<usize>)> {
+    ) -> Vec<Accepted<'b, 'a>> {
         let t = ctx.table;
         let cols = t.columns();
         let q_idx = t.column("quantity").map(|(i, _)| i);
@@ -403,69 +485,155 @@ impl State {
         let lookup = t.refers_to_customers() && t != InputTable::Customers;
         let cid = t.column("customer_id").map(|(i, _)| i);
         let src = t.column("source").map(|(i, _)| i);
-        let mut out = Vec::with_capacity(checked.len());
-        for (row, c) in ctx.batch.rows.iter().zip(checked) {
-            tq.rows_read += 1;
-            let (values, hash, imputed) = match c {
-                Checked::Rejected(r) => {
-                    self.quarantine_row(ctx, row, &r.reason, r.detail.as_deref(), tq);
-                    continue;
+        debug_assert!(cols.len() <= 64, "missing values are kept as a 64-bit mask");
+        let id_of = |values: &'b [Val<'a>]| -> (Option<&'b str>, &'b str) {
+            let ci = cid.expect("tables that refer to customers have customer_id");
+            (src.and_then(|s| values[s].as_str()), values[ci].as_str().expect("required"))
+        };
+
+        // In parallel: scores, known customers, missing values.
+        let identity = &self.identity;
+        let pre: Vec<Vec<Pre>> = checked
+            .par_iter()
+            .map(|c| {
+                c.rows
+                    .iter()
+                    .map(|r| {
+                        let RowCheck::Ok { at, .. } = r else {
+                            return Pre {
+                                z: 0.0,
+                                node: None,
+                                missing: 0,
+                            };
+                        };
+                        let values = c.values(*at);
+                        let z = match (rule, q_idx.map(|q| &values[q])) {
+                            (Some(rule), Some(Val::Num(x))) => rule.z(*x),
+                            _ => 0.0,
+                        };
+                        let node = if lookup {
+                            let (source, sid) = id_of(values);
+                            identity.find(source, sid)
+                        } else {
+                            None
+                        };
+                        let missing = values[..cols.len()]
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, v)| **v == Val::Null)
+                            .fold(0u64, |m, (i, _)| m | 1 << i);
+                        Pre { z, node, missing }
+                    })
+                    .collect()
+            })
+            .collect();
+
+        // Exact duplicates among the rows that pass the quantity rule. Order lines
+        // without an order_id have no identity: two identical lines can be two genuine
+        // purchases, so only lines with one are de-duplicated.
+        let rows = ctx.batch.rows.len();
+        let mut dup = vec![false; rows];
+        let mut candidates = Vec::with_capacity(rows);
+        let mut r = 0;
+        for (c, p) in checked.iter().zip(&pre) {
+            for (check, p) in c.rows.iter().zip(p) {
+                if let RowCheck::Ok { at, hash, .. } = check {
+                    let values = c.values(*at);
+                    let kept = p.z <= config.ingest.quantity_outlier_k;
+                    if kept && t.dedups(order_id.is_some_and(|i| values[i] != Val::Null)) {
+                        candidates.push((r, *hash));
+                    }
                 }
-                Checked::Ok { values, hash, imputed } => (values, hash, imputed),
-            };
-            if let (Some(rule), Some(qi)) = (rule, q_idx) {
-                if let Val::Num(x) = values[qi] {
-                    let z = rule.z(x);
-                    if z > config.ingest.quantity_outlier_k {
+                r += 1;
+            }
+        }
+        seen.mark(&candidates, &mut dup);
+
+        // In order: quarantine, counts, customers not known before.
+        let mut out = Vec::with_capacity(rows);
+        let mut missing = [0u64; 64];
+        let mut imputed_counts = [0u64; 3];
+        let mut r = 0;
+        let mut created_clash = false;
+        for (c, p) in checked.iter().zip(&pre) {
+            for (check, p) in c.rows.iter().zip(p) {
+                let row = &ctx.batch.rows[r];
+                let is_dup = dup[r];
+                r += 1;
+                tq.rows_read += 1;
+                let (at, imputed) = match check {
+                    RowCheck::Rejected(rej) => {
+                        self.quarantine_row(ctx, row, &rej.reason, rej.detail.as_deref(), tq);
+                        continue;
+                    }
+                    RowCheck::Ok { at, imputed, .. } => (*at, *imputed),
+                };
+                let values = c.values(at);
+                if let (Some(rule), Some(qi)) = (rule, q_idx) {
+                    if p.z > config.ingest.quantity_outlier_k {
+                        let x = if let Val::Num(x) = values[qi] { x } else { f64::NAN };
                         let detail = format!(
-                            "{x} is more than {:.0} (robust z {z:.1} on the log scale)",
-                            rule.threshold(config.ingest.quantity_outlier_k)
+                            "{x} is more than {:.0} (robust z {:.1} on the log scale)",
+                            rule.threshold(config.ingest.quantity_outlier_k),
+                            p.z
                         );
                         self.quarantine_row(ctx, row, "absurd quantity", Some(&detail), tq);
                         continue;
                     }
-                    if z > config.ingest.quantity_flag_k {
+                    if p.z > config.ingest.quantity_flag_k {
                         *tq.outliers_flagged.entry("quantity".into()).or_default() += 1;
                     }
                 }
-            }
-            // Order lines without an order_id have no identity: two identical lines can
-            // be two genuine purchases, so only lines with one are de-duplicated.
-            let dedup = t.dedups(order_id.is_some_and(|i| values[i] != Val::Null));
-            if dedup && !seen.insert(hash) {
-                tq.duplicates_removed += 1;
-                continue;
-            }
-            let mut node = None;
-            if lookup {
-                let ci = cid.expect("tables that refer to customers have customer_id");
-                let sid = values[ci].as_str().expect("required");
-                let source = src.and_then(|s| values[s].as_str());
-                match self.identity.lookup(source, sid) {
-                    Lookup::Found(i) => node = Some(i),
-                    Lookup::Ambiguous => {
-                        let detail = "the id belongs to different customers in several sources and the row names no source";
-                        self.quarantine_row(ctx, row, "ambiguous customer_id", Some(detail), tq);
-                        continue;
+                if is_dup {
+                    tq.duplicates_removed += 1;
+                    continue;
+                }
+                let mut node = None;
+                if lookup {
+                    let (source, sid) = id_of(values);
+                    // A customer created in this batch can make an id that was known
+                    // ambiguous; from then on every row is looked up in order.
+                    let found = match p.node {
+                        Some(i) if !created_clash => Lookup::Found(i),
+                        _ => {
+                            let before = self.identity.nodes.len();
+                            let l = self.identity.lookup(source, sid);
+                            if self.identity.nodes.len() > before && self.identity.ids_shared(sid) {
+                                created_clash = true;
+                            }
+                            l
+                        }
+                    };
+                    match found {
+                        Lookup::Found(i) => node = Some(i),
+                        Lookup::Ambiguous => {
+                            let detail = "the id belongs to different customers in several sources and the row names no source";
+                            self.quarantine_row(ctx, row, "ambiguous customer_id", Some(detail), tq);
+                            continue;
+                        }
                     }
                 }
-            }
-            for (flag, name) in [
-                (IMPUTED_QUANTITY, "quantity"),
-                (IMPUTED_AMOUNT, "amount"),
-                (IMPUTED_STATUS, "status"),
-            ] {
-                if imputed & flag != 0 {
-                    *tq.values_imputed.entry(name.into()).or_default() += 1;
+                for (k, flag) in [IMPUTED_QUANTITY, IMPUTED_AMOUNT, IMPUTED_STATUS].into_iter().enumerate() {
+                    imputed_counts[k] += u64::from(imputed & flag != 0);
                 }
-            }
-            for (c, v) in cols.iter().zip(&values) {
-                if *v == Val::Null {
-                    *tq.missing_values.entry(c.name.into()).or_default() += 1;
+                let mut m = p.missing;
+                while m != 0 {
+                    missing[m.trailing_zeros() as usize] += 1;
+                    m &= m - 1;
                 }
+                tq.rows_accepted += 1;
+                out.push(Accepted { row, values, node });
             }
-            tq.rows_accepted += 1;
-            out.push((row, values, node));
+        }
+        for (name, n) in ["quantity", "amount", "status"].into_iter().zip(imputed_counts) {
+            if n > 0 {
+                *tq.values_imputed.entry(name.into()).or_default() += n;
+            }
+        }
+        for (c, n) in cols.iter().zip(missing) {
+            if n > 0 {
+                *tq.missing_values.entry(c.name.into()).or_default() += n;
+            }
         }
         out
     }
@@ -509,7 +677,7 @@ impl State {
     /// Turns a validated profile row into its stored form, personal data encrypted;
     /// registers it with identity resolution. The first slot temporarily holds the
     /// node index (the unified id is known only after every profile is read).
-    fn profile_values(&mut self, values: Vec<Val<'_>>) -> Vec<Val<'static>> {
+    fn profile_values(&mut self, values: &[Val<'_>]) -> Vec<Val<'static>> {
         let t = InputTable::Customers;
         let get = |name: &str| values[t.column(name).expect("profile column").0].as_str().map(str::to_string);
         let sid = get("customer_id").expect("required");
@@ -555,13 +723,9 @@ impl State {
     }
 
     /// Writes accepted rows with their unified customer.
-    fn store_rows(&self, ctx: &BatchCtx<'_>, rows: Vec<(&RowMeta, Vec<Val<'_>>, Option<usize>)>, w: &mut PartWriter) -> Result<()> {
+    fn store_rows(&self, ctx: &BatchCtx<'_>, rows: Vec<Accepted<'_, '_>>, w: &mut PartWriter) -> Result<()> {
         let table = ctx.table;
         let schema = stored_schema(table);
-        // "If absent, each row is its own order": such rows get an id of their own,
-        // stable for the file's content and line.
-        let order_id = table.column("order_id").map(|(i, _)| i);
-        let mut b = BatchBuilder::new(schema.clone());
         let plan: Vec<Slot> = schema
             .fields()
             .iter()
@@ -570,32 +734,40 @@ impl State {
                 "source" if table.refers_to_customers() => Slot::Source,
                 "source_customer_id" => Slot::Canon(table.column("customer_id").expect("refers").0),
                 "attributes" => Slot::Attributes,
+                "order_id" => Slot::OrderId(table.column("order_id").expect("orders").0),
                 name => Slot::Canon(table.column(name).expect("stored columns are canonical").0),
             })
             .collect();
-        let mut out: Vec<Val<'_>> = Vec::with_capacity(plan.len());
-        for (row, mut values, node) in rows {
-            if let Some(oi) = order_id {
-                if values[oi] == Val::Null {
-                    values[oi] = Val::Owned(format!("{}:{}", ctx.file_tag, row.line));
+        // Column by column, in parallel.
+        let nodes = &self.identity.nodes;
+        let arrays: Vec<ArrayRef> = plan
+            .par_iter()
+            .zip(schema.fields().to_vec())
+            .map(|(slot, field)| {
+                let mut b = ColBuilder::with_capacity(field.data_type(), rows.len());
+                for a in &rows {
+                    match slot {
+                        Slot::Unified => b.push(&Val::Str(&nodes[a.node.expect("resolved")].unified)),
+                        Slot::Source => b.push(&Val::Str(&nodes[a.node.expect("resolved")].source)),
+                        Slot::Attributes => b.push(a.values.last().expect("attributes")),
+                        Slot::Canon(i) => b.push(&a.values[*i]),
+                        // "If absent, each row is its own order": such rows get an id of
+                        // their own, stable for the file's content and line.
+                        Slot::OrderId(i) => match &a.values[*i] {
+                            Val::Null => b.push(&Val::Owned(format!("{}:{}", ctx.file_tag, a.row.line))),
+                            v => b.push(v),
+                        },
+                    }
                 }
-            }
-            out.clear();
-            for slot in &plan {
-                out.push(match slot {
-                    Slot::Unified => Val::Str(&self.identity.nodes[node.expect("resolved")].unified),
-                    Slot::Source => Val::Str(&self.identity.nodes[node.expect("resolved")].source),
-                    Slot::Attributes => std::mem::replace(values.last_mut().expect("attributes"), Val::Null),
-                    Slot::Canon(i) => std::mem::replace(&mut values[*i], Val::Null),
-                });
-            }
-            b.push_row(&out);
-        }
-        w.write(&b.finish()?)
+                b.finish()
+            })
+            .collect();
+        w.write(&RecordBatch::try_new(schema, arrays)?)
     }
 }
 
 enum Slot {
+    OrderId(usize),
     Unified,
     Source,
     Attributes,

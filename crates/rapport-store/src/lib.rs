@@ -28,3 +28,8 @@ pub use error::{Result, StoreError};
 pub use ingest::{ingest, IngestOptions, IngestOutcome, NoProgress, Progress};
 pub use quality::Quality;
 pub use workspace::Workspace;
+
+/// Hash maps and sets keyed by ids from the input: foldhash is several times faster
+/// than the standard SipHash on short keys, and none of these is iterated for output.
+pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+pub(crate) type FastSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;

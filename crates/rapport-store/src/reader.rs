@@ -82,20 +82,44 @@ impl Batch {
     }
 
     fn push_fields<'a>(&mut self, line: u64, raw: &str, fields: impl Iterator<Item = &'a str>) {
+        self.start_row(line, raw);
+        for f in fields {
+            self.push_field(f);
+        }
+    }
+
+    /// Starts a good row; its fields follow with [`Batch::push_field`].
+    fn start_row(&mut self, line: u64, raw: &str) {
         let start = self.raw.len();
         self.raw.push_str(raw);
-        let first_field = self.bounds.len();
-        for f in fields {
-            let a = self.text.len();
-            self.text.push_str(f);
-            self.bounds.push((a, self.text.len()));
-        }
         self.rows.push(RowMeta {
             line,
             raw: (start, self.raw.len()),
-            first_field,
+            first_field: self.bounds.len(),
             problem: None,
         });
+    }
+
+    fn push_field(&mut self, f: &str) {
+        let a = self.text.len();
+        self.text.push_str(f);
+        self.bounds.push((a, self.text.len()));
+    }
+
+    /// Moves the first `take` rows of `other` here, their lines shifted by `line_base`.
+    fn append(&mut self, other: Batch, take: usize, line_base: u64) {
+        let (raw_off, text_off, field_off) = (self.raw.len(), self.text.len(), self.bounds.len());
+        let fields_end = other.rows.get(take).map_or(other.bounds.len(), |r| r.first_field);
+        self.raw.push_str(&other.raw);
+        self.text.push_str(&other.text);
+        self.bounds
+            .extend(other.bounds[..fields_end].iter().map(|&(a, b)| (a + text_off, b + text_off)));
+        self.rows.extend(other.rows.into_iter().take(take).map(|r| RowMeta {
+            line: r.line + line_base,
+            raw: (r.raw.0 + raw_off, r.raw.1 + raw_off),
+            first_field: r.first_field + field_off,
+            problem: r.problem,
+        }));
     }
 }
 
@@ -363,18 +387,42 @@ fn attributes_json(pairs: impl Iterator<Item = (String, String)>) -> String {
     }
 }
 
-struct CsvReader {
-    file: SourceFile,
-    bytes: ByteBuf,
+/// How the records of one CSV file are split and mapped: all the per-record work needs,
+/// shared by the pieces of the input that are parsed in parallel.
+struct CsvLayout {
     delimiter: Delimiter,
     quote: u8,
     latin1: bool,
-    line: u64,
+    /// Fields per record (from the header, or the first record without one); 0 for an
+    /// empty file.
     width: usize,
     positions: Vec<Option<usize>>,
     attrs: Vec<(String, usize)>,
-    text: Vec<u8>,
-    fields: Vec<(usize, usize)>,
+}
+
+/// Rows parsed from one stretch of input, with line numbers counted from 0 at its start.
+#[derive(Default)]
+struct Parsed {
+    batch: Batch,
+    /// Per row: the bytes of the stretch consumed and the physical lines passed once the
+    /// row is read (so the stretch can be cut after any row).
+    ends: Vec<(usize, u64)>,
+    consumed: usize,
+    lines: u64,
+    /// The stretch ended inside a record.
+    need_more: bool,
+}
+
+/// Input is parsed in pieces of about this size, several at once; a piece starts
+/// after a newline, and is used only when the piece before it ended exactly there
+/// (so a quoted newline near a cut costs a re-parse, never a wrong row).
+const PIECE_BYTES: usize = 1 << 20;
+
+struct CsvReader {
+    file: SourceFile,
+    bytes: ByteBuf,
+    layout: CsvLayout,
+    line: u64,
 }
 
 impl CsvReader {
@@ -389,47 +437,44 @@ impl CsvReader {
         let mut r = Self {
             file: file.clone(),
             bytes: ByteBuf::new(open_stream(file)?, &file.path),
-            delimiter,
-            quote,
-            latin1,
+            layout: CsvLayout {
+                delimiter,
+                quote,
+                latin1,
+                width: 0,
+                positions: Vec::new(),
+                attrs: Vec::new(),
+            },
             line: 1,
-            width: 0,
-            positions: Vec::new(),
-            attrs: Vec::new(),
-            text: Vec::new(),
-            fields: Vec::new(),
         };
         r.bytes.start("CSV")?;
         let header = r.read_header(config.header.unwrap_or(true))?;
         let Some(header) = header else {
             return Ok(r); // an empty file: no rows
         };
-        r.width = header.len();
+        r.layout.width = header.len();
         let (positions, attrs) = Mapping::new(table, config).resolve(table, &header, file)?;
-        r.positions = positions;
-        r.attrs = attrs;
+        r.layout.positions = positions;
+        r.layout.attrs = attrs;
         Ok(r)
-    }
-
-    /// Splits the record at the cursor into `text` and `fields` (without consuming it).
-    fn split_next(&mut self) -> Split {
-        self.text.clear();
-        self.fields.clear();
-        split_record(
-            self.bytes.rest(),
-            self.bytes.eof,
-            self.delimiter,
-            self.quote,
-            MAX_QUOTED_LINES,
-            &mut self.text,
-            &mut self.fields,
-        )
     }
 
     /// Reads the header (or, without one, peeks at the first record to count columns).
     fn read_header(&mut self, has_header: bool) -> Result<Option<Vec<String>>> {
+        let (mut text, mut fields) = (Vec::new(), Vec::new());
         loop {
-            let split = self.split_next();
+            text.clear();
+            fields.clear();
+            let l = &self.layout;
+            let split = split_record(
+                self.bytes.rest(),
+                self.bytes.eof,
+                l.delimiter,
+                l.quote,
+                MAX_QUOTED_LINES,
+                &mut text,
+                &mut fields,
+            );
             match split {
                 Split::NeedMore => {
                     if !self.bytes.fill()? && self.bytes.rest().is_empty() {
@@ -451,10 +496,10 @@ impl CsvReader {
                             format!("line {}: the header has an unclosed quote", self.line),
                         ));
                     }
-                    let text = if self.latin1 {
-                        self.text.iter().map(|&b| b as char).collect::<String>()
+                    let text = if self.layout.latin1 {
+                        latin1_text(&text)
                     } else {
-                        String::from_utf8(self.text.clone()).map_err(|_| {
+                        String::from_utf8(text).map_err(|_| {
                             StoreError::input(
                                 &self.file.path,
                                 format!(
@@ -464,7 +509,7 @@ impl CsvReader {
                             )
                         })?
                     };
-                    let names: Vec<String> = self.fields.iter().map(|&(a, b)| text[a..b].trim().to_string()).collect();
+                    let names: Vec<String> = fields.iter().map(|&(a, b)| text[a..b].trim().to_string()).collect();
                     if has_header {
                         self.bytes.pos += span.consumed;
                         self.line += 1 + u64::from(span.inner_newlines);
@@ -475,9 +520,54 @@ impl CsvReader {
             }
         }
     }
+
+    /// Moves the rows of `parsed` (up to `take`) into `batch` and past their input.
+    fn accept(&mut self, batch: &mut Batch, parsed: Parsed, take: usize) {
+        let (consumed, lines) = if take < parsed.batch.rows.len() {
+            parsed.ends[take - 1]
+        } else {
+            (parsed.consumed, parsed.lines)
+        };
+        batch.append(parsed.batch, take, self.line);
+        self.bytes.pos += consumed;
+        self.line += lines;
+    }
 }
 
-impl CsvReader {
+/// Cuts `input` into pieces of about [`PIECE_BYTES`] that end after a newline (the
+/// last one at the end of the input when it is the end of the file; otherwise a
+/// trailing partial line is left for later).
+fn cut_pieces(input: &[u8], eof: bool) -> Vec<(usize, usize)> {
+    let mut cuts = Vec::new();
+    let mut a = 0;
+    while a < input.len() {
+        let target = a + PIECE_BYTES;
+        let end = if target < input.len() {
+            memchr::memchr(b'\n', &input[target..]).map(|i| target + i + 1)
+        } else {
+            None
+        };
+        match end {
+            Some(e) => {
+                cuts.push((a, e));
+                a = e;
+            }
+            None if eof => {
+                cuts.push((a, input.len()));
+                break;
+            }
+            None => {
+                if let Some(i) = memchr::memrchr(b'\n', &input[a..]) {
+                    cuts.push((a, a + i + 1));
+                }
+                break;
+            }
+        }
+    }
+    cuts
+}
+
+impl CsvLayout {
     /// Whether a record that spans several lines looks like an unclosed quote that ran
     /// over whole rows: a line strictly inside it has a full row's worth of delimiters.
     /// A genuine multi-line field (an address, a comment) holds text, not rows.
@@ -489,99 +579,180 @@ impl CsvReader {
                 .iter()
                 .any(|l| memchr::memchr_iter(d, l).count() + 1 >= self.width && self.width > 1)
     }
-}
 
-impl RowReader for CsvReader {
-    fn present(&self) -> Vec<bool> {
-        self.positions.iter().map(Option::is_some).collect()
-    }
-
-    fn next_batch(&mut self, batch: &mut Batch, max_rows: usize) -> Result<bool> {
-        if self.width == 0 {
-            return Ok(false);
-        }
-        let mut produced = 0;
+    /// Parses up to `max_rows` rows from the start of `input` (which must start at a
+    /// record); with `eof`, the end of `input` is the end of the file.
+    fn parse(&self, input: &[u8], eof: bool, max_rows: usize) -> Parsed {
+        let mut out = Parsed::default();
+        let (mut text, mut fields) = (Vec::new(), Vec::new());
+        let (mut pos, mut lines, mut produced) = (0usize, 0u64, 0usize);
         while produced < max_rows {
-            let split = self.split_next();
-            let span = match split {
+            text.clear();
+            fields.clear();
+            let rest = &input[pos..];
+            let span = match split_record(rest, eof, self.delimiter, self.quote, MAX_QUOTED_LINES, &mut text, &mut fields) {
                 Split::NeedMore => {
-                    if !self.bytes.fill()? && self.bytes.rest().is_empty() {
-                        return Ok(false);
-                    }
-                    continue;
+                    out.need_more = true;
+                    break;
                 }
-                Split::Record(span) if span.consumed == 0 => return Ok(false),
+                Split::Record(span) if span.consumed == 0 => break,
                 Split::Record(span) => span,
             };
-            let line = self.line;
-            let rest = &self.bytes.buf[self.bytes.pos..];
+            let line = lines;
             let raw_bytes = &rest[..span.raw_end];
-            if span.unclosed || (span.inner_newlines > 0 && (self.fields.len() != self.width || self.swallows_rows(raw_bytes))) {
+            if span.unclosed || (span.inner_newlines > 0 && (fields.len() != self.width || self.swallows_rows(raw_bytes))) {
                 // Only the first physical line is the bad row; reading resumes after it.
                 let first = memchr::memchr(b'\n', rest).map(|i| i + 1).unwrap_or(rest.len());
                 let mut first_raw = &rest[..first];
                 while let [head @ .., b'\n' | b'\r'] = first_raw {
                     first_raw = head;
                 }
-                let raw = String::from_utf8_lossy(first_raw).into_owned();
-                batch.push_problem(line, &raw, "unclosed quote", "a quoted field is not closed on its line".into());
-                self.bytes.pos += first;
-                self.line += 1;
+                let raw = String::from_utf8_lossy(first_raw);
+                out.batch
+                    .push_problem(line, &raw, "unclosed quote", "a quoted field is not closed on its line".into());
+                pos += first;
+                lines += 1;
                 produced += 1;
+                out.ends.push((pos, lines));
                 continue;
             }
-            self.bytes.pos += span.consumed;
-            self.line += 1 + u64::from(span.inner_newlines);
+            pos += span.consumed;
+            lines += 1 + u64::from(span.inner_newlines);
             if is_blank(raw_bytes) {
                 continue;
             }
             produced += 1;
-            let latin1 = self.latin1;
-            if !latin1 && (std::str::from_utf8(raw_bytes).is_err() || std::str::from_utf8(&self.text).is_err()) {
-                let raw = String::from_utf8_lossy(raw_bytes).into_owned();
-                batch.push_problem(
-                    line,
-                    &raw,
-                    "invalid utf-8",
-                    "bytes that are not UTF-8; set `encoding = \"latin1\"` for Latin-1 files".into(),
-                );
-                continue;
+            self.push_record(&mut out.batch, line, raw_bytes, &text, &fields);
+            out.ends.push((pos, lines));
+        }
+        out.consumed = pos;
+        out.lines = lines;
+        out
+    }
+
+    /// Adds one split record to `batch`: its canonical fields and attributes, or the
+    /// problem that keeps it out.
+    fn push_record(&self, batch: &mut Batch, line: u64, raw_bytes: &[u8], text: &[u8], fields: &[(usize, usize)]) {
+        use std::borrow::Cow;
+        type Bounds<'f> = Cow<'f, [(usize, usize)]>;
+        let (raw, text, fields): (Cow<'_, str>, Cow<'_, str>, Bounds<'_>) = if self.latin1 {
+            // Latin-1 bytes become one or two UTF-8 bytes each: convert field by field.
+            let mut t = String::with_capacity(text.len() * 2);
+            let mut f = Vec::with_capacity(fields.len());
+            for &(a, b) in fields {
+                let start = t.len();
+                t.extend(text[a..b].iter().map(|&c| c as char));
+                f.push((start, t.len()));
             }
-            let raw = if latin1 {
-                latin1_text(raw_bytes)
-            } else {
-                String::from_utf8_lossy(raw_bytes).into_owned()
-            };
-            let n = self.fields.len();
-            let text = &self.text;
-            let fields = &self.fields;
-            // Field bounds sit at ASCII delimiters, so every field of valid UTF-8 text is
-            // valid UTF-8 too; Latin-1 fields are decoded one by one.
-            let get = |i: usize| -> std::borrow::Cow<'_, str> {
-                let (a, b) = fields[i];
-                if latin1 {
-                    std::borrow::Cow::Owned(latin1_text(&text[a..b]).trim().to_string())
-                } else {
-                    std::borrow::Cow::Borrowed(std::str::from_utf8(&text[a..b]).unwrap_or_default().trim())
+            (latin1_text(raw_bytes).into(), t.into(), f.into())
+        } else {
+            match (std::str::from_utf8(raw_bytes), std::str::from_utf8(text)) {
+                (Ok(r), Ok(t)) => (r.into(), t.into(), fields.into()),
+                _ => {
+                    batch.push_problem(
+                        line,
+                        &String::from_utf8_lossy(raw_bytes),
+                        "invalid utf-8",
+                        "bytes that are not UTF-8; set `encoding = \"latin1\"` for Latin-1 files".into(),
+                    );
+                    return;
                 }
-            };
-            let extra_blank = n > self.width && (self.width..n).all(|i| get(i).is_empty());
-            if n != self.width && !extra_blank {
-                batch.push_problem(
-                    line,
-                    &raw,
-                    "malformed csv row",
-                    format!("expected {} fields, found {n}", self.width),
-                );
-                continue;
             }
-            let attrs = attributes_json(self.attrs.iter().map(|(k, i)| (k.clone(), get(*i).into_owned())));
-            let canon: Vec<std::borrow::Cow<'_, str>> = self
-                .positions
-                .iter()
-                .map(|p| p.map(get).unwrap_or(std::borrow::Cow::Borrowed("")))
-                .collect();
-            batch.push_fields(line, &raw, canon.iter().map(|c| c.as_ref()).chain(std::iter::once(attrs.as_str())));
+        };
+        let field = |i: usize| -> &str {
+            let (a, b) = fields[i];
+            text[a..b].trim()
+        };
+        let n = fields.len();
+        let extra_blank = n > self.width && (self.width..n).all(|i| field(i).is_empty());
+        if n != self.width && !extra_blank {
+            batch.push_problem(
+                line,
+                &raw,
+                "malformed csv row",
+                format!("expected {} fields, found {n}", self.width),
+            );
+            return;
+        }
+        let attrs = if self.attrs.is_empty() {
+            String::new()
+        } else {
+            attributes_json(self.attrs.iter().map(|(k, i)| (k.clone(), field(*i).to_string())))
+        };
+        batch.start_row(line, &raw);
+        for p in &self.positions {
+            batch.push_field(p.map(field).unwrap_or(""));
+        }
+        batch.push_field(&attrs);
+    }
+}
+
+impl RowReader for CsvReader {
+    fn present(&self) -> Vec<bool> {
+        self.layout.positions.iter().map(Option::is_some).collect()
+    }
+
+    fn next_batch(&mut self, batch: &mut Batch, max_rows: usize) -> Result<bool> {
+        if self.layout.width == 0 {
+            return Ok(false);
+        }
+        let wave = 4 * rayon::current_num_threads().max(1);
+        let mut produced = 0;
+        let mut bytes_per_row: Option<f64> = None;
+        while produced < max_rows {
+            while !self.bytes.eof && self.bytes.rest().len() < wave * PIECE_BYTES {
+                self.bytes.fill()?;
+            }
+            let eof = self.bytes.eof;
+            if self.bytes.rest().is_empty() {
+                return Ok(false);
+            }
+            let room = max_rows - produced;
+            // Only as many pieces as the rows still wanted need (every piece is parsed
+            // whole, but only rows up to `max_rows` are kept).
+            let want = match bytes_per_row {
+                Some(b) => ((room as f64 * b / PIECE_BYTES as f64).ceil() as usize + 1).min(wave),
+                None => wave,
+            };
+            let cuts: Vec<(usize, usize)> = cut_pieces(self.bytes.rest(), eof).into_iter().take(want).collect();
+            let rest = self.bytes.rest();
+            let parsed: Vec<Parsed> = {
+                use rayon::prelude::*;
+                let layout = &self.layout;
+                cuts.par_iter()
+                    .map(|&(a, b)| layout.parse(&rest[a..b], eof && b == rest.len(), room))
+                    .collect()
+            };
+            let mut progressed = false;
+            for (&(a, b), p) in cuts.iter().zip(parsed) {
+                let rows = p.batch.rows.len();
+                let take = rows.min(max_rows - produced);
+                let clean = take == rows && p.consumed == b - a;
+                if p.consumed > 0 && rows > 0 {
+                    let b = p.consumed as f64 / rows as f64;
+                    bytes_per_row = Some(bytes_per_row.map_or(b, |old| old.max(b)));
+                }
+                progressed |= take > 0 || p.consumed > 0;
+                self.accept(batch, p, take);
+                produced += take;
+                if !clean || produced >= max_rows {
+                    break;
+                }
+            }
+            if !progressed {
+                // A record longer than a piece (a long quoted field): read it alone, with
+                // more of the input as needed.
+                let p = self.layout.parse(self.bytes.rest(), eof, 1);
+                if p.batch.rows.is_empty() && p.consumed == 0 {
+                    if !self.bytes.fill()? && self.bytes.rest().is_empty() {
+                        return Ok(false);
+                    }
+                    continue;
+                }
+                let take = p.batch.rows.len();
+                produced += take;
+                self.accept(batch, p, take);
+            }
         }
         Ok(true)
     }
@@ -814,5 +985,107 @@ impl RowReader for ParquetReader {
             }
         }
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Everything a reader gives for a row, with its text resolved.
+    fn rows_of(b: &Batch) -> Vec<(u64, String, Option<String>, Vec<String>)> {
+        b.rows
+            .iter()
+            .map(|r| {
+                let fields = match r.problem {
+                    Some(_) => Vec::new(),
+                    None => (0..4).map(|i| b.field(r, i).to_string()).collect(),
+                };
+                (
+                    r.line,
+                    b.raw(r).to_string(),
+                    r.problem.as_ref().map(|p| p.reason.to_string()),
+                    fields,
+                )
+            })
+            .collect()
+    }
+
+    /// A CSV of several pieces where records with quoted newlines, blank lines, CRLF,
+    /// bad rows and an unclosed quote fall on and around the cuts between pieces.
+    fn awkward_csv() -> String {
+        let mut s = String::from("product_id,name,category,price\n");
+        let mut i = 0u64;
+        while s.len() < 3 * PIECE_BYTES + 12_345 {
+            i += 1;
+            match i % 97 {
+                0 => s.push_str(&format!("p{i},\"two\nlines, and a \"\"quote\"\"\",c,{i}\n")),
+                13 => s.push('\n'),
+                29 => s.push_str(&format!("p{i},crlf,c,{i}\r\n")),
+                41 => s.push_str(&format!("p{i},too,many,fields,{i}\n")),
+                _ if i % 50_000 == 7 => s.push_str(&format!("p{i},\"never closed,c,{i}\n")),
+                _ => s.push_str(&format!("p{i},name {i},cat {},{}.5\n", i % 7, i % 1000)),
+            }
+        }
+        s
+    }
+
+    fn read_all(path: &Path, max_rows: usize) -> (Batch, usize) {
+        let f = SourceFile::new(path.to_path_buf(), "products.csv".into(), None).unwrap();
+        let mut r = open(&f, InputTable::Products, &TableConfig::default()).unwrap();
+        let (mut all, mut calls) = (Batch::default(), 0);
+        loop {
+            let mut b = Batch::default();
+            let more = r.next_batch(&mut b, max_rows).unwrap();
+            assert!(b.rows.len() <= max_rows);
+            calls += 1;
+            let n = b.rows.len();
+            all.append(b, n, 0);
+            if !more {
+                break;
+            }
+        }
+        (all, calls)
+    }
+
+    #[test]
+    fn pieces_parsed_in_parallel_give_the_rows_of_one_sequential_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("products.csv");
+        let csv = awkward_csv();
+        std::fs::write(&path, &csv).unwrap();
+
+        // The reference: one pass over the whole input, as if it were one piece.
+        let f = SourceFile::new(path.clone(), "products.csv".into(), None).unwrap();
+        let r = CsvReader::open(&f, InputTable::Products, &TableConfig::default(), false).unwrap();
+        let header_end = csv.find('\n').unwrap() + 1;
+        let mut whole = r.layout.parse(&csv.as_bytes()[header_end..], true, usize::MAX);
+        for row in &mut whole.batch.rows {
+            row.line += 2;
+        }
+        let expected = rows_of(&whole.batch);
+        assert!(expected.len() > 40_000);
+        for reason in ["malformed csv row", "unclosed quote"] {
+            assert!(expected.iter().any(|r| r.2.as_deref() == Some(reason)), "{reason}");
+        }
+        assert!(expected.iter().any(|r| r.3.get(1).is_some_and(|n| n.contains('\n'))));
+
+        for max_rows in [usize::MAX, 256 * 1024, 10_007, 1] {
+            if max_rows == 1 {
+                // One row per call is slow; a prefix of the file is enough.
+                let short = dir.path().join("short.csv");
+                let cut = csv[..PIECE_BYTES + 5_000].rfind('\n').unwrap() + 1;
+                std::fs::write(&short, &csv[..cut]).unwrap();
+                let (got, _) = read_all(&short, 1);
+                let n = got.rows.len();
+                assert_eq!(rows_of(&got), expected[..n].to_vec());
+                continue;
+            }
+            let (got, calls) = read_all(&path, max_rows);
+            assert_eq!(rows_of(&got), expected, "max_rows {max_rows}");
+            if max_rows == 10_007 {
+                assert!(calls > 4);
+            }
+        }
     }
 }

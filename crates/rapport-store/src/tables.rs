@@ -9,9 +9,12 @@ use arrow_array::builder::{BinaryBuilder, BooleanBuilder, Float64Builder, Int64B
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_writer::{compute_leaves, ArrowColumnChunk, ArrowRowGroupWriterFactory};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
+use parquet::file::writer::SerializedFileWriter;
+use parquet::schema::types::ColumnPath;
 
 use crate::error::{Result, StoreError};
 use crate::schema::{InputTable, Kind};
@@ -133,6 +136,19 @@ impl ColBuilder {
         }
     }
 
+    /// A builder with room for `rows` values (text columns guess 16 bytes a value).
+    pub fn with_capacity(t: &DataType, rows: usize) -> Self {
+        match t {
+            DataType::Utf8 => ColBuilder::Str(StringBuilder::with_capacity(rows, rows * 16)),
+            DataType::Float64 => ColBuilder::Num(Float64Builder::with_capacity(rows)),
+            DataType::Timestamp(..) => ColBuilder::Ts(TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC")),
+            DataType::Boolean => ColBuilder::Bool(BooleanBuilder::with_capacity(rows)),
+            DataType::Binary => ColBuilder::Bin(BinaryBuilder::with_capacity(rows, rows * 32)),
+            DataType::Int64 => ColBuilder::Int(Int64Builder::with_capacity(rows)),
+            other => unreachable!("no stored column has type {other}"),
+        }
+    }
+
     pub fn push(&mut self, v: &Val<'_>) {
         match (self, v) {
             (ColBuilder::Str(b), Val::Str(s)) => b.append_value(s),
@@ -212,10 +228,21 @@ impl BatchBuilder {
     }
 }
 
-/// A Parquet file being written into the staging area.
+/// Stored columns whose values rarely repeat within a row group.
+const HIGH_CARDINALITY: [&str; 6] = ["order_id", "customer_id", "source_customer_id", "email_key", "phone_key", "raw"];
+
+/// Rows per Parquet row group.
+const ROW_GROUP_ROWS: usize = 256 * 1024;
+
+/// A Parquet file being written into the staging area. Each row group's columns are
+/// encoded and compressed in parallel, then appended in schema order, so the file is
+/// the same whatever the number of threads.
 pub struct PartWriter {
     path: PathBuf,
-    writer: Option<ArrowWriter<File>>,
+    writer: Option<SerializedFileWriter<File>>,
+    factory: ArrowRowGroupWriterFactory,
+    schema: SchemaRef,
+    row_groups: usize,
     rows: u64,
 }
 
@@ -225,25 +252,67 @@ impl PartWriter {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
         }
         let file = File::create(&path).map_err(|e| StoreError::io(&path, e))?;
-        let props = WriterProperties::builder()
+        let mut props = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
-            .set_max_row_group_row_count(Some(256 * 1024))
-            .build();
-        let writer = ArrowWriter::try_new(file, schema, Some(props)).map_err(|e| parquet_err(&path, e))?;
+            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS));
+        // Ids that are (nearly) unique per row group gain nothing from a dictionary,
+        // which costs a hash of every value to build.
+        for f in schema.fields() {
+            if HIGH_CARDINALITY.contains(&f.name().as_str()) {
+                props = props.set_column_dictionary_enabled(ColumnPath::from(f.name().as_str()), false);
+            }
+        }
+        let props = props.build();
+        // The Arrow writer sets up the schema (and its Arrow form in the metadata);
+        // the row groups are written through the lower-level parts it hands over.
+        let (writer, factory) = ArrowWriter::try_new(file, schema.clone(), Some(props))
+            .and_then(ArrowWriter::into_serialized_writer)
+            .map_err(|e| parquet_err(&path, e))?;
         Ok(Self {
             path,
             writer: Some(writer),
+            factory,
+            schema,
+            row_groups: 0,
             rows: 0,
         })
     }
 
     pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
-        if batch.num_rows() == 0 {
-            return Ok(());
+        let mut offset = 0;
+        while offset < batch.num_rows() {
+            let len = ROW_GROUP_ROWS.min(batch.num_rows() - offset);
+            self.write_row_group(&batch.slice(offset, len))
+                .map_err(|e| parquet_err(&self.path, e))?;
+            offset += len;
         }
+        Ok(())
+    }
+
+    fn write_row_group(&mut self, batch: &RecordBatch) -> parquet::errors::Result<()> {
+        use rayon::prelude::*;
+        let mut leaves = Vec::with_capacity(batch.num_columns());
+        for (field, array) in self.schema.fields().iter().zip(batch.columns()) {
+            leaves.extend(compute_leaves(field, array)?);
+        }
+        let writers = self.factory.create_column_writers(self.row_groups)?;
+        let chunks: Vec<ArrowColumnChunk> = writers
+            .into_par_iter()
+            .zip(leaves)
+            .map(|(mut w, leaf)| {
+                w.write(&leaf)?;
+                w.close()
+            })
+            .collect::<parquet::errors::Result<_>>()?;
+        let file = self.writer.as_mut().expect("writer is open until finish");
+        let mut group = file.next_row_group()?;
+        for chunk in chunks {
+            chunk.append_to_row_group(&mut group)?;
+        }
+        group.close()?;
+        self.row_groups += 1;
         self.rows += batch.num_rows() as u64;
-        let w = self.writer.as_mut().expect("writer is open until finish");
-        w.write(batch).map_err(|e| parquet_err(&self.path, e))
+        Ok(())
     }
 
     /// Closes the file and syncs it to disk; returns its path and row count.

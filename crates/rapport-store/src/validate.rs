@@ -41,12 +41,43 @@ pub struct Validator {
     table: InputTable,
     times: Vec<Option<TimeParser>>,
     date_formats: Vec<Option<String>>,
+    /// Per column: a small vocabulary (event types, statuses…) stored in lower case.
+    vocabulary: Vec<bool>,
+    /// Positions of the columns the table rules use (`usize::MAX` where absent).
+    rule_cols: [usize; 4],
     min_ts: i64,
     max_ts: i64,
 }
 
-fn reject(reason: String, detail: Option<String>) -> Checked<'static> {
-    Checked::Rejected(Reject { reason, detail })
+fn reject<T>(reason: String, detail: Option<String>) -> Result<T, Reject> {
+    Err(Reject { reason, detail })
+}
+
+/// The outcome for one row of [`Validator::check_rows`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum RowCheck {
+    /// Accepted: its values start at `at` in [`CheckedRows::vals`].
+    Ok {
+        at: usize,
+        hash: u128,
+        imputed: u8,
+    },
+    Rejected(Reject),
+}
+
+/// Validated rows: one outcome per row, the accepted rows' values side by side.
+#[derive(Debug)]
+pub struct CheckedRows<'a> {
+    /// Values per row: the canonical columns, then `attributes`.
+    pub width: usize,
+    pub vals: Vec<Val<'a>>,
+    pub rows: Vec<RowCheck>,
+}
+
+impl<'a> CheckedRows<'a> {
+    pub fn values(&self, at: usize) -> &[Val<'a>] {
+        &self.vals[at..at + self.width]
+    }
 }
 
 impl Validator {
@@ -62,15 +93,76 @@ impl Validator {
                 .iter()
                 .map(|c| if c.kind == Kind::Date { formats.get(c.name).cloned() } else { None })
                 .collect(),
+            vocabulary: cols
+                .iter()
+                .map(|c| matches!(c.name, "event_type" | "status" | "channel" | "purpose" | "group"))
+                .collect(),
+            rule_cols: {
+                let idx = |name: &str| table.column(name).map_or(usize::MAX, |(i, _)| i);
+                match table {
+                    InputTable::Orders => [idx("quantity"), idx("unit_price"), idx("amount"), idx("status")],
+                    InputTable::Products => [idx("price"); 4],
+                    InputTable::CampaignOutcomes => [idx("group"); 4],
+                    _ => [usize::MAX; 4],
+                }
+            },
             min_ts,
             max_ts,
         }
     }
 
+    /// Validates one row on its own (tests and small inputs; ingest uses
+    /// [`Validator::check_rows`]).
     pub fn check<'a>(&self, batch: &'a Batch, row: &RowMeta) -> Checked<'a> {
+        let mut values = Vec::with_capacity(self.table.columns().len() + 1);
+        match self.check_into(batch, row, &mut values) {
+            Ok((hash, imputed)) => Checked::Ok { values, hash, imputed },
+            Err(r) => Checked::Rejected(r),
+        }
+    }
+
+    /// Validates rows of a batch; the values of all accepted rows share one vector.
+    pub fn check_rows<'a>(&self, batch: &'a Batch, rows: &[RowMeta]) -> CheckedRows<'a> {
+        let width = self.table.columns().len() + 1;
+        let mut out = CheckedRows {
+            width,
+            vals: Vec::with_capacity(rows.len() * width),
+            rows: Vec::with_capacity(rows.len()),
+        };
+        for row in rows {
+            let check = match &row.problem {
+                Some(p) => RowCheck::Rejected(Reject {
+                    reason: p.reason.to_string(),
+                    detail: Some(p.detail.clone()),
+                }),
+                None => {
+                    let at = out.vals.len();
+                    match self.check_into(batch, row, &mut out.vals) {
+                        Ok((hash, imputed)) => RowCheck::Ok { at, hash, imputed },
+                        Err(r) => RowCheck::Rejected(r),
+                    }
+                }
+            };
+            out.rows.push(check);
+        }
+        out
+    }
+
+    /// Appends the row's values (canonical columns, then `attributes`) to `out`, or
+    /// leaves `out` as it was and says why the row is rejected.
+    fn check_into<'a>(&self, batch: &'a Batch, row: &RowMeta, out: &mut Vec<Val<'a>>) -> Result<(u128, u8), Reject> {
+        let start = out.len();
+        let r = self.fill(batch, row, out);
+        if r.is_err() {
+            out.truncate(start);
+        }
+        r
+    }
+
+    fn fill<'a>(&self, batch: &'a Batch, row: &RowMeta, values: &mut Vec<Val<'a>>) -> Result<(u128, u8), Reject> {
+        let start = values.len();
         let cols = self.table.columns();
         let n = cols.len();
-        let mut values: Vec<Val<'a>> = Vec::with_capacity(n + 1);
         for (i, c) in cols.iter().enumerate() {
             let text = batch.field(row, i);
             if text.is_empty() {
@@ -83,8 +175,7 @@ impl Validator {
             let shown = || if c.pii { None } else { Some(format!("value \"{}\"", clip(text))) };
             let v = match c.kind {
                 Kind::Str => {
-                    let vocabulary = matches!(c.name, "event_type" | "status" | "channel" | "purpose" | "group");
-                    if vocabulary && text.chars().any(char::is_uppercase) {
+                    if self.vocabulary[i] && text.chars().any(char::is_uppercase) {
                         Val::Owned(text.to_lowercase())
                     } else {
                         Val::Str(text)
@@ -119,21 +210,19 @@ impl Validator {
         }
         let attrs = batch.field(row, n);
         values.push(if attrs.is_empty() { Val::Null } else { Val::Str(attrs) });
-        let hash = row_hash(batch.raw(row));
         let mut imputed = 0;
-        if let Some(r) = self.table_rules(&mut values, &mut imputed) {
-            return Checked::Rejected(r);
+        if let Some(r) = self.table_rules(&mut values[start..], &mut imputed) {
+            return Err(r);
         }
-        Checked::Ok { values, hash, imputed }
+        Ok((row_hash(batch.raw(row)), imputed))
     }
 
     /// Rules that involve more than one column, and contract defaults.
     fn table_rules(&self, values: &mut [Val<'_>], imputed: &mut u8) -> Option<Reject> {
-        let idx = |name: &str| self.table.column(name).map(|(i, _)| i).expect("known column");
         let num = |v: &Val<'_>| if let Val::Num(x) = v { Some(*x) } else { None };
         match self.table {
             InputTable::Orders => {
-                let (q, p, a, s) = (idx("quantity"), idx("unit_price"), idx("amount"), idx("status"));
+                let [q, p, a, s] = self.rule_cols;
                 if num(&values[p]).is_some_and(|x| x < 0.0) {
                     return Some(Reject {
                         reason: "negative unit_price".into(),
@@ -164,7 +253,7 @@ impl Validator {
                 }
             }
             InputTable::Products => {
-                let p = idx("price");
+                let p = self.rule_cols[0];
                 if num(&values[p]).is_some_and(|x| x < 0.0) {
                     return Some(Reject {
                         reason: "negative price".into(),
@@ -173,7 +262,7 @@ impl Validator {
                 }
             }
             InputTable::CampaignOutcomes => {
-                let g = idx("group");
+                let g = self.rule_cols[0];
                 if !matches!(values[g].as_str(), Some("treatment" | "control")) {
                     return Some(Reject {
                         reason: "invalid group".into(),
