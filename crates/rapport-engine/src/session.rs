@@ -28,6 +28,18 @@ pub enum Personal {
     Stored,
 }
 
+/// SQL for an amount of money as whole micro-units. Money is summed in these integers,
+/// so a total does not depend on the order in which a parallel plan meets the rows
+/// (a sum of floating-point numbers does, in its last bits).
+pub fn micros(expr: &str) -> String {
+    format!("CAST(round(({expr}) * 1000000.0) AS BIGINT)")
+}
+
+/// SQL turning a sum of [`micros`] back into money.
+pub fn from_micros(expr: &str) -> String {
+    format!("(CAST({expr} AS DOUBLE) / 1000000.0)")
+}
+
 pub fn new_context() -> SessionContext {
     let config = SessionConfig::new().with_target_partitions(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
     let ctx = SessionContext::new_with_config(config);

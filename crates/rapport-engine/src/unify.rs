@@ -7,23 +7,30 @@ use datafusion::arrow::record_batch::RecordBatch;
 
 use rapport_store::workspace::Transaction;
 
-use crate::session::{new_context, register, Personal};
+use crate::session::{from_micros, micros, new_context, register, Personal};
 use crate::Result;
 
 /// Per customer: first and last order, orders (distinct order ids with a purchase line),
 /// revenue and returned lines. Two levels of grouping (order, then customer) rather than
 /// `count(DISTINCT …)`, whose per-group hash sets cost gigabytes on millions of orders.
-const ORDERS_AGG: &str = "
+/// Revenue is summed in micro-units, so it is the same whatever the plan's parallelism.
+fn orders_agg() -> String {
+    format!(
+        "
 SELECT customer_id, min(first_at) AS first_order_at, max(last_at) AS last_order_at,
-       sum(purchase) AS orders, coalesce(sum(revenue), 0.0) AS revenue, sum(returned) AS returned_lines
+       sum(purchase) AS orders, {} AS revenue, sum(returned) AS returned_lines
 FROM (SELECT customer_id, order_id,
              min(ordered_at) FILTER (WHERE status <> 'cancelled') AS first_at,
              max(ordered_at) FILTER (WHERE status <> 'cancelled') AS last_at,
              max(CASE WHEN status = 'completed' AND quantity > 0 THEN 1 ELSE 0 END) AS purchase,
-             sum(amount) FILTER (WHERE status <> 'cancelled') AS revenue,
+             sum({}) AS revenue_micros,
              sum(CASE WHEN quantity < 0 OR status = 'returned' THEN 1 ELSE 0 END) AS returned
       FROM orders GROUP BY customer_id, order_id)
-GROUP BY customer_id";
+GROUP BY customer_id",
+        from_micros("coalesce(sum(revenue_micros), 0)"),
+        micros("CASE WHEN status <> 'cancelled' THEN amount END")
+    )
+}
 
 fn profile_agg() -> String {
     let pick = |c: &str| format!("first_value({c} ORDER BY {c} IS NULL, source, source_customer_id) AS {c}");
@@ -54,7 +61,7 @@ pub async fn customers(txn: &Transaction<'_>) -> Result<Vec<RecordBatch>> {
     let has_profiles = ctx.table_exist("customer_profiles")?;
     let mut sql = String::from("WITH ids AS (SELECT customer_id, count(*) AS source_ids FROM customer_sources GROUP BY customer_id)");
     if has_orders {
-        sql.push_str(&format!(", agg AS ({ORDERS_AGG})"));
+        sql.push_str(&format!(", agg AS ({})", orders_agg()));
     }
     if has_profiles {
         sql.push_str(&format!(", prof AS ({})", profile_agg()));

@@ -61,7 +61,7 @@ pub fn compute(ws: &Workspace) -> Result<Vec<UpliftRow>> {
         r#"WITH per AS (
              SELECT campaign_id, action, lower("group") AS g, customer_id,
                     max(CASE WHEN converted THEN 1 ELSE 0 END) AS conv,
-                    sum(coalesce(revenue, 0.0)) AS rev
+                    sum(CAST(round(coalesce(revenue, 0.0) * 1000000.0) AS BIGINT)) AS rev_micros
              FROM campaign_outcomes GROUP BY campaign_id, action, lower("group"), customer_id),
            both_groups AS (
              SELECT campaign_id, action, count(*) AS both_n FROM (
@@ -72,8 +72,8 @@ pub fn compute(ws: &Workspace) -> Result<Vec<UpliftRow>> {
                   sum(CASE WHEN g = 'control' THEN 1 ELSE 0 END),
                   sum(CASE WHEN g = 'treatment' THEN conv ELSE 0 END),
                   sum(CASE WHEN g = 'control' THEN conv ELSE 0 END),
-                  sum(CASE WHEN g = 'treatment' THEN rev ELSE 0.0 END),
-                  sum(CASE WHEN g = 'control' THEN rev ELSE 0.0 END),
+                  CAST(sum(CASE WHEN g = 'treatment' THEN rev_micros ELSE 0 END) AS DOUBLE) / 1000000.0,
+                  CAST(sum(CASE WHEN g = 'control' THEN rev_micros ELSE 0 END) AS DOUBLE) / 1000000.0,
                   coalesce(max(b.both_n), 0)
            FROM per p LEFT JOIN both_groups b ON p.campaign_id = b.campaign_id AND p.action = b.action
            GROUP BY p.campaign_id, p.action ORDER BY p.campaign_id, p.action"#,

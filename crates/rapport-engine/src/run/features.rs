@@ -6,6 +6,7 @@ use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::prelude::SessionContext;
 
+use crate::session::{from_micros, micros};
 use crate::Result;
 
 const MICROS_PER_DAY: i64 = 86_400_000_000;
@@ -43,14 +44,14 @@ fn sql(end_micros: i64) -> String {
         "WITH o AS (SELECT customer_id, order_id, ordered_at, amount, quantity, status FROM orders
                     WHERE ordered_at < to_timestamp_micros({end_micros}) AND status <> 'cancelled'),
               p AS (SELECT * FROM o WHERE status = 'completed' AND quantity > 0),
-              d AS (SELECT customer_id, date_trunc('day', ordered_at) AS day, sum(amount) AS spend FROM p GROUP BY 1, 2),
+              d AS (SELECT customer_id, date_trunc('day', ordered_at) AS day, sum({amount}) AS spend FROM p GROUP BY 1, 2),
               f AS (SELECT customer_id, min(day) AS first_day, max(day) AS last_day, count(*) AS days FROM d GROUP BY 1),
-              z AS (SELECT d.customer_id, avg(d.spend) AS zbar FROM d JOIN f ON d.customer_id = f.customer_id
+              z AS (SELECT d.customer_id, {zbar} AS zbar FROM d JOIN f ON d.customer_id = f.customer_id
                     WHERE d.day > f.first_day GROUP BY 1),
               po AS (SELECT customer_id, order_id, min(ordered_at) AS at FROM p GROUP BY 1, 2),
               a AS (SELECT customer_id, min(at) AS first_order_at, max(at) AS last_order_at, count(*) AS orders
                     FROM po GROUP BY 1),
-              v AS (SELECT customer_id, sum(amount) AS revenue,
+              v AS (SELECT customer_id, {revenue} AS revenue,
                            sum(CASE WHEN quantity < 0 OR status = 'returned' THEN 1 ELSE 0 END) AS returned_lines
                     FROM o GROUP BY 1),
               c AS (SELECT DISTINCT customer_id FROM customer_sources)
@@ -62,7 +63,11 @@ fn sql(end_micros: i64) -> String {
                 CAST(coalesce(v.returned_lines, 0) AS DOUBLE) AS returned_lines
          FROM c LEFT JOIN a ON a.customer_id = c.customer_id LEFT JOIN v ON v.customer_id = c.customer_id
                 LEFT JOIN f ON f.customer_id = c.customer_id LEFT JOIN z ON z.customer_id = c.customer_id
-         ORDER BY c.customer_id"
+         ORDER BY c.customer_id",
+        // Money in micro-units, so sums do not depend on the plan's parallelism.
+        amount = micros("amount"),
+        zbar = from_micros("sum(d.spend)") + " / count(*)",
+        revenue = from_micros(&format!("sum({})", micros("amount"))),
     )
 }
 

@@ -59,11 +59,14 @@ async fn weekly(
     let end = (as_of_day + 1) * MICROS_PER_DAY;
     let week = 7 * MICROS_PER_DAY;
     let q = format!(
-        "WITH po AS (SELECT customer_id, order_id, min(ordered_at) AS at, sum(amount) AS amount FROM orders
+        "WITH po AS (SELECT customer_id, order_id, min(ordered_at) AS at, sum({amount}) AS amount FROM orders
                      WHERE ordered_at < to_timestamp_micros({end}) AND status = 'completed' AND quantity > 0 GROUP BY 1, 2),
               w AS (SELECT customer_id, CAST(({end} - CAST(at AS BIGINT)) / {week} AS BIGINT) AS wk, amount FROM po)
-         SELECT coalesce(s.segment, '') AS segment, w.wk, CAST(count(*) AS DOUBLE) AS orders, CAST(sum(w.amount) AS DOUBLE) AS revenue
-         FROM w LEFT JOIN forecast_segments s ON w.customer_id = s.customer_id GROUP BY 1, 2"
+         SELECT coalesce(s.segment, '') AS segment, w.wk, CAST(count(*) AS DOUBLE) AS orders, {revenue} AS revenue
+         FROM w LEFT JOIN forecast_segments s ON w.customer_id = s.customer_id GROUP BY 1, 2",
+        // Money in micro-units, so sums do not depend on the plan's parallelism.
+        amount = crate::session::micros("amount"),
+        revenue = crate::session::from_micros("sum(w.amount)"),
     );
     let batches = ctx.sql(&q).await?.collect().await?;
     let mut rows = Vec::new();

@@ -134,3 +134,27 @@ fn a_full_disk_changes_no_stored_table() {
     assert_eq!(snapshot(&ws), before);
     assert_eq!(std::fs::read_dir(ws.join("staging")).unwrap().count(), 0);
 }
+
+/// Revenue is summed in whole micro-units: the total is the decimal one, and so does not
+/// depend on the order in which a parallel plan adds the lines (0.1 + 0.2 + 0.7 + 0.1 in
+/// floating point is 1.0999999999999999 or 1.1 depending on that order).
+#[test]
+fn revenue_is_an_exact_decimal_sum_whatever_the_order_of_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, ws) = (dir.path().join("data"), dir.path().join("ws"));
+    let mut csv = String::from("order_id,customer_id,ordered_at,amount\n");
+    for (i, a) in ["0.1", "0.2", "0.7", "0.1", "0.3", "0.6"].iter().cycle().take(600).enumerate() {
+        csv.push_str(&format!("o{i},c{},2024-01-01,{a}\n", i % 2));
+    }
+    write(&data, "orders.csv", &csv);
+    ingest(&ws, &data).unwrap();
+    // c0 has 100 × (0.1 + 0.7 + 0.3), c1 100 × (0.2 + 0.1 + 0.6).
+    assert_eq!(
+        scalar(&ws, "SELECT CAST(revenue AS VARCHAR) FROM customers WHERE customer_id = 'c0'"),
+        "110.0"
+    );
+    assert_eq!(
+        scalar(&ws, "SELECT CAST(revenue AS VARCHAR) FROM customers WHERE customer_id = 'c1'"),
+        "90.0"
+    );
+}
