@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use rapport_model::uplift::newcombe;
 use rapport_store::Workspace;
 
-use crate::session::{text_rows, Personal};
+use crate::session::{from_micros, micros, text_rows, Personal};
 use crate::Result;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -58,10 +58,11 @@ pub fn compute(ws: &Workspace) -> Result<Vec<UpliftRow>> {
     }
     let rows = text_rows(
         ws,
-        r#"WITH per AS (
+        &format!(
+            r#"WITH per AS (
              SELECT campaign_id, action, lower("group") AS g, customer_id,
                     max(CASE WHEN converted THEN 1 ELSE 0 END) AS conv,
-                    sum(CAST(round(coalesce(revenue, 0.0) * 1000000.0) AS BIGINT)) AS rev_micros
+                    sum({rev_micros}) AS rev_micros
              FROM campaign_outcomes GROUP BY campaign_id, action, lower("group"), customer_id),
            both_groups AS (
              SELECT campaign_id, action, count(*) AS both_n FROM (
@@ -72,11 +73,16 @@ pub fn compute(ws: &Workspace) -> Result<Vec<UpliftRow>> {
                   sum(CASE WHEN g = 'control' THEN 1 ELSE 0 END),
                   sum(CASE WHEN g = 'treatment' THEN conv ELSE 0 END),
                   sum(CASE WHEN g = 'control' THEN conv ELSE 0 END),
-                  CAST(sum(CASE WHEN g = 'treatment' THEN rev_micros ELSE 0 END) AS DOUBLE) / 1000000.0,
-                  CAST(sum(CASE WHEN g = 'control' THEN rev_micros ELSE 0 END) AS DOUBLE) / 1000000.0,
+                  {treated_rev},
+                  {control_rev},
                   coalesce(max(b.both_n), 0)
            FROM per p LEFT JOIN both_groups b ON p.campaign_id = b.campaign_id AND p.action = b.action
            GROUP BY p.campaign_id, p.action ORDER BY p.campaign_id, p.action"#,
+            // Money in micro-units, so sums do not depend on the plan's parallelism.
+            rev_micros = micros("coalesce(revenue, 0.0)"),
+            treated_rev = from_micros("sum(CASE WHEN g = 'treatment' THEN rev_micros ELSE 0 END)"),
+            control_rev = from_micros("sum(CASE WHEN g = 'control' THEN rev_micros ELSE 0 END)"),
+        ),
         &Personal::Stored,
     )?;
     let num = |s: &Option<String>| s.as_deref().and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);

@@ -299,20 +299,15 @@ impl Identity {
     /// Finds (or, for an id no profile has, creates) the customer a row refers to.
     /// Call after [`Identity::resolve`].
     pub fn lookup(&mut self, source: Option<&str>, source_id: &str) -> Lookup {
-        if let Some(s) = source {
-            if let Some(i) = self.node(s, source_id) {
-                return Lookup::Found(i);
-            }
-            return Lookup::Found(self.create(s, source_id));
+        if let Some(i) = self.find(source, source_id) {
+            return Lookup::Found(i);
         }
-        if let Some(hits) = self.by_source_id.get(source_id) {
-            let first = hits[0];
-            if hits.len() == 1 || hits.iter().all(|&i| self.nodes[i].unified == self.nodes[first].unified) {
-                return Lookup::Found(first);
-            }
-            return Lookup::Ambiguous;
+        match source {
+            Some(s) => Lookup::Found(self.create(s, source_id)),
+            // Known, but to customers that are not one: the row must name its source.
+            None if self.by_source_id.contains_key(source_id) => Lookup::Ambiguous,
+            None => Lookup::Found(self.create("default", source_id)),
         }
-        Lookup::Found(self.create("default", source_id))
     }
 
     /// The customer a row refers to when it is already known and unambiguous, without

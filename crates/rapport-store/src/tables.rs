@@ -125,15 +125,7 @@ pub enum ColBuilder {
 
 impl ColBuilder {
     pub fn for_type(t: &DataType) -> Self {
-        match t {
-            DataType::Utf8 => ColBuilder::Str(StringBuilder::new()),
-            DataType::Float64 => ColBuilder::Num(Float64Builder::new()),
-            DataType::Timestamp(..) => ColBuilder::Ts(TimestampMicrosecondBuilder::new().with_timezone("UTC")),
-            DataType::Boolean => ColBuilder::Bool(BooleanBuilder::new()),
-            DataType::Binary => ColBuilder::Bin(BinaryBuilder::new()),
-            DataType::Int64 => ColBuilder::Int(Int64Builder::new()),
-            other => unreachable!("no stored column has type {other}"),
-        }
+        Self::with_capacity(t, 1024)
     }
 
     /// A builder with room for `rows` values (text columns guess 16 bytes a value).
