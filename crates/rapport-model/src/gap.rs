@@ -4,7 +4,7 @@
 //! with the evidence for a gap — a posterior probability or a p-value — so that a gap is
 //! only reported where the data supports it.
 
-use crate::special::{beta_inc, ln_gamma, normal_cdf};
+use crate::special::{ln_gamma, normal_cdf};
 
 /// Which way a statement misses the behaviour: `Over` = says more than does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,6 +126,18 @@ impl StatedRate {
         };
         Some(StatedRate { low, high, value })
     }
+
+    /// The range widened by `factor` (≥ 1) on both sides, on the log scale: a gap worth
+    /// acting on is a rate well outside what was said, not one just across a class
+    /// boundary (someone buying 8.5 times a year who says "monthly" is not misreporting).
+    pub fn widened(self, factor: f64) -> Self {
+        let f = if factor.is_finite() { factor.max(1.0) } else { 1.0 };
+        StatedRate {
+            low: self.low / f,
+            high: self.high * f,
+            value: self.value,
+        }
+    }
 }
 
 /// Frequency gap: the stated rate against the posterior of the customer's rate.
@@ -152,9 +164,11 @@ pub fn frequency(stated: StatedRate, posterior: &RatePosterior) -> Assessment {
 /// per category and `prior[j]` their segment's shares (summing to one), with strength
 /// `kappa` (the Dirichlet–multinomial smoothing). The reported share is the share a
 /// preferred category would have (the largest smoothed share), the observed one is c's
-/// smoothed share; the evidence is P(θ_c < θ_top) for the strongest other category,
-/// from the Beta marginal of θ_c / (θ_c + θ_top).
-pub fn category(c: usize, counts: &[f64], prior: &[f64], kappa: f64) -> Assessment {
+/// smoothed share. `preferred[j]` is the posterior probability that j is the customer's
+/// preferred category ([`PreferredCategory::posterior`]); the evidence is
+/// 1 − `preferred[c]`, and the direction is `Over` when another category is the more
+/// likely preferred one.
+pub fn category(c: usize, counts: &[f64], prior: &[f64], kappa: f64, preferred: &[f64]) -> Assessment {
     let total: f64 = counts.iter().sum();
     let post: Vec<f64> = counts.iter().zip(prior).map(|(n, p)| n + kappa * p).collect();
     let share = |j: usize| post[j] / (total + kappa);
@@ -172,13 +186,127 @@ pub fn category(c: usize, counts: &[f64], prior: &[f64], kappa: f64) -> Assessme
         };
     };
     let reported = share(top).max(observed);
-    let evidence = beta_inc(post[c].max(1e-9), post[top].max(1e-9), 0.5);
+    let p_c = preferred.get(c).copied().unwrap_or(0.0);
+    let rival = preferred.iter().enumerate().any(|(j, &p)| j != c && p > p_c);
     Assessment {
         reported,
         observed,
         delta: reported / observed.max(1e-12),
-        evidence,
-        direction: (post[top] > post[c]).then_some(Direction::Over),
+        evidence: (1.0 - p_c).clamp(0.0, 1.0),
+        direction: rival.then_some(Direction::Over),
+    }
+}
+
+/// A latent-class model of a preferred category: each customer has one preferred
+/// category z (drawn from their group's distribution `priors[g]`); each of their order
+/// lines falls in z with probability `share`, and otherwise follows the `background`
+/// mix of all customers. This is what "my preferred category is X" claims, and unlike a
+/// smoothed share it knows that a preference concentrates the lines: three of six lines
+/// in one category and two in the stated one make the stated one unlikely to be the
+/// preferred one. All parameters are estimated by EM over every customer with lines.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreferredCategory {
+    pub share: f64,
+    pub background: Vec<f64>,
+    pub priors: Vec<Vec<f64>>,
+    pub iterations: usize,
+}
+
+impl PreferredCategory {
+    /// Fits the model to `counts` (customers × categories, row-major, `k` columns) with
+    /// each customer's group in `groups` (`n_groups` groups). `None` without lines.
+    pub fn fit(counts: &[f64], k: usize, groups: &[usize], n_groups: usize) -> Option<Self> {
+        use crate::parallel::{add_into, ordered_fold};
+        let n = groups.len();
+        if k < 2 || counts.len() != n * k || groups.iter().any(|&g| g >= n_groups) {
+            return None;
+        }
+        let mut background = vec![0.0; k];
+        for row in counts.chunks_exact(k) {
+            add_into(&mut background, row);
+        }
+        let lines: f64 = background.iter().sum();
+        if !(lines > 0.0 && lines.is_finite()) {
+            return None;
+        }
+        background.iter_mut().for_each(|b| *b = (*b + 1e-3) / (lines + 1e-3 * k as f64));
+        let mut model = PreferredCategory {
+            share: 0.3,
+            background,
+            priors: vec![vec![1.0 / k as f64; k]; n_groups],
+            iterations: 0,
+        };
+        // The accumulator: lines drawn from the preferred category, the other lines per
+        // category, and the responsibilities summed per group.
+        struct Acc {
+            preferred: f64,
+            other: Vec<f64>,
+            resp: Vec<f64>,
+        }
+        for it in 1..=500 {
+            let acc = ordered_fold(
+                n,
+                || Acc {
+                    preferred: 0.0,
+                    other: vec![0.0; k],
+                    resp: vec![0.0; n_groups * k],
+                },
+                |a, i| {
+                    let row = &counts[i * k..(i + 1) * k];
+                    if row.iter().sum::<f64>() <= 0.0 {
+                        return;
+                    }
+                    let r = model.posterior(row, groups[i]);
+                    for j in 0..k {
+                        // P(a line in j came from the preference) = r_j · s / (s + (1 − s) b_j).
+                        let from_pref = r[j] * model.share / (model.share + (1.0 - model.share) * model.background[j]);
+                        a.preferred += row[j] * from_pref;
+                        a.other[j] += row[j] * (1.0 - from_pref);
+                        a.resp[groups[i] * k + j] += r[j];
+                    }
+                },
+                |a, b| {
+                    a.preferred += b.preferred;
+                    add_into(&mut a.other, &b.other);
+                    add_into(&mut a.resp, &b.resp);
+                },
+            );
+            let share = (acc.preferred / lines).clamp(1e-6, 1.0 - 1e-6);
+            let other: f64 = acc.other.iter().sum();
+            for (b, o) in model.background.iter_mut().zip(&acc.other) {
+                *b = (o + 1e-3) / (other + 1e-3 * k as f64);
+            }
+            // Each group's distribution of preferences, with one pseudo-customer spread
+            // evenly (a group of a few customers keeps every category possible).
+            for (g, prior) in model.priors.iter_mut().enumerate() {
+                let r = &acc.resp[g * k..(g + 1) * k];
+                let total: f64 = r.iter().sum();
+                for (p, v) in prior.iter_mut().zip(r) {
+                    *p = (v + 1.0 / k as f64) / (total + 1.0);
+                }
+            }
+            let moved = (share - model.share).abs();
+            model.share = share;
+            model.iterations = it;
+            if moved < 1e-9 {
+                break;
+            }
+        }
+        Some(model)
+    }
+
+    /// P(preferred category = j | the customer's lines per category), for a customer
+    /// of group `group`.
+    pub fn posterior(&self, counts: &[f64], group: usize) -> Vec<f64> {
+        let s = self.share;
+        let mut lp: Vec<f64> = (0..counts.len())
+            .map(|j| self.priors[group][j].ln() + counts[j] * (s / ((1.0 - s) * self.background[j])).ln_1p())
+            .collect();
+        let max = lp.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v));
+        lp.iter_mut().for_each(|v| *v = (*v - max).exp());
+        let total: f64 = lp.iter().sum();
+        lp.iter_mut().for_each(|v| *v /= total);
+        lp
     }
 }
 
@@ -344,17 +472,77 @@ mod tests {
         assert!(under.evidence > 0.99 && under.delta < 1.0);
     }
 
+    /// Customers with one preferred category out of four: `share` of their lines in it,
+    /// the rest spread evenly; `lines` lines each, deterministic.
+    fn preference_population(share: f64, lines: usize, customers: usize) -> (Vec<f64>, Vec<usize>) {
+        let k = 4;
+        let mut counts = vec![0.0; customers * k];
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut uniform = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let mut truth = Vec::new();
+        for i in 0..customers {
+            let z = i % k;
+            truth.push(z);
+            for _ in 0..lines {
+                let j = if uniform() < share {
+                    z
+                } else {
+                    (uniform() * k as f64) as usize % k
+                };
+                counts[i * k + j] += 1.0;
+            }
+        }
+        (counts, truth)
+    }
+
+    #[test]
+    fn preferred_category_model_recovers_the_share_and_the_preferences() {
+        let (counts, truth) = preference_population(0.6, 8, 4000);
+        let groups = vec![0; truth.len()];
+        let m = PreferredCategory::fit(&counts, 4, &groups, 1).unwrap();
+        assert!((m.share - 0.6).abs() < 0.03, "{m:?}");
+        for b in &m.background {
+            assert!((b - 0.25).abs() < 0.02, "{m:?}");
+        }
+        let right = truth
+            .iter()
+            .enumerate()
+            .filter(|&(i, &z)| {
+                let p = m.posterior(&counts[i * 4..(i + 1) * 4], 0);
+                (0..4).all(|j| p[z] >= p[j])
+            })
+            .count();
+        assert!(right as f64 / truth.len() as f64 > 0.9, "{right}");
+        // The same customers in another order: the same model.
+        let mut order: Vec<usize> = (0..truth.len()).collect();
+        order.reverse();
+        let shuffled: Vec<f64> = order.iter().flat_map(|&i| counts[i * 4..(i + 1) * 4].to_vec()).collect();
+        let again = PreferredCategory::fit(&shuffled, 4, &groups, 1).unwrap();
+        assert!((again.share - m.share).abs() < 1e-9);
+    }
+
     #[test]
     fn category_evidence_needs_lines() {
+        let (counts, truth) = preference_population(0.6, 8, 2000);
+        let m = PreferredCategory::fit(&counts, 4, &vec![0; truth.len()], 1).unwrap();
         let prior = [0.25; 4];
-        let few = category(1, &[2.0, 0.0, 0.0, 0.0], &prior, 4.0);
-        let many = category(1, &[40.0, 1.0, 2.0, 1.0], &prior, 4.0);
+        let assess = |c: usize, lines: &[f64]| category(c, lines, &prior, 4.0, &m.posterior(lines, 0));
+        let few = assess(1, &[2.0, 0.0, 0.0, 0.0]);
+        let many = assess(1, &[40.0, 1.0, 2.0, 1.0]);
         assert_eq!(many.direction, Some(Direction::Over));
         assert!(many.evidence > 0.99 && few.evidence < many.evidence);
         assert!(many.delta > 5.0);
-        let agrees = category(0, &[40.0, 1.0, 2.0, 1.0], &prior, 4.0);
+        let agrees = assess(0, &[40.0, 1.0, 2.0, 1.0]);
         assert_eq!(agrees.direction, None);
         assert!(agrees.evidence < 0.01);
+        // No lines: the stated preference is as likely as the group makes it.
+        let none = assess(2, &[0.0; 4]);
+        assert!((none.evidence - 0.75).abs() < 0.05, "{none:?}");
     }
 
     #[test]

@@ -58,7 +58,8 @@ fn sql(end: i64, tables: &BTreeSet<String>) -> Option<String> {
              WHERE occurred_at < to_timestamp_micros({end}) AND event_type = 'feature_use' AND subject IS NOT NULL GROUP BY 1, 2"
         ));
         // When the customer was last and first seen doing anything (for the "has left"
-        // evidence of the satisfaction gap); days before the end, not model features.
+        // evidence of the satisfaction and frequency gaps); days before the end, not
+        // model features.
         parts.push(format!(
             "SELECT customer_id, 'activity:events' AS name, CAST(count(*) AS DOUBLE) AS value FROM events
              WHERE occurred_at < to_timestamp_micros({end}) GROUP BY 1

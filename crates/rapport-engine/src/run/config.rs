@@ -64,6 +64,9 @@ pub struct ModelsConfig {
     pub gap_evidence: f64,
     /// Customers with a shorter history get no behaviour gap.
     pub gap_min_tenure_days: u32,
+    /// A frequency gap needs the rate beyond the stated range widened by this factor
+    /// (below low / factor or above high × factor), not just across a class boundary.
+    pub gap_rate_tolerance: f64,
     /// Strength (in order lines) of the segment's category mix in a customer's smoothed mix.
     pub category_prior_strength: f64,
     /// False discovery rate of the knowledge-gap tests (Benjamini–Hochberg).
@@ -100,6 +103,7 @@ impl Default for ModelsConfig {
             seed: 42,
             gap_evidence: 0.95,
             gap_min_tenure_days: 90,
+            gap_rate_tolerance: 1.0,
             category_prior_strength: 4.0,
             knowledge_fdr: 0.05,
             recommendations: 10,
@@ -139,10 +143,11 @@ impl ModelsConfig {
             || !(0.0..0.5).contains(&c.knowledge_fdr)
             || c.category_prior_strength.is_nan()
             || c.category_prior_strength <= 0.0
+            || !(1.0..=10.0).contains(&c.gap_rate_tolerance)
         {
             return Err(EngineError::Usage(format!(
-                "[models]: gap_evidence = {} must be in [0.5, 1), knowledge_fdr = {} in (0, 0.5) and category_prior_strength = {} positive",
-                c.gap_evidence, c.knowledge_fdr, c.category_prior_strength
+                "[models]: gap_evidence = {} must be in [0.5, 1), knowledge_fdr = {} in (0, 0.5), category_prior_strength = {} positive and gap_rate_tolerance = {} in [1, 10]",
+                c.gap_evidence, c.knowledge_fdr, c.category_prior_strength, c.gap_rate_tolerance
             )));
         }
         if c.dbscan_eps.is_nan() || c.dbscan_eps <= 0.0 || c.dbscan_min_points == 0 {

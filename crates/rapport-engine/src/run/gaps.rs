@@ -4,14 +4,20 @@
 //!
 //! - **frequency**: the stated `purchase_frequency` (a class is a range of rates) against
 //!   the BG/NBD posterior of the customer's purchase rate — a mixture of
-//!   Gamma(r + x, α + T) if alive and Gamma(r + x, α + t_x) if the customer dropped out
-//!   after the last purchase, weighted by P(alive); evidence = posterior probability that
-//!   the rate is on the far side of the stated range;
+//!   Gamma(r + x, α + T) if alive and Gamma(r + x, α + t_s) if the customer left after
+//!   they were last seen at t_s (the last purchase t_x, or a later event), weighted by
+//!   P(alive) given purchases and activity; evidence = posterior probability that the
+//!   rate is on the far side of the stated range;
 //! - **category**: the stated `preferred_category` against the customer's order lines per
-//!   category, smoothed toward their RFM segment's mix (Dirichlet–multinomial);
+//!   category: shares smoothed toward their RFM segment's mix (Dirichlet–multinomial)
+//!   for Δ, and as evidence the posterior probability that the stated category is not
+//!   their preferred one under a latent-class model (one preferred category per
+//!   customer takes a share of their lines, the rest follow the overall mix; share, mix
+//!   and each segment's preferences fitted by EM, `rapport_model::gap::PreferredCategory`);
 //! - **satisfaction**: stated satisfaction (else NPS, else will_repurchase) against the
-//!   posterior probability that the customer has left: 1 − P(alive) from BG/NBD,
-//!   sharpened where events exist by the silence of the customer's other activity
+//!   posterior probability that the customer has left: 1 − P(alive) from BG/NBD as of
+//!   the last sighting (an event after the last order shows the customer was still
+//!   there), sharpened where events exist by the silence of all their activity since
 //!   (Gamma–Poisson event rate; see `rapport_model::gap::left_with_activity`): "says
 //!   satisfied, behaves like leaving" (`over`) and "says dissatisfied, behaves loyal"
 //!   (`under`);
@@ -279,6 +285,52 @@ pub fn analyse(inp: &Inputs<'_>) -> Outputs {
         );
     }
 
+    // The probability that a customer has left: the BG/NBD posterior, sharpened by the
+    // silence of the customer's other activity (events stop when a customer leaves)
+    // where the events table says anything. It weighs the frequency posterior's two
+    // states and is the satisfaction gap's evidence.
+    let churn_fitted = inp.churn.iter().any(Option::is_some);
+    let tenure = |i: usize| inp.features.first_day[i].map_or(0.0, |d| (inp.as_of_day + 1 - d) as f64);
+    let recency = |i: usize| inp.features.last_day[i].map_or(f64::INFINITY, |d| (inp.as_of_day + 1 - d) as f64);
+    let activity = match (
+        inp.activity.column("activity:events"),
+        inp.activity.column("activity:first_event_ago_days"),
+        inp.activity.column("activity:last_event_ago_days"),
+    ) {
+        (Some(n), Some(first), Some(last)) => {
+            let exposure = |i: usize| first[i].max(tenure(i));
+            let counts: Vec<f64> = inp.buyers.iter().map(|&i| n[i]).collect();
+            let exposures: Vec<f64> = inp.buyers.iter().map(|&i| exposure(i)).collect();
+            gap::event_rate_prior(&counts, &exposures).map(|prior| (n, last, prior, exposure))
+        }
+        _ => None,
+    };
+    // A customer seen (an event) after their last order was still there then: the
+    // purchase silence before that sighting says nothing about having left, so P(alive)
+    // from purchases is taken as of the last sighting, and the silence of everything
+    // since then sharpens it. Returns P(left), the purchases' P(alive) as of the
+    // sighting, the time of the sighting (in the histories' unit) and a note of the
+    // silence.
+    let leaving = |i: usize, h: &History, p_alive: f64| -> (f64, f64, f64, String) {
+        match &activity {
+            Some((n, last, prior, exposure)) if n[i] > 0.0 => {
+                let silence = last[i].min(recency(i));
+                let seen = (h.t - silence / inp.unit_days).clamp(h.t_x, h.t);
+                let p_alive = match inp.bgnbd {
+                    Some(bg) if seen > h.t_x => bg.p_alive(&History::new(h.x, seen, h.t)),
+                    _ => p_alive,
+                };
+                (
+                    gap::left_with_activity(p_alive, n[i], exposure(i), silence, *prior),
+                    p_alive,
+                    seen,
+                    format!(", no order or event for {silence:.0} days"),
+                )
+            }
+            _ => (1.0 - p_alive, p_alive, h.t_x, String::new()),
+        }
+    };
+
     // Frequency.
     let history_of: HashMap<usize, usize> = inp.buyers.iter().enumerate().map(|(k, &i)| (i, k)).collect();
     match inp.bgnbd {
@@ -305,13 +357,23 @@ pub fn analyse(inp: &Inputs<'_>) -> Outputs {
                 if h.x < 1.0 {
                     continue;
                 }
-                let alive = inp.p_alive[i].unwrap_or(1.0);
-                let shape = bg.r + h.x;
-                let mut components = vec![(alive, shape, (bg.alpha + h.t) / per_year)];
-                if h.x > 0.0 && alive < 1.0 {
-                    components.push((1.0 - alive, shape, (bg.alpha + h.t_x) / per_year));
+                // Alive: x purchases over the whole span T. Left: x purchases over the
+                // time the customer was around — to the last purchase, or to a later
+                // sighting (events) — weighted by P(left) given purchases and activity.
+                let (left, _, seen, _) = leaving(i, &h, inp.p_alive[i].unwrap_or(1.0));
+                // A rhythm needs time: the customer must have been seen (an order or an
+                // event) over at least the minimum tenure. Two orders a few days apart
+                // and nothing since say as much of a monthly buyer who left as of a
+                // yearly one.
+                if seen * inp.unit_days < f64::from(cfg.gap_min_tenure_days) {
+                    continue;
                 }
-                let a = gap::frequency(stated, &RatePosterior { components });
+                let shape = bg.r + h.x;
+                let mut components = vec![(1.0 - left, shape, (bg.alpha + h.t) / per_year)];
+                if left > 0.0 {
+                    components.push((left, shape, (bg.alpha + seen) / per_year));
+                }
+                let a = gap::frequency(stated.widened(cfg.gap_rate_tolerance), &RatePosterior { components });
                 if let Some(dir) = a.direction.filter(|_| a.evidence >= cfg.gap_evidence) {
                     gaps.push(GapRow {
                         customer: i,
@@ -356,6 +418,13 @@ pub fn analyse(inp: &Inputs<'_>) -> Outputs {
             let total: f64 = c.iter().sum::<f64>() + cats.len() as f64;
             c.iter().map(|v| (v + 1.0) / total).collect()
         };
+        // Which category each buyer prefers: the latent-class model fitted over all
+        // buyers, each segment with its own distribution of preferences.
+        let segment_index: HashMap<&str, usize> = seg_counts.keys().enumerate().map(|(g, s)| (*s, g)).collect();
+        let group = |i: usize| segment_index[inp.rfm[i].unwrap_or("")];
+        let flat: Vec<f64> = inp.buyers.iter().flat_map(|&i| cats.iter().map(move |(_, v)| v[i])).collect();
+        let groups: Vec<usize> = inp.buyers.iter().map(|&i| group(i)).collect();
+        let preference = gap::PreferredCategory::fit(&flat, cats.len(), &groups, seg_counts.len());
         for &i in inp.buyers {
             if inp.answers[i].categories.is_empty() || !enough(i) {
                 continue;
@@ -369,7 +438,9 @@ pub fn analyse(inp: &Inputs<'_>) -> Outputs {
                 let Some(c) = cats.iter().position(|(name, _)| name.eq_ignore_ascii_case(stated)) else {
                     continue;
                 };
-                let a = gap::category(c, &counts, &prior, cfg.category_prior_strength);
+                let Some(model) = &preference else { continue };
+                let preferred = model.posterior(&counts, group(i));
+                let a = gap::category(c, &counts, &prior, cfg.category_prior_strength, &preferred);
                 if a.direction.is_some() && a.evidence >= cfg.gap_evidence {
                     let top = (0..cats.len())
                         .filter(|&j| j != c)
@@ -399,25 +470,7 @@ pub fn analyse(inp: &Inputs<'_>) -> Outputs {
         }
     }
 
-    // Satisfaction. The evidence of having left is the BG/NBD posterior, sharpened by
-    // the silence of the customer's other activity (events stop when a customer leaves)
-    // where the events table says anything.
-    let churn_fitted = inp.churn.iter().any(Option::is_some);
-    let tenure = |i: usize| inp.features.first_day[i].map_or(0.0, |d| (inp.as_of_day + 1 - d) as f64);
-    let recency = |i: usize| inp.features.last_day[i].map_or(f64::INFINITY, |d| (inp.as_of_day + 1 - d) as f64);
-    let activity = match (
-        inp.activity.column("activity:events"),
-        inp.activity.column("activity:first_event_ago_days"),
-        inp.activity.column("activity:last_event_ago_days"),
-    ) {
-        (Some(n), Some(first), Some(last)) => {
-            let exposure = |i: usize| first[i].max(tenure(i));
-            let counts: Vec<f64> = inp.buyers.iter().map(|&i| n[i]).collect();
-            let exposures: Vec<f64> = inp.buyers.iter().map(|&i| exposure(i)).collect();
-            gap::event_rate_prior(&counts, &exposures).map(|prior| (n, last, prior, exposure))
-        }
-        _ => None,
-    };
+    // Satisfaction: stated satisfaction against the probability of having left.
     if surveyed > 0 {
         for &i in inp.buyers {
             let a = &inp.answers[i].latest;
@@ -450,16 +503,7 @@ pub fn analyse(inp: &Inputs<'_>) -> Outputs {
             }
             let Some(p_alive) = inp.p_alive[i] else { continue };
             // Days since anything at all was seen of the customer.
-            let (leaving, silence_text) = match &activity {
-                Some((n, last, prior, exposure)) if n[i] > 0.0 => {
-                    let silence = last[i].min(recency(i));
-                    (
-                        gap::left_with_activity(p_alive, n[i], exposure(i), silence, *prior),
-                        format!(", no order or event for {silence:.0} days"),
-                    )
-                }
-                _ => (1.0 - p_alive, String::new()),
-            };
+            let (leaving, p_alive, _, silence_text) = leaving(i, &inp.histories[k], p_alive);
             let churn_text = if churn_fitted {
                 inp.churn[i]
                     .map(|c| format!(", churn model {:.0} %", 100.0 * c))
