@@ -7,6 +7,7 @@
 //! nothing about HTTP or terminals: progress is reported through the store's
 //! `Progress` trait.
 
+pub mod catalog;
 pub mod evaluate;
 pub mod explain;
 pub mod export;

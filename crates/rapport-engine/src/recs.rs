@@ -1,5 +1,5 @@
 //! Recommendations: item-to-item neighbours on BM25 weights, implicit ALS, "bought
-//! together" by lift, content from product categories and popularity, blended per
+//! together" by lift, content from product attributes ([`crate::catalog`]) and popularity, blended per
 //! customer by weighted reciprocal-rank fusion. The blend's weights are chosen on an
 //! inner time split of the training data (the last `VALIDATION_DAYS` before the cut-off),
 //! among grids that include each single model, so the blend is as good as the best of
@@ -14,9 +14,10 @@ use datafusion::arrow::record_batch::RecordBatch;
 use serde_json::{json, Value};
 
 use rapport_model::als::{Als, AlsConfig};
-use rapport_model::recs::{association_rules, blend, content, popularity, ranking_metrics, Bm25, CoPurchase, ItemKnn, Source, Weighted};
+use rapport_model::recs::{association_rules, blend, popularity, ranking_metrics, Bm25, CoPurchase, Content, ItemKnn, Source, Weighted};
 use rapport_store::Workspace;
 
+use crate::catalog::Catalog;
 use crate::run::config::ModelsConfig;
 use crate::session::{text_rows, workspace_context, Personal};
 use crate::{block_on, EngineError, Result};
@@ -139,6 +140,9 @@ pub struct Fitted {
     als: Als,
     co: CoPurchase,
     pop: Vec<(u32, f64)>,
+    content: Content,
+    /// The content fields, in the order of `content.field_weights`.
+    content_fields: Vec<String>,
     /// Category index of each item (products table), if known.
     category: Vec<Option<u32>>,
     /// Categories whose products may be recommended again to those who bought them.
@@ -157,34 +161,36 @@ fn als_config(cfg: &ModelsConfig) -> AlsConfig {
 }
 
 impl Fitted {
-    fn fit(d: &Data<'_>, n_items: usize, category: Vec<Option<u32>>, repeat: BTreeSet<u32>, cfg: &ModelsConfig) -> Self {
+    /// Fits every model on `d`; `items` names the item ids (the catalog gives their
+    /// categories and content features).
+    fn fit(d: &Data<'_>, items: &[&str], catalog: &Catalog, repeat_categories: &[String], cfg: &ModelsConfig) -> Self {
+        let n_items = items.len();
+        let (category, category_names) = index_categories(&catalog.category, items);
+        let repeat = category_names
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| repeat_categories.iter().any(|r| r == *c))
+            .map(|(i, _)| i as u32)
+            .collect();
+        let ix = catalog.index(items);
+        let pop = popularity(&d.baskets, n_items);
         Fitted {
             knn: ItemKnn::fit(&d.baskets, n_items, NEIGHBOURS, Bm25::default()),
             als: Als::fit(&d.baskets, n_items, &als_config(cfg)),
             co: CoPurchase::fit(&d.orders, n_items, PARTNERS, 3),
-            pop: popularity(&d.baskets, n_items),
+            content: Content::fit(&ix.per_item, &ix.field, ix.fields.len(), &d.baskets, &pop),
+            content_fields: ix.fields,
+            pop,
             category,
             repeat,
         }
     }
 
-    /// Category shares of a basket.
-    fn profile(&self, basket: &[(u32, f64)]) -> HashMap<u32, f64> {
-        let mut p: HashMap<u32, f64> = HashMap::new();
-        let mut total = 0.0;
-        for &(i, c) in basket {
-            if let Some(Some(k)) = self.category.get(i as usize) {
-                *p.entry(*k).or_insert(0.0) += c;
-                total += c;
-            }
-        }
-        p.values_mut().for_each(|v| *v /= total.max(1e-12));
-        p
-    }
-
     /// Each model's candidates for customer `u` of the training data (or a basket from
-    /// outside it, folded into ALS), bought products left out except in repeat categories.
-    fn lists(&self, u: Option<usize>, basket: &[(u32, f64)], stated: &HashMap<u32, f64>) -> Vec<(Source, Vec<(u32, f64)>)> {
+    /// outside it, folded into ALS), bought products left out except in repeat
+    /// categories; `stated` content features (preferred categories) stand in for a
+    /// profile when nothing was bought.
+    fn lists(&self, u: Option<usize>, basket: &[(u32, f64)], stated: &[(u32, f64)]) -> Vec<(Source, Vec<(u32, f64)>)> {
         // Nothing bought: only the stated categories say anything (content).
         let x: Option<Vec<f32>> = match u {
             Some(u) => Some(self.als.user_vector(u).to_vec()),
@@ -204,7 +210,11 @@ impl Fitted {
             })
             .collect();
         let keep = |v: Vec<(u32, f64)>| -> Vec<(u32, f64)> { v.into_iter().filter(|(i, _)| !exclude.iter().any(|e| e.0 == *i)).collect() };
-        let profile = if basket.is_empty() { stated.clone() } else { self.profile(basket) };
+        let profile = if basket.is_empty() {
+            self.content.stated_profile(stated)
+        } else {
+            self.content.profile(basket)
+        };
         vec![
             (
                 Source::ItemKnn,
@@ -218,7 +228,7 @@ impl Fitted {
                 x.map_or_else(Vec::new, |x| self.als.recommend(&x, CANDIDATES, &exclude)),
             ),
             (Source::CoPurchase, keep(self.co.recommend(basket, CANDIDATES))),
-            (Source::Content, content(&self.category, &self.pop, &profile, &exclude, CANDIDATES)),
+            (Source::Content, self.content.recommend(&profile, &exclude, CANDIDATES)),
         ]
     }
 
@@ -239,22 +249,6 @@ impl Fitted {
         }
         out
     }
-}
-
-/// Product → category from the `products` table (empty without it); read once per
-/// command and indexed for each item set by [`index_categories`].
-fn product_categories(ws: &Workspace) -> Result<BTreeMap<String, String>> {
-    if !ws.tables()?.contains_key("products") {
-        return Ok(BTreeMap::new());
-    }
-    Ok(text_rows(
-        ws,
-        "SELECT product_id, max(category) FROM products WHERE category IS NOT NULL GROUP BY product_id",
-        &Personal::Stored,
-    )?
-    .into_iter()
-    .filter_map(|r| Some((r[0].clone()?, r[1].clone()?)))
-    .collect())
 }
 
 /// Each item's category index (categories numbered in name order) and the names.
@@ -344,13 +338,7 @@ fn names_of<'a>(items: &BTreeMap<&'a str, u32>) -> Vec<&'a str> {
 
 /// Fits on the data before `at` and picks the weights that score best (precision@k,
 /// then NDCG) on the `VALIDATION_DAYS` before it. Returns the weights and their scores.
-fn choose_weights(
-    cats: &BTreeMap<String, String>,
-    rows: &[(String, String, i64, f64)],
-    at: i64,
-    k: usize,
-    cfg: &ModelsConfig,
-) -> (Weights, Value) {
+fn choose_weights(catalog: &Catalog, rows: &[(String, String, i64, f64)], at: i64, k: usize, cfg: &ModelsConfig) -> (Weights, Value) {
     let s = split(rows, at - VALIDATION_DAYS, at);
     if s.evaluated.len() < 50 || s.items.is_empty() {
         return (
@@ -359,13 +347,8 @@ fn choose_weights(
         );
     }
     let names = names_of(&s.items);
-    let (category, _) = index_categories(cats, &names);
-    let m = Fitted::fit(&s.train, s.items.len(), category, BTreeSet::new(), cfg);
-    let lists: Vec<Vec<Candidates>> = s
-        .evaluated
-        .iter()
-        .map(|&u| m.lists(Some(u), &s.train.baskets[u], &HashMap::new()))
-        .collect();
+    let m = Fitted::fit(&s.train, &names, catalog, &[], cfg);
+    let lists: Vec<Vec<Candidates>> = s.evaluated.iter().map(|&u| m.lists(Some(u), &s.train.baskets[u], &[])).collect();
     let mut best: Option<(Weights, f64, f64)> = None;
     let mut tried = Vec::new();
     for w in GRID {
@@ -401,17 +384,12 @@ pub fn evaluate(ws: &Workspace, split_day: i64, k: usize, cfg: &ModelsConfig) ->
     }
     let n_items = s.items.len();
     let t0 = std::time::Instant::now();
-    let cats = product_categories(ws)?;
-    let (weights, validation) = choose_weights(&cats, &rows, split_day, k, cfg);
+    let catalog = Catalog::read(ws)?;
+    let (weights, validation) = choose_weights(&catalog, &rows, split_day, k, cfg);
     let names = names_of(&s.items);
-    let (category, _) = index_categories(&cats, &names);
-    let m = Fitted::fit(&s.train, n_items, category, BTreeSet::new(), cfg);
+    let m = Fitted::fit(&s.train, &names, &catalog, &[], cfg);
     let fit_seconds = t0.elapsed().as_secs_f64();
-    let lists: Vec<Vec<Candidates>> = s
-        .evaluated
-        .iter()
-        .map(|&u| m.lists(Some(u), &s.train.baskets[u], &HashMap::new()))
-        .collect();
+    let lists: Vec<Vec<Candidates>> = s.evaluated.iter().map(|&u| m.lists(Some(u), &s.train.baskets[u], &[])).collect();
     let mut report = serde_json::Map::new();
     // The classic cosine item-to-item model, for comparison (not in the blend).
     let cosine = ItemKnn::fit_cosine(&s.train.baskets, n_items, NEIGHBOURS);
@@ -608,53 +586,69 @@ pub fn recommendations(ws: &Workspace, ids: &[String], as_of_day: i64, cfg: &Mod
     if rows.is_empty() {
         return Ok(None);
     }
-    let cats = product_categories(ws)?;
-    let (weights, validation) = choose_weights(&cats, &rows, as_of_day + 1, k, cfg);
+    let catalog = Catalog::read(ws)?;
+    let (weights, validation) = choose_weights(&catalog, &rows, as_of_day + 1, k, cfg);
     let mut items: BTreeMap<&str, u32> = BTreeMap::new();
     for r in &rows {
         let next = items.len() as u32;
         items.entry(r.1.as_str()).or_insert(next);
     }
+    // Products in the catalog nobody has bought yet: only content can rank them.
+    let bought = items.len() as u32;
+    for (p, _) in catalog.features.iter().filter(|(_, f)| !f.is_empty()) {
+        let next = items.len() as u32;
+        items.entry(p.as_str()).or_insert(next);
+    }
     let names = names_of(&items);
-    let (category, category_names) = index_categories(&cats, &names);
-    let repeat: BTreeSet<u32> = category_names
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| cfg.recs_repeat_categories.iter().any(|r| r == *c))
-        .map(|(i, _)| i as u32)
-        .collect();
     let d = index_data(&rows, &items, as_of_day + 1);
-    let m = Fitted::fit(&d, items.len(), category, repeat, cfg);
+    let m = Fitted::fit(&d, &names, &catalog, &cfg.recs_repeat_categories, cfg);
     let pos: HashMap<&str, usize> = d.customers.iter().enumerate().map(|(u, c)| (*c, u)).collect();
     // Stated preferred categories, for customers who have not bought yet.
-    let mut stated: HashMap<String, HashMap<u32, f64>> = HashMap::new();
-    if ws.tables()?.contains_key("surveys") && !category_names.is_empty() {
-        let cat_index: HashMap<&str, u32> = category_names.iter().enumerate().map(|(i, c)| (c.as_str(), i as u32)).collect();
+    let feature_ids = catalog.index(&names).ids;
+    let mut stated: HashMap<String, Vec<(u32, f64)>> = HashMap::new();
+    if ws.tables()?.contains_key("surveys") && !feature_ids.is_empty() {
         for r in text_rows(
             ws,
-            "SELECT customer_id, answer FROM surveys WHERE question = 'preferred_category'",
+            "SELECT customer_id, answer FROM surveys WHERE question = 'preferred_category' ORDER BY 1, 2",
             &Personal::Stored,
         )? {
             let (Some(c), Some(a)) = (&r[0], &r[1]) else { continue };
-            if let Some(&k) = cat_index.get(a.trim()) {
-                stated.entry(c.clone()).or_default().insert(k, 1.0);
+            if let Some(&f) = feature_ids.get(&Catalog::category_feature(a)) {
+                let v = stated.entry(c.clone()).or_default();
+                if !v.iter().any(|x| x.0 == f) {
+                    v.push((f, 1.0));
+                }
             }
         }
     }
-    let empty = HashMap::new();
     let lists: Vec<Vec<(u32, f64, Source)>> = {
         use rayon::prelude::*;
         ids.par_iter()
             .map(|id| {
                 let u = pos.get(id.as_str()).copied();
                 let basket: &[(u32, f64)] = u.map_or(&[], |u| &d.baskets[u]);
-                let st = stated.get(id).unwrap_or(&empty);
+                let st = stated.get(id).map_or(&[][..], Vec::as_slice);
                 if basket.is_empty() && st.is_empty() {
                     return m.rank(&[], &[0.0; 4], basket, k);
                 }
                 let l = m.lists(u, basket, st);
                 let w = if basket.is_empty() { [0.0, 0.0, 0.0, 1.0] } else { weights };
-                m.rank(&l, &w, basket, k)
+                let mut out = m.rank(&l, &w, basket, k);
+                // The last `recs_new_product_slots` places go to the products nobody has
+                // bought yet that match the customer best (no behaviour model can rank
+                // them, and without a place they would never sell).
+                let fresh: Vec<(u32, f64)> = l
+                    .iter()
+                    .filter(|(s, _)| *s == Source::Content)
+                    .flat_map(|(_, c)| c.iter().copied())
+                    .filter(|(i, _)| *i >= bought && !out.iter().any(|o| o.0 == *i))
+                    .take(cfg.recs_new_product_slots.min(k))
+                    .collect();
+                if !fresh.is_empty() {
+                    out.truncate(k - fresh.len());
+                    out.extend(fresh.into_iter().map(|(i, s)| (i, s, Source::Content)));
+                }
+                out
             })
             .collect()
     };
@@ -695,6 +689,7 @@ pub fn recommendations(ws: &Workspace, ids: &[String], as_of_day: i64, cfg: &Mod
         "weights": {"item_knn": weights[0], "als": weights[1], "co_purchase": weights[2], "content": weights[3]},
         "weight_validation": validation,
         "neighbours": NEIGHBOURS,
+        "content_field_weights": m.content_fields.iter().zip(&m.content.field_weights).map(|(f, w)| (f.clone(), json!(w))).collect::<serde_json::Map<_, _>>(),
         "als": {"factors": cfg.als_factors, "iterations": cfg.als_iterations, "regularization": cfg.als_regularization, "alpha": cfg.als_alpha},
         "rows": batch.num_rows(),
         "association_rules": {

@@ -163,7 +163,10 @@ pub fn generate(opts: &GenerateOptions) -> Result<Summary> {
     // Products.
     let mut products: Vec<(String, usize, f64)> = Vec::new();
     let mut pf = Out::create(&out.join("products.csv"))?;
-    pf.csv(&["product_id", "name", "category", "price", "brand"])?;
+    // `colour` is a column the products table does not define: it is stored among the
+    // product's attributes and used by content-based recommendations.
+    pf.csv(&["product_id", "name", "category", "price", "brand", "colour"])?;
+    const COLOURS: [&str; 5] = ["black", "white", "red", "green", "blue"];
     for (ci, cat) in CATEGORIES.iter().enumerate() {
         for k in 0..30 {
             let id = format!("P{:03}", ci * 30 + k);
@@ -176,8 +179,23 @@ pub fn generate(opts: &GenerateOptions) -> Result<Summary> {
                 cat,
                 &format!("{price:.2}"),
                 ["Acme", "Borealis", "Corvid", "Dune"][k % 4],
+                COLOURS[(ci + 3 * k) % 5],
             ])?;
             products.push((id, ci, price));
+        }
+    }
+    // New arrivals: in the catalogue, not bought or viewed by anyone yet (only content
+    // can recommend them).
+    for (ci, cat) in CATEGORIES.iter().enumerate() {
+        for k in 30..32 {
+            pf.csv(&[
+                &format!("N{:03}", ci * 2 + k - 30),
+                &format!("{cat} new arrival {}", k - 29),
+                cat,
+                &format!("{:.2}", 20.0 + 5.0 * (k - 30) as f64),
+                ["Acme", "Borealis"][k % 2],
+                COLOURS[(ci + k) % 5],
+            ])?;
         }
     }
     pf.finish()?;

@@ -81,6 +81,9 @@ pub struct ModelsConfig {
     /// Product categories bought again and again (groceries, say): products bought in
     /// them may be recommended again.
     pub recs_repeat_categories: Vec<String>,
+    /// Places at the end of each customer's list for the best-matching products nobody
+    /// has bought yet (by content); 0 leaves them out.
+    pub recs_new_product_slots: usize,
     /// Association rules: least share of orders and least confidence.
     pub rules_min_support: f64,
     pub rules_min_confidence: f64,
@@ -112,6 +115,7 @@ impl Default for ModelsConfig {
             als_regularization: 1.0,
             als_alpha: 1.0,
             recs_repeat_categories: Vec::new(),
+            recs_new_product_slots: 1,
             rules_min_support: 0.01,
             rules_min_confidence: 0.3,
         }

@@ -202,6 +202,37 @@ fn generated_company_gets_churn_loyalty_behaviour_rates_and_forecasts() {
         ),
         "0"
     );
+    // Content from the product attributes: the generator's customers choose by
+    // category, not by brand or colour (an attribute column the products table does not
+    // define), and the field weights learnt from the baskets say so.
+    let fw = &m["recommendations"]["content_field_weights"];
+    assert!(fw["category"].as_f64().unwrap() > 1.0, "{fw}");
+    for f in ["brand", "colour", "price", "word"] {
+        assert!(fw[f].as_f64().unwrap() < 0.05, "{f}: {fw}");
+    }
+    // New arrivals (in the catalogue, bought by nobody): only content recommends them,
+    // in the last place, and in the category the customer buys most.
+    assert_eq!(
+        scalar(
+            &ws_dir,
+            "SELECT count(*) FROM recommendations WHERE product_id LIKE 'N%' AND (reason <> 'content' OR rank <> 10)"
+        ),
+        "0"
+    );
+    let fresh: f64 = scalar(&ws_dir, "SELECT count(*) FROM recommendations WHERE product_id LIKE 'N%'")
+        .parse()
+        .unwrap();
+    let matching: f64 = scalar(
+        &ws_dir,
+        "WITH mix AS (SELECT o.customer_id, p.category, count(*) AS n FROM orders o JOIN products p ON o.product_id = p.product_id
+                      WHERE o.quantity > 0 AND o.status = 'completed' GROUP BY 1, 2),
+              top AS (SELECT customer_id, category FROM (SELECT *, row_number() OVER (PARTITION BY customer_id ORDER BY n DESC, category) AS k FROM mix) WHERE k = 1)
+         SELECT count(*) FROM recommendations r JOIN products p ON r.product_id = p.product_id JOIN top t ON t.customer_id = r.customer_id
+         WHERE r.product_id LIKE 'N%' AND p.category = t.category",
+    )
+    .parse()
+    .unwrap();
+    assert!(fresh > 1000.0 && matching / fresh > 0.9, "{matching} of {fresh}");
     // The weekly actuals add up to the orders.
     let total: f64 = scalar(
         &ws_dir,
