@@ -9,6 +9,7 @@ use crate::{block_on, report, Result};
 
 pub fn ingest(ws: &Workspace, opts: &IngestOptions, progress: &dyn Progress) -> Result<IngestOutcome> {
     let (mut txn, outcome) = prepare(ws, opts, progress)?;
+    tracing::debug!("tables prepared");
     if outcome.nothing_new {
         return Ok(outcome);
     }
@@ -22,7 +23,7 @@ pub fn ingest(ws: &Workspace, opts: &IngestOptions, progress: &dyn Progress) -> 
     let started = std::time::Instant::now();
     if changes_customers {
         progress.begin("unifying customers", None);
-        let customers = block_on(crate::unify::customers(&txn))?;
+        let customers = block_on(crate::unify::customers(&txn, outcome.orders_by_customer.as_ref()))?;
         progress.end();
         if let Some(first) = customers.first() {
             txn.replace("customers");

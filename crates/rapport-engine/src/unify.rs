@@ -6,6 +6,7 @@
 use datafusion::arrow::record_batch::RecordBatch;
 
 use rapport_store::workspace::Transaction;
+use rapport_store::Workspace;
 
 use crate::session::{from_micros, micros, new_context, register, Personal};
 use crate::Result;
@@ -51,8 +52,11 @@ fn profile_agg() -> String {
     )
 }
 
-/// Builds `customers` from the tables as they will be once `txn` commits.
-pub async fn customers(txn: &Transaction<'_>) -> Result<Vec<RecordBatch>> {
+/// Builds `customers` from the tables as they will be once `txn` commits. `orders_sums`,
+/// when the ingest computed them (the workspace's first orders: see
+/// `rapport_store::ingest::IngestOutcome::orders_by_customer`), stand in for reading the
+/// orders back — the same columns as [`orders_agg`], checked equal by a test.
+pub async fn customers(txn: &Transaction<'_>, order_sums: Option<&RecordBatch>) -> Result<Vec<RecordBatch>> {
     let ctx = new_context();
     for t in ["customer_sources", "orders", "customer_profiles"] {
         register(&ctx, t, txn.files_after(t)?, &Personal::Stored).await?;
@@ -60,8 +64,14 @@ pub async fn customers(txn: &Transaction<'_>) -> Result<Vec<RecordBatch>> {
     let has_orders = ctx.table_exist("orders")?;
     let has_profiles = ctx.table_exist("customer_profiles")?;
     let mut sql = String::from("WITH ids AS (SELECT customer_id, count(*) AS source_ids FROM customer_sources GROUP BY customer_id)");
-    if has_orders {
-        sql.push_str(&format!(", agg AS ({})", orders_agg()));
+    match order_sums {
+        Some(b) if has_orders => {
+            let table = datafusion::datasource::MemTable::try_new(b.schema(), vec![vec![b.clone()]])?;
+            ctx.register_table("order_sums", std::sync::Arc::new(table))?;
+            sql.push_str(", agg AS (SELECT * FROM order_sums)");
+        }
+        _ if has_orders => sql.push_str(&format!(", agg AS ({})", orders_agg())),
+        _ => {}
     }
     if has_profiles {
         sql.push_str(&format!(", prof AS ({})", profile_agg()));
@@ -87,4 +97,11 @@ pub async fn customers(txn: &Transaction<'_>) -> Result<Vec<RecordBatch>> {
     }
     sql.push_str(" ORDER BY ids.customer_id");
     Ok(ctx.sql(&sql).await?.collect().await?)
+}
+
+/// `customers` as the stored tables alone give it (orders read back and aggregated), in
+/// a transaction that is dropped: the check on the sums an ingest computes itself.
+pub fn customers_from_stored(ws: &Workspace) -> Result<Vec<RecordBatch>> {
+    let txn = ws.begin("unify-check")?;
+    crate::block_on(customers(&txn, None))
 }

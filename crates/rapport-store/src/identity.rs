@@ -342,7 +342,7 @@ impl Identity {
     }
 
     pub fn unified_customers(&self) -> usize {
-        self.nodes.iter().map(|n| n.unified.as_str()).collect::<HashSet<_>>().len()
+        self.nodes.iter().map(|n| n.unified.as_str()).collect::<crate::FastSet<_>>().len()
     }
 }
 

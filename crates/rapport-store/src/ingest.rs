@@ -11,7 +11,8 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow_array::{Array, ArrayRef, RecordBatch, StringArray};
+use arrow_array::{Array, ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow_schema::{DataType, Field, Schema};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
@@ -72,6 +73,10 @@ pub struct IngestOutcome {
     pub quality: Quality,
     /// Nothing new: every file had been ingested before.
     pub nothing_new: bool,
+    /// When this ingest brought the workspace's first orders: per unified customer with
+    /// order lines, what the `customers` table needs from them (see [`OrderSums`]),
+    /// summed while the lines were stored so they need not be read back.
+    pub orders_by_customer: Option<RecordBatch>,
 }
 
 /// Runs one ingest into the workspace at `ws` and commits it.
@@ -155,6 +160,9 @@ pub fn prepare<'w>(ws: &'w Workspace, opts: &IngestOptions, progress: &dyn Progr
         quarantine_writer: None,
         txn_id: txn.id,
         seen_hashes: HashSet::new(),
+        // Only when every stored order will be this ingest's: later ingests may add
+        // lines to orders stored before, which only the stored table knows.
+        order_sums: (!ws.tables()?.contains_key("orders")).then(OrderSums::default),
     };
 
     if !inputs.iter().any(|i| i.table == InputTable::Customers) {
@@ -238,7 +246,12 @@ pub fn prepare<'w>(ws: &'w Workspace, opts: &IngestOptions, progress: &dyn Progr
                         Some(w) => w,
                         None => writer.insert(txn.part_writer(input.table.stored_name(), stored_schema(input.table))?),
                     };
-                    state.store_rows(&ctx, accepted, w)?;
+                    if input.table == InputTable::Orders {
+                        if let Some(sums) = &mut state.order_sums {
+                            sums.add(&accepted);
+                        }
+                    }
+                    state.store_rows(&ctx, &accepted, w)?;
                 }
                 state.flush_quarantine(&mut txn, false)?;
                 lap(3, &mut clock);
@@ -281,7 +294,9 @@ pub fn prepare<'w>(ws: &'w Workspace, opts: &IngestOptions, progress: &dyn Progr
             w.write(&b.finish()?)?;
             txn.add_part("customer_profiles", w)?;
         } else if let Some(w) = writer {
+            let closing = std::time::Instant::now();
             txn.add_part(input.table.stored_name(), w)?;
+            tracing::debug!(table = input.table.name(), close_s = closing.elapsed().as_secs_f64(), "part closed");
         }
         if !tq.files.is_empty() {
             debug_assert!(tq.balanced());
@@ -295,6 +310,7 @@ pub fn prepare<'w>(ws: &'w Workspace, opts: &IngestOptions, progress: &dyn Progr
         }
     }
     state.flush_quarantine(&mut txn, true)?;
+    let tail_started = std::time::Instant::now();
 
     // Merges found now re-label rows stored by earlier ingests.
     let remap = std::mem::take(&mut state.identity.remap);
@@ -319,6 +335,7 @@ pub fn prepare<'w>(ws: &'w Workspace, opts: &IngestOptions, progress: &dyn Progr
     }
     txn.replace("customer_sources");
     txn.write_part("customer_sources", customer_sources_schema(), &[b.finish()?])?;
+    tracing::debug!(customer_sources_s = tail_started.elapsed().as_secs_f64(), "identities stored");
     q.identity = IdentityQuality {
         source_ids: nodes.len() as u64,
         unified_customers: state.identity.unified_customers() as u64,
@@ -327,13 +344,31 @@ pub fn prepare<'w>(ws: &'w Workspace, opts: &IngestOptions, progress: &dyn Progr
         new_source_ids: (nodes.len() - before) as u64,
         remapped_ids: remap.len() as u64,
     };
+    let summed = std::time::Instant::now();
+    let orders_by_customer = match state.order_sums.take() {
+        Some(sums) if q.tables.contains_key("orders") => Some(sums.finish(&state.identity.nodes)?),
+        _ => None,
+    };
+    tracing::debug!(order_sums_s = summed.elapsed().as_secs_f64(), "orders summed per customer");
+    tracing::debug!(summary_s = tail_started.elapsed().as_secs_f64(), "identity summary");
+    // Millions of small strings (every source id, key and unified id, in the nodes and
+    // the maps) take over a second to free: that happens on another thread while the
+    // caller goes on to unify the customers.
+    drop_elsewhere(state);
     Ok((
         txn,
         IngestOutcome {
             quality: q,
             nothing_new: !any_new,
+            orders_by_customer,
         },
     ))
+}
+
+/// Drops `v` on a thread of its own (if no thread can be started, the closure and `v`
+/// with it are dropped here).
+fn drop_elsewhere<T: Send + 'static>(v: T) {
+    let _ = std::thread::Builder::new().name("rapport-drop".into()).spawn(move || drop(v));
 }
 
 fn what_it_enables(t: InputTable) -> &'static str {
@@ -460,6 +495,215 @@ struct State {
     quarantine_writer: Option<PartWriter>,
     txn_id: i64,
     seen_hashes: HashSet<(String, InputTable)>,
+    order_sums: Option<OrderSums>,
+}
+
+/// Per customer, the order lines in brief, as the `customers` table defines them:
+/// first and last order time and revenue over lines not cancelled (revenue summed in
+/// whole micro-units, each line's amount rounded, as `session::micros` does in SQL),
+/// returned lines (negative quantity or status `returned`) and orders (distinct order
+/// ids with a completed line of positive quantity). Summed per identity node while the
+/// lines are stored, then per unified customer.
+#[derive(Debug, Default)]
+struct OrderSums {
+    nodes: Vec<NodeSums>,
+    /// (node, 64-bit hash of the order id) of purchase lines; a line repeating the
+    /// node's previous purchase order is not pushed again.
+    /// Hash 0 marks a line without an order id, an order of its own.
+    purchases: Vec<(u32, u64)>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct NodeSums {
+    lines: u64,
+    first: i64,
+    last: i64,
+    revenue_micros: i64,
+    returned: i64,
+    /// The order of the node's last purchase line pushed (0: none yet).
+    last_purchase: u64,
+}
+
+impl Default for NodeSums {
+    fn default() -> Self {
+        NodeSums {
+            lines: 0,
+            first: i64::MAX,
+            last: i64::MIN,
+            revenue_micros: 0,
+            returned: 0,
+            last_purchase: 0,
+        }
+    }
+}
+
+impl NodeSums {
+    fn merge(&mut self, o: &NodeSums) {
+        self.lines += o.lines;
+        self.first = self.first.min(o.first);
+        self.last = self.last.max(o.last);
+        self.revenue_micros += o.revenue_micros;
+        self.returned += o.returned;
+    }
+}
+
+/// What one order line adds to its node's sums.
+struct LineSums {
+    node: usize,
+    /// The time of a line not cancelled.
+    at: Option<i64>,
+    micros: i64,
+    returned: bool,
+    /// A purchase line: `Some(Some(hash))` with an order id, `Some(None)` without.
+    purchase: Option<Option<u64>>,
+}
+
+/// A 64-bit hash of an order id, never 0. Two order ids of one customer colliding is a
+/// chance of about n² / 2⁶⁵ for a customer with n orders.
+fn order_hash(id: &str) -> u64 {
+    use std::hash::BuildHasher;
+    foldhash::quality::FixedState::with_seed(0x5241_5050_4f52_5421).hash_one(id).max(1)
+}
+
+impl OrderSums {
+    fn add(&mut self, rows: &[Accepted<'_, '_>]) {
+        let t = InputTable::Orders;
+        let col = |name: &str| t.column(name).expect("orders column").0;
+        let (at, qty, amount, status, order) = (col("ordered_at"), col("quantity"), col("amount"), col("status"), col("order_id"));
+        fn text<'v>(v: &'v Val<'_>) -> Option<&'v str> {
+            match v {
+                Val::Str(x) => Some(x),
+                Val::Owned(x) => Some(x.as_str()),
+                _ => None,
+            }
+        }
+        let num = |v: &Val<'_>| match v {
+            Val::Num(x) => Some(*x),
+            _ => None,
+        };
+        // What each line adds, in parallel (hashing the order ids is the work); then
+        // added to the nodes in row order.
+        let lines: Vec<LineSums> = rows
+            .par_iter()
+            .filter_map(|a| {
+                let node = a.node?;
+                let st = text(&a.values[status]);
+                let q = num(&a.values[qty]);
+                // SQL's three-valued logic: a missing status is neither cancelled nor not.
+                let kept = st.is_some_and(|x| x != "cancelled");
+                Some(LineSums {
+                    node,
+                    at: match a.values[at] {
+                        Val::Ts(ts) if kept => Some(ts),
+                        _ => None,
+                    },
+                    micros: if kept {
+                        num(&a.values[amount]).map_or(0, |m| (m * 1_000_000.0).round() as i64)
+                    } else {
+                        0
+                    },
+                    returned: q.is_some_and(|q| q < 0.0) || st == Some("returned"),
+                    purchase: (st == Some("completed") && q.is_some_and(|q| q > 0.0)).then(|| text(&a.values[order]).map(order_hash)),
+                })
+            })
+            .collect();
+        for l in lines {
+            if self.nodes.len() <= l.node {
+                self.nodes.resize(l.node + 1, NodeSums::default());
+            }
+            let s = &mut self.nodes[l.node];
+            s.lines += 1;
+            if let Some(ts) = l.at {
+                s.first = s.first.min(ts);
+                s.last = s.last.max(ts);
+            }
+            s.revenue_micros += l.micros;
+            s.returned += i64::from(l.returned);
+            match l.purchase {
+                Some(Some(h)) if h != s.last_purchase => {
+                    s.last_purchase = h;
+                    self.purchases.push((l.node as u32, h));
+                }
+                Some(None) => self.purchases.push((l.node as u32, 0)),
+                _ => {}
+            }
+        }
+    }
+
+    /// One row per unified customer with order lines, in the order of the nodes.
+    fn finish(mut self, nodes: &[crate::identity::Node]) -> Result<RecordBatch> {
+        let mut index: crate::FastMap<&str, u32> = crate::FastMap::default();
+        let mut ids: Vec<&str> = Vec::new();
+        let mut sums: Vec<NodeSums> = Vec::new();
+        let mut of_node = vec![u32::MAX; self.nodes.len()];
+        for (n, s) in self.nodes.iter().enumerate().filter(|(_, s)| s.lines > 0) {
+            let unified = nodes[n].unified.as_str();
+            let u = *index.entry(unified).or_insert_with(|| {
+                ids.push(unified);
+                sums.push(NodeSums::default());
+                (ids.len() - 1) as u32
+            });
+            of_node[n] = u;
+            sums[u as usize].merge(s);
+        }
+        // Distinct orders per customer: the purchase hashes bucketed by customer
+        // (counting sort), then each customer's few sorted and counted.
+        let mut start = vec![0usize; ids.len() + 1];
+        for p in &self.purchases {
+            start[of_node[p.0 as usize] as usize + 1] += 1;
+        }
+        for u in 0..ids.len() {
+            start[u + 1] += start[u];
+        }
+        let mut next = start.clone();
+        let mut hashes = vec![0u64; self.purchases.len()];
+        for p in &self.purchases {
+            let u = of_node[p.0 as usize] as usize;
+            hashes[next[u]] = p.1;
+            next[u] += 1;
+        }
+        drop(std::mem::take(&mut self.purchases));
+        let orders: Vec<i64> = start
+            .windows(2)
+            .map(|w| {
+                let h = &mut hashes[w[0]..w[1]];
+                h.sort_unstable();
+                // Hash 0 marks lines without an order id: each is an order.
+                let distinct = h.iter().enumerate().filter(|&(i, x)| *x == 0 || i == 0 || h[i - 1] != *x).count();
+                distinct as i64
+            })
+            .collect();
+        let ts_type = stored_schema(InputTable::Orders)
+            .field_with_name("ordered_at")
+            .expect("orders have ordered_at")
+            .data_type()
+            .clone();
+        let ts = |pick: fn(&NodeSums) -> Option<i64>| -> Result<ArrayRef> {
+            let a: ArrayRef = Arc::new(TimestampMicrosecondArray::from(sums.iter().map(pick).collect::<Vec<_>>()));
+            Ok(arrow_cast::cast(&a, &ts_type)?)
+        };
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("customer_id", DataType::Utf8, false),
+            Field::new("first_order_at", ts_type.clone(), true),
+            Field::new("last_order_at", ts_type.clone(), true),
+            Field::new("orders", DataType::Int64, false),
+            Field::new("revenue", DataType::Float64, false),
+            Field::new("returned_lines", DataType::Int64, false),
+        ]));
+        Ok(RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from(ids)),
+                ts(|s| (s.first != i64::MAX).then_some(s.first))?,
+                ts(|s| (s.last != i64::MIN).then_some(s.last))?,
+                Arc::new(Int64Array::from(orders)),
+                Arc::new(Float64Array::from(
+                    sums.iter().map(|s| s.revenue_micros as f64 / 1_000_000.0).collect::<Vec<_>>(),
+                )),
+                Arc::new(Int64Array::from(sums.iter().map(|s| s.returned).collect::<Vec<_>>())),
+            ],
+        )?)
+    }
 }
 
 impl State {
@@ -723,7 +967,7 @@ impl State {
     }
 
     /// Writes accepted rows with their unified customer.
-    fn store_rows(&self, ctx: &BatchCtx<'_>, rows: Vec<Accepted<'_, '_>>, w: &mut PartWriter) -> Result<()> {
+    fn store_rows(&self, ctx: &BatchCtx<'_>, rows: &[Accepted<'_, '_>], w: &mut PartWriter) -> Result<()> {
         let table = ctx.table;
         let schema = stored_schema(table);
         let plan: Vec<Slot> = schema
@@ -745,7 +989,7 @@ impl State {
             .zip(schema.fields().to_vec())
             .map(|(slot, field)| {
                 let mut b = ColBuilder::with_capacity(field.data_type(), rows.len());
-                for a in &rows {
+                for a in rows {
                     match slot {
                         Slot::Unified => b.push(&Val::Str(&nodes[a.node.expect("resolved")].unified)),
                         Slot::Source => b.push(&Val::Str(&nodes[a.node.expect("resolved")].source)),
