@@ -215,6 +215,10 @@ pub fn prepare<'w>(ws: &'w Workspace, opts: &IngestOptions, progress: &dyn Progr
                 spent[k] += clock.elapsed().as_secs_f64();
                 *clock = std::time::Instant::now();
             };
+            // The value vectors of the checked rows, kept from batch to batch: allocated
+            // anew each time, their memory went back to the system and came back as
+            // fresh pages the kernel had to zero.
+            let mut recycled: Vec<(Vec<Val<'static>>, Vec<RowCheck>)> = Vec::new();
             loop {
                 batch.clear();
                 let more = reader.next_batch(&mut batch, opts.batch_rows)?;
@@ -226,10 +230,15 @@ pub fn prepare<'w>(ws: &'w Workspace, opts: &IngestOptions, progress: &dyn Progr
                     file_tag: &sha[..8],
                     batch: &batch,
                 };
+                let chunks = batch.rows.len().div_ceil(CHECK_CHUNK);
+                let buffers: Vec<(Vec<Val<'_>>, Vec<RowCheck>)> = (0..chunks)
+                    .map(|_| recycled.pop().map(|(v, r)| (relifetime(v), r)).unwrap_or_default())
+                    .collect();
                 let checked: Vec<CheckedRows<'_>> = batch
                     .rows
                     .par_chunks(CHECK_CHUNK)
-                    .map(|rows| validator.check_rows(&batch, rows))
+                    .zip(buffers)
+                    .map(|(rows, (vals, checks))| validator.check_rows_into(&batch, rows, vals, checks))
                     .collect();
                 lap(1, &mut clock);
                 if input.table == InputTable::Orders && outlier_rule.is_none() {
@@ -238,7 +247,7 @@ pub fn prepare<'w>(ws: &'w Workspace, opts: &IngestOptions, progress: &dyn Progr
                 let accepted = state.screen(&ctx, &checked, &mut tq, &mut seen, outlier_rule.as_ref(), &config);
                 lap(2, &mut clock);
                 if input.table == InputTable::Customers {
-                    for a in accepted {
+                    for a in &accepted {
                         profiles.push(state.profile_values(a.values));
                     }
                 } else {
@@ -254,6 +263,8 @@ pub fn prepare<'w>(ws: &'w Workspace, opts: &IngestOptions, progress: &dyn Progr
                     state.store_rows(&ctx, &accepted, w)?;
                 }
                 state.flush_quarantine(&mut txn, false)?;
+                drop(accepted);
+                recycled.extend(checked.into_iter().map(|c| (relifetime(c.vals), c.rows)));
                 lap(3, &mut clock);
                 progress.advance(batch.raw.len() as u64 + batch.rows.len() as u64);
                 if !more {
@@ -363,6 +374,13 @@ pub fn prepare<'w>(ws: &'w Workspace, opts: &IngestOptions, progress: &dyn Progr
             orders_by_customer,
         },
     ))
+}
+
+/// An emptied vector of values, for values that borrow from another batch: the
+/// allocation is kept (an in-place collect of an empty vector; no element is moved).
+fn relifetime<'x>(mut v: Vec<Val<'_>>) -> Vec<Val<'x>> {
+    v.clear();
+    v.into_iter().map(|_| unreachable!("the vector is empty")).collect()
 }
 
 /// Drops `v` on a thread of its own (if no thread can be started, the closure and `v`
@@ -1113,4 +1131,19 @@ fn relabel(ws: &Workspace, txn: &mut Transaction<'_>, table: &str, remap: &BTree
     }
     txn.replace(table);
     txn.write_part(table, schema, &out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recycled_value_vectors_keep_their_allocation() {
+        let text = String::from("borrowed");
+        let mut v: Vec<Val<'_>> = Vec::with_capacity(4096);
+        v.push(Val::Str(&text));
+        v.push(Val::Num(1.0));
+        let again: Vec<Val<'static>> = relifetime(v);
+        assert!(again.is_empty() && again.capacity() >= 4096);
+    }
 }

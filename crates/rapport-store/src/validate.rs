@@ -123,12 +123,23 @@ impl Validator {
 
     /// Validates rows of a batch; the values of all accepted rows share one vector.
     pub fn check_rows<'a>(&self, batch: &'a Batch, rows: &[RowMeta]) -> CheckedRows<'a> {
+        self.check_rows_into(batch, rows, Vec::new(), Vec::new())
+    }
+
+    /// [`Validator::check_rows`] into vectors whose allocations are reused (emptied first).
+    pub fn check_rows_into<'a>(
+        &self,
+        batch: &'a Batch,
+        rows: &[RowMeta],
+        mut vals: Vec<Val<'a>>,
+        mut checks: Vec<RowCheck>,
+    ) -> CheckedRows<'a> {
         let width = self.table.columns().len() + 1;
-        let mut out = CheckedRows {
-            width,
-            vals: Vec::with_capacity(rows.len() * width),
-            rows: Vec::with_capacity(rows.len()),
-        };
+        vals.clear();
+        checks.clear();
+        vals.reserve(rows.len() * width);
+        checks.reserve(rows.len());
+        let mut out = CheckedRows { width, vals, rows: checks };
         for row in rows {
             let check = match &row.problem {
                 Some(p) => RowCheck::Rejected(Reject {
