@@ -143,6 +143,8 @@ pub struct Fitted {
     content: Content,
     /// The content fields, in the order of `content.field_weights`.
     content_fields: Vec<String>,
+    /// The id of each content feature (`category=books` → id), for stated preferences.
+    feature_ids: HashMap<String, u32>,
     /// Category index of each item (products table), if known.
     category: Vec<Option<u32>>,
     /// Categories whose products may be recommended again to those who bought them.
@@ -180,6 +182,7 @@ impl Fitted {
             co: CoPurchase::fit(&d.orders, n_items, PARTNERS, 3),
             content: Content::fit(&ix.per_item, &ix.field, ix.fields.len(), &d.baskets, &pop),
             content_fields: ix.fields,
+            feature_ids: ix.ids,
             pop,
             category,
             repeat,
@@ -604,16 +607,15 @@ pub fn recommendations(ws: &Workspace, ids: &[String], as_of_day: i64, cfg: &Mod
     let m = Fitted::fit(&d, &names, &catalog, &cfg.recs_repeat_categories, cfg);
     let pos: HashMap<&str, usize> = d.customers.iter().enumerate().map(|(u, c)| (*c, u)).collect();
     // Stated preferred categories, for customers who have not bought yet.
-    let feature_ids = catalog.index(&names).ids;
     let mut stated: HashMap<String, Vec<(u32, f64)>> = HashMap::new();
-    if ws.tables()?.contains_key("surveys") && !feature_ids.is_empty() {
+    if ws.tables()?.contains_key("surveys") && !m.feature_ids.is_empty() {
         for r in text_rows(
             ws,
             "SELECT customer_id, answer FROM surveys WHERE question = 'preferred_category' ORDER BY 1, 2",
             &Personal::Stored,
         )? {
             let (Some(c), Some(a)) = (&r[0], &r[1]) else { continue };
-            if let Some(&f) = feature_ids.get(&Catalog::category_feature(a)) {
+            if let Some(&f) = m.feature_ids.get(&Catalog::category_feature(a)) {
                 let v = stated.entry(c.clone()).or_default();
                 if !v.iter().any(|x| x.0 == f) {
                     v.push((f, 1.0));

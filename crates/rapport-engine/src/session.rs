@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, BinaryArray, StringBuilder};
 use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::{create_udf, ColumnarValue, Volatility};
 use datafusion::prelude::{cast, col, DataFrame, Expr, ParquetReadOptions, SessionConfig, SessionContext};
@@ -163,13 +164,14 @@ fn reveal_udf(keys: Keys) -> datafusion::logical_expr::ScalarUDF {
 /// The rows of `sql` over the workspace with every column as text (null stays `None`):
 /// for the small lookups the engine makes (consents, contacts, birthdays).
 pub fn text_rows(ws: &Workspace, sql: &str, personal: &Personal) -> Result<Vec<Vec<Option<String>>>> {
+    batches_as_text(&crate::export::query(ws, sql, personal)?)
+}
+
+/// The rows of `batches` with every column as text (null stays `None`).
+pub fn batches_as_text(batches: &[RecordBatch]) -> Result<Vec<Vec<Option<String>>>> {
     use datafusion::arrow::array::AsArray;
-    let batches = crate::block_on(async {
-        let ctx = workspace_context(ws, personal).await?;
-        Ok::<_, crate::EngineError>(ctx.sql(sql).await?.collect().await?)
-    })?;
     let mut out = Vec::new();
-    for b in &batches {
+    for b in batches {
         let cols: Vec<ArrayRef> = b
             .columns()
             .iter()

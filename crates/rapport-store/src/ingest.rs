@@ -588,13 +588,6 @@ impl OrderSums {
         let t = InputTable::Orders;
         let col = |name: &str| t.column(name).expect("orders column").0;
         let (at, qty, amount, status, order) = (col("ordered_at"), col("quantity"), col("amount"), col("status"), col("order_id"));
-        fn text<'v>(v: &'v Val<'_>) -> Option<&'v str> {
-            match v {
-                Val::Str(x) => Some(x),
-                Val::Owned(x) => Some(x.as_str()),
-                _ => None,
-            }
-        }
         let num = |v: &Val<'_>| match v {
             Val::Num(x) => Some(*x),
             _ => None,
@@ -605,7 +598,7 @@ impl OrderSums {
             .par_iter()
             .filter_map(|a| {
                 let node = a.node?;
-                let st = text(&a.values[status]);
+                let st = a.values[status].as_str();
                 let q = num(&a.values[qty]);
                 // SQL's three-valued logic: a missing status is neither cancelled nor not.
                 let kept = st.is_some_and(|x| x != "cancelled");
@@ -621,7 +614,7 @@ impl OrderSums {
                         0
                     },
                     returned: q.is_some_and(|q| q < 0.0) || st == Some("returned"),
-                    purchase: (st == Some("completed") && q.is_some_and(|q| q > 0.0)).then(|| text(&a.values[order]).map(order_hash)),
+                    purchase: (st == Some("completed") && q.is_some_and(|q| q > 0.0)).then(|| a.values[order].as_str().map(order_hash)),
                 })
             })
             .collect();

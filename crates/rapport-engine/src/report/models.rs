@@ -6,38 +6,17 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use datafusion::arrow::array::{Array, AsArray};
-use datafusion::arrow::datatypes::DataType;
 use serde_json::Value;
 
 use rapport_store::Workspace;
 
 use super::svg::{escape, number, BarChart, Heatmap, IntervalChart, Line, LineChart};
-use crate::export::query;
 use crate::session::Personal;
 use crate::Result;
 
 /// Rows of a query as optional text cells.
 fn cells(ws: &Workspace, sql: &str) -> Result<Vec<Vec<Option<String>>>> {
-    let mut out = Vec::new();
-    for b in query(ws, sql, &Personal::Masked)? {
-        let cols: Vec<_> = b
-            .columns()
-            .iter()
-            .map(|c| datafusion::arrow::compute::cast(c, &DataType::Utf8).map_err(datafusion::error::DataFusionError::from))
-            .collect::<std::result::Result<_, _>>()?;
-        for i in 0..b.num_rows() {
-            out.push(
-                cols.iter()
-                    .map(|c| {
-                        let c = c.as_string::<i32>();
-                        (!c.is_null(i)).then(|| c.value(i).to_string())
-                    })
-                    .collect(),
-            );
-        }
-    }
-    Ok(out)
+    crate::session::text_rows(ws, sql, &Personal::Masked)
 }
 
 fn num(c: &Option<String>) -> f64 {

@@ -161,9 +161,6 @@ fn revenue_is_an_exact_decimal_sum_whatever_the_order_of_lines() {
 
 #[test]
 fn order_sums_made_while_ingesting_equal_the_stored_orders_aggregated() {
-    use datafusion::arrow::array::{Array, AsArray};
-    use datafusion::arrow::datatypes::DataType;
-    use datafusion::arrow::record_batch::RecordBatch;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     // Several sources merged by email and phone, cancelled and returned lines, planted
@@ -179,35 +176,9 @@ fn order_sums_made_while_ingesting_equal_the_stored_orders_aggregated() {
     let out = ingest(&ws_dir, &data).unwrap();
     assert!(out.orders_by_customer.is_some(), "the first ingest sums the orders itself");
     let ws = rapport_store::Workspace::open_existing(&ws_dir).unwrap();
-    let text = |batches: &[RecordBatch]| -> Vec<Vec<Option<String>>> {
-        let mut rows = Vec::new();
-        for b in batches {
-            let cols: Vec<_> = b
-                .columns()
-                .iter()
-                .map(|c| datafusion::arrow::compute::cast(c, &DataType::Utf8).unwrap())
-                .collect();
-            for i in 0..b.num_rows() {
-                rows.push(
-                    cols.iter()
-                        .map(|c| {
-                            let c = c.as_string::<i32>();
-                            (!c.is_null(i)).then(|| c.value(i).to_string())
-                        })
-                        .collect(),
-                );
-            }
-        }
-        rows
-    };
-    let stored = rapport_engine::export::query(
-        &ws,
-        "SELECT * FROM customers ORDER BY customer_id",
-        &rapport_engine::session::Personal::Stored,
-    )
-    .unwrap();
-    let from_orders = rapport_engine::unify::customers_from_stored(&ws).unwrap();
-    let (a, b) = (text(&stored), text(&from_orders));
+    use rapport_engine::session::{batches_as_text, text_rows, Personal};
+    let a = text_rows(&ws, "SELECT * FROM customers ORDER BY customer_id", &Personal::Stored).unwrap();
+    let b = batches_as_text(&rapport_engine::unify::customers_from_stored(&ws).unwrap()).unwrap();
     assert!(a.len() > 1000);
     assert_eq!(a.len(), b.len());
     for (x, y) in a.iter().zip(&b) {
