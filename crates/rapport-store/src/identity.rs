@@ -14,6 +14,7 @@
 //! `source:id`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::{FastMap as HashMap, FastSet as HashSet};
 
@@ -66,15 +67,42 @@ impl MatchedOn {
 
 /// One source id: a customer as one system knows them.
 #[derive(Debug, Clone)]
+///
+/// Ids are shared (`Arc<str>`): a source name is kept once for all its nodes, and a
+/// node whose unified id is its source id keeps that text once, in its node and in
+/// every map that finds it.
 pub struct Node {
-    pub source: String,
-    pub source_id: String,
+    pub source: Arc<str>,
+    pub source_id: Arc<str>,
     pub email_key: Option<String>,
     pub phone_key: Option<String>,
     /// The unified id before this ingest, if the node is not new.
-    pub previous: Option<String>,
-    pub unified: String,
+    pub previous: Option<Arc<str>>,
+    pub unified: Arc<str>,
     pub matched_on: MatchedOn,
+}
+
+/// The nodes with one source id: nearly always one.
+#[derive(Debug, Clone)]
+enum Hits {
+    One(usize),
+    Many(Vec<usize>),
+}
+
+impl Hits {
+    fn as_slice(&self) -> &[usize] {
+        match self {
+            Hits::One(i) => std::slice::from_ref(i),
+            Hits::Many(v) => v,
+        }
+    }
+
+    fn push(&mut self, i: usize) {
+        match self {
+            Hits::One(j) => *self = Hits::Many(vec![*j, i]),
+            Hits::Many(v) => v.push(i),
+        }
+    }
 }
 
 /// The outcome of looking up a row's customer.
@@ -96,12 +124,15 @@ pub struct MergeCounts {
 pub struct Identity {
     pub nodes: Vec<Node>,
     /// source → source id → node (two levels, so lookups by `&str` allocate nothing).
-    index: HashMap<String, HashMap<String, usize>>,
-    by_source_id: HashMap<String, Vec<usize>>,
-    taken: HashSet<String>,
+    index: HashMap<Arc<str>, HashMap<Arc<str>, usize>>,
+    by_source_id: HashMap<Arc<str>, Hits>,
+    taken: HashSet<Arc<str>>,
     pub merges: MergeCounts,
     /// Unified ids that disappeared in a merge → the id that absorbed them.
     pub remap: BTreeMap<String, String>,
+    /// The number of nodes at the last [`Identity::resolve`]: every node after them was
+    /// made by a lookup of an unknown id and has a unified id of its own.
+    pub resolved: usize,
 }
 
 struct UnionFind {
@@ -150,9 +181,17 @@ impl Identity {
         self.index.get(source).and_then(|m| m.get(source_id)).copied()
     }
 
+    /// The shared text of a source name (the one its nodes keep).
+    fn source_name(&self, source: &str) -> Arc<str> {
+        match self.index.get_key_value(source) {
+            Some((k, _)) => k.clone(),
+            None => Arc::from(source),
+        }
+    }
+
     fn insert(&mut self, n: Node) -> usize {
         let i = self.nodes.len();
-        match self.index.get_mut(n.source.as_str()) {
+        match self.index.get_mut(&*n.source) {
             Some(m) => {
                 m.insert(n.source_id.clone(), i);
             }
@@ -160,7 +199,12 @@ impl Identity {
                 self.index.entry(n.source.clone()).or_default().insert(n.source_id.clone(), i);
             }
         }
-        self.by_source_id.entry(n.source_id.clone()).or_default().push(i);
+        match self.by_source_id.get_mut(&*n.source_id) {
+            Some(h) => h.push(i),
+            None => {
+                self.by_source_id.insert(n.source_id.clone(), Hits::One(i));
+            }
+        }
         self.nodes.push(n);
         i
     }
@@ -179,12 +223,12 @@ impl Identity {
             }
             None => {
                 self.insert(Node {
-                    source: source.to_string(),
-                    source_id: source_id.to_string(),
+                    source: self.source_name(source),
+                    source_id: Arc::from(source_id),
                     email_key,
                     phone_key,
                     previous: None,
-                    unified: String::new(),
+                    unified: Arc::from(""),
                     matched_on: MatchedOn::None,
                 });
             }
@@ -197,12 +241,12 @@ impl Identity {
         let n = self.nodes.len();
         let mut uf = UnionFind::new(n);
         let mut counts = MergeCounts::default();
-        let link = |uf: &mut UnionFind, key: fn(&Node) -> Option<&String>, nodes: &[Node]| -> u64 {
+        let link = |uf: &mut UnionFind, key: fn(&Node) -> Option<&str>, nodes: &[Node]| -> u64 {
             let mut first: HashMap<&str, usize> = HashMap::default();
             let mut merged = 0;
             for (i, node) in nodes.iter().enumerate() {
                 if let Some(k) = key(node) {
-                    match first.get(k.as_str()) {
+                    match first.get(k) {
                         Some(&j) => merged += u64::from(uf.union(i, j)),
                         None => {
                             first.insert(k, i);
@@ -212,10 +256,11 @@ impl Identity {
             }
             merged
         };
-        counts.merged_by_email = link(&mut uf, |n| n.email_key.as_ref(), &self.nodes);
-        counts.merged_by_phone = link(&mut uf, |n| n.phone_key.as_ref(), &self.nodes);
-        link(&mut uf, |n| n.previous.as_ref(), &self.nodes);
+        counts.merged_by_email = link(&mut uf, |n| n.email_key.as_deref(), &self.nodes);
+        counts.merged_by_phone = link(&mut uf, |n| n.phone_key.as_deref(), &self.nodes);
+        link(&mut uf, |n| n.previous.as_deref(), &self.nodes);
         self.merges = counts;
+        self.resolved = n;
 
         let mut members: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
         for i in 0..n {
@@ -270,7 +315,7 @@ impl Identity {
             for &i in &group {
                 if let Some(p) = &self.nodes[i].previous {
                     if *p != unified {
-                        self.remap.insert(p.clone(), unified.clone());
+                        self.remap.insert(p.to_string(), unified.to_string());
                     }
                 }
                 self.nodes[i].unified = unified.clone();
@@ -278,20 +323,23 @@ impl Identity {
         }
     }
 
-    fn fresh_id(&mut self, source: &str, source_id: &str) -> String {
-        let mut candidate = if source_id.is_empty() || self.taken.contains(source_id) {
+    fn fresh_id(&mut self, source: &str, source_id: &Arc<str>) -> Arc<str> {
+        let mut candidate = if source_id.is_empty() || self.taken.contains(&**source_id) {
             format!("{source}:{source_id}")
         } else {
-            source_id.to_string()
+            // Free: the source id itself, shared.
+            self.taken.insert(source_id.clone());
+            return source_id.clone();
         };
-        if self.taken.contains(&candidate) {
+        if self.taken.contains(candidate.as_str()) {
             let base = candidate.clone();
             let mut k = 2;
-            while self.taken.contains(&candidate) {
+            while self.taken.contains(candidate.as_str()) {
                 candidate = format!("{base}#{k}");
                 k += 1;
             }
         }
+        let candidate: Arc<str> = Arc::from(candidate);
         self.taken.insert(candidate.clone());
         candidate
     }
@@ -299,15 +347,27 @@ impl Identity {
     /// Finds (or, for an id no profile has, creates) the customer a row refers to.
     /// Call after [`Identity::resolve`].
     pub fn lookup(&mut self, source: Option<&str>, source_id: &str) -> Lookup {
-        if let Some(i) = self.find(source, source_id) {
-            return Lookup::Found(i);
-        }
         match source {
-            Some(s) => Lookup::Found(self.create(s, source_id)),
-            // Known, but to customers that are not one: the row must name its source.
-            None if self.by_source_id.contains_key(source_id) => Lookup::Ambiguous,
-            None => Lookup::Found(self.create("default", source_id)),
+            Some(s) => match self.node(s, source_id) {
+                Some(i) => Lookup::Found(i),
+                None => Lookup::Found(self.create(s, source_id)),
+            },
+            None => match self.by_source_id.get(source_id) {
+                Some(hits) => match self.unambiguous(hits.as_slice()) {
+                    Some(i) => Lookup::Found(i),
+                    // Known, but to customers that are not one: the row must name its
+                    // source.
+                    None => Lookup::Ambiguous,
+                },
+                None => Lookup::Found(self.create("default", source_id)),
+            },
         }
+    }
+
+    /// The first of `hits` if they are all one customer.
+    fn unambiguous(&self, hits: &[usize]) -> Option<usize> {
+        let first = hits[0];
+        (hits.len() == 1 || hits.iter().all(|&i| self.nodes[i].unified == self.nodes[first].unified)).then_some(first)
     }
 
     /// The customer a row refers to when it is already known and unambiguous, without
@@ -315,24 +375,21 @@ impl Identity {
     pub fn find(&self, source: Option<&str>, source_id: &str) -> Option<usize> {
         match source {
             Some(s) => self.node(s, source_id),
-            None => {
-                let hits = self.by_source_id.get(source_id)?;
-                let first = hits[0];
-                (hits.len() == 1 || hits.iter().all(|&i| self.nodes[i].unified == self.nodes[first].unified)).then_some(first)
-            }
+            None => self.unambiguous(self.by_source_id.get(source_id)?.as_slice()),
         }
     }
 
     /// Whether several nodes (in different sources) have this source id.
     pub fn ids_shared(&self, source_id: &str) -> bool {
-        self.by_source_id.get(source_id).is_some_and(|h| h.len() > 1)
+        self.by_source_id.get(source_id).is_some_and(|h| h.as_slice().len() > 1)
     }
 
     fn create(&mut self, source: &str, source_id: &str) -> usize {
-        let unified = self.fresh_id(source, source_id);
+        let source_id: Arc<str> = Arc::from(source_id);
+        let unified = self.fresh_id(source, &source_id);
         self.insert(Node {
-            source: source.to_string(),
-            source_id: source_id.to_string(),
+            source: self.source_name(source),
+            source_id,
             email_key: None,
             phone_key: None,
             previous: None,
@@ -342,7 +399,7 @@ impl Identity {
     }
 
     pub fn unified_customers(&self) -> usize {
-        self.nodes.iter().map(|n| n.unified.as_str()).collect::<crate::FastSet<_>>().len()
+        self.nodes.iter().map(|n| &*n.unified).collect::<crate::FastSet<_>>().len()
     }
 }
 
@@ -372,7 +429,13 @@ mod tests {
     fn ids(id: &Identity) -> Vec<(String, String, &'static str)> {
         id.nodes
             .iter()
-            .map(|n| (format!("{}/{}", n.source, n.source_id), n.unified.clone(), n.matched_on.as_str()))
+            .map(|n| {
+                (
+                    format!("{}/{}", n.source, n.source_id),
+                    n.unified.to_string(),
+                    n.matched_on.as_str(),
+                )
+            })
             .collect()
     }
 
@@ -407,14 +470,14 @@ mod tests {
         first.add_profile("shop", "1", k("e1"), None);
         first.add_profile("app", "1", k("e9"), None);
         first.resolve();
-        assert_eq!(first.nodes[1].unified, "app:1");
+        assert_eq!(&*first.nodes[1].unified, "app:1");
         // Second ingest: a crm record links the two.
         let mut second = Identity::from_stored(first.nodes.clone());
         second.add_profile("crm", "c", k("e1"), None);
         second.add_profile("crm", "d", k("e9"), k("p"));
         second.add_profile("crm", "c", None, k("p"));
         second.resolve();
-        assert!(second.nodes.iter().all(|n| n.unified == "1"), "{:?}", ids(&second));
+        assert!(second.nodes.iter().all(|n| &*n.unified == "1"), "{:?}", ids(&second));
         assert_eq!(second.remap.get("app:1"), Some(&"1".to_string()));
     }
 
@@ -427,11 +490,11 @@ mod tests {
         id.resolve();
         assert_eq!(id.lookup(None, "7"), Lookup::Ambiguous);
         let Lookup::Found(i) = id.lookup(Some("app"), "7") else { panic!() };
-        assert_eq!(id.nodes[i].unified, "app:7");
+        assert_eq!(&*id.nodes[i].unified, "app:7");
         let Lookup::Found(i) = id.lookup(None, "8") else { panic!() };
-        assert_eq!(id.nodes[i].unified, "8");
+        assert_eq!(&*id.nodes[i].unified, "8");
         let Lookup::Found(i) = id.lookup(None, "99") else { panic!() };
-        assert_eq!((id.nodes[i].source.as_str(), id.nodes[i].unified.as_str()), ("default", "99"));
+        assert_eq!((&*id.nodes[i].source, &*id.nodes[i].unified), ("default", "99"));
         assert_eq!(id.lookup(None, "99"), Lookup::Found(i));
     }
 
@@ -443,6 +506,6 @@ mod tests {
         a.add_profile("s", "2", k("y"), k("p"));
         a.add_profile("s", "3", k("y"), None);
         a.resolve();
-        assert!(a.nodes.iter().all(|n| n.unified == "1"));
+        assert!(a.nodes.iter().all(|n| &*n.unified == "1"));
     }
 }

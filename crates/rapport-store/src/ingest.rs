@@ -26,7 +26,7 @@ use crate::identity::{normalise_email, normalise_phone, Identity, Lookup, Matche
 use crate::quality::{IdentityQuality, Quality, SkippedFile, TableQuality};
 use crate::reader::{open, Batch, RowMeta};
 use crate::schema::InputTable;
-use crate::tables::{customer_sources_schema, quarantine_schema, stored_schema, BatchBuilder, ColBuilder, PartWriter, Val};
+use crate::tables::{customer_sources_schema, quarantine_schema, stored_schema, BackgroundPart, BatchBuilder, ColBuilder, PartWriter, Val};
 use crate::validate::{CheckedRows, RowCheck, Validator, IMPUTED_AMOUNT, IMPUTED_QUANTITY, IMPUTED_STATUS};
 use crate::workspace::{Transaction, Workspace};
 
@@ -205,10 +205,10 @@ pub fn prepare<'w>(ws: &'w Workspace, opts: &IngestOptions, progress: &dyn Progr
             any_new = true;
             tq.files.push(file.name.clone());
             progress.begin(&format!("{} ← {}", input.table, file.name), (!file.gzip).then_some(bytes));
-            let mut reader = open(file, input.table, &input.config)?;
-            let mut batch = Batch::default();
+            let reader = open(file, input.table, &input.config)?;
             let mut file_rows = 0u64;
-            // Seconds spent reading, validating, screening and storing (RAPPORT_LOG=debug).
+            // Seconds spent waiting for the reader, validating, screening and storing
+            // (RAPPORT_LOG=debug).
             let mut spent = [0f64; 4];
             let mut clock = std::time::Instant::now();
             let mut lap = |k: usize, clock: &mut std::time::Instant| {
@@ -219,68 +219,95 @@ pub fn prepare<'w>(ws: &'w Workspace, opts: &IngestOptions, progress: &dyn Progr
             // anew each time, their memory went back to the system and came back as
             // fresh pages the kernel had to zero.
             let mut recycled: Vec<(Vec<Val<'static>>, Vec<RowCheck>)> = Vec::new();
-            loop {
-                batch.clear();
-                let more = reader.next_batch(&mut batch, opts.batch_rows)?;
-                lap(0, &mut clock);
-                file_rows += batch.rows.len() as u64;
-                let ctx = BatchCtx {
-                    table: input.table,
-                    file: &file.name,
-                    file_tag: &sha[..8],
-                    batch: &batch,
-                };
-                let chunks = batch.rows.len().div_ceil(CHECK_CHUNK);
-                let buffers: Vec<(Vec<Val<'_>>, Vec<RowCheck>)> = (0..chunks)
-                    .map(|_| recycled.pop().map(|(v, r)| (relifetime(v), r)).unwrap_or_default())
-                    .collect();
-                let checked: Vec<CheckedRows<'_>> = batch
-                    .rows
-                    .par_chunks(CHECK_CHUNK)
-                    .zip(buffers)
-                    .map(|(rows, (vals, checks))| validator.check_rows_into(&batch, rows, vals, checks))
-                    .collect();
-                lap(1, &mut clock);
-                if input.table == InputTable::Orders && outlier_rule.is_none() {
-                    outlier_rule = fit_quantity_rule(&checked);
-                }
-                let accepted = state.screen(&ctx, &checked, &mut tq, &mut seen, outlier_rule.as_ref(), &config);
-                lap(2, &mut clock);
-                if input.table == InputTable::Customers {
-                    for a in &accepted {
-                        profiles.push(state.profile_values(a.values));
-                    }
-                } else {
-                    let w = match &mut writer {
-                        Some(w) => w,
-                        None => writer.insert(txn.part_writer(input.table.stored_name(), stored_schema(input.table))?),
-                    };
-                    if input.table == InputTable::Orders {
-                        if let Some(sums) = &mut state.order_sums {
-                            sums.add(&accepted);
+            // The file is read on a thread of its own, a batch ahead: parsing the next
+            // batch overlaps the work on this one. Batches go back to it for reuse.
+            let here = std::thread::scope(|scope| -> Result<Vec<bool>> {
+                let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Result<(Batch, bool)>>(1);
+                let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Batch>();
+                let batch_rows = opts.batch_rows;
+                let reading = scope.spawn(move || {
+                    let mut reader = reader;
+                    loop {
+                        let mut batch = empty_rx.try_recv().unwrap_or_default();
+                        batch.clear();
+                        let read = reader.next_batch(&mut batch, batch_rows);
+                        let more = matches!(read, Ok(true));
+                        if full_tx.send(read.map(|more| (batch, more))).is_err() || !more {
+                            break;
                         }
                     }
-                    state.store_rows(&ctx, &accepted, w)?;
+                    reader.present()
+                });
+                loop {
+                    let (batch, more) = full_rx
+                        .recv()
+                        .map_err(|_| StoreError::Internal("the reader thread stopped".into()))??;
+                    lap(0, &mut clock);
+                    file_rows += batch.rows.len() as u64;
+                    let ctx = BatchCtx {
+                        table: input.table,
+                        file: &file.name,
+                        file_tag: &sha[..8],
+                        batch: &batch,
+                    };
+                    let chunks = batch.rows.len().div_ceil(CHECK_CHUNK);
+                    let buffers: Vec<(Vec<Val<'_>>, Vec<RowCheck>)> = (0..chunks)
+                        .map(|_| recycled.pop().map(|(v, r)| (relifetime(v), r)).unwrap_or_default())
+                        .collect();
+                    let checked: Vec<CheckedRows<'_>> = batch
+                        .rows
+                        .par_chunks(CHECK_CHUNK)
+                        .zip(buffers)
+                        .map(|(rows, (vals, checks))| validator.check_rows_into(&batch, rows, vals, checks))
+                        .collect();
+                    lap(1, &mut clock);
+                    if input.table == InputTable::Orders && outlier_rule.is_none() {
+                        outlier_rule = fit_quantity_rule(&checked);
+                    }
+                    let accepted = state.screen(&ctx, &checked, &mut tq, &mut seen, outlier_rule.as_ref(), &config);
+                    lap(2, &mut clock);
+                    if input.table == InputTable::Customers {
+                        for a in &accepted {
+                            profiles.push(state.profile_values(a.values));
+                        }
+                    } else {
+                        let w = match &mut writer {
+                            Some(w) => w,
+                            None => writer.insert(BackgroundPart::spawn(
+                                txn.part_writer(input.table.stored_name(), stored_schema(input.table))?,
+                            )?),
+                        };
+                        if input.table == InputTable::Orders {
+                            if let Some(sums) = &mut state.order_sums {
+                                sums.add(&accepted);
+                            }
+                        }
+                        w.write(state.stored_rows(&ctx, &accepted)?)?;
+                    }
+                    state.flush_quarantine(&mut txn, false)?;
+                    drop(accepted);
+                    recycled.extend(checked.into_iter().map(|c| (relifetime(c.vals), c.rows)));
+                    lap(3, &mut clock);
+                    progress.advance(batch.raw.len() as u64 + batch.rows.len() as u64);
+                    let _ = empty_tx.send(batch);
+                    if !more {
+                        break;
+                    }
                 }
-                state.flush_quarantine(&mut txn, false)?;
-                drop(accepted);
-                recycled.extend(checked.into_iter().map(|c| (relifetime(c.vals), c.rows)));
-                lap(3, &mut clock);
-                progress.advance(batch.raw.len() as u64 + batch.rows.len() as u64);
-                if !more {
-                    break;
-                }
-            }
+                reading
+                    .join()
+                    .map_err(|_| StoreError::Internal("the reader thread panicked".into()))
+            })?;
             progress.end();
             tracing::debug!(
                 file = %file.name,
-                read_s = spent[0],
+                read_wait_s = spent[0],
                 validate_s = spent[1],
                 screen_s = spent[2],
                 store_s = spent[3],
                 "ingested"
             );
-            for (p, here) in present.iter_mut().zip(reader.present()) {
+            for (p, here) in present.iter_mut().zip(here) {
                 *p |= here;
             }
             txn.record_file(&sha, input.table.name(), &file.name, bytes, file_rows);
@@ -296,7 +323,7 @@ pub fn prepare<'w>(ws: &'w Workspace, opts: &IngestOptions, progress: &dyn Progr
                     unreachable!("profile rows start with their node")
                 };
                 let node = &state.identity.nodes[node as usize];
-                row[0] = Val::Owned(node.unified.clone());
+                row[0] = Val::Owned(node.unified.to_string());
                 b.push_row(&row);
                 if b.len() >= 64 * 1024 {
                     w.write(&b.finish()?)?;
@@ -306,7 +333,7 @@ pub fn prepare<'w>(ws: &'w Workspace, opts: &IngestOptions, progress: &dyn Progr
             txn.add_part("customer_profiles", w)?;
         } else if let Some(w) = writer {
             let closing = std::time::Instant::now();
-            txn.add_part(input.table.stored_name(), w)?;
+            txn.add_part(input.table.stored_name(), w.finish()?)?;
             tracing::debug!(table = input.table.name(), close_s = closing.elapsed().as_secs_f64(), "part closed");
         }
         if !tq.files.is_empty() {
@@ -332,35 +359,45 @@ pub fn prepare<'w>(ws: &'w Workspace, opts: &IngestOptions, progress: &dyn Progr
         }
     }
 
-    let nodes = &state.identity.nodes;
-    let mut b = BatchBuilder::new(customer_sources_schema());
-    for n in nodes {
-        b.push_row(&[
-            Val::Str(&n.unified),
-            Val::Str(&n.source),
-            Val::Str(&n.source_id),
-            Val::Str(n.matched_on.as_str()),
-            n.email_key.as_deref().map(Val::Str).unwrap_or(Val::Null),
-            n.phone_key.as_deref().map(Val::Str).unwrap_or(Val::Null),
-        ]);
-    }
-    txn.replace("customer_sources");
-    txn.write_part("customer_sources", customer_sources_schema(), &[b.finish()?])?;
-    tracing::debug!(customer_sources_s = tail_started.elapsed().as_secs_f64(), "identities stored");
+    // The per-customer order sums and the count of unified customers are made on
+    // another thread while this one writes `customer_sources`.
+    let sums = state.order_sums.take().filter(|_| q.tables.contains_key("orders"));
+    let identity = &state.identity;
+    let nodes = &identity.nodes;
+    let (orders_by_customer, unified_customers) = std::thread::scope(|scope| -> Result<_> {
+        let summing = scope.spawn(move || {
+            let summed = std::time::Instant::now();
+            let sums = sums.map(|s| s.finish(nodes, identity.resolved)).transpose();
+            tracing::debug!(order_sums_s = summed.elapsed().as_secs_f64(), "orders summed per customer");
+            (sums, identity.unified_customers())
+        });
+        let mut b = BatchBuilder::new(customer_sources_schema());
+        for n in nodes {
+            b.push_row(&[
+                Val::Str(&n.unified),
+                Val::Str(&n.source),
+                Val::Str(&n.source_id),
+                Val::Str(n.matched_on.as_str()),
+                n.email_key.as_deref().map(Val::Str).unwrap_or(Val::Null),
+                n.phone_key.as_deref().map(Val::Str).unwrap_or(Val::Null),
+            ]);
+        }
+        txn.replace("customer_sources");
+        txn.write_part("customer_sources", customer_sources_schema(), &[b.finish()?])?;
+        tracing::debug!(customer_sources_s = tail_started.elapsed().as_secs_f64(), "identities stored");
+        let (sums, unified) = summing
+            .join()
+            .map_err(|_| StoreError::Internal("summing the orders panicked".into()))?;
+        Ok((sums?, unified))
+    })?;
     q.identity = IdentityQuality {
         source_ids: nodes.len() as u64,
-        unified_customers: state.identity.unified_customers() as u64,
-        merged_by_email: state.identity.merges.merged_by_email,
-        merged_by_phone: state.identity.merges.merged_by_phone,
+        unified_customers: unified_customers as u64,
+        merged_by_email: identity.merges.merged_by_email,
+        merged_by_phone: identity.merges.merged_by_phone,
         new_source_ids: (nodes.len() - before) as u64,
         remapped_ids: remap.len() as u64,
     };
-    let summed = std::time::Instant::now();
-    let orders_by_customer = match state.order_sums.take() {
-        Some(sums) if q.tables.contains_key("orders") => Some(sums.finish(&state.identity.nodes)?),
-        _ => None,
-    };
-    tracing::debug!(order_sums_s = summed.elapsed().as_secs_f64(), "orders summed per customer");
     tracing::debug!(summary_s = tail_started.elapsed().as_secs_f64(), "identity summary");
     // Millions of small strings (every source id, key and unified id, in the nodes and
     // the maps) take over a second to free: that happens on another thread while the
@@ -641,19 +678,27 @@ impl OrderSums {
         }
     }
 
-    /// One row per unified customer with order lines, in the order of the nodes.
-    fn finish(mut self, nodes: &[crate::identity::Node]) -> Result<RecordBatch> {
+    /// One row per unified customer with order lines, in the order of the nodes. Nodes
+    /// from `resolved` on have unified ids of their own (see [`Identity::resolved`]),
+    /// so only those before are grouped by id.
+    fn finish(mut self, nodes: &[crate::identity::Node], resolved: usize) -> Result<RecordBatch> {
         let mut index: crate::FastMap<&str, u32> = crate::FastMap::default();
         let mut ids: Vec<&str> = Vec::new();
         let mut sums: Vec<NodeSums> = Vec::new();
         let mut of_node = vec![u32::MAX; self.nodes.len()];
         for (n, s) in self.nodes.iter().enumerate().filter(|(_, s)| s.lines > 0) {
-            let unified = nodes[n].unified.as_str();
-            let u = *index.entry(unified).or_insert_with(|| {
+            let unified: &str = &nodes[n].unified;
+            let u = if n >= resolved {
                 ids.push(unified);
                 sums.push(NodeSums::default());
                 (ids.len() - 1) as u32
-            });
+            } else {
+                *index.entry(unified).or_insert_with(|| {
+                    ids.push(unified);
+                    sums.push(NodeSums::default());
+                    (ids.len() - 1) as u32
+                })
+            };
             of_node[n] = u;
             sums[u as usize].merge(s);
         }
@@ -746,6 +791,7 @@ impl State {
             (src.and_then(|s| values[s].as_str()), values[ci].as_str().expect("required"))
         };
 
+        let started = std::time::Instant::now();
         // In parallel: scores, known customers, missing values.
         let identity = &self.identity;
         let pre: Vec<Vec<Pre>> = checked
@@ -802,7 +848,9 @@ impl State {
                 r += 1;
             }
         }
+        let pre_s = started.elapsed().as_secs_f64();
         seen.mark(&candidates, &mut dup);
+        let dedup_s = started.elapsed().as_secs_f64() - pre_s;
 
         // In order: quarantine, counts, customers not known before.
         let mut out = Vec::with_capacity(rows);
@@ -890,6 +938,12 @@ impl State {
                 *tq.missing_values.entry(c.name.into()).or_default() += n;
             }
         }
+        tracing::trace!(
+            pre_s,
+            dedup_s,
+            walk_s = started.elapsed().as_secs_f64() - pre_s - dedup_s,
+            "screened"
+        );
         out
     }
 
@@ -977,8 +1031,8 @@ impl State {
         }
     }
 
-    /// Writes accepted rows with their unified customer.
-    fn store_rows(&self, ctx: &BatchCtx<'_>, rows: &[Accepted<'_, '_>], w: &mut PartWriter) -> Result<()> {
+    /// The accepted rows in their stored form, with their unified customer.
+    fn stored_rows(&self, ctx: &BatchCtx<'_>, rows: &[Accepted<'_, '_>]) -> Result<RecordBatch> {
         let table = ctx.table;
         let schema = stored_schema(table);
         let plan: Vec<Slot> = schema
@@ -1017,7 +1071,7 @@ impl State {
                 b.finish()
             })
             .collect();
-        w.write(&RecordBatch::try_new(schema, arrays)?)
+        Ok(RecordBatch::try_new(schema, arrays)?)
     }
 }
 
@@ -1082,12 +1136,12 @@ fn nodes_from_batches(batches: &[RecordBatch]) -> Result<Vec<Node>> {
         for i in 0..b.num_rows() {
             let opt = |a: &StringArray| (!a.is_null(i)).then(|| a.value(i).to_string());
             nodes.push(Node {
-                source: s.value(i).to_string(),
-                source_id: sid.value(i).to_string(),
+                source: s.value(i).into(),
+                source_id: sid.value(i).into(),
                 email_key: opt(e),
                 phone_key: opt(p),
                 previous: None,
-                unified: u.value(i).to_string(),
+                unified: u.value(i).into(),
                 matched_on: match m.value(i) {
                     "email" => MatchedOn::Email,
                     "phone" => MatchedOn::Phone,

@@ -107,18 +107,18 @@ impl Batch {
     }
 
     /// Moves the first `take` rows of `other` here, their lines shifted by `line_base`.
-    fn append(&mut self, other: Batch, take: usize, line_base: u64) {
+    fn append(&mut self, other: &Batch, take: usize, line_base: u64) {
         let (raw_off, text_off, field_off) = (self.raw.len(), self.text.len(), self.bounds.len());
         let fields_end = other.rows.get(take).map_or(other.bounds.len(), |r| r.first_field);
         self.raw.push_str(&other.raw);
         self.text.push_str(&other.text);
         self.bounds
             .extend(other.bounds[..fields_end].iter().map(|&(a, b)| (a + text_off, b + text_off)));
-        self.rows.extend(other.rows.into_iter().take(take).map(|r| RowMeta {
+        self.rows.extend(other.rows.iter().take(take).map(|r| RowMeta {
             line: r.line + line_base,
             raw: (r.raw.0 + raw_off, r.raw.1 + raw_off),
             first_field: r.first_field + field_off,
-            problem: r.problem,
+            problem: r.problem.clone(),
         }));
     }
 }
@@ -266,7 +266,7 @@ fn preview(header: &[String]) -> String {
 }
 
 /// Opens the right reader for a file.
-pub fn open(file: &SourceFile, table: InputTable, config: &TableConfig) -> Result<Box<dyn RowReader>> {
+pub fn open(file: &SourceFile, table: InputTable, config: &TableConfig) -> Result<Box<dyn RowReader + Send>> {
     let latin1 = config
         .encoding
         .as_deref()
@@ -423,6 +423,8 @@ struct CsvReader {
     bytes: ByteBuf,
     layout: CsvLayout,
     line: u64,
+    /// Parsed pieces whose rows were taken, kept for their allocations.
+    spare: Vec<Parsed>,
 }
 
 impl CsvReader {
@@ -446,6 +448,7 @@ impl CsvReader {
                 attrs: Vec::new(),
             },
             line: 1,
+            spare: Vec::new(),
         };
         r.bytes.start("CSV")?;
         let header = r.read_header(config.header.unwrap_or(true))?;
@@ -522,13 +525,13 @@ impl CsvReader {
     }
 
     /// Moves the rows of `parsed` (up to `take`) into `batch` and past their input.
-    fn accept(&mut self, batch: &mut Batch, parsed: Parsed, take: usize) {
+    fn accept(&mut self, batch: &mut Batch, parsed: &Parsed, take: usize) {
         let (consumed, lines) = if take < parsed.batch.rows.len() {
             parsed.ends[take - 1]
         } else {
             (parsed.consumed, parsed.lines)
         };
-        batch.append(parsed.batch, take, self.line);
+        batch.append(&parsed.batch, take, self.line);
         self.bytes.pos += consumed;
         self.line += lines;
     }
@@ -583,7 +586,18 @@ impl CsvLayout {
     /// Parses up to `max_rows` rows from the start of `input` (which must start at a
     /// record); with `eof`, the end of `input` is the end of the file.
     fn parse(&self, input: &[u8], eof: bool, max_rows: usize) -> Parsed {
-        let mut out = Parsed::default();
+        self.parse_into(Parsed::default(), input, eof, max_rows)
+    }
+
+    /// [`CsvLayout::parse`] into the allocations of an earlier `Parsed`.
+    fn parse_into(&self, mut out: Parsed, input: &[u8], eof: bool, max_rows: usize) -> Parsed {
+        out.batch.clear();
+        out.ends.clear();
+        out.need_more = false;
+        // Room for the whole piece up front: growing by doubling copies and touches
+        // fresh memory.
+        out.batch.raw.reserve(input.len());
+        out.batch.text.reserve(input.len());
         let (mut text, mut fields) = (Vec::new(), Vec::new());
         let (mut pos, mut lines, mut produced) = (0usize, 0u64, 0usize);
         while produced < max_rows {
@@ -716,11 +730,13 @@ impl RowReader for CsvReader {
             };
             let cuts: Vec<(usize, usize)> = cut_pieces(self.bytes.rest(), eof).into_iter().take(want).collect();
             let rest = self.bytes.rest();
+            let spare: Vec<Parsed> = (0..cuts.len()).map(|_| self.spare.pop().unwrap_or_default()).collect();
             let parsed: Vec<Parsed> = {
                 use rayon::prelude::*;
                 let layout = &self.layout;
                 cuts.par_iter()
-                    .map(|&(a, b)| layout.parse(&rest[a..b], eof && b == rest.len(), room))
+                    .zip(spare)
+                    .map(|(&(a, b), p)| layout.parse_into(p, &rest[a..b], eof && b == rest.len(), room))
                     .collect()
             };
             let mut progressed = false;
@@ -733,7 +749,8 @@ impl RowReader for CsvReader {
                     bytes_per_row = Some(bytes_per_row.map_or(b, |old| old.max(b)));
                 }
                 progressed |= take > 0 || p.consumed > 0;
-                self.accept(batch, p, take);
+                self.accept(batch, &p, take);
+                self.spare.push(p);
                 produced += take;
                 if !clean || produced >= max_rows {
                     break;
@@ -751,7 +768,7 @@ impl RowReader for CsvReader {
                 }
                 let take = p.batch.rows.len();
                 produced += take;
-                self.accept(batch, p, take);
+                self.accept(batch, &p, take);
             }
         }
         Ok(true)
@@ -1040,7 +1057,7 @@ mod tests {
             assert!(b.rows.len() <= max_rows);
             calls += 1;
             let n = b.rows.len();
-            all.append(b, n, 0);
+            all.append(&b, n, 0);
             if !more {
                 break;
             }

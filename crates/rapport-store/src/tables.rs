@@ -12,7 +12,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::arrow_writer::{compute_leaves, ArrowColumnChunk, ArrowRowGroupWriterFactory};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::ColumnPath;
 
@@ -248,10 +248,14 @@ impl PartWriter {
             .set_compression(Compression::SNAPPY)
             .set_max_row_group_row_count(Some(ROW_GROUP_ROWS));
         // Ids that are (nearly) unique per row group gain nothing from a dictionary,
-        // which costs a hash of every value to build.
+        // which costs a hash of every value to build, nor from min/max statistics
+        // (random ids span every row group), which cost a comparison of every value.
         for f in schema.fields() {
             if HIGH_CARDINALITY.contains(&f.name().as_str()) {
-                props = props.set_column_dictionary_enabled(ColumnPath::from(f.name().as_str()), false);
+                let col = ColumnPath::from(f.name().as_str());
+                props = props
+                    .set_column_dictionary_enabled(col.clone(), false)
+                    .set_column_statistics_enabled(col, EnabledStatistics::None);
             }
         }
         let props = props.build();
@@ -316,6 +320,69 @@ impl PartWriter {
     }
 }
 
+/// A [`PartWriter`] on a thread of its own: [`BackgroundPart::write`] hands a batch
+/// over and returns (one more batch may wait), so that encoding and compressing a row
+/// group overlaps the caller's work on the next batch. The first error stops the
+/// thread; the next `write` or [`BackgroundPart::finish`] returns it.
+pub struct BackgroundPart {
+    tx: Option<std::sync::mpsc::SyncSender<RecordBatch>>,
+    handle: Option<std::thread::JoinHandle<Result<PartWriter>>>,
+}
+
+impl BackgroundPart {
+    pub fn spawn(mut writer: PartWriter) -> Result<Self> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<RecordBatch>(1);
+        let handle = std::thread::Builder::new()
+            .name("rapport-part-writer".into())
+            .spawn(move || {
+                for batch in rx {
+                    writer.write(&batch)?;
+                }
+                Ok(writer)
+            })
+            .map_err(|e| StoreError::Internal(format!("cannot start a writer thread: {e}")))?;
+        Ok(Self {
+            tx: Some(tx),
+            handle: Some(handle),
+        })
+    }
+
+    pub fn write(&mut self, batch: RecordBatch) -> Result<()> {
+        let tx = self.tx.as_ref().expect("open until finish");
+        if tx.send(batch).is_err() {
+            // The thread stopped: its error says why.
+            self.join()?;
+            return Err(StoreError::Internal("the part writer stopped early".into()));
+        }
+        Ok(())
+    }
+
+    /// Waits for every batch to be written; the part, ready for `add_part`.
+    pub fn finish(mut self) -> Result<PartWriter> {
+        self.join()
+    }
+
+    fn join(&mut self) -> Result<PartWriter> {
+        drop(self.tx.take());
+        let handle = self.handle.take().expect("joined once");
+        match handle.join() {
+            Ok(r) => r,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+}
+
+impl Drop for BackgroundPart {
+    fn drop(&mut self) {
+        // Abandoned (an error elsewhere): let the thread end before the staging area
+        // it writes into goes away.
+        drop(self.tx.take());
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
 fn parquet_err(path: &Path, e: parquet::errors::ParquetError) -> StoreError {
     match e {
         parquet::errors::ParquetError::External(inner) => match inner.downcast::<std::io::Error>() {
@@ -345,4 +412,70 @@ pub fn read_parts(paths: &[PathBuf]) -> Result<Vec<RecordBatch>> {
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::{Array, Float64Array, StringArray};
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("order_id", DataType::Utf8, false),
+            Field::new("amount", DataType::Float64, true),
+        ]))
+    }
+
+    fn batch(from: usize, n: usize) -> RecordBatch {
+        let ids: Vec<String> = (from..from + n).map(|i| format!("O{i}")).collect();
+        let amounts: Vec<f64> = (from..from + n).map(|i| i as f64 / 4.0).collect();
+        RecordBatch::try_new(
+            schema(),
+            vec![Arc::new(StringArray::from(ids)), Arc::new(Float64Array::from(amounts))],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_background_part_writes_every_batch_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.parquet");
+        let mut w = BackgroundPart::spawn(PartWriter::create(path.clone(), schema()).unwrap()).unwrap();
+        for k in 0..5 {
+            w.write(batch(k * 1000, 1000)).unwrap();
+        }
+        let (written, rows) = w.finish().unwrap().finish().unwrap();
+        assert_eq!((written, rows), (path.clone(), 5000));
+        let back = read_parts(&[path]).unwrap();
+        let ids: Vec<String> = back
+            .iter()
+            .flat_map(|b| {
+                let a = b.column(0).as_any().downcast_ref::<StringArray>().unwrap().clone();
+                (0..a.len()).map(move |i| a.value(i).to_string())
+            })
+            .collect();
+        assert_eq!(ids, (0..5000).map(|i| format!("O{i}")).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_background_part_reports_the_writers_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = BackgroundPart::spawn(PartWriter::create(dir.path().join("p.parquet"), schema()).unwrap()).unwrap();
+        w.write(batch(0, 10)).unwrap();
+        // A batch of another shape fails in the writer thread; the error comes back on
+        // a later write or at the finish, never lost.
+        let other = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new("x", DataType::Utf8, false)])),
+            vec![Arc::new(StringArray::from(vec!["a"]))],
+        )
+        .unwrap();
+        let mut failed = w.write(other).is_err();
+        for k in 1..4 {
+            if failed {
+                break;
+            }
+            failed = w.write(batch(k * 10, 10)).is_err();
+        }
+        assert!(failed || w.finish().is_err());
+    }
 }
