@@ -24,7 +24,7 @@ use crate::discover::discover;
 use crate::error::{Result, StoreError};
 use crate::identity::{normalise_email, normalise_phone, Identity, Lookup, MatchedOn, Node};
 use crate::quality::{IdentityQuality, Quality, SkippedFile, TableQuality};
-use crate::reader::{open, Batch, RowMeta};
+use crate::reader::{open, Batch, RowMeta, RowReader};
 use crate::schema::InputTable;
 use crate::tables::{customer_sources_schema, quarantine_schema, stored_schema, BackgroundPart, BatchBuilder, ColBuilder, PartWriter, Val};
 use crate::validate::{CheckedRows, RowCheck, Validator, IMPUTED_AMOUNT, IMPUTED_QUANTITY, IMPUTED_STATUS};
@@ -179,6 +179,9 @@ pub fn prepare<'w>(ws: &'w Workspace, opts: &IngestOptions, progress: &dyn Progr
         let mut seen = Seen::new();
         let mut present = vec![false; input.table.columns().len()];
         for file in &input.files {
+            // The reader starts on the file's first batch while the content hash is
+            // computed (a file found known is dropped unread beyond that batch).
+            let mut reading = ReadAhead::start(open(file, input.table, &input.config)?, opts.batch_rows)?;
             let digest_started = std::time::Instant::now();
             let (sha, bytes) = file_digest(&file.path)?;
             if let Some(known) = ws.known_file(&sha, input.table.name())? {
@@ -205,7 +208,6 @@ pub fn prepare<'w>(ws: &'w Workspace, opts: &IngestOptions, progress: &dyn Progr
             any_new = true;
             tq.files.push(file.name.clone());
             progress.begin(&format!("{} ← {}", input.table, file.name), (!file.gzip).then_some(bytes));
-            let reader = open(file, input.table, &input.config)?;
             let mut file_rows = 0u64;
             // Seconds spent waiting for the reader, validating, screening and storing
             // (RAPPORT_LOG=debug).
@@ -219,85 +221,61 @@ pub fn prepare<'w>(ws: &'w Workspace, opts: &IngestOptions, progress: &dyn Progr
             // anew each time, their memory went back to the system and came back as
             // fresh pages the kernel had to zero.
             let mut recycled: Vec<(Vec<Val<'static>>, Vec<RowCheck>)> = Vec::new();
-            // The file is read on a thread of its own, a batch ahead: parsing the next
-            // batch overlaps the work on this one. Batches go back to it for reuse.
-            let here = std::thread::scope(|scope| -> Result<Vec<bool>> {
-                let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Result<(Batch, bool)>>(1);
-                let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Batch>();
-                let batch_rows = opts.batch_rows;
-                let reading = scope.spawn(move || {
-                    let mut reader = reader;
-                    loop {
-                        let mut batch = empty_rx.try_recv().unwrap_or_default();
-                        batch.clear();
-                        let read = reader.next_batch(&mut batch, batch_rows);
-                        let more = matches!(read, Ok(true));
-                        if full_tx.send(read.map(|more| (batch, more))).is_err() || !more {
-                            break;
-                        }
-                    }
-                    reader.present()
-                });
-                loop {
-                    let (batch, more) = full_rx
-                        .recv()
-                        .map_err(|_| StoreError::Internal("the reader thread stopped".into()))??;
-                    lap(0, &mut clock);
-                    file_rows += batch.rows.len() as u64;
-                    let ctx = BatchCtx {
-                        table: input.table,
-                        file: &file.name,
-                        file_tag: &sha[..8],
-                        batch: &batch,
-                    };
-                    let chunks = batch.rows.len().div_ceil(CHECK_CHUNK);
-                    let buffers: Vec<(Vec<Val<'_>>, Vec<RowCheck>)> = (0..chunks)
-                        .map(|_| recycled.pop().map(|(v, r)| (relifetime(v), r)).unwrap_or_default())
-                        .collect();
-                    let checked: Vec<CheckedRows<'_>> = batch
-                        .rows
-                        .par_chunks(CHECK_CHUNK)
-                        .zip(buffers)
-                        .map(|(rows, (vals, checks))| validator.check_rows_into(&batch, rows, vals, checks))
-                        .collect();
-                    lap(1, &mut clock);
-                    if input.table == InputTable::Orders && outlier_rule.is_none() {
-                        outlier_rule = fit_quantity_rule(&checked);
-                    }
-                    let accepted = state.screen(&ctx, &checked, &mut tq, &mut seen, outlier_rule.as_ref(), &config);
-                    lap(2, &mut clock);
-                    if input.table == InputTable::Customers {
-                        for a in &accepted {
-                            profiles.push(state.profile_values(a.values));
-                        }
-                    } else {
-                        let w = match &mut writer {
-                            Some(w) => w,
-                            None => writer.insert(BackgroundPart::spawn(
-                                txn.part_writer(input.table.stored_name(), stored_schema(input.table))?,
-                            )?),
-                        };
-                        if input.table == InputTable::Orders {
-                            if let Some(sums) = &mut state.order_sums {
-                                sums.add(&accepted);
-                            }
-                        }
-                        w.write(state.stored_rows(&ctx, &accepted)?)?;
-                    }
-                    state.flush_quarantine(&mut txn, false)?;
-                    drop(accepted);
-                    recycled.extend(checked.into_iter().map(|c| (relifetime(c.vals), c.rows)));
-                    lap(3, &mut clock);
-                    progress.advance(batch.raw.len() as u64 + batch.rows.len() as u64);
-                    let _ = empty_tx.send(batch);
-                    if !more {
-                        break;
-                    }
+            loop {
+                let (batch, more) = reading.next()?;
+                lap(0, &mut clock);
+                file_rows += batch.rows.len() as u64;
+                let ctx = BatchCtx {
+                    table: input.table,
+                    file: &file.name,
+                    file_tag: &sha[..8],
+                    batch: &batch,
+                };
+                let chunks = batch.rows.len().div_ceil(CHECK_CHUNK);
+                let buffers: Vec<(Vec<Val<'_>>, Vec<RowCheck>)> = (0..chunks)
+                    .map(|_| recycled.pop().map(|(v, r)| (relifetime(v), r)).unwrap_or_default())
+                    .collect();
+                let checked: Vec<CheckedRows<'_>> = batch
+                    .rows
+                    .par_chunks(CHECK_CHUNK)
+                    .zip(buffers)
+                    .map(|(rows, (vals, checks))| validator.check_rows_into(&batch, rows, vals, checks))
+                    .collect();
+                lap(1, &mut clock);
+                if input.table == InputTable::Orders && outlier_rule.is_none() {
+                    outlier_rule = fit_quantity_rule(&checked);
                 }
-                reading
-                    .join()
-                    .map_err(|_| StoreError::Internal("the reader thread panicked".into()))
-            })?;
+                let accepted = state.screen(&ctx, &checked, &mut tq, &mut seen, outlier_rule.as_ref(), &config);
+                lap(2, &mut clock);
+                if input.table == InputTable::Customers {
+                    for a in &accepted {
+                        profiles.push(state.profile_values(a.values));
+                    }
+                } else {
+                    let w = match &mut writer {
+                        Some(w) => w,
+                        None => writer.insert(BackgroundPart::spawn(
+                            txn.part_writer(input.table.stored_name(), stored_schema(input.table))?,
+                        )?),
+                    };
+                    if input.table == InputTable::Orders {
+                        if let Some(sums) = &mut state.order_sums {
+                            sums.add(&accepted);
+                        }
+                    }
+                    w.write(state.stored_rows(&ctx, &accepted)?)?;
+                }
+                state.flush_quarantine(&mut txn, false)?;
+                drop(accepted);
+                recycled.extend(checked.into_iter().map(|c| (relifetime(c.vals), c.rows)));
+                lap(3, &mut clock);
+                progress.advance(batch.raw.len() as u64 + batch.rows.len() as u64);
+                reading.give_back(batch);
+                if !more {
+                    break;
+                }
+            }
+            let here = reading.finish()?;
             progress.end();
             tracing::debug!(
                 file = %file.name,
@@ -411,6 +389,75 @@ pub fn prepare<'w>(ws: &'w Workspace, opts: &IngestOptions, progress: &dyn Progr
             orders_by_customer,
         },
     ))
+}
+
+/// A file read on a thread of its own, a batch ahead of its consumer: parsing the next
+/// batch overlaps the work on this one. Used batches go back to the reader for reuse.
+/// Dropped early (a file found known, an error), it stops the reader and waits for it.
+struct ReadAhead {
+    full: Option<std::sync::mpsc::Receiver<Result<(Batch, bool)>>>,
+    empty: std::sync::mpsc::Sender<Batch>,
+    handle: Option<std::thread::JoinHandle<Vec<bool>>>,
+}
+
+impl ReadAhead {
+    fn start(mut reader: Box<dyn RowReader + Send>, batch_rows: usize) -> Result<Self> {
+        let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Result<(Batch, bool)>>(1);
+        let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Batch>();
+        let handle = std::thread::Builder::new()
+            .name("rapport-reader".into())
+            .spawn(move || {
+                loop {
+                    let mut batch = empty_rx.try_recv().unwrap_or_default();
+                    batch.clear();
+                    let read = reader.next_batch(&mut batch, batch_rows);
+                    let more = matches!(read, Ok(true));
+                    // A failed send: the consumer is gone.
+                    if full_tx.send(read.map(|more| (batch, more))).is_err() || !more {
+                        break;
+                    }
+                }
+                reader.present()
+            })
+            .map_err(|e| StoreError::Internal(format!("cannot start a reader thread: {e}")))?;
+        Ok(Self {
+            full: Some(full_rx),
+            empty: empty_tx,
+            handle: Some(handle),
+        })
+    }
+
+    /// The next batch and whether more follow.
+    fn next(&mut self) -> Result<(Batch, bool)> {
+        let full = self.full.as_ref().expect("open until finish");
+        match full.recv() {
+            Ok(read) => read,
+            Err(_) => {
+                self.stop();
+                Err(StoreError::Internal("the reader thread stopped".into()))
+            }
+        }
+    }
+
+    fn give_back(&self, batch: Batch) {
+        let _ = self.empty.send(batch);
+    }
+
+    /// Per canonical column, whether the file had it.
+    fn finish(mut self) -> Result<Vec<bool>> {
+        self.stop().ok_or_else(|| StoreError::Internal("the reader thread panicked".into()))
+    }
+
+    fn stop(&mut self) -> Option<Vec<bool>> {
+        drop(self.full.take());
+        self.handle.take().and_then(|h| h.join().ok())
+    }
+}
+
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
 
 /// An emptied vector of values, for values that borrow from another batch: the
