@@ -66,11 +66,11 @@ impl MatchedOn {
 }
 
 /// One source id: a customer as one system knows them.
-#[derive(Debug, Clone)]
 ///
 /// Ids are shared (`Arc<str>`): a source name is kept once for all its nodes, and a
 /// node whose unified id is its source id keeps that text once, in its node and in
 /// every map that finds it.
+#[derive(Debug, Clone)]
 pub struct Node {
     pub source: Arc<str>,
     pub source_id: Arc<str>,

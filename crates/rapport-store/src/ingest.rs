@@ -26,7 +26,9 @@ use crate::identity::{normalise_email, normalise_phone, Identity, Lookup, Matche
 use crate::quality::{IdentityQuality, Quality, SkippedFile, TableQuality};
 use crate::reader::{open, Batch, RowMeta, RowReader};
 use crate::schema::InputTable;
-use crate::tables::{customer_sources_schema, quarantine_schema, stored_schema, BackgroundPart, BatchBuilder, ColBuilder, PartWriter, Val};
+use crate::tables::{
+    customer_sources_schema, quarantine_schema, stored_schema, timestamp_type, BackgroundPart, BatchBuilder, ColBuilder, PartWriter, Val,
+};
 use crate::validate::{CheckedRows, RowCheck, Validator, IMPUTED_AMOUNT, IMPUTED_QUANTITY, IMPUTED_STATUS};
 use crate::workspace::{Transaction, Workspace};
 
@@ -507,10 +509,7 @@ fn fit_quantity_rule(checked: &[CheckedRows<'_>]) -> Option<LogOutlierRule> {
         .iter()
         .flat_map(|c| {
             c.rows.iter().filter_map(move |r| match r {
-                RowCheck::Ok { at, .. } => match c.values(*at)[q] {
-                    Val::Num(x) => Some(x),
-                    _ => None,
-                },
+                RowCheck::Ok { at, .. } => c.values(*at)[q].as_num(),
                 RowCheck::Rejected(_) => None,
             })
         })
@@ -663,8 +662,7 @@ struct LineSums {
 /// A 64-bit hash of an order id, never 0. Two order ids of one customer colliding is a
 /// chance of about n² / 2⁶⁵ for a customer with n orders.
 fn order_hash(id: &str) -> u64 {
-    use std::hash::BuildHasher;
-    foldhash::quality::FixedState::with_seed(0x5241_5050_4f52_5421).hash_one(id).max(1)
+    crate::seeded_hash(0x5241_5050_4f52_5421, id).max(1)
 }
 
 impl OrderSums {
@@ -672,10 +670,6 @@ impl OrderSums {
         let t = InputTable::Orders;
         let col = |name: &str| t.column(name).expect("orders column").0;
         let (at, qty, amount, status, order) = (col("ordered_at"), col("quantity"), col("amount"), col("status"), col("order_id"));
-        let num = |v: &Val<'_>| match v {
-            Val::Num(x) => Some(*x),
-            _ => None,
-        };
         // What each line adds, in parallel (hashing the order ids is the work); then
         // added to the nodes in row order.
         let lines: Vec<LineSums> = rows
@@ -683,7 +677,7 @@ impl OrderSums {
             .filter_map(|a| {
                 let node = a.node?;
                 let st = a.values[status].as_str();
-                let q = num(&a.values[qty]);
+                let q = a.values[qty].as_num();
                 // SQL's three-valued logic: a missing status is neither cancelled nor not.
                 let kept = st.is_some_and(|x| x != "cancelled");
                 Some(LineSums {
@@ -693,7 +687,7 @@ impl OrderSums {
                         _ => None,
                     },
                     micros: if kept {
-                        num(&a.values[amount]).map_or(0, |m| (m * 1_000_000.0).round() as i64)
+                        a.values[amount].as_num().map_or(0, |m| (m * 1_000_000.0).round() as i64)
                     } else {
                         0
                     },
@@ -735,16 +729,15 @@ impl OrderSums {
         let mut of_node = vec![u32::MAX; self.nodes.len()];
         for (n, s) in self.nodes.iter().enumerate().filter(|(_, s)| s.lines > 0) {
             let unified: &str = &nodes[n].unified;
-            let u = if n >= resolved {
+            let mut new_customer = || {
                 ids.push(unified);
                 sums.push(NodeSums::default());
                 (ids.len() - 1) as u32
+            };
+            let u = if n >= resolved {
+                new_customer()
             } else {
-                *index.entry(unified).or_insert_with(|| {
-                    ids.push(unified);
-                    sums.push(NodeSums::default());
-                    (ids.len() - 1) as u32
-                })
+                *index.entry(unified).or_insert_with(new_customer)
             };
             of_node[n] = u;
             sums[u as usize].merge(s);
@@ -776,14 +769,10 @@ impl OrderSums {
                 distinct as i64
             })
             .collect();
-        let ts_type = stored_schema(InputTable::Orders)
-            .field_with_name("ordered_at")
-            .expect("orders have ordered_at")
-            .data_type()
-            .clone();
-        let ts = |pick: fn(&NodeSums) -> Option<i64>| -> Result<ArrayRef> {
-            let a: ArrayRef = Arc::new(TimestampMicrosecondArray::from(sums.iter().map(pick).collect::<Vec<_>>()));
-            Ok(arrow_cast::cast(&a, &ts_type)?)
+        // Typed as the stored `ordered_at`.
+        let ts_type = timestamp_type();
+        let ts = |pick: fn(&NodeSums) -> Option<i64>| -> ArrayRef {
+            Arc::new(TimestampMicrosecondArray::from(sums.iter().map(pick).collect::<Vec<_>>()).with_timezone("UTC"))
         };
         let schema = Arc::new(Schema::new(vec![
             Field::new("customer_id", DataType::Utf8, false),
@@ -797,8 +786,8 @@ impl OrderSums {
             schema,
             vec![
                 Arc::new(StringArray::from(ids)),
-                ts(|s| (s.first != i64::MAX).then_some(s.first))?,
-                ts(|s| (s.last != i64::MIN).then_some(s.last))?,
+                ts(|s| (s.first != i64::MAX).then_some(s.first)),
+                ts(|s| (s.last != i64::MIN).then_some(s.last)),
                 Arc::new(Int64Array::from(orders)),
                 Arc::new(Float64Array::from(
                     sums.iter().map(|s| s.revenue_micros as f64 / 1_000_000.0).collect::<Vec<_>>(),
@@ -921,7 +910,7 @@ impl State {
                 let values = c.values(at);
                 if let (Some(rule), Some(qi)) = (rule, q_idx) {
                     if p.z > config.ingest.quantity_outlier_k {
-                        let x = if let Val::Num(x) = values[qi] { x } else { f64::NAN };
+                        let x = values[qi].as_num().unwrap_or(f64::NAN);
                         let detail = format!(
                             "{x} is more than {:.0} (robust z {:.1} on the log scale)",
                             rule.threshold(config.ingest.quantity_outlier_k),

@@ -33,3 +33,10 @@ pub use workspace::Workspace;
 /// than the standard SipHash on short keys, and none of these is iterated for output.
 pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 pub(crate) type FastSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
+
+/// A 64-bit hash of `text` that is the same in every run (a fixed seed, unlike the
+/// maps above), for hashes kept and compared as values.
+pub(crate) fn seeded_hash(seed: u64, text: &str) -> u64 {
+    use std::hash::BuildHasher;
+    foldhash::quality::FixedState::with_seed(seed).hash_one(text)
+}

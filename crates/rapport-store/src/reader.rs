@@ -106,7 +106,7 @@ impl Batch {
         self.bounds.push((a, self.text.len()));
     }
 
-    /// Moves the first `take` rows of `other` here, their lines shifted by `line_base`.
+    /// Copies the first `take` rows of `other` here, their lines shifted by `line_base`.
     fn append(&mut self, other: &Batch, take: usize, line_base: u64) {
         let (raw_off, text_off, field_off) = (self.raw.len(), self.text.len(), self.bounds.len());
         let fields_end = other.rows.get(take).map_or(other.bounds.len(), |r| r.first_field);
@@ -524,7 +524,8 @@ impl CsvReader {
         }
     }
 
-    /// Moves the rows of `parsed` (up to `take`) into `batch` and past their input.
+    /// Copies the rows of `parsed` (up to `take`) into `batch` and moves past their
+    /// input.
     fn accept(&mut self, batch: &mut Batch, parsed: &Parsed, take: usize) {
         let (consumed, lines) = if take < parsed.batch.rows.len() {
             parsed.ends[take - 1]

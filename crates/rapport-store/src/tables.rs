@@ -39,6 +39,13 @@ impl Val<'_> {
             _ => None,
         }
     }
+
+    pub fn as_num(&self) -> Option<f64> {
+        match self {
+            Val::Num(x) => Some(*x),
+            _ => None,
+        }
+    }
 }
 
 pub fn timestamp_type() -> DataType {

@@ -291,9 +291,8 @@ impl Validator {
 /// seeds. (An exact duplicate is the same row text; at 10^9 rows a collision has a
 /// chance of about 10^-21.)
 pub fn row_hash(raw: &str) -> u128 {
-    use std::hash::BuildHasher;
-    let h0 = foldhash::quality::FixedState::with_seed(0x7261_7070_6f72_7431).hash_one(raw);
-    let h1 = foldhash::quality::FixedState::with_seed(0x2d5a_c0de_9e37_79b9).hash_one(raw);
+    let h0 = crate::seeded_hash(0x7261_7070_6f72_7431, raw);
+    let h1 = crate::seeded_hash(0x2d5a_c0de_9e37_79b9, raw);
     (u128::from(h0) << 64) | u128::from(h1)
 }
 
