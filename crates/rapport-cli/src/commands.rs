@@ -549,12 +549,59 @@ pub fn export(workspace: &Path, table: &str, format: &str, out: &Path, reveal: b
     Ok(())
 }
 
-pub fn generate(customers: usize, seed: u64, out: &Path, clean: bool) -> Result<()> {
+/// The generator's world switches (`rapport generate`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct WorldArgs {
+    /// How customers spread their purchases: one favourite category, or several.
+    #[arg(long, value_parser = ["concentrated", "diffuse"], default_value = "concentrated")]
+    taste: String,
+    /// Respondents may name up to three preferred categories.
+    #[arg(long)]
+    multi_category: bool,
+    /// The chance that each survey statement is honest (0.5 to 1).
+    #[arg(long, default_value_t = 0.9)]
+    honesty: f64,
+    /// Which misstatements are planted: over-statement only, or both directions.
+    #[arg(long, value_parser = ["over", "both"], default_value = "both")]
+    misreports: String,
+    /// Days of history in the export (at least 60).
+    #[arg(long, default_value_t = 730)]
+    history_days: u32,
+}
+
+impl WorldArgs {
+    pub fn into_world(self) -> Result<rapport_synth::World> {
+        if !(0.5..=1.0).contains(&self.honesty) {
+            bail!(UserError(format!("--honesty {} must be between 0.5 and 1", self.honesty)));
+        }
+        if self.history_days < 60 {
+            bail!(UserError(format!("--history-days {} must be at least 60", self.history_days)));
+        }
+        Ok(rapport_synth::World {
+            taste: if self.taste == "diffuse" {
+                rapport_synth::Taste::Diffuse
+            } else {
+                rapport_synth::Taste::Concentrated
+            },
+            multi_category: self.multi_category,
+            honesty: self.honesty,
+            misreports: if self.misreports == "over" {
+                rapport_synth::Misreports::Over
+            } else {
+                rapport_synth::Misreports::Both
+            },
+            history_days: self.history_days,
+        })
+    }
+}
+
+pub fn generate(customers: usize, seed: u64, out: &Path, clean: bool, world: rapport_synth::World) -> Result<()> {
     if customers == 0 {
         bail!(UserError("--customers must be at least 1".into()));
     }
     let mut opts = rapport_synth::GenerateOptions::new(customers, seed, out);
     opts.dirt = !clean;
+    opts.world = world;
     let s = rapport_synth::generate(&opts)?;
     println!(
         "wrote {} people ({} source ids), {} order lines, {} events, {} survey answers to {}",
@@ -592,7 +639,7 @@ pub fn demo(out: &Path, customers: usize, seed: u64, quiet: bool) -> Result<()> 
         "1. generating a company of {customers} customers (seed {seed}) in {}",
         data.display()
     );
-    generate(customers, seed, &data, false)?;
+    generate(customers, seed, &data, false, rapport_synth::World::default())?;
     println!("2. ingesting into {}", out.join("workspace").display());
     let ws = Workspace::open(&out.join("workspace"))?;
     let outcome = rapport_engine::ingest::ingest(&ws, &IngestOptions::new(&data), &Bars::new(quiet))?;

@@ -156,6 +156,8 @@ enum Command {
         /// No planted dirt.
         #[arg(long)]
         clean: bool,
+        #[command(flatten)]
+        world: commands::WorldArgs,
     },
     /// The whole loop on generated data, ending with the report.
     Demo {
@@ -222,7 +224,8 @@ fn main() -> ExitCode {
             seed,
             out,
             clean,
-        } => commands::generate(customers, seed, &out, clean),
+            world,
+        } => world.into_world().and_then(|w| commands::generate(customers, seed, &out, clean, w)),
         Command::Demo { out, customers, seed } => commands::demo(&out, customers, seed, cli.quiet),
         Command::Bench { what } => bench::run(what),
     };

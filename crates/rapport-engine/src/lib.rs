@@ -11,6 +11,7 @@ pub mod catalog;
 pub mod evaluate;
 pub mod explain;
 pub mod export;
+pub mod gap_truth;
 pub mod ingest;
 pub mod recs;
 pub mod report;

@@ -635,7 +635,12 @@ pub fn recommendations(ws: &Workspace, ids: &[String], as_of_day: i64, cfg: &Mod
                 }
                 let l = m.lists(u, basket, st);
                 let w = if basket.is_empty() { [0.0, 0.0, 0.0, 1.0] } else { weights };
-                let mut out = m.rank(&l, &w, basket, k);
+                // Products nobody has bought yet only take the places kept for them.
+                let known: Vec<(Source, Vec<(u32, f64)>)> = l
+                    .iter()
+                    .map(|(s, c)| (*s, c.iter().copied().filter(|(i, _)| *i < bought).collect()))
+                    .collect();
+                let mut out = m.rank(&known, &w, basket, k);
                 // The last `recs_new_product_slots` places go to the products nobody has
                 // bought yet that match the customer best (no behaviour model can rank
                 // them, and without a place they would never sell).

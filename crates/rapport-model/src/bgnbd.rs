@@ -298,6 +298,15 @@ impl BgNbd {
         1.0 / (1.0 + ln_ratio.exp())
     }
 
+    /// P(alive | x, t_x, T) when a customer may also drop out right after their first
+    /// purchase, as in the MBG/NBD reading of the same process (Batislam, Denizel &
+    /// Filiztekin 2007): 1 / (1 + a / (b + x) · ((α + T) / (α + t_x))^(r + x)). Unlike
+    /// [`p_alive`](Self::p_alive) it is below one for a customer who never came back.
+    pub fn p_alive_any_purchase(&self, h: &History) -> f64 {
+        let ln_ratio = self.a.ln() - (self.b + h.x).ln() + (self.r + h.x) * ((self.alpha + h.t) / (self.alpha + h.t_x)).ln();
+        1.0 / (1.0 + ln_ratio.exp())
+    }
+
     /// E[X(t)]: expected repeat purchases in (0, t] of a customer who just made a first
     /// purchase.
     pub fn expected_purchases(&self, t: f64) -> Option<f64> {

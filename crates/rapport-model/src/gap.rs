@@ -140,24 +140,325 @@ impl StatedRate {
     }
 }
 
-/// Frequency gap: the stated rate against the posterior of the customer's rate.
-pub fn frequency(stated: StatedRate, posterior: &RatePosterior) -> Assessment {
-    let observed = posterior.mean();
-    let delta = stated.value / observed.max(1e-9);
-    let (direction, evidence) = if observed < stated.low {
-        (Some(Direction::Over), posterior.cdf(stated.low))
-    } else if observed >= stated.high {
-        (Some(Direction::Under), 1.0 - posterior.cdf(stated.high))
-    } else {
-        (None, 0.0)
-    };
-    Assessment {
-        reported: stated.value,
-        observed,
-        delta,
-        evidence,
-        direction,
+/// What the posterior of a customer's purchase rate says of a stated range: the
+/// probability that the rate is below it, inside it and above it (each computed
+/// directly, so a tiny probability keeps its digits), and the posterior mean.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateCheck {
+    pub below: f64,
+    pub inside: f64,
+    pub above: f64,
+    pub mean: f64,
+}
+
+impl RateCheck {
+    /// The side of the range the rate more probably lies on when it is outside.
+    pub fn direction(&self) -> Direction {
+        if self.below >= self.above {
+            Direction::Over
+        } else {
+            Direction::Under
+        }
     }
+}
+
+/// The stated range against the posterior of the customer's rate.
+pub fn rate_check(stated: StatedRate, posterior: &RatePosterior) -> RateCheck {
+    let (mut below, mut above, mut inside) = (0.0, 0.0, 0.0);
+    for &(w, k, r) in &posterior.components {
+        let (p_low, q_low) = gamma_pq(k, r * stated.low);
+        let (p_high, q_high) = if stated.high.is_finite() {
+            gamma_pq(k, r * stated.high)
+        } else {
+            (1.0, 0.0)
+        };
+        below += w * p_low;
+        above += w * q_high;
+        // Inside = P(high) − P(low) = Q(low) − Q(high): the pair that is not near one.
+        inside += w * if p_low >= 0.5 { q_low - q_high } else { p_high - p_low }.max(0.0);
+    }
+    RateCheck {
+        below,
+        inside,
+        above,
+        mean: posterior.mean(),
+    }
+}
+
+/// The regularised incomplete gamma functions P(a, x) and Q(a, x) = 1 − P(a, x), each
+/// computed directly where it is the small one.
+pub fn gamma_pq(a: f64, x: f64) -> (f64, f64) {
+    if x <= 0.0 {
+        return (0.0, 1.0);
+    }
+    if x < a + 1.0 {
+        let p = gamma_p(a, x);
+        (p, 1.0 - p)
+    } else {
+        let q = gamma_q_fraction(a, x);
+        (1.0 - q, q)
+    }
+}
+
+/// Q(a, x) by Lentz's continued fraction (for x ≥ a + 1).
+fn gamma_q_fraction(a: f64, x: f64) -> f64 {
+    const TINY: f64 = 1e-300;
+    let front = (-x + a * x.ln() - ln_gamma(a)).exp();
+    let mut b = x + 1.0 - a;
+    let mut c = 1.0 / TINY;
+    let mut d = 1.0 / b;
+    let mut h = d;
+    for i in 1..10_000 {
+        let an = -f64::from(i) * (f64::from(i) - a);
+        b += 2.0;
+        d = an * d + b;
+        if d.abs() < TINY {
+            d = TINY;
+        }
+        c = b + an / c;
+        if c.abs() < TINY {
+            c = TINY;
+        }
+        d = 1.0 / d;
+        let del = d * c;
+        h *= del;
+        if (del - 1.0).abs() < 1e-15 {
+            break;
+        }
+    }
+    (front * h).clamp(0.0, 1.0)
+}
+
+/// The honesty mixture behind every behaviour gap: each statement is honest (what the
+/// customer says is true of them) or a misreport, with a prior share of misreports
+/// estimated from all statements together. A statement's two likelihoods are what its
+/// behaviour says under each reading: honest — the posterior probability that the
+/// statement holds, times the chance an honest customer in that state gives this answer;
+/// misreport — the probability that it does not hold, times the chance a misreporter
+/// gives this answer. The posterior probability of a misreport is the gap's evidence.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Honesty {
+    /// Prior share of misreports (at most one half: most answers are honest).
+    pub misreport_share: f64,
+    pub iterations: usize,
+}
+
+impl Honesty {
+    /// Fits the misreport share by EM over `(misreport, honest)` likelihood pairs.
+    /// Without statements, the share is the starting guess of 0.1.
+    pub fn fit(pairs: &[(f64, f64)]) -> Self {
+        let mut share = 0.1;
+        let mut iterations = 0;
+        let usable: Vec<(f64, f64)> = pairs
+            .iter()
+            .copied()
+            .filter(|(m, h)| m.is_finite() && h.is_finite() && *m >= 0.0 && *h >= 0.0 && m + h > 0.0)
+            .collect();
+        if usable.is_empty() {
+            return Honesty {
+                misreport_share: share,
+                iterations,
+            };
+        }
+        for it in 1..=1000 {
+            let total: f64 = usable.iter().map(|&(m, h)| posterior(share, m, h)).sum();
+            let next = (total / usable.len() as f64).clamp(1e-4, 0.5);
+            iterations = it;
+            let moved = (next - share).abs();
+            share = next;
+            if moved < 1e-10 {
+                break;
+            }
+        }
+        Honesty {
+            misreport_share: share,
+            iterations,
+        }
+    }
+
+    /// P(misreport | behaviour, statement).
+    pub fn posterior(&self, misreport: f64, honest: f64) -> f64 {
+        posterior(self.misreport_share, misreport, honest)
+    }
+}
+
+fn posterior(share: f64, m: f64, h: f64) -> f64 {
+    let a = share * m;
+    let b = (1.0 - share) * h;
+    if a + b <= 0.0 {
+        share
+    } else {
+        a / (a + b)
+    }
+}
+
+/// A Dirichlet population prior of customers' category shares, fitted to their order
+/// lines per category by maximum likelihood (Minka's fixed point on the
+/// Dirichlet–multinomial, with the counts kept as histograms so an iteration costs the
+/// largest count, not the customers).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DirichletPrior {
+    pub alpha: Vec<f64>,
+    pub iterations: usize,
+    pub converged: bool,
+}
+
+impl DirichletPrior {
+    /// `counts` is customers × `k` (row-major); customers without lines are ignored.
+    /// `None` when fewer than two customers have lines or `k` < 2.
+    pub fn fit(counts: &[f64], k: usize) -> Option<Self> {
+        if k < 2 || !counts.len().is_multiple_of(k) {
+            return None;
+        }
+        // above[j][t] = customers with more than t lines in j; above_total likewise for
+        // their totals.
+        let mut above: Vec<Vec<f64>> = vec![Vec::new(); k];
+        let mut above_total: Vec<f64> = Vec::new();
+        let mut sums = vec![0.0; k];
+        let mut customers = 0usize;
+        let bump = |v: &mut Vec<f64>, n: usize| {
+            if v.len() < n {
+                v.resize(n, 0.0);
+            }
+            v[n - 1] += 1.0;
+        };
+        for row in counts.chunks_exact(k) {
+            let n: Vec<usize> = row
+                .iter()
+                .map(|&c| if c.is_finite() && c > 0.0 { c.round() as usize } else { 0 })
+                .collect();
+            let total: usize = n.iter().sum();
+            if total == 0 {
+                continue;
+            }
+            customers += 1;
+            for (j, &c) in n.iter().enumerate() {
+                sums[j] += c as f64;
+                if c > 0 {
+                    bump(&mut above[j], c);
+                }
+            }
+            bump(&mut above_total, total);
+        }
+        if customers < 2 {
+            return None;
+        }
+        // Histograms of "exactly n" into "more than t" by a suffix sum.
+        let suffix = |v: &mut Vec<f64>| {
+            for t in (0..v.len().saturating_sub(1)).rev() {
+                v[t] += v[t + 1];
+            }
+        };
+        above.iter_mut().for_each(suffix);
+        suffix(&mut above_total);
+        let lines: f64 = sums.iter().sum();
+        // Start: the mean shares with a precision of k.
+        let mut alpha: Vec<f64> = sums.iter().map(|s| ((s + 0.5) / (lines + 0.5 * k as f64)) * k as f64).collect();
+        let mut converged = false;
+        let mut iterations = 0;
+        for it in 1..=2000 {
+            let a0: f64 = alpha.iter().sum();
+            let den: f64 = above_total.iter().enumerate().map(|(t, c)| c / (a0 + t as f64)).sum();
+            let mut moved = 0.0f64;
+            for j in 0..k {
+                let num: f64 = above[j].iter().enumerate().map(|(t, c)| c / (alpha[j] + t as f64)).sum();
+                let next = (alpha[j] * num / den).clamp(1e-6, 1e6);
+                moved = moved.max((next / alpha[j]).ln().abs());
+                alpha[j] = next;
+            }
+            iterations = it;
+            if moved < 1e-9 {
+                converged = true;
+                break;
+            }
+        }
+        Some(DirichletPrior {
+            alpha,
+            iterations,
+            converged,
+        })
+    }
+
+    /// The posterior mean shares of a customer with these counts.
+    pub fn posterior_mean(&self, counts: &[f64]) -> Vec<f64> {
+        let total: f64 = self.alpha.iter().zip(counts).map(|(a, n)| a + n.max(0.0)).sum();
+        self.alpha.iter().zip(counts).map(|(a, n)| (a + n.max(0.0)) / total).collect()
+    }
+}
+
+/// The probability, under a Dirichlet posterior of a customer's category shares with
+/// parameters `shapes` (the population prior plus their lines), that category `c` is
+/// bought less than `ratio` times as much as the `named`-th most bought of the other
+/// categories: a stated preference for c among `named` preferred categories is then
+/// contradicted (an honest respondent names categories from the top of their own mix).
+/// Returns (P(contradicted), P(not contradicted)), each computed directly.
+///
+/// With the shares as normalised Gamma(shapes) draws G, P(not contradicted) =
+/// ∫ f_c(g) · P(fewer than `named` others exceed g / ratio) dg: a one-dimensional
+/// integral over ln g (Simpson's rule where the integrand lives), the inner probability
+/// a Poisson-binomial of the others' Gamma tails.
+pub fn category_contradiction(shapes: &[f64], c: usize, named: usize, ratio: f64) -> (f64, f64) {
+    let k = shapes.len();
+    if c >= k || k < 2 || named == 0 || named >= k || ratio.is_nan() || ratio <= 0.0 {
+        return (0.0, 1.0);
+    }
+    let a_c = shapes[c].max(1e-9);
+    // H(t) = P(at most named − 1 of the others exceed t).
+    let others: Vec<f64> = shapes
+        .iter()
+        .enumerate()
+        .filter(|&(j, _)| j != c)
+        .map(|(_, &a)| a.max(1e-9))
+        .collect();
+    let fewer = |t: f64| -> f64 {
+        // dp[m] = P(exactly m exceed so far), for m < named; the rest is dropped.
+        let mut dp = vec![0.0; named];
+        dp[0] = 1.0;
+        for &a in &others {
+            let (_, q) = gamma_pq(a, t);
+            for m in (0..named).rev() {
+                let stay = dp[m] * (1.0 - q);
+                let from = if m > 0 { dp[m - 1] * q } else { 0.0 };
+                dp[m] = stay + from;
+            }
+        }
+        dp.iter().sum::<f64>().clamp(0.0, 1.0)
+    };
+    let log_density = |x: f64| a_c * x - x.exp() - ln_gamma(a_c);
+    // Where ln G_c lives: its density is log-concave with its mode at ln a_c.
+    let mode = a_c.ln();
+    let spread = (1.0 / a_c.sqrt()).clamp(0.05, 1.0);
+    let mut hi = mode + spread;
+    while log_density(hi) > -40.0 {
+        hi += spread;
+    }
+    let mut lo = mode - 1.0;
+    // Left: until the density is negligible, or H(e^x / ratio) is (the integrand is the
+    // product of both).
+    let h_of = |x: f64| fewer(x.exp() / ratio);
+    let mut step = spread;
+    while log_density(lo) > -40.0 && h_of(lo) > 1e-16 {
+        lo -= step;
+        step *= 1.5;
+    }
+    // Simpson's rule on an even number of intervals.
+    const INTERVALS: usize = 128;
+    let width = (hi - lo) / INTERVALS as f64;
+    let mut honest = 0.0;
+    for i in 0..=INTERVALS {
+        let x = lo + width * i as f64;
+        let wgt = if i == 0 || i == INTERVALS {
+            1.0
+        } else if i % 2 == 1 {
+            4.0
+        } else {
+            2.0
+        };
+        honest += wgt * log_density(x).exp() * h_of(x);
+    }
+    // Outside [lo, hi] the density or the inner probability is negligible.
+    let honest = (honest * width / 3.0).clamp(0.0, 1.0);
+    (1.0 - honest, honest)
 }
 
 /// Category gap: the customer names `c` as preferred; `counts[j]` are their order lines
@@ -383,6 +684,189 @@ pub fn left_with_activity(p_alive: f64, events: f64, exposure: f64, silence: f64
     1.0 / (1.0 + (-ln_odds).exp())
 }
 
+/// What a customer said about their satisfaction, on three levels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stated {
+    Satisfied,
+    Neutral,
+    Dissatisfied,
+}
+
+impl Stated {
+    fn index(self) -> usize {
+        match self {
+            Stated::Satisfied => 0,
+            Stated::Neutral => 1,
+            Stated::Dissatisfied => 2,
+        }
+    }
+}
+
+/// One customer's service signals and behaviour, for the satisfaction model.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct ServiceSignals {
+    /// Complaints and support tickets, and the orders they are counted against.
+    pub complaints: f64,
+    pub tickets: f64,
+    pub orders: f64,
+    /// Reviews with a low rating (at most 2 of 5) among the rated ones.
+    pub low_reviews: f64,
+    pub rated_reviews: f64,
+    /// Returned order lines among all lines.
+    pub returned_lines: f64,
+    pub lines: f64,
+    /// P(the customer has left), from the purchase and activity model.
+    pub left: f64,
+    pub stated: Option<Stated>,
+}
+
+/// The parameters of one latent class.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ServiceClass {
+    pub share: f64,
+    /// Complaints and tickets per order.
+    pub complaint_rate: f64,
+    pub ticket_rate: f64,
+    /// Share of rated reviews that are low, of lines returned, of customers who left.
+    pub low_review_share: f64,
+    pub return_share: f64,
+    pub left_share: f64,
+    /// P(says satisfied, neutral, dissatisfied | class), among respondents.
+    pub says: [f64; 3],
+}
+
+/// A latent-class model of satisfaction: each customer is truly satisfied or not, and
+/// that state shows in their complaints and tickets (Poisson per order), low review
+/// ratings and returns (binomial), whether they left, and — for those who answered — in
+/// their answer, which an honest respondent gives truthfully and a misreporter does not.
+/// All parameters, the share of misreports among them, are fitted by EM over every
+/// customer (answers or not); the classes are named by which one says "satisfied" more.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SatisfactionModel {
+    pub satisfied: ServiceClass,
+    pub dissatisfied: ServiceClass,
+    pub iterations: usize,
+    pub log_likelihood: f64,
+}
+
+impl SatisfactionModel {
+    /// Fits the model; `None` without customers or without any answer.
+    pub fn fit(customers: &[ServiceSignals]) -> Option<Self> {
+        if customers.is_empty() || customers.iter().all(|c| c.stated.is_none()) {
+            return None;
+        }
+        // Start from the answers (and, without one, from complaints).
+        let mut w: Vec<f64> = customers
+            .iter()
+            .map(|c| match c.stated {
+                Some(Stated::Satisfied) => 0.8,
+                Some(Stated::Dissatisfied) => 0.2,
+                _ if c.complaints > 0.0 => 0.4,
+                _ => 0.6,
+            })
+            .collect();
+        let mut classes = [Self::m_step(customers, &w, true), Self::m_step(customers, &w, false)];
+        let mut last = f64::NEG_INFINITY;
+        let mut iterations = 0;
+        for it in 1..=500 {
+            let mut ll = 0.0;
+            for (wi, c) in w.iter_mut().zip(customers) {
+                let (a, b) = (classes[0].log_density(c), classes[1].log_density(c));
+                let m = a.max(b);
+                ll += m + ((a - m).exp() + (b - m).exp()).ln();
+                *wi = 1.0 / (1.0 + (b - a).exp());
+            }
+            classes = [Self::m_step(customers, &w, true), Self::m_step(customers, &w, false)];
+            iterations = it;
+            let done = (ll - last).abs() < 1e-9 * ll.abs().max(1.0);
+            last = ll;
+            if done {
+                break;
+            }
+        }
+        let [a, b] = classes;
+        let (satisfied, dissatisfied) = if a.says[0] >= b.says[0] { (a, b) } else { (b, a) };
+        Some(SatisfactionModel {
+            satisfied,
+            dissatisfied,
+            iterations,
+            log_likelihood: last,
+        })
+    }
+
+    /// Weighted maximum likelihood of one class (`w` = P(first class), or its
+    /// complement), with a light pseudo-count so no rate is exactly 0 or 1.
+    fn m_step(customers: &[ServiceSignals], w: &[f64], first: bool) -> ServiceClass {
+        let (mut n, mut comp, mut tick, mut orders, mut low, mut rated, mut ret, mut lines, mut left) =
+            (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+        let mut says = [0.0; 3];
+        for (&wi, c) in w.iter().zip(customers) {
+            let wi = if first { wi } else { 1.0 - wi };
+            n += wi;
+            comp += wi * c.complaints;
+            tick += wi * c.tickets;
+            orders += wi * c.orders.max(1.0);
+            low += wi * c.low_reviews;
+            rated += wi * c.rated_reviews;
+            ret += wi * c.returned_lines;
+            lines += wi * c.lines;
+            left += wi * c.left.clamp(0.0, 1.0);
+            if let Some(s) = c.stated {
+                says[s.index()] += wi;
+            }
+        }
+        let answered: f64 = says.iter().sum();
+        ServiceClass {
+            share: (n / customers.len() as f64).clamp(1e-6, 1.0 - 1e-6),
+            complaint_rate: (comp + 0.01) / (orders + 1.0),
+            ticket_rate: (tick + 0.01) / (orders + 1.0),
+            low_review_share: (low + 0.5) / (rated + 1.0),
+            return_share: (ret + 0.5) / (lines + 1.0),
+            left_share: (left + 0.5) / (n + 1.0),
+            says: says.map(|s| (s + 0.5) / (answered + 1.5)),
+        }
+    }
+
+    /// P(truly satisfied | signals, answer).
+    pub fn p_satisfied(&self, c: &ServiceSignals) -> f64 {
+        let (a, b) = (self.satisfied.log_density(c), self.dissatisfied.log_density(c));
+        1.0 / (1.0 + (b - a).exp())
+    }
+
+    /// P(truly satisfied | signals), the answer left out: what the behaviour alone says.
+    pub fn p_satisfied_by_behaviour(&self, c: &ServiceSignals) -> f64 {
+        let c = ServiceSignals { stated: None, ..*c };
+        self.p_satisfied(&c)
+    }
+
+    /// The share of answers that contradict the class they come from: respondents who
+    /// say satisfied while dissatisfied or the reverse, by the model's parameters.
+    pub fn misreport_share(&self) -> f64 {
+        let (s, d) = (&self.satisfied, &self.dissatisfied);
+        (s.share * s.says[2] + d.share * d.says[0]) / (s.share * (s.says[0] + s.says[2]) + d.share * (d.says[0] + d.says[2])).max(1e-12)
+    }
+}
+
+impl ServiceClass {
+    /// ln(share × P(signals | class)), up to terms that do not depend on the class.
+    fn log_density(&self, c: &ServiceSignals) -> f64 {
+        let e = c.orders.max(1.0);
+        let poisson = |k: f64, rate: f64| k * rate.ln() - rate * e;
+        let binomial = |k: f64, n: f64, p: f64| k * p.ln() + (n - k).max(0.0) * (1.0 - p).ln();
+        let l = c.left.clamp(0.0, 1.0);
+        let mut v = self.share.ln()
+            + poisson(c.complaints, self.complaint_rate)
+            + poisson(c.tickets, self.ticket_rate)
+            + binomial(c.low_reviews, c.rated_reviews, self.low_review_share)
+            + binomial(c.returned_lines, c.lines, self.return_share)
+            + (self.left_share * l + (1.0 - self.left_share) * (1.0 - l)).ln();
+        if let Some(s) = c.stated {
+            v += self.says[s.index()].ln();
+        }
+        v
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -446,30 +930,238 @@ mod tests {
     }
 
     #[test]
-    fn stating_the_prediction_is_no_gap() {
-        let p = posterior(23.0, 1.0); // mean 12 per year
-        let a = frequency(StatedRate::parse("12").unwrap(), &p);
-        assert!((a.delta - 1.0).abs() < 1e-12);
-        assert_eq!(a.direction, None);
-        assert_eq!(a.evidence, 0.0);
-        assert_eq!(frequency(StatedRate::parse("monthly").unwrap(), &p).direction, None);
+    fn incomplete_gamma_pair_keeps_small_tails() {
+        // Q(3, 40) = e^−40 (1 + 40 + 800) (the Poisson tail).
+        let (p, q) = gamma_pq(3.0, 40.0);
+        let want = (-40.0f64).exp() * (1.0 + 40.0 + 800.0);
+        assert!((q / want - 1.0).abs() < 1e-10, "{q} {want}");
+        assert_eq!(p, 1.0 - q);
+        let (p, q) = gamma_pq(3.0, 2.0);
+        assert!((p - 0.323_323_583_816_936).abs() < 1e-12 && (p + q - 1.0).abs() < 1e-15);
     }
 
     #[test]
-    fn evidence_grows_with_observed_behaviour() {
+    fn a_rate_inside_the_stated_class_is_no_contradiction() {
+        let p = posterior(23.0, 1.0); // mean 12 per year
+        let c = rate_check(StatedRate::parse("monthly").unwrap(), &p);
+        assert!(c.inside > 0.85 && c.below > c.above, "{c:?}");
+        assert!((c.below + c.inside + c.above - 1.0).abs() < 1e-12);
+        // One purchase in a year from someone who says weekly: overwhelming, not "too little data".
+        let once = rate_check(StatedRate::parse("weekly").unwrap(), &posterior(0.0, 1.0));
+        assert_eq!(once.direction(), Direction::Over);
+        assert!(once.inside < 1e-12 && once.inside > 0.0, "{once:?}");
+        let under = rate_check(StatedRate::parse("rarely").unwrap(), &posterior(40.0, 2.0));
+        assert_eq!(under.direction(), Direction::Under);
+        assert!(under.above > 0.999);
+    }
+
+    #[test]
+    fn evidence_of_a_rate_grows_with_observed_behaviour() {
         // The same observed rate (2 a year) over more and more time, stated as quarterly.
         let stated = StatedRate::parse("quarterly").unwrap();
         let mut last = 0.0;
         for years in [1.0, 2.0, 4.0, 8.0, 16.0] {
-            let a = frequency(stated, &posterior(2.0 * years, years));
-            assert_eq!(a.direction, Some(Direction::Over));
-            assert!(a.evidence > last, "{years}: {} <= {last}", a.evidence);
-            last = a.evidence;
+            let c = rate_check(stated, &posterior(2.0 * years, years));
+            assert_eq!(c.direction(), Direction::Over);
+            assert!(c.below > last, "{years}: {} <= {last}", c.below);
+            last = c.below;
         }
         assert!(last > 0.9);
-        let under = frequency(StatedRate::parse("rarely").unwrap(), &posterior(40.0, 2.0));
-        assert_eq!(under.direction, Some(Direction::Under));
-        assert!(under.evidence > 0.99 && under.delta < 1.0);
+    }
+
+    #[test]
+    fn honesty_share_is_estimated_from_the_statements() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        for share in [0.05, 0.3, 0.5] {
+            // Five classes; the behaviour is the true class plus noise, so P(class | y)
+            // is exact; an honest answer names the class, a misreport one of the other
+            // four at random.
+            let mut pairs = Vec::new();
+            let mut truth = Vec::new();
+            for _ in 0..20_000 {
+                let z = rng.random_range(0..5usize);
+                let mis = rng.random_bool(share);
+                let s = if mis { (z + rng.random_range(1..5)) % 5 } else { z };
+                let u1: f64 = rng.random_range(f64::EPSILON..1.0);
+                let noise = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * rng.random::<f64>()).cos();
+                let y = z as f64 + 0.4 * noise;
+                let w: Vec<f64> = (0..5).map(|k| (-(y - k as f64).powi(2) / (2.0 * 0.16)).exp()).collect();
+                let holds = w[s] / w.iter().sum::<f64>();
+                pairs.push(((1.0 - holds) / 4.0, holds));
+                truth.push(mis);
+            }
+            let h = Honesty::fit(&pairs);
+            assert!((h.misreport_share - share).abs() < 0.02, "{share}: {h:?}");
+            // Calibration: among statements with evidence ≥ 0.95, at least 95 % misreports.
+            let flagged: Vec<bool> = pairs
+                .iter()
+                .zip(&truth)
+                .filter(|((m, o), _)| h.posterior(*m, *o) >= 0.95)
+                .map(|(_, t)| *t)
+                .collect();
+            let right = flagged.iter().filter(|t| **t).count() as f64 / flagged.len().max(1) as f64;
+            assert!(right >= 0.95 && flagged.len() > 100, "{share}: {right} of {}", flagged.len());
+        }
+        assert_eq!(Honesty::fit(&[]).misreport_share, 0.1);
+    }
+
+    /// A Gamma(shape, 1) draw (Marsaglia–Tsang; shape < 1 by the U^(1/a) boost).
+    fn gamma_draw(rng: &mut rand_chacha::ChaCha8Rng, shape: f64) -> f64 {
+        use rand::Rng;
+        if shape < 1.0 {
+            let u: f64 = rng.random_range(f64::EPSILON..1.0);
+            return gamma_draw(rng, shape + 1.0) * u.powf(1.0 / shape);
+        }
+        let d = shape - 1.0 / 3.0;
+        let c = 1.0 / (9.0 * d).sqrt();
+        loop {
+            let u1: f64 = rng.random_range(f64::EPSILON..1.0);
+            let u2: f64 = rng.random();
+            let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+            let v = (1.0 + c * z).powi(3);
+            if v <= 0.0 {
+                continue;
+            }
+            let u: f64 = rng.random_range(f64::EPSILON..1.0);
+            if u.ln() < 0.5 * z * z + d - d * v + d * v.ln() {
+                return d * v;
+            }
+        }
+    }
+
+    #[test]
+    fn dirichlet_prior_is_recovered_from_customers_counts() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let alpha = [2.0, 1.0, 0.5, 0.25];
+        let mut counts = Vec::new();
+        for i in 0..20_000 {
+            let g: Vec<f64> = alpha.iter().map(|&a| gamma_draw(&mut rng, a)).collect();
+            let total: f64 = g.iter().sum();
+            let mut row = [0.0; 4];
+            for _ in 0..(1 + i % 15) {
+                let mut u: f64 = rng.random::<f64>() * total;
+                let j = g.iter().position(|&x| {
+                    u -= x;
+                    u < 0.0
+                });
+                row[j.unwrap_or(3)] += 1.0;
+            }
+            counts.extend(row);
+        }
+        counts.extend([0.0; 4]); // a customer without lines is ignored
+        let fit = DirichletPrior::fit(&counts, 4).unwrap();
+        assert!(fit.converged);
+        for (a, want) in fit.alpha.iter().zip(alpha) {
+            assert!((a / want - 1.0).abs() < 0.08, "{fit:?}");
+        }
+        assert!(DirichletPrior::fit(&[1.0, 0.0], 2).is_none());
+    }
+
+    #[test]
+    fn category_contradiction_matches_a_simulation() {
+        use rand::SeedableRng;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let prior = [0.4; 5];
+        for (counts, c, named) in [
+            ([9.0, 8.0, 2.0, 1.0, 1.0], 0, 1), // the stated category is the most bought one
+            ([9.0, 8.0, 2.0, 1.0, 1.0], 1, 1), // a close second
+            ([1.0, 20.0, 3.0, 0.0, 0.0], 0, 1),
+            ([3.0, 3.0, 3.0, 3.0, 3.0], 4, 2),
+            ([0.0, 5.0, 4.0, 0.0, 0.0], 3, 2),
+        ] {
+            let shapes: Vec<f64> = prior.iter().zip(&counts).map(|(a, n)| a + n).collect();
+            let (contra, honest) = category_contradiction(&shapes, c, named, 0.5);
+            assert!((contra + honest - 1.0).abs() < 1e-9);
+            let draws = 200_000;
+            let mut hits = 0;
+            for _ in 0..draws {
+                let g: Vec<f64> = shapes.iter().map(|&a| gamma_draw(&mut rng, a)).collect();
+                let mut others: Vec<f64> = g.iter().enumerate().filter(|&(j, _)| j != c).map(|(_, &v)| v).collect();
+                others.sort_by(|a, b| b.total_cmp(a));
+                if g[c] < 0.5 * others[named - 1] {
+                    hits += 1;
+                }
+            }
+            let sim = f64::from(hits) / f64::from(draws);
+            assert!((contra - sim).abs() < 0.004, "{counts:?} {c}: {contra} vs simulated {sim}");
+        }
+        // Few lines say little; many lines elsewhere say a lot, with the tail kept.
+        let (strong, rest) = category_contradiction(&[0.4, 60.4, 0.4, 0.4], 0, 1, 0.5);
+        assert!(strong > 0.999_999 && rest > 0.0 && rest < 1e-6, "{strong} {rest}");
+        let (top, _) = category_contradiction(&[9.4, 8.4, 2.4, 1.4, 1.4], 0, 1, 0.5);
+        assert!(top < 0.05, "{top}");
+    }
+
+    /// A Poisson draw by counting exponential arrivals.
+    fn poisson(rng: &mut rand_chacha::ChaCha8Rng, mean: f64) -> f64 {
+        use rand::Rng;
+        let (mut t, mut k) = (0.0, 0.0);
+        loop {
+            t += -rng.random_range(f64::EPSILON..1.0f64).ln();
+            if t > mean {
+                return k;
+            }
+            k += 1.0;
+        }
+    }
+
+    #[test]
+    fn satisfaction_classes_and_misreports_are_recovered() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(21);
+        let mut people = Vec::new();
+        let mut truth = Vec::new();
+        for _ in 0..8000 {
+            let sat = rng.random_bool(0.7);
+            let orders = f64::from(rng.random_range(1..12));
+            let (c, t, low, ret, leave) = if sat {
+                (0.03, 0.1, 0.1, 0.02, 0.2)
+            } else {
+                (0.25, 0.35, 0.7, 0.12, 0.5)
+            };
+            let rated = f64::from(rng.random_range(0..3));
+            let lines = orders * 2.0;
+            let binom = |rng: &mut rand_chacha::ChaCha8Rng, n: f64, p: f64| (0..n as usize).filter(|_| rng.random_bool(p)).count() as f64;
+            let answered = rng.random_bool(0.4);
+            let honest = rng.random_bool(0.7);
+            let stated = answered.then_some(if sat == honest { Stated::Satisfied } else { Stated::Dissatisfied });
+            let left = if rng.random_bool(leave) { 0.9 } else { 0.1 };
+            people.push(ServiceSignals {
+                complaints: poisson(&mut rng, c * orders),
+                tickets: poisson(&mut rng, t * orders),
+                orders,
+                low_reviews: binom(&mut rng, rated, low),
+                rated_reviews: rated,
+                returned_lines: binom(&mut rng, lines, ret),
+                lines,
+                left,
+                stated,
+            });
+            truth.push(sat);
+        }
+        let m = SatisfactionModel::fit(&people).unwrap();
+        assert!((m.satisfied.share - 0.7).abs() < 0.05, "{m:?}");
+        assert!((m.dissatisfied.complaint_rate - 0.25).abs() < 0.04, "{m:?}");
+        assert!((m.satisfied.complaint_rate - 0.03).abs() < 0.02, "{m:?}");
+        assert!((m.misreport_share() - 0.3).abs() < 0.06, "{}", m.misreport_share());
+        // Calibration: among answers the model says are contradicted with ≥ 0.95, at
+        // least 90 % are misreports.
+        let (mut flagged, mut right) = (0, 0);
+        for (p, &sat) in people.iter().zip(&truth) {
+            let Some(s) = p.stated else { continue };
+            let contra = match s {
+                Stated::Satisfied => 1.0 - m.p_satisfied(p),
+                _ => m.p_satisfied(p),
+            };
+            if contra >= 0.95 {
+                flagged += 1;
+                right += usize::from((s == Stated::Satisfied) != sat);
+            }
+        }
+        assert!(flagged > 100 && right as f64 / flagged as f64 >= 0.9, "{right} of {flagged}");
+        assert!(SatisfactionModel::fit(&[ServiceSignals::default()]).is_none());
     }
 
     /// Customers with one preferred category out of four: `share` of their lines in it,

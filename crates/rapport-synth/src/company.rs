@@ -20,6 +20,54 @@ pub struct GenerateOptions {
     pub out: PathBuf,
     /// Plant bad rows (on by default; off gives a clean company).
     pub dirt: bool,
+    /// The assumptions of the company's world (how tastes spread, how honest answers
+    /// are, …): switches so that the gap analysis is tested against more than one world.
+    pub world: World,
+}
+
+/// How customers spread their purchases over categories.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Taste {
+    /// One preferred category takes about two thirds of a customer's lines.
+    Concentrated,
+    /// Category shares drawn from a Dirichlet(0.7, …): several categories each.
+    Diffuse,
+}
+
+/// Which misstatements are planted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Misreports {
+    /// Only over-statement (says more than does).
+    Over,
+    /// Over- and under-statement.
+    Both,
+}
+
+/// The generator's assumptions about the world it writes.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct World {
+    pub taste: Taste,
+    /// Respondents may name up to three preferred categories (one answer row each).
+    pub multi_category: bool,
+    /// The chance that each survey statement (frequency, category) is honest.
+    pub honesty: f64,
+    pub misreports: Misreports,
+    /// Days from the first possible signup to the export.
+    pub history_days: u32,
+}
+
+impl Default for World {
+    fn default() -> Self {
+        World {
+            taste: Taste::Concentrated,
+            multi_category: false,
+            honesty: 0.9,
+            misreports: Misreports::Both,
+            history_days: 730,
+        }
+    }
 }
 
 impl GenerateOptions {
@@ -29,6 +77,7 @@ impl GenerateOptions {
             seed,
             out: out.into(),
             dirt: true,
+            world: World::default(),
         }
     }
 }
@@ -109,7 +158,9 @@ struct Person {
     records: Vec<Record>,
     rate: f64,
     dropout: f64,
+    /// The most bought category; `taste` holds every category's share.
     category: usize,
+    taste: Vec<f64>,
     channel: &'static str,
     aware: Vec<bool>,
     satisfaction: u32,
@@ -121,6 +172,39 @@ pub(crate) fn normal(rng: &mut ChaCha8Rng) -> f64 {
     let u1: f64 = rng.random_range(f64::EPSILON..1.0);
     let u2: f64 = rng.random();
     (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+}
+
+/// A Gamma(shape, 1) draw (Marsaglia and Tsang; a shape below one by the U^(1/a) boost).
+pub(crate) fn gamma(rng: &mut ChaCha8Rng, shape: f64) -> f64 {
+    if shape < 1.0 {
+        let u: f64 = rng.random_range(f64::EPSILON..1.0);
+        return gamma(rng, shape + 1.0) * u.powf(1.0 / shape);
+    }
+    let d = shape - 1.0 / 3.0;
+    let c = 1.0 / (9.0 * d).sqrt();
+    loop {
+        let z = normal(rng);
+        let v = (1.0 + c * z).powi(3);
+        if v <= 0.0 {
+            continue;
+        }
+        let u: f64 = rng.random_range(f64::EPSILON..1.0);
+        if u.ln() < 0.5 * z * z + d - d * v + d * v.ln() {
+            return d * v;
+        }
+    }
+}
+
+/// A draw from the discrete distribution `weights` (summing to one).
+fn pick(rng: &mut ChaCha8Rng, weights: &[f64]) -> usize {
+    let mut u: f64 = rng.random();
+    for (j, w) in weights.iter().enumerate() {
+        u -= w;
+        if u < 0.0 {
+            return j;
+        }
+    }
+    weights.len() - 1
 }
 
 /// An exponential draw with the given rate.
@@ -158,7 +242,10 @@ pub fn generate(opts: &GenerateOptions) -> Result<Summary> {
         .expect("valid")
         .and_hms_opt(0, 0, 0)
         .expect("valid");
-    let end = start + Duration::days(730);
+    let world = opts.world;
+    let end = start + Duration::days(i64::from(world.history_days.max(60)));
+    // Signups over the first 82 % of the span, so the latest customers have some history.
+    let signup_span = i64::from(world.history_days.max(60)) * 82 / 100;
 
     // Products.
     let mut products: Vec<(String, usize, f64)> = Vec::new();
@@ -296,6 +383,22 @@ pub fn generate(opts: &GenerateOptions) -> Result<Summary> {
             records[0].phone = Some(phone.clone());
         }
         let rate = (4.0 * (0.9 * normal(&mut rng) - 0.4).exp()).clamp(0.2, 60.0);
+        let k = CATEGORIES.len();
+        let (category, taste) = match world.taste {
+            Taste::Concentrated => {
+                let c = rng.random_range(0..k);
+                let mut t = vec![0.35 / k as f64; k];
+                t[c] += 0.65;
+                (c, t)
+            }
+            Taste::Diffuse => {
+                let g: Vec<f64> = (0..k).map(|_| gamma(&mut rng, 0.7)).collect();
+                let total: f64 = g.iter().sum();
+                let t: Vec<f64> = g.iter().map(|x| x / total).collect();
+                let c = (0..k).max_by(|&a, &b| t[a].total_cmp(&t[b])).expect("categories");
+                (c, t)
+            }
+        };
         let channel = match primary {
             Source::App => "app",
             Source::Crm => "store",
@@ -314,11 +417,12 @@ pub fn generate(opts: &GenerateOptions) -> Result<Summary> {
             birth: NaiveDate::from_ymd_opt(rng.random_range(1945..2005), rng.random_range(1..=12), rng.random_range(1..=28))
                 .expect("valid"),
             gender: ["f", "m", "x"][rng.random_range(0..3)],
-            signup: start + Duration::seconds(rng.random_range(0..600 * 86_400)),
+            signup: start + Duration::seconds(rng.random_range(0..signup_span * 86_400)),
             records,
             rate,
             dropout: rng.random_range(0.02..0.35),
-            category: rng.random_range(0..CATEGORIES.len()),
+            category,
+            taste,
             channel,
             aware,
             satisfaction: rng.random_range(2..=5),
@@ -414,6 +518,9 @@ pub fn generate(opts: &GenerateOptions) -> Result<Summary> {
         "aware_click_collect",
         "decoy_of",
     ])?;
+    // One row per planted gap: what was said that the behaviour contradicts.
+    let mut planted_gaps = Out::create(&out.join("truth/gaps.csv"))?;
+    planted_gaps.csv(&["person_id", "gap_type", "subject", "direction"])?;
     let mut order_no = 0u64;
     for p in &persons {
         let home = &p.records[0];
@@ -438,10 +545,15 @@ pub fn generate(opts: &GenerateOptions) -> Result<Summary> {
             let lines = rng.random_range(1..=3);
             let mut chosen = HashSet::new();
             for _ in 0..lines {
-                let cat = if rng.random_bool(0.65) {
-                    p.category
-                } else {
-                    rng.random_range(0..CATEGORIES.len())
+                let cat = match world.taste {
+                    Taste::Concentrated => {
+                        if rng.random_bool(0.65) {
+                            p.category
+                        } else {
+                            rng.random_range(0..CATEGORIES.len())
+                        }
+                    }
+                    Taste::Diffuse => pick(&mut rng, &p.taste),
                 };
                 let k = rng.random_range(0..30);
                 let (pid, _, price) = &products[cat * 30 + k];
@@ -516,7 +628,8 @@ pub fn generate(opts: &GenerateOptions) -> Result<Summary> {
         }
         // Surveys: 40 % answer; some state what they do not do.
         let actual = frequency_class(p.rate);
-        let (mut stated, mut freq_gap, mut stated_cat, mut cat_gap, mut sat_gap) = (String::new(), "", String::new(), "", "");
+        let (mut stated, mut freq_gap, mut cat_gap, mut sat_gap) = (String::new(), "", String::new(), "");
+        let mut stated_cats: Vec<usize> = Vec::new();
         let mut satisfaction = p.satisfaction;
         if rng.random_bool(0.4) {
             let (src, sid) = sid_for(p.channel);
@@ -524,17 +637,45 @@ pub fn generate(opts: &GenerateOptions) -> Result<Summary> {
             let at = ts((p.signup + Duration::days(rng.random_range(10..200))).min(end - Duration::hours(1)));
             let ai = FREQUENCIES.iter().position(|f| *f == actual).expect("known class");
             stated = actual.to_string();
-            if rng.random_bool(0.08) && ai + 2 < FREQUENCIES.len() {
-                stated = FREQUENCIES[ai + 2].to_string();
-                freq_gap = "over";
-            } else if rng.random_bool(0.04) && ai >= 2 {
-                stated = FREQUENCIES[ai - 2].to_string();
-                freq_gap = "under";
+            if rng.random_bool(1.0 - world.honesty) {
+                // A misreport is at least two classes away from the truth.
+                let over: Vec<usize> = (ai + 2..FREQUENCIES.len()).collect();
+                let under: Vec<usize> = if world.misreports == Misreports::Both {
+                    (0..ai.saturating_sub(1)).collect()
+                } else {
+                    Vec::new()
+                };
+                let go_over = !over.is_empty() && (under.is_empty() || rng.random_bool(0.5));
+                if go_over {
+                    stated = FREQUENCIES[*over.choose(&mut rng).expect("non-empty")].to_string();
+                    freq_gap = "over";
+                } else if let Some(&u) = under.choose(&mut rng) {
+                    stated = FREQUENCIES[u].to_string();
+                    freq_gap = "under";
+                }
             }
-            stated_cat = CATEGORIES[p.category].to_string();
-            if rng.random_bool(0.08) {
-                stated_cat = CATEGORIES[(p.category + 1 + rng.random_range(0..CATEGORIES.len() - 1)) % CATEGORIES.len()].to_string();
-                cat_gap = "over";
+            // Honest respondents name their favourite categories: the top one, or with
+            // multi-category answers up to three, only ones bought at least 60 % as much
+            // as the favourite.
+            let mut order: Vec<usize> = (0..CATEGORIES.len()).collect();
+            order.sort_by(|&a, &b| p.taste[b].total_cmp(&p.taste[a]).then(a.cmp(&b)));
+            let named = if world.multi_category { rng.random_range(1..=3) } else { 1 };
+            let top = p.taste[order[0]];
+            stated_cats = order
+                .iter()
+                .copied()
+                .take(named)
+                .filter(|&j| j == order[0] || p.taste[j] >= 0.6 * top)
+                .collect();
+            if rng.random_bool(1.0 - world.honesty) {
+                // A misreport names a category the customer almost never buys (under 30 %
+                // of the favourite's share) in place of one of theirs.
+                let rare: Vec<usize> = order.iter().copied().filter(|&j| p.taste[j] < 0.3 * top).collect();
+                if let Some(&c) = rare.choose(&mut rng) {
+                    let slot = rng.random_range(0..stated_cats.len());
+                    stated_cats[slot] = c;
+                    cat_gap = CATEGORIES[c].to_string();
+                }
             }
             if churned_at.is_some() && rng.random_bool(0.15) {
                 satisfaction = 5;
@@ -551,9 +692,11 @@ pub fn generate(opts: &GenerateOptions) -> Result<Summary> {
             }
             let nps = (satisfaction * 2).min(10).to_string();
             let aware = if p.aware[0] { "yes" } else { "no" };
+            for &c in &stated_cats {
+                surveys.push(format!("{sid},{src},{at},preferred_category,{}", CATEGORIES[c]));
+            }
             for (q, a) in [
                 ("purchase_frequency", stated.as_str()),
-                ("preferred_category", stated_cat.as_str()),
                 ("satisfaction", &satisfaction.to_string()),
                 ("nps", &nps),
                 ("will_repurchase", if satisfaction >= 4 { "yes" } else { "no" }),
@@ -575,6 +718,15 @@ pub fn generate(opts: &GenerateOptions) -> Result<Summary> {
                 ));
             }
         }
+        for (kind, subject, dir) in [
+            ("frequency", "purchase_frequency", freq_gap),
+            ("category", cat_gap.as_str(), if cat_gap.is_empty() { "" } else { "over" }),
+            ("satisfaction", "retention", sat_gap),
+        ] {
+            if !dir.is_empty() {
+                planted_gaps.csv(&[&p.id, kind, subject, dir])?;
+            }
+        }
         truth.line(
             &[
                 p.id.clone(),
@@ -587,8 +739,8 @@ pub fn generate(opts: &GenerateOptions) -> Result<Summary> {
                 stated,
                 actual.into(),
                 freq_gap.into(),
-                stated_cat,
-                cat_gap.into(),
+                stated_cats.iter().map(|&c| CATEGORIES[c]).collect::<Vec<_>>().join(";"),
+                if cat_gap.is_empty() { String::new() } else { "over".into() },
                 satisfaction.to_string(),
                 sat_gap.into(),
                 p.aware[0].to_string(),
@@ -601,6 +753,7 @@ pub fn generate(opts: &GenerateOptions) -> Result<Summary> {
         )?;
     }
     truth.finish()?;
+    planted_gaps.finish()?;
 
     order_lines.sort();
     events.sort();
@@ -652,6 +805,11 @@ pub fn generate(opts: &GenerateOptions) -> Result<Summary> {
     )
     .map_err(|e| io(out, e))?;
     std::fs::write(out.join("truth/README.md"), TRUTH_README).map_err(|e| io(out, e))?;
+    std::fs::write(
+        out.join("truth/world.json"),
+        serde_json::to_string_pretty(&world).expect("serialises"),
+    )
+    .map_err(|e| io(out, e))?;
     Ok(summary)
 }
 
@@ -675,6 +833,11 @@ const TRUTH_README: &str = "# What Rapport should find in this generated company
 - `dirt.json`: per table, the bad rows planted, by the quarantine reason they should
   get, and the exact duplicate rows planted.
 - `persons.csv`: each person's latent behaviour (purchase rate per year, dropout chance
-  after each purchase, preferred category and channel), what they said in the survey
-  and which statements were planted as gaps (`over`: says more than does).
+  after each purchase, most bought category and channel), what they said in the survey
+  (`stated_category`: the categories named, separated by `;`) and which statements were
+  planted as gaps (`over`: says more than does).
+- `gaps.csv`: one row per planted gap (person, gap type, subject — the misstated
+  category for a category gap —, direction).
+- `world.json`: the generator's switches (taste spread, multi-category answers, honesty,
+  which directions are planted, history length).
 ";

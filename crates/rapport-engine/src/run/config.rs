@@ -62,10 +62,12 @@ pub struct ModelsConfig {
     pub seed: u64,
     /// Least evidence (posterior probability, or 1 − q for knowledge gaps) to report a gap.
     pub gap_evidence: f64,
-    /// Customers with a shorter history get no behaviour gap.
+    /// Customers whose first purchase is more recent are not judged (0: everyone with a
+    /// purchase is; the posterior already says how little a short history shows). They
+    /// are counted in models.json under `gaps.not_judged`.
     pub gap_min_tenure_days: u32,
-    /// A frequency gap needs the rate beyond the stated range widened by this factor
-    /// (below low / factor or above high × factor), not just across a class boundary.
+    /// Honest frequency answers may be loose: the stated class's range widened by this
+    /// factor on both sides (low / factor, high × factor) counts as what they said.
     pub gap_rate_tolerance: f64,
     /// Strength (in order lines) of the segment's category mix in a customer's smoothed mix.
     pub category_prior_strength: f64,
@@ -105,7 +107,7 @@ impl Default for ModelsConfig {
             k_max: 8,
             seed: 42,
             gap_evidence: 0.95,
-            gap_min_tenure_days: 90,
+            gap_min_tenure_days: 0,
             gap_rate_tolerance: 1.0,
             category_prior_strength: 4.0,
             knowledge_fdr: 0.05,

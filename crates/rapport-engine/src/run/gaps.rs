@@ -41,7 +41,7 @@ use serde_json::{json, Value};
 
 use rapport_model::bgnbd::BgNbd;
 use rapport_model::btyd::History;
-use rapport_model::gap::{self, benjamini_hochberg, two_proportion, Direction, RatePosterior, StatedRate};
+use rapport_model::gap::{self, benjamini_hochberg, two_proportion, Direction, Honesty, RatePosterior, StatedRate};
 
 use super::activity::Activity;
 use super::config::ModelsConfig;
@@ -311,15 +311,19 @@ pub fn analyse(inp: &Inputs<'_>) -> Outputs {
     // since then sharpens it. Returns P(left), the purchases' P(alive) as of the
     // sighting, the time of the sighting (in the histories' unit) and a note of the
     // silence.
+    // P(alive) lets the customer drop out after any purchase, the first included: a
+    // customer who bought once and was never seen again may have left (BG/NBD's own
+    // P(alive) is one for them).
+    let alive_since = |h: &History, seen: f64, p_alive: f64| match inp.bgnbd {
+        Some(bg) => bg.p_alive_any_purchase(&History::new(h.x, seen, h.t)),
+        None => p_alive,
+    };
     let leaving = |i: usize, h: &History, p_alive: f64| -> (f64, f64, f64, String) {
         match &activity {
             Some((n, last, prior, exposure)) if n[i] > 0.0 => {
                 let silence = last[i].min(recency(i));
                 let seen = (h.t - silence / inp.unit_days).clamp(h.t_x, h.t);
-                let p_alive = match inp.bgnbd {
-                    Some(bg) if seen > h.t_x => bg.p_alive(&History::new(h.x, seen, h.t)),
-                    _ => p_alive,
-                };
+                let p_alive = alive_since(h, seen, p_alive);
                 (
                     gap::left_with_activity(p_alive, n[i], exposure(i), silence, *prior),
                     p_alive,
@@ -327,12 +331,27 @@ pub fn analyse(inp: &Inputs<'_>) -> Outputs {
                     format!(", no order or event for {silence:.0} days"),
                 )
             }
-            _ => (1.0 - p_alive, p_alive, h.t_x, String::new()),
+            _ => {
+                let p_alive = alive_since(h, h.t_x, p_alive);
+                (1.0 - p_alive, p_alive, h.t_x, String::new())
+            }
         }
     };
 
-    // Frequency.
+    // Frequency: every customer with a first order and a readable answer is judged.
     let history_of: HashMap<usize, usize> = inp.buyers.iter().enumerate().map(|(k, &i)| (i, k)).collect();
+    let mut judged = serde_json::Map::new();
+    let mut not_judged: BTreeMap<&'static str, BTreeMap<&'static str, usize>> = BTreeMap::new();
+    let mut skip = |t: &'static str, why: &'static str| *not_judged.entry(t).or_default().entry(why).or_default() += 1;
+    for (i, reported) in reported_purchase.iter_mut().enumerate() {
+        let Some((_, answer)) = inp.answers[i].latest.get("purchase_frequency") else {
+            continue;
+        };
+        if let Some(stated) = StatedRate::parse(answer) {
+            let w = f64::from(cfg.churn_window_days) / 365.0;
+            *reported = Some(1.0 - (-stated.value * w).exp());
+        }
+    }
     match inp.bgnbd {
         None => {
             skipped.insert(
@@ -341,60 +360,109 @@ pub fn analyse(inp: &Inputs<'_>) -> Outputs {
             );
         }
         Some(bg) => {
-            for (i, reported) in reported_purchase.iter_mut().enumerate() {
+            struct Statement {
+                i: usize,
+                stated: StatedRate,
+                check: gap::RateCheck,
+                left: f64,
+                silence_text: String,
+            }
+            let mut statements = Vec::new();
+            for i in 0..n {
                 let Some((_, answer)) = inp.answers[i].latest.get("purchase_frequency") else {
                     continue;
                 };
-                let Some(stated) = StatedRate::parse(answer) else { continue };
-                let w = f64::from(cfg.churn_window_days) / 365.0;
-                *reported = Some(1.0 - (-stated.value * w).exp());
-                let Some(&k) = history_of.get(&i) else { continue };
+                let Some(stated) = StatedRate::parse(answer) else {
+                    skip("frequency", "answer is not a frequency class or a number of purchases per year");
+                    continue;
+                };
+                let Some(&k) = history_of.get(&i) else {
+                    skip("frequency", "no purchase before the as-of date");
+                    continue;
+                };
                 if !enough(i) {
+                    skip("frequency", "first purchase more recent than gap_min_tenure_days");
                     continue;
                 }
                 let h = inp.histories[k];
-                // One purchase says nothing about a rhythm: a repeat purchase is needed.
-                if h.x < 1.0 {
-                    continue;
-                }
-                // Alive: x purchases over the whole span T. Left: x purchases over the
-                // time the customer was around — to the last purchase, or to a later
-                // sighting (events) — weighted by P(left) given purchases and activity.
-                let (left, _, seen, _) = leaving(i, &h, inp.p_alive[i].unwrap_or(1.0));
-                // A rhythm needs time: the customer must have been seen (an order or an
-                // event) over at least the minimum tenure. Two orders a few days apart
-                // and nothing since say as much of a monthly buyer who left as of a
-                // yearly one.
-                if seen * inp.unit_days < f64::from(cfg.gap_min_tenure_days) {
-                    continue;
-                }
+                // The rate while around: x repeat purchases over the whole span T if the
+                // customer is still there, or over the time they were seen (to the last
+                // purchase, or a later event) if they left; weighted by P(left) given
+                // purchases and activity. A single purchase long ago is strong evidence
+                // against a stated high rate; the posterior, not a rule, says how strong.
+                let (left, _, seen, silence_text) = leaving(i, &h, inp.p_alive[i].unwrap_or(1.0));
                 let shape = bg.r + h.x;
                 let mut components = vec![(1.0 - left, shape, (bg.alpha + h.t) / per_year)];
                 if left > 0.0 {
                     components.push((left, shape, (bg.alpha + seen) / per_year));
                 }
-                let a = gap::frequency(stated.widened(cfg.gap_rate_tolerance), &RatePosterior { components });
-                if let Some(dir) = a.direction.filter(|_| a.evidence >= cfg.gap_evidence) {
-                    gaps.push(GapRow {
-                        customer: i,
-                        gap_type: "frequency",
-                        subject: "purchase_frequency".into(),
-                        reported: Some(a.reported),
-                        observed: Some(round(a.observed, 3)),
-                        reported_text: format!("{answer} (≈{} orders/year)", a.reported),
-                        observed_text: format!("{:.1} orders/year", a.observed),
-                        delta: Some(a.delta),
-                        evidence: a.evidence,
-                        direction: dir.name(),
-                        action: match dir {
-                            Direction::Over => "re-engage: a reminder or offer timed to the rhythm the customer states".into(),
-                            Direction::Under => {
-                                "recognise a more loyal customer than they think: loyalty programme or subscription offer".into()
-                            }
-                        },
-                    });
-                }
+                let check = gap::rate_check(stated.widened(cfg.gap_rate_tolerance), &RatePosterior { components });
+                statements.push(Statement {
+                    i,
+                    stated,
+                    check,
+                    left,
+                    silence_text,
+                });
             }
+            // An honest answer names the customer's class; a misreport one of the other
+            // classes (four of the five).
+            const OTHER_CLASSES: f64 = 4.0;
+            let pairs: Vec<(f64, f64)> = statements
+                .iter()
+                .map(|s| ((1.0 - s.check.inside) / OTHER_CLASSES, s.check.inside))
+                .collect();
+            let honesty = Honesty::fit(&pairs);
+            let mut flagged = 0;
+            for (s, &(mis, honest)) in statements.iter().zip(&pairs) {
+                let evidence = honesty.posterior(mis, honest);
+                if evidence < cfg.gap_evidence {
+                    continue;
+                }
+                flagged += 1;
+                let i = s.i;
+                let answer = &inp.answers[i].latest["purchase_frequency"].1;
+                let dir = s.check.direction();
+                let h = inp.histories[history_of[&i]];
+                let range = if s.stated.high.is_finite() {
+                    format!("{:.1}–{:.1}", s.stated.low, s.stated.high)
+                } else {
+                    format!("{:.1} or more", s.stated.low)
+                };
+                gaps.push(GapRow {
+                    customer: i,
+                    gap_type: "frequency",
+                    subject: "purchase_frequency".into(),
+                    reported: Some(s.stated.value),
+                    observed: Some(round(s.check.mean, 3)),
+                    reported_text: format!("{answer} (≈{} orders/year; the class is {range} a year)", s.stated.value),
+                    observed_text: format!(
+                        "{} orders over {:.0} days{}; posterior rate {:.1} orders/year, P(rate in the stated class) {:.2e}, \
+                         P(left) {:.2}; share of misreported frequencies {:.3}",
+                        h.x + 1.0,
+                        h.t * inp.unit_days,
+                        s.silence_text,
+                        s.check.mean,
+                        s.check.inside,
+                        s.left,
+                        honesty.misreport_share
+                    ),
+                    delta: Some(s.stated.value / s.check.mean.max(1e-9)),
+                    evidence,
+                    direction: dir.name(),
+                    action: match dir {
+                        Direction::Over => "re-engage: a reminder or offer timed to the rhythm the customer states".into(),
+                        Direction::Under => {
+                            "recognise a more loyal customer than they think: loyalty programme or subscription offer".into()
+                        }
+                    },
+                });
+            }
+            judged.insert(
+                "frequency".into(),
+                json!({"statements": statements.len(), "gaps": flagged,
+                       "misreport_share": round(honesty.misreport_share, 4), "em_iterations": honesty.iterations}),
+            );
         }
     }
 
@@ -426,16 +494,22 @@ pub fn analyse(inp: &Inputs<'_>) -> Outputs {
         let groups: Vec<usize> = inp.buyers.iter().map(|&i| group(i)).collect();
         let preference = gap::PreferredCategory::fit(&flat, cats.len(), &groups, seg_counts.len());
         for &i in inp.buyers {
-            if inp.answers[i].categories.is_empty() || !enough(i) {
+            if inp.answers[i].categories.is_empty() {
+                continue;
+            }
+            if !enough(i) {
+                skip("category", "first purchase more recent than gap_min_tenure_days");
                 continue;
             }
             let counts: Vec<f64> = cats.iter().map(|(_, v)| v[i]).collect();
             if counts.iter().sum::<f64>() < MIN_CATEGORY_LINES {
+                skip("category", "fewer than 5 order lines with a product category");
                 continue;
             }
             let prior = prior_of(i);
             for stated in &inp.answers[i].categories {
                 let Some(c) = cats.iter().position(|(name, _)| name.eq_ignore_ascii_case(stated)) else {
+                    skip("category", "stated category is not a product category");
                     continue;
                 };
                 let Some(model) = &preference else { continue };
@@ -622,6 +696,8 @@ pub fn analyse(inp: &Inputs<'_>) -> Outputs {
         "evidence_threshold": cfg.gap_evidence,
         "min_tenure_days": cfg.gap_min_tenure_days,
         "gaps": counts,
+        "judged": judged,
+        "not_judged": not_judged,
         "profile_gaps": profile,
         "knowledge_gaps": knowledge_report,
         "not_computed": skipped,

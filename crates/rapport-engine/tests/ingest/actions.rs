@@ -152,9 +152,11 @@ fn uplift_intervals_cover_the_planted_effects() {
         }
     }
     assert!(checked >= 2, "too few actions with a real control group: {r:?}");
-    // Retention offers (planted +8 points) show as working on this many customers.
+    // Retention offers (planted +8 points) show a positive uplift. (Its 95 % interval
+    // excludes zero only about two times in three at this size: a half-width of about
+    // 6 points with some 600 treated and 300 held back.)
     let ret = r.iter().find(|x| x[0].as_deref() == Some("retention_offer")).unwrap();
-    assert!(ret[4].as_deref().unwrap().parse::<f64>().unwrap() > 0.0, "{ret:?}");
+    assert!(ret[3].as_deref().unwrap().parse::<f64>().unwrap() > 0.0, "{ret:?}");
     // The outcomes ingest left the model columns of `customers` in place.
     let c = rows(ws, "SELECT count(*) FROM customers WHERE clv IS NOT NULL");
     assert!(c[0][0].as_deref().unwrap().parse::<u64>().unwrap() > 3000);
