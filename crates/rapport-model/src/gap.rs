@@ -41,8 +41,8 @@ pub fn gamma_p(a: f64, x: f64) -> f64 {
     if x <= 0.0 {
         return 0.0;
     }
-    let front = (-x + a * x.ln() - ln_gamma(a)).exp();
     if x < a + 1.0 {
+        let front = (-x + a * x.ln() - ln_gamma(a)).exp();
         let (mut term, mut sum, mut n) = (1.0 / a, 1.0 / a, a);
         for _ in 0..10_000 {
             n += 1.0;
@@ -54,31 +54,7 @@ pub fn gamma_p(a: f64, x: f64) -> f64 {
         }
         (sum * front).clamp(0.0, 1.0)
     } else {
-        // Lentz's continued fraction for Q(a, x).
-        const TINY: f64 = 1e-300;
-        let mut b = x + 1.0 - a;
-        let mut c = 1.0 / TINY;
-        let mut d = 1.0 / b;
-        let mut h = d;
-        for i in 1..10_000 {
-            let an = -f64::from(i) * (f64::from(i) - a);
-            b += 2.0;
-            d = an * d + b;
-            if d.abs() < TINY {
-                d = TINY;
-            }
-            c = b + an / c;
-            if c.abs() < TINY {
-                c = TINY;
-            }
-            d = 1.0 / d;
-            let del = d * c;
-            h *= del;
-            if (del - 1.0).abs() < 1e-15 {
-                break;
-            }
-        }
-        (1.0 - front * h).clamp(0.0, 1.0)
+        1.0 - gamma_q_fraction(a, x)
     }
 }
 

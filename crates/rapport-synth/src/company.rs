@@ -174,27 +174,6 @@ pub(crate) fn normal(rng: &mut ChaCha8Rng) -> f64 {
     (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
 }
 
-/// A Gamma(shape, 1) draw (Marsaglia and Tsang; a shape below one by the U^(1/a) boost).
-pub(crate) fn gamma(rng: &mut ChaCha8Rng, shape: f64) -> f64 {
-    if shape < 1.0 {
-        let u: f64 = rng.random_range(f64::EPSILON..1.0);
-        return gamma(rng, shape + 1.0) * u.powf(1.0 / shape);
-    }
-    let d = shape - 1.0 / 3.0;
-    let c = 1.0 / (9.0 * d).sqrt();
-    loop {
-        let z = normal(rng);
-        let v = (1.0 + c * z).powi(3);
-        if v <= 0.0 {
-            continue;
-        }
-        let u: f64 = rng.random_range(f64::EPSILON..1.0);
-        if u.ln() < 0.5 * z * z + d - d * v + d * v.ln() {
-            return d * v;
-        }
-    }
-}
-
 /// A draw from the discrete distribution `weights` (summing to one).
 fn pick(rng: &mut ChaCha8Rng, weights: &[f64]) -> usize {
     let mut u: f64 = rng.random();
@@ -392,7 +371,7 @@ pub fn generate(opts: &GenerateOptions) -> Result<Summary> {
                 (c, t)
             }
             Taste::Diffuse => {
-                let g: Vec<f64> = (0..k).map(|_| gamma(&mut rng, 0.7)).collect();
+                let g: Vec<f64> = (0..k).map(|_| crate::btyd::gamma(&mut rng, 0.7, 1.0)).collect();
                 let total: f64 = g.iter().sum();
                 let t: Vec<f64> = g.iter().map(|x| x / total).collect();
                 let c = (0..k).max_by(|&a, &b| t[a].total_cmp(&t[b])).expect("categories");
