@@ -982,28 +982,8 @@ mod tests {
         assert_eq!(Honesty::fit(&[]).misreport_share, 0.1);
     }
 
-    /// A Gamma(shape, 1) draw (Marsaglia–Tsang; shape < 1 by the U^(1/a) boost).
     fn gamma_draw(rng: &mut rand_chacha::ChaCha8Rng, shape: f64) -> f64 {
-        use rand::Rng;
-        if shape < 1.0 {
-            let u: f64 = rng.random_range(f64::EPSILON..1.0);
-            return gamma_draw(rng, shape + 1.0) * u.powf(1.0 / shape);
-        }
-        let d = shape - 1.0 / 3.0;
-        let c = 1.0 / (9.0 * d).sqrt();
-        loop {
-            let u1: f64 = rng.random_range(f64::EPSILON..1.0);
-            let u2: f64 = rng.random();
-            let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
-            let v = (1.0 + c * z).powi(3);
-            if v <= 0.0 {
-                continue;
-            }
-            let u: f64 = rng.random_range(f64::EPSILON..1.0);
-            if u.ln() < 0.5 * z * z + d - d * v + d * v.ln() {
-                return d * v;
-            }
-        }
+        crate::sample::gamma(rng, shape, 1.0)
     }
 
     #[test]

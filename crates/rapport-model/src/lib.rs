@@ -26,5 +26,6 @@ pub mod recs;
 pub mod regression;
 pub mod rfm;
 pub mod robust;
+pub mod sample;
 pub mod special;
 pub mod uplift;

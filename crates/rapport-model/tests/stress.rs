@@ -8,28 +8,7 @@ use rapport_model::bgnbd::BgNbd;
 use rapport_model::btyd::History;
 use rapport_model::gamma_gamma::{GammaGamma, Spend};
 use rapport_model::pareto_nbd::ParetoNbd;
-
-/// Gamma(shape, scale) by Marsaglia & Tsang.
-fn gamma(rng: &mut ChaCha8Rng, shape: f64, scale: f64) -> f64 {
-    if shape < 1.0 {
-        let u: f64 = rng.random_range(f64::EPSILON..1.0);
-        return gamma(rng, shape + 1.0, scale) * u.powf(1.0 / shape);
-    }
-    let d = shape - 1.0 / 3.0;
-    let c = 1.0 / (9.0 * d).sqrt();
-    loop {
-        let (u1, u2): (f64, f64) = (rng.random_range(f64::EPSILON..1.0), rng.random());
-        let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
-        let v = (1.0 + c * z).powi(3);
-        if v <= 0.0 {
-            continue;
-        }
-        let u: f64 = rng.random_range(f64::EPSILON..1.0);
-        if u.ln() < 0.5 * z * z + d - d * v + d * v.ln() {
-            return d * v * scale;
-        }
-    }
-}
+use rapport_model::sample::gamma;
 
 /// BG/NBD histories from known parameters (T uniform in [20, 40] weeks).
 fn simulate_bgnbd(p: BgNbd, n: usize, seed: u64) -> Vec<History> {

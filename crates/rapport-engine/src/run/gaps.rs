@@ -305,12 +305,6 @@ pub fn analyse(inp: &Inputs<'_>) -> Outputs {
         }
         _ => None,
     };
-    // A customer seen (an event) after their last order was still there then: the
-    // purchase silence before that sighting says nothing about having left, so P(alive)
-    // from purchases is taken as of the last sighting, and the silence of everything
-    // since then sharpens it. Returns P(left), the purchases' P(alive) as of the
-    // sighting, the time of the sighting (in the histories' unit) and a note of the
-    // silence.
     // P(alive) lets the customer drop out after any purchase, the first included: a
     // customer who bought once and was never seen again may have left (BG/NBD's own
     // P(alive) is one for them).
@@ -318,6 +312,12 @@ pub fn analyse(inp: &Inputs<'_>) -> Outputs {
         Some(bg) => bg.p_alive_any_purchase(&History::new(h.x, seen, h.t)),
         None => p_alive,
     };
+    // A customer seen (an event) after their last order was still there then: the
+    // purchase silence before that sighting says nothing about having left, so P(alive)
+    // from purchases is taken as of the last sighting, and the silence of everything
+    // since then sharpens it. Returns P(left), the purchases' P(alive) as of the
+    // sighting, the time of the sighting (in the histories' unit) and a note of the
+    // silence.
     let leaving = |i: usize, h: &History, p_alive: f64| -> (f64, f64, f64, String) {
         match &activity {
             Some((n, last, prior, exposure)) if n[i] > 0.0 => {
@@ -343,13 +343,20 @@ pub fn analyse(inp: &Inputs<'_>) -> Outputs {
     let mut judged = serde_json::Map::new();
     let mut not_judged: BTreeMap<&'static str, BTreeMap<&'static str, usize>> = BTreeMap::new();
     let mut skip = |t: &'static str, why: &'static str| *not_judged.entry(t).or_default().entry(why).or_default() += 1;
-    for (i, reported) in reported_purchase.iter_mut().enumerate() {
-        let Some((_, answer)) = inp.answers[i].latest.get("purchase_frequency") else {
-            continue;
-        };
-        if let Some(stated) = StatedRate::parse(answer) {
-            let w = f64::from(cfg.churn_window_days) / 365.0;
-            *reported = Some(1.0 - (-stated.value * w).exp());
+    // Each stated frequency, read once: the answer and its rate range.
+    let stated_rates: Vec<Option<(&str, Option<StatedRate>)>> = inp
+        .answers
+        .iter()
+        .map(|a| {
+            a.latest
+                .get("purchase_frequency")
+                .map(|(_, answer)| (answer.as_str(), StatedRate::parse(answer)))
+        })
+        .collect();
+    let window_years = f64::from(cfg.churn_window_days) / 365.0;
+    for (reported, stated) in reported_purchase.iter_mut().zip(&stated_rates) {
+        if let Some((_, Some(stated))) = stated {
+            *reported = Some(1.0 - (-stated.value * window_years).exp());
         }
     }
     match inp.bgnbd {
@@ -360,19 +367,21 @@ pub fn analyse(inp: &Inputs<'_>) -> Outputs {
             );
         }
         Some(bg) => {
-            struct Statement {
+            struct Statement<'a> {
                 i: usize,
+                answer: &'a str,
                 stated: StatedRate,
+                history: History,
                 check: gap::RateCheck,
                 left: f64,
                 silence_text: String,
             }
             let mut statements = Vec::new();
-            for i in 0..n {
-                let Some((_, answer)) = inp.answers[i].latest.get("purchase_frequency") else {
+            for (i, stated) in stated_rates.iter().enumerate() {
+                let Some((answer, stated)) = *stated else {
                     continue;
                 };
-                let Some(stated) = StatedRate::parse(answer) else {
+                let Some(stated) = stated else {
                     skip("frequency", "answer is not a frequency class or a number of purchases per year");
                     continue;
                 };
@@ -399,7 +408,9 @@ pub fn analyse(inp: &Inputs<'_>) -> Outputs {
                 let check = gap::rate_check(stated.widened(cfg.gap_rate_tolerance), &RatePosterior { components });
                 statements.push(Statement {
                     i,
+                    answer,
                     stated,
+                    history: h,
                     check,
                     left,
                     silence_text,
@@ -420,10 +431,8 @@ pub fn analyse(inp: &Inputs<'_>) -> Outputs {
                     continue;
                 }
                 flagged += 1;
-                let i = s.i;
-                let answer = &inp.answers[i].latest["purchase_frequency"].1;
+                let (i, answer, h) = (s.i, s.answer, s.history);
                 let dir = s.check.direction();
-                let h = inp.histories[history_of[&i]];
                 let range = if s.stated.high.is_finite() {
                     format!("{:.1}–{:.1}", s.stated.low, s.stated.high)
                 } else {
