@@ -208,6 +208,11 @@ impl Config {
                     "`identity.default_country_code` = \"{cc}\": expected 1 to 4 digits, such as \"44\""
                 )));
             }
+            if crate::identity::calling_code_region(cc).is_none() {
+                return Err(err(format!(
+                    "`identity.default_country_code` = \"{cc}\": no country has this calling code (86 is China, 44 the United Kingdom, 1 North America)"
+                )));
+            }
         }
         self.ingest.timezone.parse::<chrono_tz::Tz>().map_err(|_| {
             err(format!(
@@ -288,6 +293,9 @@ timezone = "UTC"
         assert!(parse("[tables.orders.formats]\nordered_at = \"%Q\"").unwrap_err().contains("%Q"));
         assert!(parse("this is = not toml =").unwrap_err().contains("rapport.toml"));
         assert!(parse("[identity]\ndefault_country_code = \"+44\"").unwrap_err().contains("+44"));
+        assert!(parse("[identity]\ndefault_country_code = \"999\"")
+            .unwrap_err()
+            .contains("no country"));
         assert!(parse("[bogus]\nx = 1").unwrap_err().contains("bogus"));
     }
 }

@@ -1,8 +1,8 @@
 //! Identity resolution: one unified customer per person, across source systems.
 //!
-//! Rules (the foundation issue): email is trimmed and lowercased; a phone keeps its
-//! digits, and a national number (no `+` or `00` prefix) loses its trunk zeros and gains
-//! `[identity] default_country_code`. Source ids are linked when they share a normalised
+//! Rules: email is trimmed and lowercased; a phone is normalised to E.164 by
+//! libphonenumber, a national number read in the record's `country` or else in the
+//! country of `[identity] default_country_code`. Source ids are linked when they share a normalised
 //! email or phone (compared as keyed-hash pseudonyms, never in clear); the links are
 //! closed transitively with union-find. Names are never used: two people called Ana
 //! García with different emails and phones stay two customers.
@@ -28,23 +28,54 @@ pub fn normalise_email(s: &str) -> Option<String> {
     Some(e)
 }
 
-/// Digits only, in international form (country code first, no prefix); `None` for
-/// fewer than 6 digits.
-pub fn normalise_phone(s: &str, default_country_code: Option<&str>) -> Option<String> {
+/// The region a national phone number is read in: the record's own `country` when it
+/// is an ISO 3166 alpha-2 code (`CN`, `gb`; `UK` is read as `GB`), else the main
+/// country of the calling code `[identity] default_country_code` (`86` → CN).
+pub fn phone_region(country: Option<&str>, default: Option<phonenumber::country::Id>) -> Option<phonenumber::country::Id> {
+    country
+        .map(|c| c.trim().to_ascii_uppercase())
+        .and_then(|c| {
+            if c == "UK" {
+                Some(phonenumber::country::Id::GB)
+            } else {
+                c.parse().ok()
+            }
+        })
+        .or(default)
+}
+
+/// The main country of a calling code (`"44"` → GB), from libphonenumber's metadata.
+pub fn calling_code_region(code: &str) -> Option<phonenumber::country::Id> {
+    let code: u16 = code.parse().ok()?;
+    let regions = phonenumber::metadata::DATABASE.by_code(&code)?;
+    let main = regions.iter().find(|m| m.is_main_country_for_code()).or(regions.first())?;
+    main.id().parse().ok()
+}
+
+/// A phone in E.164 digits (country code first, no `+`): parsed with libphonenumber in
+/// `region` when the number is national, whatever its punctuation (`13800138000`,
+/// `+86 138-0013-8000`, `(+86) 138 0013 8000`, `0086 …`). A number libphonenumber
+/// cannot read keeps its digits (a `+`/`00` prefix dropped, trunk zeros stripped), so
+/// two records written the same way still match. `None` under 6 digits.
+pub fn normalise_phone(s: &str, region: Option<phonenumber::country::Id>) -> Option<String> {
     let t = s.trim();
     let digits: String = t.chars().filter(char::is_ascii_digit).collect();
-    let international = if t.starts_with('+') {
-        digits
-    } else if let Some(rest) = digits.strip_prefix("00") {
-        rest.to_string()
-    } else {
-        let national = digits.trim_start_matches('0');
-        match default_country_code {
-            Some(cc) => format!("{cc}{national}"),
-            None => national.to_string(),
-        }
+    if digits.len() < 6 {
+        return None;
+    }
+    // libphonenumber reads `+` only at the start: `(+86) 138…` is international too.
+    let plus = t.trim_start_matches(|c: char| !c.is_ascii_digit() && c != '+').starts_with('+');
+    let text = if plus { format!("+{digits}") } else { digits.clone() };
+    if let Ok(n) = phonenumber::parse(region, &text) {
+        let e164 = n.format().mode(phonenumber::Mode::E164).to_string();
+        return Some(e164.trim_start_matches('+').to_string());
+    }
+    let international = match digits.strip_prefix("00") {
+        Some(rest) if !plus => rest,
+        _ if plus => digits.as_str(),
+        _ => digits.trim_start_matches('0'),
     };
-    (international.len() >= 6).then_some(international)
+    (international.len() >= 6).then(|| international.to_string())
 }
 
 /// What linked a source id to the rest of its cluster.
@@ -417,13 +448,39 @@ mod tests {
 
     #[test]
     fn phone_normalisation() {
-        let cc = Some("86");
-        assert_eq!(normalise_phone("+86 138-0013-8000", cc), Some("8613800138000".into()));
-        assert_eq!(normalise_phone("13800138000", cc), Some("8613800138000".into()));
-        assert_eq!(normalise_phone("0086 138 0013 8000", cc), Some("8613800138000".into()));
-        assert_eq!(normalise_phone("07700 900123", Some("44")), Some("447700900123".into()));
-        assert_eq!(normalise_phone("+44 7700 900123", Some("44")), Some("447700900123".into()));
-        assert_eq!(normalise_phone("123", cc), None);
+        use phonenumber::country::Id;
+        let cn = Some(Id::CN);
+        for written in [
+            "13800138000",
+            "+86 138-0013-8000",
+            "(+86) 138 0013 8000",
+            "0086 138 0013 8000",
+            "+8613800138000",
+        ] {
+            assert_eq!(normalise_phone(written, cn), Some("8613800138000".into()), "{written}");
+        }
+        // An international number is read as written, whatever the region.
+        assert_eq!(normalise_phone("+86 138-0013-8000", Some(Id::GB)), Some("8613800138000".into()));
+        assert_eq!(normalise_phone("07700 900123", Some(Id::GB)), Some("447700900123".into()));
+        assert_eq!(normalise_phone("+44 7700 900123", None), Some("447700900123".into()));
+        assert_eq!(normalise_phone("(0)20 7946 0958", Some(Id::GB)), Some("442079460958".into()));
+        assert_eq!(normalise_phone("(212) 555-0143", Some(Id::US)), Some("12125550143".into()));
+        assert_eq!(normalise_phone("123", cn), None);
+        // Without any region a national number still matches itself.
+        assert_eq!(normalise_phone("0138-0013-8000", None), normalise_phone("138 0013 8000", None));
+    }
+
+    #[test]
+    fn phone_regions() {
+        use phonenumber::country::Id;
+        assert_eq!(calling_code_region("86"), Some(Id::CN));
+        assert_eq!(calling_code_region("44"), Some(Id::GB));
+        assert_eq!(calling_code_region("1"), Some(Id::US));
+        assert_eq!(calling_code_region("999"), None);
+        assert_eq!(phone_region(Some("cn"), Some(Id::GB)), Some(Id::CN));
+        assert_eq!(phone_region(Some(" UK "), None), Some(Id::GB));
+        assert_eq!(phone_region(Some("Atlantis"), Some(Id::GB)), Some(Id::GB));
+        assert_eq!(phone_region(None, None), None);
     }
 
     fn ids(id: &Identity) -> Vec<(String, String, &'static str)> {

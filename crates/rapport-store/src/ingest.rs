@@ -22,7 +22,7 @@ use crate::config::Config;
 use crate::crypto::Keys;
 use crate::discover::discover;
 use crate::error::{Result, StoreError};
-use crate::identity::{normalise_email, normalise_phone, Identity, Lookup, MatchedOn, Node};
+use crate::identity::{calling_code_region, normalise_email, normalise_phone, phone_region, Identity, Lookup, MatchedOn, Node};
 use crate::quality::{IdentityQuality, Quality, SkippedFile, TableQuality};
 use crate::reader::{open, Batch, RowMeta, RowReader};
 use crate::schema::InputTable;
@@ -157,7 +157,7 @@ pub fn prepare<'w>(ws: &'w Workspace, opts: &IngestOptions, progress: &dyn Progr
     let mut state = State {
         identity: Identity::from_stored(nodes_from_batches(&stored_sources)?),
         keys,
-        cc: config.identity.default_country_code.clone(),
+        phone_region: config.identity.default_country_code.as_deref().and_then(calling_code_region),
         quarantine: BatchBuilder::new(quarantine_schema()),
         quarantine_writer: None,
         txn_id: txn.id,
@@ -591,7 +591,8 @@ struct BatchCtx<'a> {
 struct State {
     identity: Identity,
     keys: Keys,
-    cc: Option<String>,
+    /// Where a national phone is read when its record names no country.
+    phone_region: Option<phonenumber::country::Id>,
     quarantine: BatchBuilder,
     quarantine_writer: Option<PartWriter>,
     txn_id: i64,
@@ -1032,7 +1033,7 @@ impl State {
         let email_key = email.as_deref().and_then(normalise_email).map(|e| self.keys.pseudonym("email", &e));
         let phone_key = phone
             .as_deref()
-            .and_then(|p| normalise_phone(p, self.cc.as_deref()))
+            .and_then(|p| normalise_phone(p, phone_region(get("country").as_deref(), self.phone_region)))
             .map(|p| self.keys.pseudonym("phone", &p));
         self.identity.add_profile(&source, &sid, email_key.clone(), phone_key.clone());
         let node = self.identity_index(&source, &sid);

@@ -83,6 +83,38 @@ fn a_later_record_that_links_two_customers_relabels_stored_rows() {
 }
 
 #[test]
+fn phones_written_three_ways_in_the_records_country_are_one_number_without_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, ws) = (dir.path().join("data"), dir.path().join("ws"));
+    // Three systems, three ways of writing one Chinese mobile; a fourth record with the
+    // same digits in the United States is another number. No rapport.toml.
+    write(
+        &data,
+        "customers.csv",
+        "customer_id,source,email,phone,country\n\
+         S1,shop,li@example.cn,13800138000,CN\n\
+         C1,crm,li.work@example.cn,+86 138-0013-8000,cn\n\
+         A1,app,,(+86) 138 0013 8000,CN\n\
+         U1,us_shop,sam@example.com,(138) 001-3800,US\n",
+    );
+    write(
+        &data,
+        "orders.csv",
+        "order_id,customer_id,source,ordered_at,amount\no1,S1,shop,2024-01-01,10\n",
+    );
+    let out = ingest(&ws, &data).unwrap();
+    assert_eq!(out.quality.identity.unified_customers, 2);
+    assert_eq!(out.quality.identity.merged_by_phone, 2);
+    assert_eq!(
+        scalar(
+            &ws,
+            "SELECT count(DISTINCT customer_id) FROM customer_sources WHERE source_customer_id IN ('S1','C1','A1')"
+        ),
+        "1"
+    );
+}
+
+#[test]
 fn a_failed_ingest_changes_no_stored_table() {
     let dir = tempfile::tempdir().unwrap();
     let (data, ws) = (dir.path().join("data"), dir.path().join("ws"));
