@@ -398,7 +398,7 @@ fn python_numbers(script: &str, min: usize) -> Result<Vec<f64>> {
 
 /// The worlds of the gap grid, each with a short name.
 fn gap_worlds() -> Vec<(String, rapport_synth::World)> {
-    use rapport_synth::{Misreports, Taste, World};
+    use rapport_synth::{Misreports, SatisfactionDriver, Taste, World};
     let mut out = Vec::new();
     for (taste_name, taste, multi) in [
         ("concentrated", Taste::Concentrated, false),
@@ -406,16 +406,19 @@ fn gap_worlds() -> Vec<(String, rapport_synth::World)> {
     ] {
         for honesty in [0.5, 0.95] {
             for history_days in [365, 730] {
-                out.push((
-                    format!("{taste_name} h{honesty} {history_days}d"),
-                    World {
-                        taste,
-                        multi_category: multi,
-                        honesty,
-                        misreports: Misreports::Both,
-                        history_days,
-                    },
-                ));
+                for (sat_name, satisfaction) in [("service", SatisfactionDriver::Service), ("dropout", SatisfactionDriver::Dropout)] {
+                    out.push((
+                        format!("{taste_name} h{honesty} {history_days}d {sat_name}"),
+                        World {
+                            taste,
+                            multi_category: multi,
+                            honesty,
+                            misreports: Misreports::Both,
+                            satisfaction,
+                            history_days,
+                        },
+                    ));
+                }
             }
         }
     }
@@ -428,7 +431,7 @@ fn gaps(sizes: &[usize], seeds: &[u64], dir: Option<PathBuf>) -> Result<()> {
         None => tempdir()?,
     };
     println!(
-        "{:<28} {:>6} {:>4}  {:<18} {:>9} {:>9} {:>7} {:>7} {:>14}",
+        "{:<36} {:>6} {:>4}  {:<18} {:>9} {:>9} {:>7} {:>7} {:>14}",
         "world", "size", "seed", "gap", "precision", "recall", "found", "planted", "evidence>=0.95"
     );
     for (name, world) in &gap_worlds() {
@@ -445,7 +448,7 @@ fn gaps(sizes: &[usize], seeds: &[u64], dir: Option<PathBuf>) -> Result<()> {
                 rapport_engine::run::run(&ws, &rapport_engine::run::config::ModelsConfig::default(), None)?;
                 for s in rapport_engine::gap_truth::score(&ws, &data.join("truth"), 0.95)? {
                     println!(
-                        "{:<28} {:>6} {:>4}  {:<18} {:>9.3} {:>9.3} {:>7} {:>7} {:>8.3} of {:<4}",
+                        "{:<36} {:>6} {:>4}  {:<18} {:>9.3} {:>9.3} {:>7} {:>7} {:>8.3} of {:<4}",
                         name,
                         n,
                         seed,

@@ -564,6 +564,10 @@ pub struct WorldArgs {
     /// Which misstatements are planted: over-statement only, or both directions.
     #[arg(long, value_parser = ["over", "both"], default_value = "both")]
     misreports: String,
+    /// What customers' satisfaction shows in: service experience (complaints, tickets,
+    /// reviews, returns) or leaving.
+    #[arg(long, value_parser = ["service", "dropout"], default_value = "service")]
+    satisfaction: String,
     /// Days of history in the export (at least 60).
     #[arg(long, default_value_t = 730)]
     history_days: u32,
@@ -589,6 +593,11 @@ impl WorldArgs {
                 rapport_synth::Misreports::Over
             } else {
                 rapport_synth::Misreports::Both
+            },
+            satisfaction: if self.satisfaction == "dropout" {
+                rapport_synth::SatisfactionDriver::Dropout
+            } else {
+                rapport_synth::SatisfactionDriver::Service
             },
             history_days: self.history_days,
         })

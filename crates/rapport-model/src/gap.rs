@@ -716,7 +716,8 @@ pub struct ServiceClass {
 /// ratings and returns (binomial), whether they left, and — for those who answered — in
 /// their answer, which an honest respondent gives truthfully and a misreporter does not.
 /// All parameters, the share of misreports among them, are fitted by EM over every
-/// customer (answers or not); the classes are named by which one says "satisfied" more.
+/// customer (answers or not); the class with the worse service record is the
+/// dissatisfied one.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SatisfactionModel {
     pub satisfied: ServiceClass,
@@ -760,8 +761,17 @@ impl SatisfactionModel {
                 break;
             }
         }
+        // The dissatisfied class is the one whose record is worse: more complaints and
+        // tickets per order, more low reviews and returns, more leaving (the sum of the
+        // log ratios). The answers do not name it: where half of them are misreported
+        // they cannot.
         let [a, b] = classes;
-        let (satisfied, dissatisfied) = if a.says[0] >= b.says[0] { (a, b) } else { (b, a) };
+        let worse = (a.complaint_rate / b.complaint_rate).ln()
+            + (a.ticket_rate / b.ticket_rate).ln()
+            + (a.low_review_share / b.low_review_share).ln()
+            + (a.return_share / b.return_share).ln()
+            + (a.left_share / b.left_share).ln();
+        let (satisfied, dissatisfied) = if worse <= 0.0 { (a, b) } else { (b, a) };
         Some(SatisfactionModel {
             satisfied,
             dissatisfied,

@@ -1,6 +1,6 @@
 //! k-means with k-means++ seeding (Arthur & Vassilvitskii 2007), several seeded restarts
-//! run in parallel, Lloyd iterations with a parallel assignment step, and the silhouette
-//! (Rousseeuw 1987) to choose k.
+//! run in parallel, Lloyd iterations with a parallel assignment step; the silhouette
+//! (Rousseeuw 1987) and the gap statistic (Tibshirani, Walther & Hastie 2001) to choose k.
 //!
 //! Data are row-major: `n` points of `d` features in one slice. Every restart draws
 //! from its own ChaCha stream derived from the caller's seed, so results are the same
@@ -342,6 +342,101 @@ pub fn silhouette(data: &[f64], d: usize, labels: &[usize], k: usize, sample: &[
     scores.iter().sum::<f64>() / scores.len().max(1) as f64
 }
 
+/// The gap statistic at one k: how much tighter the data's k clusters are than those of
+/// data with no cluster structure.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GapStat {
+    pub k: usize,
+    /// log W_k, W_k the within-cluster sum of squares of the data.
+    pub log_w: f64,
+    /// E*[log W_k] − log W_k over the reference draws.
+    pub gap: f64,
+    /// The standard error of the reference mean, sd · sqrt(1 + 1/B).
+    pub s: f64,
+}
+
+/// The gap statistic (Tibshirani, Walther & Hastie 2001) for k = 1..=k_max: reference
+/// data drawn uniformly over the box aligned with the data's principal components
+/// (their method b), `references` draws, each clustered like the data. Deterministic
+/// in `seed`.
+pub fn gap_statistic(data: &[f64], d: usize, k_max: usize, references: usize, seed: u64) -> Result<Vec<GapStat>, String> {
+    if d == 0 || !data.len().is_multiple_of(d) || data.len() / d < k_max.max(2) {
+        return Err(format!(
+            "the gap statistic up to k = {k_max} needs at least {k_max} points of {d} features"
+        ));
+    }
+    let n = data.len() / d;
+    let params = |k: usize, s: u64| KMeansParams {
+        restarts: 2,
+        ..KMeansParams::new(k, s)
+    };
+    let log_w = |x: &[f64], k: usize, s: u64| -> Result<f64, String> { Ok(fit(x, d, &params(k, s))?.inertia.max(f64::MIN_POSITIVE).ln()) };
+    // Principal axes of the centred data.
+    let mut mean = vec![0.0; d];
+    for row in data.chunks_exact(d) {
+        add_into(&mut mean, row);
+    }
+    mean.iter_mut().for_each(|m| *m /= n as f64);
+    let mut cov = vec![0.0; d * d];
+    for row in data.chunks_exact(d) {
+        for i in 0..d {
+            for j in 0..d {
+                cov[i * d + j] += (row[i] - mean[i]) * (row[j] - mean[j]) / n as f64;
+            }
+        }
+    }
+    let (_, v) = crate::linalg::symmetric_eigen(&cov, d);
+    // The box of the data in principal coordinates.
+    let (mut lo, mut hi) = (vec![f64::INFINITY; d], vec![f64::NEG_INFINITY; d]);
+    for row in data.chunks_exact(d) {
+        for c in 0..d {
+            let z: f64 = (0..d).map(|i| (row[i] - mean[i]) * v[i * d + c]).sum();
+            lo[c] = lo[c].min(z);
+            hi[c] = hi[c].max(z);
+        }
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x0067_6170_7374_6174);
+    let draws: Vec<Vec<f64>> = (0..references.max(2))
+        .map(|_| {
+            let mut x = Vec::with_capacity(n * d);
+            let mut z = vec![0.0; d];
+            for _ in 0..n {
+                for c in 0..d {
+                    z[c] = lo[c] + rng.random::<f64>() * (hi[c] - lo[c]);
+                }
+                x.extend((0..d).map(|i| mean[i] + (0..d).map(|c| v[i * d + c] * z[c]).sum::<f64>()));
+            }
+            x
+        })
+        .collect();
+    (1..=k_max)
+        .map(|k| {
+            let lw = log_w(data, k, seed)?;
+            let refs = draws
+                .iter()
+                .enumerate()
+                .map(|(b, x)| log_w(x, k, seed.wrapping_add(1 + b as u64)))
+                .collect::<Result<Vec<f64>, String>>()?;
+            let b = refs.len() as f64;
+            let m = refs.iter().sum::<f64>() / b;
+            let sd = (refs.iter().map(|r| (r - m).powi(2)).sum::<f64>() / b).sqrt();
+            Ok(GapStat {
+                k,
+                log_w: lw,
+                gap: m - lw,
+                s: sd * (1.0 + 1.0 / b).sqrt(),
+            })
+        })
+        .collect()
+}
+
+/// The k the gap statistic supports: those k in `stats` (but the last) with
+/// Gap(k) ≥ Gap(k+1) − s(k+1), Tibshirani's rule; the first of them is the
+/// paper's estimate.
+pub fn gap_supported(stats: &[GapStat]) -> Vec<usize> {
+    stats.windows(2).filter(|w| w[0].gap >= w[1].gap - w[1].s).map(|w| w[0].k).collect()
+}
+
 /// A deterministic sample of at most `m` indices out of `n`.
 pub fn sample_indices(n: usize, m: usize, seed: u64) -> Vec<usize> {
     if n <= m {
@@ -413,6 +508,23 @@ mod tests {
         for i in (0..600).step_by(3) {
             assert_eq!(m.labels[i], m.labels[0]);
         }
+    }
+
+    #[test]
+    fn the_gap_statistic_finds_three_blobs_and_no_structure_in_noise() {
+        let data = blobs(1);
+        let stats = gap_statistic(&data, 2, 6, 8, 3).unwrap();
+        assert_eq!(gap_supported(&stats).first(), Some(&3), "{stats:?}");
+        // One uniform cloud: k = 1 is supported, so there is nothing to find.
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let noise: Vec<f64> = (0..1200).map(|_| rng.random::<f64>() * 4.0).collect();
+        let stats = gap_statistic(&noise, 2, 6, 8, 3).unwrap();
+        assert_eq!(gap_supported(&stats).first(), Some(&1), "{stats:?}");
+        // Deterministic in the seed.
+        assert_eq!(
+            gap_statistic(&noise, 2, 4, 4, 9).unwrap(),
+            gap_statistic(&noise, 2, 4, 4, 9).unwrap()
+        );
     }
 
     /// Hamerly's bounds only skip work: the iterations are those of plain Lloyd.

@@ -1,5 +1,6 @@
-//! Small dense linear algebra for the regression models: row-major square matrices,
-//! Cholesky factorisation and solves. The models here have tens of coefficients, so a
+//! Small dense linear algebra for the regression models and the clustering reference
+//! distributions: row-major square matrices, Cholesky factorisation and solves, and the
+//! eigen-decomposition of a symmetric matrix. The models here have tens of coefficients, so a
 //! straightforward O(p³) factorisation is all that is needed.
 
 /// Factorises the symmetric positive definite `a` (row-major, `n × n`) in place into its
@@ -85,9 +86,86 @@ pub fn solve_spd(a: &[f64], n: usize, b: &[f64]) -> Vec<f64> {
     }
 }
 
+/// Eigenvalues and eigenvectors of the symmetric `a` (row-major, `n × n`) by cyclic
+/// Jacobi rotations. Returns (values, vectors) with the vectors as the columns of a
+/// row-major `n × n` matrix, the pairs in decreasing order of value.
+pub fn symmetric_eigen(a: &[f64], n: usize) -> (Vec<f64>, Vec<f64>) {
+    let mut m = a.to_vec();
+    let mut v = vec![0.0; n * n];
+    for i in 0..n {
+        v[i * n + i] = 1.0;
+    }
+    let scale: f64 = m.iter().map(|x| x * x).sum::<f64>().max(f64::MIN_POSITIVE);
+    for _sweep in 0..100 {
+        let off: f64 = (0..n)
+            .flat_map(|i| (0..n).filter(move |j| *j != i).map(move |j| (i, j)))
+            .map(|(i, j)| m[i * n + j].powi(2))
+            .sum();
+        if off <= 1e-24 * scale {
+            break;
+        }
+        for p in 0..n {
+            for q in p + 1..n {
+                let apq = m[p * n + q];
+                if apq.abs() <= f64::MIN_POSITIVE {
+                    continue;
+                }
+                let theta = (m[q * n + q] - m[p * n + p]) / (2.0 * apq);
+                let sign = if theta >= 0.0 { 1.0 } else { -1.0 };
+                let t = sign / (theta.abs() + (theta * theta + 1.0).sqrt());
+                let (c, s) = (1.0 / (t * t + 1.0).sqrt(), t / (t * t + 1.0).sqrt());
+                for k in 0..n {
+                    let (mkp, mkq) = (m[k * n + p], m[k * n + q]);
+                    m[k * n + p] = c * mkp - s * mkq;
+                    m[k * n + q] = s * mkp + c * mkq;
+                }
+                for k in 0..n {
+                    let (mpk, mqk) = (m[p * n + k], m[q * n + k]);
+                    m[p * n + k] = c * mpk - s * mqk;
+                    m[q * n + k] = s * mpk + c * mqk;
+                }
+                for k in 0..n {
+                    let (vkp, vkq) = (v[k * n + p], v[k * n + q]);
+                    v[k * n + p] = c * vkp - s * vkq;
+                    v[k * n + q] = s * vkp + c * vkq;
+                }
+            }
+        }
+    }
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&i, &j| m[j * n + j].total_cmp(&m[i * n + i]));
+    let values = order.iter().map(|&i| m[i * n + i]).collect();
+    let mut vectors = vec![0.0; n * n];
+    for (col, &i) in order.iter().enumerate() {
+        for k in 0..n {
+            vectors[k * n + col] = v[k * n + i];
+        }
+    }
+    (values, vectors)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn eigen_pairs_reconstruct_the_matrix() {
+        let a = [4.0, 2.0, 0.6, 2.0, 5.0, 1.0, 0.6, 1.0, 3.0];
+        let (values, vectors) = symmetric_eigen(&a, 3);
+        assert!(values.windows(2).all(|w| w[0] >= w[1]));
+        // A v = λ v for every pair, and the vectors are orthonormal.
+        for c in 0..3 {
+            for i in 0..3 {
+                let av: f64 = (0..3).map(|k| a[i * 3 + k] * vectors[k * 3 + c]).sum();
+                assert!((av - values[c] * vectors[i * 3 + c]).abs() < 1e-10);
+            }
+            for c2 in 0..3 {
+                let dot: f64 = (0..3).map(|k| vectors[k * 3 + c] * vectors[k * 3 + c2]).sum();
+                assert!((dot - if c == c2 { 1.0 } else { 0.0 }).abs() < 1e-10);
+            }
+        }
+        assert!((values.iter().sum::<f64>() - 12.0).abs() < 1e-10);
+    }
 
     #[test]
     fn solves_and_inverts_a_known_system() {

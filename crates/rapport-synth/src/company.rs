@@ -45,15 +45,27 @@ pub enum Misreports {
     Both,
 }
 
+/// What a customer's (dis)satisfaction shows in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SatisfactionDriver {
+    /// Service experience: dissatisfied customers complain, open tickets, rate low and
+    /// return more; whether they leave does not depend on it.
+    Service,
+    /// Leaving: dissatisfied customers drop out much sooner; service signals barely differ.
+    Dropout,
+}
+
 /// The generator's assumptions about the world it writes.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct World {
     pub taste: Taste,
     /// Respondents may name up to three preferred categories (one answer row each).
     pub multi_category: bool,
-    /// The chance that each survey statement (frequency, category) is honest.
+    /// The chance that each survey statement (frequency, category, satisfaction) is honest.
     pub honesty: f64,
     pub misreports: Misreports,
+    pub satisfaction: SatisfactionDriver,
     /// Days from the first possible signup to the export.
     pub history_days: u32,
 }
@@ -65,6 +77,7 @@ impl Default for World {
             multi_category: false,
             honesty: 0.9,
             misreports: Misreports::Both,
+            satisfaction: SatisfactionDriver::Service,
             history_days: 730,
         }
     }
@@ -163,6 +176,9 @@ struct Person {
     taste: Vec<f64>,
     channel: &'static str,
     aware: Vec<bool>,
+    /// Truly satisfied with the company; `satisfaction` is the true score (4–5 if so,
+    /// else 1–2), which an honest respondent states.
+    satisfied: bool,
     satisfaction: u32,
     decoy_of: Option<String>,
 }
@@ -172,6 +188,17 @@ pub(crate) fn normal(rng: &mut ChaCha8Rng) -> f64 {
     let u1: f64 = rng.random_range(f64::EPSILON..1.0);
     let u2: f64 = rng.random();
     (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+}
+
+/// A Poisson draw of mean `mean` (Knuth's product of uniforms; the means here are small).
+fn poisson(rng: &mut ChaCha8Rng, mean: f64) -> usize {
+    let limit = (-mean).exp();
+    let (mut k, mut prod) = (0, rng.random::<f64>());
+    while prod > limit {
+        k += 1;
+        prod *= rng.random::<f64>();
+    }
+    k
 }
 
 /// A draw from the discrete distribution `weights` (summing to one).
@@ -390,6 +417,14 @@ pub fn generate(opts: &GenerateOptions) -> Result<Summary> {
                 rng.random_bool(p)
             })
             .collect();
+        let satisfied = rng.random_bool(0.75);
+        let dropout: f64 = rng.random_range(0.02..0.35);
+        // Where leaving carries dissatisfaction, the dissatisfied leave far sooner.
+        let dropout = match (world.satisfaction, satisfied) {
+            (SatisfactionDriver::Dropout, false) => (dropout * 2.5).min(0.6),
+            (SatisfactionDriver::Dropout, true) => dropout * 0.7,
+            _ => dropout,
+        };
         persons.push(Person {
             id: format!("P{:06}", i + 1),
             name: format!("{first} {last}"),
@@ -399,12 +434,17 @@ pub fn generate(opts: &GenerateOptions) -> Result<Summary> {
             signup: start + Duration::seconds(rng.random_range(0..signup_span * 86_400)),
             records,
             rate,
-            dropout: rng.random_range(0.02..0.35),
+            dropout,
             category,
             taste,
             channel,
             aware,
-            satisfaction: rng.random_range(2..=5),
+            satisfied,
+            satisfaction: if satisfied {
+                rng.random_range(4..=5)
+            } else {
+                rng.random_range(1..=2)
+            },
             decoy_of,
         });
     }
@@ -508,6 +548,15 @@ pub fn generate(opts: &GenerateOptions) -> Result<Summary> {
             let r = p.records.iter().find(|r| r.source == s).unwrap_or(home);
             (r.source.name(), r.id.as_str())
         };
+        // How the customer's (dis)satisfaction shows: per order, complaints and support
+        // tickets (Poisson) and the chance that a line is returned; review ratings.
+        let service = world.satisfaction == SatisfactionDriver::Service;
+        let (complaint_rate, ticket_rate, return_share) = match (service, p.satisfied) {
+            (true, true) => (0.03, 0.08, 0.03),
+            (true, false) => (0.40, 0.35, 0.15),
+            (false, true) => (0.05, 0.10, 0.03),
+            (false, false) => (0.08, 0.14, 0.05),
+        };
         // Purchases: a Poisson process while alive, with a dropout chance after each.
         let mut t = p.signup;
         let mut n_orders = 0;
@@ -539,7 +588,7 @@ pub fn generate(opts: &GenerateOptions) -> Result<Summary> {
                 if !chosen.insert(pid.clone()) {
                     continue;
                 }
-                let returned = rng.random_bool(0.03);
+                let returned = rng.random_bool(return_share);
                 let q: i32 = rng.random_range(1..=3);
                 let (q, status) = if returned { (-q, "returned") } else { (q, "completed") };
                 order_lines.push((
@@ -556,29 +605,36 @@ pub fn generate(opts: &GenerateOptions) -> Result<Summary> {
                 break;
             }
         }
-        // Interactions.
+        // Interactions: browsing and the like, then complaints and tickets at the
+        // customer's service rates.
         let n_events = rng.random_range(2..8) + n_orders * 3;
+        let n_complaints = poisson(&mut rng, complaint_rate * n_orders as f64);
+        let n_tickets = poisson(&mut rng, ticket_rate * n_orders as f64);
         let last = churned_at.unwrap_or(end) + Duration::days(30);
         let span = (last.min(end) - p.signup).num_seconds().max(3600);
-        for e in 0..n_events {
+        for e in 0..n_events + n_complaints + n_tickets {
             let at = p.signup + Duration::seconds(rng.random_range(0..span) / 60 * 60 + e as i64);
             let (src, sid) = sid_for(p.channel);
-            let kind = [
-                "view",
-                "view",
-                "view",
-                "search",
-                "add_to_cart",
-                "email_open",
-                "email_click",
-                "app_open",
-                "support_ticket",
-                "complaint",
-                "review",
-                "referral",
-                "feature_use",
-                "query",
-            ][rng.random_range(0..14)];
+            let kind = if e >= n_events + n_complaints {
+                "support_ticket"
+            } else if e >= n_events {
+                "complaint"
+            } else {
+                [
+                    "view",
+                    "view",
+                    "view",
+                    "search",
+                    "add_to_cart",
+                    "email_open",
+                    "email_click",
+                    "app_open",
+                    "review",
+                    "referral",
+                    "feature_use",
+                    "query",
+                ][rng.random_range(0..12)]
+            };
             let mut ev = json!({"customer_id": sid, "source": src, "occurred_at": ts(at), "event_type": kind, "channel": p.channel});
             match kind {
                 "view" | "add_to_cart" | "review" => {
@@ -586,7 +642,14 @@ pub fn generate(opts: &GenerateOptions) -> Result<Summary> {
                     ev["product_id"] = json!(pid);
                     ev["category"] = json!(CATEGORIES[*cat]);
                     if kind == "review" {
-                        ev["value"] = json!(p.satisfaction.min(5));
+                        // Reviews follow the true satisfaction where service carries it.
+                        let stars: u32 = match (service, p.satisfied) {
+                            (true, true) => rng.random_range(4..=5),
+                            (true, false) => rng.random_range(1..=3),
+                            (false, true) => rng.random_range(3..=5),
+                            (false, false) => rng.random_range(2..=5),
+                        };
+                        ev["value"] = json!(stars);
                     }
                 }
                 "feature_use" => {
@@ -656,18 +719,19 @@ pub fn generate(opts: &GenerateOptions) -> Result<Summary> {
                     cat_gap = CATEGORIES[c].to_string();
                 }
             }
-            if churned_at.is_some() && rng.random_bool(0.15) {
-                satisfaction = 5;
-            }
-            // The truth of the satisfaction gap: says satisfied but has visibly left —
-            // churned, and no order for at least 120 days (their visits and app events
-            // stop 30 days after the last order) — (over), or says dissatisfied but keeps
-            // buying often (under).
-            let left_long_ago = churned_at.is_some_and(|c| c < end - Duration::days(120));
-            if satisfaction >= 4 && left_long_ago {
-                sat_gap = "over";
-            } else if satisfaction <= 2 && churned_at.is_none() && p.rate >= 9.0 {
-                sat_gap = "under";
+            // Honest respondents state their true score (a few say 3, neutral); a
+            // misreport states the opposite: satisfied while not (over), or dissatisfied
+            // while satisfied (under, where under-statement is planted).
+            if rng.random_bool(1.0 - world.honesty) {
+                if !p.satisfied {
+                    satisfaction = rng.random_range(4..=5);
+                    sat_gap = "over";
+                } else if world.misreports == Misreports::Both {
+                    satisfaction = rng.random_range(1..=2);
+                    sat_gap = "under";
+                }
+            } else if rng.random_bool(0.1) {
+                satisfaction = 3;
             }
             let nps = (satisfaction * 2).min(10).to_string();
             let aware = if p.aware[0] { "yes" } else { "no" };
@@ -700,7 +764,7 @@ pub fn generate(opts: &GenerateOptions) -> Result<Summary> {
         for (kind, subject, dir) in [
             ("frequency", "purchase_frequency", freq_gap),
             ("category", cat_gap.as_str(), if cat_gap.is_empty() { "" } else { "over" }),
-            ("satisfaction", "retention", sat_gap),
+            ("satisfaction", "satisfaction", sat_gap),
         ] {
             if !dir.is_empty() {
                 planted_gaps.csv(&[&p.id, kind, subject, dir])?;
@@ -814,9 +878,13 @@ const TRUTH_README: &str = "# What Rapport should find in this generated company
 - `persons.csv`: each person's latent behaviour (purchase rate per year, dropout chance
   after each purchase, most bought category and channel), what they said in the survey
   (`stated_category`: the categories named, separated by `;`) and which statements were
-  planted as gaps (`over`: says more than does).
+  planted as gaps (`over`: says more than does; for satisfaction, says satisfied while
+  not), and `satisfaction`, the stated score (the true one unless it is a gap).
 - `gaps.csv`: one row per planted gap (person, gap type, subject — the misstated
-  category for a category gap —, direction).
+  category for a category gap —, direction). A satisfaction gap is a stated score on
+  the wrong side of the person's true state: 4–5 while dissatisfied (`over`), 1–2
+  while satisfied (`under`).
 - `world.json`: the generator's switches (taste spread, multi-category answers, honesty,
-  which directions are planted, history length).
+  which directions are planted, what satisfaction shows in — service signals or
+  dropout —, history length).
 ";

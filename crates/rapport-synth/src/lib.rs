@@ -18,7 +18,7 @@ mod outcomes;
 mod write;
 
 pub use btyd::{write_orders_btyd, BtydFile, BtydTruth};
-pub use company::{generate, GenerateOptions, Misreports, Summary, Taste, World};
+pub use company::{generate, GenerateOptions, Misreports, SatisfactionDriver, Summary, Taste, World};
 pub use outcomes::{planted, simulate_outcomes, AudienceMember, OutcomeSummary, PLANTED};
 pub use write::write_orders_bench;
 

@@ -324,7 +324,8 @@ fn segments(ws: &Workspace, models: &Value, body: &mut String) -> Result<()> {
     // Cluster profiles.
     let clusters = cells(
         ws,
-        "SELECT name, customers, mean_recency_days, mean_orders, mean_revenue, mean_avg_order_value, mean_tenure_days
+        "SELECT name, customers, mean_recency_days, mean_orders, mean_revenue, mean_avg_order_value, mean_tenure_days,
+                description
          FROM segments WHERE kind = 'cluster' ORDER BY segment_id",
     )?;
     if !clusters.is_empty() {
@@ -341,8 +342,10 @@ fn segments(ws: &Workspace, models: &Value, body: &mut String) -> Result<()> {
         } else {
             write!(
                 body,
-                r#"<p class="note">k-means: k = {} chosen by silhouette ({:.3}) on log-transformed, standardised behaviour.</p>"#,
+                r#"<p class="note">k-means on log-transformed, standardised behaviour: k = {} (at least {}), chosen by {}; silhouette {:.3}.</p>"#,
                 km["k"],
+                km["k_min"],
+                km["criterion"].as_str().unwrap_or("silhouette"),
                 km["silhouette"].as_f64().unwrap_or(f64::NAN)
             )
         };
@@ -356,13 +359,13 @@ fn segments(ws: &Workspace, models: &Value, body: &mut String) -> Result<()> {
             }
             .render(),
         );
-        body.push_str("<table><tr><th>cluster</th><th>customers</th><th>recency (days)</th><th>orders</th><th>revenue</th><th>avg order</th><th>tenure (days)</th></tr>");
+        body.push_str("<table><tr><th>cluster</th><th>customers</th><th>recency (days)</th><th>orders</th><th>revenue</th><th>avg order</th><th>tenure (days)</th><th>what sets it apart</th></tr>");
         for r in &clusters {
             let _ = write!(body, "<tr><td>{}</td>", escape(&text(&r[0])));
-            for c in &r[1..] {
+            for c in &r[1..7] {
                 let _ = write!(body, "<td class=\"num\">{}</td>", number((num(c) * 10.0).round() / 10.0));
             }
-            body.push_str("</tr>");
+            let _ = write!(body, "<td>{}</td></tr>", escape(&text(&r[7])));
         }
         body.push_str("</table>");
     }

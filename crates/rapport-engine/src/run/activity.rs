@@ -1,5 +1,6 @@
 //! Behaviour beyond the order summary, as of a date: event counts by type (all time and
-//! the last 30 days), order lines by channel and by product category, feature use by subject, the latest
+//! the last 30 days), order lines by channel and by product category, feature use by
+//! subject, service signals (low review ratings, returned lines), the latest
 //! numeric survey answers (satisfaction, NPS, will_repurchase) and the spread of the
 //! time between purchase days. Computed by one DataFusion query in long format
 //! (customer, name, value) over whichever of the tables exist, then pivoted into dense
@@ -72,6 +73,17 @@ fn sql(end: i64, tables: &BTreeSet<String>) -> Option<String> {
                     CAST({end} - CAST(max(occurred_at) AS BIGINT) AS DOUBLE) / {MICROS_PER_DAY}.0 AS value FROM events
              WHERE occurred_at < to_timestamp_micros({end}) GROUP BY 1"
         ));
+        // Review ratings, and how many are low (at most 40 % of the best rating given
+        // anywhere: 2 of 5, 4 of 10), for the satisfaction gap; the count of rated reviews
+        // is bookkeeping (`events:review` already counts reviews for the models).
+        parts.push(format!(
+            "SELECT customer_id, 'activity:reviews_rated' AS name, CAST(count(*) AS DOUBLE) AS value FROM events
+             WHERE occurred_at < to_timestamp_micros({end}) AND event_type = 'review' AND value IS NOT NULL GROUP BY 1
+             UNION ALL
+             SELECT customer_id, 'service:reviews_low' AS name, CAST(count(*) AS DOUBLE) AS value FROM events
+             WHERE occurred_at < to_timestamp_micros({end}) AND event_type = 'review'
+               AND value <= 0.4 * (SELECT max(value) FROM events WHERE event_type = 'review') GROUP BY 1"
+        ));
         parts.push(format!(
             "SELECT customer_id, 'events_30d:' || event_type AS name, CAST(count(*) AS DOUBLE) AS value FROM events
              WHERE occurred_at < to_timestamp_micros({end}) AND occurred_at >= to_timestamp_micros({recent}) GROUP BY 1, 2"
@@ -81,6 +93,15 @@ fn sql(end: i64, tables: &BTreeSet<String>) -> Option<String> {
         parts.push(format!(
             "SELECT customer_id, 'channel:' || channel AS name, CAST(count(*) AS DOUBLE) AS value FROM orders
              WHERE ordered_at < to_timestamp_micros({end}) AND channel IS NOT NULL AND status <> 'cancelled' GROUP BY 1, 2"
+        ));
+        // Order lines returned, and all lines, for the satisfaction gap (bookkeeping, not
+        // model features: with the category counts they add up to the channel counts).
+        parts.push(format!(
+            "SELECT customer_id, 'activity:lines' AS name, CAST(count(*) AS DOUBLE) AS value FROM orders
+             WHERE ordered_at < to_timestamp_micros({end}) AND status <> 'cancelled' GROUP BY 1
+             UNION ALL
+             SELECT customer_id, 'activity:returned_lines' AS name, CAST(count(*) AS DOUBLE) AS value FROM orders
+             WHERE ordered_at < to_timestamp_micros({end}) AND (status = 'returned' OR quantity < 0) GROUP BY 1"
         ));
         parts.push(format!(
             "SELECT customer_id, 'ipt_sd_days' AS name, stddev(gap) AS value FROM (

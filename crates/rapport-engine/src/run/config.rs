@@ -39,7 +39,8 @@ pub enum Clustering {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelsConfig {
-    /// `kmeans` (k chosen by silhouette in k_min..=k_max) or `dbscan`.
+    /// `kmeans` (k chosen in k_min..=k_max by the gap statistic and the silhouette) or
+    /// `dbscan`.
     pub clustering: Clustering,
     /// DBSCAN radius in the standardised log-feature space.
     pub dbscan_eps: f64,
@@ -57,6 +58,7 @@ pub struct ModelsConfig {
     pub margin: f64,
     /// Days without an order after which a customer counts as churned.
     pub churn_window_days: u32,
+    /// The fewest clusters k-means may give (2 is rarely actionable, so 3 by default).
     pub k_min: usize,
     pub k_max: usize,
     pub seed: u64,
@@ -103,7 +105,7 @@ impl Default for ModelsConfig {
             discount_rate: 0.10,
             margin: 0.30,
             churn_window_days: 90,
-            k_min: 2,
+            k_min: 3,
             k_max: 8,
             seed: 42,
             gap_evidence: 0.95,

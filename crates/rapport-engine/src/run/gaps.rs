@@ -14,13 +14,14 @@
 //!   their preferred one under a latent-class model (one preferred category per
 //!   customer takes a share of their lines, the rest follow the overall mix; share, mix
 //!   and each segment's preferences fitted by EM, `rapport_model::gap::PreferredCategory`);
-//! - **satisfaction**: stated satisfaction (else NPS, else will_repurchase) against the
-//!   posterior probability that the customer has left: 1 − P(alive) from BG/NBD as of
-//!   the last sighting (an event after the last order shows the customer was still
-//!   there), sharpened where events exist by the silence of all their activity since
-//!   (Gamma–Poisson event rate; see `rapport_model::gap::left_with_activity`): "says
-//!   satisfied, behaves like leaving" (`over`) and "says dissatisfied, behaves loyal"
-//!   (`under`);
+//! - **satisfaction**: stated satisfaction (else NPS, else will_repurchase) against a
+//!   latent-class model (`rapport_model::gap::SatisfactionModel`) fitted by EM over all
+//!   buyers: each is truly satisfied or not, which shows in complaints and support
+//!   tickets per order, low review ratings, returned lines and having left (1 − P(alive)
+//!   as of the last sighting, sharpened by the silence of all activity since; see
+//!   `left_with_activity`), and in the answer with a fitted misreport rate; evidence =
+//!   posterior probability that the stated side (satisfied: `over`, dissatisfied:
+//!   `under`) is wrong;
 //! - **knowledge** (per segment, seed 004): awareness answers (`aware:<x>`), feature use
 //!   (`feature_use` subjects) and category adoption per segment against everyone else,
 //!   two-proportion tests with a Benjamini–Hochberg correction → `knowledge_gaps`, and a
@@ -289,7 +290,6 @@ pub fn analyse(inp: &Inputs<'_>) -> Outputs {
     // silence of the customer's other activity (events stop when a customer leaves)
     // where the events table says anything. It weighs the frequency posterior's two
     // states and is the satisfaction gap's evidence.
-    let churn_fitted = inp.churn.iter().any(Option::is_some);
     let tenure = |i: usize| inp.features.first_day[i].map_or(0.0, |d| (inp.as_of_day + 1 - d) as f64);
     let recency = |i: usize| inp.features.last_day[i].map_or(f64::INFINITY, |d| (inp.as_of_day + 1 - d) as f64);
     let activity = match (
@@ -553,81 +553,158 @@ pub fn analyse(inp: &Inputs<'_>) -> Outputs {
         }
     }
 
-    // Satisfaction: stated satisfaction against the probability of having left.
+    // Satisfaction: the stated level against a latent-class model of satisfaction fitted
+    // over all buyers, from their complaints, tickets, low reviews, returns and whether
+    // they left (answers included, with their own misreport rate).
     if surveyed > 0 {
-        for &i in inp.buyers {
+        let col = |name: &str| inp.activity.column(name);
+        let (complaints, tickets) = (col("events:complaint"), col("events:support_ticket"));
+        let (low, rated) = (col("service:reviews_low"), col("activity:reviews_rated"));
+        let (returned, lines) = (col("activity:returned_lines"), col("activity:lines"));
+        let at = |c: Option<&[f64]>, i: usize| c.map_or(0.0, |c| c[i]);
+        let stated_of = |i: usize| -> Option<(gap::Stated, f64, String)> {
             let a = &inp.answers[i].latest;
-            // Stated satisfaction on 0–1: satisfaction 1–5, else NPS 0–10, else will_repurchase.
-            let stated = a
-                .get("satisfaction")
-                .and_then(|(_, v)| v.parse::<f64>().ok())
-                .map(|s| ((s - 1.0) / 4.0, format!("satisfaction {s}")))
-                .or_else(|| {
-                    a.get("nps")
-                        .and_then(|(_, v)| v.parse::<f64>().ok())
-                        .map(|s| (s / 10.0, format!("NPS {s}")))
-                })
-                .or_else(|| {
-                    a.get("will_repurchase")
-                        .and_then(|(_, v)| yes_no(v))
-                        .map(|b| (f64::from(u8::from(b)), format!("will repurchase: {}", if b { "yes" } else { "no" })))
-                });
-            let Some((stated, text)) = stated.filter(|(s, _)| s.is_finite()) else {
-                continue;
-            };
-            if !enough(i) {
-                continue;
+            let num = |q: &str| a.get(q).and_then(|(_, v)| v.trim().parse::<f64>().ok()).filter(|v| v.is_finite());
+            // Satisfaction 1–5 (4–5 satisfied, 1–2 dissatisfied), else NPS 0–10
+            // (promoters 9–10, detractors 0–6), else will_repurchase.
+            if let Some(v) = num("satisfaction") {
+                let level = if v >= 4.0 {
+                    gap::Stated::Satisfied
+                } else if v <= 2.0 {
+                    gap::Stated::Dissatisfied
+                } else {
+                    gap::Stated::Neutral
+                };
+                return Some((level, (v - 1.0) / 4.0, format!("satisfaction {v} of 5")));
             }
-            // Evidence: the BG/NBD posterior probability that the customer has left
-            // (which needs a repeat purchase to be informative).
-            let Some(&k) = history_of.get(&i) else { continue };
-            if inp.histories[k].x < 1.0 {
-                continue;
+            if let Some(v) = num("nps") {
+                let level = if v >= 9.0 {
+                    gap::Stated::Satisfied
+                } else if v <= 6.0 {
+                    gap::Stated::Dissatisfied
+                } else {
+                    gap::Stated::Neutral
+                };
+                return Some((level, v / 10.0, format!("NPS {v} of 10")));
             }
-            let Some(p_alive) = inp.p_alive[i] else { continue };
-            // Days since anything at all was seen of the customer.
-            let (leaving, p_alive, _, silence_text) = leaving(i, &inp.histories[k], p_alive);
-            let churn_text = if churn_fitted {
-                inp.churn[i]
-                    .map(|c| format!(", churn model {:.0} %", 100.0 * c))
-                    .unwrap_or_default()
-            } else {
-                String::new()
+            let b = a.get("will_repurchase").and_then(|(_, v)| yes_no(v))?;
+            Some((
+                if b { gap::Stated::Satisfied } else { gap::Stated::Dissatisfied },
+                f64::from(u8::from(b)),
+                format!("will repurchase: {}", if b { "yes" } else { "no" }),
+            ))
+        };
+        struct Judged {
+            i: usize,
+            signals: gap::ServiceSignals,
+            text: String,
+            stated: f64,
+        }
+        let mut signals = Vec::with_capacity(inp.buyers.len());
+        let mut answered = Vec::new();
+        for (k, &i) in inp.buyers.iter().enumerate() {
+            let h = inp.histories[k];
+            let (left, _, _, _) = leaving(i, &h, inp.p_alive[i].unwrap_or(1.0));
+            let stated = stated_of(i);
+            let c = gap::ServiceSignals {
+                complaints: at(complaints, i),
+                tickets: at(tickets, i),
+                orders: h.x + 1.0,
+                low_reviews: at(low, i),
+                rated_reviews: at(rated, i),
+                returned_lines: at(returned, i),
+                lines: at(lines, i),
+                left,
+                stated: stated.as_ref().map(|s| s.0),
             };
-            let complaints = inp.activity.column("events:complaint").map_or(0.0, |c| c[i]);
-            let (dir, evidence) = if stated >= 0.75 {
-                (Direction::Over, leaving)
-            } else if stated <= 0.25 {
-                (Direction::Under, 1.0 - leaving)
-            } else {
-                continue;
-            };
-            if evidence < cfg.gap_evidence {
-                continue;
+            signals.push(c);
+            if let Some((level, value, text)) = stated {
+                if level == gap::Stated::Neutral {
+                    skip("satisfaction", "neutral answer (3 of 5, NPS 7–8): nothing to contradict");
+                } else {
+                    answered.push(Judged {
+                        i,
+                        signals: c,
+                        text,
+                        stated: value,
+                    });
+                }
             }
-            let predicted = 1.0 - leaving;
-            gaps.push(GapRow {
-                customer: i,
-                gap_type: "satisfaction",
-                subject: "retention".into(),
-                reported: Some(round(stated, 4)),
-                observed: Some(round(predicted, 4)),
-                reported_text: text,
-                observed_text: format!(
-                    "{:.0} % likely to have {} (P(alive) from purchases {:.0} %{silence_text}; {} complaints{churn_text})",
-                    100.0 * leaving.max(1.0 - leaving),
-                    if leaving >= 0.5 { "left" } else { "stayed" },
-                    100.0 * p_alive,
-                    complaints
-                ),
-                delta: Some(stated.max(0.01) / predicted.max(0.01)),
-                evidence,
-                direction: dir.name(),
-                action: match dir {
-                    Direction::Over => "care call: says satisfied but behaves like leaving".into(),
-                    Direction::Under => "service recovery: says dissatisfied yet keeps buying — ask what to fix".into(),
-                },
-            });
+        }
+        for i in 0..n {
+            let asked = ["satisfaction", "nps", "will_repurchase"]
+                .iter()
+                .any(|q| inp.answers[i].latest.contains_key(*q));
+            if asked && stated_of(i).is_none() {
+                skip("satisfaction", "answer is not a satisfaction score, an NPS or yes/no");
+            } else if asked && !history_of.contains_key(&i) {
+                skip("satisfaction", "no purchase before the as-of date");
+            }
+        }
+        match gap::SatisfactionModel::fit(&signals) {
+            None => {
+                skipped.insert(
+                    "satisfaction".into(),
+                    json!("no buyer answered a satisfaction, NPS or will_repurchase question"),
+                );
+            }
+            Some(model) => {
+                let share = model.misreport_share();
+                let mut flagged = 0;
+                for j in &answered {
+                    let c = &j.signals;
+                    let p_sat = model.p_satisfied(c);
+                    let by_behaviour = model.p_satisfied_by_behaviour(c);
+                    let (dir, evidence) = match c.stated {
+                        Some(gap::Stated::Satisfied) => (Direction::Over, 1.0 - p_sat),
+                        _ => (Direction::Under, p_sat),
+                    };
+                    if evidence < cfg.gap_evidence {
+                        continue;
+                    }
+                    flagged += 1;
+                    gaps.push(GapRow {
+                        customer: j.i,
+                        gap_type: "satisfaction",
+                        subject: "satisfaction".into(),
+                        reported: Some(round(j.stated, 4)),
+                        observed: Some(round(by_behaviour, 4)),
+                        reported_text: j.text.clone(),
+                        observed_text: format!(
+                            "{} complaints and {} support tickets over {} orders, {} of {} reviews rated low, {} of {} \
+                             order lines returned, P(left) {:.2}; P(satisfied) from behaviour {:.2}; share of misreported \
+                             satisfaction {:.3}",
+                            c.complaints,
+                            c.tickets,
+                            c.orders,
+                            c.low_reviews,
+                            c.rated_reviews,
+                            c.returned_lines,
+                            c.lines,
+                            c.left,
+                            by_behaviour,
+                            share
+                        ),
+                        delta: Some(j.stated.max(0.01) / by_behaviour.max(0.01)),
+                        evidence,
+                        direction: dir.name(),
+                        action: match dir {
+                            Direction::Over => {
+                                "care call: says satisfied but the service record says otherwise — ask what went wrong".into()
+                            }
+                            Direction::Under => "service recovery: says dissatisfied yet buys without complaint — ask what to fix".into(),
+                        },
+                    });
+                }
+                judged.insert(
+                    "satisfaction".into(),
+                    json!({"statements": answered.len(), "gaps": flagged, "misreport_share": round(share, 4),
+                           "em_iterations": model.iterations,
+                           "p_complaint_per_order": [round(model.satisfied.complaint_rate, 4), round(model.dissatisfied.complaint_rate, 4)],
+                           "left_share": [round(model.satisfied.left_share, 4), round(model.dissatisfied.left_share, 4)],
+                           "satisfied_share": round(model.satisfied.share, 4)}),
+                );
+            }
         }
     }
 

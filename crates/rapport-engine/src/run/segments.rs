@@ -1,5 +1,6 @@
 //! Clusters on behaviour features and the `segments` table (RFM segments and clusters
-//! with their sizes, revenue shares and feature means).
+//! with their sizes, revenue shares, feature means and a description of what sets each
+//! apart).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use serde_json::{json, Value};
 
 use rapport_model::dbscan;
-use rapport_model::kmeans::{fit, sample_indices, silhouette, KMeansParams};
+use rapport_model::kmeans::{fit, gap_statistic, gap_supported, sample_indices, silhouette, KMeansParams};
 use rapport_model::rfm;
 
 use super::config::{Clustering, ModelsConfig};
@@ -96,8 +97,12 @@ pub struct Clusters {
     pub report: Value,
 }
 
-/// k-means on log-transformed, standardised features of the buyers, k chosen by the
-/// silhouette on a sample of at most 3,000 buyers.
+/// k-means on log-transformed, standardised features of the buyers. k is chosen in
+/// `k_min..=k_max` where the data show structure: the gap statistic (Tibshirani et al.
+/// 2001, on a sample of at most 3,000 buyers) names the k it supports (adding a cluster
+/// tightens the data no more than it tightens structureless data), and among those the
+/// k with the best silhouette wins; when it supports none in the range, the silhouette
+/// alone chooses.
 pub fn cluster(f: &Features, buyers: &[usize], as_of_day: i64, cfg: &ModelsConfig) -> Result<Option<Clusters>> {
     let m = buyers.len();
     if m < cfg.k_min * 5 {
@@ -109,13 +114,19 @@ pub fn cluster(f: &Features, buyers: &[usize], as_of_day: i64, cfg: &ModelsConfi
         return cluster_dbscan(f, buyers, &x, cfg).map(Some);
     }
     let sample = sample_indices(m, 3000, cfg.seed);
+    let k_max = cfg.k_max.min(m - 1);
+    let xs: Vec<f64> = sample.iter().flat_map(|&k| x[k * d..(k + 1) * d].iter().copied()).collect();
+    let stats = gap_statistic(&xs, d, (k_max + 1).min(sample.len()), 10, cfg.seed).map_err(crate::EngineError::Usage)?;
+    let supported = gap_supported(&stats);
+    let in_range: Vec<usize> = supported.iter().copied().filter(|k| (cfg.k_min..=k_max).contains(k)).collect();
     let mut by_k = serde_json::Map::new();
     let mut best: Option<(usize, f64, rapport_model::kmeans::KMeans)> = None;
-    for k in cfg.k_min..=cfg.k_max.min(m - 1) {
+    for k in cfg.k_min..=k_max {
         let km = fit(&x, d, &KMeansParams::new(k, cfg.seed)).map_err(crate::EngineError::Usage)?;
         let s = silhouette(&x, d, &km.labels, k, &sample);
         by_k.insert(k.to_string(), json!(s));
-        if best.as_ref().is_none_or(|b| s > b.1) {
+        let eligible = in_range.is_empty() || in_range.contains(&k);
+        if eligible && best.as_ref().is_none_or(|b| s > b.1) {
             best = Some((k, s, km));
         }
     }
@@ -125,21 +136,96 @@ pub fn cluster(f: &Features, buyers: &[usize], as_of_day: i64, cfg: &ModelsConfi
     for (k_i, &i) in buyers.iter().enumerate() {
         labels[i] = Some(km.labels[k_i]);
     }
-    let report = json!({"method": "kmeans", "k": k, "silhouette": s, "inertia": km.inertia, "iterations": km.iterations,
-                        "converged": km.converged, "silhouette_by_k": by_k, "features": FEATURES,
-                        "transform": "log1p, then standardised", "names": names});
+    let gap_by_k: serde_json::Map<String, Value> = stats.iter().map(|g| (g.k.to_string(), json!({"gap": g.gap, "s": g.s}))).collect();
+    let criterion = if in_range.is_empty() {
+        "silhouette (the gap statistic supports no k in range)"
+    } else {
+        "gap statistic, then silhouette among the k it supports"
+    };
+    let report = json!({"method": "kmeans", "k": k, "k_min": cfg.k_min, "k_max": k_max, "criterion": criterion,
+                        "silhouette": s, "inertia": km.inertia, "iterations": km.iterations,
+                        "converged": km.converged, "silhouette_by_k": by_k, "gap_by_k": gap_by_k,
+                        "gap_supported_k": supported, "gap_first_k": supported.first(),
+                        "features": FEATURES, "transform": "log1p, then standardised", "names": names});
     Ok(Some(Clusters { labels, names, report }))
 }
 
-/// Names a cluster by the standardised feature farthest from the average.
+/// Words for a standardised feature far from the average: (below, above).
+fn feature_words(j: usize) -> (&'static str, &'static str) {
+    match FEATURES[j] {
+        "recency_days" => ("recent", "lapsed"),
+        "orders" => ("infrequent", "frequent"),
+        "revenue" => ("low spend", "high spend"),
+        "avg_order_value" => ("small baskets", "large baskets"),
+        "tenure_days" => ("new", "long-standing"),
+        other => unreachable!("no words for feature {other}"),
+    }
+}
+
+/// Names a cluster by the two standardised features farthest from the average
+/// ("cluster 2: frequent, high spend").
 fn cluster_name(c: usize, centroid: &[f64]) -> String {
-    let (j, v) = centroid
+    let mut by_distance: Vec<(usize, f64)> = centroid.iter().copied().enumerate().collect();
+    by_distance.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()).then(a.0.cmp(&b.0)));
+    let words: Vec<&str> = by_distance
         .iter()
-        .enumerate()
-        .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))
-        .expect("d > 0");
-    let level = if *v > 0.0 { "high" } else { "low" };
-    format!("cluster {c}: {level} {}", FEATURES[j].replace('_', " "))
+        .take(2)
+        .filter(|(_, v)| v.abs() >= 0.25)
+        .map(|&(j, v)| if v < 0.0 { feature_words(j).0 } else { feature_words(j).1 })
+        .collect();
+    if words.is_empty() {
+        format!("cluster {c}: average")
+    } else {
+        format!("cluster {c}: {}", words.join(", "))
+    }
+}
+
+/// What sets a group of buyers apart: the two features whose mean (log-transformed,
+/// in standard deviations of all buyers) is farthest from all buyers', each with the
+/// group's median against all buyers' ("orders: median 6 vs 2 for all buyers (+1.4 sd)").
+pub fn describe(f: &Features, members: &[usize], buyers: &[usize], as_of_day: i64) -> String {
+    let d = FEATURES.len();
+    let logs = |set: &[usize]| -> Vec<Vec<f64>> {
+        (0..d)
+            .map(|j| set.iter().map(|&i| raw_features(f, i, as_of_day)[j].max(0.0).ln_1p()).collect())
+            .collect()
+    };
+    let (all, own) = (logs(buyers), logs(members));
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let mut z: Vec<(usize, f64)> = (0..d)
+        .map(|j| {
+            let m = mean(&all[j]);
+            let sd = (all[j].iter().map(|v| (v - m).powi(2)).sum::<f64>() / all[j].len().max(1) as f64).sqrt();
+            (j, (mean(&own[j]) - m) / sd.max(1e-9))
+        })
+        .collect();
+    z.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()).then(a.0.cmp(&b.0)));
+    let median = |j: usize, set: &[usize]| {
+        let mut v: Vec<f64> = set.iter().map(|&i| raw_features(f, i, as_of_day)[j]).collect();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    z.iter()
+        .take(2)
+        .map(|&(j, zj)| {
+            format!(
+                "{}: median {} vs {} for all buyers ({:+.1} sd)",
+                FEATURES[j].replace('_', " "),
+                round_for_text(median(j, members)),
+                round_for_text(median(j, buyers)),
+                zj
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn round_for_text(v: f64) -> String {
+    if v.abs() >= 100.0 || v.fract() == 0.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
 }
 
 /// DBSCAN on at most 50,000 buyers (a seeded sample); the others join the cluster of
@@ -218,6 +304,7 @@ pub fn segments_batch(
     let mut size = Vec::new();
     let mut share = Vec::new();
     let mut rev_share = Vec::new();
+    let mut description = Vec::new();
     let mut means: Vec<Vec<f64>> = vec![Vec::new(); FEATURES.len()];
     for ((k, i, nm), members) in &groups {
         kind.push(k.clone());
@@ -226,6 +313,7 @@ pub fn segments_batch(
         size.push(members.len() as i64);
         share.push(members.len() as f64 / n);
         rev_share.push(members.iter().map(|&m| f.revenue[m].max(0.0)).sum::<f64>() / total_rev);
+        description.push(describe(f, members, buyers, as_of_day));
         for (j, col) in means.iter_mut().enumerate() {
             col.push(members.iter().map(|&m| raw_features(f, m, as_of_day)[j]).sum::<f64>() / members.len() as f64);
         }
@@ -246,6 +334,8 @@ pub fn segments_batch(
         Arc::new(Float64Array::from(share)),
         Arc::new(Float64Array::from(rev_share)),
     ];
+    fields.push(Field::new("description", DataType::Utf8, false));
+    cols.push(Arc::new(StringArray::from(description)));
     for (j, col) in means.into_iter().enumerate() {
         fields.push(Field::new(format!("mean_{}", FEATURES[j]), DataType::Float64, false));
         cols.push(Arc::new(Float64Array::from(col)));

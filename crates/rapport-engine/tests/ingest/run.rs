@@ -68,6 +68,27 @@ fn cdnow_sample_from_the_raw_file_reproduces_the_papers() {
         .parse()
         .unwrap();
     assert!((share - 1.0).abs() < 1e-9);
+    // k is at least the configured minimum, chosen with the gap statistic's support on
+    // record; every segment says what sets it apart, in numbers.
+    let km = &m["kmeans"];
+    let k = km["k"].as_u64().unwrap();
+    assert!(k >= cfg.k_min as u64 && k <= cfg.k_max as u64, "{km}");
+    assert_eq!(km["gap_by_k"].as_object().unwrap().len(), cfg.k_max + 1, "{km}");
+    assert!(km["criterion"].as_str().unwrap().contains("gap statistic"), "{km}");
+    assert_eq!(
+        scalar(
+            &ws_dir,
+            "SELECT count(*) FROM segments WHERE description NOT LIKE '%: median % vs % for all buyers (%sd)%'"
+        ),
+        "0"
+    );
+    assert_eq!(
+        scalar(
+            &ws_dir,
+            "SELECT CAST(count(DISTINCT name) AS BIGINT) FROM segments WHERE kind = 'cluster'"
+        ),
+        k.to_string()
+    );
     assert!(ws.reports_dir().join("models.json").is_file());
 }
 
