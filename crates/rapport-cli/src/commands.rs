@@ -166,6 +166,43 @@ pub fn train(data: &Path, target: &str, id: Option<&str>, folds: usize, seed: u6
     Ok(())
 }
 
+/// The table of `rapport evaluate gaps`.
+fn print_gap_reliability(v: &serde_json::Value) {
+    let f = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN);
+    println!(
+        "gap evidence as of {} against the same statements judged with the data to {} ({} days later)",
+        v["calibration_end"].as_str().unwrap_or(""),
+        v["holdout_end"].as_str().unwrap_or(""),
+        v["holdout_days"]
+    );
+    println!("a calibrated evidence is borne out on average: in each bin the two means agree");
+    println!(
+        "{:<13} {:>11} {:>10} {:>12} {:>14}",
+        "gap", "evidence", "statements", "at cut-off", "with later data"
+    );
+    for (t, g) in v["gaps"].as_object().into_iter().flatten() {
+        for b in g["bins"].as_array().into_iter().flatten() {
+            println!(
+                "{t:<13} {:>5.2}–{:<5.2} {:>10} {:>12.3} {:>14.3}",
+                f(&b["from"]),
+                f(&b["to"]),
+                b["statements"],
+                f(&b["evidence_at_cutoff"]),
+                f(&b["evidence_with_later_data"])
+            );
+        }
+        if g["statements"].as_u64().unwrap_or(0) > 0 {
+            println!(
+                "{t:<13} mean |gap| {:.3}; reported at the cut-off {}, still reported {} (mean later evidence {:.3})",
+                f(&g["mean_abs_gap"]),
+                g["reported_at_cutoff"],
+                g["still_reported"],
+                f(&g["mean_later_evidence_of_reported"])
+            );
+        }
+    }
+}
+
 pub fn evaluate(
     workspace: &Path,
     what: &str,
@@ -217,6 +254,15 @@ pub fn evaluate(
                 f("coverage")
             );
         }
+        return Ok(());
+    }
+    if what == "gaps" {
+        let v = rapport_engine::evaluate::evaluate_gaps(&ws, &models_config(config)?, holdout_days.unwrap_or(180))?;
+        if as_json {
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            return Ok(());
+        }
+        print_gap_reliability(&v);
         return Ok(());
     }
     let Some(holdout_days) = holdout_days else {

@@ -59,8 +59,9 @@ enum Command {
     },
     /// Calibration/holdout checks: the CLV and churn models (default), or `recs`.
     Evaluate {
-        /// What to evaluate: clv (CLV and churn models) or recs (recommendations).
-        #[arg(value_parser = ["clv", "recs"], default_value = "clv")]
+        /// What to evaluate: clv (CLV and churn models), recs (recommendations) or gaps
+        /// (how well the gap evidence holds up against later behaviour; no truth needed).
+        #[arg(value_parser = ["clv", "recs", "gaps"], default_value = "clv")]
         what: String,
         /// Days before the last order where the holdout starts.
         #[arg(long)]

@@ -1,6 +1,7 @@
 //! `rapport evaluate --holdout-days N`: the calibration/holdout checks of the CLV
 //! models, as Fader, Hardie & Lee (2005) report them — the holdout forecast against what
-//! happened, in total and by calibration frequency.
+//! happened, in total and by calibration frequency; and `rapport evaluate gaps`, the
+//! held-out reliability of the gap evidence, which needs no truth.
 
 use serde_json::{json, Value};
 
@@ -135,5 +136,88 @@ fn churn_holdout(ws: &Workspace, cfg: &ModelsConfig, cal: &ModelInputs, full: &M
         "log_loss": metrics::log_loss(&scores, &churned),
         "precision": best.precision, "recall": best.recall, "f1": best.f1, "threshold": best.threshold,
         "calibration": calibration,
+    }))
+}
+
+/// The reliability of the gap evidence on the company's own data, without any truth.
+///
+/// Every behaviour statement is judged twice: as of a cut-off `holdout_days` before the
+/// last order (evidence e), and with the later behaviour too (evidence e'). If the
+/// evidence is a calibrated probability, the later data confirm it on average: among
+/// statements with e near 0.9, the mean of e' is near 0.9 (a posterior is a martingale).
+/// Evidence that claims more than the later behaviour bears out shows as a mean e'
+/// below the mean e in the high bins. Per gap type: the statements judged at both dates
+/// (the same answer), bins of e with their mean e and e', the weighted mean gap between
+/// them, and of the gaps reported at the cut-off (e ≥ `gap_evidence`) the share still
+/// reported with the later data.
+pub fn evaluate_gaps(ws: &Workspace, cfg: &ModelsConfig, holdout_days: u32) -> Result<Value> {
+    use std::collections::BTreeMap;
+    if holdout_days == 0 {
+        return Err(EngineError::Usage("--holdout-days must be at least 1".into()));
+    }
+    let full = model_inputs(ws, cfg, None)?;
+    let cutoff = full.as_of_day - i64::from(holdout_days);
+    let (ids_then, then) = crate::run::assess_gaps(ws, cfg, Some(&day_text(cutoff)))?;
+    let (ids_now, now) = crate::run::assess_gaps(ws, cfg, None)?;
+    type Key = (String, &'static str, String);
+    let key = |ids: &[String], g: &crate::run::gaps::GapRow| -> Key { (ids[g.customer].clone(), g.gap_type, g.subject.clone()) };
+    let later: BTreeMap<Key, (&str, f64)> = now
+        .iter()
+        .map(|g| (key(&ids_now, g), (g.reported_text.as_str(), g.evidence)))
+        .collect();
+    const EDGES: [f64; 6] = [0.0, 0.5, 0.8, 0.9, 0.95, 0.99];
+    let mut by_type = serde_json::Map::new();
+    for t in ["frequency", "category", "satisfaction"] {
+        // (e, e') of the statements judged at both dates with the same answer.
+        let pairs: Vec<(f64, f64)> = then
+            .iter()
+            .filter(|g| g.gap_type == t)
+            .filter_map(|g| {
+                later
+                    .get(&key(&ids_then, g))
+                    .filter(|(text, _)| *text == g.reported_text)
+                    .map(|&(_, e2)| (g.evidence, e2))
+            })
+            .collect();
+        if pairs.is_empty() {
+            by_type.insert(t.into(), json!({"statements": 0, "message": "no statement judged at both dates"}));
+            continue;
+        }
+        let mut bins = Vec::new();
+        let mut weighted_gap = 0.0;
+        for (b, &lo) in EDGES.iter().enumerate() {
+            let hi = EDGES.get(b + 1).copied().unwrap_or(f64::INFINITY);
+            let members: Vec<&(f64, f64)> = pairs.iter().filter(|(e, _)| *e >= lo && *e < hi).collect();
+            if members.is_empty() {
+                continue;
+            }
+            let m = members.len() as f64;
+            let (then_mean, now_mean) = (
+                members.iter().map(|p| p.0).sum::<f64>() / m,
+                members.iter().map(|p| p.1).sum::<f64>() / m,
+            );
+            weighted_gap += m * (then_mean - now_mean).abs();
+            bins.push(json!({"from": lo, "to": hi.min(1.0), "statements": members.len(),
+                             "evidence_at_cutoff": then_mean, "evidence_with_later_data": now_mean}));
+        }
+        let flagged: Vec<&(f64, f64)> = pairs.iter().filter(|(e, _)| *e >= cfg.gap_evidence).collect();
+        let kept = flagged.iter().filter(|(_, e2)| *e2 >= cfg.gap_evidence).count();
+        by_type.insert(
+            t.into(),
+            json!({"statements": pairs.len(), "bins": bins,
+                   "mean_abs_gap": weighted_gap / pairs.len() as f64,
+                   "reported_at_cutoff": flagged.len(),
+                   "still_reported": kept,
+                   "confirmed_share": if flagged.is_empty() { Value::Null } else { json!(kept as f64 / flagged.len() as f64) },
+                   "mean_later_evidence_of_reported": if flagged.is_empty() { Value::Null } else {
+                       json!(flagged.iter().map(|p| p.1).sum::<f64>() / flagged.len() as f64) }}),
+        );
+    }
+    Ok(json!({
+        "calibration_end": day_text(cutoff),
+        "holdout_end": day_text(full.as_of_day),
+        "holdout_days": holdout_days,
+        "gap_evidence": cfg.gap_evidence,
+        "gaps": by_type,
     }))
 }

@@ -151,6 +151,68 @@ pub fn snapshots(ws: &Workspace, days: &[i64]) -> Result<Vec<(Features, Activity
     })
 }
 
+/// Every behaviour statement's gap evidence as seen at the end of `as_of`, whatever its
+/// size (the reporting threshold set to 0): the customers' ids and the rows, for the
+/// held-out check of `rapport evaluate gaps`. Fits only what the gap analysis reads
+/// (BG/NBD, RFM); writes nothing.
+pub fn assess_gaps(ws: &Workspace, cfg: &ModelsConfig, as_of: Option<&str>) -> Result<(Vec<String>, Vec<gaps::GapRow>)> {
+    let inputs = model_inputs(ws, cfg, as_of)?;
+    let n = inputs.features.len();
+    let bg = if inputs.histories.is_empty() {
+        None
+    } else {
+        Some(BgNbd::fit(&inputs.histories).map_err(EngineError::Usage)?)
+    };
+    let mut p_alive = vec![None; n];
+    if let Some(f) = &bg {
+        for (k, &i) in inputs.buyers.iter().enumerate() {
+            p_alive[i] = Some(f.params.p_alive(&inputs.histories[k]));
+        }
+    }
+    let f = &inputs.features;
+    let scores = rfm::score(
+        &inputs
+            .buyers
+            .iter()
+            .map(|&i| (inputs.as_of_day - f.last_day[i].expect("buyer")) as f64)
+            .collect::<Vec<_>>(),
+        &inputs.buyers.iter().map(|&i| f.orders[i]).collect::<Vec<_>>(),
+        &inputs.buyers.iter().map(|&i| f.revenue[i]).collect::<Vec<_>>(),
+    );
+    let mut rfm_names: Vec<Option<&'static str>> = vec![None; n];
+    for (k, &i) in inputs.buyers.iter().enumerate() {
+        rfm_names[i] = Some(scores[k].segment);
+    }
+    let answers = gaps::answers(ws, inputs.as_of_day, &f.customer_id)?;
+    let cfg = ModelsConfig {
+        gap_evidence: 0.0,
+        ..cfg.clone()
+    };
+    let out = gaps::analyse(&gaps::Inputs {
+        features: f,
+        activity: &inputs.activity,
+        answers: &answers,
+        as_of_day: inputs.as_of_day,
+        buyers: &inputs.buyers,
+        histories: &inputs.histories,
+        bgnbd: bg.as_ref().map(|b| &b.params),
+        unit_days: cfg.time_unit.days(),
+        p_alive: &p_alive,
+        churn: &vec![None; n],
+        segments: &vec![Vec::new(); n],
+        rfm: &rfm_names,
+        main_channel: &vec![None; n],
+        profile_issues: &[],
+        cfg: &cfg,
+    });
+    let rows = out
+        .gaps
+        .into_iter()
+        .filter(|g| ["frequency", "category", "satisfaction"].contains(&g.gap_type))
+        .collect();
+    Ok((inputs.features.customer_id, rows))
+}
+
 /// Runs the models as seen at the end of `as_of` (default: the last order date).
 /// [`run_with`] under the default `[actions]` policy.
 pub fn run(ws: &Workspace, cfg: &ModelsConfig, as_of: Option<&str>) -> Result<RunSummary> {
