@@ -22,20 +22,6 @@ impl Direction {
     }
 }
 
-/// A stated value against the model's prediction.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Assessment {
-    pub reported: f64,
-    pub observed: f64,
-    /// reported / observed.
-    pub delta: f64,
-    /// The posterior probability that the truth lies on the observed side of the
-    /// statement (0 when the prediction agrees with it).
-    pub evidence: f64,
-    /// `None` when the prediction falls inside what the statement allows.
-    pub direction: Option<Direction>,
-}
-
 /// Regularised lower incomplete gamma P(a, x) (series below a + 1, continued fraction above).
 pub fn gamma_p(a: f64, x: f64) -> f64 {
     if x <= 0.0 {
@@ -268,322 +254,248 @@ fn posterior(share: f64, m: f64, h: f64) -> f64 {
     }
 }
 
-/// A Dirichlet population prior of customers' category shares, fitted to their order
-/// lines per category by maximum likelihood (Minka's fixed point on the
-/// Dirichlet–multinomial, with the counts kept as histograms so an iteration costs the
-/// largest count, not the customers).
+/// A population prior of customers' category shares that can describe both a
+/// favourite-and-the-rest taste and a spread one: a mixture of K + 1 Dirichlets over
+/// the K categories — a diffuse one, Dir(b·m), and for each category j a "favourite j"
+/// one, Dir(f·m + β·e_j) — with m the population's mix and b, f, β and the K + 1
+/// weights fitted by maximum likelihood of the customers' order lines per category
+/// (Dirichlet–multinomial, BFGS on log-parameters and weight logits). Concentrated
+/// tastes show as heavy favourite components with a large β; spread tastes as a heavy
+/// diffuse one. Nothing about how large a favourite's share is, or how many customers
+/// have one, is fixed in advance.
 #[derive(Debug, Clone, PartialEq)]
-pub struct DirichletPrior {
-    pub alpha: Vec<f64>,
-    pub iterations: usize,
+pub struct CategoryMixture {
+    /// The population mix m (smoothed shares of all lines).
+    pub mix: Vec<f64>,
+    pub diffuse_precision: f64,
+    pub favourite_precision: f64,
+    pub favourite_boost: f64,
+    /// Weights of the diffuse component, then of "favourite j" for each j.
+    pub weights: Vec<f64>,
+    pub log_likelihood: f64,
     pub converged: bool,
+    pub iterations: usize,
 }
 
-impl DirichletPrior {
-    /// `counts` is customers × `k` (row-major); customers without lines are ignored.
-    /// `None` when fewer than two customers have lines or `k` < 2.
+/// ln Γ(a + n) − ln Γ(a) and ψ(a + n) − ψ(a) for a whole count n: a sum for small n.
+fn gamma_ratio(a: f64, n: u32) -> (f64, f64) {
+    if n == 0 {
+        return (0.0, 0.0);
+    }
+    if n <= 40 {
+        let (mut l, mut d) = (0.0, 0.0);
+        for t in 0..n {
+            let v = a + f64::from(t);
+            l += v.ln();
+            d += 1.0 / v;
+        }
+        return (l, d);
+    }
+    let n = f64::from(n);
+    (
+        ln_gamma(a + n) - ln_gamma(a),
+        crate::special::digamma(a + n) - crate::special::digamma(a),
+    )
+}
+
+impl CategoryMixture {
+    /// The shapes of component `z` (0: diffuse, 1 + j: favourite j).
+    pub fn shapes(&self, z: usize) -> Vec<f64> {
+        if z == 0 {
+            self.mix.iter().map(|m| self.diffuse_precision * m).collect()
+        } else {
+            self.mix
+                .iter()
+                .enumerate()
+                .map(|(j, m)| self.favourite_precision * m + if j + 1 == z { self.favourite_boost } else { 0.0 })
+                .collect()
+        }
+    }
+
+    /// Fits the mixture to `counts` (customers × `k`, row-major; customers without
+    /// lines ignored). `None` when fewer than ten customers have lines or `k` < 2.
     pub fn fit(counts: &[f64], k: usize) -> Option<Self> {
         if k < 2 || !counts.len().is_multiple_of(k) {
             return None;
         }
-        // above[j][t] = customers with more than t lines in j; above_total likewise for
-        // their totals.
-        let mut above: Vec<Vec<f64>> = vec![Vec::new(); k];
-        let mut above_total: Vec<f64> = Vec::new();
+        // Identical count vectors once, with their multiplicity.
+        let mut distinct: std::collections::BTreeMap<Vec<u32>, f64> = std::collections::BTreeMap::new();
         let mut sums = vec![0.0; k];
-        let mut customers = 0usize;
-        let bump = |v: &mut Vec<f64>, n: usize| {
-            if v.len() < n {
-                v.resize(n, 0.0);
-            }
-            v[n - 1] += 1.0;
-        };
         for row in counts.chunks_exact(k) {
-            let n: Vec<usize> = row
+            let n: Vec<u32> = row
                 .iter()
-                .map(|&c| if c.is_finite() && c > 0.0 { c.round() as usize } else { 0 })
+                .map(|&c| if c.is_finite() && c > 0.0 { c.round() as u32 } else { 0 })
                 .collect();
-            let total: usize = n.iter().sum();
-            if total == 0 {
+            if n.iter().all(|&c| c == 0) {
                 continue;
             }
-            customers += 1;
-            for (j, &c) in n.iter().enumerate() {
-                sums[j] += c as f64;
-                if c > 0 {
-                    bump(&mut above[j], c);
-                }
+            for (s, &c) in sums.iter_mut().zip(&n) {
+                *s += f64::from(c);
             }
-            bump(&mut above_total, total);
+            *distinct.entry(n).or_default() += 1.0;
         }
-        if customers < 2 {
+        let customers: f64 = distinct.values().sum();
+        if customers < 10.0 {
             return None;
         }
-        // Histograms of "exactly n" into "more than t" by a suffix sum.
-        let suffix = |v: &mut Vec<f64>| {
-            for t in (0..v.len().saturating_sub(1)).rev() {
-                v[t] += v[t + 1];
-            }
-        };
-        above.iter_mut().for_each(suffix);
-        suffix(&mut above_total);
         let lines: f64 = sums.iter().sum();
-        // Start: the mean shares with a precision of k.
-        let mut alpha: Vec<f64> = sums.iter().map(|s| ((s + 0.5) / (lines + 0.5 * k as f64)) * k as f64).collect();
-        let mut converged = false;
-        let mut iterations = 0;
-        for it in 1..=2000 {
-            let a0: f64 = alpha.iter().sum();
-            let den: f64 = above_total.iter().enumerate().map(|(t, c)| c / (a0 + t as f64)).sum();
-            let mut moved = 0.0f64;
-            for j in 0..k {
-                let num: f64 = above[j].iter().enumerate().map(|(t, c)| c / (alpha[j] + t as f64)).sum();
-                let next = (alpha[j] * num / den).clamp(1e-6, 1e6);
-                moved = moved.max((next / alpha[j]).ln().abs());
-                alpha[j] = next;
+        let mix: Vec<f64> = sums.iter().map(|s| (s + 0.5) / (lines + 0.5 * k as f64)).collect();
+        let rows: Vec<(&Vec<u32>, f64)> = distinct.iter().map(|(n, w)| (n, *w)).collect();
+        // Parameters: ln b, ln f, ln β, then K + 1 weight logits (the first fixed at 0 by
+        // a light pull toward it, which leaves the weights free but the logits finite).
+        let objective = |x: &[f64]| -> (f64, Vec<f64>) {
+            let cap = |v: f64| v.clamp(-12.0, 12.0);
+            let (b, f, beta) = (cap(x[0]).exp(), cap(x[1]).exp(), cap(x[2]).exp());
+            let logits = &x[3..];
+            let top = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let z: f64 = logits.iter().map(|u| (u - top).exp()).sum();
+            let ln_w: Vec<f64> = logits.iter().map(|u| u - top - z.ln()).collect();
+            let (sb, sf) = (b, f + beta);
+            let mut value = 0.0;
+            let mut grad = vec![0.0; x.len()];
+            let mut ll = vec![0.0; k + 1];
+            // Per component: d ll_z / d(its free parameters).
+            let mut d_f = vec![0.0; k + 1];
+            let mut d_beta = vec![0.0; k + 1];
+            for &(n, w) in &rows {
+                let total: u32 = n.iter().sum();
+                // Diffuse.
+                let (l0, dg0) = gamma_ratio(sb, total);
+                let mut l_diffuse = -l0;
+                let mut d_diffuse = -dg0 * b;
+                // Favourites share their base part: Σ_j over the f·m_j shapes.
+                let (lf, dgf) = gamma_ratio(sf, total);
+                let mut base_l = -lf;
+                let mut base_d = -dgf * f;
+                let mut own: Vec<(f64, f64, f64, f64)> = Vec::with_capacity(k);
+                for j in 0..k {
+                    let (l, d) = gamma_ratio(b * mix[j], n[j]);
+                    l_diffuse += l;
+                    d_diffuse += d * b * mix[j];
+                    let (lb, db) = gamma_ratio(f * mix[j], n[j]);
+                    base_l += lb;
+                    base_d += db * f * mix[j];
+                    let (lboost, dboost) = gamma_ratio(f * mix[j] + beta, n[j]);
+                    own.push((lb, db, lboost, dboost));
+                }
+                ll[0] = ln_w[0] + l_diffuse;
+                for j in 0..k {
+                    let (lb, db, lboost, dboost) = own[j];
+                    ll[j + 1] = ln_w[j + 1] + base_l - lb + lboost;
+                    d_f[j + 1] = base_d - db * f * mix[j] + dboost * f * mix[j];
+                    // d/d ln β: the boosted shape, and the total's shape.
+                    d_beta[j + 1] = (dboost - dgf) * beta;
+                }
+                let top_ll = ll.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let sum: f64 = ll.iter().map(|v| (v - top_ll).exp()).sum();
+                let lse = top_ll + sum.ln();
+                value -= w * lse;
+                let r: Vec<f64> = ll.iter().map(|v| (v - lse).exp()).collect();
+                grad[0] -= w * r[0] * d_diffuse;
+                for z in 1..=k {
+                    grad[1] -= w * r[z] * d_f[z];
+                    grad[2] -= w * r[z] * d_beta[z];
+                }
+                for z in 0..=k {
+                    grad[3 + z] -= w * (r[z] - ln_w[z].exp());
+                }
             }
-            iterations = it;
-            if moved < 1e-9 {
-                converged = true;
-                break;
+            // Per customer, and the pull of the first logit to 0 and of the precisions
+            // away from the caps.
+            value /= customers;
+            grad.iter_mut().for_each(|g| *g /= customers);
+            value += 1e-6 * x[3] * x[3];
+            grad[3] += 2e-6 * x[3];
+            for i in 0..3 {
+                let over = (x[i].abs() - 9.0).max(0.0);
+                value += 1e-3 * over * over;
+                grad[i] += 2e-3 * over * x[i].signum();
             }
-        }
-        Some(DirichletPrior {
-            alpha,
-            iterations,
-            converged,
+            (value, grad)
+        };
+        let mut x0 = vec![(k as f64).ln(), 0.0, 1.0];
+        x0.extend(std::iter::repeat_n(0.0, k + 1));
+        let starts = vec![x0.clone(), {
+            let mut v = x0.clone();
+            v[2] = 3.0;
+            v
+        }];
+        let m = crate::optimize::best_of(&objective, &starts, 500, 1e-8)?;
+        let x = &m.x;
+        let top = x[3..].iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let z: f64 = x[3..].iter().map(|u| (u - top).exp()).sum();
+        Some(CategoryMixture {
+            mix,
+            diffuse_precision: x[0].clamp(-12.0, 12.0).exp(),
+            favourite_precision: x[1].clamp(-12.0, 12.0).exp(),
+            favourite_boost: x[2].clamp(-12.0, 12.0).exp(),
+            weights: x[3..].iter().map(|u| (u - top).exp() / z).collect(),
+            log_likelihood: -m.value * customers,
+            converged: m.converged,
+            iterations: m.iterations,
         })
     }
 
-    /// The posterior mean shares of a customer with these counts.
-    pub fn posterior_mean(&self, counts: &[f64]) -> Vec<f64> {
-        let total: f64 = self.alpha.iter().zip(counts).map(|(a, n)| a + n.max(0.0)).sum();
-        self.alpha.iter().zip(counts).map(|(a, n)| (a + n.max(0.0)) / total).collect()
-    }
-}
-
-/// The probability, under a Dirichlet posterior of a customer's category shares with
-/// parameters `shapes` (the population prior plus their lines), that category `c` is
-/// bought less than `ratio` times as much as the `named`-th most bought of the other
-/// categories: a stated preference for c among `named` preferred categories is then
-/// contradicted (an honest respondent names categories from the top of their own mix).
-/// Returns (P(contradicted), P(not contradicted)), each computed directly.
-///
-/// With the shares as normalised Gamma(shapes) draws G, P(not contradicted) =
-/// ∫ f_c(g) · P(fewer than `named` others exceed g / ratio) dg: a one-dimensional
-/// integral over ln g (Simpson's rule where the integrand lives), the inner probability
-/// a Poisson-binomial of the others' Gamma tails.
-pub fn category_contradiction(shapes: &[f64], c: usize, named: usize, ratio: f64) -> (f64, f64) {
-    let k = shapes.len();
-    if c >= k || k < 2 || named == 0 || named >= k || ratio.is_nan() || ratio <= 0.0 {
-        return (0.0, 1.0);
-    }
-    let a_c = shapes[c].max(1e-9);
-    // H(t) = P(at most named − 1 of the others exceed t).
-    let others: Vec<f64> = shapes
-        .iter()
-        .enumerate()
-        .filter(|&(j, _)| j != c)
-        .map(|(_, &a)| a.max(1e-9))
-        .collect();
-    let fewer = |t: f64| -> f64 {
-        // dp[m] = P(exactly m exceed so far), for m < named; the rest is dropped.
-        let mut dp = vec![0.0; named];
-        dp[0] = 1.0;
-        for &a in &others {
-            let (_, q) = gamma_pq(a, t);
-            for m in (0..named).rev() {
-                let stay = dp[m] * (1.0 - q);
-                let from = if m > 0 { dp[m - 1] * q } else { 0.0 };
-                dp[m] = stay + from;
-            }
-        }
-        dp.iter().sum::<f64>().clamp(0.0, 1.0)
-    };
-    let log_density = |x: f64| a_c * x - x.exp() - ln_gamma(a_c);
-    // Where ln G_c lives: its density is log-concave with its mode at ln a_c.
-    let mode = a_c.ln();
-    let spread = (1.0 / a_c.sqrt()).clamp(0.05, 1.0);
-    let mut hi = mode + spread;
-    while log_density(hi) > -40.0 {
-        hi += spread;
-    }
-    let mut lo = mode - 1.0;
-    // Left: until the density is negligible, or H(e^x / ratio) is (the integrand is the
-    // product of both).
-    let h_of = |x: f64| fewer(x.exp() / ratio);
-    let mut step = spread;
-    while log_density(lo) > -40.0 && h_of(lo) > 1e-16 {
-        lo -= step;
-        step *= 1.5;
-    }
-    // Simpson's rule on an even number of intervals.
-    const INTERVALS: usize = 128;
-    let width = (hi - lo) / INTERVALS as f64;
-    let mut honest = 0.0;
-    for i in 0..=INTERVALS {
-        let x = lo + width * i as f64;
-        let wgt = if i == 0 || i == INTERVALS {
-            1.0
-        } else if i % 2 == 1 {
-            4.0
-        } else {
-            2.0
-        };
-        honest += wgt * log_density(x).exp() * h_of(x);
-    }
-    // Outside [lo, hi] the density or the inner probability is negligible.
-    let honest = (honest * width / 3.0).clamp(0.0, 1.0);
-    (1.0 - honest, honest)
-}
-
-/// Category gap: the customer names `c` as preferred; `counts[j]` are their order lines
-/// per category and `prior[j]` their segment's shares (summing to one), with strength
-/// `kappa` (the Dirichlet–multinomial smoothing). The reported share is the share a
-/// preferred category would have (the largest smoothed share), the observed one is c's
-/// smoothed share. `preferred[j]` is the posterior probability that j is the customer's
-/// preferred category ([`PreferredCategory::posterior`]); the evidence is
-/// 1 − `preferred[c]`, and the direction is `Over` when another category is the more
-/// likely preferred one.
-pub fn category(c: usize, counts: &[f64], prior: &[f64], kappa: f64, preferred: &[f64]) -> Assessment {
-    let total: f64 = counts.iter().sum();
-    let post: Vec<f64> = counts.iter().zip(prior).map(|(n, p)| n + kappa * p).collect();
-    let share = |j: usize| post[j] / (total + kappa);
-    let top = (0..post.len())
-        .filter(|&j| j != c)
-        .max_by(|&a, &b| post[a].total_cmp(&post[b]).then(b.cmp(&a)));
-    let observed = share(c);
-    let Some(top) = top else {
-        return Assessment {
-            reported: observed,
-            observed,
-            delta: 1.0,
-            evidence: 0.0,
-            direction: None,
-        };
-    };
-    let reported = share(top).max(observed);
-    let p_c = preferred.get(c).copied().unwrap_or(0.0);
-    let rival = preferred.iter().enumerate().any(|(j, &p)| j != c && p > p_c);
-    Assessment {
-        reported,
-        observed,
-        delta: reported / observed.max(1e-12),
-        evidence: (1.0 - p_c).clamp(0.0, 1.0),
-        direction: rival.then_some(Direction::Over),
-    }
-}
-
-/// A latent-class model of a preferred category: each customer has one preferred
-/// category z (drawn from their group's distribution `priors[g]`); each of their order
-/// lines falls in z with probability `share`, and otherwise follows the `background`
-/// mix of all customers. This is what "my preferred category is X" claims, and unlike a
-/// smoothed share it knows that a preference concentrates the lines: three of six lines
-/// in one category and two in the stated one make the stated one unlikely to be the
-/// preferred one. All parameters are estimated by EM over every customer with lines.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PreferredCategory {
-    pub share: f64,
-    pub background: Vec<f64>,
-    pub priors: Vec<Vec<f64>>,
-    pub iterations: usize,
-}
-
-impl PreferredCategory {
-    /// Fits the model to `counts` (customers × categories, row-major, `k` columns) with
-    /// each customer's group in `groups` (`n_groups` groups). `None` without lines.
-    pub fn fit(counts: &[f64], k: usize, groups: &[usize], n_groups: usize) -> Option<Self> {
-        use crate::parallel::{add_into, ordered_fold};
-        let n = groups.len();
-        if k < 2 || counts.len() != n * k || groups.iter().any(|&g| g >= n_groups) {
-            return None;
-        }
-        let mut background = vec![0.0; k];
-        for row in counts.chunks_exact(k) {
-            add_into(&mut background, row);
-        }
-        let lines: f64 = background.iter().sum();
-        if !(lines > 0.0 && lines.is_finite()) {
-            return None;
-        }
-        background.iter_mut().for_each(|b| *b = (*b + 1e-3) / (lines + 1e-3 * k as f64));
-        let mut model = PreferredCategory {
-            share: 0.3,
-            background,
-            priors: vec![vec![1.0 / k as f64; k]; n_groups],
-            iterations: 0,
-        };
-        // The accumulator: lines drawn from the preferred category, the other lines per
-        // category, and the responsibilities summed per group.
-        struct Acc {
-            preferred: f64,
-            other: Vec<f64>,
-            resp: Vec<f64>,
-        }
-        for it in 1..=500 {
-            let acc = ordered_fold(
-                n,
-                || Acc {
-                    preferred: 0.0,
-                    other: vec![0.0; k],
-                    resp: vec![0.0; n_groups * k],
-                },
-                |a, i| {
-                    let row = &counts[i * k..(i + 1) * k];
-                    if row.iter().sum::<f64>() <= 0.0 {
-                        return;
-                    }
-                    let r = model.posterior(row, groups[i]);
-                    for j in 0..k {
-                        // P(a line in j came from the preference) = r_j · s / (s + (1 − s) b_j).
-                        let from_pref = r[j] * model.share / (model.share + (1.0 - model.share) * model.background[j]);
-                        a.preferred += row[j] * from_pref;
-                        a.other[j] += row[j] * (1.0 - from_pref);
-                        a.resp[groups[i] * k + j] += r[j];
-                    }
-                },
-                |a, b| {
-                    a.preferred += b.preferred;
-                    add_into(&mut a.other, &b.other);
-                    add_into(&mut a.resp, &b.resp);
-                },
-            );
-            let share = (acc.preferred / lines).clamp(1e-6, 1.0 - 1e-6);
-            let other: f64 = acc.other.iter().sum();
-            for (b, o) in model.background.iter_mut().zip(&acc.other) {
-                *b = (o + 1e-3) / (other + 1e-3 * k as f64);
-            }
-            // Each group's distribution of preferences, with one pseudo-customer spread
-            // evenly (a group of a few customers keeps every category possible).
-            for (g, prior) in model.priors.iter_mut().enumerate() {
-                let r = &acc.resp[g * k..(g + 1) * k];
-                let total: f64 = r.iter().sum();
-                for (p, v) in prior.iter_mut().zip(r) {
-                    *p = (v + 1.0 / k as f64) / (total + 1.0);
-                }
-            }
-            let moved = (share - model.share).abs();
-            model.share = share;
-            model.iterations = it;
-            if moved < 1e-9 {
-                break;
-            }
-        }
-        Some(model)
-    }
-
-    /// P(preferred category = j | the customer's lines per category), for a customer
-    /// of group `group`.
-    pub fn posterior(&self, counts: &[f64], group: usize) -> Vec<f64> {
-        let s = self.share;
-        let mut lp: Vec<f64> = (0..counts.len())
-            .map(|j| self.priors[group][j].ln() + counts[j] * (s / ((1.0 - s) * self.background[j])).ln_1p())
+    /// P(component | counts) for each component.
+    pub fn responsibilities(&self, counts: &[f64]) -> Vec<f64> {
+        let n: Vec<u32> = counts
+            .iter()
+            .map(|&c| if c.is_finite() && c > 0.0 { c.round() as u32 } else { 0 })
             .collect();
-        let max = lp.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v));
-        lp.iter_mut().for_each(|v| *v = (*v - max).exp());
-        let total: f64 = lp.iter().sum();
-        lp.iter_mut().for_each(|v| *v /= total);
-        lp
+        let total: u32 = n.iter().sum();
+        let ll: Vec<f64> = (0..self.weights.len())
+            .map(|z| {
+                let a = self.shapes(z);
+                let a0: f64 = a.iter().sum();
+                self.weights[z].max(1e-300).ln() - gamma_ratio(a0, total).0
+                    + a.iter().zip(&n).map(|(&a, &c)| gamma_ratio(a, c).0).sum::<f64>()
+            })
+            .collect();
+        let top = ll.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let w: Vec<f64> = ll.iter().map(|v| (v - top).exp()).collect();
+        let s: f64 = w.iter().sum();
+        w.iter().map(|v| v / s).collect()
+    }
+
+    /// [`p_preferred`](Self::p_preferred) with its own generator seeded by `seed`, so
+    /// each statement's draws are the same whatever the order statements are judged in.
+    pub fn p_preferred_seeded(&self, counts: &[f64], c: usize, ratio: f64, draws: usize, seed: u64) -> f64 {
+        use rand::SeedableRng;
+        self.p_preferred(counts, c, ratio, draws, &mut rand_chacha::ChaCha8Rng::seed_from_u64(seed))
+    }
+
+    /// The probability that category `c` is bought at least `ratio` times as much as
+    /// the customer's most bought category (what naming it as preferred claims), under
+    /// the posterior of their shares given `counts` (all zeros: the prior), by `draws`
+    /// Monte Carlo draws from `rng`; smoothed by half a draw so it is never 0 or 1.
+    pub fn p_preferred<R: rand::Rng + ?Sized>(&self, counts: &[f64], c: usize, ratio: f64, draws: usize, rng: &mut R) -> f64 {
+        let k = self.mix.len();
+        let resp = self.responsibilities(counts);
+        let shapes: Vec<Vec<f64>> = (0..resp.len())
+            .map(|z| self.shapes(z).iter().zip(counts).map(|(a, n)| a + n.max(0.0)).collect())
+            .collect();
+        let mut hits = 0usize;
+        let mut g = vec![0.0; k];
+        for _ in 0..draws {
+            // The component, then the shares (as Gamma draws; the ratio needs no sum).
+            let mut u: f64 = rng.random();
+            let mut z = resp.len() - 1;
+            for (i, r) in resp.iter().enumerate() {
+                if u < *r {
+                    z = i;
+                    break;
+                }
+                u -= r;
+            }
+            for j in 0..k {
+                g[j] = crate::sample::gamma(rng, shapes[z][j], 1.0);
+            }
+            let max = g.iter().copied().fold(0.0, f64::max);
+            if g[c] >= ratio * max {
+                hits += 1;
+            }
+        }
+        (hits as f64 + 0.5) / (draws as f64 + 1.0)
     }
 }
 
@@ -857,6 +769,75 @@ impl ServiceClass {
 mod tests {
     use super::*;
 
+    /// Customers' lines per category drawn from `shares` (one row per customer).
+    fn simulate_lines(shares: &[Vec<f64>], rng: &mut rand_chacha::ChaCha8Rng) -> Vec<f64> {
+        use rand::Rng;
+        let k = shares[0].len();
+        let mut out = Vec::new();
+        for sh in shares {
+            let lines = rng.random_range(1..=25);
+            let mut row = vec![0.0; k];
+            for _ in 0..lines {
+                let mut u: f64 = rng.random();
+                let mut j = k - 1;
+                for (i, p) in sh.iter().enumerate() {
+                    if u < *p {
+                        j = i;
+                        break;
+                    }
+                    u -= p;
+                }
+                row[j] += 1.0;
+            }
+            out.extend(row);
+        }
+        out
+    }
+
+    #[test]
+    fn the_category_mixture_tells_favourites_from_spread_tastes() {
+        use rand::{Rng, SeedableRng};
+        let k = 8;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(21);
+        // A favourite with 65 % of the lines, the rest spread evenly.
+        let concentrated: Vec<Vec<f64>> = (0..3000)
+            .map(|_| {
+                let fav = rng.random_range(0..k);
+                (0..k).map(|j| if j == fav { 0.65 } else { 0.0 } + 0.35 / k as f64).collect()
+            })
+            .collect();
+        let lines = simulate_lines(&concentrated, &mut rng);
+        let m = CategoryMixture::fit(&lines, k).unwrap();
+        assert!(m.converged, "{m:?}");
+        assert!(m.weights[0] < 0.2, "{m:?}");
+        // The favourite component's mean share of its category is near 0.65 + 0.35/8.
+        let a = m.shapes(1);
+        let fav_share = a[0] / a.iter().sum::<f64>();
+        assert!((fav_share - 0.69).abs() < 0.08, "{fav_share} {m:?}");
+        // Spread tastes: Dirichlet(0.7) shares.
+        let spread: Vec<Vec<f64>> = (0..3000)
+            .map(|_| {
+                let g: Vec<f64> = (0..k).map(|_| crate::sample::gamma(&mut rng, 0.7, 1.0)).collect();
+                let t: f64 = g.iter().sum();
+                g.iter().map(|v| v / t).collect()
+            })
+            .collect();
+        let lines = simulate_lines(&spread, &mut rng);
+        let d = CategoryMixture::fit(&lines, k).unwrap();
+        assert!(d.converged, "{d:?}");
+        assert!(d.weights[0] > 0.5, "{d:?}");
+        // A customer with ten lines in category 0 prefers it, not category 3; with no
+        // lines the prior says neither.
+        let mut counts = vec![0.0; k];
+        counts[0] = 10.0;
+        let p0 = m.p_preferred(&counts, 0, 0.5, 2000, &mut rng);
+        let p3 = m.p_preferred(&counts, 3, 0.5, 2000, &mut rng);
+        assert!(p0 > 0.99 && p3 < 0.01, "{p0} {p3}");
+        let prior = m.p_preferred(&vec![0.0; k], 3, 0.5, 4000, &mut rng);
+        assert!((0.05..0.5).contains(&prior), "{prior}");
+        assert!(CategoryMixture::fit(&[1.0, 0.0], 2).is_none());
+    }
+
     #[test]
     fn activity_silence_only_adds_evidence_of_leaving() {
         let prior = (2.0, 60.0); // about one event a month
@@ -992,74 +973,6 @@ mod tests {
         assert_eq!(Honesty::fit(&[]).misreport_share, 0.1);
     }
 
-    fn gamma_draw(rng: &mut rand_chacha::ChaCha8Rng, shape: f64) -> f64 {
-        crate::sample::gamma(rng, shape, 1.0)
-    }
-
-    #[test]
-    fn dirichlet_prior_is_recovered_from_customers_counts() {
-        use rand::{Rng, SeedableRng};
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
-        let alpha = [2.0, 1.0, 0.5, 0.25];
-        let mut counts = Vec::new();
-        for i in 0..20_000 {
-            let g: Vec<f64> = alpha.iter().map(|&a| gamma_draw(&mut rng, a)).collect();
-            let total: f64 = g.iter().sum();
-            let mut row = [0.0; 4];
-            for _ in 0..(1 + i % 15) {
-                let mut u: f64 = rng.random::<f64>() * total;
-                let j = g.iter().position(|&x| {
-                    u -= x;
-                    u < 0.0
-                });
-                row[j.unwrap_or(3)] += 1.0;
-            }
-            counts.extend(row);
-        }
-        counts.extend([0.0; 4]); // a customer without lines is ignored
-        let fit = DirichletPrior::fit(&counts, 4).unwrap();
-        assert!(fit.converged);
-        for (a, want) in fit.alpha.iter().zip(alpha) {
-            assert!((a / want - 1.0).abs() < 0.08, "{fit:?}");
-        }
-        assert!(DirichletPrior::fit(&[1.0, 0.0], 2).is_none());
-    }
-
-    #[test]
-    fn category_contradiction_matches_a_simulation() {
-        use rand::SeedableRng;
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
-        let prior = [0.4; 5];
-        for (counts, c, named) in [
-            ([9.0, 8.0, 2.0, 1.0, 1.0], 0, 1), // the stated category is the most bought one
-            ([9.0, 8.0, 2.0, 1.0, 1.0], 1, 1), // a close second
-            ([1.0, 20.0, 3.0, 0.0, 0.0], 0, 1),
-            ([3.0, 3.0, 3.0, 3.0, 3.0], 4, 2),
-            ([0.0, 5.0, 4.0, 0.0, 0.0], 3, 2),
-        ] {
-            let shapes: Vec<f64> = prior.iter().zip(&counts).map(|(a, n)| a + n).collect();
-            let (contra, honest) = category_contradiction(&shapes, c, named, 0.5);
-            assert!((contra + honest - 1.0).abs() < 1e-9);
-            let draws = 200_000;
-            let mut hits = 0;
-            for _ in 0..draws {
-                let g: Vec<f64> = shapes.iter().map(|&a| gamma_draw(&mut rng, a)).collect();
-                let mut others: Vec<f64> = g.iter().enumerate().filter(|&(j, _)| j != c).map(|(_, &v)| v).collect();
-                others.sort_by(|a, b| b.total_cmp(a));
-                if g[c] < 0.5 * others[named - 1] {
-                    hits += 1;
-                }
-            }
-            let sim = f64::from(hits) / f64::from(draws);
-            assert!((contra - sim).abs() < 0.004, "{counts:?} {c}: {contra} vs simulated {sim}");
-        }
-        // Few lines say little; many lines elsewhere say a lot, with the tail kept.
-        let (strong, rest) = category_contradiction(&[0.4, 60.4, 0.4, 0.4], 0, 1, 0.5);
-        assert!(strong > 0.999_999 && rest > 0.0 && rest < 1e-6, "{strong} {rest}");
-        let (top, _) = category_contradiction(&[9.4, 8.4, 2.4, 1.4, 1.4], 0, 1, 0.5);
-        assert!(top < 0.05, "{top}");
-    }
-
     /// A Poisson draw by counting exponential arrivals.
     fn poisson(rng: &mut rand_chacha::ChaCha8Rng, mean: f64) -> f64 {
         use rand::Rng;
@@ -1128,79 +1041,6 @@ mod tests {
         }
         assert!(flagged > 100 && right as f64 / flagged as f64 >= 0.9, "{right} of {flagged}");
         assert!(SatisfactionModel::fit(&[ServiceSignals::default()]).is_none());
-    }
-
-    /// Customers with one preferred category out of four: `share` of their lines in it,
-    /// the rest spread evenly; `lines` lines each, deterministic.
-    fn preference_population(share: f64, lines: usize, customers: usize) -> (Vec<f64>, Vec<usize>) {
-        let k = 4;
-        let mut counts = vec![0.0; customers * k];
-        let mut state = 0x9E37_79B9_7F4A_7C15u64;
-        let mut uniform = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 11) as f64 / (1u64 << 53) as f64
-        };
-        let mut truth = Vec::new();
-        for i in 0..customers {
-            let z = i % k;
-            truth.push(z);
-            for _ in 0..lines {
-                let j = if uniform() < share {
-                    z
-                } else {
-                    (uniform() * k as f64) as usize % k
-                };
-                counts[i * k + j] += 1.0;
-            }
-        }
-        (counts, truth)
-    }
-
-    #[test]
-    fn preferred_category_model_recovers_the_share_and_the_preferences() {
-        let (counts, truth) = preference_population(0.6, 8, 4000);
-        let groups = vec![0; truth.len()];
-        let m = PreferredCategory::fit(&counts, 4, &groups, 1).unwrap();
-        assert!((m.share - 0.6).abs() < 0.03, "{m:?}");
-        for b in &m.background {
-            assert!((b - 0.25).abs() < 0.02, "{m:?}");
-        }
-        let right = truth
-            .iter()
-            .enumerate()
-            .filter(|&(i, &z)| {
-                let p = m.posterior(&counts[i * 4..(i + 1) * 4], 0);
-                (0..4).all(|j| p[z] >= p[j])
-            })
-            .count();
-        assert!(right as f64 / truth.len() as f64 > 0.9, "{right}");
-        // The same customers in another order: the same model.
-        let mut order: Vec<usize> = (0..truth.len()).collect();
-        order.reverse();
-        let shuffled: Vec<f64> = order.iter().flat_map(|&i| counts[i * 4..(i + 1) * 4].to_vec()).collect();
-        let again = PreferredCategory::fit(&shuffled, 4, &groups, 1).unwrap();
-        assert!((again.share - m.share).abs() < 1e-9);
-    }
-
-    #[test]
-    fn category_evidence_needs_lines() {
-        let (counts, truth) = preference_population(0.6, 8, 2000);
-        let m = PreferredCategory::fit(&counts, 4, &vec![0; truth.len()], 1).unwrap();
-        let prior = [0.25; 4];
-        let assess = |c: usize, lines: &[f64]| category(c, lines, &prior, 4.0, &m.posterior(lines, 0));
-        let few = assess(1, &[2.0, 0.0, 0.0, 0.0]);
-        let many = assess(1, &[40.0, 1.0, 2.0, 1.0]);
-        assert_eq!(many.direction, Some(Direction::Over));
-        assert!(many.evidence > 0.99 && few.evidence < many.evidence);
-        assert!(many.delta > 5.0);
-        let agrees = assess(0, &[40.0, 1.0, 2.0, 1.0]);
-        assert_eq!(agrees.direction, None);
-        assert!(agrees.evidence < 0.01);
-        // No lines: the stated preference is as likely as the group makes it.
-        let none = assess(2, &[0.0; 4]);
-        assert!((none.evidence - 0.75).abs() < 0.05, "{none:?}");
     }
 
     #[test]

@@ -71,8 +71,12 @@ pub struct ModelsConfig {
     /// Honest frequency answers may be loose: the stated class's range widened by this
     /// factor on both sides (low / factor, high × factor) counts as what they said.
     pub gap_rate_tolerance: f64,
-    /// Strength (in order lines) of the segment's category mix in a customer's smoothed mix.
+    /// Strength (in order lines) of the population's category mix in a customer's
+    /// smoothed mix (the observed share and Δ of a category gap).
     pub category_prior_strength: f64,
+    /// What naming a preferred category claims: it is bought at least this share of the
+    /// customer's most bought category (0.5: at least half as much).
+    pub category_preference_ratio: f64,
     /// False discovery rate of the knowledge-gap tests (Benjamini–Hochberg).
     pub knowledge_fdr: f64,
     /// Recommendations per customer.
@@ -112,6 +116,7 @@ impl Default for ModelsConfig {
             gap_min_tenure_days: 0,
             gap_rate_tolerance: 1.0,
             category_prior_strength: 4.0,
+            category_preference_ratio: 0.5,
             knowledge_fdr: 0.05,
             recommendations: 10,
             als_factors: 64,
@@ -151,11 +156,14 @@ impl ModelsConfig {
             || !(0.0..0.5).contains(&c.knowledge_fdr)
             || c.category_prior_strength.is_nan()
             || c.category_prior_strength <= 0.0
+            || c.category_preference_ratio.is_nan()
+            || c.category_preference_ratio <= 0.0
+            || c.category_preference_ratio > 1.0
             || !(1.0..=10.0).contains(&c.gap_rate_tolerance)
         {
             return Err(EngineError::Usage(format!(
-                "[models]: gap_evidence = {} must be in [0.5, 1), knowledge_fdr = {} in (0, 0.5), category_prior_strength = {} positive and gap_rate_tolerance = {} in [1, 10]",
-                c.gap_evidence, c.knowledge_fdr, c.category_prior_strength, c.gap_rate_tolerance
+                "[models]: gap_evidence = {} must be in [0.5, 1), knowledge_fdr = {} in (0, 0.5), category_prior_strength = {} positive, category_preference_ratio = {} in (0, 1] and gap_rate_tolerance = {} in [1, 10]",
+                c.gap_evidence, c.knowledge_fdr, c.category_prior_strength, c.category_preference_ratio, c.gap_rate_tolerance
             )));
         }
         if c.dbscan_eps.is_nan() || c.dbscan_eps <= 0.0 || c.dbscan_min_points == 0 {
@@ -192,5 +200,21 @@ impl ModelsConfig {
             return Err(EngineError::Usage("[models]: horizons must be positive numbers of days".into()));
         }
         Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gap_and_cluster_settings_are_checked() {
+        let parse = |s: &str| ModelsConfig::from_table(Some(&toml::from_str::<toml::Table>(s).unwrap()));
+        assert_eq!(parse("category_preference_ratio = 0.6").unwrap().category_preference_ratio, 0.6);
+        for bad in ["category_preference_ratio = 0.0", "category_preference_ratio = 1.5", "k_min = 1"] {
+            let err = parse(bad).unwrap_err().to_string();
+            assert!(err.contains(bad.split(' ').next().unwrap()), "{bad}: {err}");
+        }
+        assert_eq!(ModelsConfig::default().k_min, 3);
     }
 }

@@ -8,12 +8,13 @@
 //!   they were last seen at t_s (the last purchase t_x, or a later event), weighted by
 //!   P(alive) given purchases and activity; evidence = posterior probability that the
 //!   rate is on the far side of the stated range;
-//! - **category**: the stated `preferred_category` against the customer's order lines per
-//!   category: shares smoothed toward their RFM segment's mix (Dirichlet–multinomial)
-//!   for Δ, and as evidence the posterior probability that the stated category is not
-//!   their preferred one under a latent-class model (one preferred category per
-//!   customer takes a share of their lines, the rest follow the overall mix; share, mix
-//!   and each segment's preferences fitted by EM, `rapport_model::gap::PreferredCategory`);
+//! - **category**: each stated `preferred_category` (several per customer allowed)
+//!   against the customer's order lines per category. Naming a category claims it is
+//!   bought at least `category_preference_ratio` of the most bought one; under a
+//!   population prior of category shares (a Dirichlet mixture with a diffuse component
+//!   and a favourite-category component per category, fitted by maximum likelihood,
+//!   `rapport_model::gap::CategoryMixture`) the lines raise or lower the probability of
+//!   that claim, and the honesty mixture turns these likelihoods into P(misreport);
 //! - **satisfaction**: stated satisfaction (else NPS, else will_repurchase) against a
 //!   latent-class model (`rapport_model::gap::SatisfactionModel`) fitted by EM over all
 //!   buyers: each is truly satisfied or not, which shows in complaints and support
@@ -51,8 +52,6 @@ use crate::session::{workspace_context, Personal};
 use crate::{block_on, Result};
 
 const MICROS_PER_DAY: i64 = 86_400_000_000;
-/// Order lines with a category a customer needs before their mix is compared with a statement.
-pub const MIN_CATEGORY_LINES: f64 = 5.0;
 /// The smallest shortfall (in rate points) a knowledge gap must show besides significance.
 const MIN_KNOWLEDGE_GAP: f64 = 0.10;
 
@@ -475,7 +474,11 @@ pub fn analyse(inp: &Inputs<'_>) -> Outputs {
         }
     }
 
-    // Category: the customer's order lines per category, pooled toward their RFM segment.
+    // Category: each stated category against the customer's order lines per category,
+    // under a population mixture prior of category shares; evidence = the honesty
+    // mixture's P(misreport) with, as likelihoods, how much the lines raise or lower the
+    // probability that the category is bought at least `category_preference_ratio` of
+    // the most bought one (posterior over prior, for "preferred" and "not preferred").
     let cats: Vec<(&str, &[f64])> = inp.activity.with_prefix("category:").collect();
     if cats.is_empty() {
         skipped.insert(
@@ -483,72 +486,103 @@ pub fn analyse(inp: &Inputs<'_>) -> Outputs {
             json!("needs a products table with category and orders with product_id"),
         );
     } else if surveyed > 0 {
-        let mut seg_counts: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
-        for &i in inp.buyers {
-            let e = seg_counts.entry(inp.rfm[i].unwrap_or("")).or_insert_with(|| vec![0.0; cats.len()]);
-            for (j, (_, v)) in cats.iter().enumerate() {
-                e[j] += v[i];
-            }
-        }
-        let prior_of = |i: usize| -> Vec<f64> {
-            let c = &seg_counts[inp.rfm[i].unwrap_or("")];
-            let total: f64 = c.iter().sum::<f64>() + cats.len() as f64;
-            c.iter().map(|v| (v + 1.0) / total).collect()
-        };
-        // Which category each buyer prefers: the latent-class model fitted over all
-        // buyers, each segment with its own distribution of preferences.
-        let segment_index: HashMap<&str, usize> = seg_counts.keys().enumerate().map(|(g, s)| (*s, g)).collect();
-        let group = |i: usize| segment_index[inp.rfm[i].unwrap_or("")];
+        let k = cats.len();
         let flat: Vec<f64> = inp.buyers.iter().flat_map(|&i| cats.iter().map(move |(_, v)| v[i])).collect();
-        let groups: Vec<usize> = inp.buyers.iter().map(|&i| group(i)).collect();
-        let preference = gap::PreferredCategory::fit(&flat, cats.len(), &groups, seg_counts.len());
-        for &i in inp.buyers {
-            if inp.answers[i].categories.is_empty() {
-                continue;
+        match gap::CategoryMixture::fit(&flat, k) {
+            None => {
+                skipped.insert(
+                    "category".into(),
+                    json!("fewer than ten buyers with order lines in a product category"),
+                );
             }
-            if !enough(i) {
-                skip("category", "first purchase more recent than gap_min_tenure_days");
-                continue;
-            }
-            let counts: Vec<f64> = cats.iter().map(|(_, v)| v[i]).collect();
-            if counts.iter().sum::<f64>() < MIN_CATEGORY_LINES {
-                skip("category", "fewer than 5 order lines with a product category");
-                continue;
-            }
-            let prior = prior_of(i);
-            for stated in &inp.answers[i].categories {
-                let Some(c) = cats.iter().position(|(name, _)| name.eq_ignore_ascii_case(stated)) else {
-                    skip("category", "stated category is not a product category");
-                    continue;
-                };
-                let Some(model) = &preference else { continue };
-                let preferred = model.posterior(&counts, group(i));
-                let a = gap::category(c, &counts, &prior, cfg.category_prior_strength, &preferred);
-                if a.direction.is_some() && a.evidence >= cfg.gap_evidence {
-                    let top = (0..cats.len())
-                        .filter(|&j| j != c)
+            Some(mixture) => {
+                let ratio = cfg.category_preference_ratio;
+                let seed_of = |i: usize, c: usize| cfg.seed ^ ((i as u64) << 16) ^ (c as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                let zeros = vec![0.0; k];
+                let prior: Vec<f64> = (0..k)
+                    .map(|c| mixture.p_preferred_seeded(&zeros, c, ratio, 20_000, seed_of(usize::MAX >> 16, c)))
+                    .collect();
+                let mut asked: Vec<(usize, usize, &str, Vec<f64>)> = Vec::new();
+                for i in 0..n {
+                    if inp.answers[i].categories.is_empty() {
+                        continue;
+                    }
+                    if !history_of.contains_key(&i) {
+                        skip("category", "no purchase before the as-of date");
+                        continue;
+                    }
+                    if !enough(i) {
+                        skip("category", "first purchase more recent than gap_min_tenure_days");
+                        continue;
+                    }
+                    let counts: Vec<f64> = cats.iter().map(|(_, v)| v[i]).collect();
+                    if counts.iter().sum::<f64>() <= 0.0 {
+                        skip("category", "no order line with a product category");
+                        continue;
+                    }
+                    for stated in &inp.answers[i].categories {
+                        match cats.iter().position(|(name, _)| name.eq_ignore_ascii_case(stated)) {
+                            Some(c) => asked.push((i, c, stated.as_str(), counts.clone())),
+                            None => skip("category", "stated category is not a product category"),
+                        }
+                    }
+                }
+                use rayon::prelude::*;
+                let p: Vec<f64> = asked
+                    .par_iter()
+                    .map(|(i, c, _, counts)| mixture.p_preferred_seeded(counts, *c, ratio, 2000, seed_of(*i, *c)))
+                    .collect();
+                let pairs: Vec<(f64, f64)> = asked
+                    .iter()
+                    .zip(&p)
+                    .map(|((_, c, _, _), &p)| ((1.0 - p) / (1.0 - prior[*c]), p / prior[*c]))
+                    .collect();
+                let honesty = Honesty::fit(&pairs);
+                let kappa = cfg.category_prior_strength;
+                let mut flagged = 0;
+                for (((i, c, stated, counts), &p), &(mis, honest)) in asked.iter().zip(&p).zip(&pairs) {
+                    let evidence = honesty.posterior(mis, honest);
+                    if evidence < cfg.gap_evidence {
+                        continue;
+                    }
+                    flagged += 1;
+                    let total: f64 = counts.iter().sum();
+                    let smoothed = |j: usize| (counts[j] + kappa * mixture.mix[j]) / (total + kappa);
+                    let top = (0..k)
+                        .filter(|&j| j != *c)
                         .max_by(|&x, &y| counts[x].total_cmp(&counts[y]).then(y.cmp(&x)))
-                        .unwrap_or(c);
+                        .unwrap_or(*c);
+                    let (observed, reported) = (smoothed(*c), ratio * smoothed(top).max(smoothed(*c)));
                     gaps.push(GapRow {
-                        customer: i,
+                        customer: *i,
                         gap_type: "category",
-                        subject: stated.clone(),
-                        reported: Some(round(a.reported, 4)),
-                        observed: Some(round(a.observed, 4)),
+                        subject: stated.to_string(),
+                        reported: Some(round(reported, 4)),
+                        observed: Some(round(observed, 4)),
                         reported_text: format!("prefers {stated}"),
                         observed_text: format!(
-                            "{} of {} order lines in {stated}; most in {} ({})",
-                            counts[c],
-                            counts.iter().sum::<f64>(),
-                            cats[top].0,
-                            counts[top]
+                            "{} of {} order lines in {stated}; most in {} ({}); P(bought at least {ratio} × the most bought \
+                             category) {p:.2e}, {:.2} for a customer of whom nothing is known; share of misreported \
+                             categories {:.3}",
+                            counts[*c], total, cats[top].0, counts[top], prior[*c], honesty.misreport_share
                         ),
-                        delta: Some(a.delta),
-                        evidence: a.evidence,
+                        delta: Some(reported / observed.max(1e-12)),
+                        evidence,
                         direction: "over",
                         action: format!("offer {stated}: the stated interest has not turned into purchases"),
                     });
                 }
+                judged.insert(
+                    "category".into(),
+                    json!({"statements": asked.len(), "gaps": flagged,
+                           "misreport_share": round(honesty.misreport_share, 4), "em_iterations": honesty.iterations,
+                           "preference_ratio": ratio,
+                           "prior": {"diffuse_weight": round(mixture.weights[0], 4),
+                                     "diffuse_precision": round(mixture.diffuse_precision, 4),
+                                     "favourite_precision": round(mixture.favourite_precision, 4),
+                                     "favourite_boost": round(mixture.favourite_boost, 4),
+                                     "converged": mixture.converged}}),
+                );
             }
         }
     }
