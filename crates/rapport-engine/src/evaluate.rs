@@ -12,6 +12,7 @@ use rapport_store::Workspace;
 use crate::run::config::ModelsConfig;
 use rapport_model::metrics;
 
+use crate::run::gaps::GapRow;
 use crate::run::predict::{self, Snapshot};
 use crate::run::{day_text, model_inputs, snapshots, ModelInputs};
 use crate::{EngineError, Result};
@@ -151,19 +152,33 @@ fn churn_holdout(ws: &Workspace, cfg: &ModelsConfig, cal: &ModelInputs, full: &M
 /// them, and of the gaps reported at the cut-off (e ≥ `gap_evidence`) the share still
 /// reported with the later data.
 pub fn evaluate_gaps(ws: &Workspace, cfg: &ModelsConfig, holdout_days: u32) -> Result<Value> {
-    use std::collections::BTreeMap;
     if holdout_days == 0 {
         return Err(EngineError::Usage("--holdout-days must be at least 1".into()));
     }
-    let full = model_inputs(ws, cfg, None)?;
-    let cutoff = full.as_of_day - i64::from(holdout_days);
-    let (ids_then, then) = crate::run::assess_gaps(ws, cfg, Some(&day_text(cutoff)))?;
-    let (ids_now, now) = crate::run::assess_gaps(ws, cfg, None)?;
+    let (ids_now, now, last_day) = crate::run::assess_gaps(ws, cfg, None)?;
+    let cutoff = last_day - i64::from(holdout_days);
+    let (ids_then, then, _) = crate::run::assess_gaps(ws, cfg, Some(&day_text(cutoff)))?;
+    let by_type = gap_reliability((&ids_then, &then), (&ids_now, &now), cfg.gap_evidence);
+    Ok(json!({
+        "calibration_end": day_text(cutoff),
+        "holdout_end": day_text(last_day),
+        "holdout_days": holdout_days,
+        "gap_evidence": cfg.gap_evidence,
+        "gaps": by_type,
+    }))
+}
+
+/// Per gap type, the evidence of the statements judged at both dates (same customer,
+/// subject and answer): bins of the earlier evidence with both means, the weighted mean
+/// gap, and how many of the gaps reported earlier (evidence ≥ `threshold`) are still
+/// reported.
+pub fn gap_reliability((ids_then, then): (&[String], &[GapRow]), (ids_now, now): (&[String], &[GapRow]), threshold: f64) -> Value {
+    use std::collections::BTreeMap;
     type Key = (String, &'static str, String);
-    let key = |ids: &[String], g: &crate::run::gaps::GapRow| -> Key { (ids[g.customer].clone(), g.gap_type, g.subject.clone()) };
+    let key = |ids: &[String], g: &GapRow| -> Key { (ids[g.customer].clone(), g.gap_type, g.subject.clone()) };
     let later: BTreeMap<Key, (&str, f64)> = now
         .iter()
-        .map(|g| (key(&ids_now, g), (g.reported_text.as_str(), g.evidence)))
+        .map(|g| (key(ids_now, g), (g.reported_text.as_str(), g.evidence)))
         .collect();
     const EDGES: [f64; 6] = [0.0, 0.5, 0.8, 0.9, 0.95, 0.99];
     let mut by_type = serde_json::Map::new();
@@ -174,7 +189,7 @@ pub fn evaluate_gaps(ws: &Workspace, cfg: &ModelsConfig, holdout_days: u32) -> R
             .filter(|g| g.gap_type == t)
             .filter_map(|g| {
                 later
-                    .get(&key(&ids_then, g))
+                    .get(&key(ids_then, g))
                     .filter(|(text, _)| *text == g.reported_text)
                     .map(|&(_, e2)| (g.evidence, e2))
             })
@@ -200,8 +215,8 @@ pub fn evaluate_gaps(ws: &Workspace, cfg: &ModelsConfig, holdout_days: u32) -> R
             bins.push(json!({"from": lo, "to": hi.min(1.0), "statements": members.len(),
                              "evidence_at_cutoff": then_mean, "evidence_with_later_data": now_mean}));
         }
-        let flagged: Vec<&(f64, f64)> = pairs.iter().filter(|(e, _)| *e >= cfg.gap_evidence).collect();
-        let kept = flagged.iter().filter(|(_, e2)| *e2 >= cfg.gap_evidence).count();
+        let flagged: Vec<&(f64, f64)> = pairs.iter().filter(|(e, _)| *e >= threshold).collect();
+        let kept = flagged.iter().filter(|(_, e2)| *e2 >= threshold).count();
         by_type.insert(
             t.into(),
             json!({"statements": pairs.len(), "bins": bins,
@@ -213,11 +228,5 @@ pub fn evaluate_gaps(ws: &Workspace, cfg: &ModelsConfig, holdout_days: u32) -> R
                        json!(flagged.iter().map(|p| p.1).sum::<f64>() / flagged.len() as f64) }}),
         );
     }
-    Ok(json!({
-        "calibration_end": day_text(cutoff),
-        "holdout_end": day_text(full.as_of_day),
-        "holdout_days": holdout_days,
-        "gap_evidence": cfg.gap_evidence,
-        "gaps": by_type,
-    }))
+    Value::Object(by_type)
 }

@@ -581,6 +581,18 @@ pub enum Stated {
 }
 
 impl Stated {
+    /// The level of a score: `satisfied` or more is satisfied, `dissatisfied` or less
+    /// dissatisfied, in between neutral.
+    pub fn of_score(v: f64, satisfied: f64, dissatisfied: f64) -> Self {
+        if v >= satisfied {
+            Stated::Satisfied
+        } else if v <= dissatisfied {
+            Stated::Dissatisfied
+        } else {
+            Stated::Neutral
+        }
+    }
+
     fn index(self) -> usize {
         match self {
             Stated::Satisfied => 0,

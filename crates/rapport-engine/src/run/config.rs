@@ -74,6 +74,10 @@ pub struct ModelsConfig {
     /// Strength (in order lines) of the population's category mix in a customer's
     /// smoothed mix (the observed share and Δ of a category gap).
     pub category_prior_strength: f64,
+    /// Days before the as-of date at which `run` judges every statement again, to check
+    /// the gap evidence against the later behaviour (`gaps.reliability` in models.json,
+    /// as `rapport evaluate gaps` prints it); 0 turns the check off.
+    pub gap_check_days: u32,
     /// What naming a preferred category claims: it is bought at least this share of the
     /// customer's most bought category (0.5: at least half as much).
     pub category_preference_ratio: f64,
@@ -117,6 +121,7 @@ impl Default for ModelsConfig {
             gap_rate_tolerance: 1.0,
             category_prior_strength: 4.0,
             category_preference_ratio: 0.5,
+            gap_check_days: 180,
             knowledge_fdr: 0.05,
             recommendations: 10,
             als_factors: 64,

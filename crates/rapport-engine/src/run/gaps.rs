@@ -602,24 +602,14 @@ pub fn analyse(inp: &Inputs<'_>) -> Outputs {
             // Satisfaction 1–5 (4–5 satisfied, 1–2 dissatisfied), else NPS 0–10
             // (promoters 9–10, detractors 0–6), else will_repurchase.
             if let Some(v) = num("satisfaction") {
-                let level = if v >= 4.0 {
-                    gap::Stated::Satisfied
-                } else if v <= 2.0 {
-                    gap::Stated::Dissatisfied
-                } else {
-                    gap::Stated::Neutral
-                };
-                return Some((level, (v - 1.0) / 4.0, format!("satisfaction {v} of 5")));
+                return Some((
+                    gap::Stated::of_score(v, 4.0, 2.0),
+                    (v - 1.0) / 4.0,
+                    format!("satisfaction {v} of 5"),
+                ));
             }
             if let Some(v) = num("nps") {
-                let level = if v >= 9.0 {
-                    gap::Stated::Satisfied
-                } else if v <= 6.0 {
-                    gap::Stated::Dissatisfied
-                } else {
-                    gap::Stated::Neutral
-                };
-                return Some((level, v / 10.0, format!("NPS {v} of 10")));
+                return Some((gap::Stated::of_score(v, 9.0, 6.0), v / 10.0, format!("NPS {v} of 10")));
             }
             let b = a.get("will_repurchase").and_then(|(_, v)| yes_no(v))?;
             Some((

@@ -153,9 +153,9 @@ pub fn snapshots(ws: &Workspace, days: &[i64]) -> Result<Vec<(Features, Activity
 
 /// Every behaviour statement's gap evidence as seen at the end of `as_of`, whatever its
 /// size (the reporting threshold set to 0): the customers' ids and the rows, for the
-/// held-out check of `rapport evaluate gaps`. Fits only what the gap analysis reads
-/// (BG/NBD, RFM); writes nothing.
-pub fn assess_gaps(ws: &Workspace, cfg: &ModelsConfig, as_of: Option<&str>) -> Result<(Vec<String>, Vec<gaps::GapRow>)> {
+/// held-out check of `rapport evaluate gaps`, and the as-of day. Fits only what the
+/// gap analysis reads (BG/NBD, RFM); writes nothing.
+pub fn assess_gaps(ws: &Workspace, cfg: &ModelsConfig, as_of: Option<&str>) -> Result<(Vec<String>, Vec<gaps::GapRow>, i64)> {
     let inputs = model_inputs(ws, cfg, as_of)?;
     let n = inputs.features.len();
     let bg = if inputs.histories.is_empty() {
@@ -210,7 +210,7 @@ pub fn assess_gaps(ws: &Workspace, cfg: &ModelsConfig, as_of: Option<&str>) -> R
         .into_iter()
         .filter(|g| ["frequency", "category", "satisfaction"].contains(&g.gap_type))
         .collect();
-    Ok((inputs.features.customer_id, rows))
+    Ok((inputs.features.customer_id, rows, inputs.as_of_day))
 }
 
 /// Runs the models as seen at the end of `as_of` (default: the last order date).
@@ -398,7 +398,7 @@ pub fn run_with(ws: &Workspace, cfg: &ModelsConfig, policy: &actions::ActionsCon
     let answers = gaps::answers(ws, as_of_day, &features.customer_id)?;
     let profile_issues = gaps::profile_issues(ws, &features.customer_id)?;
     let rfm_names: Vec<Option<&'static str>> = rfm_of.iter().map(|r| r.map(|r| r.segment)).collect();
-    let gap_out = gaps::analyse(&gaps::Inputs {
+    let gap_inputs = gaps::Inputs {
         features: &features,
         activity: &activity,
         answers: &answers,
@@ -414,8 +414,27 @@ pub fn run_with(ws: &Workspace, cfg: &ModelsConfig, policy: &actions::ActionsCon
         main_channel: &channels,
         profile_issues: &profile_issues,
         cfg,
-    });
-    models.insert("gaps".into(), gap_out.report.clone());
+    };
+    let gap_out = gaps::analyse(&gap_inputs);
+    let mut gap_report = gap_out.report.clone();
+    // The held-out check of the evidence (`rapport evaluate gaps`): every statement
+    // judged as of `gap_check_days` earlier against the same statements judged now.
+    if cfg.gap_check_days > 0 {
+        let all = ModelsConfig {
+            gap_evidence: 0.0,
+            ..cfg.clone()
+        };
+        let now = gaps::analyse(&gaps::Inputs { cfg: &all, ..gap_inputs });
+        let cutoff = as_of_day - i64::from(cfg.gap_check_days);
+        let check = match assess_gaps(ws, cfg, Some(&day_text(cutoff))) {
+            Ok((ids_then, then, _)) => {
+                crate::evaluate::gap_reliability((&ids_then, &then), (&features.customer_id, &now.gaps), cfg.gap_evidence)
+            }
+            Err(e) => json!({"message": format!("not checked: {e}")}),
+        };
+        gap_report["reliability"] = json!({"calibration_end": day_text(cutoff), "days": cfg.gap_check_days, "gaps": check});
+    }
+    models.insert("gaps".into(), gap_report);
 
     // Recommendations, then the next-best actions that use them.
     let recs = crate::recs::recommendations(ws, &features.customer_id, as_of_day, cfg)?;

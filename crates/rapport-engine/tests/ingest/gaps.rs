@@ -306,4 +306,9 @@ fn gap_evidence_holds_up_against_later_behaviour() {
         }
     }
     assert!(rapport_engine::evaluate::evaluate_gaps(&ws, &cfg, 0).is_err());
+    // `rapport run` records the same check in models.json.
+    let models: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(ws.reports_dir().join("models.json")).unwrap()).unwrap();
+    let r = &models["gaps"]["reliability"];
+    assert_eq!(r["days"], 180, "{r}");
+    assert_eq!(r["gaps"]["frequency"]["statements"], v["gaps"]["frequency"]["statements"], "{r}");
 }
