@@ -355,8 +355,10 @@ pub fn run(workspace: &Path, as_of: Option<&str>, config: Option<&Path>) -> Resu
         );
     } else if let Some(k) = m.get("kmeans") {
         println!(
-            "k-means      k {}  silhouette {:.3}",
+            "k-means      k {} (at least {}; {})  silhouette {:.3}",
             k["k"],
+            k["k_min"],
+            k["criterion"].as_str().unwrap_or(""),
             k["silhouette"].as_f64().unwrap_or(f64::NAN)
         );
     }
