@@ -116,7 +116,7 @@ impl Default for ModelsConfig {
             k_min: 3,
             k_max: 8,
             seed: 42,
-            gap_evidence: 0.95,
+            gap_evidence: 0.9,
             gap_min_tenure_days: 0,
             gap_rate_tolerance: 1.0,
             category_prior_strength: 4.0,

@@ -77,7 +77,7 @@ fn assert_found(world: rapport_synth::World, customers: usize, seed: u64) {
     let over = scores.iter().find(|s| s.gap_type == "frequency" && s.direction == "over").unwrap();
     assert!(over.recall() >= 0.6, "{world:?}: {over:?}");
     // Category: what is reported is planted (calibrated evidence; where tastes are spread
-    // and histories short, little reaches 0.95).
+    // and histories short, little reaches the reporting threshold).
     for s in scores.iter().filter(|s| s.gap_type == "category") {
         if s.found >= 10 {
             assert!(s.precision() >= 0.9, "{world:?}: {s:?}");
@@ -146,7 +146,7 @@ fn planted_satisfaction_gaps_are_found() {
         let s = scores.iter().find(|s| s.gap_type == "satisfaction" && s.direction == dir).unwrap();
         assert!(s.planted >= 20 && s.found >= 10, "{s:?}");
         // Where one answer in ten is misreported, a misreport needs a long service
-        // record to reach 0.95 (recall about 0.4 here; see docs/benchmarks.md).
+        // record to reach the reporting threshold (see docs/benchmarks.md).
         assert!(s.precision() >= 0.9 && s.recall() >= 0.3, "{s:?}");
     }
     // What was judged and what was not, with the reason, is on record.
@@ -176,7 +176,7 @@ fn no_behaviour_gap_without_survey_answers_and_every_row_is_complete() {
     assert_eq!(
         scalar(
             &ws,
-            "SELECT count(*) FROM gaps WHERE (gap_type <> 'profile' AND evidence < 0.95) OR evidence > 1
+            "SELECT count(*) FROM gaps WHERE (gap_type <> 'profile' AND evidence < 0.9) OR evidence > 1
              OR direction NOT IN ('over', 'under') OR action = '' OR (delta IS NOT NULL AND abs(ln(delta) - log_delta) > 1e-9)"
         ),
         "0"
