@@ -183,6 +183,8 @@ fn demo_runs_the_loop_and_writes_the_report() {
     for chart in charts {
         assert!(report.contains(&format!("data-chart=\"{chart}\"")), "{chart}");
     }
+    // The gap section says what was judged, what was not and how the evidence held up.
+    assert!(report.contains("statements judged") && report.contains("reported earlier, still reported"));
     assert!(stdout.contains("5. measuring uplift"), "{stdout}");
     assert!(stdout.contains("uplift       rapport-"), "{stdout}");
     in_chromium(&dir.path().join("demo/workspace/reports/report.html"), &charts);

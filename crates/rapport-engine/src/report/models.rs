@@ -616,6 +616,36 @@ fn gaps(ws: &Workspace, models: &Value, body: &mut String) -> Result<()> {
             escape(why.as_str().unwrap_or(""))
         );
     }
+    // What was judged, what was not and why, and how the evidence held up against the
+    // later behaviour (`gaps.reliability`).
+    let g = &models["gaps"];
+    if g["judged"].as_object().is_some_and(|j| !j.is_empty()) {
+        body.push_str("<table><tr><th>gap</th><th>statements judged</th><th>gaps</th><th>share misreported (fitted)</th><th>not judged</th><th>reported earlier, still reported</th></tr>");
+        for (t, j) in g["judged"].as_object().into_iter().flatten() {
+            let not_judged: Vec<String> = g["not_judged"][t]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(why, n)| format!("{n} ({why})"))
+                .collect();
+            let r = &g["reliability"]["gaps"][t];
+            let held = match (r["reported_at_cutoff"].as_u64(), r["still_reported"].as_u64()) {
+                (Some(then), Some(kept)) => format!("{kept} of {then}"),
+                _ => "–".into(),
+            };
+            let _ = write!(
+                body,
+                "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{:.3}</td><td>{}</td><td>{}</td></tr>",
+                escape(t),
+                j["statements"],
+                j["gaps"],
+                j["misreport_share"].as_f64().unwrap_or(f64::NAN),
+                escape(&not_judged.join("; ")),
+                escape(&held)
+            );
+        }
+        body.push_str("</table>");
+    }
     let types = ["frequency", "category", "satisfaction", "knowledge", "profile"];
     let segs: Vec<String> = cells(
         ws,
