@@ -264,6 +264,11 @@ fn yes_no(a: &str) -> Option<bool> {
     }
 }
 
+/// "1 order", "3 orders".
+fn counted(n: f64, what: &str) -> String {
+    format!("{n} {what}{}", if n == 1.0 { "" } else { "s" })
+}
+
 fn round(v: f64, d: i32) -> f64 {
     let s = 10f64.powi(d);
     (v * s).round() / s
@@ -445,9 +450,9 @@ pub fn analyse(inp: &Inputs<'_>) -> Outputs {
                     observed: Some(round(s.check.mean, 3)),
                     reported_text: format!("{answer} (≈{} orders/year; the class is {range} a year)", s.stated.value),
                     observed_text: format!(
-                        "{} orders over {:.0} days{}; posterior rate {:.1} orders/year, P(rate in the stated class) {:.2e}, \
+                        "{} over {:.0} days{}; posterior rate {:.1} orders/year, P(rate in the stated class) {:.2e}, \
                          P(left) {:.2}; share of misreported frequencies {:.3}",
-                        h.x + 1.0,
+                        counted(h.x + 1.0, "order"),
                         h.t * inp.unit_days,
                         s.silence_text,
                         s.check.mean,
@@ -695,12 +700,11 @@ pub fn analyse(inp: &Inputs<'_>) -> Outputs {
                         observed: Some(round(by_behaviour, 4)),
                         reported_text: j.text.clone(),
                         observed_text: format!(
-                            "{} complaints and {} support tickets over {} orders, {} of {} reviews rated low, {} of {} \
-                             order lines returned, P(left) {:.2}; P(satisfied) from behaviour {:.2}; share of misreported \
-                             satisfaction {:.3}",
-                            c.complaints,
-                            c.tickets,
-                            c.orders,
+                            "{} and {} over {}, {} of {} reviews rated low, {} of {} order lines returned, P(left) {:.2}; \
+                             P(satisfied) from behaviour {:.2}; share of misreported satisfaction {:.3}",
+                            counted(c.complaints, "complaint"),
+                            counted(c.tickets, "support ticket"),
+                            counted(c.orders, "order"),
                             c.low_reviews,
                             c.rated_reviews,
                             c.returned_lines,
