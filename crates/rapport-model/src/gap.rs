@@ -259,7 +259,8 @@ fn posterior(share: f64, m: f64, h: f64) -> f64 {
 /// the K categories — a diffuse one, Dir(b·m), and for each category j a "favourite j"
 /// one, Dir(f·m + β·e_j) — with m the population's mix and b, f, β and the K + 1
 /// weights fitted by maximum likelihood of the customers' order lines per category
-/// (Dirichlet–multinomial, BFGS on log-parameters and weight logits). Concentrated
+/// (Dirichlet–multinomial, BFGS on log-parameters and weight logits; identical count
+/// vectors once, and of more than 40,000 distinct ones a systematic sample). Concentrated
 /// tastes show as heavy favourite components with a large β; spread tastes as a heavy
 /// diffuse one. Nothing about how large a favourite's share is, or how many customers
 /// have one, is fixed in advance.
@@ -340,7 +341,11 @@ impl CategoryMixture {
         }
         let lines: f64 = sums.iter().sum();
         let mix: Vec<f64> = sums.iter().map(|s| (s + 0.5) / (lines + 0.5 * k as f64)).collect();
-        let rows: Vec<(&Vec<u32>, f64)> = distinct.iter().map(|(n, w)| (n, *w)).collect();
+        // Many distinct vectors (large or many-category data): a systematic sample of
+        // them, each standing for `stride` times its multiplicity.
+        let stride = crate::optimize::sample_stride(distinct.len()).unwrap_or(1);
+        let rows: Vec<(&Vec<u32>, f64)> = distinct.iter().step_by(stride).map(|(n, w)| (n, *w * stride as f64)).collect();
+        let customers: f64 = rows.iter().map(|r| r.1).sum();
         // Parameters: ln b, ln f, ln β, then K + 1 weight logits (the first fixed at 0 by
         // a light pull toward it, which leaves the weights free but the logits finite).
         let objective = |x: &[f64]| -> (f64, Vec<f64>) {

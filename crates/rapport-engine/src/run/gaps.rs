@@ -532,11 +532,21 @@ pub fn analyse(inp: &Inputs<'_>) -> Outputs {
                         }
                     }
                 }
+                // One Monte Carlo estimate per distinct (lines per category, category),
+                // seeded by that content: the same lines give the same evidence.
                 use rayon::prelude::*;
-                let p: Vec<f64> = asked
-                    .par_iter()
-                    .map(|(i, c, _, counts)| mixture.p_preferred_seeded(counts, *c, ratio, 2000, seed_of(*i, *c)))
+                let key = |c: usize, counts: &[f64]| -> (usize, Vec<u64>) { (c, counts.iter().map(|v| v.to_bits()).collect()) };
+                let distinct: BTreeSet<(usize, Vec<u64>)> = asked.iter().map(|(_, c, _, counts)| key(*c, counts)).collect();
+                let estimates: HashMap<(usize, Vec<u64>), f64> = distinct
+                    .into_par_iter()
+                    .map(|(c, bits)| {
+                        let counts: Vec<f64> = bits.iter().map(|b| f64::from_bits(*b)).collect();
+                        let seed = bits.iter().fold(seed_of(0, c), |h, b| (h ^ b).wrapping_mul(0x0100_0000_01B3));
+                        let p = mixture.p_preferred_seeded(&counts, c, ratio, 2000, seed);
+                        ((c, bits), p)
+                    })
                     .collect();
+                let p: Vec<f64> = asked.iter().map(|(_, c, _, counts)| estimates[&key(*c, counts)]).collect();
                 let pairs: Vec<(f64, f64)> = asked
                     .iter()
                     .zip(&p)
