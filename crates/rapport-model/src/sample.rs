@@ -24,3 +24,25 @@ pub fn gamma<R: Rng + ?Sized>(rng: &mut R, shape: f64, scale: f64) -> f64 {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn gamma_draws_have_the_right_mean_and_variance() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        for (shape, rate) in [(0.5, 2.0), (3.7, 15.0), (6.0, 0.5)] {
+            let n = 200_000;
+            let v: Vec<f64> = (0..n).map(|_| gamma(&mut rng, shape, 1.0 / rate)).collect();
+            let mean = v.iter().sum::<f64>() / n as f64;
+            let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n as f64;
+            assert!((mean - shape / rate).abs() < 0.02 * shape / rate, "mean {mean} for {shape}, {rate}");
+            assert!(
+                (var - shape / rate / rate).abs() < 0.05 * shape / rate / rate,
+                "var {var} for {shape}, {rate}"
+            );
+        }
+    }
+}

@@ -12,7 +12,7 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::company::{exp, normal};
+use crate::company::exp;
 use crate::write::{bench_start, Out, BENCH_CHANNELS, BENCH_HEADER};
 use crate::Result;
 
@@ -50,26 +50,9 @@ pub struct BtydFile {
     pub truth: BtydTruth,
 }
 
-/// Gamma(shape, rate) by Marsaglia & Tsang (2000); shapes below 1 through the
-/// U^(1/shape) boost.
-pub fn gamma(rng: &mut ChaCha8Rng, shape: f64, rate: f64) -> f64 {
-    if shape < 1.0 {
-        let u: f64 = rng.random_range(f64::EPSILON..1.0);
-        return gamma(rng, shape + 1.0, rate) * u.powf(1.0 / shape);
-    }
-    let d = shape - 1.0 / 3.0;
-    let c = 1.0 / (9.0 * d).sqrt();
-    loop {
-        let z = normal(rng);
-        let v = (1.0 + c * z).powi(3);
-        if v <= 0.0 {
-            continue;
-        }
-        let u: f64 = rng.random_range(f64::EPSILON..1.0);
-        if u.ln() < 0.5 * z * z + d - d * v + d * v.ln() {
-            return d * v / rate;
-        }
-    }
+/// A Gamma(shape, rate) draw.
+pub(crate) fn gamma(rng: &mut ChaCha8Rng, shape: f64, rate: f64) -> f64 {
+    rapport_model::sample::gamma(rng, shape, 1.0 / rate)
 }
 
 /// Writes `customers` customers' orders to `path` (the orders table's CSV format).
@@ -123,22 +106,6 @@ pub fn write_orders_btyd(path: &std::path::Path, customers: u64, seed: u64, trut
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn gamma_draws_have_the_right_mean_and_variance() {
-        let mut rng = ChaCha8Rng::seed_from_u64(7);
-        for (shape, rate) in [(0.5, 2.0), (3.7, 15.0), (6.0, 0.5)] {
-            let n = 200_000;
-            let v: Vec<f64> = (0..n).map(|_| gamma(&mut rng, shape, rate)).collect();
-            let mean = v.iter().sum::<f64>() / n as f64;
-            let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n as f64;
-            assert!((mean - shape / rate).abs() < 0.02 * shape / rate, "mean {mean} for {shape}, {rate}");
-            assert!(
-                (var - shape / rate / rate).abs() < 0.05 * shape / rate / rate,
-                "var {var} for {shape}, {rate}"
-            );
-        }
-    }
 
     #[test]
     fn the_file_is_deterministic_and_every_customer_buys() {

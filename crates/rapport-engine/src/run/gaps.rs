@@ -249,6 +249,9 @@ pub struct Inputs<'a> {
 
 pub struct Outputs {
     pub gaps: Vec<GapRow>,
+    /// Every frequency, category and satisfaction statement judged, with its evidence
+    /// whatever its size (for the held-out check of the evidence).
+    pub assessed: Vec<GapRow>,
     pub knowledge: Vec<KnowledgeRow>,
     /// Per customer, the purchase probability their stated frequency implies for the
     /// next churn window (the `reported_p` of the behaviour class `purchase`).
@@ -278,6 +281,9 @@ pub fn analyse(inp: &Inputs<'_>) -> Outputs {
     let n = inp.features.len();
     let cfg = inp.cfg;
     let mut gaps = Vec::new();
+    // Every behaviour statement judged (frequency, category, satisfaction), whatever its
+    // evidence; those reaching `gap_evidence` are the reported gaps.
+    let mut assessed: Vec<GapRow> = Vec::new();
     let mut reported_purchase = vec![None; n];
     let mut skipped = serde_json::Map::new();
     let surveyed = inp.answers.iter().filter(|a| !a.latest.is_empty()).count();
@@ -431,10 +437,9 @@ pub fn analyse(inp: &Inputs<'_>) -> Outputs {
             let mut flagged = 0;
             for (s, &(mis, honest)) in statements.iter().zip(&pairs) {
                 let evidence = honesty.posterior(mis, honest);
-                if evidence < cfg.gap_evidence {
-                    continue;
+                if evidence >= cfg.gap_evidence {
+                    flagged += 1;
                 }
-                flagged += 1;
                 let (i, answer, h) = (s.i, s.answer, s.history);
                 let dir = s.check.direction();
                 let range = if s.stated.high.is_finite() {
@@ -442,7 +447,7 @@ pub fn analyse(inp: &Inputs<'_>) -> Outputs {
                 } else {
                     format!("{:.1} or more", s.stated.low)
                 };
-                gaps.push(GapRow {
+                assessed.push(GapRow {
                     customer: i,
                     gap_type: "frequency",
                     subject: "purchase_frequency".into(),
@@ -557,10 +562,9 @@ pub fn analyse(inp: &Inputs<'_>) -> Outputs {
                 let mut flagged = 0;
                 for (((i, c, stated, counts), &p), &(mis, honest)) in asked.iter().zip(&p).zip(&pairs) {
                     let evidence = honesty.posterior(mis, honest);
-                    if evidence < cfg.gap_evidence {
-                        continue;
+                    if evidence >= cfg.gap_evidence {
+                        flagged += 1;
                     }
-                    flagged += 1;
                     let total: f64 = counts.iter().sum();
                     let smoothed = |j: usize| (counts[j] + kappa * mixture.mix[j]) / (total + kappa);
                     let top = (0..k)
@@ -568,7 +572,7 @@ pub fn analyse(inp: &Inputs<'_>) -> Outputs {
                         .max_by(|&x, &y| counts[x].total_cmp(&counts[y]).then(y.cmp(&x)))
                         .unwrap_or(*c);
                     let (observed, reported) = (smoothed(*c), ratio * smoothed(top).max(smoothed(*c)));
-                    gaps.push(GapRow {
+                    assessed.push(GapRow {
                         customer: *i,
                         gap_type: "category",
                         subject: stated.to_string(),
@@ -639,12 +643,23 @@ pub fn analyse(inp: &Inputs<'_>) -> Outputs {
             text: String,
             stated: f64,
         }
+        let mut stated: Vec<Option<(gap::Stated, f64, String)>> = (0..n).map(stated_of).collect();
+        for (i, (answers, level)) in inp.answers.iter().zip(&stated).enumerate() {
+            let asked = ["satisfaction", "nps", "will_repurchase"]
+                .iter()
+                .any(|q| answers.latest.contains_key(*q));
+            if asked && level.is_none() {
+                skip("satisfaction", "answer is not a satisfaction score, an NPS or yes/no");
+            } else if asked && !history_of.contains_key(&i) {
+                skip("satisfaction", "no purchase before the as-of date");
+            }
+        }
         let mut signals = Vec::with_capacity(inp.buyers.len());
         let mut answered = Vec::new();
         for (k, &i) in inp.buyers.iter().enumerate() {
             let h = inp.histories[k];
             let (left, _, _, _) = leaving(i, &h, inp.p_alive[i].unwrap_or(1.0));
-            let stated = stated_of(i);
+            let stated = stated[i].take();
             let c = gap::ServiceSignals {
                 complaints: at(complaints, i),
                 tickets: at(tickets, i),
@@ -670,16 +685,6 @@ pub fn analyse(inp: &Inputs<'_>) -> Outputs {
                 }
             }
         }
-        for i in 0..n {
-            let asked = ["satisfaction", "nps", "will_repurchase"]
-                .iter()
-                .any(|q| inp.answers[i].latest.contains_key(*q));
-            if asked && stated_of(i).is_none() {
-                skip("satisfaction", "answer is not a satisfaction score, an NPS or yes/no");
-            } else if asked && !history_of.contains_key(&i) {
-                skip("satisfaction", "no purchase before the as-of date");
-            }
-        }
         match gap::SatisfactionModel::fit(&signals) {
             None => {
                 skipped.insert(
@@ -698,11 +703,10 @@ pub fn analyse(inp: &Inputs<'_>) -> Outputs {
                         Some(gap::Stated::Satisfied) => (Direction::Over, 1.0 - p_sat),
                         _ => (Direction::Under, p_sat),
                     };
-                    if evidence < cfg.gap_evidence {
-                        continue;
+                    if evidence >= cfg.gap_evidence {
+                        flagged += 1;
                     }
-                    flagged += 1;
-                    gaps.push(GapRow {
+                    assessed.push(GapRow {
                         customer: j.i,
                         gap_type: "satisfaction",
                         subject: "satisfaction".into(),
@@ -810,6 +814,7 @@ pub fn analyse(inp: &Inputs<'_>) -> Outputs {
         );
     }
 
+    gaps.extend(assessed.iter().filter(|g| g.evidence >= cfg.gap_evidence).cloned());
     gaps.sort_by(|a, b| (a.customer, a.gap_type, &a.subject).cmp(&(b.customer, b.gap_type, &b.subject)));
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     for g in &gaps {
@@ -828,6 +833,7 @@ pub fn analyse(inp: &Inputs<'_>) -> Outputs {
     });
     Outputs {
         gaps,
+        assessed,
         knowledge,
         reported_purchase,
         report,

@@ -151,8 +151,24 @@ pub fn snapshots(ws: &Workspace, days: &[i64]) -> Result<Vec<(Features, Activity
     })
 }
 
+/// Each buyer's RFM scores and segment as of `as_of_day` (None for non-buyers).
+fn rfm_of(features: &Features, buyers: &[usize], as_of_day: i64) -> Vec<Option<rfm::Rfm>> {
+    let recency: Vec<f64> = buyers
+        .iter()
+        .map(|&i| (as_of_day - features.last_day[i].expect("buyer")) as f64)
+        .collect();
+    let freq: Vec<f64> = buyers.iter().map(|&i| features.orders[i]).collect();
+    let mon: Vec<f64> = buyers.iter().map(|&i| features.revenue[i]).collect();
+    let scores = rfm::score(&recency, &freq, &mon);
+    let mut out = vec![None; features.len()];
+    for (k, &i) in buyers.iter().enumerate() {
+        out[i] = Some(scores[k]);
+    }
+    out
+}
+
 /// Every behaviour statement's gap evidence as seen at the end of `as_of`, whatever its
-/// size (the reporting threshold set to 0): the customers' ids and the rows, for the
+/// size: the customers' ids and the rows, for the
 /// held-out check of `rapport evaluate gaps`, and the as-of day. Fits only what the
 /// gap analysis reads (BG/NBD, RFM); writes nothing.
 pub fn assess_gaps(ws: &Workspace, cfg: &ModelsConfig, as_of: Option<&str>) -> Result<(Vec<String>, Vec<gaps::GapRow>, i64)> {
@@ -170,24 +186,11 @@ pub fn assess_gaps(ws: &Workspace, cfg: &ModelsConfig, as_of: Option<&str>) -> R
         }
     }
     let f = &inputs.features;
-    let scores = rfm::score(
-        &inputs
-            .buyers
-            .iter()
-            .map(|&i| (inputs.as_of_day - f.last_day[i].expect("buyer")) as f64)
-            .collect::<Vec<_>>(),
-        &inputs.buyers.iter().map(|&i| f.orders[i]).collect::<Vec<_>>(),
-        &inputs.buyers.iter().map(|&i| f.revenue[i]).collect::<Vec<_>>(),
-    );
-    let mut rfm_names: Vec<Option<&'static str>> = vec![None; n];
-    for (k, &i) in inputs.buyers.iter().enumerate() {
-        rfm_names[i] = Some(scores[k].segment);
-    }
+    let rfm_names: Vec<Option<&'static str>> = rfm_of(f, &inputs.buyers, inputs.as_of_day)
+        .iter()
+        .map(|r| r.map(|r| r.segment))
+        .collect();
     let answers = gaps::answers(ws, inputs.as_of_day, &f.customer_id)?;
-    let cfg = ModelsConfig {
-        gap_evidence: 0.0,
-        ..cfg.clone()
-    };
     let out = gaps::analyse(&gaps::Inputs {
         features: f,
         activity: &inputs.activity,
@@ -203,14 +206,9 @@ pub fn assess_gaps(ws: &Workspace, cfg: &ModelsConfig, as_of: Option<&str>) -> R
         rfm: &rfm_names,
         main_channel: &vec![None; n],
         profile_issues: &[],
-        cfg: &cfg,
+        cfg,
     });
-    let rows = out
-        .gaps
-        .into_iter()
-        .filter(|g| ["frequency", "category", "satisfaction"].contains(&g.gap_type))
-        .collect();
-    Ok((inputs.features.customer_id, rows, inputs.as_of_day))
+    Ok((inputs.features.customer_id, out.assessed, inputs.as_of_day))
 }
 
 /// Runs the models as seen at the end of `as_of` (default: the last order date).
@@ -305,18 +303,7 @@ pub fn run_with(ws: &Workspace, cfg: &ModelsConfig, policy: &actions::ActionsCon
         }
     }
 
-    // RFM over buyers.
-    let recency: Vec<f64> = buyers
-        .iter()
-        .map(|&i| (as_of_day - features.last_day[i].expect("buyer")) as f64)
-        .collect();
-    let freq: Vec<f64> = buyers.iter().map(|&i| features.orders[i]).collect();
-    let mon: Vec<f64> = buyers.iter().map(|&i| features.revenue[i]).collect();
-    let scores = rfm::score(&recency, &freq, &mon);
-    let mut rfm_of: Vec<Option<rfm::Rfm>> = vec![None; n];
-    for (k, &i) in buyers.iter().enumerate() {
-        rfm_of[i] = Some(scores[k]);
-    }
+    let rfm_of = rfm_of(&features, &buyers, as_of_day);
 
     let clusters = segments::cluster(&features, &buyers, as_of_day, cfg)?;
     if let Some(c) = &clusters {
@@ -398,7 +385,7 @@ pub fn run_with(ws: &Workspace, cfg: &ModelsConfig, policy: &actions::ActionsCon
     let answers = gaps::answers(ws, as_of_day, &features.customer_id)?;
     let profile_issues = gaps::profile_issues(ws, &features.customer_id)?;
     let rfm_names: Vec<Option<&'static str>> = rfm_of.iter().map(|r| r.map(|r| r.segment)).collect();
-    let gap_inputs = gaps::Inputs {
+    let gap_out = gaps::analyse(&gaps::Inputs {
         features: &features,
         activity: &activity,
         answers: &answers,
@@ -414,21 +401,15 @@ pub fn run_with(ws: &Workspace, cfg: &ModelsConfig, policy: &actions::ActionsCon
         main_channel: &channels,
         profile_issues: &profile_issues,
         cfg,
-    };
-    let gap_out = gaps::analyse(&gap_inputs);
+    });
     let mut gap_report = gap_out.report.clone();
     // The held-out check of the evidence (`rapport evaluate gaps`): every statement
     // judged as of `gap_check_days` earlier against the same statements judged now.
     if cfg.gap_check_days > 0 {
-        let all = ModelsConfig {
-            gap_evidence: 0.0,
-            ..cfg.clone()
-        };
-        let now = gaps::analyse(&gaps::Inputs { cfg: &all, ..gap_inputs });
         let cutoff = as_of_day - i64::from(cfg.gap_check_days);
         let check = match assess_gaps(ws, cfg, Some(&day_text(cutoff))) {
             Ok((ids_then, then, _)) => {
-                crate::evaluate::gap_reliability((&ids_then, &then), (&features.customer_id, &now.gaps), cfg.gap_evidence)
+                crate::evaluate::gap_reliability((&ids_then, &then), (&features.customer_id, &gap_out.assessed), cfg.gap_evidence)
             }
             Err(e) => json!({"message": format!("not checked: {e}")}),
         };

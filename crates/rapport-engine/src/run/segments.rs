@@ -180,39 +180,50 @@ fn cluster_name(c: usize, centroid: &[f64]) -> String {
     }
 }
 
-/// What sets a group of buyers apart: the two features whose mean (log-transformed,
-/// in standard deviations of all buyers) is farthest from all buyers', each with the
-/// group's median against all buyers' ("orders: median 6 vs 2 for all buyers (+1.4 sd)").
-pub fn describe(f: &Features, members: &[usize], buyers: &[usize], as_of_day: i64) -> String {
-    let d = FEATURES.len();
-    let logs = |set: &[usize]| -> Vec<Vec<f64>> {
-        (0..d)
-            .map(|j| set.iter().map(|&i| raw_features(f, i, as_of_day)[j].max(0.0).ln_1p()).collect())
-            .collect()
-    };
-    let (all, own) = (logs(buyers), logs(members));
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
-    let mut z: Vec<(usize, f64)> = (0..d)
-        .map(|j| {
-            let m = mean(&all[j]);
-            let sd = (all[j].iter().map(|v| (v - m).powi(2)).sum::<f64>() / all[j].len().max(1) as f64).sqrt();
-            (j, (mean(&own[j]) - m) / sd.max(1e-9))
-        })
+/// Per clustering feature, over a set of buyers: the mean and standard deviation of its
+/// log1p, and the median of its raw value.
+struct Spread {
+    log_mean: Vec<f64>,
+    log_sd: Vec<f64>,
+    median: Vec<f64>,
+}
+
+impl Spread {
+    fn of(f: &Features, set: &[usize], as_of_day: i64) -> Self {
+        let d = FEATURES.len();
+        let rows: Vec<[f64; 5]> = set.iter().map(|&i| raw_features(f, i, as_of_day)).collect();
+        let count = rows.len().max(1) as f64;
+        let (mut log_mean, mut log_sd, mut median) = (vec![0.0; d], vec![0.0; d], vec![f64::NAN; d]);
+        for j in 0..d {
+            let logs: Vec<f64> = rows.iter().map(|r| r[j].max(0.0).ln_1p()).collect();
+            log_mean[j] = logs.iter().sum::<f64>() / count;
+            log_sd[j] = (logs.iter().map(|v| (v - log_mean[j]).powi(2)).sum::<f64>() / count).sqrt();
+            let mut raw: Vec<f64> = rows.iter().map(|r| r[j]).collect();
+            raw.sort_by(f64::total_cmp);
+            median[j] = raw.get(raw.len() / 2).copied().unwrap_or(f64::NAN);
+        }
+        Spread { log_mean, log_sd, median }
+    }
+}
+
+/// What sets a group of buyers apart from `all` buyers: the two features whose mean
+/// (log-transformed, in standard deviations of all buyers) is farthest from all buyers',
+/// each with the group's median against all buyers' ("orders: median 6 vs 2 for all
+/// buyers (+1.4 sd)").
+fn describe(f: &Features, members: &[usize], all: &Spread, as_of_day: i64) -> String {
+    let own = Spread::of(f, members, as_of_day);
+    let mut z: Vec<(usize, f64)> = (0..FEATURES.len())
+        .map(|j| (j, (own.log_mean[j] - all.log_mean[j]) / all.log_sd[j].max(1e-9)))
         .collect();
     z.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()).then(a.0.cmp(&b.0)));
-    let median = |j: usize, set: &[usize]| {
-        let mut v: Vec<f64> = set.iter().map(|&i| raw_features(f, i, as_of_day)[j]).collect();
-        v.sort_by(f64::total_cmp);
-        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-    };
     z.iter()
         .take(2)
         .map(|&(j, zj)| {
             format!(
                 "{}: median {} vs {} for all buyers ({:+.1} sd)",
                 FEATURES[j].replace('_', " "),
-                round_for_text(median(j, members)),
-                round_for_text(median(j, buyers)),
+                round_for_text(own.median[j]),
+                round_for_text(all.median[j]),
                 zj
             )
         })
@@ -305,6 +316,7 @@ pub fn segments_batch(
     let mut share = Vec::new();
     let mut rev_share = Vec::new();
     let mut description = Vec::new();
+    let all = Spread::of(f, buyers, as_of_day);
     let mut means: Vec<Vec<f64>> = vec![Vec::new(); FEATURES.len()];
     for ((k, i, nm), members) in &groups {
         kind.push(k.clone());
@@ -313,7 +325,7 @@ pub fn segments_batch(
         size.push(members.len() as i64);
         share.push(members.len() as f64 / n);
         rev_share.push(members.iter().map(|&m| f.revenue[m].max(0.0)).sum::<f64>() / total_rev);
-        description.push(describe(f, members, buyers, as_of_day));
+        description.push(describe(f, members, &all, as_of_day));
         for (j, col) in means.iter_mut().enumerate() {
             col.push(members.iter().map(|&m| raw_features(f, m, as_of_day)[j]).sum::<f64>() / members.len() as f64);
         }
