@@ -55,6 +55,21 @@ pub enum Bench {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Crash safety: `ingest` and `run` killed with SIGKILL at random moments, again and
+    /// again, on one workspace; after each kill `rapport check` must be clean and every
+    /// table as it was before the command or, if the command committed, as it commits.
+    Crash {
+        /// How many commands to kill.
+        #[arg(long, default_value_t = 100)]
+        kills: usize,
+        /// Customers in the generated company.
+        #[arg(long, default_value_t = 1000)]
+        customers: usize,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// The gap analysis against planted truth over a grid of generator worlds (taste
     /// spread and multi-category answers, honesty, history length) × sizes × seeds:
     /// precision and recall per gap type and direction, and the share of gaps with
@@ -73,6 +88,12 @@ pub enum Bench {
 
 pub fn run(b: Bench) -> Result<()> {
     match b {
+        Bench::Crash {
+            kills,
+            customers,
+            seed,
+            dir,
+        } => crash(kills, customers, seed, dir),
         Bench::Gaps { customers, seeds, dir } => gaps(&customers, &seeds, dir),
         Bench::Als {
             rows,
@@ -127,7 +148,7 @@ fn ingest(rows: u64, customers: u64, seed: u64, dir: Option<PathBuf>) -> Result<
     }
     // Reset the peak-RSS counter so the figure is the ingest's own.
     let _ = std::fs::write("/proc/self/clear_refs", "5");
-    let ws = Workspace::open(&ws_dir)?;
+    let ws = Workspace::writer(&ws_dir, &rapport_store::Writer::new("rapport bench"))?;
     let t = Instant::now();
     let out = rapport_engine::ingest::ingest(&ws, &IngestOptions::new(&data), &NoProgress)?;
     let secs = t.elapsed().as_secs_f64();
@@ -193,12 +214,12 @@ fn models(customers: u64, seed: u64, dir: Option<PathBuf>, reuse: bool) -> Resul
         if ws_dir.exists() {
             std::fs::remove_dir_all(&ws_dir)?;
         }
-        let ws = Workspace::open(&ws_dir)?;
+        let ws = Workspace::writer(&ws_dir, &rapport_store::Writer::new("rapport bench"))?;
         let t = Instant::now();
         rapport_engine::ingest::ingest(&ws, &IngestOptions::new(&data), &NoProgress)?;
         println!("ingested {} order lines in {:.1} s", file.lines, t.elapsed().as_secs_f64());
     }
-    let ws = Workspace::open(&ws_dir)?;
+    let ws = Workspace::writer(&ws_dir, &rapport_store::Writer::new("rapport bench"))?;
     let cfg = rapport_engine::run::config::ModelsConfig::default();
     let t = Instant::now();
     let inputs = rapport_engine::run::model_inputs(&ws, &cfg, None)?;
@@ -443,7 +464,7 @@ fn gaps(sizes: &[usize], seeds: &[u64], dir: Option<PathBuf>) -> Result<()> {
                 let mut opts = rapport_synth::GenerateOptions::new(n, seed, &data);
                 opts.world = *world;
                 rapport_synth::generate(&opts)?;
-                let ws = Workspace::open(&work.join("ws"))?;
+                let ws = Workspace::writer(&work.join("ws"), &rapport_store::Writer::new("rapport bench"))?;
                 rapport_engine::ingest::ingest(&ws, &IngestOptions::new(&data), &NoProgress)?;
                 rapport_engine::run::run(&ws, &rapport_engine::run::config::ModelsConfig::default(), None)?;
                 for s in rapport_engine::gap_truth::score(&ws, &data.join("truth"), 0.95)? {
@@ -467,6 +488,130 @@ fn gaps(sizes: &[usize], seeds: &[u64], dir: Option<PathBuf>) -> Result<()> {
     }
     if root.starts_with(std::env::temp_dir()) {
         let _ = std::fs::remove_dir_all(&root);
+    }
+    Ok(())
+}
+
+/// Each table's committed parts (file and checksum), and the committed transactions.
+type CatalogState = (std::collections::BTreeMap<String, Vec<(String, Option<String>)>>, usize);
+
+fn catalog_state(ws_dir: &std::path::Path) -> Result<CatalogState> {
+    let ws = Workspace::reader(ws_dir)?;
+    let mut parts = std::collections::BTreeMap::new();
+    for t in ws.tables()?.keys() {
+        parts.insert(t.clone(), ws.parts(t).into_iter().map(|p| (p.file, p.sha256)).collect());
+    }
+    Ok((parts, ws.committed_transactions()?))
+}
+
+fn crash(kills: usize, customers: usize, seed: u64, dir: Option<PathBuf>) -> Result<()> {
+    use rand::{Rng, SeedableRng};
+    use std::process::{Command, Stdio};
+    use std::time::Duration;
+    let dir = match dir {
+        Some(d) => d,
+        None => tempdir()?,
+    };
+    let data = dir.join("data");
+    let ws_dir = dir.join("workspace");
+    let _ = std::fs::remove_dir_all(&ws_dir);
+    let _ = std::fs::remove_dir_all(&data);
+    rapport_synth::generate(&rapport_synth::GenerateOptions::new(customers, seed, &data))?;
+    let exe = std::env::current_exe()?;
+    let rapport = |args: &[&str]| -> Command {
+        let mut c = Command::new(&exe);
+        c.arg("--workspace").arg(&ws_dir).arg("--quiet").args(args);
+        c.stdout(Stdio::null()).stderr(Stdio::null());
+        c
+    };
+    let t = Instant::now();
+    anyhow::ensure!(
+        rapport(&["ingest", "--data", data.to_str().unwrap()]).status()?.success(),
+        "first ingest failed"
+    );
+    let ingest_secs = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    anyhow::ensure!(rapport(&["run"]).status()?.success(), "first run failed");
+    let run_secs = t.elapsed().as_secs_f64();
+    println!("company of {customers} customers; an uninterrupted ingest takes {ingest_secs:.1} s, a run {run_secs:.1} s");
+
+    // Later ingests bring new orders of existing customers, 200 per batch.
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut batch_no = 0usize;
+    let new_batch = |batch_no: usize| -> Result<PathBuf> {
+        let d = dir.join(format!("batch-{batch_no}"));
+        std::fs::create_dir_all(&d)?;
+        let mut csv = String::from("order_id,customer_id,ordered_at,amount\n");
+        for i in 0..200 {
+            use std::fmt::Write;
+            writeln!(
+                csv,
+                "crash-{batch_no}-{i},C{:06},2025-01-01,{}.25",
+                1 + (batch_no * 200 + i) % customers,
+                5 + i % 50
+            )?;
+        }
+        std::fs::write(d.join("orders.csv"), csv)?;
+        Ok(d)
+    };
+    let (mut committed, mut rolled_back, mut checks) = (0usize, 0usize, 0usize);
+    let started = Instant::now();
+    for k in 0..kills {
+        let before = catalog_state(&ws_dir)?;
+        let ingest = k % 2 == 0;
+        let batch = new_batch(batch_no)?;
+        let (mut cmd, span) = if ingest {
+            (rapport(&["ingest", "--data", batch.to_str().unwrap()]), ingest_secs)
+        } else {
+            (rapport(&["run"]), run_secs)
+        };
+        let delay = rng.random_range(0.0..span.max(0.05) * 1.2);
+        let mut child = cmd.spawn()?;
+        std::thread::sleep(Duration::from_secs_f64(delay));
+        let _ = child.kill(); // SIGKILL
+        child.wait()?;
+        let report = Workspace::reader(&ws_dir)?.check()?;
+        checks += 1;
+        anyhow::ensure!(
+            report.is_clean(),
+            "kill {k} ({:.2} s into {}): {:?}",
+            delay,
+            if ingest { "ingest" } else { "run" },
+            report.problems
+        );
+        let after = catalog_state(&ws_dir)?;
+        if after.1 == before.1 {
+            anyhow::ensure!(after.0 == before.0, "kill {k}: no commit, yet the tables changed");
+            rolled_back += 1;
+        } else {
+            anyhow::ensure!(after.1 == before.1 + 1, "kill {k}: more than one commit");
+            committed += 1;
+            if ingest {
+                batch_no += 1;
+            }
+        }
+        if ingest && after.1 == before.1 {
+            std::fs::remove_dir_all(&batch)?;
+        }
+    }
+    // The workspace still works: an uninterrupted ingest and run, then a clean check.
+    let batch = new_batch(batch_no)?;
+    anyhow::ensure!(
+        rapport(&["ingest", "--data", batch.to_str().unwrap()]).status()?.success(),
+        "the ingest after the kills failed"
+    );
+    anyhow::ensure!(rapport(&["run"]).status()?.success(), "the run after the kills failed");
+    let report = Workspace::reader(&ws_dir)?.check()?;
+    anyhow::ensure!(report.is_clean(), "after the kills: {:?}", report.problems);
+    println!(
+        "{kills} commands killed in {:.0} s: {committed} had committed, {rolled_back} left the workspace as before; \
+         {checks} checks clean; the ingest and run after them succeeded ({} parts, {} rows checked)",
+        started.elapsed().as_secs_f64(),
+        report.parts,
+        report.rows
+    );
+    if dir.starts_with(std::env::temp_dir()) && dir.file_name().is_some_and(|n| n.to_string_lossy().starts_with("rapport-bench-")) {
+        let _ = std::fs::remove_dir_all(&dir);
     }
     Ok(())
 }

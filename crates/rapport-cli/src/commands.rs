@@ -3,17 +3,32 @@
 
 use std::io::Write;
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
 use rapport_engine::export::{self, OutFormat};
 use rapport_engine::session::Personal;
 use rapport_engine::EngineError;
-use rapport_store::{IngestOptions, IngestOutcome, StoreError, Workspace};
+use rapport_store::{IngestOptions, IngestOutcome, StoreError, Workspace, Writer};
 
 use crate::progress::Bars;
 
-pub fn is_user_error(e: &anyhow::Error) -> bool {
+/// The exit status for an error: 75 (EX_TEMPFAIL) when another command holds the
+/// workspace, 2 for a problem the user can fix, 1 for anything else.
+pub fn exit_code(e: &anyhow::Error) -> u8 {
+    let locked = matches!(e.downcast_ref::<StoreError>(), Some(StoreError::Locked(_)))
+        || matches!(e.downcast_ref::<EngineError>(), Some(EngineError::Store(StoreError::Locked(_))));
+    if locked {
+        75
+    } else if is_user_error(e) {
+        2
+    } else {
+        1
+    }
+}
+
+fn is_user_error(e: &anyhow::Error) -> bool {
     if let Some(e) = e.downcast_ref::<EngineError>() {
         return e.is_user_error();
     }
@@ -35,7 +50,18 @@ impl std::fmt::Display for UserError {
 
 impl std::error::Error for UserError {}
 
-pub fn init(workspace: &Path, data: Option<&Path>, force: bool) -> Result<()> {
+/// Opens the workspace for a command that changes it: waits up to `wait` for another
+/// writer, then fails naming it.
+fn writer(workspace: &Path, command: &str, wait: Duration, create: bool) -> Result<Workspace> {
+    let who = Writer::new(&format!("rapport {command}")).waiting(wait);
+    Ok(if create {
+        Workspace::writer(workspace, &who)?
+    } else {
+        Workspace::existing_writer(workspace, &who)?
+    })
+}
+
+pub fn init(workspace: &Path, data: Option<&Path>, force: bool, wait: Duration) -> Result<()> {
     let dir = data.unwrap_or(Path::new("."));
     if !dir.is_dir() {
         return Err(UserError(format!("{} is not a folder", dir.display())).into());
@@ -45,7 +71,7 @@ pub fn init(workspace: &Path, data: Option<&Path>, force: bool) -> Result<()> {
         return Err(UserError(format!("{} exists; use --force to overwrite it", config.display())).into());
     }
     std::fs::write(&config, rapport_store::config::TEMPLATE).with_context(|| format!("writing {}", config.display()))?;
-    let ws = Workspace::open(workspace)?;
+    let ws = writer(workspace, "init", wait, true)?;
     ws.keys(true)?;
     println!("wrote {}", config.display());
     println!("workspace {} is ready (key: {})", workspace.display(), key_source(&ws));
@@ -60,9 +86,9 @@ fn key_source(ws: &Workspace) -> String {
     }
 }
 
-pub fn ingest(workspace: &Path, data: &Path, config: Option<&Path>, quiet: bool) -> Result<()> {
+pub fn ingest(workspace: &Path, data: &Path, config: Option<&Path>, quiet: bool, wait: Duration) -> Result<()> {
     let existed = workspace.exists();
-    let ws = Workspace::open(workspace)?;
+    let ws = writer(workspace, "ingest", wait, true)?;
     let mut opts = IngestOptions::new(data);
     opts.config_file = config.map(Path::to_path_buf);
     match rapport_engine::ingest::ingest(&ws, &opts, &Bars::new(quiet)) {
@@ -212,7 +238,7 @@ pub fn evaluate(
     config: Option<&Path>,
     as_json: bool,
 ) -> Result<()> {
-    let ws = Workspace::open_existing(workspace)?;
+    let ws = Workspace::reader(workspace)?;
     if what == "recs" {
         let split = rapport_engine::recs::split_day(&ws, split_date, holdout_days)?;
         let v = rapport_engine::recs::evaluate(&ws, split, k, &models_config(config)?)?;
@@ -334,11 +360,14 @@ fn print_fit(label: &str, model: Option<&serde_json::Value>, params: &[&str], wi
     println!("{line} converged {}", m["converged"]);
 }
 
-pub fn run(workspace: &Path, as_of: Option<&str>, config: Option<&Path>) -> Result<()> {
-    let ws = Workspace::open_existing(workspace)?;
+pub fn run(workspace: &Path, as_of: Option<&str>, config: Option<&Path>, wait: Duration) -> Result<()> {
+    run_in(&writer(workspace, "run", wait, false)?, as_of, config)
+}
+
+fn run_in(ws: &Workspace, as_of: Option<&str>, config: Option<&Path>) -> Result<()> {
     let cfg = models_config(config)?;
     let policy = actions_config(config)?;
-    let s = rapport_engine::run::run_with(&ws, &cfg, &policy, as_of)?;
+    let s = rapport_engine::run::run_with(ws, &cfg, &policy, as_of)?;
     println!(
         "as of {}: {} customers, {} with purchases modelled",
         s.as_of, s.customers, s.modelled
@@ -468,7 +497,7 @@ fn parse_basket(text: &str) -> Result<Vec<(String, f64)>> {
 
 pub fn recommend(workspace: &Path, products: &str, k: usize, as_json: bool) -> Result<()> {
     let basket = parse_basket(products)?;
-    let ws = Workspace::open_existing(workspace)?;
+    let ws = Workspace::reader(workspace)?;
     let recs = rapport_engine::recs::fold_in(&ws, &basket, k)?;
     if as_json {
         let v: Vec<serde_json::Value> = recs
@@ -486,8 +515,8 @@ pub fn recommend(workspace: &Path, products: &str, k: usize, as_json: bool) -> R
 }
 
 /// Recomputes the `uplift` table from the ingested campaign outcomes.
-pub fn uplift(workspace: &Path, as_json: bool) -> Result<()> {
-    let ws = Workspace::open_existing(workspace)?;
+pub fn uplift(workspace: &Path, as_json: bool, wait: Duration) -> Result<()> {
+    let ws = writer(workspace, "uplift", wait, false)?;
     let rows = rapport_engine::uplift::refresh(&ws)?;
     let v = rapport_engine::uplift::report(&rows);
     if as_json {
@@ -509,7 +538,7 @@ fn personal(ws: &Workspace, reveal: bool) -> Result<Personal> {
 }
 
 pub fn explain(workspace: &Path, customer: &str, as_json: bool, reveal: bool) -> Result<()> {
-    let ws = Workspace::open_existing(workspace)?;
+    let ws = Workspace::reader(workspace)?;
     let v = rapport_engine::explain::explain(&ws, customer, &personal(&ws, reveal)?)?;
     if as_json {
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -581,7 +610,7 @@ pub fn explain(workspace: &Path, customer: &str, as_json: bool, reveal: bool) ->
 }
 
 pub fn sql(workspace: &Path, query: &str, format: &str, reveal: bool) -> Result<()> {
-    let ws = Workspace::open_existing(workspace)?;
+    let ws = Workspace::reader(workspace)?;
     let batches = export::query(&ws, query, &personal(&ws, reveal)?)?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -591,7 +620,7 @@ pub fn sql(workspace: &Path, query: &str, format: &str, reveal: bool) -> Result<
 }
 
 pub fn export(workspace: &Path, table: &str, format: &str, out: &Path, reveal: bool) -> Result<()> {
-    let ws = Workspace::open_existing(workspace)?;
+    let ws = Workspace::reader(workspace)?;
     let rows = export::export(&ws, table, OutFormat::parse(format)?, out, &personal(&ws, reveal)?)?;
     println!("wrote {rows} rows of {table} to {}", out.display());
     Ok(())
@@ -698,11 +727,11 @@ pub fn demo(out: &Path, customers: usize, seed: u64, quiet: bool) -> Result<()> 
     );
     generate(customers, seed, &data, false, rapport_synth::World::default())?;
     println!("2. ingesting into {}", out.join("workspace").display());
-    let ws = Workspace::open(&out.join("workspace"))?;
+    let ws = writer(&out.join("workspace"), "demo", Duration::ZERO, true)?;
     let outcome = rapport_engine::ingest::ingest(&ws, &IngestOptions::new(&data), &Bars::new(quiet))?;
     print_ingest(&ws, &outcome);
     println!("3. running the models");
-    run(&out.join("workspace"), None, Some(&data.join("rapport.toml")))?;
+    run_in(&ws, None, Some(&data.join("rapport.toml")))?;
     let outcomes = out.join("outcomes");
     if outcomes.exists() {
         std::fs::remove_dir_all(&outcomes).with_context(|| format!("clearing {}", outcomes.display()))?;
@@ -727,3 +756,49 @@ pub fn demo(out: &Path, customers: usize, seed: u64, quiet: bool) -> Result<()> 
     );
     Ok(())
 }
+
+/// `rapport check`: the workspace against its catalog. Exit 1 on any problem.
+pub fn check(workspace: &Path, as_json: bool) -> Result<()> {
+    let ws = Workspace::reader(workspace)?;
+    let report = ws.check()?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "{}: {} tables, {} parts, {} rows checked (size, SHA-256, Parquet footer, row count)",
+            workspace.display(),
+            report.tables,
+            report.parts,
+            report.rows
+        );
+        if report.awaiting_deletion > 0 {
+            println!(
+                "{} replaced parts await deletion (a reader was open when they were replaced; the next writer deletes them)",
+                report.awaiting_deletion
+            );
+        }
+        for p in &report.problems {
+            println!("problem: {p}");
+        }
+    }
+    if report.is_clean() {
+        if !as_json {
+            println!("ok");
+        }
+        Ok(())
+    } else {
+        bail!(WorkspaceDamaged(report.problems.len()))
+    }
+}
+
+/// `rapport check` found problems (exit 1, not a user error).
+#[derive(Debug)]
+struct WorkspaceDamaged(usize);
+
+impl std::fmt::Display for WorkspaceDamaged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the workspace has {} problem(s)", self.0)
+    }
+}
+
+impl std::error::Error for WorkspaceDamaged {}

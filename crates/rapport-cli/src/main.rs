@@ -25,6 +25,10 @@ struct Cli {
     /// No progress bars.
     #[arg(long, short, global = true)]
     quiet: bool,
+    /// Commands that change the workspace (init, ingest, run, uplift) wait this many
+    /// seconds for another such command to finish; 0 fails at once (exit 75).
+    #[arg(long, global = true, default_value_t = 0.0, value_name = "SECONDS")]
+    wait: f64,
     #[command(subcommand)]
     command: Command,
 }
@@ -126,6 +130,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Verify the workspace against its catalog: every part present, with the size,
+    /// SHA-256 and row count recorded at commit, readable as Parquet, and no stray file.
+    /// Exit 1 on any problem.
+    Check {
+        /// Print JSON instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run SQL over every workspace table.
     Sql {
         query: String,
@@ -178,14 +190,22 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Everything Rapport creates (workspace files, reports, exports) is its owner's alone.
+    #[cfg(unix)]
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    if !(cli.wait.is_finite() && cli.wait >= 0.0) {
+        eprintln!("error: --wait takes a number of seconds, 0 or more");
+        return ExitCode::from(2);
+    }
+    let wait = std::time::Duration::from_secs_f64(cli.wait);
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("RAPPORT_LOG").unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
-        Command::Init { data, force } => commands::init(&cli.workspace, data.as_deref(), force),
-        Command::Ingest { data, config } => commands::ingest(&cli.workspace, &data, config.as_deref(), cli.quiet),
-        Command::Run { as_of, config } => commands::run(&cli.workspace, as_of.as_deref(), config.as_deref()),
+        Command::Init { data, force } => commands::init(&cli.workspace, data.as_deref(), force, wait),
+        Command::Ingest { data, config } => commands::ingest(&cli.workspace, &data, config.as_deref(), cli.quiet, wait),
+        Command::Run { as_of, config } => commands::run(&cli.workspace, as_of.as_deref(), config.as_deref(), wait),
         Command::Evaluate {
             what,
             holdout_days,
@@ -212,7 +232,8 @@ fn main() -> ExitCode {
         } => commands::train(&data, &target, id.as_deref(), folds, seed, json),
         Command::Explain { customer, json, reveal } => commands::explain(&cli.workspace, &customer, json, reveal),
         Command::Recommend { products, k, json } => commands::recommend(&cli.workspace, &products, k, json),
-        Command::Uplift { json } => commands::uplift(&cli.workspace, json),
+        Command::Uplift { json } => commands::uplift(&cli.workspace, json, wait),
+        Command::Check { json } => commands::check(&cli.workspace, json),
         Command::Sql { query, format, reveal } => commands::sql(&cli.workspace, &query, &format, reveal),
         Command::Export {
             table,
@@ -234,11 +255,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            if commands::is_user_error(&e) {
-                ExitCode::from(2)
-            } else {
-                ExitCode::from(1)
-            }
+            ExitCode::from(commands::exit_code(&e))
         }
     }
 }

@@ -7,7 +7,10 @@ use std::path::Path;
 
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::util::pretty::pretty_format_batches;
+use datafusion::execution::context::SQLOptions;
 use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::sql::parser::{DFParser, Statement as DFStatement};
+use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 
 use rapport_store::Workspace;
 
@@ -37,12 +40,41 @@ impl OutFormat {
     }
 }
 
-/// Runs a SQL query over every workspace table.
+/// Runs a SQL query over every workspace table. Queries only: statements that would
+/// create, change or write anything (`CREATE`, `INSERT`, `COPY`, `DROP`, `SET`, …) are
+/// refused before they are planned, and no table can be read from a file path.
 pub fn query(ws: &Workspace, sql: &str, personal: &Personal) -> Result<Vec<RecordBatch>> {
+    let read_only = SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false);
+    if let Ok(statements) = DFParser::parse_sql(sql) {
+        if !statements.iter().all(is_query) {
+            return Err(EngineError::Usage(
+                "rapport sql runs queries only (SELECT, WITH, VALUES, EXPLAIN); statements that create, change or \
+                 write anything (CREATE, INSERT, UPDATE, DELETE, DROP, COPY, SET, …) are refused"
+                    .into(),
+            ));
+        }
+    }
     block_on(async {
         let ctx = workspace_context(ws, personal).await?;
-        Ok(ctx.sql(sql).await?.collect().await?)
+        let df = ctx.sql_with_options(sql, read_only).await?;
+        Ok(df.collect().await?)
     })
+}
+
+/// Whether a parsed statement only reads: a query, or EXPLAIN of one.
+fn is_query(statement: &DFStatement) -> bool {
+    match statement {
+        DFStatement::Statement(s) => match &**s {
+            SqlStatement::Query(_) => true,
+            SqlStatement::Explain { statement, .. } => matches!(**statement, SqlStatement::Query(_)),
+            _ => false,
+        },
+        DFStatement::Explain(e) => is_query(&e.statement),
+        _ => false,
+    }
 }
 
 /// Writes query results to `out` in a text format.
@@ -95,7 +127,8 @@ pub fn export(ws: &Workspace, table: &str, format: OutFormat, path: &Path, perso
     let batches = query(ws, &format!("SELECT * FROM \"{table}\""), personal)?;
     let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
     let tmp = path.with_extension("rapport-tmp");
-    let file = std::fs::File::create(&tmp).map_err(|e| EngineError::io(&tmp, e))?;
+    // Exports may hold revealed personal data: only their owner may read them.
+    let file = rapport_store::fsutil::create_private(&tmp)?;
     let result = (|| -> Result<()> {
         if format == OutFormat::Parquet {
             let schema = match batches.first() {

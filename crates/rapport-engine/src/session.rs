@@ -1,9 +1,9 @@
 //! A DataFusion session over the workspace: every table registered under its name.
 //!
 //! Binary columns of workspace tables hold encrypted personal data (an invariant of
-//! the store). The session shows them through `mask_pii` — a short keyed fingerprint
-//! (`•••3f9a2c1d`), equal for equal values so analysts can still count and join — or,
-//! when the caller reveals with the key, through `reveal_pii`, which decrypts.
+//! the store). The session shows them through `mask_pii` — the constant `•••`, so a
+//! masked column tells nothing, not even which rows are equal — or, when the caller
+//! reveals with the key, through `reveal_pii`, which decrypts.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -133,13 +133,9 @@ fn binary_to_text(args: &[ColumnarValue], f: impl Fn(&[u8]) -> Option<String>) -
     Ok(ColumnarValue::Array(Arc::new(out.finish()) as ArrayRef))
 }
 
-/// The masked form of an encrypted value: a fingerprint taken from its synthetic nonce
-/// (itself a keyed hash of the value), never the value.
-pub fn mask(encrypted: &[u8]) -> String {
-    let n = encrypted.len().min(4);
-    let hex: String = encrypted[..n].iter().map(|b| format!("{b:02x}")).collect();
-    format!("•••{hex}")
-}
+/// What a personal value looks like without the key: the same for every value, so a
+/// masked column tells nothing, not even which rows are equal.
+pub const MASK: &str = "•••";
 
 fn mask_udf() -> datafusion::logical_expr::ScalarUDF {
     create_udf(
@@ -147,7 +143,7 @@ fn mask_udf() -> datafusion::logical_expr::ScalarUDF {
         vec![DataType::Binary],
         DataType::Utf8,
         Volatility::Immutable,
-        Arc::new(|args: &[ColumnarValue]| binary_to_text(args, |b| Some(mask(b)))),
+        Arc::new(|args: &[ColumnarValue]| binary_to_text(args, |_| Some(MASK.to_string()))),
     )
 }
 

@@ -30,6 +30,14 @@ pub enum StoreError {
     #[error("encryption key: {0}")]
     Key(String),
 
+    /// Another process is changing the workspace.
+    #[error("{0}")]
+    Locked(String),
+
+    /// The workspace on disk does not match its catalog.
+    #[error("the workspace is damaged: {0}")]
+    Corrupt(String),
+
     #[error("internal error: {0}")]
     Internal(String),
 }

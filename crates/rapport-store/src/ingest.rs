@@ -986,20 +986,14 @@ impl State {
 
     fn quarantine_row(&mut self, ctx: &BatchCtx<'_>, row: &RowMeta, reason: &str, detail: Option<&str>, tq: &mut TableQuality) {
         *tq.rejected.entry(reason.to_string()).or_default() += 1;
-        let raw = ctx.batch.raw(row);
-        let (shown, encrypted) = if ctx.table == InputTable::Customers {
-            (redact_profile(ctx.batch, row), Val::Bin(self.keys.encrypt(raw)))
-        } else {
-            (raw.to_string(), Val::Null)
-        };
+        let raw = Val::Bin(self.keys.encrypt(ctx.batch.raw(row)));
         self.quarantine.push_row(&[
             Val::Str(ctx.table.name()),
             Val::Str(ctx.file),
             Val::Num(row.line as f64),
             Val::Str(reason),
             detail.map(Val::Str).unwrap_or(Val::Null),
-            Val::Owned(shown),
-            encrypted,
+            raw,
             Val::Num(self.txn_id as f64),
         ]);
     }
@@ -1130,28 +1124,6 @@ fn owned(v: &Val<'_>) -> Val<'static> {
         Val::Bool(x) => Val::Bool(*x),
         Val::Bin(x) => Val::Bin(x.clone()),
     }
-}
-
-/// The raw text of a rejected profile row with its personal fields blanked out; a row
-/// that could not even be split is withheld entirely (it stays, encrypted, in
-/// `raw_encrypted`).
-fn redact_profile(batch: &Batch, row: &RowMeta) -> String {
-    if row.problem.is_some() {
-        return format!(
-            "[withheld: {} bytes of a malformed profile row, kept encrypted]",
-            batch.raw(row).len()
-        );
-    }
-    let mut raw = batch.raw(row).to_string();
-    for (i, c) in InputTable::Customers.columns().iter().enumerate() {
-        if c.pii {
-            let v = batch.field(row, i);
-            if !v.is_empty() {
-                raw = raw.replace(v, &format!("[{}]", c.name));
-            }
-        }
-    }
-    raw
 }
 
 fn nodes_from_batches(batches: &[RecordBatch]) -> Result<Vec<Node>> {

@@ -13,6 +13,7 @@ pub mod crypto;
 pub mod csv;
 pub mod discover;
 pub mod error;
+pub mod fsutil;
 pub mod identity;
 pub mod ingest;
 pub mod quality;
@@ -27,7 +28,7 @@ pub use config::Config;
 pub use error::{Result, StoreError};
 pub use ingest::{ingest, IngestOptions, IngestOutcome, NoProgress, Progress};
 pub use quality::Quality;
-pub use workspace::Workspace;
+pub use workspace::{Workspace, Writer};
 
 /// Hash maps and sets keyed by ids from the input: foldhash is several times faster
 /// than the standard SipHash on short keys, and none of these is iterated for output.

@@ -257,12 +257,36 @@ impl Mapping {
     }
 }
 
+/// The header's names for an error message. A first line holding values (a file with no
+/// header row) is described, never printed: its cells may be personal data.
 fn preview(header: &[String]) -> String {
+    if let Some((i, kind)) = header.iter().enumerate().find_map(|(i, h)| value_kind(h).map(|k| (i, k))) {
+        return format!(
+            "no header row: its first line holds values (column {} looks like {kind}); the first line must name the columns",
+            i + 1
+        );
+    }
     let mut s: Vec<String> = header.iter().take(20).map(|h| format!("\"{h}\"")).collect();
     if header.len() > 20 {
         s.push(format!("… {} more", header.len() - 20));
     }
     s.join(", ")
+}
+
+/// What a header cell looks like if it looks like a value rather than a column name.
+fn value_kind(cell: &str) -> Option<&'static str> {
+    let t = cell.trim();
+    if let Some(at) = t.find('@') {
+        if at > 0 && t[at + 1..].contains('.') {
+            return Some("an email address");
+        }
+    }
+    let digits = t.chars().filter(char::is_ascii_digit).count();
+    let other = t.chars().filter(|c| !c.is_whitespace() && !c.is_ascii_digit()).count();
+    if digits >= 4 && digits >= other {
+        return Some("a number, date or phone number");
+    }
+    None
 }
 
 /// Opens the right reader for a file.

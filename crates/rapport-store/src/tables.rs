@@ -100,10 +100,9 @@ pub fn quarantine_schema() -> SchemaRef {
         Field::new("line", DataType::Int64, false),
         Field::new("reason", DataType::Utf8, false),
         Field::new("detail", DataType::Utf8, true),
-        Field::new("raw", DataType::Utf8, false),
-        // For profile rows, `raw` has its personal fields redacted; the whole row is kept
-        // here, encrypted, so that nothing is lost.
-        Field::new("raw_encrypted", DataType::Binary, true),
+        // The row as read, encrypted: any column of any table may hold personal data.
+        // Shown masked; revealed with the key.
+        Field::new("raw", DataType::Binary, false),
         Field::new("ingest_id", DataType::Int64, false),
     ]))
 }
@@ -248,9 +247,9 @@ pub struct PartWriter {
 impl PartWriter {
     pub fn create(path: PathBuf, schema: SchemaRef) -> Result<Self> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+            crate::fsutil::create_private_dir_all(dir)?;
         }
-        let file = File::create(&path).map_err(|e| StoreError::io(&path, e))?;
+        let file = crate::fsutil::create_private(&path)?;
         let mut props = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
             .set_max_row_group_row_count(Some(ROW_GROUP_ROWS));

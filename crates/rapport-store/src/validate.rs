@@ -181,7 +181,14 @@ impl Validator {
                 values.push(Val::Null);
                 continue;
             }
-            let shown = || if c.pii { None } else { Some(format!("value \"{}\"", clip(text))) };
+            // No cell of a profile and no personal value is repeated in a detail.
+            let shown = || {
+                if c.pii || self.table == InputTable::Customers {
+                    None
+                } else {
+                    Some(format!("value \"{}\"", clip(text)))
+                }
+            };
             let v = match c.kind {
                 Kind::Str => {
                     if self.vocabulary[i] && text.chars().any(char::is_uppercase) {

@@ -19,7 +19,7 @@ fn loop_run() -> &'static Path {
         let _ = std::fs::remove_dir_all(&root);
         let ws_dir = root.join("ws");
         ingest(&ws_dir, &data).unwrap();
-        let ws = Workspace::open_existing(&ws_dir).unwrap();
+        let ws = Workspace::existing_writer(&ws_dir, &rapport_store::Writer::new("test")).unwrap();
         let policy = ActionsConfig {
             control_share: 0.3,
             ..ActionsConfig::default_policy()
@@ -29,7 +29,7 @@ fn loop_run() -> &'static Path {
         let outcomes = root.join("outcomes");
         let n = rapport_engine::uplift::simulate_from_truth(&ws, &data.join("truth"), &outcomes, 5).unwrap();
         assert!(n > 500, "{n} outcomes");
-        ingest(&ws_dir, &outcomes).unwrap();
+        rapport_engine::ingest::ingest(&ws, &rapport_store::IngestOptions::new(&outcomes), &rapport_store::NoProgress).unwrap();
         rapport_engine::uplift::refresh(&ws).unwrap();
         ws_dir
     })
@@ -49,7 +49,7 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 fn rows(ws_dir: &Path, sql: &str) -> Vec<Vec<Option<String>>> {
-    let ws = Workspace::open_existing(ws_dir).unwrap();
+    let ws = Workspace::reader(ws_dir).unwrap();
     text_rows(&ws, sql, &Personal::Stored).unwrap()
 }
 
@@ -116,7 +116,7 @@ fn control_groups_have_the_share_and_are_deterministic() {
     let copy = ws.with_file_name(format!("ws-rerun-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&copy);
     copy_dir(ws, &copy);
-    let ws2 = Workspace::open_existing(&copy).unwrap();
+    let ws2 = Workspace::existing_writer(&copy, &rapport_store::Writer::new("test")).unwrap();
     let before = rows(ws, r#"SELECT customer_id, action, "group" FROM actions ORDER BY 1, 2"#);
     let policy = ActionsConfig {
         control_share: 0.3,
@@ -164,7 +164,7 @@ fn uplift_intervals_cover_the_planted_effects() {
 
 #[test]
 fn generated_recommendations_beat_popularity() {
-    let ws = Workspace::open_existing(&generated_run().join("ws")).unwrap();
+    let ws = Workspace::reader(&generated_run().join("ws")).unwrap();
     let split = rapport_engine::recs::split_day(&ws, Some("2024-07-01"), None).unwrap();
     let v = rapport_engine::recs::evaluate(&ws, split, 10, &rapport_engine::run::config::ModelsConfig::default()).unwrap();
     let p = |m: &str| v["models"][m]["precision_at_k"].as_f64().unwrap();
@@ -191,7 +191,7 @@ fn generated_recommendations_beat_popularity() {
 #[test]
 fn fold_in_recommends_from_a_basket_without_refitting() {
     let ws_dir = generated_run().join("ws");
-    let ws = Workspace::open_existing(&ws_dir).unwrap();
+    let ws = Workspace::reader(&ws_dir).unwrap();
     let firsts = rows(
         &ws_dir,
         "SELECT customer_id, product_id FROM orders WHERE quantity > 0 AND status = 'completed'

@@ -8,7 +8,7 @@ use rapport_store::Workspace;
 use crate::{generated_run, scalar};
 
 fn rows(ws: &Path, sql: &str) -> Vec<Vec<String>> {
-    let ws = Workspace::open_existing(ws).unwrap();
+    let ws = Workspace::reader(ws).unwrap();
     let mut out = Vec::new();
     for b in rapport_engine::export::query(&ws, sql, &Personal::Masked).unwrap() {
         let cols: Vec<_> = b
@@ -44,7 +44,7 @@ fn world_scores(world: rapport_synth::World, customers: usize, seed: u64) -> Vec
     rapport_synth::generate(&opts).unwrap();
     let ws_dir = dir.path().join("ws");
     crate::ingest(&ws_dir, &data).unwrap();
-    let ws = Workspace::open_existing(&ws_dir).unwrap();
+    let ws = Workspace::existing_writer(&ws_dir, &rapport_store::Writer::new("test")).unwrap();
     rapport_engine::run::run(&ws, &rapport_engine::run::config::ModelsConfig::default(), None).unwrap();
     rapport_engine::gap_truth::score(&ws, &data.join("truth"), 0.95).unwrap()
 }
@@ -133,7 +133,7 @@ fn gaps_hold_in_a_concentrated_honest_world_with_short_histories() {
 #[test]
 fn planted_satisfaction_gaps_are_found() {
     let root = generated_run();
-    let ws = Workspace::open_existing(&root.join("ws")).unwrap();
+    let ws = Workspace::reader(&root.join("ws")).unwrap();
     let scores = rapport_engine::gap_truth::score(&ws, &root.join("data/truth"), 0.95).unwrap();
     for dir in ["over", "under"] {
         let s = scores
@@ -271,7 +271,7 @@ fn gaps_do_not_depend_on_row_order() {
     for (name, src) in [("a", &data), ("b", &reversed)] {
         let ws_dir = dir.path().join(name);
         crate::ingest(&ws_dir, src).unwrap();
-        let ws = Workspace::open_existing(&ws_dir).unwrap();
+        let ws = Workspace::existing_writer(&ws_dir, &rapport_store::Writer::new("test")).unwrap();
         rapport_engine::run::run(&ws, &rapport_engine::run::config::ModelsConfig::default(), None).unwrap();
         tables.push(rows(
             &ws_dir,
@@ -286,7 +286,7 @@ fn gaps_do_not_depend_on_row_order() {
 /// statements judged with the later behaviour, no truth used.
 #[test]
 fn gap_evidence_holds_up_against_later_behaviour() {
-    let ws = Workspace::open_existing(&generated_run().join("ws")).unwrap();
+    let ws = Workspace::reader(&generated_run().join("ws")).unwrap();
     let cfg = rapport_engine::run::config::ModelsConfig::default();
     let v = rapport_engine::evaluate::evaluate_gaps(&ws, &cfg, 180).unwrap();
     eprintln!("{}", serde_json::to_string_pretty(&v).unwrap());

@@ -207,7 +207,7 @@ fn order_sums_made_while_ingesting_equal_the_stored_orders_aggregated() {
     let ws_dir = dir.path().join("ws");
     let out = ingest(&ws_dir, &data).unwrap();
     assert!(out.orders_by_customer.is_some(), "the first ingest sums the orders itself");
-    let ws = rapport_store::Workspace::open_existing(&ws_dir).unwrap();
+    let ws = rapport_store::Workspace::existing_writer(&ws_dir, &rapport_store::Writer::new("test")).unwrap();
     use rapport_engine::session::{batches_as_text, text_rows, Personal};
     let a = text_rows(&ws, "SELECT * FROM customers ORDER BY customer_id", &Personal::Stored).unwrap();
     let b = batches_as_text(&rapport_engine::unify::customers_from_stored(&ws).unwrap()).unwrap();
@@ -216,6 +216,7 @@ fn order_sums_made_while_ingesting_equal_the_stored_orders_aggregated() {
     for (x, y) in a.iter().zip(&b) {
         assert_eq!(x, y);
     }
+    drop(ws);
     // A second ingest with orders adds to stored ones: it reads them back.
     write(
         &data,

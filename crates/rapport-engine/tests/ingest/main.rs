@@ -22,7 +22,7 @@ pub fn repo_root() -> PathBuf {
 
 /// Ingests `data` into the workspace at `ws_dir`.
 pub fn ingest(ws_dir: &Path, data: &Path) -> Result<IngestOutcome, EngineError> {
-    let ws = Workspace::open(ws_dir)?;
+    let ws = Workspace::writer(ws_dir, &rapport_store::Writer::new("test"))?;
     rapport_engine::ingest::ingest(&ws, &IngestOptions::new(data), &NoProgress)
 }
 
@@ -39,13 +39,13 @@ pub fn snapshot(ws_dir: &Path) -> (BTreeMap<PathBuf, Vec<u8>>, BTreeMap<String, 
             }
         }
     }
-    let ws = Workspace::open(ws_dir).unwrap();
+    let ws = Workspace::writer(ws_dir, &rapport_store::Writer::new("test")).unwrap();
     (files, ws.tables().unwrap())
 }
 
 /// Runs a query and returns the first column of the first row as text.
 pub fn scalar(ws_dir: &Path, sql: &str) -> String {
-    let ws = Workspace::open_existing(ws_dir).unwrap();
+    let ws = Workspace::reader(ws_dir).unwrap();
     let batches = rapport_engine::export::query(&ws, sql, &rapport_engine::session::Personal::Masked).unwrap();
     let b = batches.iter().find(|b| b.num_rows() > 0).expect("a row");
     let col = datafusion::arrow::compute::cast(b.column(0), &datafusion::arrow::datatypes::DataType::Utf8).unwrap();
@@ -63,7 +63,7 @@ pub fn generated_run() -> &'static Path {
         rapport_synth::generate(&rapport_synth::GenerateOptions::new(4000, 11, &data)).unwrap();
         let ws_dir = root.join("ws");
         ingest(&ws_dir, &data).unwrap();
-        let ws = Workspace::open_existing(&ws_dir).unwrap();
+        let ws = Workspace::existing_writer(&ws_dir, &rapport_store::Writer::new("test")).unwrap();
         let cfg = rapport_engine::run::config::ModelsConfig::default();
         rapport_engine::run::run(&ws, &cfg, None).unwrap();
         root
