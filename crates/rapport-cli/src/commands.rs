@@ -757,6 +757,28 @@ pub fn demo(out: &Path, customers: usize, seed: u64, quiet: bool) -> Result<()> 
     Ok(())
 }
 
+/// `rapport rekey`: a new key for every personal value and pseudonym.
+pub fn rekey(workspace: &Path, new_key_file: Option<&Path>, wait: Duration) -> Result<()> {
+    let ws = writer(workspace, "rekey", wait, false)?;
+    let r = rapport_store::rekey::rekey(&ws, new_key_file)?;
+    println!(
+        "re-encrypted {} personal values and {} pseudonyms in {} tables under a new key, now in {}; the old key no longer opens this workspace",
+        r.values,
+        r.pseudonyms,
+        r.tables,
+        r.key_file.display()
+    );
+    if std::env::var_os(rapport_store::crypto::KEY_ENV).is_some() {
+        println!(
+            "{} still holds the old key: set it to the new key (or unset it and use {}={})",
+            rapport_store::crypto::KEY_ENV,
+            rapport_store::crypto::KEY_FILE_ENV,
+            r.key_file.display()
+        );
+    }
+    Ok(())
+}
+
 /// `rapport check`: the workspace against its catalog. Exit 1 on any problem.
 pub fn check(workspace: &Path, as_json: bool) -> Result<()> {
     let ws = Workspace::reader(workspace)?;

@@ -25,7 +25,7 @@ struct Cli {
     /// No progress bars.
     #[arg(long, short, global = true)]
     quiet: bool,
-    /// Commands that change the workspace (init, ingest, run, uplift) wait this many
+    /// Commands that change the workspace (init, ingest, run, uplift, rekey) wait this many
     /// seconds for another such command to finish; 0 fails at once (exit 75).
     #[arg(long, global = true, default_value_t = 0.0, value_name = "SECONDS")]
     wait: f64,
@@ -129,6 +129,14 @@ enum Command {
         /// Print JSON instead of lines.
         #[arg(long)]
         json: bool,
+    },
+    /// Rotate the key: every personal value and pseudonym re-encrypted under a new key
+    /// in one transaction; the old key is refused afterwards.
+    Rekey {
+        /// Where to write the new key (needed when the key comes from RAPPORT_KEY;
+        /// otherwise the new key replaces the current key file).
+        #[arg(long)]
+        new_key_file: Option<PathBuf>,
     },
     /// Verify the workspace against its catalog: every part present, with the size,
     /// SHA-256 and row count recorded at commit, readable as Parquet, and no stray file.
@@ -234,6 +242,7 @@ fn main() -> ExitCode {
         Command::Recommend { products, k, json } => commands::recommend(&cli.workspace, &products, k, json),
         Command::Uplift { json } => commands::uplift(&cli.workspace, json, wait),
         Command::Check { json } => commands::check(&cli.workspace, json),
+        Command::Rekey { new_key_file } => commands::rekey(&cli.workspace, new_key_file.as_deref(), wait),
         Command::Sql { query, format, reveal } => commands::sql(&cli.workspace, &query, &format, reveal),
         Command::Export {
             table,

@@ -64,7 +64,7 @@ pub async fn register(ctx: &SessionContext, table: &str, files: Vec<PathBuf>, pe
 fn shown(df: DataFrame, personal: &Personal) -> Result<DataFrame> {
     let reveal = match personal {
         Personal::Stored => return Ok(df),
-        Personal::Revealed(keys) => Some(reveal_udf((**keys).clone())),
+        Personal::Revealed(keys) => Some(keys),
         Personal::Masked => None,
     };
     let fields = df.schema().fields().clone();
@@ -79,8 +79,8 @@ fn shown(df: DataFrame, personal: &Personal) -> Result<DataFrame> {
                 return c;
             }
             let bytes = cast(c, DataType::Binary);
-            match &reveal {
-                Some(udf) => udf.call(vec![bytes]).alias(f.name()),
+            match reveal {
+                Some(keys) => reveal_udf((**keys).clone(), f.name()).call(vec![bytes]).alias(f.name()),
                 None => mask_udf().call(vec![bytes]).alias(f.name()),
             }
         })
@@ -147,13 +147,15 @@ fn mask_udf() -> datafusion::logical_expr::ScalarUDF {
     )
 }
 
-fn reveal_udf(keys: Keys) -> datafusion::logical_expr::ScalarUDF {
+/// Decrypts the values of one column (the column's name is bound to its ciphertexts).
+fn reveal_udf(keys: Keys, column: &str) -> datafusion::logical_expr::ScalarUDF {
+    let column = column.to_string();
     create_udf(
         "reveal_pii",
         vec![DataType::Binary],
         DataType::Utf8,
         Volatility::Immutable,
-        Arc::new(move |args: &[ColumnarValue]| binary_to_text(args, |b| keys.decrypt(b).ok())),
+        Arc::new(move |args: &[ColumnarValue]| binary_to_text(args, |b| keys.decrypt(&column, b).ok())),
     )
 }
 

@@ -26,9 +26,17 @@ pub struct Config {
     #[serde(default)]
     pub actions: Option<toml::Table>,
     #[serde(default)]
-    pub privacy: Option<toml::Table>,
+    pub privacy: PrivacyConfig,
     #[serde(default)]
     pub server: Option<toml::Table>,
+}
+
+/// `[privacy]`: where the key lives.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivacyConfig {
+    /// A key file outside the workspace (it must be private to its owner, mode 0600).
+    pub key_file: Option<std::path::PathBuf>,
 }
 
 /// File format of an input table.

@@ -1,22 +1,27 @@
 //! Personal data at rest: AES-256-GCM encryption and keyed-hash pseudonyms.
 //!
-//! One 256-bit master key per workspace, from `RAPPORT_KEY` (64 hex digits) or the
-//! workspace's key file, created on first use. Two keys are derived from it with
-//! HMAC-SHA256: one encrypts, one makes pseudonyms (the join keys identity resolution
-//! matches on), so a pseudonym reveals nothing without the key.
+//! One 256-bit master key per workspace, from `RAPPORT_KEY` (64 hex digits), a key
+//! file (`RAPPORT_KEY_FILE`, `[privacy] key_file`, or the workspace's `key`), created on
+//! first use. Keys are derived from it with HMAC-SHA256: one encrypts, one makes the
+//! nonces of deterministic encryption, one makes pseudonyms (the join keys identity
+//! resolution matches on), so a pseudonym reveals nothing without the key. Key bytes
+//! are wiped from memory when dropped.
 //!
-//! The nonce of each value is derived from the value itself (an HMAC under a third
-//! derived key, as in SIV constructions): the same value under the same key always
-//! encrypts to the same bytes, which keeps workspaces reproducible. This reveals which
-//! stored values are equal, which the pseudonyms reveal anyway, and nothing more; a
-//! nonce never repeats for two different values.
+//! Every value is encrypted with its column's name as associated data: a ciphertext
+//! copied into another column does not decrypt. Email and phone are encrypted
+//! deterministically (the nonce is an HMAC of column and value, as in SIV
+//! constructions), which reveals which stored values are equal — as the pseudonyms do
+//! anyway — and nothing more. Everything else (name, birth date, the raw text of
+//! quarantined rows, columns named in `[privacy] pii_columns`, personal values found in
+//! unmapped columns) gets a random nonce, so equal values do not look equal.
 
 use std::path::Path;
 
-use aes_gcm::aead::{Aead, KeyInit};
+use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+use zeroize::Zeroizing;
 
 use crate::error::{Result, StoreError};
 
@@ -24,12 +29,17 @@ type HmacSha256 = Hmac<Sha256>;
 
 /// The environment variable that holds the master key, as 64 hex digits.
 pub const KEY_ENV: &str = "RAPPORT_KEY";
+/// The environment variable naming a key file outside the workspace.
+pub const KEY_FILE_ENV: &str = "RAPPORT_KEY_FILE";
+
+/// A master key; its bytes are wiped when it is dropped.
+pub type MasterKey = Zeroizing<[u8; 32]>;
 
 #[derive(Clone)]
 pub struct Keys {
     cipher: Aes256Gcm,
-    nonce_key: [u8; 32],
-    pseudonym_key: [u8; 32],
+    nonce_key: Zeroizing<[u8; 32]>,
+    pseudonym_key: Zeroizing<[u8; 32]>,
     check: String,
 }
 
@@ -39,18 +49,28 @@ impl std::fmt::Debug for Keys {
     }
 }
 
-fn derive(master: &[u8; 32], label: &str) -> [u8; 32] {
+fn derive(master: &[u8; 32], label: &str) -> Zeroizing<[u8; 32]> {
     let mut mac = <HmacSha256 as Mac>::new_from_slice(master).expect("hmac takes any key length");
     mac.update(label.as_bytes());
-    mac.finalize().into_bytes().into()
+    Zeroizing::new(mac.finalize().into_bytes().into())
+}
+
+/// Whether values of `column` are encrypted deterministically (equal values, equal
+/// bytes): only the identity columns.
+pub fn is_deterministic(column: &str) -> bool {
+    matches!(column, "email" | "phone")
+}
+
+fn aad(column: &str) -> Vec<u8> {
+    format!("rapport/v2/{column}").into_bytes()
 }
 
 impl Keys {
     pub fn from_master(master: &[u8; 32]) -> Self {
-        let enc = derive(master, "rapport/encrypt/v1");
+        let enc = derive(master, "rapport/encrypt/v2");
         Self {
-            cipher: Aes256Gcm::new_from_slice(&enc).expect("32-byte key"),
-            nonce_key: derive(master, "rapport/nonce/v1"),
+            cipher: Aes256Gcm::new_from_slice(&enc[..]).expect("32-byte key"),
+            nonce_key: derive(master, "rapport/nonce/v2"),
             pseudonym_key: derive(master, "rapport/pseudonym/v1"),
             check: hex::encode(&derive(master, "rapport/check/v1")[..8]),
         }
@@ -62,66 +82,121 @@ impl Keys {
         &self.check
     }
 
-    pub fn parse_hex(text: &str) -> Result<[u8; 32]> {
-        let bytes = hex::decode(text.trim()).map_err(|_| StoreError::Key("expected 64 hex digits".into()))?;
-        bytes
-            .try_into()
-            .map_err(|_| StoreError::Key("expected 64 hex digits (a 256-bit key)".into()))
+    pub fn parse_hex(text: &str) -> Result<MasterKey> {
+        let bytes = Zeroizing::new(hex::decode(text.trim()).map_err(|_| StoreError::Key("expected 64 hex digits".into()))?);
+        let mut key = Zeroizing::new([0u8; 32]);
+        if bytes.len() != 32 {
+            return Err(StoreError::Key("expected 64 hex digits (a 256-bit key)".into()));
+        }
+        key.copy_from_slice(&bytes);
+        Ok(key)
+    }
+
+    /// A fresh random master key.
+    pub fn generate() -> Result<MasterKey> {
+        let mut master = Zeroizing::new([0u8; 32]);
+        getrandom(&mut master[..])?;
+        Ok(master)
+    }
+
+    /// Reads a key file. A file that others than its owner may read is refused: the
+    /// key must be as private as the data it protects.
+    pub fn read_file(key_file: &Path) -> Result<MasterKey> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let meta = std::fs::metadata(key_file).map_err(|e| StoreError::io(key_file, e))?;
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                return Err(StoreError::Key(format!(
+                    "{} can be read by others (mode {mode:o}); make it private with `chmod 600 {}`",
+                    key_file.display(),
+                    key_file.display()
+                )));
+            }
+        }
+        let text = Zeroizing::new(std::fs::read_to_string(key_file).map_err(|e| StoreError::io(key_file, e))?);
+        Self::parse_hex(&text).map_err(|e| StoreError::Key(format!("{}: {e}", key_file.display())))
+    }
+
+    /// Writes a new key file (mode 0600); refuses to overwrite one.
+    pub fn write_file(key_file: &Path, master: &[u8; 32]) -> Result<()> {
+        let text = Zeroizing::new(hex::encode(master));
+        write_private(key_file, &text)
     }
 
     /// Loads the key from `RAPPORT_KEY` or `key_file`; creates the file (mode 0600) with
     /// a fresh random key when neither exists and `create` is set.
     pub fn load_or_create(key_file: &Path, create: bool) -> Result<Self> {
         if let Ok(text) = std::env::var(KEY_ENV) {
+            let text = Zeroizing::new(text);
             return Self::parse_hex(&text)
                 .map(|k| Self::from_master(&k))
                 .map_err(|e| StoreError::Key(format!("{KEY_ENV}: {e}")));
         }
         if key_file.is_file() {
-            let text = std::fs::read_to_string(key_file).map_err(|e| StoreError::io(key_file, e))?;
-            return Self::parse_hex(&text)
-                .map(|k| Self::from_master(&k))
-                .map_err(|e| StoreError::Key(format!("{}: {e}", key_file.display())));
+            return Self::read_file(key_file).map(|k| Self::from_master(&k));
         }
         if !create {
             return Err(StoreError::Key(format!("no key: set {KEY_ENV} or restore {}", key_file.display())));
         }
-        let mut master = [0u8; 32];
-        getrandom(&mut master)?;
-        write_private(key_file, &hex::encode(master))?;
+        let master = Self::generate()?;
+        Self::write_file(key_file, &master)?;
         Ok(Self::from_master(&master))
     }
 
-    /// Encrypts one value: nonce (12 bytes) followed by ciphertext and tag.
-    pub fn encrypt(&self, plaintext: &str) -> Vec<u8> {
-        let mut mac = <HmacSha256 as Mac>::new_from_slice(&self.nonce_key).expect("any key length");
-        mac.update(plaintext.as_bytes());
-        let tag = mac.finalize().into_bytes();
-        let nonce = Nonce::from_slice(&tag[..12]);
-        let mut out = tag[..12].to_vec();
+    /// Encrypts one value of `column` as that column is encrypted (see
+    /// [`is_deterministic`]): nonce (12 bytes) followed by ciphertext and tag.
+    pub fn encrypt(&self, column: &str, plaintext: &str) -> Vec<u8> {
+        let mut nonce = [0u8; 12];
+        if is_deterministic(column) {
+            let mut mac = <HmacSha256 as Mac>::new_from_slice(&self.nonce_key[..]).expect("any key length");
+            mac.update(column.as_bytes());
+            mac.update(&[0]);
+            mac.update(plaintext.as_bytes());
+            nonce.copy_from_slice(&mac.finalize().into_bytes()[..12]);
+        } else {
+            getrandom(&mut nonce).expect("the operating system gives random bytes");
+        }
+        let aad = aad(column);
+        let mut out = nonce.to_vec();
         out.extend(
             self.cipher
-                .encrypt(nonce, plaintext.as_bytes())
+                .encrypt(
+                    Nonce::from_slice(&nonce),
+                    Payload {
+                        msg: plaintext.as_bytes(),
+                        aad: &aad,
+                    },
+                )
                 .expect("AES-GCM encryption of a short value cannot fail"),
         );
         out
     }
 
-    pub fn decrypt(&self, data: &[u8]) -> Result<String> {
+    /// Decrypts one value of `column`; fails for a value of another column or key.
+    pub fn decrypt(&self, column: &str, data: &[u8]) -> Result<String> {
         if data.len() < 12 + 16 {
             return Err(StoreError::Key("encrypted value is truncated".into()));
         }
+        let aad = aad(column);
         let plain = self
             .cipher
-            .decrypt(Nonce::from_slice(&data[..12]), &data[12..])
-            .map_err(|_| StoreError::Key("a value does not decrypt with this key".into()))?;
+            .decrypt(
+                Nonce::from_slice(&data[..12]),
+                Payload {
+                    msg: &data[12..],
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| StoreError::Key(format!("a value of {column} does not decrypt with this key")))?;
         String::from_utf8(plain).map_err(|_| StoreError::Key("a decrypted value is not text".into()))
     }
 
     /// A keyed-hash pseudonym of a normalised value within a namespace (`email`,
     /// `phone`): 128 bits, hex.
     pub fn pseudonym(&self, namespace: &str, normalised: &str) -> String {
-        let mut mac = <HmacSha256 as Mac>::new_from_slice(&self.pseudonym_key).expect("any key length");
+        let mut mac = <HmacSha256 as Mac>::new_from_slice(&self.pseudonym_key[..]).expect("any key length");
         mac.update(namespace.as_bytes());
         mac.update(b":");
         mac.update(normalised.as_bytes());
@@ -157,13 +232,21 @@ mod tests {
     #[test]
     fn round_trip_and_determinism() {
         let k = Keys::from_master(&[7u8; 32]);
-        let a = k.encrypt("ada@example.com");
-        assert_eq!(a, k.encrypt("ada@example.com"));
-        assert_ne!(a, k.encrypt("bob@example.com"));
-        assert_eq!(k.decrypt(&a).unwrap(), "ada@example.com");
+        let a = k.encrypt("email", "ada@example.com");
+        assert_eq!(a, k.encrypt("email", "ada@example.com"));
+        assert_ne!(a, k.encrypt("email", "bob@example.com"));
+        assert_eq!(k.decrypt("email", &a).unwrap(), "ada@example.com");
         assert!(!String::from_utf8_lossy(&a).contains("example"));
         let other = Keys::from_master(&[8u8; 32]);
-        assert!(other.decrypt(&a).is_err());
+        assert!(other.decrypt("email", &a).is_err());
+        // Bound to its column: moved into another, it does not decrypt.
+        assert!(k.decrypt("phone", &a).is_err());
+        // Names and birth dates are randomised: equal values do not look equal.
+        let n1 = k.encrypt("name", "Ada Lovelace");
+        let n2 = k.encrypt("name", "Ada Lovelace");
+        assert_ne!(n1, n2);
+        assert_eq!(k.decrypt("name", &n1).unwrap(), k.decrypt("name", &n2).unwrap());
+        assert!(k.decrypt("birth_date", &n1).is_err());
         assert_ne!(k.pseudonym("email", "x"), other.pseudonym("email", "x"));
         assert_ne!(k.pseudonym("email", "x"), k.pseudonym("phone", "x"));
         assert_eq!(k.pseudonym("email", "x").len(), 32);
@@ -180,5 +263,12 @@ mod tests {
         let a = Keys::load_or_create(&path, true).unwrap();
         let b = Keys::load_or_create(&path, false).unwrap();
         assert_eq!(a.check_value(), b.check_value());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+            let err = Keys::load_or_create(&path, false).unwrap_err().to_string();
+            assert!(err.contains("can be read by others") && err.contains("chmod 600"), "{err}");
+        }
     }
 }

@@ -124,6 +124,11 @@ pub fn prepare<'w>(ws: &'w Workspace, opts: &IngestOptions, progress: &dyn Progr
             open(f, input.table, &input.config)?;
         }
     }
+    if let Some(key_file) = &config.privacy.key_file {
+        // A relative path is read from the folder of the rapport.toml that names it.
+        let base = config_file.as_deref().and_then(Path::parent).unwrap_or(&opts.data_dir);
+        ws.use_key_file(&base.join(key_file))?;
+    }
     let keys = ws.keys(true)?;
     let tz: chrono_tz::Tz = config.ingest.timezone.parse().expect("validated with the config");
     let min_ts = crate::value::parse_instant(&config.ingest.min_timestamp).expect("validated");
@@ -133,6 +138,20 @@ pub fn prepare<'w>(ws: &'w Workspace, opts: &IngestOptions, progress: &dyn Progr
     };
 
     let mut txn = ws.begin("ingest")?;
+    // The default regions phones were read in, for recomputing their pseudonyms when
+    // the key is rotated.
+    if let Some(code) = config.identity.default_country_code.as_deref() {
+        let known = ws.meta("phone_default_codes")?.unwrap_or_default();
+        let code = code.trim().trim_start_matches('+');
+        if !known.split(',').any(|c| c == code) {
+            let all = if known.is_empty() {
+                code.to_string()
+            } else {
+                format!("{known},{code}")
+            };
+            txn.set_meta("phone_default_codes", &all);
+        }
+    }
     let mut q = Quality {
         ingest_id: txn.id,
         ingested_at: chrono::DateTime::from_timestamp_micros(opts.now_micros)
@@ -986,7 +1005,7 @@ impl State {
 
     fn quarantine_row(&mut self, ctx: &BatchCtx<'_>, row: &RowMeta, reason: &str, detail: Option<&str>, tq: &mut TableQuality) {
         *tq.rejected.entry(reason.to_string()).or_default() += 1;
-        let raw = Val::Bin(self.keys.encrypt(ctx.batch.raw(row)));
+        let raw = Val::Bin(self.keys.encrypt("raw", ctx.batch.raw(row)));
         self.quarantine.push_row(&[
             Val::Str(ctx.table.name()),
             Val::Str(ctx.file),
@@ -1044,7 +1063,10 @@ impl State {
                 _ => {
                     let (i, c) = t.column(name).expect("stored columns are canonical");
                     if c.pii {
-                        values[i].as_str().map(|s| Val::Bin(self.keys.encrypt(s))).unwrap_or(Val::Null)
+                        values[i]
+                            .as_str()
+                            .map(|s| Val::Bin(self.keys.encrypt(name, s)))
+                            .unwrap_or(Val::Null)
                     } else {
                         owned(&values[i])
                     }

@@ -445,28 +445,79 @@ impl Workspace {
         self.root.join("reports")
     }
 
+    /// Where the key file is: `RAPPORT_KEY_FILE`, else the file `[privacy] key_file`
+    /// named when the workspace was written (recorded in the catalog), else
+    /// `<workspace>/key`. (`RAPPORT_KEY`, when set, takes precedence over any file.)
     pub fn key_file(&self) -> PathBuf {
-        self.root.join("key")
+        if let Some(p) = std::env::var_os(crate::crypto::KEY_FILE_ENV) {
+            return PathBuf::from(p);
+        }
+        match self.meta("key_file") {
+            Ok(Some(p)) => PathBuf::from(p),
+            _ => self.root.join("key"),
+        }
+    }
+
+    /// A value of the catalog's `meta` table.
+    pub fn meta(&self, key: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// Sets a value of the catalog's `meta` table (writers only).
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        self.require_writer()?;
+        self.conn
+            .execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?1, ?2)", params![key, value])?;
+        Ok(())
+    }
+
+    /// Records that this workspace's key lives in `path` (outside the workspace, from
+    /// `[privacy] key_file`).
+    pub fn use_key_file(&self, path: &Path) -> Result<()> {
+        let abs = std::path::absolute(path).map_err(|e| StoreError::io(path, e))?;
+        if self.meta("key_file")?.as_deref() != abs.to_str() {
+            let text = abs
+                .to_str()
+                .ok_or_else(|| StoreError::Usage(format!("{}: the key file's path must be text", abs.display())))?;
+            self.set_meta("key_file", text)?;
+        }
+        Ok(())
     }
 
     /// The workspace's keys; the first call creates the key. A key that differs from
-    /// the one the workspace was created with is refused.
+    /// the one the workspace was created with is refused. A key rotation that committed
+    /// but crashed before the new key file took the old one's place is finished here.
     pub fn keys(&self, create: bool) -> Result<Keys> {
-        let keys = Keys::load_or_create(&self.key_file(), create && self.is_writer())?;
-        let stored: Option<String> = self
-            .conn
-            .query_row("SELECT value FROM meta WHERE key = 'key_check'", [], |r| r.get(0))
-            .optional()?;
+        let file = self.key_file();
+        let stored = self.meta("key_check")?;
+        let keys = Keys::load_or_create(&file, create && self.is_writer() && stored.is_none())?;
         match stored {
-            Some(s) if s != keys.check_value() => Err(StoreError::Key(format!(
-                "the key ({} or {}) is not the one this workspace was created with",
-                crate::crypto::KEY_ENV,
-                self.key_file().display()
-            ))),
+            Some(s) if s != keys.check_value() => {
+                let pending = rotated_key_path(&file);
+                if pending.is_file() && std::env::var_os(crate::crypto::KEY_ENV).is_none() {
+                    let next = Keys::from_master(&*Keys::read_file(&pending)?);
+                    if next.check_value() == s {
+                        if self.is_writer() {
+                            std::fs::rename(&pending, &file).map_err(|e| StoreError::io(&file, e))?;
+                            if let Some(d) = file.parent() {
+                                sync_dir(d)?;
+                            }
+                        }
+                        return Ok(next);
+                    }
+                }
+                Err(StoreError::Key(format!(
+                    "the key ({} or {}) is not this workspace's key (it was created with, or rotated to, another)",
+                    crate::crypto::KEY_ENV,
+                    file.display()
+                )))
+            }
             Some(_) => Ok(keys),
             None if self.is_writer() => {
-                self.conn
-                    .execute("INSERT INTO meta(key, value) VALUES ('key_check', ?1)", params![keys.check_value()])?;
+                self.set_meta("key_check", keys.check_value())?;
                 Ok(keys)
             }
             None => Ok(keys),
@@ -536,6 +587,7 @@ impl Workspace {
             parts: Vec::new(),
             replaced: Vec::new(),
             files: Vec::new(),
+            meta: Vec::new(),
             counter: 0,
             committed: false,
         })
@@ -639,6 +691,13 @@ impl Workspace {
     }
 }
 
+/// Where `rapport rekey` writes the new key before its commit: `<key file>.next`.
+pub fn rotated_key_path(key_file: &Path) -> PathBuf {
+    let mut name = key_file.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".next");
+    key_file.with_file_name(name)
+}
+
 /// What [`Workspace::check`] found.
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct CheckReport {
@@ -663,6 +722,7 @@ pub struct Transaction<'a> {
     parts: Vec<(String, PathBuf, u64)>,
     replaced: Vec<String>,
     files: Vec<(String, String, String, u64, u64)>,
+    meta: Vec<(String, String)>,
     counter: u32,
     committed: bool,
 }
@@ -712,6 +772,11 @@ impl Transaction<'_> {
         if !self.replaced.iter().any(|t| t == table) {
             self.replaced.push(table.to_string());
         }
+    }
+
+    /// Sets a catalog `meta` value when this transaction commits.
+    pub fn set_meta(&mut self, key: &str, value: &str) {
+        self.meta.push((key.to_string(), value.to_string()));
     }
 
     /// Records an ingested input file (for recognising it again).
@@ -802,6 +867,9 @@ impl Transaction<'_> {
                 "INSERT OR REPLACE INTO files(sha256, table_name, name, bytes, rows, txn) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![sha, table, name, *bytes as i64, *rows as i64, self.id],
             )?;
+        }
+        for (k, v) in &self.meta {
+            tx.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?1, ?2)", params![k, v])?;
         }
         tx.execute(
             "UPDATE transactions SET committed_at = ?1, summary = ?2 WHERE id = ?3",
