@@ -44,10 +44,11 @@ fn ingest_query_and_export_cdnow() {
             "sql",
             "--format",
             "csv",
-            "SELECT customer_id, orders FROM customers ORDER BY customer_id LIMIT 2",
+            "SELECT s.source_customer_id, c.orders FROM customers c JOIN customer_sources s USING (customer_id) \
+             ORDER BY 1 LIMIT 2",
         ],
     );
-    assert_eq!(text(&out.stdout), "customer_id,orders\n00001,1\n00002,2\n");
+    assert_eq!(text(&out.stdout), "source_customer_id,orders\n00001,1\n00002,2\n");
 
     let out = rapport(&ws, &["sql", "SELEC nonsense"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));

@@ -22,26 +22,48 @@ fn quoted(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
+/// An id as error messages show it: not at all when it looks like an email or phone.
+fn shown_id(id: &str) -> String {
+    match rapport_store::value::personal_kind(id) {
+        Some(kind) => format!("with that id ({kind})"),
+        None => format!("\"{id}\""),
+    }
+}
+
 /// Everything known about one customer.
 pub fn explain(ws: &Workspace, customer: &str, personal: &Personal) -> Result<Value> {
     let tables = ws.tables()?;
-    let q = quoted(customer);
+    // A source id that is an email or a phone is stored as a token under the key, and
+    // only the token goes into the query (queries may be logged).
+    let q = match rapport_store::value::personal_kind(customer) {
+        Some(kind) => {
+            let keys = ws.keys(false).map_err(|_| {
+                EngineError::Usage(format!(
+                    "this id looks like {kind}: such source ids are stored encrypted, and finding one needs the key"
+                ))
+            })?;
+            quoted(&keys.seal_text("source_customer_id", customer))
+        }
+        None => quoted(customer),
+    };
     let ids = rows(
         ws,
         &format!("SELECT DISTINCT customer_id FROM customer_sources WHERE customer_id = {q} OR source_customer_id = {q}"),
-        personal,
+        &Personal::Stored,
     )?;
     let id = match ids.as_slice() {
         [one] => one["customer_id"].as_str().unwrap_or_default().to_string(),
         [] => {
             return Err(EngineError::Usage(format!(
-                "no customer \"{customer}\" (neither a unified nor a source id)"
+                "no customer {} (neither a unified nor a source id)",
+                shown_id(customer)
             )))
         }
         many => {
             let list: Vec<&str> = many.iter().filter_map(|r| r["customer_id"].as_str()).collect();
             return Err(EngineError::Usage(format!(
-                "\"{customer}\" is a source id of several customers ({}); give the unified id",
+                "{} is a source id of several customers ({}); give the unified id",
+                shown_id(customer),
                 list.join(", ")
             )));
         }

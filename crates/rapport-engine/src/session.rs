@@ -68,7 +68,7 @@ fn shown(df: DataFrame, personal: &Personal) -> Result<DataFrame> {
         Personal::Masked => None,
     };
     let fields = df.schema().fields().clone();
-    if !fields.iter().any(|f| is_binary(f.data_type())) {
+    if reveal.is_none() && !fields.iter().any(|f| is_binary(f.data_type())) {
         return Ok(df);
     }
     let exprs: Vec<Expr> = fields
@@ -76,7 +76,15 @@ fn shown(df: DataFrame, personal: &Personal) -> Result<DataFrame> {
         .map(|f| {
             let c = col(format!("\"{}\"", f.name()));
             if !is_binary(f.data_type()) {
-                return c;
+                // Text columns may hold personal values as tokens (`enc:…`).
+                return match reveal {
+                    Some(keys) if matches!(f.data_type(), DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8) => {
+                        reveal_tokens_udf((**keys).clone(), f.name())
+                            .call(vec![cast(c, DataType::Utf8)])
+                            .alias(f.name())
+                    }
+                    _ => c,
+                };
             }
             let bytes = cast(c, DataType::Binary);
             match reveal {
@@ -156,6 +164,30 @@ fn reveal_udf(keys: Keys, column: &str) -> datafusion::logical_expr::ScalarUDF {
         DataType::Utf8,
         Volatility::Immutable,
         Arc::new(move |args: &[ColumnarValue]| binary_to_text(args, |b| keys.decrypt(&column, b).ok())),
+    )
+}
+
+/// Reveals the tokens (`enc:…`) in the values of one text column.
+fn reveal_tokens_udf(keys: Keys, column: &str) -> datafusion::logical_expr::ScalarUDF {
+    use datafusion::arrow::array::StringArray;
+    let column = column.to_string();
+    create_udf(
+        "reveal_tokens",
+        vec![DataType::Utf8],
+        DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(move |args: &[ColumnarValue]| {
+            let arr = match &args[0] {
+                ColumnarValue::Array(a) => a.clone(),
+                ColumnarValue::Scalar(s) => s.to_array()?,
+            };
+            let s = arr
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .ok_or_else(|| DataFusionError::Internal("a text column".into()))?;
+            let out: StringArray = s.iter().map(|v| v.map(|t| keys.reveal_text(&column, t).into_owned())).collect();
+            Ok(ColumnarValue::Array(Arc::new(out) as ArrayRef))
+        }),
     )
 }
 

@@ -56,10 +56,15 @@ fn derive(master: &[u8; 32], label: &str) -> Zeroizing<[u8; 32]> {
 }
 
 /// Whether values of `column` are encrypted deterministically (equal values, equal
-/// bytes): only the identity columns.
+/// bytes): only the identity columns and source ids (which rows are joined on).
 pub fn is_deterministic(column: &str) -> bool {
-    matches!(column, "email" | "phone")
+    matches!(column, "email" | "phone" | "source_customer_id")
 }
+
+/// How a personal value stored inside a text column begins (a source id that is an
+/// email address, a phone number in an event's properties, a `[privacy] pii_columns`
+/// value): the prefix, then the ciphertext in URL-safe base64.
+pub const TOKEN_PREFIX: &str = "enc:";
 
 fn aad(column: &str) -> Vec<u8> {
     format!("rapport/v2/{column}").into_bytes()
@@ -193,6 +198,62 @@ impl Keys {
         String::from_utf8(plain).map_err(|_| StoreError::Key("a decrypted value is not text".into()))
     }
 
+    /// A personal value as a token that can sit in a text column: `enc:` and the
+    /// ciphertext (encrypted as `column` is, see [`is_deterministic`]).
+    pub fn seal_text(&self, column: &str, text: &str) -> String {
+        use base64::Engine;
+        let mut out = String::from(TOKEN_PREFIX);
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode_string(self.encrypt(column, text), &mut out);
+        out
+    }
+
+    /// The value of a token made by [`Keys::seal_text`]; `None` if `text` is not one.
+    pub fn open_text(&self, column: &str, text: &str) -> Option<Result<String>> {
+        use base64::Engine;
+        let b64 = text.strip_prefix(TOKEN_PREFIX)?;
+        Some(
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(b64)
+                .map_err(|_| StoreError::Key(format!("a token in {column} is damaged")))
+                .and_then(|bytes| self.decrypt(column, &bytes)),
+        )
+    }
+
+    /// `text` with every token in it revealed: a whole-cell token, or tokens that are
+    /// string values inside a JSON object (unmapped columns, event properties). A token
+    /// that does not open with this key stays as it is.
+    pub fn reveal_text<'t>(&self, column: &str, text: &'t str) -> std::borrow::Cow<'t, str> {
+        use std::borrow::Cow;
+        if let Some(Ok(v)) = self.open_text(column, text) {
+            return Cow::Owned(v);
+        }
+        let needle = format!("\"{TOKEN_PREFIX}");
+        if !text.contains(&needle) {
+            return Cow::Borrowed(text);
+        }
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        while let Some(at) = rest.find(&needle) {
+            out.push_str(&rest[..at]);
+            let after = &rest[at + 1..];
+            let end = after.find('"').unwrap_or(after.len());
+            let token = &after[..end];
+            match self.open_text(column, token) {
+                Some(Ok(v)) => out.push_str(&serde_json::to_string(&v).expect("a string serialises")),
+                _ => {
+                    out.push('"');
+                    out.push_str(token);
+                    if end < after.len() {
+                        out.push('"');
+                    }
+                }
+            }
+            rest = if end < after.len() { &after[end + 1..] } else { "" };
+        }
+        out.push_str(rest);
+        Cow::Owned(out)
+    }
+
     /// A keyed-hash pseudonym of a normalised value within a namespace (`email`,
     /// `phone`): 128 bits, hex.
     pub fn pseudonym(&self, namespace: &str, normalised: &str) -> String {
@@ -247,6 +308,17 @@ mod tests {
         assert_ne!(n1, n2);
         assert_eq!(k.decrypt("name", &n1).unwrap(), k.decrypt("name", &n2).unwrap());
         assert!(k.decrypt("birth_date", &n1).is_err());
+        // Tokens in text columns: source ids deterministic (they are joined on), other
+        // values randomised.
+        let t = k.seal_text("source_customer_id", "ada@example.com");
+        assert!(t.starts_with(TOKEN_PREFIX) && !t.contains("example"));
+        assert_eq!(t, k.seal_text("source_customer_id", "ada@example.com"));
+        assert_eq!(k.open_text("source_customer_id", &t).unwrap().unwrap(), "ada@example.com");
+        assert!(k.open_text("source_customer_id", "S000001").is_none());
+        assert_ne!(k.seal_text("properties", "x"), k.seal_text("properties", "x"));
+        let json = format!(r#"{{"note":"{}","n":1}}"#, k.seal_text("properties", "call \"Ada\" at 4155550123"));
+        assert_eq!(k.reveal_text("properties", &json), r#"{"note":"call \"Ada\" at 4155550123","n":1}"#);
+        assert_eq!(k.reveal_text("properties", r#"{"a":"b"}"#), r#"{"a":"b"}"#);
         assert_ne!(k.pseudonym("email", "x"), other.pseudonym("email", "x"));
         assert_ne!(k.pseudonym("email", "x"), k.pseudonym("phone", "x"));
         assert_eq!(k.pseudonym("email", "x").len(), 32);

@@ -7,14 +7,16 @@
 //! closed transitively with union-find. Names are never used: two people called Ana
 //! García with different emails and phones stay two customers.
 //!
-//! Unified ids are stable across ingests: a cluster keeps the id it had, and when a new
-//! record joins two clusters the smaller id survives and the other is remapped
-//! everywhere. A new cluster takes its first member's source id as its unified id
-//! when that is free (so single-source data keeps the ids users know), else
-//! `source:id`.
+//! Unified ids are opaque and stable across ingests: a new cluster's id is `cu_` and
+//! 20 hex digits of a keyed hash of its first member's source and source id (never the
+//! source id itself, which is often an email or a phone number); a cluster keeps the id
+//! it had, and when a new record joins two clusters the smaller id survives and the
+//! other is remapped everywhere.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+
+use crate::crypto::Keys;
 
 use crate::{FastMap as HashMap, FastSet as HashSet};
 
@@ -151,8 +153,10 @@ pub struct MergeCounts {
     pub merged_by_phone: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Identity {
+    /// Names new unified ids.
+    keys: Keys,
     pub nodes: Vec<Node>,
     /// source → source id → node (two levels, so lookups by `&str` allocate nothing).
     index: HashMap<Arc<str>, HashMap<Arc<str>, usize>>,
@@ -197,9 +201,23 @@ impl UnionFind {
 }
 
 impl Identity {
+    /// An empty mapping whose new unified ids are keyed hashes under `keys`.
+    pub fn new(keys: Keys) -> Self {
+        Self {
+            keys,
+            nodes: Vec::new(),
+            index: HashMap::default(),
+            by_source_id: HashMap::default(),
+            taken: HashSet::default(),
+            merges: MergeCounts::default(),
+            remap: BTreeMap::new(),
+            resolved: 0,
+        }
+    }
+
     /// Starts from the stored mapping (`customer_sources`).
-    pub fn from_stored(nodes: impl IntoIterator<Item = Node>) -> Self {
-        let mut id = Identity::default();
+    pub fn from_stored(nodes: impl IntoIterator<Item = Node>, keys: Keys) -> Self {
+        let mut id = Identity::new(keys);
         for mut n in nodes {
             n.previous = Some(n.unified.clone());
             id.taken.insert(n.unified.clone());
@@ -338,8 +356,14 @@ impl Identity {
             let unified = match survivor {
                 Some(s) => s,
                 None => {
-                    let first = &self.nodes[group[0]];
-                    let (source, sid) = (first.source.clone(), first.source_id.clone());
+                    // Named after its least (source, source id), so the id does not
+                    // depend on the order rows arrived in.
+                    let least = group
+                        .iter()
+                        .map(|&i| &self.nodes[i])
+                        .min_by(|a, b| (&a.source, &a.source_id).cmp(&(&b.source, &b.source_id)))
+                        .expect("a group has members");
+                    let (source, sid) = (least.source.clone(), least.source_id.clone());
                     self.fresh_id(&source, &sid)
                 }
             };
@@ -355,20 +379,13 @@ impl Identity {
     }
 
     fn fresh_id(&mut self, source: &str, source_id: &Arc<str>) -> Arc<str> {
-        let mut candidate = if source_id.is_empty() || self.taken.contains(&**source_id) {
-            format!("{source}:{source_id}")
-        } else {
-            // Free: the source id itself, shared.
-            self.taken.insert(source_id.clone());
-            return source_id.clone();
-        };
-        if self.taken.contains(candidate.as_str()) {
-            let base = candidate.clone();
-            let mut k = 2;
-            while self.taken.contains(candidate.as_str()) {
-                candidate = format!("{base}#{k}");
-                k += 1;
-            }
+        let hash = self.keys.pseudonym("customer", &format!("{source}\u{0}{source_id}"));
+        let base = format!("cu_{}", &hash[..20]);
+        let mut candidate = base.clone();
+        let mut k = 2;
+        while self.taken.contains(candidate.as_str()) {
+            candidate = format!("{base}_{k}");
+            k += 1;
         }
         let candidate: Arc<str> = Arc::from(candidate);
         self.taken.insert(candidate.clone());
@@ -483,6 +500,10 @@ mod tests {
         assert_eq!(phone_region(None, None), None);
     }
 
+    fn keys() -> Keys {
+        Keys::from_master(&[3u8; 32])
+    }
+
     fn ids(id: &Identity) -> Vec<(String, String, &'static str)> {
         id.nodes
             .iter()
@@ -498,7 +519,7 @@ mod tests {
 
     #[test]
     fn transitive_merges_by_email_and_phone_never_by_name() {
-        let mut id = Identity::default();
+        let mut id = Identity::new(keys());
         let k = |s: &str| Some(s.to_string());
         id.add_profile("shop", "1", k("e1"), None);
         id.add_profile("app", "a", k("e1"), k("p1"));
@@ -506,10 +527,12 @@ mod tests {
         id.add_profile("crm", "Y", k("e2"), k("p2")); // same name as shop/1, say: not merged
         id.resolve();
         let got = ids(&id);
-        assert_eq!(got[0], ("shop/1".into(), "1".into(), "email"));
-        assert_eq!(got[1], ("app/a".into(), "1".into(), "email"));
-        assert_eq!(got[2], ("crm/X".into(), "1".into(), "phone"));
-        assert_eq!(got[3], ("crm/Y".into(), "Y".into(), "none"));
+        let one = got[0].1.clone();
+        assert_eq!(got[0], ("shop/1".into(), one.clone(), "email"));
+        assert_eq!(got[1], ("app/a".into(), one.clone(), "email"));
+        assert_eq!(got[2], ("crm/X".into(), one.clone(), "phone"));
+        assert_eq!(got[3].2, "none");
+        assert_ne!(got[3].1, one);
         assert_eq!(
             id.merges,
             MergeCounts {
@@ -521,48 +544,80 @@ mod tests {
     }
 
     #[test]
+    fn unified_ids_are_opaque_keyed_and_never_a_source_id() {
+        let mut id = Identity::new(keys());
+        id.add_profile("shop", "ada@example.com", None, None);
+        id.add_profile("shop", "4155550123", None, None);
+        id.resolve();
+        for n in &id.nodes {
+            assert!(n.unified.starts_with("cu_") && n.unified.len() == 23, "{}", n.unified);
+            assert!(!n.unified.contains(&*n.source_id));
+        }
+        // The same under the same key (stable across workspaces and runs), different
+        // under another key.
+        let mut again = Identity::new(keys());
+        again.add_profile("shop", "ada@example.com", None, None);
+        again.resolve();
+        assert_eq!(again.nodes[0].unified, id.nodes[0].unified);
+        let mut other = Identity::new(Keys::from_master(&[4u8; 32]));
+        other.add_profile("shop", "ada@example.com", None, None);
+        other.resolve();
+        assert_ne!(other.nodes[0].unified, id.nodes[0].unified);
+    }
+
+    #[test]
     fn ids_are_stable_and_merges_remap() {
         let k = |s: &str| Some(s.to_string());
-        let mut first = Identity::default();
+        let mut first = Identity::new(keys());
         first.add_profile("shop", "1", k("e1"), None);
         first.add_profile("app", "1", k("e9"), None);
         first.resolve();
-        assert_eq!(&*first.nodes[1].unified, "app:1");
-        // Second ingest: a crm record links the two.
-        let mut second = Identity::from_stored(first.nodes.clone());
+        let (a, b) = (first.nodes[0].unified.to_string(), first.nodes[1].unified.to_string());
+        assert_ne!(a, b);
+        // Second ingest: a crm record links the two; the smaller id survives.
+        let mut second = Identity::from_stored(first.nodes.clone(), keys());
         second.add_profile("crm", "c", k("e1"), None);
         second.add_profile("crm", "d", k("e9"), k("p"));
         second.add_profile("crm", "c", None, k("p"));
         second.resolve();
-        assert!(second.nodes.iter().all(|n| &*n.unified == "1"), "{:?}", ids(&second));
-        assert_eq!(second.remap.get("app:1"), Some(&"1".to_string()));
+        let (keep, gone) = if a < b { (a, b) } else { (b, a) };
+        assert!(second.nodes.iter().all(|n| *n.unified == *keep), "{:?}", ids(&second));
+        assert_eq!(second.remap.get(&gone), Some(&keep));
     }
 
     #[test]
     fn lookups_by_source_and_ambiguity() {
-        let mut id = Identity::default();
+        let mut id = Identity::new(keys());
         id.add_profile("shop", "7", Some("a".into()), None);
         id.add_profile("app", "7", Some("b".into()), None);
         id.add_profile("app", "8", None, None);
         id.resolve();
         assert_eq!(id.lookup(None, "7"), Lookup::Ambiguous);
         let Lookup::Found(i) = id.lookup(Some("app"), "7") else { panic!() };
-        assert_eq!(&*id.nodes[i].unified, "app:7");
+        assert_eq!(&*id.nodes[i].source_id, "7");
+        assert_eq!(&*id.nodes[i].source, "app");
         let Lookup::Found(i) = id.lookup(None, "8") else { panic!() };
-        assert_eq!(&*id.nodes[i].unified, "8");
+        assert_eq!(&*id.nodes[i].source_id, "8");
         let Lookup::Found(i) = id.lookup(None, "99") else { panic!() };
-        assert_eq!((&*id.nodes[i].source, &*id.nodes[i].unified), ("default", "99"));
+        assert_eq!((&*id.nodes[i].source, &*id.nodes[i].source_id), ("default", "99"));
+        assert!(id.nodes[i].unified.starts_with("cu_"));
         assert_eq!(id.lookup(None, "99"), Lookup::Found(i));
     }
 
     #[test]
     fn result_does_not_depend_on_union_order() {
         let k = |s: &str| Some(s.to_string());
-        let mut a = Identity::default();
+        let mut a = Identity::new(keys());
         a.add_profile("s", "1", k("x"), k("p"));
         a.add_profile("s", "2", k("y"), k("p"));
         a.add_profile("s", "3", k("y"), None);
         a.resolve();
-        assert!(a.nodes.iter().all(|n| &*n.unified == "1"));
+        let mut b = Identity::new(keys());
+        b.add_profile("s", "3", k("y"), None);
+        b.add_profile("s", "2", k("y"), k("p"));
+        b.add_profile("s", "1", k("x"), k("p"));
+        b.resolve();
+        assert!(a.nodes.iter().all(|n| n.unified == a.nodes[0].unified));
+        assert!(b.nodes.iter().all(|n| n.unified == a.nodes[0].unified));
     }
 }

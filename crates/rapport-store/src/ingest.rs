@@ -174,7 +174,7 @@ pub fn prepare<'w>(ws: &'w Workspace, opts: &IngestOptions, progress: &dyn Progr
     let stored_sources = ws.read_table("customer_sources")?;
     let before: usize = stored_sources.iter().map(|b| b.num_rows()).sum();
     let mut state = State {
-        identity: Identity::from_stored(nodes_from_batches(&stored_sources)?),
+        identity: Identity::from_stored(nodes_from_batches(&stored_sources)?, keys.clone()),
         keys,
         phone_region: config.identity.default_country_code.as_deref().and_then(calling_code_region),
         quarantine: BatchBuilder::new(quarantine_schema()),
@@ -194,7 +194,7 @@ pub fn prepare<'w>(ws: &'w Workspace, opts: &IngestOptions, progress: &dyn Progr
     let mut any_new = false;
     for input in &inputs {
         let mut tq = TableQuality::default();
-        let validator = Validator::new(input.table, tz, &input.config.formats, min_ts, max_ts);
+        let validator = Validator::new(input.table, tz, &input.config.formats, min_ts, max_ts).with_keys(state.keys.clone());
         let mut writer = None;
         let mut outlier_rule = None;
         let mut seen = Seen::new();
@@ -1059,7 +1059,10 @@ impl State {
                 "source_customer_id" => Val::Owned(sid.clone()),
                 "email_key" => email_key.clone().map(Val::Owned).unwrap_or(Val::Null),
                 "phone_key" => phone_key.clone().map(Val::Owned).unwrap_or(Val::Null),
-                "attributes" => owned(values.last().expect("attributes slot")),
+                "attributes" => match values.last().expect("attributes slot").as_str() {
+                    Some(json) if !json.is_empty() => Val::Bin(self.keys.encrypt("attributes", json)),
+                    _ => Val::Null,
+                },
                 _ => {
                     let (i, c) = t.column(name).expect("stored columns are canonical");
                     if c.pii {

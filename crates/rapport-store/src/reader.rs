@@ -276,10 +276,8 @@ fn preview(header: &[String]) -> String {
 /// What a header cell looks like if it looks like a value rather than a column name.
 fn value_kind(cell: &str) -> Option<&'static str> {
     let t = cell.trim();
-    if let Some(at) = t.find('@') {
-        if at > 0 && t[at + 1..].contains('.') {
-            return Some("an email address");
-        }
+    if let Some(kind) = crate::value::personal_kind(t) {
+        return Some(kind);
     }
     let digits = t.chars().filter(char::is_ascii_digit).count();
     let other = t.chars().filter(|c| !c.is_whitespace() && !c.is_ascii_digit()).count();

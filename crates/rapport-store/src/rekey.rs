@@ -17,7 +17,7 @@ use arrow_array::builder::{BinaryBuilder, StringBuilder};
 use arrow_array::{Array, ArrayRef, BinaryArray, RecordBatch, StringArray};
 use arrow_schema::DataType;
 
-use crate::crypto::{Keys, KEY_ENV};
+use crate::crypto::{Keys, KEY_ENV, TOKEN_PREFIX};
 use crate::error::{Result, StoreError};
 use crate::fsutil::sync_dir;
 use crate::identity::{calling_code_region, normalise_email, normalise_phone, phone_region};
@@ -94,18 +94,32 @@ fn rewrite(ws: &Workspace, old: &Keys, new: &Keys, target: &Path) -> Result<Reke
         let Some(schema) = batches.first().map(RecordBatch::schema) else {
             continue;
         };
+        let holds_tokens = |f: &arrow_schema::Field| {
+            f.data_type() == &DataType::Utf8
+                && batches.iter().any(|b| {
+                    b.column_by_name(f.name())
+                        .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+                        .is_some_and(|s| s.iter().flatten().any(|v| v.contains(TOKEN_PREFIX)))
+                })
+        };
+        let tokened: Vec<bool> = schema.fields().iter().map(|f| holds_tokens(f)).collect();
         let touched = schema
             .fields()
             .iter()
-            .any(|f| f.data_type() == &DataType::Binary || is_pseudonym(f.name()));
+            .any(|f| f.data_type() == &DataType::Binary || is_pseudonym(f.name()))
+            || tokened.iter().any(|&t| t);
         if !touched {
             continue;
         }
         let mut out = Vec::with_capacity(batches.len());
         for b in &batches {
             let mut cols: Vec<ArrayRef> = Vec::with_capacity(b.num_columns());
-            for (f, c) in schema.fields().iter().zip(b.columns()) {
-                let col = if f.data_type() == &DataType::Binary {
+            for ((f, c), tokened) in schema.fields().iter().zip(b.columns()).zip(&tokened) {
+                let col = if *tokened {
+                    let (a, n) = reseal_tokens(c, f.name(), old, new, table)?;
+                    report.values += n;
+                    a
+                } else if f.data_type() == &DataType::Binary {
                     let (a, n) = reencrypt(c, f.name(), old, new, table)?;
                     report.values += n;
                     a
@@ -151,6 +165,31 @@ fn reencrypt(col: &ArrayRef, column: &str, old: &Keys, new: &Keys, table: &str) 
                 b.append_value(new.encrypt(column, &plain));
                 n += 1;
             }
+        }
+    }
+    Ok((Arc::new(b.finish()), n))
+}
+
+/// Tokens (`enc:…`) in a text column, opened with the old key and sealed with the new.
+fn reseal_tokens(col: &ArrayRef, column: &str, old: &Keys, new: &Keys, table: &str) -> Result<(ArrayRef, u64)> {
+    let s = col
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .ok_or_else(|| StoreError::Internal(format!("{table}.{column} is not text")))?;
+    let mut b = StringBuilder::with_capacity(s.len(), s.value_data().len());
+    let mut n = 0;
+    for v in s.iter() {
+        match v {
+            None => b.append_null(),
+            Some(text) => match old.open_text(column, text) {
+                Some(Ok(plain)) => {
+                    let plain = zeroize::Zeroizing::new(plain);
+                    b.append_value(new.seal_text(column, &plain));
+                    n += 1;
+                }
+                Some(Err(e)) => return Err(StoreError::Corrupt(format!("{table}.{column}: {e}; nothing was changed"))),
+                None => b.append_value(text),
+            },
         }
     }
     Ok((Arc::new(b.finish()), n))

@@ -66,7 +66,8 @@ fn data_type(kind: Kind) -> DataType {
 /// The stored schema of an input table. Tables that refer to customers start with the
 /// unified `customer_id`, the row's `source` and its `source_customer_id`; personal
 /// columns are stored encrypted (Binary) beside a pseudonym `<name>_key` where they are
-/// matched on; unmapped source columns end up in `attributes` (a JSON object).
+/// matched on; unmapped source columns end up in `attributes` (a JSON object; encrypted
+/// for profiles).
 pub fn stored_schema(table: InputTable) -> SchemaRef {
     let mut fields = Vec::new();
     if table.refers_to_customers() {
@@ -89,7 +90,14 @@ pub fn stored_schema(table: InputTable) -> SchemaRef {
         let nullable = !c.required && c.name != "order_id";
         fields.push(Field::new(c.name, data_type(c.kind), nullable));
     }
-    fields.push(Field::new("attributes", DataType::Utf8, true));
+    // A profile's unmapped columns (a second email, an address, first and last names)
+    // are personal: stored encrypted like the mapped personal columns.
+    let attributes = if table == InputTable::Customers {
+        DataType::Binary
+    } else {
+        DataType::Utf8
+    };
+    fields.push(Field::new("attributes", attributes, true));
     Arc::new(Schema::new(fields))
 }
 

@@ -45,6 +45,10 @@ pub struct Validator {
     rule_cols: [usize; 4],
     min_ts: i64,
     max_ts: i64,
+    /// Seals source ids that look like an email or phone (see [`Validator::with_keys`]).
+    keys: Option<crate::crypto::Keys>,
+    /// The position of the source customer id, for tables that refer to customers.
+    source_id: Option<usize>,
 }
 
 fn reject<T>(reason: String, detail: Option<String>) -> Result<T, Reject> {
@@ -106,7 +110,21 @@ impl Validator {
             },
             min_ts,
             max_ts,
+            keys: None,
+            source_id: if table.refers_to_customers() || table == InputTable::Customers {
+                table.column("customer_id").map(|(i, _)| i)
+            } else {
+                None
+            },
         }
+    }
+
+    /// Source ids that look like an email address or a phone number (many CRMs use the
+    /// email as the id) are personal: they are stored as deterministic tokens under
+    /// `keys` (`enc:…`), the same for the same id, so rows still join.
+    pub fn with_keys(mut self, keys: crate::crypto::Keys) -> Self {
+        self.keys = Some(keys);
+        self
     }
 
     /// Validates one row on its own (tests and small inputs; ingest uses
@@ -185,11 +203,17 @@ impl Validator {
             let shown = || {
                 if c.pii || self.table == InputTable::Customers {
                     None
+                } else if let Some(kind) = crate::value::personal_kind(text) {
+                    Some(format!("a value that holds {kind}, not shown"))
                 } else {
                     Some(format!("value \"{}\"", clip(text)))
                 }
             };
             let v = match c.kind {
+                Kind::Str if self.source_id == Some(i) => match (&self.keys, crate::value::personal_kind(text)) {
+                    (Some(keys), Some(_)) => Val::Owned(keys.seal_text("source_customer_id", text)),
+                    _ => Val::Str(text),
+                },
                 Kind::Str => {
                     if self.vocabulary[i] && text.chars().any(char::is_uppercase) {
                         Val::Owned(text.to_lowercase())

@@ -12,6 +12,31 @@ pub struct Invalid;
 
 pub type Parsed<T> = Result<Option<T>, Invalid>;
 
+/// What a text holds if it holds something personal-looking — an email address or a
+/// phone number (nine or more digits in a run broken only by spaces, dots, dashes,
+/// brackets or a plus) — so that messages describe it instead of repeating it.
+pub fn personal_kind(s: &str) -> Option<&'static str> {
+    for token in s.split(|c: char| c.is_whitespace() || matches!(c, ',' | ';' | '<' | '>' | '"' | '\'')) {
+        if let Some(at) = token.find('@') {
+            if at > 0 && token[at + 1..].contains('.') {
+                return Some("an email address");
+            }
+        }
+    }
+    let mut run = 0;
+    for c in s.chars() {
+        if c.is_ascii_digit() {
+            run += 1;
+            if run >= 9 {
+                return Some("a phone number");
+            }
+        } else if !matches!(c, ' ' | '.' | '-' | '(' | ')' | '+') {
+            run = 0;
+        }
+    }
+    None
+}
+
 /// A decimal number; NaN and infinities are unusable.
 pub fn parse_number(s: &str) -> Parsed<f64> {
     let s = s.trim();

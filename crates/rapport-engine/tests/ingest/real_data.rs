@@ -26,8 +26,18 @@ fn cdnow_master_every_row_stored_every_customer_unified() {
         scalar(ws.path(), "SELECT CAST(min(ordered_at) AS VARCHAR) FROM orders"),
         "1997-01-01T00:00:00Z"
     );
-    // Single-source data keeps the ids users know.
-    assert_eq!(scalar(ws.path(), "SELECT count(*) FROM customers WHERE customer_id = '01516'"), "1");
+    // Unified ids are opaque; the source id finds its customer through customer_sources.
+    assert_eq!(
+        scalar(ws.path(), "SELECT count(*) FROM customers WHERE customer_id NOT LIKE 'cu_%'"),
+        "0"
+    );
+    assert_eq!(
+        scalar(
+            ws.path(),
+            "SELECT count(*) FROM customers c JOIN customer_sources s USING (customer_id) WHERE s.source_customer_id = '01516'"
+        ),
+        "1"
+    );
 }
 
 #[test]

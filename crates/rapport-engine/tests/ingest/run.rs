@@ -34,11 +34,14 @@ fn cdnow_sample_from_the_raw_file_reproduces_the_papers() {
         assert!(rel(&g[k], want) <= 1e-3, "gamma_gamma {k}: {}", g[k]);
     }
     // Customer 1516 (sample id): 26 repeat purchase days.
-    let p_alive: f64 = scalar(&ws_dir, "SELECT p_alive FROM customers WHERE customer_id = '1516'")
-        .parse()
-        .unwrap();
+    let p_alive: f64 = scalar(
+        &ws_dir,
+        "SELECT p_alive FROM customers WHERE customer_id = (SELECT customer_id FROM customer_sources WHERE source_customer_id = '1516')",
+    )
+    .parse()
+    .unwrap();
     assert!((p_alive - 0.96885).abs() < 2e-3, "{p_alive}");
-    let e52: f64 = scalar(&ws_dir, "SELECT expected_orders_364d FROM customers WHERE customer_id = '1516'")
+    let e52: f64 = scalar(&ws_dir, "SELECT expected_orders_364d FROM customers WHERE customer_id = (SELECT customer_id FROM customer_sources WHERE source_customer_id = '1516')")
         .parse()
         .unwrap();
     assert!((e52 - 25.757).abs() < 0.1, "{e52}");
