@@ -135,6 +135,11 @@ pub fn print_ingest(ws: &Workspace, outcome: &IngestOutcome) {
             println!("  quarantined {t}: {reason}: {n}");
         }
     }
+    for (t, tq) in &q.tables {
+        for (column, n) in &tq.personal_values_sealed {
+            println!("  personal values stored encrypted in {t}.{column}: {n}");
+        }
+    }
     let id = &q.identity;
     println!(
         "identity: {} source ids → {} unified customers (merged by email {}, by phone {})",
@@ -727,7 +732,14 @@ pub fn demo(out: &Path, customers: usize, seed: u64, quiet: bool) -> Result<()> 
     );
     generate(customers, seed, &data, false, rapport_synth::World::default())?;
     println!("2. ingesting into {}", out.join("workspace").display());
-    let ws = writer(&out.join("workspace"), "demo", Duration::ZERO, true)?;
+    // The demo's data are synthetic: its key comes from the seed, so that the same seed
+    // gives the same workspace (unified ids and control groups depend on the key).
+    let ws_dir = out.join("workspace");
+    if !ws_dir.join("key").exists() && std::env::var_os(rapport_store::crypto::KEY_ENV).is_none() {
+        rapport_store::fsutil::create_private_dir_all(&ws_dir)?;
+        rapport_store::crypto::Keys::write_file(&ws_dir.join("key"), &rapport_store::crypto::Keys::for_demo(seed))?;
+    }
+    let ws = writer(&ws_dir, "demo", Duration::ZERO, true)?;
     let outcome = rapport_engine::ingest::ingest(&ws, &IngestOptions::new(&data), &Bars::new(quiet))?;
     print_ingest(&ws, &outcome);
     println!("3. running the models");

@@ -59,6 +59,11 @@ fn people(dir: &Path) -> std::path::PathBuf {
     let data = dir.join("people");
     std::fs::create_dir_all(&data).unwrap();
     std::fs::write(
+        data.join("events.jsonl"),
+        "{\"customer_id\": \"c1\", \"occurred_at\": \"2024-01-02T10:00:00Z\", \"event_type\": \"call\", \"properties\": {\"note\": \"ring 4155550177\"}}\n",
+    )
+    .unwrap();
+    std::fs::write(
         data.join("orders.csv"),
         format!(
             "order_id,customer_id,ordered_at,amount\no1,c1,2024-01-01,3\no2,c2,2024-01-02,4\no3,c3,2024-01-03,5\no4,{ID_CANARY},2024-01-04,6\n"
@@ -96,6 +101,9 @@ fn rekey_keeps_every_value_and_retires_the_old_key() {
         before.contains(CANARIES[0]) && before.contains(CANARIES[2]) && before.contains(ID_CANARY),
         "{before}"
     );
+    let props = "SELECT properties FROM events";
+    let props_before = text(&rapport(&ws, &["sql", "--format", "csv", "--reveal", props]).stdout);
+    assert!(props_before.contains("ring 4155550177"), "{props_before}");
     // c3's phone is c1's phone written another way: one customer.
     let old_key = std::fs::read_to_string(ws.join("key")).unwrap();
 
@@ -103,6 +111,10 @@ fn rekey_keeps_every_value_and_retires_the_old_key() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_no_canary("rekey", &out);
     assert_eq!(reveal(&ws), before, "the same revealed values after");
+    assert_eq!(
+        text(&rapport(&ws, &["sql", "--format", "csv", "--reveal", props]).stdout),
+        props_before
+    );
     assert_ne!(std::fs::read_to_string(ws.join("key")).unwrap(), old_key);
     let out = Command::new(env!("CARGO_BIN_EXE_rapport"))
         .args([
@@ -263,29 +275,47 @@ fn canaries_stay_encrypted_everywhere() {
     std::fs::write(
         data.join("orders.csv"),
         format!(
-            "order_id,customer_id,ordered_at,amount\no1,c1,2024-01-01,3\no2,a1,2024-01-02,4\no3,c2,{} yesterday,5\no4,{},2024-01-03,6\no5,+1 415 555 0199,2024-01-04,7\n",
-            CANARIES[0], ID_CANARY
+            "order_id,customer_id,ordered_at,amount,gift_note,courier_phone\no1,c1,2024-01-01,3,\"for Annecanary, \"\"with love\"\"\",\no2,a1,2024-01-02,4,,{}\no3,c2,{} yesterday,5,,\no4,{},2024-01-03,6,,\no5,+1 415 555 0199,2024-01-04,7,,\n",
+            CANARIES[1], CANARIES[0], ID_CANARY
         ),
     )
     .unwrap();
     std::fs::write(
         data.join("events.jsonl"),
         format!(
-            "{{\"customer_id\": \"c1\", \"occurred_at\": \"2024-01-01T10:00:00Z\", \"event_type\": \"view\"}}\n{{\"customer_id\": \"c1\", \"occurred_at\": \"when {} called\"}}\n{{broken {}\n",
-            CANARIES[1], CANARIES[2]
+            "{{\"customer_id\": \"c1\", \"occurred_at\": \"2024-01-01T10:00:00Z\", \"event_type\": \"view\", \"subject\": \"Annecanary subject\", \"properties\": {{\"contact\": \"write to {}\", \"n\": 2}}}}\n{{\"customer_id\": \"c1\", \"occurred_at\": \"when {} called\"}}\n{{broken {}\n",
+            CANARIES[0], CANARIES[1], CANARIES[2]
         ),
     )
     .unwrap();
     std::fs::write(
         data.join("surveys.csv"),
         format!(
-            "customer_id,answered_at,question,answer\nc1,2024-01-05,satisfaction,4\nc2,not a date,comment,born {} call me\n",
-            CANARIES[3]
+            "customer_id,answered_at,question,answer\nc1,2024-01-05,satisfaction,4\nc1,2024-01-05,comment,mail me at {}\nc2,not a date,comment,born {} call me\n",
+            CANARIES[0], CANARIES[3]
         ),
+    )
+    .unwrap();
+    std::fs::write(
+        data.join("rapport.toml"),
+        "[privacy]\npii_columns = [\"orders.gift_note\", \"events.subject\"]\n",
     )
     .unwrap();
     let mut outputs = vec![("ingest", rapport(&ws, &["ingest", "--data", data.to_str().unwrap()]))];
     assert!(outputs[0].1.status.success(), "{}", text(&outputs[0].1.stderr));
+    let said = text(&outputs[0].1.stdout);
+    for place in [
+        "events.properties: 1",
+        "events.subject: 1",
+        "orders.attributes: 2",
+        "surveys.answer: 1",
+        "orders.customer_id: 2",
+    ] {
+        assert!(
+            said.contains(&format!("personal values stored encrypted in {place}")),
+            "{place}: {said}"
+        );
+    }
     let quarantined = rapport(
         &ws,
         &[
@@ -381,6 +411,24 @@ fn canaries_stay_encrypted_everywhere() {
         .stdout,
     );
     assert!(ids.contains(ID_CANARY) && ids.contains("+1 415 555 0199"), "{ids}");
+    let free = text(
+        &rapport(
+            &ws,
+            &[
+                "sql",
+                "--reveal",
+                "--format",
+                "csv",
+                "SELECT e.properties, e.subject, o.attributes FROM events e, orders o WHERE o.order_id IN ('o1', 'o2') ORDER BY o.order_id",
+            ],
+        )
+        .stdout,
+    );
+    assert!(
+        free.contains(CANARIES[0]) && free.contains("Annecanary subject") && free.contains(CANARIES[1]),
+        "{free}"
+    );
+    assert!(free.contains("with love"), "{free}");
     let raw = text(&rapport(&ws, &["sql", "--reveal", "--format", "csv", "SELECT raw FROM quarantine"]).stdout);
     assert!(raw.contains(CANARIES[2]) && raw.contains(CANARIES[3]), "{raw}");
 }

@@ -31,12 +31,18 @@ pub struct Config {
     pub server: Option<toml::Table>,
 }
 
-/// `[privacy]`: where the key lives.
+/// `[privacy]`: where the key lives and which further columns are personal.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PrivacyConfig {
     /// A key file outside the workspace (it must be private to its owner, mode 0600).
     pub key_file: Option<std::path::PathBuf>,
+    /// Further personal columns, as `table.column` (`events.ip_address`,
+    /// `orders.delivery_note`; a column of the contract or one the files have beyond
+    /// it): their values are stored as tokens (`enc:…`) under the key and not used by
+    /// the models.
+    #[serde(default)]
+    pub pii_columns: Vec<String>,
 }
 
 /// File format of an input table.
@@ -210,6 +216,28 @@ impl Config {
                 return Err(err(format!("`tables.{name}`: delimiter and header apply to csv only")));
             }
         }
+        for entry in &self.privacy.pii_columns {
+            let Some((t, c)) = entry.split_once('.') else {
+                return Err(err(format!(
+                    "`privacy.pii_columns`: \"{entry}\" should be table.column, such as \"events.ip_address\""
+                )));
+            };
+            let table = crate::schema::InputTable::from_name(t)
+                .ok_or_else(|| err(format!("`privacy.pii_columns`: \"{entry}\" names no input table (\"{t}\")")))?;
+            if let Some((_, col)) = table.column(c) {
+                use crate::schema::Kind;
+                if !matches!(col.kind, Kind::Str | Kind::Json) {
+                    return Err(err(format!(
+                        "`privacy.pii_columns`: {entry} holds {}; only text columns can be declared personal",
+                        match col.kind {
+                            Kind::Number => "numbers",
+                            Kind::Bool => "true/false values",
+                            _ => "dates or times",
+                        }
+                    )));
+                }
+            }
+        }
         if let Some(cc) = &self.identity.default_country_code {
             if cc.is_empty() || cc.len() > 4 || !cc.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(err(format!(
@@ -305,5 +333,11 @@ timezone = "UTC"
             .unwrap_err()
             .contains("no country"));
         assert!(parse("[bogus]\nx = 1").unwrap_err().contains("bogus"));
+        let pii = |list: &str| parse(&format!("[privacy]\npii_columns = [{list}]"));
+        assert!(pii("\"events.ip_address\", \"customers.city\", \"events.properties\"").is_ok());
+        assert!(pii("\"ip_address\"").unwrap_err().contains("table.column"));
+        assert!(pii("\"visits.ip\"").unwrap_err().contains("no input table"));
+        assert!(pii("\"orders.amount\"").unwrap_err().contains("only text columns"));
+        assert!(parse("[privacy]\nkey_fil = \"x\"").unwrap_err().contains("key_fil"));
     }
 }

@@ -104,6 +104,12 @@ impl Keys {
         Ok(master)
     }
 
+    /// The key of a demo workspace: derived from the demo's seed, so that a demo is
+    /// reproducible (its data are synthetic). Real workspaces get [`Keys::generate`].
+    pub fn for_demo(seed: u64) -> MasterKey {
+        derive(&[0u8; 32], &format!("rapport/demo/{seed}"))
+    }
+
     /// Reads a key file. A file that others than its owner may read is refused: the
     /// key must be as private as the data it protects.
     pub fn read_file(key_file: &Path) -> Result<MasterKey> {

@@ -194,7 +194,17 @@ pub fn prepare<'w>(ws: &'w Workspace, opts: &IngestOptions, progress: &dyn Progr
     let mut any_new = false;
     for input in &inputs {
         let mut tq = TableQuality::default();
-        let validator = Validator::new(input.table, tz, &input.config.formats, min_ts, max_ts).with_keys(state.keys.clone());
+        let declared: Vec<String> = config
+            .privacy
+            .pii_columns
+            .iter()
+            .filter_map(|e| e.split_once('.'))
+            .filter(|(t, _)| *t == input.table.name())
+            .map(|(_, c)| c.to_string())
+            .collect();
+        let validator = Validator::new(input.table, tz, &input.config.formats, min_ts, max_ts)
+            .with_keys(state.keys.clone())
+            .with_personal(&declared);
         let mut writer = None;
         let mut outlier_rule = None;
         let mut seen = Seen::new();
@@ -343,6 +353,7 @@ pub fn prepare<'w>(ws: &'w Workspace, opts: &IngestOptions, progress: &dyn Progr
                     tq.absent_columns.push(c.name.to_string());
                 }
             }
+            tq.personal_values_sealed = validator.sealed_counts();
             q.tables.insert(input.table.name().into(), tq);
         }
     }

@@ -17,6 +17,11 @@ pub struct TableQuality {
     pub missing_values: BTreeMap<String, u64>,
     /// Canonical columns none of the table's files has.
     pub absent_columns: Vec<String>,
+    /// Values stored as tokens because they are personal, per column (`attributes`
+    /// for unmapped columns): declared in `[privacy] pii_columns`, or found in free
+    /// text (an email address or a phone number), or a source id that is one.
+    #[serde(default)]
+    pub personal_values_sealed: BTreeMap<String, u64>,
     pub files: Vec<String>,
 }
 

@@ -188,11 +188,46 @@ fn reseal_tokens(col: &ArrayRef, column: &str, old: &Keys, new: &Keys, table: &s
                     n += 1;
                 }
                 Some(Err(e)) => return Err(StoreError::Corrupt(format!("{table}.{column}: {e}; nothing was changed"))),
+                // Tokens inside a JSON object (unmapped columns, event properties).
+                None if text.contains(TOKEN_PREFIX) => match serde_json::from_str::<serde_json::Value>(text) {
+                    Ok(mut v) => {
+                        let mut failed = None;
+                        reseal_json(&mut v, &mut |s| match old.open_text(column, s) {
+                            Some(Ok(plain)) => {
+                                n += 1;
+                                Some(new.seal_text(column, &zeroize::Zeroizing::new(plain)))
+                            }
+                            Some(Err(e)) => {
+                                failed = Some(e);
+                                None
+                            }
+                            None => None,
+                        });
+                        if let Some(e) = failed {
+                            return Err(StoreError::Corrupt(format!("{table}.{column}: {e}; nothing was changed")));
+                        }
+                        b.append_value(v.to_string());
+                    }
+                    Err(_) => b.append_value(text),
+                },
                 None => b.append_value(text),
             },
         }
     }
     Ok((Arc::new(b.finish()), n))
+}
+
+fn reseal_json(v: &mut serde_json::Value, f: &mut dyn FnMut(&str) -> Option<String>) {
+    match v {
+        serde_json::Value::String(s) => {
+            if let Some(r) = f(s) {
+                *s = r;
+            }
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(|x| reseal_json(x, f)),
+        serde_json::Value::Object(o) => o.values_mut().for_each(|x| reseal_json(x, f)),
+        _ => {}
+    }
 }
 
 fn remap(col: &ArrayRef, map: &HashMap<String, String>, table: &str, column: &str) -> Result<(ArrayRef, u64)> {

@@ -34,7 +34,7 @@ pub enum Checked<'a> {
 }
 
 /// Validates the rows of one table against its canonical columns.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Validator {
     table: InputTable,
     times: Vec<Option<TimeParser>>,
@@ -45,10 +45,37 @@ pub struct Validator {
     rule_cols: [usize; 4],
     min_ts: i64,
     max_ts: i64,
-    /// Seals source ids that look like an email or phone (see [`Validator::with_keys`]).
+    /// Seals personal values in text columns (see [`Validator::with_keys`]).
     keys: Option<crate::crypto::Keys>,
     /// The position of the source customer id, for tables that refer to customers.
     source_id: Option<usize>,
+    /// Per column: declared personal in `[privacy] pii_columns` (always sealed).
+    declared: Vec<bool>,
+    /// Unmapped columns declared personal (sealed inside the attributes object).
+    declared_attrs: Vec<String>,
+    /// Per column, then the attributes object: free text, scanned for values that look
+    /// like an email address or a phone number.
+    scanned: Vec<bool>,
+    /// Values sealed, per column and then the attributes object.
+    sealed: Vec<std::sync::atomic::AtomicU64>,
+}
+
+/// Replaces, in place, every string in a JSON value for which `f` (given the string's
+/// key when it is an object member) returns a replacement.
+fn seal_strings(v: &mut serde_json::Value, f: &mut dyn FnMut(Option<&str>, &str) -> Option<String>) {
+    fn walk(v: &mut serde_json::Value, key: Option<&str>, f: &mut dyn FnMut(Option<&str>, &str) -> Option<String>) {
+        match v {
+            serde_json::Value::String(s) => {
+                if let Some(r) = f(key, s) {
+                    *s = r;
+                }
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(|x| walk(x, key, f)),
+            serde_json::Value::Object(o) => o.iter_mut().for_each(|(k, x)| walk(x, Some(k), f)),
+            _ => {}
+        }
+    }
+    walk(v, None, f)
 }
 
 fn reject<T>(reason: String, detail: Option<String>) -> Result<T, Reject> {
@@ -116,7 +143,68 @@ impl Validator {
             } else {
                 None
             },
+            declared: vec![false; cols.len()],
+            declared_attrs: Vec::new(),
+            // A profile's attributes are encrypted whole; elsewhere the free text is
+            // scanned: unmapped columns, event properties, survey answers.
+            scanned: cols
+                .iter()
+                .map(|c| c.kind == Kind::Json || (table == InputTable::Surveys && c.name == "answer"))
+                .chain(std::iter::once(table != InputTable::Customers))
+                .collect(),
+            sealed: (0..=cols.len()).map(|_| std::sync::atomic::AtomicU64::new(0)).collect(),
         }
+    }
+
+    /// Columns declared personal (`[privacy] pii_columns`, the names of this table's
+    /// columns as in the contract, or unmapped columns as in the file): their values are
+    /// always stored as tokens. Needs [`Validator::with_keys`].
+    pub fn with_personal(mut self, columns: &[String]) -> Self {
+        for name in columns {
+            match self.table.column(name) {
+                Some((i, _)) => self.declared[i] = true,
+                None => self.declared_attrs.push(name.clone()),
+            }
+        }
+        self
+    }
+
+    /// How many values were sealed as personal, per column (`attributes` for unmapped
+    /// columns); only columns with some.
+    pub fn sealed_counts(&self) -> std::collections::BTreeMap<String, u64> {
+        use std::sync::atomic::Ordering;
+        let names = self.table.columns().iter().map(|c| c.name).chain(std::iter::once("attributes"));
+        names
+            .zip(&self.sealed)
+            .map(|(n, c)| (n.to_string(), c.load(Ordering::Relaxed)))
+            .filter(|(_, c)| *c > 0)
+            .collect()
+    }
+
+    fn count_sealed(&self, i: usize, n: u64) {
+        if n > 0 {
+            self.sealed[i].fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// A JSON object with every string value that is declared personal (by its key) or
+    /// looks personal sealed; `None` when nothing is.
+    fn seal_json(&self, keys: &crate::crypto::Keys, column: &str, text: &str, scan: bool) -> Option<(String, u64)> {
+        if self.declared_attrs.is_empty() && !(scan && crate::value::personal_kind(text).is_some()) {
+            return None;
+        }
+        let mut v: serde_json::Value = serde_json::from_str(text).ok()?;
+        let mut n = 0;
+        seal_strings(&mut v, &mut |key, s| {
+            let declared = key.is_some_and(|k| self.declared_attrs.iter().any(|d| d == k));
+            if declared || (scan && crate::value::personal_kind(s).is_some()) {
+                n += 1;
+                Some(keys.seal_text(column, s))
+            } else {
+                None
+            }
+        });
+        (n > 0).then(|| (v.to_string(), n))
     }
 
     /// Source ids that look like an email address or a phone number (many CRMs use the
@@ -211,9 +299,20 @@ impl Validator {
             };
             let v = match c.kind {
                 Kind::Str if self.source_id == Some(i) => match (&self.keys, crate::value::personal_kind(text)) {
-                    (Some(keys), Some(_)) => Val::Owned(keys.seal_text("source_customer_id", text)),
+                    (Some(keys), kind) if kind.is_some() || self.declared[i] => {
+                        self.count_sealed(i, 1);
+                        Val::Owned(keys.seal_text("source_customer_id", text))
+                    }
                     _ => Val::Str(text),
                 },
+                Kind::Str | Kind::Json if self.declared[i] && self.keys.is_some() => {
+                    self.count_sealed(i, 1);
+                    Val::Owned(self.keys.as_ref().expect("checked").seal_text(c.name, text))
+                }
+                Kind::Str if self.scanned[i] && self.keys.is_some() && crate::value::personal_kind(text).is_some() => {
+                    self.count_sealed(i, 1);
+                    Val::Owned(self.keys.as_ref().expect("checked").seal_text(c.name, text))
+                }
                 Kind::Str => {
                     if self.vocabulary[i] && text.chars().any(char::is_uppercase) {
                         Val::Owned(text.to_lowercase())
@@ -242,14 +341,36 @@ impl Validator {
                     _ => return reject(format!("unparseable {}", c.name), shown()),
                 },
                 Kind::Json => match serde_json::from_str::<serde_json::Value>(text) {
-                    Ok(serde_json::Value::Object(_)) => Val::Str(text),
+                    Ok(serde_json::Value::Object(_)) => match &self.keys {
+                        Some(keys) => match self.seal_json(keys, c.name, text, self.scanned[i]) {
+                            Some((sealed, k)) => {
+                                self.count_sealed(i, k);
+                                Val::Owned(sealed)
+                            }
+                            None => Val::Str(text),
+                        },
+                        None => Val::Str(text),
+                    },
                     _ => return reject(format!("unparseable {}", c.name), Some("expected a JSON object".into())),
                 },
             };
             values.push(v);
         }
         let attrs = batch.field(row, n);
-        values.push(if attrs.is_empty() { Val::Null } else { Val::Str(attrs) });
+        values.push(match (&self.keys, attrs.is_empty()) {
+            (_, true) => Val::Null,
+            // A profile's attributes are encrypted whole when stored.
+            (Some(keys), false) if self.table != InputTable::Customers => {
+                match self.seal_json(keys, "attributes", attrs, self.scanned[n]) {
+                    Some((sealed, k)) => {
+                        self.count_sealed(n, k);
+                        Val::Owned(sealed)
+                    }
+                    None => Val::Str(attrs),
+                }
+            }
+            _ => Val::Str(attrs),
+        });
         let mut imputed = 0;
         if let Some(r) = self.table_rules(&mut values[start..], &mut imputed) {
             return Err(r);

@@ -20,9 +20,21 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// Opens (creating) the workspace at `ws_dir` for writing. A new workspace gets a fixed
+/// key: unified ids and everything keyed on them (control groups, row orders) depend on
+/// the key, and the tests' figures must not change from run to run.
+pub fn writer(ws_dir: &Path) -> Workspace {
+    let key = ws_dir.join("key");
+    if !key.exists() && std::env::var_os("RAPPORT_KEY").is_none() {
+        std::fs::create_dir_all(ws_dir).unwrap();
+        rapport_store::crypto::Keys::write_file(&key, &[42u8; 32]).unwrap();
+    }
+    Workspace::writer(ws_dir, &rapport_store::Writer::new("test")).unwrap()
+}
+
 /// Ingests `data` into the workspace at `ws_dir`.
 pub fn ingest(ws_dir: &Path, data: &Path) -> Result<IngestOutcome, EngineError> {
-    let ws = Workspace::writer(ws_dir, &rapport_store::Writer::new("test"))?;
+    let ws = writer(ws_dir);
     rapport_engine::ingest::ingest(&ws, &IngestOptions::new(data), &NoProgress)
 }
 
@@ -39,7 +51,7 @@ pub fn snapshot(ws_dir: &Path) -> (BTreeMap<PathBuf, Vec<u8>>, BTreeMap<String, 
             }
         }
     }
-    let ws = Workspace::writer(ws_dir, &rapport_store::Writer::new("test")).unwrap();
+    let ws = crate::writer(ws_dir);
     (files, ws.tables().unwrap())
 }
 

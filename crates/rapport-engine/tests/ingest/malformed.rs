@@ -503,7 +503,7 @@ fn parquet_input_reads() {
     std::fs::create_dir_all(&base).unwrap();
     std::fs::write(base.join("orders.csv"), orders("o2,c2,2024-01-01,3\no3,c3,2024-01-02,4\n")).unwrap();
     ingest(&ws, &base).unwrap();
-    let w = rapport_store::Workspace::writer(&ws, &rapport_store::Writer::new("test")).unwrap();
+    let w = crate::writer(&ws);
     let pq = dir.path().join("orders.parquet");
     rapport_engine::export::export(
         &w,

@@ -2,7 +2,6 @@
 //! rapport.toml, reproduces the published CLV fits.
 
 use rapport_engine::run::config::ModelsConfig;
-use rapport_store::Workspace;
 
 use crate::{ingest, repo_root, scalar};
 
@@ -11,7 +10,7 @@ fn cdnow_sample_from_the_raw_file_reproduces_the_papers() {
     let dir = tempfile::tempdir().unwrap();
     let ws_dir = dir.path().join("ws");
     ingest(&ws_dir, &repo_root().join("examples/cdnow-sample")).unwrap();
-    let ws = Workspace::writer(&ws_dir, &rapport_store::Writer::new("test")).unwrap();
+    let ws = crate::writer(&ws_dir);
     let config = rapport_store::Config::load(&repo_root().join("examples/cdnow-sample/rapport.toml")).unwrap();
     let mut cfg = ModelsConfig::from_table(config.models.as_ref()).unwrap();
     cfg.horizons_days = vec![90, 364];
@@ -100,7 +99,7 @@ fn the_holdout_checks_match_the_btyd_walkthrough() {
     let dir = tempfile::tempdir().unwrap();
     let ws_dir = dir.path().join("ws");
     ingest(&ws_dir, &repo_root().join("examples/cdnow-sample")).unwrap();
-    let ws = Workspace::writer(&ws_dir, &rapport_store::Writer::new("test")).unwrap();
+    let ws = crate::writer(&ws_dir);
     let v = rapport_engine::evaluate::evaluate(&ws, &ModelsConfig::default(), 273).unwrap();
     assert_eq!(v["calibration_end"], "1997-09-30");
     // The churn model fitted at the cut-off, checked on the 90 days after it.
@@ -273,7 +272,7 @@ fn online_retail_runs_and_says_which_gap_analyses_need_which_tables() {
     let dir = tempfile::tempdir().unwrap();
     let ws_dir = dir.path().join("ws");
     ingest(&ws_dir, &repo_root().join("examples/online-retail")).unwrap();
-    let ws = Workspace::writer(&ws_dir, &rapport_store::Writer::new("test")).unwrap();
+    let ws = crate::writer(&ws_dir);
     let s = rapport_engine::run::run(&ws, &ModelsConfig::default(), None).unwrap();
     let m = &s.models;
     assert_eq!(s.customers, 4372);
@@ -292,7 +291,7 @@ fn dbscan_is_an_option_with_noise_and_named_clusters() {
     let dir = tempfile::tempdir().unwrap();
     let ws_dir = dir.path().join("ws");
     ingest(&ws_dir, &repo_root().join("examples/cdnow-sample")).unwrap();
-    let ws = Workspace::writer(&ws_dir, &rapport_store::Writer::new("test")).unwrap();
+    let ws = crate::writer(&ws_dir);
     let table: toml::Table =
         toml::from_str("clustering = \"dbscan\"\ndbscan_eps = 0.4\ndbscan_min_points = 15\ntime_unit = \"week\"").unwrap();
     let cfg = ModelsConfig::from_table(Some(&table)).unwrap();
@@ -321,7 +320,7 @@ fn online_retail_recommendations_on_a_time_split() {
     let dir = tempfile::tempdir().unwrap();
     let ws_dir = dir.path().join("ws");
     ingest(&ws_dir, &repo_root().join("examples/online-retail")).unwrap();
-    let ws = Workspace::writer(&ws_dir, &rapport_store::Writer::new("test")).unwrap();
+    let ws = crate::writer(&ws_dir);
     let split = rapport_engine::recs::split_day(&ws, Some("2011-09-01"), None).unwrap();
     let v = rapport_engine::recs::evaluate(&ws, split, 10, &ModelsConfig::default()).unwrap();
     assert_eq!(v["customers_evaluated"], 1952);
