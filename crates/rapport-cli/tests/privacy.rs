@@ -4,19 +4,12 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-fn rapport(ws: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rapport"))
-        .arg("--workspace")
-        .arg(ws)
-        .args(args)
-        .env_remove("RAPPORT_KEY")
-        .env("RAPPORT_LOG", "debug")
-        .output()
-        .expect("the binary runs")
-}
+mod common;
+use common::{rapport_with, text, walk};
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
+/// Every command here runs with debug logging: no log line may carry a canary either.
+fn rapport(ws: &Path, args: &[&str]) -> Output {
+    rapport_with(ws, args, &[("RAPPORT_LOG", "debug")])
 }
 
 const ID_CANARY: &str = "id.canary@example.org";
@@ -226,19 +219,6 @@ fn a_rekey_killed_at_any_step_loses_nothing() {
     }
 }
 
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
-}
-
 /// Canaries in mapped and unmapped profile columns, CSV- and JSON-escaped, and in
 /// quarantined rows of every kind of table: none appears in clear in any file of the
 /// workspace, in any table as queried or exported, or in what any command prints (with
@@ -296,6 +276,31 @@ fn canaries_stay_encrypted_everywhere() {
         ),
     )
     .unwrap();
+    // Rejected rows of the remaining tables, each carrying a canary.
+    std::fs::write(
+        data.join("products.csv"),
+        format!(
+            "product_id,name,category,price\np1,Lamp,home,12\np2,Owner {},home,not a price\n",
+            CANARIES[0]
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        data.join("consents.csv"),
+        format!(
+            "customer_id,purpose,granted,recorded_at\nc1,marketing,true,2024-01-01\nc2,marketing,{},2024-01-01\n",
+            CANARIES[1]
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        data.join("campaign_outcomes.csv"),
+        format!(
+            "campaign_id,customer_id,action,group,sent_at,converted\nk1,c1,win_back,treatment,2024-02-01,true\nk1,c2,win_back,{},2024-02-01,false\n",
+            CANARIES[2]
+        ),
+    )
+    .unwrap();
     std::fs::write(
         data.join("rapport.toml"),
         "[privacy]\npii_columns = [\"orders.gift_note\", \"events.subject\"]\n",
@@ -326,7 +331,15 @@ fn canaries_stay_encrypted_everywhere() {
         ],
     );
     let q = text(&quarantined.stdout);
-    for t in ["customers", "events", "orders", "surveys"] {
+    for t in [
+        "campaign_outcomes",
+        "consents",
+        "customers",
+        "events",
+        "orders",
+        "products",
+        "surveys",
+    ] {
         assert!(q.contains(&format!("{t},")), "a quarantined {t} row: {q}");
     }
     // Every table as analysts see it, queried and exported.
@@ -375,7 +388,7 @@ fn canaries_stay_encrypted_everywhere() {
     }
     // No file of the workspace holds a canary in clear (Parquet is compressed, so
     // the decoded tables above are checked too).
-    for f in walk(&ws) {
+    for f in walk(&ws).into_iter().filter(|p| p.is_file()) {
         let bytes = std::fs::read(&f).unwrap();
         for c in CANARIES.iter().chain(&extra).chain(&["Annecanary"]) {
             assert!(!text(&bytes).contains(c), "{c} in clear in {}", f.display());
@@ -431,4 +444,5 @@ fn canaries_stay_encrypted_everywhere() {
     assert!(free.contains("with love"), "{free}");
     let raw = text(&rapport(&ws, &["sql", "--reveal", "--format", "csv", "SELECT raw FROM quarantine"]).stdout);
     assert!(raw.contains(CANARIES[2]) && raw.contains(CANARIES[3]), "{raw}");
+    assert_eq!(raw.lines().count(), 1 + 9, "every quarantined row revealed: {raw}");
 }

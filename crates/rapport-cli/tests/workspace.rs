@@ -3,22 +3,10 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-fn rapport(ws: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rapport"))
-        .arg("--workspace")
-        .arg(ws)
-        .args(args)
-        .env_remove("RAPPORT_KEY")
-        .output()
-        .expect("the binary runs")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+mod common;
+use common::{rapport, text, walk};
 
 /// A folder with one orders file: `n` orders numbered from `first`, five per customer.
 fn orders_batch(root: &Path, first: usize, n: usize) -> PathBuf {
@@ -222,16 +210,4 @@ fn workspace_and_revealed_exports_are_private() {
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(mode(&out_file), 0o600);
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        }
-        out.push(p);
-    }
-    out
 }

@@ -118,11 +118,16 @@ pub async fn workspace_context(ws: &Workspace, personal: &Personal) -> Result<Se
     Ok(ctx)
 }
 
+/// A UDF's one argument as an array.
+fn argument(args: &[ColumnarValue]) -> datafusion::error::Result<ArrayRef> {
+    match &args[0] {
+        ColumnarValue::Array(a) => Ok(a.clone()),
+        ColumnarValue::Scalar(s) => s.to_array(),
+    }
+}
+
 fn binary_to_text(args: &[ColumnarValue], f: impl Fn(&[u8]) -> Option<String>) -> datafusion::error::Result<ColumnarValue> {
-    let arr = match &args[0] {
-        ColumnarValue::Array(a) => a.clone(),
-        ColumnarValue::Scalar(s) => s.to_array()?,
-    };
+    let arr = argument(args)?;
     let bin = arr
         .as_any()
         .downcast_ref::<BinaryArray>()
@@ -177,10 +182,7 @@ fn reveal_tokens_udf(keys: Keys, column: &str) -> datafusion::logical_expr::Scal
         DataType::Utf8,
         Volatility::Immutable,
         Arc::new(move |args: &[ColumnarValue]| {
-            let arr = match &args[0] {
-                ColumnarValue::Array(a) => a.clone(),
-                ColumnarValue::Scalar(s) => s.to_array()?,
-            };
+            let arr = argument(args)?;
             let s = arr
                 .as_any()
                 .downcast_ref::<StringArray>()

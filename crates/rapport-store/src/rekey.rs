@@ -158,10 +158,7 @@ fn reencrypt(col: &ArrayRef, column: &str, old: &Keys, new: &Keys, table: &str) 
         match v {
             None => b.append_null(),
             Some(bytes) => {
-                let plain = zeroize::Zeroizing::new(
-                    old.decrypt(column, bytes)
-                        .map_err(|e| StoreError::Corrupt(format!("{table}.{column}: {e}; nothing was changed")))?,
-                );
+                let plain = zeroize::Zeroizing::new(old.decrypt(column, bytes).map_err(|e| corrupt(table, column, e))?);
                 b.append_value(new.encrypt(column, &plain));
                 n += 1;
             }
@@ -170,8 +167,14 @@ fn reencrypt(col: &ArrayRef, column: &str, old: &Keys, new: &Keys, table: &str) 
     Ok((Arc::new(b.finish()), n))
 }
 
-/// Tokens (`enc:…`) in a text column, opened with the old key and sealed with the new.
-fn reseal_tokens(col: &ArrayRef, column: &str, old: &Keys, new: &Keys, table: &str) -> Result<(ArrayRef, u64)> {
+/// A text column with each value `f` rewrites replaced (`Ok(Some)`, counted) or kept
+/// (`Ok(None)`); the first error stops.
+fn map_text(
+    col: &ArrayRef,
+    table: &str,
+    column: &str,
+    mut f: impl FnMut(&str, &mut u64) -> Result<Option<String>>,
+) -> Result<(ArrayRef, u64)> {
     let s = col
         .as_any()
         .downcast_ref::<StringArray>()
@@ -181,40 +184,55 @@ fn reseal_tokens(col: &ArrayRef, column: &str, old: &Keys, new: &Keys, table: &s
     for v in s.iter() {
         match v {
             None => b.append_null(),
-            Some(text) => match old.open_text(column, text) {
-                Some(Ok(plain)) => {
-                    let plain = zeroize::Zeroizing::new(plain);
-                    b.append_value(new.seal_text(column, &plain));
-                    n += 1;
-                }
-                Some(Err(e)) => return Err(StoreError::Corrupt(format!("{table}.{column}: {e}; nothing was changed"))),
-                // Tokens inside a JSON object (unmapped columns, event properties).
-                None if text.contains(TOKEN_PREFIX) => match serde_json::from_str::<serde_json::Value>(text) {
-                    Ok(mut v) => {
-                        let mut failed = None;
-                        reseal_json(&mut v, &mut |s| match old.open_text(column, s) {
-                            Some(Ok(plain)) => {
-                                n += 1;
-                                Some(new.seal_text(column, &zeroize::Zeroizing::new(plain)))
-                            }
-                            Some(Err(e)) => {
-                                failed = Some(e);
-                                None
-                            }
-                            None => None,
-                        });
-                        if let Some(e) = failed {
-                            return Err(StoreError::Corrupt(format!("{table}.{column}: {e}; nothing was changed")));
-                        }
-                        b.append_value(v.to_string());
-                    }
-                    Err(_) => b.append_value(text),
-                },
+            Some(text) => match f(text, &mut n)? {
+                Some(new) => b.append_value(new),
                 None => b.append_value(text),
             },
         }
     }
     Ok((Arc::new(b.finish()), n))
+}
+
+fn corrupt(table: &str, column: &str, what: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{table}.{column}: {what}; nothing was changed"))
+}
+
+/// Tokens (`enc:…`) in a text column — whole values, or string values inside a JSON
+/// object (unmapped columns, event properties) — opened with the old key and sealed
+/// with the new.
+fn reseal_tokens(col: &ArrayRef, column: &str, old: &Keys, new: &Keys, table: &str) -> Result<(ArrayRef, u64)> {
+    let reseal = |token: &str, n: &mut u64| -> Result<Option<String>> {
+        match old.open_text(column, token) {
+            Some(Ok(plain)) => {
+                *n += 1;
+                Ok(Some(new.seal_text(column, &zeroize::Zeroizing::new(plain))))
+            }
+            Some(Err(e)) => Err(corrupt(table, column, e)),
+            None => Ok(None),
+        }
+    };
+    map_text(col, table, column, |text, n| {
+        if let Some(v) = reseal(text, n)? {
+            return Ok(Some(v));
+        }
+        if !text.contains(TOKEN_PREFIX) {
+            return Ok(None);
+        }
+        let Ok(mut v) = serde_json::from_str::<serde_json::Value>(text) else {
+            return Ok(None);
+        };
+        let mut failed = None;
+        reseal_json(&mut v, &mut |s| {
+            reseal(s, n).unwrap_or_else(|e| {
+                failed = Some(e);
+                None
+            })
+        });
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(Some(v.to_string())),
+        }
+    })
 }
 
 fn reseal_json(v: &mut serde_json::Value, f: &mut dyn FnMut(&str) -> Option<String>) {
@@ -231,27 +249,13 @@ fn reseal_json(v: &mut serde_json::Value, f: &mut dyn FnMut(&str) -> Option<Stri
 }
 
 fn remap(col: &ArrayRef, map: &HashMap<String, String>, table: &str, column: &str) -> Result<(ArrayRef, u64)> {
-    let s = col
-        .as_any()
-        .downcast_ref::<StringArray>()
-        .ok_or_else(|| StoreError::Internal(format!("{table}.{column} is not text")))?;
-    let mut b = StringBuilder::with_capacity(s.len(), s.value_data().len());
-    let mut n = 0;
-    for v in s.iter() {
-        match v {
-            None => b.append_null(),
-            Some(p) => {
-                let q = map.get(p).ok_or_else(|| {
-                    StoreError::Corrupt(format!(
-                        "{table}.{column}: a pseudonym that no stored profile value gives; nothing was changed"
-                    ))
-                })?;
-                b.append_value(q);
-                n += 1;
-            }
-        }
-    }
-    Ok((Arc::new(b.finish()), n))
+    map_text(col, table, column, |p, n| {
+        *n += 1;
+        map.get(p)
+            .cloned()
+            .map(Some)
+            .ok_or_else(|| corrupt(table, column, "a pseudonym that no stored profile value gives"))
+    })
 }
 
 /// Old pseudonym → new pseudonym, from the profiles' decrypted email and phone. A phone

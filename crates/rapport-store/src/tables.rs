@@ -414,6 +414,13 @@ fn parquet_err(path: &Path, e: parquet::errors::ParquetError) -> StoreError {
 }
 
 /// Reads every row of the given part files.
+/// The Arrow schema of a part file (read from its footer; no data is read).
+pub fn part_schema(path: &Path) -> Result<SchemaRef> {
+    let f = File::open(path).map_err(|e| StoreError::io(path, e))?;
+    let b = ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| parquet_err(path, e))?;
+    Ok(b.schema().clone())
+}
+
 pub fn read_parts(paths: &[PathBuf]) -> Result<Vec<RecordBatch>> {
     let mut out = Vec::new();
     for p in paths {

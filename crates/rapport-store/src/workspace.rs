@@ -328,27 +328,9 @@ impl Workspace {
     /// deleted, staging is emptied, replaced parts are collected. Writers only.
     fn recover(&self) -> Result<()> {
         self.finish_legacy_moves()?;
-        let placed: Vec<String> = self
-            .conn
-            .prepare("SELECT path FROM placing")?
-            .query_map([], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
+        let placed = self.paths_in("placing")?;
         if !placed.is_empty() {
-            let mut dirs = BTreeSet::new();
-            for rel in &placed {
-                let p = self.root.join(rel);
-                match std::fs::remove_file(&p) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(StoreError::io(&p, e)),
-                }
-                if let Some(d) = p.parent() {
-                    dirs.insert(d.to_path_buf());
-                }
-            }
-            for d in dirs.iter().filter(|d| d.exists()) {
-                sync_dir(d)?;
-            }
+            self.delete_durably(&placed)?;
             self.conn.execute("DELETE FROM placing", [])?;
         }
         let staging = self.root.join("staging");
@@ -365,26 +347,19 @@ impl Workspace {
         self.collect_garbage()
     }
 
-    /// Deletes replaced parts if no reader holds the workspace; otherwise leaves them
-    /// for a later writer. Never waits.
-    fn collect_garbage(&self) -> Result<()> {
-        let garbage: Vec<String> = self
+    /// The workspace-relative paths a bookkeeping table (`placing`, `garbage`) lists.
+    fn paths_in(&self, table: &str) -> Result<Vec<String>> {
+        Ok(self
             .conn
-            .prepare("SELECT path FROM garbage")?
+            .prepare(&format!("SELECT path FROM {table}"))?
             .query_map([], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        if garbage.is_empty() {
-            return Ok(());
-        }
-        let lock_path = self.root.join("readers.lock");
-        let readers = lock_file(&lock_path)?;
-        match readers.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => return Ok(()),
-            Err(TryLockError::Error(e)) => return Err(StoreError::io(&lock_path, e)),
-        }
+            .collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Deletes files (workspace-relative; a missing one is fine) and syncs their folders.
+    fn delete_durably(&self, paths: &[String]) -> Result<()> {
         let mut dirs = BTreeSet::new();
-        for rel in &garbage {
+        for rel in paths {
             let p = self.root.join(rel);
             match std::fs::remove_file(&p) {
                 Ok(()) => {}
@@ -398,6 +373,24 @@ impl Workspace {
         for d in dirs.iter().filter(|d| d.exists()) {
             sync_dir(d)?;
         }
+        Ok(())
+    }
+
+    /// Deletes replaced parts if no reader holds the workspace; otherwise leaves them
+    /// for a later writer. Never waits.
+    fn collect_garbage(&self) -> Result<()> {
+        let garbage = self.paths_in("garbage")?;
+        if garbage.is_empty() {
+            return Ok(());
+        }
+        let lock_path = self.root.join("readers.lock");
+        let readers = lock_file(&lock_path)?;
+        match readers.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => return Ok(()),
+            Err(TryLockError::Error(e)) => return Err(StoreError::io(&lock_path, e)),
+        }
+        self.delete_durably(&garbage)?;
         crash_point("collecting");
         self.conn.execute("DELETE FROM garbage", [])?;
         Ok(())

@@ -55,6 +55,19 @@ pub fn sections(ws: &Workspace, tables: &BTreeMap<String, u64>, body: &mut Strin
     if !tables.contains_key("customers") || !tables.contains_key("segments") {
         return Ok(());
     }
+    // An ingest since the last run rebuilt `customers` without the model columns: the
+    // models are shown again once `rapport run` has refreshed them.
+    let modelled = match ws.table_files("customers")?.first() {
+        Some(part) => rapport_store::tables::part_schema(part)?.field_with_name("rfm_r").is_ok(),
+        None => false,
+    };
+    if !modelled {
+        body.push_str(
+            "<section><h2>Models</h2><p class=\"note\">New data came in since the last <code>rapport run</code>: \
+             run it again to refresh segments, scores, gaps and actions.</p></section>",
+        );
+        return Ok(());
+    }
     let models = super::read_models(ws);
     segments(ws, &models, body)?;
     value(ws, &models, body)?;
