@@ -316,3 +316,19 @@ fn in_chromium(report: &std::path::Path, charts: &[&str]) {
         );
     }
 }
+
+/// docs/commands.md is every command's `--help`, current.
+#[test]
+fn the_command_reference_is_current() {
+    let out = Command::new(env!("CARGO_BIN_EXE_rapport"))
+        .arg("reference")
+        .env_remove("RAPPORT_WORKSPACE")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let committed = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/commands.md")).unwrap();
+    assert!(
+        text(&out.stdout) == committed,
+        "docs/commands.md is stale: run `cargo run -p rapport-cli -- reference > docs/commands.md`"
+    );
+}

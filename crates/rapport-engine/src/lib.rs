@@ -67,12 +67,17 @@ impl EngineError {
 
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;
 
-/// Runs a future on a fresh multi-threaded runtime: the engine's public API is
-/// synchronous, DataFusion's is async.
+/// Runs a future on the process's one multi-threaded runtime (started on first use):
+/// the engine's public API is synchronous, DataFusion's is async.
 pub(crate) fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime starts")
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tracing::debug!("tokio runtime started (one per process)");
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("a tokio runtime starts")
+        })
         .block_on(f)
 }
