@@ -41,8 +41,8 @@ pub fn evaluate(ws: &Workspace, cfg: &ModelsConfig, holdout_days: u32) -> Result
     }
     let unit = cfg.time_unit.days();
     let horizon = f64::from(holdout_days) / unit;
-    let bg = BgNbd::fit(histories).map_err(EngineError::Usage)?;
-    let pn = ParetoNbd::fit(histories).map_err(EngineError::Usage)?;
+    let bg = BgNbd::fit(histories)?;
+    let pn = ParetoNbd::fit(histories)?;
     let e_bg: Vec<f64> = histories
         .iter()
         .map(|h| bg.params.conditional_expected(horizon, h).unwrap_or(f64::NAN))

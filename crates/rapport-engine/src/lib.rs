@@ -39,6 +39,20 @@ pub enum EngineError {
     Usage(String),
     #[error(transparent)]
     Synth(#[from] rapport_synth::SynthError),
+    /// A model function called against its contract: a fault, not the user's.
+    #[error("model: {0}")]
+    Model(rapport_model::ModelError),
+}
+
+impl From<rapport_model::ModelError> for EngineError {
+    /// Data too thin for a model the step cannot do without is the user's to fix (more
+    /// data, a different as-of date); a broken call is a fault.
+    fn from(e: rapport_model::ModelError) -> Self {
+        match e {
+            rapport_model::ModelError::TooLittleData(m) => EngineError::Usage(m),
+            e @ rapport_model::ModelError::InvalidInput(_) => EngineError::Model(e),
+        }
+    }
 }
 
 impl EngineError {
@@ -60,7 +74,7 @@ impl EngineError {
                     | datafusion::error::DataFusionError::SchemaError(..)
             ),
             EngineError::Usage(_) => true,
-            EngineError::Io { .. } | EngineError::Synth(_) => false,
+            EngineError::Io { .. } | EngineError::Synth(_) | EngineError::Model(_) => false,
         }
     }
 }

@@ -17,6 +17,7 @@
 //! them, which takes a few iterations. BFGS on all histories is the fallback.
 
 use crate::btyd::{check, group, Fit, History};
+use crate::error::{no_finite_likelihood, ModelError};
 use crate::optimize::{fit_from_starts, sample_stride, Second};
 use crate::parallel::ordered_fold;
 use crate::special::{digamma, hyp2f1, ln_gamma, log_add_exp, trigamma};
@@ -262,7 +263,7 @@ impl BgNbd {
 
     /// Maximum-likelihood fit. Never panics: bad data is an error naming the history,
     /// and a fit that does not converge comes back with `converged: false`.
-    pub fn fit(histories: &[History]) -> Result<Fit<BgNbd>, String> {
+    pub fn fit(histories: &[History]) -> Result<Fit<BgNbd>, ModelError> {
         check(histories)?;
         let data = group(histories);
         let full = Prepared::new(&data);
@@ -277,8 +278,7 @@ impl BgNbd {
         let sample = sample_stride(data.len()).map(|step| Prepared::sample(&data, step));
         let on_sample = |v: &[f64]| sample.as_ref().and_then(|s| s.objective(v));
         let on_sample: Option<&Second<'_>> = if sample.is_some() { Some(&on_sample) } else { None };
-        let (m, iterations) =
-            fit_from_starts(&on_full, on_sample, &starts).ok_or("the likelihood is not finite from any starting point")?;
+        let (m, iterations) = fit_from_starts(&on_full, on_sample, &starts).ok_or_else(no_finite_likelihood)?;
         Ok(Fit {
             params: Self::from_log(&m.x),
             log_likelihood: -m.value * total,

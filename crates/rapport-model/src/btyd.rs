@@ -2,6 +2,7 @@
 //! (x, t_x, T), so a fit costs in proportion to distinct histories, not customers, and
 //! the fit report every model returns.
 
+use crate::error::ModelError;
 /// One customer's calibration history: `x` repeat purchases (purchase occasions after
 /// the first), the time `t_x` of the last one and the age `t` of the customer at the
 /// end of calibration, both measured from the first purchase in the model's time unit;
@@ -88,12 +89,12 @@ pub struct Fit<P> {
 }
 
 /// Checks the data of a fit; the error names the first bad history.
-pub fn check(histories: &[History]) -> Result<(), String> {
+pub fn check(histories: &[History]) -> Result<(), ModelError> {
     if histories.is_empty() {
-        return Err("no customers to fit".into());
+        return Err(ModelError::TooLittleData("no customers to fit".into()));
     }
     match histories.iter().find_map(History::problem) {
-        Some(p) => Err(p),
+        Some(p) => Err(ModelError::InvalidInput(p)),
         None => Ok(()),
     }
 }
@@ -119,7 +120,7 @@ mod tests {
 
     #[test]
     fn bad_histories_are_named() {
-        assert!(check(&[History::new(1.0, 6.0, 5.0)]).unwrap_err().contains("t_x = 6"));
+        assert!(check(&[History::new(1.0, 6.0, 5.0)]).unwrap_err().message().contains("t_x = 6"));
         assert!(check(&[History::new(0.0, 1.0, 5.0)]).is_err());
         assert!(check(&[]).is_err());
     }

@@ -3,6 +3,7 @@
 //! trees (early-stopped on an inner validation split) and their blend (the mean of the
 //! two probabilities). A caller compares them on held-out data and keeps the best.
 
+use crate::error::ModelError;
 use crate::gbt::{Gbt, GbtParams};
 use crate::metrics::{auc, stratified_folds};
 use crate::regression::{Logistic, Standardizer};
@@ -111,13 +112,13 @@ pub type Encoder<'a> = dyn Fn(&[usize], &[usize]) -> (Vec<f64>, Vec<f64>, usize)
 /// Stratified k-fold cross-validation. `encode(train_rows, test_rows)` builds the
 /// training and test matrices (so any encoding is fitted on the training rows only) and
 /// returns `(x_train, x_test, d)`.
-pub fn cross_validate(y: &[bool], folds: usize, seed: u64, encode: &Encoder<'_>) -> Result<CrossValidation, String> {
+pub fn cross_validate(y: &[bool], folds: usize, seed: u64, encode: &Encoder<'_>) -> Result<CrossValidation, ModelError> {
     let pos = y.iter().filter(|&&v| v).count();
     if pos < folds || y.len() - pos < folds {
-        return Err(format!(
+        return Err(ModelError::TooLittleData(format!(
             "{pos} positive and {} negative rows: each class needs at least {folds} (one per fold)",
             y.len() - pos
-        ));
+        )));
     }
     let fold = stratified_folds(y, folds, seed);
     let mut aucs: Vec<(Kind, Vec<f64>)> = Kind::ALL.iter().map(|k| (*k, Vec::new())).collect();

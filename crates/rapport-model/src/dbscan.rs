@@ -5,6 +5,7 @@
 //! adjacent cells can hold a neighbour), and clusters are grown in index order, so the
 //! result is deterministic.
 
+use crate::error::ModelError;
 use std::collections::HashMap;
 
 const MAX_DIM: usize = 8;
@@ -76,20 +77,20 @@ impl<'a> Grid<'a> {
 }
 
 /// Clusters the rows of `x` (row-major, `d` ≤ 8 columns).
-pub fn dbscan(x: &[f64], d: usize, eps: f64, min_points: usize) -> Result<Dbscan, String> {
+pub fn dbscan(x: &[f64], d: usize, eps: f64, min_points: usize) -> Result<Dbscan, ModelError> {
     if d == 0 || d > MAX_DIM || !x.len().is_multiple_of(d) {
-        return Err(format!(
+        return Err(ModelError::InvalidInput(format!(
             "dbscan needs 1 to {MAX_DIM} columns and whole rows (got {d} columns, {} values)",
             x.len()
-        ));
+        )));
     }
     if eps.is_nan() || eps <= 0.0 || !eps.is_finite() || min_points == 0 {
-        return Err(format!(
+        return Err(ModelError::InvalidInput(format!(
             "dbscan needs eps > 0 and min_points ≥ 1 (got eps {eps}, min_points {min_points})"
-        ));
+        )));
     }
     if x.iter().any(|v| !v.is_finite()) {
-        return Err("dbscan input has a missing or infinite value".into());
+        return Err(ModelError::InvalidInput("dbscan input has a missing or infinite value".into()));
     }
     let n = x.len() / d;
     let grid = Grid::new(x, d, eps);

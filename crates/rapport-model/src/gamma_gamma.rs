@@ -12,6 +12,7 @@
 //! x; the terms in ln z̄ and ln x are sums fixed before the fit; what is left per customer
 //! is one logarithm ln(γ + x z̄) per evaluation, summed in parallel in fixed blocks.
 
+use crate::error::{no_finite_likelihood, ModelError};
 use crate::optimize::{fit_from_starts, sample_stride, Second};
 use crate::parallel::ordered_fold;
 use crate::special::{digamma, ln_gamma, trigamma};
@@ -187,14 +188,17 @@ impl GammaGamma {
 
     /// Fits on customers with at least one transaction and a positive mean; others are
     /// ignored (they carry no information about spend).
-    pub fn fit(spends: &[Spend]) -> Result<GammaGammaFit, String> {
+    pub fn fit(spends: &[Spend]) -> Result<GammaGammaFit, ModelError> {
         let data: Vec<Spend> = spends
             .iter()
             .copied()
             .filter(|s| s.x > 0.0 && s.mean > 0.0 && s.mean.is_finite() && s.weight > 0.0)
             .collect();
         if data.len() < 2 {
-            return Err(format!("Gamma-Gamma needs customers with repeat spend; found {}", data.len()));
+            return Err(ModelError::TooLittleData(format!(
+                "Gamma-Gamma needs customers with repeat spend; found {}",
+                data.len()
+            )));
         }
         let prep = Prepared::new(&data);
         let total = prep.total;
@@ -209,7 +213,7 @@ impl GammaGamma {
         let sample = sample_stride(data.len()).map(|step| Prepared::new(&data.iter().step_by(step).copied().collect::<Vec<_>>()));
         let on_sample = |v: &[f64]| sample.as_ref().and_then(|s| s.objective(v));
         let on_sample: Option<&Second<'_>> = if sample.is_some() { Some(&on_sample) } else { None };
-        let (best, iterations) = fit_from_starts(&on, on_sample, &starts).ok_or("the likelihood is not finite from any starting point")?;
+        let (best, iterations) = fit_from_starts(&on, on_sample, &starts).ok_or_else(no_finite_likelihood)?;
         Ok(GammaGammaFit {
             params: Self {
                 p: best.x[0].exp(),

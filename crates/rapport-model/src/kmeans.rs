@@ -6,6 +6,7 @@
 //! from its own ChaCha stream derived from the caller's seed, so results are the same
 //! whatever the number of threads.
 
+use crate::error::ModelError;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
@@ -285,16 +286,22 @@ fn mean_variance(data: &[f64], d: usize) -> f64 {
 }
 
 /// Fits k-means on `n × d` row-major `data`; the best of `restarts` runs by inertia.
-pub fn fit(data: &[f64], d: usize, params: &KMeansParams) -> Result<KMeans, String> {
+pub fn fit(data: &[f64], d: usize, params: &KMeansParams) -> Result<KMeans, ModelError> {
     if d == 0 || !data.len().is_multiple_of(d) {
-        return Err(format!("data of {} values is not a whole number of {d}-feature rows", data.len()));
+        return Err(ModelError::InvalidInput(format!(
+            "data of {} values is not a whole number of {d}-feature rows",
+            data.len()
+        )));
     }
     let n = data.len() / d;
     if params.k == 0 || params.k > n {
-        return Err(format!("k = {} needs between 1 and {n} points", params.k));
+        return Err(ModelError::TooLittleData(format!(
+            "k = {} needs between 1 and {n} points",
+            params.k
+        )));
     }
     if data.iter().any(|v| !v.is_finite()) {
-        return Err("data holds a value that is not a finite number".into());
+        return Err(ModelError::InvalidInput("data holds a value that is not a finite number".into()));
     }
     let tol = params.tol * mean_variance(data, d);
     let runs: Vec<KMeans> = (0..params.restarts.max(1))
@@ -359,18 +366,19 @@ pub struct GapStat {
 /// data drawn uniformly over the box aligned with the data's principal components
 /// (their method b), `references` draws, each clustered like the data. Deterministic
 /// in `seed`.
-pub fn gap_statistic(data: &[f64], d: usize, k_max: usize, references: usize, seed: u64) -> Result<Vec<GapStat>, String> {
+pub fn gap_statistic(data: &[f64], d: usize, k_max: usize, references: usize, seed: u64) -> Result<Vec<GapStat>, ModelError> {
     if d == 0 || !data.len().is_multiple_of(d) || data.len() / d < k_max.max(2) {
-        return Err(format!(
+        return Err(ModelError::TooLittleData(format!(
             "the gap statistic up to k = {k_max} needs at least {k_max} points of {d} features"
-        ));
+        )));
     }
     let n = data.len() / d;
     let params = |k: usize, s: u64| KMeansParams {
         restarts: 2,
         ..KMeansParams::new(k, s)
     };
-    let log_w = |x: &[f64], k: usize, s: u64| -> Result<f64, String> { Ok(fit(x, d, &params(k, s))?.inertia.max(f64::MIN_POSITIVE).ln()) };
+    let log_w =
+        |x: &[f64], k: usize, s: u64| -> Result<f64, ModelError> { Ok(fit(x, d, &params(k, s))?.inertia.max(f64::MIN_POSITIVE).ln()) };
     // Principal axes of the centred data.
     let mut mean = vec![0.0; d];
     for row in data.chunks_exact(d) {
@@ -416,7 +424,7 @@ pub fn gap_statistic(data: &[f64], d: usize, k_max: usize, references: usize, se
                 .iter()
                 .enumerate()
                 .map(|(b, x)| log_w(x, k, seed.wrapping_add(1 + b as u64)))
-                .collect::<Result<Vec<f64>, String>>()?;
+                .collect::<Result<Vec<f64>, ModelError>>()?;
             let b = refs.len() as f64;
             let m = refs.iter().sum::<f64>() / b;
             let sd = (refs.iter().map(|r| (r - m).powi(2)).sum::<f64>() / b).sqrt();

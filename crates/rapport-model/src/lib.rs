@@ -11,6 +11,7 @@ pub mod btyd;
 pub mod classify;
 pub mod dbscan;
 pub mod design;
+pub mod error;
 pub mod forecast;
 pub mod gamma_gamma;
 pub mod gap;
@@ -29,3 +30,5 @@ pub mod robust;
 pub mod sample;
 pub mod special;
 pub mod uplift;
+
+pub use error::ModelError;

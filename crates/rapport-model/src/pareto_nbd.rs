@@ -9,6 +9,7 @@
 //! log-parameters (the 2F1 parameter derivatives are not worth their complexity here).
 
 use crate::btyd::{check, group, Fit, History};
+use crate::error::{no_finite_likelihood, ModelError};
 use crate::optimize::best_of_with;
 use crate::special::{ln_gamma, ln_hyp2f1_a_a1, log_add_exp};
 
@@ -71,7 +72,7 @@ impl ParetoNbd {
         parts.iter().sum()
     }
 
-    pub fn fit(histories: &[History]) -> Result<Fit<ParetoNbd>, String> {
+    pub fn fit(histories: &[History]) -> Result<Fit<ParetoNbd>, ModelError> {
         check(histories)?;
         let data = group(histories);
         let total: f64 = data.iter().map(|h| h.weight).sum();
@@ -109,8 +110,7 @@ impl ParetoNbd {
             vec![(0.5f64).ln(), (mean_t / 4.0).ln(), (0.5f64).ln(), (mean_t / 4.0).ln()],
             vec![(2.0f64).ln(), (mean_t * 2.0).ln(), (2.0f64).ln(), (mean_t * 2.0).ln()],
         ];
-        let best =
-            best_of_with(&objective, Some(&value), &starts, 100, 1e-8).ok_or("the likelihood is not finite from any starting point")?;
+        let best = best_of_with(&objective, Some(&value), &starts, 100, 1e-8).ok_or_else(no_finite_likelihood)?;
         Ok(Fit {
             params: Self::from_log(&best.x),
             log_likelihood: -best.value * total,

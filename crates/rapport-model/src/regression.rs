@@ -3,6 +3,7 @@
 //! logistic (softmax) regression (BFGS with analytic gradient) and ordinary least squares
 //! with standard errors.
 
+use crate::error::ModelError;
 use rayon::prelude::*;
 
 use crate::linalg::{solve_spd, spd_inverse};
@@ -265,11 +266,11 @@ pub struct LinearFit {
 }
 
 impl LinearFit {
-    pub fn fit(x: &[f64], d: usize, y: &[f64]) -> Result<Self, String> {
+    pub fn fit(x: &[f64], d: usize, y: &[f64]) -> Result<Self, ModelError> {
         let n = y.len();
         let p = d + 1;
         if n <= p {
-            return Err(format!("{n} rows are too few for {p} coefficients"));
+            return Err(ModelError::TooLittleData(format!("{n} rows are too few for {p} coefficients")));
         }
         let mut xtx = vec![0.0; p * p];
         let mut xty = vec![0.0; p];

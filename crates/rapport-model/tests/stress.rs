@@ -111,7 +111,7 @@ fn hard_regimes_give_parameters_or_a_diagnostic() {
                     assert!(q.p_alive(h).is_none_or(|pa| (0.0..=1.0).contains(&pa)), "case {i}");
                 }
             }
-            Err(e) => assert!(!e.is_empty(), "case {i}"),
+            Err(e) => assert!(!e.message().is_empty(), "case {i}"),
         }
     }
     let spends = [

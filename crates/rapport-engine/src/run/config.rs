@@ -171,7 +171,7 @@ impl ModelsConfig {
                 c.gap_evidence, c.knowledge_fdr, c.category_prior_strength, c.category_preference_ratio, c.gap_rate_tolerance
             )));
         }
-        if c.dbscan_eps.is_nan() || c.dbscan_eps <= 0.0 || c.dbscan_min_points == 0 {
+        if !c.dbscan_eps.is_finite() || c.dbscan_eps <= 0.0 || c.dbscan_min_points == 0 {
             return Err(EngineError::Usage(format!(
                 "[models]: dbscan_eps = {} must be positive and dbscan_min_points = {} at least 1",
                 c.dbscan_eps, c.dbscan_min_points

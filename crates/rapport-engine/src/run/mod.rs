@@ -25,6 +25,7 @@ use rapport_model::btyd::History;
 use rapport_model::gamma_gamma::{GammaGamma, Spend};
 use rapport_model::pareto_nbd::ParetoNbd;
 use rapport_model::rfm;
+use rapport_model::ModelError;
 use rapport_store::Workspace;
 
 use crate::session::{workspace_context, Personal};
@@ -177,7 +178,7 @@ pub fn assess_gaps(ws: &Workspace, cfg: &ModelsConfig, as_of: Option<&str>) -> R
     let bg = if inputs.histories.is_empty() {
         None
     } else {
-        Some(BgNbd::fit(&inputs.histories).map_err(EngineError::Usage)?)
+        optional_fit(BgNbd::fit(&inputs.histories), "bgnbd")?
     };
     let mut p_alive = vec![None; n];
     if let Some(f) = &bg {
@@ -211,6 +212,19 @@ pub fn assess_gaps(ws: &Workspace, cfg: &ModelsConfig, as_of: Option<&str>) -> R
     Ok((inputs.features.customer_id, out.assessed, inputs.as_of_day))
 }
 
+/// A fit the run can do without: `None` when the data are too thin for it (the run
+/// goes on, as with no buyers at all); a broken call is an error.
+fn optional_fit<T>(fit: std::result::Result<T, ModelError>, model: &str) -> Result<Option<T>> {
+    match fit {
+        Ok(f) => Ok(Some(f)),
+        Err(ModelError::TooLittleData(why)) => {
+            tracing::warn!(model, "not fitted: {why}");
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Runs the models as seen at the end of `as_of` (default: the last order date).
 /// [`run_with`] under the default `[actions]` policy.
 pub fn run(ws: &Workspace, cfg: &ModelsConfig, as_of: Option<&str>) -> Result<RunSummary> {
@@ -237,7 +251,7 @@ pub fn run_with(ws: &Workspace, cfg: &ModelsConfig, policy: &actions::ActionsCon
     let bg = if histories.is_empty() {
         None
     } else {
-        Some(BgNbd::fit(&histories).map_err(EngineError::Usage)?)
+        optional_fit(BgNbd::fit(&histories), "bgnbd")?
     };
     if let Some(f) = &bg {
         let p = f.params;
@@ -257,14 +271,18 @@ pub fn run_with(ws: &Workspace, cfg: &ModelsConfig, policy: &actions::ActionsCon
                            "converged": f.converged, "iterations": f.iterations, "groups": f.groups, "message": f.message}),
                 );
             }
+            Err(e @ ModelError::InvalidInput(_)) => return Err(e.into()),
             Err(e) => {
-                models.insert("pareto_nbd".into(), json!({"converged": false, "message": e}));
+                models.insert("pareto_nbd".into(), json!({"converged": false, "message": e.message()}));
             }
         }
     }
-    let gg = GammaGamma::fit(&spends).ok();
+    let gg = GammaGamma::fit(&spends);
+    if let Err(e @ ModelError::InvalidInput(_)) = &gg {
+        return Err(e.clone().into());
+    }
     match &gg {
-        Some(f) => {
+        Ok(f) => {
             let p = f.params;
             models.insert(
                 "gamma_gamma".into(),
@@ -272,13 +290,11 @@ pub fn run_with(ws: &Workspace, cfg: &ModelsConfig, policy: &actions::ActionsCon
                        "iterations": f.iterations, "customers": f.customers, "message": f.message}),
             );
         }
-        None => {
-            models.insert(
-                "gamma_gamma".into(),
-                json!({"converged": false, "message": "too few customers with repeat spend"}),
-            );
+        Err(e) => {
+            models.insert("gamma_gamma".into(), json!({"converged": false, "message": e.message()}));
         }
     }
+    let gg = gg.ok();
 
     // Per-customer predictions.
     let mut p_alive = vec![None; n];

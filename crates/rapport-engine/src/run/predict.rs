@@ -243,7 +243,7 @@ pub fn loyalty(s: [&Snapshot<'_>; 3], names: &[String]) -> (Vec<Option<f64>>, Va
     let scaler = Standardizer::fit(&x, used.len());
     let fit = match LinearFit::fit(&scaler.apply(&x), used.len(), &target) {
         Ok(f) => f,
-        Err(e) => return (vec![None; n], json!({"fitted": false, "message": e})),
+        Err(e) => return (vec![None; n], json!({"fitted": false, "message": e.message()})),
     };
     let now = buyers(s[2]);
     let xn = scaler.apply(&pick(matrix(s[2], &now, names)));

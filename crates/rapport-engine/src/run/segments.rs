@@ -116,13 +116,13 @@ pub fn cluster(f: &Features, buyers: &[usize], as_of_day: i64, cfg: &ModelsConfi
     let sample = sample_indices(m, 3000, cfg.seed);
     let k_max = cfg.k_max.min(m - 1);
     let xs: Vec<f64> = sample.iter().flat_map(|&k| x[k * d..(k + 1) * d].iter().copied()).collect();
-    let stats = gap_statistic(&xs, d, (k_max + 1).min(sample.len()), 10, cfg.seed).map_err(crate::EngineError::Usage)?;
+    let stats = gap_statistic(&xs, d, (k_max + 1).min(sample.len()), 10, cfg.seed)?;
     let supported = gap_supported(&stats);
     let in_range: Vec<usize> = supported.iter().copied().filter(|k| (cfg.k_min..=k_max).contains(k)).collect();
     let mut by_k = serde_json::Map::new();
     let mut best: Option<(usize, f64, rapport_model::kmeans::KMeans)> = None;
     for k in cfg.k_min..=k_max {
-        let km = fit(&x, d, &KMeansParams::new(k, cfg.seed)).map_err(crate::EngineError::Usage)?;
+        let km = fit(&x, d, &KMeansParams::new(k, cfg.seed))?;
         let s = silhouette(&x, d, &km.labels, k, &sample);
         by_k.insert(k.to_string(), json!(s));
         let eligible = in_range.is_empty() || in_range.contains(&k);
@@ -248,7 +248,7 @@ fn cluster_dbscan(f: &Features, buyers: &[usize], x: &[f64], cfg: &ModelsConfig)
     fit_rows.sort_unstable();
     let pick = |rows: &[usize]| rows.iter().flat_map(|&k| x[k * d..(k + 1) * d].iter().copied()).collect::<Vec<_>>();
     let xf = pick(&fit_rows);
-    let model = dbscan::dbscan(&xf, d, cfg.dbscan_eps, cfg.dbscan_min_points).map_err(crate::EngineError::Usage)?;
+    let model = dbscan::dbscan(&xf, d, cfg.dbscan_eps, cfg.dbscan_min_points)?;
     let mut label_of = vec![None; m];
     for (j, &k) in fit_rows.iter().enumerate() {
         label_of[k] = model.labels[j];
