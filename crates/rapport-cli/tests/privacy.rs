@@ -48,6 +48,15 @@ fn a_customers_file_without_a_header_row_is_described_not_printed() {
     assert_no_canary("ingest", &out);
 }
 
+/// Reveals with the key given in RAPPORT_KEY.
+fn with_key(ws: &Path, key: &str) -> Output {
+    rapport_with(
+        ws,
+        &["sql", "--reveal", "SELECT email FROM customer_profiles"],
+        &[("RAPPORT_KEY", key.trim())],
+    )
+}
+
 fn people(dir: &Path) -> std::path::PathBuf {
     let data = dir.join("people");
     std::fs::create_dir_all(&data).unwrap();
@@ -109,17 +118,7 @@ fn rekey_keeps_every_value_and_retires_the_old_key() {
         props_before
     );
     assert_ne!(std::fs::read_to_string(ws.join("key")).unwrap(), old_key);
-    let out = Command::new(env!("CARGO_BIN_EXE_rapport"))
-        .args([
-            "--workspace",
-            ws.to_str().unwrap(),
-            "sql",
-            "--reveal",
-            "SELECT email FROM customer_profiles",
-        ])
-        .env("RAPPORT_KEY", old_key.trim())
-        .output()
-        .unwrap();
+    let out = with_key(&ws, &old_key);
     assert_eq!(out.status.code(), Some(2), "the old key is refused: {}", text(&out.stdout));
     assert!(text(&out.stderr).contains("not this workspace's key"), "{}", text(&out.stderr));
     assert!(rapport(&ws, &["check"]).status.success());
@@ -201,17 +200,7 @@ fn a_rekey_killed_at_any_step_loses_nothing() {
         assert!(out.status.success(), "{step}: {}", text(&out.stderr));
         assert_eq!(text(&out.stdout), before, "{step}");
         assert!(rapport(&ws, &["check"]).status.success(), "{step}");
-        let with_old = Command::new(env!("CARGO_BIN_EXE_rapport"))
-            .args([
-                "--workspace",
-                ws.to_str().unwrap(),
-                "sql",
-                "--reveal",
-                "SELECT email FROM customer_profiles",
-            ])
-            .env("RAPPORT_KEY", old_key.trim())
-            .output()
-            .unwrap();
+        let with_old = with_key(&ws, &old_key);
         assert_eq!(!with_old.status.success(), rotated, "{step}: the old key is retired once committed");
         let out = rapport(&ws, &["rekey"]);
         assert!(out.status.success(), "{step}: a later rotation works: {}", text(&out.stderr));

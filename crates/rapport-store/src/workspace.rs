@@ -144,17 +144,10 @@ impl Workspace {
             create_private_dir_all(&root.join(d))?;
         }
         let catalog = root.join("catalog.sqlite");
-        let conn = Connection::open(&catalog)?;
+        let ws = Self::with_access(root, Access::Write(lock))?;
         make_private(&catalog)?;
-        conn.busy_timeout(Duration::from_secs(30))?;
-        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;")?;
-        conn.execute_batch(SCHEMA)?;
-        let ws = Self {
-            root: root.to_path_buf(),
-            conn,
-            access: Access::Write(lock),
-            snapshot: RefCell::new(BTreeMap::new()),
-        };
+        ws.conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;")?;
+        ws.conn.execute_batch(SCHEMA)?;
         ws.upgrade()?;
         ws.recover()?;
         ws.refresh()?;
@@ -174,16 +167,21 @@ impl Workspace {
         let lock = lock_file(&root.join("readers.lock"))?;
         // A writer holds this exclusively only while deleting replaced parts.
         lock.lock_shared().map_err(|e| StoreError::io(&root.join("readers.lock"), e))?;
-        let conn = Connection::open(root.join("catalog.sqlite"))?;
-        conn.busy_timeout(Duration::from_secs(30))?;
-        let ws = Self {
-            root: root.to_path_buf(),
-            conn,
-            access: Access::Read(lock),
-            snapshot: RefCell::new(BTreeMap::new()),
-        };
+        let ws = Self::with_access(root, Access::Read(lock))?;
         ws.refresh()?;
         Ok(ws)
+    }
+
+    /// The catalog connection, before any snapshot is read.
+    fn with_access(root: &Path, access: Access) -> Result<Self> {
+        let conn = Connection::open(root.join("catalog.sqlite"))?;
+        conn.busy_timeout(Duration::from_secs(30))?;
+        Ok(Self {
+            root: root.to_path_buf(),
+            conn,
+            access,
+            snapshot: RefCell::new(BTreeMap::new()),
+        })
     }
 
     fn must_exist(root: &Path) -> Result<()> {
