@@ -748,7 +748,7 @@ pub fn demo(out: &Path, customers: usize, seed: u64, quiet: bool) -> Result<()> 
     if outcomes.exists() {
         std::fs::remove_dir_all(&outcomes).with_context(|| format!("clearing {}", outcomes.display()))?;
     }
-    let sent = rapport_engine::uplift::simulate_from_truth(&ws, &data.join("truth"), &outcomes, seed)?;
+    let sent = simulate_from_truth(&ws, &data.join("truth"), &outcomes, seed)?;
     println!(
         "4. the campaign went out; {sent} outcomes simulated from the generator's truth (planted effects in {})",
         data.join("truth/uplift.csv").display()
@@ -767,6 +767,29 @@ pub fn demo(out: &Path, customers: usize, seed: u64, quiet: bool) -> Result<()> 
         out.join("workspace").display()
     );
     Ok(())
+}
+
+/// For generated data only: how the latest campaign's audience responded, drawn from
+/// the generator's truth in `truth_dir`, written as `out_dir/campaign_outcomes.csv`.
+/// Returns the rows written.
+pub fn simulate_from_truth(ws: &Workspace, truth_dir: &Path, out_dir: &Path, seed: u64) -> Result<usize> {
+    let Some(a) = rapport_engine::uplift::latest_audience(ws)? else {
+        return Ok(0);
+    };
+    let members: Vec<rapport_synth::AudienceMember> = a
+        .members
+        .into_iter()
+        .map(|m| rapport_synth::AudienceMember {
+            source: m.source,
+            source_id: m.source_id,
+            action: m.action,
+            control: m.control,
+        })
+        .collect();
+    std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let file = out_dir.join("campaign_outcomes.csv");
+    let s = rapport_synth::simulate_outcomes(truth_dir, &members, &a.campaign_id, &a.sent_at, seed, &file)?;
+    Ok(s.rows)
 }
 
 /// `rapport rekey`: a new key for every personal value and pseudonym.

@@ -37,8 +37,6 @@ pub enum EngineError {
     },
     #[error("{0}")]
     Usage(String),
-    #[error(transparent)]
-    Synth(#[from] rapport_synth::SynthError),
     /// A model function called against its contract: a fault, not the user's.
     #[error("model: {0}")]
     Model(rapport_model::ModelError),
@@ -74,7 +72,7 @@ impl EngineError {
                     | datafusion::error::DataFusionError::SchemaError(..)
             ),
             EngineError::Usage(_) => true,
-            EngineError::Io { .. } | EngineError::Synth(_) | EngineError::Model(_) => false,
+            EngineError::Io { .. } | EngineError::Model(_) => false,
         }
     }
 }

@@ -188,12 +188,27 @@ pub fn refresh(ws: &Workspace) -> Result<Vec<UpliftRow>> {
     Ok(rows)
 }
 
-/// For generated data only: simulates how the audience of the latest `actions` table
-/// responded, from the generator's truth in `truth_dir`, and writes the outcomes as
-/// `out_dir/campaign_outcomes.csv` (customers named by one of their source ids, as a
-/// company's campaign tool would report them). The campaign is sent the day after its
-/// as-of date. Returns the rows written.
-pub fn simulate_from_truth(ws: &Workspace, truth_dir: &std::path::Path, out_dir: &std::path::Path, seed: u64) -> Result<usize> {
+/// Who the latest `actions` table sends its campaign to, each customer named by one of
+/// their source ids (as a company's campaign tool would report them back), and when it
+/// goes out: the day after its as-of date.
+#[derive(Debug, Clone)]
+pub struct CampaignAudience {
+    pub campaign_id: String,
+    /// `YYYY-MM-DDT09:00:00`.
+    pub sent_at: String,
+    pub members: Vec<AudienceRow>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AudienceRow {
+    pub source: String,
+    pub source_id: String,
+    pub action: String,
+    pub control: bool,
+}
+
+/// The latest campaign's audience; `None` when the last run chose nobody.
+pub fn latest_audience(ws: &Workspace) -> Result<Option<CampaignAudience>> {
     let tables = ws.tables()?;
     if !tables.contains_key("actions") || !tables.contains_key("customer_sources") {
         return Err(crate::EngineError::Usage("no actions yet: run `rapport run` first".into()));
@@ -209,13 +224,13 @@ pub fn simulate_from_truth(ws: &Workspace, truth_dir: &std::path::Path, out_dir:
            ORDER BY a.customer_id, a.action"#,
         &Personal::Stored,
     )?;
-    let Some(campaign) = rows.first().and_then(|r| r[0].clone()) else {
-        return Ok(0);
+    let Some(campaign_id) = rows.first().and_then(|r| r[0].clone()) else {
+        return Ok(None);
     };
-    let audience: Vec<rapport_synth::AudienceMember> = rows
+    let members = rows
         .iter()
         .filter_map(|r| {
-            Some(rapport_synth::AudienceMember {
+            Some(AudienceRow {
                 source: r[1].clone()?,
                 source_id: r[2].clone()?,
                 action: r[3].clone()?,
@@ -224,14 +239,13 @@ pub fn simulate_from_truth(ws: &Workspace, truth_dir: &std::path::Path, out_dir:
         })
         .collect();
     // "<prefix>-YYYY-MM-DD": sent the next morning.
-    let as_of = campaign.get(campaign.len().saturating_sub(10)..).unwrap_or("");
-    let sent = chrono::NaiveDate::parse_from_str(as_of, "%Y-%m-%d")
+    let as_of = campaign_id.get(campaign_id.len().saturating_sub(10)..).unwrap_or("");
+    let sent_at = chrono::NaiveDate::parse_from_str(as_of, "%Y-%m-%d")
         .map(|d| (d + chrono::Duration::days(1)).format("%Y-%m-%dT09:00:00").to_string())
-        .map_err(|_| crate::EngineError::Usage(format!("campaign id {campaign} does not end in a date")))?;
-    std::fs::create_dir_all(out_dir).map_err(|e| crate::EngineError::Io {
-        path: out_dir.display().to_string(),
-        source: e,
-    })?;
-    let s = rapport_synth::simulate_outcomes(truth_dir, &audience, &campaign, &sent, seed, &out_dir.join("campaign_outcomes.csv"))?;
-    Ok(s.rows)
+        .map_err(|_| crate::EngineError::Usage(format!("campaign id {campaign_id} does not end in a date")))?;
+    Ok(Some(CampaignAudience {
+        campaign_id,
+        sent_at,
+        members,
+    }))
 }

@@ -27,7 +27,7 @@ fn loop_run() -> &'static Path {
         let cfg = rapport_engine::run::config::ModelsConfig::default();
         rapport_engine::run::run_with(&ws, &cfg, &policy, None).unwrap();
         let outcomes = root.join("outcomes");
-        let n = rapport_engine::uplift::simulate_from_truth(&ws, &data.join("truth"), &outcomes, 5).unwrap();
+        let n = crate::simulate_from_truth(&ws, &data.join("truth"), &outcomes, 5);
         assert!(n > 500, "{n} outcomes");
         rapport_engine::ingest::ingest(&ws, &rapport_store::IngestOptions::new(&outcomes), &rapport_store::NoProgress).unwrap();
         rapport_engine::uplift::refresh(&ws).unwrap();

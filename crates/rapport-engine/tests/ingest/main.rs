@@ -32,6 +32,33 @@ pub fn writer(ws_dir: &Path) -> Workspace {
     Workspace::writer(ws_dir, &rapport_store::Writer::new("test")).unwrap()
 }
 
+/// How the latest campaign's audience responded, drawn by the generator from its truth
+/// (as `rapport demo` does); the rows written to `out/campaign_outcomes.csv`.
+pub fn simulate_from_truth(ws: &Workspace, truth: &Path, out: &Path, seed: u64) -> usize {
+    let a = rapport_engine::uplift::latest_audience(ws).unwrap().expect("an audience");
+    let members: Vec<rapport_synth::AudienceMember> = a
+        .members
+        .into_iter()
+        .map(|m| rapport_synth::AudienceMember {
+            source: m.source,
+            source_id: m.source_id,
+            action: m.action,
+            control: m.control,
+        })
+        .collect();
+    std::fs::create_dir_all(out).unwrap();
+    rapport_synth::simulate_outcomes(
+        truth,
+        &members,
+        &a.campaign_id,
+        &a.sent_at,
+        seed,
+        &out.join("campaign_outcomes.csv"),
+    )
+    .unwrap()
+    .rows
+}
+
 /// Ingests `data` into the workspace at `ws_dir`.
 pub fn ingest(ws_dir: &Path, data: &Path) -> Result<IngestOutcome, EngineError> {
     let ws = writer(ws_dir);
