@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 mod common;
-use common::{rapport_with, text, walk};
+use common::{rapport_with, text, walk, write};
 
 /// Every command here runs with debug logging: no log line may carry a canary either.
 fn rapport(ws: &Path, args: &[&str]) -> Output {
@@ -28,20 +28,15 @@ fn assert_no_canary(what: &str, out: &Output) {
 fn a_customers_file_without_a_header_row_is_described_not_printed() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    std::fs::write(
-        data.join("orders.csv"),
-        "order_id,customer_id,ordered_at,amount\no1,c1,2024-01-01,3\n",
-    )
-    .unwrap();
-    std::fs::write(
-        data.join("customers.csv"),
+    write(&data, "orders.csv", "order_id,customer_id,ordered_at,amount\no1,c1,2024-01-01,3\n");
+    write(
+        &data,
+        "customers.csv",
         format!(
             "c1,{},+1 {},{},{}\nc2,b@example.org,,Bob,1970-01-01\n",
             CANARIES[0], CANARIES[1], CANARIES[2], CANARIES[3]
         ),
-    )
-    .unwrap();
+    );
     let out = rapport(&dir.path().join("ws"), &["ingest", "--data", data.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("no header row"), "{}", text(&out.stderr));
@@ -59,27 +54,22 @@ fn with_key(ws: &Path, key: &str) -> Output {
 
 fn people(dir: &Path) -> std::path::PathBuf {
     let data = dir.join("people");
-    std::fs::create_dir_all(&data).unwrap();
-    std::fs::write(
-        data.join("events.jsonl"),
-        "{\"customer_id\": \"c1\", \"occurred_at\": \"2024-01-02T10:00:00Z\", \"event_type\": \"call\", \"properties\": {\"note\": \"ring 4155550177\"}}\n",
-    )
-    .unwrap();
-    std::fs::write(
-        data.join("orders.csv"),
+    write(&data, "events.jsonl", "{\"customer_id\": \"c1\", \"occurred_at\": \"2024-01-02T10:00:00Z\", \"event_type\": \"call\", \"properties\": {\"note\": \"ring 4155550177\"}}\n");
+    write(
+        &data,
+        "orders.csv",
         format!(
             "order_id,customer_id,ordered_at,amount\no1,c1,2024-01-01,3\no2,c2,2024-01-02,4\no3,c3,2024-01-03,5\no4,{ID_CANARY},2024-01-04,6\n"
         ),
-    )
-    .unwrap();
-    std::fs::write(
-        data.join("customers.csv"),
+    );
+    write(
+        &data,
+        "customers.csv",
         format!(
             "customer_id,email,phone,name,birth_date,country\nc1,{},+1 {},{},{},US\nc2,b@example.org,,Bob,1970-01-01,\nc3,,(415) 555-0123,,,US\n",
             CANARIES[0], CANARIES[1], CANARIES[2], CANARIES[3]
         ),
-    )
-    .unwrap();
+    );
     data
 }
 
@@ -125,12 +115,11 @@ fn rekey_keeps_every_value_and_retires_the_old_key() {
 
     // Pseudonyms were recomputed: a later profile with c1's email joins c1.
     let more = dir.path().join("more");
-    std::fs::create_dir_all(&more).unwrap();
-    std::fs::write(
-        more.join("customers.csv"),
+    write(
+        &more,
+        "customers.csv",
         format!("customer_id,source,email\nA9,app,{}\n", CANARIES[0].to_uppercase()),
-    )
-    .unwrap();
+    );
     let out = rapport(&ws, &["ingest", "--data", more.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let out = rapport(
@@ -151,7 +140,7 @@ fn a_key_file_others_can_read_is_refused() {
     let ws = dir.path().join("ws");
     let data = people(dir.path());
     let key = dir.path().join("outside.key");
-    std::fs::write(data.join("rapport.toml"), format!("[privacy]\nkey_file = \"{}\"\n", key.display())).unwrap();
+    write(&data, "rapport.toml", format!("[privacy]\nkey_file = \"{}\"\n", key.display()));
     let out = rapport(&ws, &["ingest", "--data", data.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(key.is_file() && !ws.join("key").exists(), "the key lives outside the workspace");
@@ -217,10 +206,10 @@ fn canaries_stay_encrypted_everywhere() {
     let dir = tempfile::tempdir().unwrap();
     let ws = dir.path().join("ws");
     let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
     let extra = ["canary.second@example.org", "12 Canarystreet", ID_CANARY, "5550199"];
-    std::fs::write(
-        data.join("customers_shop.csv"),
+    write(
+        &data,
+        "customers_shop.csv",
         format!(
             "customer_id,email,phone,name,birth_date,country,second_email,address\n\
              c1,{},+1 {},\"Annecanary \"\"Nan\"\" Smith\",{},US,{},{}\n\
@@ -229,72 +218,71 @@ fn canaries_stay_encrypted_everywhere() {
              {},,,Idcanary,,,,\n",
             CANARIES[0], CANARIES[1], CANARIES[3], extra[0], extra[1], CANARIES[0], ID_CANARY
         ),
-    )
-    .unwrap();
-    std::fs::write(
-        data.join("customers_app.jsonl"),
+    );
+    write(
+        &data,
+        "customers_app.jsonl",
         format!(
             "{{\"customer_id\": \"a1\", \"email\": \"{}\", \"name\": \"Annecanary \\\"Q\\\" Smith\", \"nick\": \"{}\"}}\n{{\"customer_id\": \"a2\", \"birth_date\": \"not a date {}\"}}\n",
             CANARIES[0].to_uppercase(),
             extra[1],
             CANARIES[3]
         ),
-    )
-    .unwrap();
-    std::fs::write(
-        data.join("orders.csv"),
+    );
+    write(
+        &data,
+        "orders.csv",
         format!(
             "order_id,customer_id,ordered_at,amount,gift_note,courier_phone\no1,c1,2024-01-01,3,\"for Annecanary, \"\"with love\"\"\",\no2,a1,2024-01-02,4,,{}\no3,c2,{} yesterday,5,,\no4,{},2024-01-03,6,,\no5,+1 415 555 0199,2024-01-04,7,,\n",
             CANARIES[1], CANARIES[0], ID_CANARY
         ),
-    )
-    .unwrap();
-    std::fs::write(
-        data.join("events.jsonl"),
+    );
+    write(
+        &data,
+        "events.jsonl",
         format!(
             "{{\"customer_id\": \"c1\", \"occurred_at\": \"2024-01-01T10:00:00Z\", \"event_type\": \"view\", \"subject\": \"Annecanary subject\", \"properties\": {{\"contact\": \"write to {}\", \"n\": 2}}}}\n{{\"customer_id\": \"c1\", \"occurred_at\": \"when {} called\"}}\n{{broken {}\n",
             CANARIES[0], CANARIES[1], CANARIES[2]
         ),
-    )
-    .unwrap();
-    std::fs::write(
-        data.join("surveys.csv"),
+    );
+    write(
+        &data,
+        "surveys.csv",
         format!(
             "customer_id,answered_at,question,answer\nc1,2024-01-05,satisfaction,4\nc1,2024-01-05,comment,mail me at {}\nc2,not a date,comment,born {} call me\n",
             CANARIES[0], CANARIES[3]
         ),
-    )
-    .unwrap();
+    );
     // Rejected rows of the remaining tables, each carrying a canary.
-    std::fs::write(
-        data.join("products.csv"),
+    write(
+        &data,
+        "products.csv",
         format!(
             "product_id,name,category,price\np1,Lamp,home,12\np2,Owner {},home,not a price\n",
             CANARIES[0]
         ),
-    )
-    .unwrap();
-    std::fs::write(
-        data.join("consents.csv"),
+    );
+    write(
+        &data,
+        "consents.csv",
         format!(
             "customer_id,purpose,granted,recorded_at\nc1,marketing,true,2024-01-01\nc2,marketing,{},2024-01-01\n",
             CANARIES[1]
         ),
-    )
-    .unwrap();
-    std::fs::write(
-        data.join("campaign_outcomes.csv"),
+    );
+    write(
+        &data,
+        "campaign_outcomes.csv",
         format!(
             "campaign_id,customer_id,action,group,sent_at,converted\nk1,c1,win_back,treatment,2024-02-01,true\nk1,c2,win_back,{},2024-02-01,false\n",
             CANARIES[2]
         ),
-    )
-    .unwrap();
-    std::fs::write(
-        data.join("rapport.toml"),
+    );
+    write(
+        &data,
+        "rapport.toml",
         "[privacy]\npii_columns = [\"orders.gift_note\", \"events.subject\"]\n",
-    )
-    .unwrap();
+    );
     let mut outputs = vec![("ingest", rapport(&ws, &["ingest", "--data", data.to_str().unwrap()]))];
     assert!(outputs[0].1.status.success(), "{}", text(&outputs[0].1.stderr));
     let said = text(&outputs[0].1.stdout);

@@ -233,10 +233,12 @@ impl Keys {
         if let Some(Ok(v)) = self.open_text(column, text) {
             return Cow::Owned(v);
         }
-        let needle = format!("\"{TOKEN_PREFIX}");
-        if !text.contains(&needle) {
+        if !text.contains(&format!("\"{TOKEN_PREFIX}")) {
             return Cow::Borrowed(text);
         }
+        // Scanned rather than parsed and written again, so the text keeps its own key
+        // order and spacing.
+        let needle = format!("\"{TOKEN_PREFIX}");
         let mut out = String::with_capacity(text.len());
         let mut rest = text;
         while let Some(at) = rest.find(&needle) {
@@ -271,6 +273,24 @@ impl Keys {
     }
 }
 
+/// Replaces, in place, every string in a JSON value for which `f` (given the string's
+/// key when it is an object member) returns a replacement.
+pub fn map_json_strings(v: &mut serde_json::Value, f: &mut dyn FnMut(Option<&str>, &str) -> Option<String>) {
+    fn walk(v: &mut serde_json::Value, key: Option<&str>, f: &mut dyn FnMut(Option<&str>, &str) -> Option<String>) {
+        match v {
+            serde_json::Value::String(s) => {
+                if let Some(r) = f(key, s) {
+                    *s = r;
+                }
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(|x| walk(x, key, f)),
+            serde_json::Value::Object(o) => o.iter_mut().for_each(|(k, x)| walk(x, Some(k), f)),
+            _ => {}
+        }
+    }
+    walk(v, None, f)
+}
+
 fn getrandom(buf: &mut [u8]) -> Result<()> {
     use aes_gcm::aead::rand_core::RngCore;
     aes_gcm::aead::OsRng
@@ -280,14 +300,7 @@ fn getrandom(buf: &mut [u8]) -> Result<()> {
 
 fn write_private(path: &Path, text: &str) -> Result<()> {
     use std::io::Write;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(path).map_err(|e| StoreError::io(path, e))?;
+    let mut f = crate::fsutil::create_new_private(path)?;
     f.write_all(text.as_bytes()).map_err(|e| StoreError::io(path, e))?;
     f.sync_all().map_err(|e| StoreError::io(path, e))
 }

@@ -11,14 +11,23 @@ use crate::error::{Result, StoreError};
 
 /// Creates (truncating) a file only its owner can read and write (mode 0600).
 pub fn create_private(path: &Path) -> Result<File> {
+    private_options().truncate(true).open(path).map_err(|e| StoreError::io(path, e))
+}
+
+/// Creates a file only its owner can read and write (mode 0600); an error if it exists.
+pub fn create_new_private(path: &Path) -> Result<File> {
+    private_options().create_new(true).open(path).map_err(|e| StoreError::io(path, e))
+}
+
+fn private_options() -> OpenOptions {
     let mut opts = OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
+    opts.write(true).create(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
         opts.mode(0o600);
     }
-    opts.open(path).map_err(|e| StoreError::io(path, e))
+    opts
 }
 
 /// Creates a folder and its missing parents, each new one private (mode 0700).
@@ -57,6 +66,43 @@ pub fn sync_dir(path: &Path) -> Result<()> {
     #[cfg(not(unix))]
     let _ = path;
     Ok(())
+}
+
+/// A file being written, hashed (SHA-256) and counted on the way, so that its checksum
+/// needs no second read.
+pub struct HashingFile {
+    file: File,
+    hash: Sha256,
+    bytes: u64,
+}
+
+impl HashingFile {
+    pub fn new(file: File) -> Self {
+        Self {
+            file,
+            hash: Sha256::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Syncs the file to disk; its SHA-256 (hex) and length.
+    pub fn finish(self, path: &Path) -> Result<(String, u64)> {
+        self.file.sync_all().map_err(|e| StoreError::io(path, e))?;
+        Ok((hex::encode(self.hash.finalize()), self.bytes))
+    }
+}
+
+impl std::io::Write for HashingFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.hash.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
 }
 
 /// The SHA-256 (hex) and length of a file's content.

@@ -7,14 +7,12 @@
 //! staging — and finally commit everything in one catalog transaction.
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow_array::{Array, ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use arrow_schema::{DataType, Field, Schema};
 use rayon::prelude::*;
-use sha2::{Digest, Sha256};
 
 use rapport_model::robust::LogOutlierRule;
 
@@ -214,7 +212,7 @@ pub fn prepare<'w>(ws: &'w Workspace, opts: &IngestOptions, progress: &dyn Progr
             // computed (a file found known is dropped unread beyond that batch).
             let mut reading = ReadAhead::start(open(file, input.table, &input.config)?, opts.batch_rows)?;
             let digest_started = std::time::Instant::now();
-            let (sha, bytes) = file_digest(&file.path)?;
+            let (sha, bytes) = crate::fsutil::sha256_file(&file.path)?;
             if let Some(known) = ws.known_file(&sha, input.table.name())? {
                 progress.note(&format!(
                     "skipped {}: the same content was ingested before as {} (ingest {})",
@@ -515,22 +513,6 @@ fn what_it_enables(t: InputTable) -> &'static str {
         InputTable::Consents => "consent: without it no marketing action is taken for anyone",
         InputTable::CampaignOutcomes => "feedback: uplift of actions against control groups",
     }
-}
-
-fn file_digest(path: &Path) -> Result<(String, u64)> {
-    let mut f = std::fs::File::open(path).map_err(|e| StoreError::io(path, e))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut n = 0u64;
-    loop {
-        let k = f.read(&mut buf).map_err(|e| StoreError::io(path, e))?;
-        if k == 0 {
-            break;
-        }
-        n += k as u64;
-        h.update(&buf[..k]);
-    }
-    Ok((hex::encode(h.finalize()), n))
 }
 
 fn fit_quantity_rule(checked: &[CheckedRows<'_>]) -> Option<LogOutlierRule> {

@@ -222,7 +222,7 @@ fn reseal_tokens(col: &ArrayRef, column: &str, old: &Keys, new: &Keys, table: &s
             return Ok(None);
         };
         let mut failed = None;
-        reseal_json(&mut v, &mut |s| {
+        crate::crypto::map_json_strings(&mut v, &mut |_, s| {
             reseal(s, n).unwrap_or_else(|e| {
                 failed = Some(e);
                 None
@@ -233,19 +233,6 @@ fn reseal_tokens(col: &ArrayRef, column: &str, old: &Keys, new: &Keys, table: &s
             None => Ok(Some(v.to_string())),
         }
     })
-}
-
-fn reseal_json(v: &mut serde_json::Value, f: &mut dyn FnMut(&str) -> Option<String>) {
-    match v {
-        serde_json::Value::String(s) => {
-            if let Some(r) = f(s) {
-                *s = r;
-            }
-        }
-        serde_json::Value::Array(a) => a.iter_mut().for_each(|x| reseal_json(x, f)),
-        serde_json::Value::Object(o) => o.values_mut().for_each(|x| reseal_json(x, f)),
-        _ => {}
-    }
 }
 
 fn remap(col: &ArrayRef, map: &HashMap<String, String>, table: &str, column: &str) -> Result<(ArrayRef, u64)> {

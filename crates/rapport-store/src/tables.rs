@@ -245,7 +245,7 @@ const ROW_GROUP_ROWS: usize = 256 * 1024;
 /// the same whatever the number of threads.
 pub struct PartWriter {
     path: PathBuf,
-    writer: Option<SerializedFileWriter<File>>,
+    writer: Option<SerializedFileWriter<crate::fsutil::HashingFile>>,
     factory: ArrowRowGroupWriterFactory,
     schema: SchemaRef,
     row_groups: usize,
@@ -257,7 +257,7 @@ impl PartWriter {
         if let Some(dir) = path.parent() {
             crate::fsutil::create_private_dir_all(dir)?;
         }
-        let file = crate::fsutil::create_private(&path)?;
+        let file = crate::fsutil::HashingFile::new(crate::fsutil::create_private(&path)?);
         let mut props = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
             .set_max_row_group_row_count(Some(ROW_GROUP_ROWS));
@@ -325,13 +325,28 @@ impl PartWriter {
         Ok(())
     }
 
-    /// Closes the file and syncs it to disk; returns its path and row count.
-    pub fn finish(mut self) -> Result<(PathBuf, u64)> {
+    /// Closes the file and syncs it to disk.
+    pub fn finish(mut self) -> Result<FinishedPart> {
         let w = self.writer.take().expect("finish is called once");
         let file = w.into_inner().map_err(|e| parquet_err(&self.path, e))?;
-        file.sync_all().map_err(|e| StoreError::io(&self.path, e))?;
-        Ok((self.path, self.rows))
+        let (sha256, bytes) = file.finish(&self.path)?;
+        Ok(FinishedPart {
+            path: self.path,
+            rows: self.rows,
+            sha256,
+            bytes,
+        })
     }
+}
+
+/// A part file written and synced: where it is, its rows, and its content's SHA-256
+/// and length (taken while writing).
+#[derive(Debug, Clone)]
+pub struct FinishedPart {
+    pub path: PathBuf,
+    pub rows: u64,
+    pub sha256: String,
+    pub bytes: u64,
 }
 
 /// A [`PartWriter`] on a thread of its own: [`BackgroundPart::write`] hands a batch
@@ -465,8 +480,10 @@ mod tests {
         for k in 0..5 {
             w.write(batch(k * 1000, 1000)).unwrap();
         }
-        let (written, rows) = w.finish().unwrap().finish().unwrap();
-        assert_eq!((written, rows), (path.clone(), 5000));
+        let part = w.finish().unwrap().finish().unwrap();
+        assert_eq!((part.path.clone(), part.rows), (path.clone(), 5000));
+        // The checksum taken while writing is the file's.
+        assert_eq!(crate::fsutil::sha256_file(&path).unwrap(), (part.sha256, part.bytes));
         let back = read_parts(&[path]).unwrap();
         let ids: Vec<String> = back
             .iter()

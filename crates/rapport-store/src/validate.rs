@@ -60,24 +60,6 @@ pub struct Validator {
     sealed: Vec<std::sync::atomic::AtomicU64>,
 }
 
-/// Replaces, in place, every string in a JSON value for which `f` (given the string's
-/// key when it is an object member) returns a replacement.
-fn seal_strings(v: &mut serde_json::Value, f: &mut dyn FnMut(Option<&str>, &str) -> Option<String>) {
-    fn walk(v: &mut serde_json::Value, key: Option<&str>, f: &mut dyn FnMut(Option<&str>, &str) -> Option<String>) {
-        match v {
-            serde_json::Value::String(s) => {
-                if let Some(r) = f(key, s) {
-                    *s = r;
-                }
-            }
-            serde_json::Value::Array(a) => a.iter_mut().for_each(|x| walk(x, key, f)),
-            serde_json::Value::Object(o) => o.iter_mut().for_each(|(k, x)| walk(x, Some(k), f)),
-            _ => {}
-        }
-    }
-    walk(v, None, f)
-}
-
 fn reject<T>(reason: String, detail: Option<String>) -> Result<T, Reject> {
     Err(Reject { reason, detail })
 }
@@ -195,7 +177,7 @@ impl Validator {
         }
         let mut v: serde_json::Value = serde_json::from_str(text).ok()?;
         let mut n = 0;
-        seal_strings(&mut v, &mut |key, s| {
+        crate::crypto::map_json_strings(&mut v, &mut |key, s| {
             let declared = key.is_some_and(|k| self.declared_attrs.iter().any(|d| d == k));
             if declared || (scan && crate::value::personal_kind(s).is_some()) {
                 n += 1;

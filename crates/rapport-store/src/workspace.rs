@@ -45,7 +45,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use crate::crypto::Keys;
 use crate::error::{Result, StoreError};
 use crate::fsutil::{crash_point, create_private_dir_all, make_private, sha256_file, sync_dir};
-use crate::tables::{read_parts, PartWriter};
+use crate::tables::{read_parts, FinishedPart, PartWriter};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -251,13 +251,7 @@ impl Workspace {
     /// Catalogs written before parts had checksums get them now (the parts are read
     /// once and hashed).
     fn upgrade(&self) -> Result<()> {
-        let has: bool = self
-            .conn
-            .query_row("SELECT COUNT(*) FROM pragma_table_info('parts') WHERE name = 'sha256'", [], |r| {
-                r.get::<_, i64>(0)
-            })?
-            > 0;
-        if has {
+        if self.parts_have_checksums()? {
             return Ok(());
         }
         // Moves a crashed commit of the old protocol left are finished first.
@@ -345,6 +339,26 @@ impl Workspace {
         self.collect_garbage()
     }
 
+    /// Whether the catalog's `parts` has checksum columns (catalogs written before them
+    /// get them from the first writer, see [`Workspace::upgrade`]).
+    fn parts_have_checksums(&self) -> Result<bool> {
+        let n: i64 = self
+            .conn
+            .query_row("SELECT COUNT(*) FROM pragma_table_info('parts') WHERE name = 'sha256'", [], |r| {
+                r.get(0)
+            })?;
+        Ok(n > 0)
+    }
+
+    fn has_table(&self, name: &str) -> Result<bool> {
+        let n: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+            params![name],
+            |r| r.get(0),
+        )?;
+        Ok(n > 0)
+    }
+
     /// The workspace-relative paths a bookkeeping table (`placing`, `garbage`) lists.
     fn paths_in(&self, table: &str) -> Result<Vec<String>> {
         Ok(self
@@ -396,13 +410,7 @@ impl Workspace {
 
     /// Reads the committed part list (one statement, so one committed state).
     fn refresh(&self) -> Result<()> {
-        let has_sums: bool = self
-            .conn
-            .query_row("SELECT COUNT(*) FROM pragma_table_info('parts') WHERE name = 'sha256'", [], |r| {
-                r.get::<_, i64>(0)
-            })?
-            > 0;
-        let sql = if has_sums {
+        let sql = if self.parts_have_checksums()? {
             "SELECT table_name, file, rows, sha256, bytes FROM parts ORDER BY table_name, txn, file"
         } else {
             "SELECT table_name, file, rows, NULL, NULL FROM parts ORDER BY table_name, txn, file"
@@ -615,27 +623,20 @@ impl Workspace {
             report.problems.push(format!("catalog.sqlite: {integrity}"));
         }
         self.refresh()?;
-        let accounted = |sql: &str| -> Result<BTreeSet<String>> {
-            let exists: i64 = self.conn.query_row(
-                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
-                params![sql.split_whitespace().last().unwrap_or_default()],
-                |r| r.get(0),
-            )?;
-            if exists == 0 {
-                return Ok(BTreeSet::new());
-            }
-            Ok(self
-                .conn
-                .prepare(sql)?
-                .query_map([], |r| r.get::<_, String>(0))?
-                .collect::<rusqlite::Result<_>>()?)
+        // Catalogs of older workspaces (opened only by readers since) lack these tables.
+        let listed_in = |table: &str| -> Result<BTreeSet<String>> {
+            Ok(if self.has_table(table)? {
+                self.paths_in(table)?.into_iter().collect()
+            } else {
+                BTreeSet::new()
+            })
         };
-        let in_flight = accounted("SELECT path FROM placing")?;
-        let garbage = accounted("SELECT path FROM garbage")?;
+        let in_flight = listed_in("placing")?;
+        let garbage = listed_in("garbage")?;
         report.awaiting_deletion = garbage.len();
-        let snapshot = self.snapshot.borrow().clone();
+        let snapshot = self.snapshot.borrow();
         let mut listed = BTreeSet::new();
-        for (table, parts) in &snapshot {
+        for (table, parts) in snapshot.iter() {
             report.tables += 1;
             for part in parts {
                 let rel = format!("tables/{table}/{}", part.file);
@@ -710,7 +711,7 @@ impl CheckReport {
 pub struct Transaction<'a> {
     ws: &'a Workspace,
     pub id: i64,
-    parts: Vec<(String, PathBuf, u64)>,
+    parts: Vec<(String, FinishedPart)>,
     replaced: Vec<String>,
     files: Vec<(String, String, String, u64, u64)>,
     meta: Vec<(String, String)>,
@@ -744,8 +745,7 @@ impl Transaction<'_> {
 
     /// Adds a finished part to `table`.
     pub fn add_part(&mut self, table: &str, writer: PartWriter) -> Result<()> {
-        let (path, rows) = writer.finish()?;
-        self.parts.push((table.to_string(), path, rows));
+        self.parts.push((table.to_string(), writer.finish()?));
         Ok(())
     }
 
@@ -783,7 +783,7 @@ impl Transaction<'_> {
         } else {
             self.ws.table_files(table)?
         };
-        files.extend(self.parts.iter().filter(|(t, _, _)| t == table).map(|(_, p, _)| p.clone()));
+        files.extend(self.parts.iter().filter(|(t, _)| t == table).map(|(_, p)| p.path.clone()));
         Ok(files)
     }
 
@@ -792,7 +792,7 @@ impl Transaction<'_> {
         let mut t: Vec<String> = self
             .parts
             .iter()
-            .map(|(t, _, _)| t.clone())
+            .map(|(t, _)| t.clone())
             .chain(self.replaced.iter().cloned())
             .collect();
         t.sort();
@@ -806,14 +806,16 @@ impl Transaction<'_> {
     pub fn commit(mut self, summary: &str) -> Result<()> {
         let ws = self.ws;
         crash_point("staged");
-        let mut placed = Vec::with_capacity(self.parts.len());
-        for (table, path, rows) in &self.parts {
-            let file = path.file_name().and_then(|f| f.to_str()).expect("part names are ASCII").to_string();
-            let (sha, bytes) = sha256_file(path)?;
-            placed.push((table.clone(), file, *rows, sha, bytes));
-        }
+        let file_name = |p: &FinishedPart| {
+            p.path
+                .file_name()
+                .and_then(|f| f.to_str())
+                .expect("part names are ASCII")
+                .to_string()
+        };
         let tx = ws.conn.unchecked_transaction()?;
-        for (table, file, ..) in &placed {
+        for (table, part) in &self.parts {
+            let file = file_name(part);
             tx.execute(
                 "INSERT INTO placing(path, txn) VALUES (?1, ?2)",
                 params![format!("tables/{table}/{file}"), self.id],
@@ -823,14 +825,14 @@ impl Transaction<'_> {
         crash_point("intent");
         let tables_dir = ws.root.join("tables");
         let mut dirs = BTreeSet::new();
-        for ((table, file, ..), (_, src, _)) in placed.iter().zip(&self.parts) {
+        for (table, part) in &self.parts {
             let dir = tables_dir.join(table);
             if !dir.exists() {
                 create_private_dir_all(&dir)?;
                 sync_dir(&tables_dir)?;
             }
-            let dst = dir.join(file);
-            std::fs::rename(src, &dst).map_err(|e| StoreError::io(&dst, e))?;
+            let dst = dir.join(file_name(part));
+            std::fs::rename(&part.path, &dst).map_err(|e| StoreError::io(&dst, e))?;
             dirs.insert(dir);
         }
         for d in &dirs {
@@ -846,10 +848,10 @@ impl Transaction<'_> {
             )?;
             tx.execute("DELETE FROM parts WHERE table_name = ?1", params![table])?;
         }
-        for (table, file, rows, sha, bytes) in &placed {
+        for (table, part) in &self.parts {
             tx.execute(
                 "INSERT INTO parts(table_name, file, rows, txn, sha256, bytes) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![table, file, *rows as i64, self.id, sha, *bytes as i64],
+                params![table, file_name(part), part.rows as i64, self.id, part.sha256, part.bytes as i64],
             )?;
         }
         tx.execute("DELETE FROM placing WHERE txn = ?1", params![self.id])?;

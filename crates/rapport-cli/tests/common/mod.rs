@@ -37,3 +37,9 @@ pub fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// Writes `text` as `dir/name`, making the folder if needed.
+pub fn write(dir: &Path, name: &str, text: impl AsRef<str>) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join(name), text.as_ref()).unwrap();
+}
