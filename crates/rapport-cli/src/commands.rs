@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 
 use rapport_engine::export::{self, OutFormat};
+use rapport_engine::results::{ClusterReport, ClvFit, Fit, ModelsReport, UpliftReport};
 use rapport_engine::session::Personal;
 use rapport_engine::EngineError;
 use rapport_store::{IngestOptions, IngestOutcome, StoreError, Workspace, Writer};
@@ -348,21 +349,21 @@ pub fn evaluate(
     Ok(())
 }
 
-/// One line per fitted model of models.json: its parameters, log-likelihood and
-/// convergence; nothing for a model that did not fit.
-fn print_fit(label: &str, model: Option<&serde_json::Value>, params: &[&str], with_ll: bool) {
-    let Some(m) = model.filter(|m| m.get(params[0]).is_some()) else {
+/// One line for a fitted CLV model: its parameters, log-likelihood (BG/NBD and
+/// Pareto/NBD) and convergence; nothing for a model that did not fit.
+fn print_fit<P>(label: &str, fit: Option<&ClvFit<P>>, params: impl Fn(&P) -> Vec<(&'static str, f64)>) {
+    let Some((fit, p)) = fit.and_then(|f| Some((f, f.params()?))) else {
         return;
     };
-    let num = |k: &str| m[k].as_f64().unwrap_or(f64::NAN);
     let mut line = format!("{label:<12}");
-    for p in params {
-        line.push_str(&format!(" {p} {:.4} ", num(p)));
+    for (name, v) in params(p) {
+        line.push_str(&format!(" {name} {v:.4} "));
     }
-    if with_ll {
-        line.push_str(&format!(" LL {:.2} ", num("log_likelihood")));
+    // Gamma-Gamma's likelihood is over spend, not comparable with the others'.
+    if let (Some(ll), Some(_)) = (fit.log_likelihood, fit.groups) {
+        line.push_str(&format!(" LL {ll:.2} "));
     }
-    println!("{line} converged {}", m["converged"]);
+    println!("{line} converged {}", fit.converged);
 }
 
 pub fn run(workspace: &Path, as_of: Option<&str>, config: Option<&Path>, wait: Duration) -> Result<()> {
@@ -378,23 +379,22 @@ fn run_in(ws: &Workspace, as_of: Option<&str>, config: Option<&Path>) -> Result<
         s.as_of, s.customers, s.modelled
     );
     let m = &s.models;
-    print_fit("BG/NBD", m.get("bgnbd"), &["r", "alpha", "a", "b"], true);
-    print_fit("Pareto/NBD", m.get("pareto_nbd"), &["r", "alpha", "s", "beta"], true);
-    print_fit("Gamma-Gamma", m.get("gamma_gamma"), &["p", "q", "gamma"], false);
-    if let Some(k) = m.get("kmeans").filter(|k| k["method"] == "dbscan") {
-        println!(
-            "DBSCAN       {} clusters, noise {:.1} %",
-            k["k"],
-            100.0 * k["noise_share"].as_f64().unwrap_or(f64::NAN)
-        );
-    } else if let Some(k) = m.get("kmeans") {
-        println!(
+    print_fit("BG/NBD", m.bgnbd.as_ref(), |p| {
+        vec![("r", p.r), ("alpha", p.alpha), ("a", p.a), ("b", p.b)]
+    });
+    print_fit("Pareto/NBD", m.pareto_nbd.as_ref(), |p| {
+        vec![("r", p.r), ("alpha", p.alpha), ("s", p.s), ("beta", p.beta)]
+    });
+    print_fit("Gamma-Gamma", Some(&m.gamma_gamma), |p| {
+        vec![("p", p.p), ("q", p.q), ("gamma", p.gamma)]
+    });
+    match &m.kmeans {
+        Some(ClusterReport::Dbscan(k)) => println!("DBSCAN       {} clusters, noise {:.1} %", k.k, 100.0 * k.noise_share),
+        Some(ClusterReport::Kmeans(k)) => println!(
             "k-means      k {} (at least {}; {})  silhouette {:.3}",
-            k["k"],
-            k["k_min"],
-            k["criterion"].as_str().unwrap_or(""),
-            k["silhouette"].as_f64().unwrap_or(f64::NAN)
-        );
+            k.k, k.k_min, k.criterion, k.silhouette
+        ),
+        None => {}
     }
     print_predictions(m);
     println!("models: {}", ws.reports_dir().join("models.json").display());
@@ -402,36 +402,24 @@ fn run_in(ws: &Workspace, as_of: Option<&str>, config: Option<&Path>) -> Result<
 }
 
 /// Churn, loyalty, behaviour and gap figures of a run, one line each.
-fn print_predictions(m: &serde_json::Value) {
-    let f = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN);
-    let c = &m["churn"];
-    if c["fitted"] == true {
-        println!(
+fn print_predictions(m: &ModelsReport) {
+    match &m.churn {
+        Fit::Fitted(c) => println!(
             "churn        {} validation AUC {:.3} ({}-day window)",
-            c["model"].as_str().unwrap_or(""),
-            f(&c["auc"]),
-            c["horizon_days"]
-        );
-    } else if let Some(msg) = c["message"].as_str() {
-        println!("churn        not fitted: {msg}");
+            c.model, c.auc, c.horizon_days
+        ),
+        Fit::Skipped(s) => println!("churn        not fitted: {}", s.message),
     }
-    if m["loyalty"]["fitted"] == true {
-        println!("loyalty      R² {:.3}  MSE {:.4}", f(&m["loyalty"]["r2"]), f(&m["loyalty"]["mse"]));
+    if let Fit::Fitted(l) = &m.loyalty {
+        println!("loyalty      R² {:.3}  MSE {:.4}", l.r2, l.mse);
     }
-    if m["behaviour"]["fitted"] == true {
+    if let Fit::Fitted(b) = &m.behaviour {
         println!(
             "behaviour    log-loss {:.3} (class frequencies {:.3})",
-            f(&m["behaviour"]["log_loss"]),
-            f(&m["behaviour"]["baseline_log_loss"])
+            b.log_loss, b.baseline_log_loss
         );
     }
-    let g = &m["gaps"];
-    let counts: Vec<String> = g["gaps"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .map(|(k, v)| format!("{k} {v}"))
-        .collect();
+    let counts: Vec<String> = m.gaps.gaps.iter().map(|(k, v)| format!("{k} {v}")).collect();
     println!(
         "gaps         {}",
         if counts.is_empty() {
@@ -440,39 +428,38 @@ fn print_predictions(m: &serde_json::Value) {
             counts.join(", ")
         }
     );
-    for (what, why) in g["not_computed"].as_object().into_iter().flatten() {
-        println!("  not computed — {what}: {}", why.as_str().unwrap_or(""));
+    for (what, why) in &m.gaps.not_computed {
+        println!("  not computed — {what}: {why}");
     }
-    let a = &m["actions"];
-    let per: Vec<String> = a["rules"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|r| r["treatment"].as_u64().unwrap_or(0) + r["control"].as_u64().unwrap_or(0) > 0)
-        .map(|r| format!("{} {}+{}", r["action"].as_str().unwrap_or(""), r["treatment"], r["control"]))
+    let a = &m.actions;
+    let per: Vec<String> = a
+        .rules
+        .iter()
+        .filter(|r| r.treatment + r.control > 0)
+        .map(|r| format!("{} {}+{}", r.action, r.treatment, r.control))
         .collect();
     println!(
         "actions      campaign {}: {} (treatment+control); {} customers without marketing consent get no marketing action",
-        a["campaign_id"].as_str().unwrap_or(""),
+        a.campaign_id,
         if per.is_empty() { "none".to_string() } else { per.join(", ") },
-        a["customers_without_marketing_consent"]
+        a.customers_without_marketing_consent
     );
-    print_uplift(&m["uplift"]);
+    print_uplift(&m.uplift);
 }
 
-fn print_uplift(u: &serde_json::Value) {
-    let f = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN);
-    for r in u.as_array().into_iter().flatten() {
+fn print_uplift(rows: &[UpliftReport]) {
+    let pts = |v: Option<f64>| 100.0 * v.unwrap_or(f64::NAN);
+    for r in rows {
         println!(
             "uplift       {} {}: {:+.1} points [{:+.1}, {:+.1}] ({} treated, {} control) — {}",
-            r["campaign_id"].as_str().unwrap_or(""),
-            r["action"].as_str().unwrap_or(""),
-            100.0 * f(&r["uplift"]),
-            100.0 * f(&r["ci_low"]),
-            100.0 * f(&r["ci_high"]),
-            r["treated"],
-            r["control"],
-            r["verdict"].as_str().unwrap_or("")
+            r.campaign_id,
+            r.action,
+            pts(r.uplift),
+            pts(r.ci_low),
+            pts(r.ci_high),
+            r.treated,
+            r.control,
+            r.verdict
         );
     }
 }
@@ -516,6 +503,18 @@ pub fn recommend(workspace: &Path, products: &str, k: usize, as_json: bool) -> R
             println!("{:>3}  {p:<20} {s:.4}", r + 1);
         }
     }
+    Ok(())
+}
+
+/// Renders the report again from the tables and models.json.
+pub fn report(workspace: &Path, wait: Duration) -> Result<()> {
+    let ws = writer(workspace, "report", wait, false)?;
+    let models = rapport_engine::report::read_models(&ws)?;
+    if models.is_none() {
+        eprintln!("note: no reports/models.json yet (run `rapport run`): the report shows the data only");
+    }
+    let path = rapport_engine::report::write_report(&ws, models.as_ref())?;
+    println!("report: {}", path.display());
     Ok(())
 }
 

@@ -124,6 +124,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Render reports/report.html again from the workspace tables and the last run's
+    /// reports/models.json (as `rapport run` does), e.g. after editing nothing but wanting
+    /// a fresh copy, or after an upgrade changed the report.
+    Report,
     /// Treated vs control per campaign and action from the ingested campaign outcomes.
     Uplift {
         /// Print JSON instead of lines.
@@ -267,6 +271,7 @@ fn main() -> ExitCode {
         Command::Explain { customer, json, reveal } => commands::explain(&cli.workspace, &customer, json, reveal),
         Command::Recommend { products, k, json } => commands::recommend(&cli.workspace, &products, k, json),
         Command::Uplift { json } => commands::uplift(&cli.workspace, json, wait),
+        Command::Report => commands::report(&cli.workspace, wait),
         Command::Check { json } => commands::check(&cli.workspace, json),
         Command::Rekey { new_key_file } => commands::rekey(&cli.workspace, new_key_file.as_deref(), wait),
         Command::Sql { query, format, reveal } => commands::sql(&cli.workspace, &query, &format, reveal),

@@ -181,6 +181,22 @@ fn demo_runs_the_loop_and_writes_the_report() {
     assert!(!report.contains("<script src") && !report.contains("http://") || report.contains("xmlns=\"http://www.w3.org/2000/svg\""));
     assert!(!report.contains("https://"), "the report fetches nothing");
     assert!(!report.contains("NaN"), "no chart is drawn from missing numbers");
+    // models.json reads back into the report's types unchanged, and `rapport report`
+    // renders the same page from it.
+    let ws = dir.path().join("demo/workspace");
+    let models_path = ws.join("reports/models.json");
+    let models = std::fs::read_to_string(&models_path).unwrap();
+    let back = rapport_engine::results::ModelsReport::from_json(&models).unwrap();
+    assert_eq!(back.to_json(), models);
+    let out = rapport(&ws, &["report"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let again = std::fs::read_to_string(ws.join("reports/report.html")).unwrap();
+    let body = |r: &str| r.lines().filter(|l| !l.contains("</code> at ")).collect::<Vec<_>>().join("\n");
+    assert_eq!(body(&again), body(&report));
+    std::fs::write(&models_path, models.replace("\"time_unit\": \"", "\"time_unit\": 7, \"was\": \"")).unwrap();
+    let out = rapport(&ws, &["report"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("models.json"), "{}", text(&out.stderr));
     // A second demo in the same folder starts afresh.
     let again = Command::new(env!("CARGO_BIN_EXE_rapport"))
         .args(["demo", "--customers", "1500", "--out"])

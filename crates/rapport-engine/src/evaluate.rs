@@ -3,6 +3,8 @@
 //! happened, in total and by calibration frequency; and `rapport evaluate gaps`, the
 //! held-out reliability of the gap evidence, which needs no truth.
 
+use std::collections::BTreeMap;
+
 use serde_json::{json, Value};
 
 use rapport_model::bgnbd::BgNbd;
@@ -12,6 +14,7 @@ use rapport_store::Workspace;
 use crate::run::config::ModelsConfig;
 use rapport_model::metrics;
 
+use crate::results::{EvidenceBin, Fit, Reliability, TypeReliability};
 use crate::run::gaps::GapRow;
 use crate::run::predict::{self, Snapshot};
 use crate::run::{day_text, model_inputs, snapshots, ModelInputs};
@@ -109,9 +112,10 @@ fn churn_holdout(ws: &Workspace, cfg: &ModelsConfig, cal: &ModelInputs, full: &M
     };
     let names = predict::feature_names(&cal.activity);
     let (p, fit) = predict::churn([&s0, &s1, &s2], &names, cfg.churn_window_days, cfg.seed);
-    if fit["fitted"] != true {
-        return Ok(json!({"evaluated": false, "message": fit["message"]}));
-    }
+    let fit = match fit {
+        Fit::Fitted(f) => f,
+        Fit::Skipped(s) => return Ok(json!({"evaluated": false, "message": s.message})),
+    };
     // What happened: no purchase day within W days after the cut-off.
     let after = snapshots(ws, &[cutoff + w])?;
     let (mut scores, mut churned) = (Vec::new(), Vec::new());
@@ -128,7 +132,7 @@ fn churn_holdout(ws: &Workspace, cfg: &ModelsConfig, cal: &ModelInputs, full: &M
         .collect();
     Ok(json!({
         "evaluated": true,
-        "model": fit["model"],
+        "model": fit.model,
         "window_days": w,
         "customers": scores.len(),
         "churn_rate": churned.iter().filter(|c| **c).count() as f64 / churned.len().max(1) as f64,
@@ -172,8 +176,11 @@ pub fn evaluate_gaps(ws: &Workspace, cfg: &ModelsConfig, holdout_days: u32) -> R
 /// subject and answer): bins of the earlier evidence with both means, the weighted mean
 /// gap, and how many of the gaps reported earlier (evidence ≥ `threshold`) are still
 /// reported.
-pub fn gap_reliability((ids_then, then): (&[String], &[GapRow]), (ids_now, now): (&[String], &[GapRow]), threshold: f64) -> Value {
-    use std::collections::BTreeMap;
+pub fn gap_reliability(
+    (ids_then, then): (&[String], &[GapRow]),
+    (ids_now, now): (&[String], &[GapRow]),
+    threshold: f64,
+) -> BTreeMap<String, TypeReliability> {
     type Key = (String, &'static str, String);
     let key = |ids: &[String], g: &GapRow| -> Key { (ids[g.customer].clone(), g.gap_type, g.subject.clone()) };
     let later: BTreeMap<Key, (&str, f64)> = now
@@ -181,7 +188,7 @@ pub fn gap_reliability((ids_then, then): (&[String], &[GapRow]), (ids_now, now):
         .map(|g| (key(ids_now, g), (g.reported_text.as_str(), g.evidence)))
         .collect();
     const EDGES: [f64; 6] = [0.0, 0.5, 0.8, 0.9, 0.95, 0.99];
-    let mut by_type = serde_json::Map::new();
+    let mut by_type = BTreeMap::new();
     for t in ["frequency", "category", "satisfaction"] {
         // (e, e') of the statements judged at both dates with the same answer.
         let pairs: Vec<(f64, f64)> = then
@@ -195,7 +202,8 @@ pub fn gap_reliability((ids_then, then): (&[String], &[GapRow]), (ids_now, now):
             })
             .collect();
         if pairs.is_empty() {
-            by_type.insert(t.into(), json!({"statements": 0, "message": "no statement judged at both dates"}));
+            let message = "no statement judged at both dates".to_string();
+            by_type.insert(t.to_string(), TypeReliability::Unmatched { statements: 0, message });
             continue;
         }
         let mut bins = Vec::new();
@@ -212,21 +220,27 @@ pub fn gap_reliability((ids_then, then): (&[String], &[GapRow]), (ids_now, now):
                 members.iter().map(|p| p.1).sum::<f64>() / m,
             );
             weighted_gap += m * (then_mean - now_mean).abs();
-            bins.push(json!({"from": lo, "to": hi.min(1.0), "statements": members.len(),
-                             "evidence_at_cutoff": then_mean, "evidence_with_later_data": now_mean}));
+            bins.push(EvidenceBin {
+                from: lo,
+                to: hi.min(1.0),
+                statements: members.len(),
+                evidence_at_cutoff: then_mean,
+                evidence_with_later_data: now_mean,
+            });
         }
         let flagged: Vec<&(f64, f64)> = pairs.iter().filter(|(e, _)| *e >= threshold).collect();
         let kept = flagged.iter().filter(|(_, e2)| *e2 >= threshold).count();
-        by_type.insert(
-            t.into(),
-            json!({"statements": pairs.len(), "bins": bins,
-                   "mean_abs_gap": weighted_gap / pairs.len() as f64,
-                   "reported_at_cutoff": flagged.len(),
-                   "still_reported": kept,
-                   "confirmed_share": if flagged.is_empty() { Value::Null } else { json!(kept as f64 / flagged.len() as f64) },
-                   "mean_later_evidence_of_reported": if flagged.is_empty() { Value::Null } else {
-                       json!(flagged.iter().map(|p| p.1).sum::<f64>() / flagged.len() as f64) }}),
-        );
+        let any = !flagged.is_empty();
+        let r = Reliability {
+            statements: pairs.len(),
+            bins,
+            mean_abs_gap: weighted_gap / pairs.len() as f64,
+            reported_at_cutoff: flagged.len(),
+            still_reported: kept,
+            confirmed_share: any.then(|| kept as f64 / flagged.len() as f64),
+            mean_later_evidence_of_reported: any.then(|| flagged.iter().map(|p| p.1).sum::<f64>() / flagged.len() as f64),
+        };
+        by_type.insert(t.to_string(), TypeReliability::Checked(r));
     }
-    Value::Object(by_type)
+    by_type
 }

@@ -34,7 +34,7 @@ pub fn ingest(ws: &Workspace, opts: &IngestOptions, progress: &dyn Progress) -> 
     txn.commit(&outcome.summary())?;
     let committed = started.elapsed().as_secs_f64();
     report::write_quality(ws, &outcome.quality)?;
-    report::write_report(ws)?;
+    report::write_report(ws, report::models_or_warn(ws).as_ref())?;
     tracing::debug!(
         unify_s = unified,
         commit_s = committed - unified,

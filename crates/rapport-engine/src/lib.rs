@@ -15,6 +15,7 @@ pub mod gap_truth;
 pub mod ingest;
 pub mod recs;
 pub mod report;
+pub mod results;
 pub mod run;
 pub mod session;
 pub mod train;

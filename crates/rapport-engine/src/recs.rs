@@ -18,6 +18,7 @@ use rapport_model::recs::{association_rules, blend, popularity, ranking_metrics,
 use rapport_store::Workspace;
 
 use crate::catalog::Catalog;
+use crate::results::{AlsSettings, RecsReport, RuleFound, RulesReport, WeightTrial, WeightValidation};
 use crate::run::config::ModelsConfig;
 use crate::session::{text_rows, workspace_context, Personal};
 use crate::{block_on, EngineError, Result};
@@ -341,12 +342,20 @@ fn names_of<'a>(items: &BTreeMap<&'a str, u32>) -> Vec<&'a str> {
 
 /// Fits on the data before `at` and picks the weights that score best (precision@k,
 /// then NDCG) on the `VALIDATION_DAYS` before it. Returns the weights and their scores.
-fn choose_weights(catalog: &Catalog, rows: &[(String, String, i64, f64)], at: i64, k: usize, cfg: &ModelsConfig) -> (Weights, Value) {
+fn choose_weights(
+    catalog: &Catalog,
+    rows: &[(String, String, i64, f64)],
+    at: i64,
+    k: usize,
+    cfg: &ModelsConfig,
+) -> (Weights, WeightValidation) {
     let s = split(rows, at - VALIDATION_DAYS, at);
     if s.evaluated.len() < 50 || s.items.is_empty() {
         return (
             [1.0, 0.5, 0.0, 0.0],
-            json!({"message": "too few customers to validate the weights; defaults used"}),
+            WeightValidation::Defaults {
+                message: "too few customers to validate the weights; defaults used".into(),
+            },
         );
     }
     let names = names_of(&s.items);
@@ -362,7 +371,11 @@ fn choose_weights(catalog: &Catalog, rows: &[(String, String, i64, f64)], at: i6
             .map(|(&u, l)| m.rank(l, w, &s.train.baskets[u], k).into_iter().map(|x| x.0).collect())
             .collect();
         let sc = score(&ranked, &s.relevant, k, s.items.len());
-        tried.push(json!({"weights": w, "precision_at_k": sc.precision, "ndcg_at_k": sc.ndcg}));
+        tried.push(WeightTrial {
+            weights: *w,
+            precision_at_k: sc.precision,
+            ndcg_at_k: sc.ndcg,
+        });
         if best.is_none_or(|b| (sc.precision, sc.ndcg) > (b.1, b.2)) {
             best = Some((*w, sc.precision, sc.ndcg));
         }
@@ -370,7 +383,11 @@ fn choose_weights(catalog: &Catalog, rows: &[(String, String, i64, f64)], at: i6
     let (w, _, _) = best.expect("grid is not empty");
     (
         w,
-        json!({"validation_from": crate::run::day_text(at - VALIDATION_DAYS), "customers": s.evaluated.len(), "tried": tried}),
+        WeightValidation::Validated {
+            validation_from: crate::run::day_text(at - VALIDATION_DAYS),
+            customers: s.evaluated.len(),
+            tried,
+        },
     )
 }
 
@@ -447,9 +464,9 @@ pub fn evaluate(ws: &Workspace, split_day: i64, k: usize, cfg: &ModelsConfig) ->
         "customers_evaluated": s.evaluated.len(),
         "items": n_items,
         "fit_seconds": fit_seconds,
-        "weights": {"item_knn": weights[0], "als": weights[1], "co_purchase": weights[2], "content": weights[3]},
+        "weights": crate::results::BlendWeights::from(weights),
         "weight_validation": validation,
-        "als": {"factors": cfg.als_factors, "iterations": cfg.als_iterations, "regularization": cfg.als_regularization, "alpha": cfg.als_alpha},
+        "als": AlsSettings::of(cfg),
         "models": report,
     }))
 }
@@ -478,7 +495,7 @@ pub struct Recommendations {
     /// The `recommendations` table.
     pub batch: RecordBatch,
     /// Weights, settings and association rules for models.json.
-    pub report: Value,
+    pub report: RecsReport,
     /// Each customer's first recommendation (in the order of the ids given).
     pub top: Vec<Option<String>>,
     /// The `item_factors` table: each product's ALS factors (`product_id`, `f0`…), kept
@@ -515,13 +532,13 @@ pub fn fold_in(ws: &Workspace, basket: &[(String, f64)], k: usize) -> Result<Vec
             "no item_factors table: run `rapport run` on data with product ids first".into(),
         ));
     }
-    let models = crate::report::read_models(ws);
-    let als = &models["recommendations"]["als"];
-    let (Some(lambda), Some(alpha)) = (als["regularization"].as_f64(), als["alpha"].as_f64()) else {
+    let models = crate::report::read_models(ws)?;
+    let Some(als) = models.as_ref().and_then(|m| m.recommendations.fitted()).map(|r| r.als) else {
         return Err(EngineError::Usage(
             "reports/models.json has no recommendations.als settings: run `rapport run` again".into(),
         ));
     };
+    let (lambda, alpha) = (als.regularization, als.alpha);
     let batches = crate::export::query(ws, "SELECT * FROM item_factors", &Personal::Stored)?;
     let mut names: Vec<String> = Vec::new();
     let mut item: Vec<f32> = Vec::new();
@@ -691,23 +708,36 @@ pub fn recommendations(ws: &Workspace, ids: &[String], as_of_day: i64, cfg: &Mod
     .map_err(datafusion::error::DataFusionError::from)?;
     // Association rules over the (customer, day) baskets.
     let rules = association_rules(&d.orders, cfg.rules_min_support, cfg.rules_min_confidence, 50);
-    let report = json!({
-        "model": "blend",
-        "weights": {"item_knn": weights[0], "als": weights[1], "co_purchase": weights[2], "content": weights[3]},
-        "weight_validation": validation,
-        "neighbours": NEIGHBOURS,
-        "content_field_weights": m.content_fields.iter().zip(&m.content.field_weights).map(|(f, w)| (f.clone(), json!(w))).collect::<serde_json::Map<_, _>>(),
-        "als": {"factors": cfg.als_factors, "iterations": cfg.als_iterations, "regularization": cfg.als_regularization, "alpha": cfg.als_alpha},
-        "rows": batch.num_rows(),
-        "association_rules": {
-            "orders": d.orders.len(), "min_support": cfg.rules_min_support, "min_confidence": cfg.rules_min_confidence,
-            "rules": rules.iter().map(|r| json!({
-                "antecedent": r.antecedent.iter().map(|i| names[*i as usize]).collect::<Vec<_>>(),
-                "consequent": names[r.consequent as usize],
-                "support": r.support, "support_count": r.support_count, "confidence": r.confidence, "lift": r.lift,
-            })).collect::<Vec<_>>(),
+    let report = RecsReport {
+        model: "blend".into(),
+        weights: weights.into(),
+        weight_validation: validation,
+        neighbours: NEIGHBOURS,
+        content_field_weights: m
+            .content_fields
+            .iter()
+            .cloned()
+            .zip(m.content.field_weights.iter().copied())
+            .collect(),
+        als: AlsSettings::of(cfg),
+        rows: batch.num_rows(),
+        association_rules: RulesReport {
+            orders: d.orders.len(),
+            min_support: cfg.rules_min_support,
+            min_confidence: cfg.rules_min_confidence,
+            rules: rules
+                .iter()
+                .map(|r| RuleFound {
+                    antecedent: r.antecedent.iter().map(|i| names[*i as usize].to_string()).collect(),
+                    consequent: names[r.consequent as usize].to_string(),
+                    support: r.support,
+                    support_count: r.support_count,
+                    confidence: r.confidence,
+                    lift: r.lift,
+                })
+                .collect(),
         },
-    });
+    };
     Ok(Some(Recommendations {
         batch,
         report,

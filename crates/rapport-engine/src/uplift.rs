@@ -13,11 +13,11 @@ use std::sync::Arc;
 use datafusion::arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
-use serde_json::{json, Value};
 
 use rapport_model::uplift::newcombe;
 use rapport_store::Workspace;
 
+use crate::results::UpliftReport;
 use crate::session::{from_micros, micros, text_rows, Personal};
 use crate::Result;
 
@@ -112,16 +112,22 @@ pub fn compute(ws: &Workspace) -> Result<Vec<UpliftRow>> {
         .collect())
 }
 
-pub fn report(rows: &[UpliftRow]) -> Value {
-    json!(rows
-        .iter()
-        .map(|r| json!({
-            "campaign_id": r.campaign_id, "action": r.action, "treated": r.treated, "control": r.control,
-            "treated_rate": r.treated_rate, "control_rate": r.control_rate, "uplift": r.uplift,
-            "ci_low": r.ci_low, "ci_high": r.ci_high, "verdict": r.verdict(),
-            "customers_in_both_groups": r.customers_in_both_groups,
-        }))
-        .collect::<Vec<_>>())
+pub fn report(rows: &[UpliftRow]) -> Vec<UpliftReport> {
+    rows.iter()
+        .map(|r| UpliftReport {
+            campaign_id: r.campaign_id.clone(),
+            action: r.action.clone(),
+            treated: r.treated,
+            control: r.control,
+            treated_rate: r.treated_rate,
+            control_rate: r.control_rate,
+            uplift: r.uplift,
+            ci_low: r.ci_low,
+            ci_high: r.ci_high,
+            verdict: r.verdict().to_string(),
+            customers_in_both_groups: r.customers_in_both_groups,
+        })
+        .collect()
 }
 
 pub fn batch(rows: &[UpliftRow]) -> Result<RecordBatch> {
@@ -179,12 +185,14 @@ pub fn refresh(ws: &Workspace) -> Result<Vec<UpliftRow>> {
     txn.replace("uplift");
     txn.write_part("uplift", b.schema(), &[b])?;
     txn.commit("{}")?;
-    if let Value::Object(mut m) = crate::report::read_models(ws) {
-        m.insert("uplift".into(), report(&rows));
-        let path = ws.reports_dir().join("models.json");
-        crate::report::write_atomic(&path, &serde_json::to_string_pretty(&Value::Object(m)).expect("serialises"))?;
+    let models = crate::report::models_or_warn(ws).map(|mut m| {
+        m.uplift = report(&rows);
+        m
+    });
+    if let Some(m) = &models {
+        crate::report::write_atomic(&ws.reports_dir().join("models.json"), &m.to_json())?;
     }
-    crate::report::write_report(ws)?;
+    crate::report::write_report(ws, models.as_ref())?;
     Ok(rows)
 }
 

@@ -17,6 +17,7 @@ use datafusion::arrow::datatypes::Int64Type;
 use rapport_store::{Quality, Workspace};
 
 use crate::export::query;
+use crate::results::ModelsReport;
 use crate::session::Personal;
 use crate::{EngineError, Result};
 use svg::{escape, number, BarChart};
@@ -28,12 +29,27 @@ pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
     std::fs::rename(&tmp, path).map_err(|e| EngineError::io(path, e))
 }
 
-/// `reports/models.json`, or `null` when there is none yet (or it cannot be read).
-pub fn read_models(ws: &Workspace) -> serde_json::Value {
-    std::fs::read_to_string(ws.reports_dir().join("models.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or(serde_json::Value::Null)
+/// `reports/models.json` read back, or `None` when no run has written one yet; a file
+/// that does not have the shape of a models report is an error naming where it breaks.
+pub fn read_models(ws: &Workspace) -> Result<Option<ModelsReport>> {
+    let path = ws.reports_dir().join("models.json");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(EngineError::io(&path, e)),
+    };
+    ModelsReport::from_json(&text)
+        .map(Some)
+        .map_err(|e| EngineError::Usage(format!("{}: {e}; `rapport run` writes it again", path.display())))
+}
+
+/// [`read_models`] for a report that can do without the models: a file that cannot be
+/// read is a warning, and the report says the models need another run.
+pub fn models_or_warn(ws: &Workspace) -> Option<ModelsReport> {
+    read_models(ws).unwrap_or_else(|e| {
+        tracing::warn!("{e}");
+        None
+    })
 }
 
 pub fn quality_path(ws: &Workspace) -> PathBuf {
@@ -115,8 +131,9 @@ fn counts(ws: &Workspace, sql: &str) -> Result<Vec<(String, f64)>> {
     Ok(out)
 }
 
-/// Builds and writes the report; returns its path.
-pub fn write_report(ws: &Workspace) -> Result<PathBuf> {
+/// Builds and writes the report from the workspace tables and the models of the last
+/// run (`None`: the report shows no model sections); returns its path.
+pub fn write_report(ws: &Workspace, models: Option<&ModelsReport>) -> Result<PathBuf> {
     let quality = read_quality(ws)?;
     let tables = ws.tables()?;
     let mut body = String::new();
@@ -308,7 +325,7 @@ pub fn write_report(ws: &Workspace) -> Result<PathBuf> {
     }
     body.push_str("</section>");
 
-    models::sections(ws, &tables, &mut body)?;
+    models::sections(ws, &tables, models, &mut body)?;
 
     // Workspace tables.
     body.push_str("<section><h2>Workspace tables</h2><table><tr><th>table</th><th>rows</th></tr>");

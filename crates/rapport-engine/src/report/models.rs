@@ -6,11 +6,10 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use serde_json::Value;
-
 use rapport_store::Workspace;
 
 use super::svg::{escape, number, BarChart, Heatmap, IntervalChart, Line, LineChart};
+use crate::results::{Checked, ClusterReport, Fit, ModelsReport, TypeReliability};
 use crate::session::Personal;
 use crate::Result;
 
@@ -38,11 +37,11 @@ fn grid(ws: &Workspace, sql: &str, rows: &[&str], cols: &[&str]) -> Result<Vec<V
         .collect())
 }
 
-fn tile(body: &mut String, label: &str, v: &Value) {
-    let shown = match v.as_f64() {
+fn tile(body: &mut String, label: &str, v: Option<f64>) {
+    let shown = match v {
         Some(x) if x.fract() != 0.0 => format!("{x:.3}"),
-        Some(x) => number(x),
-        None => escape(v.as_str().unwrap_or("–")),
+        Some(x) if x.is_finite() => number(x),
+        _ => "–".to_string(),
     };
     let _ = write!(
         body,
@@ -51,7 +50,7 @@ fn tile(body: &mut String, label: &str, v: &Value) {
 }
 
 /// Appends the model sections (nothing when `rapport run` has not written its tables).
-pub fn sections(ws: &Workspace, tables: &BTreeMap<String, u64>, body: &mut String) -> Result<()> {
+pub fn sections(ws: &Workspace, tables: &BTreeMap<String, u64>, models: Option<&ModelsReport>, body: &mut String) -> Result<()> {
     if !tables.contains_key("customers") || !tables.contains_key("segments") {
         return Ok(());
     }
@@ -68,13 +67,19 @@ pub fn sections(ws: &Workspace, tables: &BTreeMap<String, u64>, body: &mut Strin
         );
         return Ok(());
     }
-    let models = super::read_models(ws);
-    segments(ws, &models, body)?;
-    value(ws, &models, body)?;
-    churn(&models, body);
-    behaviour(&models, body);
+    let Some(models) = models else {
+        body.push_str(
+            "<section><h2>Models</h2><p class=\"note\">reports/models.json is missing or unreadable: run \
+             <code>rapport run</code> again to show segments, scores, gaps and actions.</p></section>",
+        );
+        return Ok(());
+    };
+    segments(ws, models, body)?;
+    value(ws, models, body)?;
+    churn(models, body);
+    behaviour(models, body);
     if tables.contains_key("gaps") {
-        gaps(ws, &models, body)?;
+        gaps(ws, models, body)?;
     }
     if tables.contains_key("outcome_rates") {
         outcome_rates(ws, body)?;
@@ -83,10 +88,10 @@ pub fn sections(ws: &Workspace, tables: &BTreeMap<String, u64>, body: &mut Strin
         forecasts(ws, body)?;
     }
     if tables.contains_key("recommendations") {
-        recommendations(ws, &models, body)?;
+        recommendations(ws, models, body)?;
     }
     if tables.contains_key("actions") {
-        actions(ws, &models, body)?;
+        actions(ws, models, body)?;
     }
     if tables.contains_key("uplift") {
         uplift(ws, body)?;
@@ -94,18 +99,22 @@ pub fn sections(ws: &Workspace, tables: &BTreeMap<String, u64>, body: &mut Strin
     Ok(())
 }
 
-fn recommendations(ws: &Workspace, models: &Value, body: &mut String) -> Result<()> {
+fn recommendations(ws: &Workspace, models: &ModelsReport, body: &mut String) -> Result<()> {
     body.push_str("<section><h2>Recommendations</h2>");
-    let r = &models["recommendations"];
+    let Fit::Fitted(r) = &models.recommendations else {
+        body.push_str("<p class=\"note\">Not fitted.</p></section>");
+        return Ok(());
+    };
+    let w = r.weights;
     let _ = write!(
         body,
-        "<p class=\"note\">Model: {}; blend weights (chosen on the 90 days before the cut-off) item-kNN {}, ALS {}, bought-together {}, content {}. \
+        "<p class=\"note\">Model: {}; blend weights (chosen on the 90 days before the cut-off) item-kNN {:?}, ALS {:?}, bought-together {:?}, content {:?}. \
          Already-bought products are left out; each row says which model put it there.</p>",
-        escape(r["model"].as_str().unwrap_or("not fitted")),
-        r["weights"]["item_knn"],
-        r["weights"]["als"],
-        r["weights"]["co_purchase"],
-        r["weights"]["content"]
+        escape(&r.model),
+        w.item_knn,
+        w.als,
+        w.co_purchase,
+        w.content
     );
     let reasons = cells(
         ws,
@@ -135,31 +144,28 @@ fn recommendations(ws: &Workspace, models: &Value, body: &mut String) -> Result<
         }
         .render(),
     );
-    let ar = &r["association_rules"];
-    if ar["rules"].as_array().is_some_and(|r| r.is_empty()) {
+    let ar = &r.association_rules;
+    if ar.rules.is_empty() {
         let _ = write!(
             body,
             "<p class=\"note\">No association rule reaches support {} and confidence {} over {} baskets.</p>",
-            ar["min_support"], ar["min_confidence"], ar["orders"]
+            ar.min_support, ar.min_confidence, ar.orders
         );
-    }
-    if let Some(rules) = ar["rules"].as_array().filter(|r| !r.is_empty()) {
-        let rows = rules
+    } else {
+        let rows = ar
+            .rules
             .iter()
             .take(15)
             .map(|x| {
                 (
                     format!(
                         "{} → {} (conf {:.0} %, support {})",
-                        x["antecedent"]
-                            .as_array()
-                            .map(|a| a.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(" + "))
-                            .unwrap_or_default(),
-                        x["consequent"].as_str().unwrap_or(""),
-                        100.0 * x["confidence"].as_f64().unwrap_or(0.0),
-                        x["support_count"]
+                        x.antecedent.join(" + "),
+                        x.consequent,
+                        100.0 * x.confidence,
+                        x.support_count
                     ),
-                    vec![(x["lift"].as_f64().unwrap_or(0.0) * 10.0).round() / 10.0],
+                    vec![(x.lift * 10.0).round() / 10.0],
                 )
             })
             .collect();
@@ -178,20 +184,20 @@ fn recommendations(ws: &Workspace, models: &Value, body: &mut String) -> Result<
     Ok(())
 }
 
-fn actions(ws: &Workspace, models: &Value, body: &mut String) -> Result<()> {
-    let a = &models["actions"];
+fn actions(ws: &Workspace, models: &ModelsReport, body: &mut String) -> Result<()> {
+    let a = &models.actions;
     let _ = write!(
         body,
         "<section><h2>Next-best actions</h2><p class=\"note\">Campaign {}: each action keeps a random {:.0} % control group (seed {}). \
          Marketing actions need a granted marketing consent: {} customers have none and get no marketing action. \
          At most {} action(s) per customer; customers contacted in the last {} days are left out ({}).</p>",
-        escape(a["campaign_id"].as_str().unwrap_or("")),
-        100.0 * a["control_share"].as_f64().unwrap_or(0.0),
-        a["seed"],
-        number(a["customers_without_marketing_consent"].as_f64().unwrap_or(0.0)),
-        a["max_actions_per_customer"],
-        a["cooldown_days"],
-        number(a["customers_in_cooldown"].as_f64().unwrap_or(0.0)),
+        escape(&a.campaign_id),
+        100.0 * a.control_share,
+        a.seed,
+        number(a.customers_without_marketing_consent as f64),
+        a.max_actions_per_customer,
+        a.cooldown_days,
+        number(a.customers_in_cooldown as f64),
     );
     let rows = cells(
         ws,
@@ -208,21 +214,17 @@ fn actions(ws: &Workspace, models: &Value, body: &mut String) -> Result<()> {
         }
         .render(),
     );
-    let blocked: Vec<(String, Vec<f64>)> = a["rules"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let blocked: Vec<(String, Vec<f64>)> = a
+        .rules
+        .iter()
         .map(|r| {
-            let g = |k: &str| r[k].as_f64().unwrap_or(0.0);
-            (
-                r["action"].as_str().unwrap_or("").to_string(),
-                vec![
-                    g("treatment") + g("control"),
-                    g("blocked_no_marketing_consent"),
-                    g("blocked_no_channel_consent"),
-                    g("capped"),
-                ],
-            )
+            let counts = [
+                r.treatment + r.control,
+                r.blocked_no_marketing_consent,
+                r.blocked_no_channel_consent,
+                r.capped,
+            ];
+            (r.action.clone(), counts.iter().map(|&k| k as f64).collect())
         })
         .collect();
     body.push_str(
@@ -281,12 +283,12 @@ fn uplift(ws: &Workspace, body: &mut String) -> Result<()> {
     Ok(())
 }
 
-fn segments(ws: &Workspace, models: &Value, body: &mut String) -> Result<()> {
+fn segments(ws: &Workspace, models: &ModelsReport, body: &mut String) -> Result<()> {
     body.push_str("<section><h2>Segments</h2>");
     let _ = write!(
         body,
         r#"<p class="note">As of {}: RFM quintile scores (5 = most recent, most frequent, highest spend) and the named segments.</p>"#,
-        escape(models["as_of"].as_str().unwrap_or("the last order"))
+        escape(&models.as_of)
     );
     let scores = ["5", "4", "3", "2", "1"];
     let f_scores = ["1", "2", "3", "4", "5"];
@@ -342,25 +344,24 @@ fn segments(ws: &Workspace, models: &Value, body: &mut String) -> Result<()> {
          FROM segments WHERE kind = 'cluster' ORDER BY segment_id",
     )?;
     if !clusters.is_empty() {
-        let km = &models["kmeans"];
-        let _ = if km["method"] == "dbscan" {
-            write!(
+        let _ = match &models.kmeans {
+            Some(ClusterReport::Dbscan(km)) => write!(
                 body,
                 r#"<p class="note">DBSCAN (eps {}, min points {}): {} clusters, {:.1} % of buyers are noise (no cluster).</p>"#,
-                km["eps"],
-                km["min_points"],
-                km["k"],
-                100.0 * km["noise_share"].as_f64().unwrap_or(f64::NAN)
-            )
-        } else {
-            write!(
+                km.eps,
+                km.min_points,
+                km.k,
+                100.0 * km.noise_share
+            ),
+            Some(ClusterReport::Kmeans(km)) => write!(
                 body,
                 r#"<p class="note">k-means on log-transformed, standardised behaviour: k = {} (at least {}), chosen by {}; silhouette {:.3}.</p>"#,
-                km["k"],
-                km["k_min"],
-                km["criterion"].as_str().unwrap_or("silhouette"),
-                km["silhouette"].as_f64().unwrap_or(f64::NAN)
-            )
+                km.k,
+                km.k_min,
+                escape(&km.criterion),
+                km.silhouette
+            ),
+            None => Ok(()),
         };
         body.push_str(
             &BarChart {
@@ -386,13 +387,18 @@ fn segments(ws: &Workspace, models: &Value, body: &mut String) -> Result<()> {
     Ok(())
 }
 
-fn value(ws: &Workspace, models: &Value, body: &mut String) -> Result<()> {
+fn value(ws: &Workspace, models: &ModelsReport, body: &mut String) -> Result<()> {
     body.push_str("<section><h2>Customer value</h2><div class=\"tiles\">");
-    let bg = &models["bgnbd"];
-    for (label, key) in [("BG/NBD r", "r"), ("α", "alpha"), ("a", "a"), ("b", "b")] {
-        tile(body, label, &bg[key]);
+    let bg = models.bgnbd.as_ref().and_then(|f| f.params());
+    for (label, v) in [
+        ("BG/NBD r", bg.map(|p| p.r)),
+        ("α", bg.map(|p| p.alpha)),
+        ("a", bg.map(|p| p.a)),
+        ("b", bg.map(|p| p.b)),
+    ] {
+        tile(body, label, v);
     }
-    tile(body, "Gamma-Gamma p", &models["gamma_gamma"]["p"]);
+    tile(body, "Gamma-Gamma p", models.gamma_gamma.params().map(|p| p.p));
     body.push_str("</div>");
     // CLV distribution over quantile-free fixed bins (log-spaced).
     let bins = cells(
@@ -451,41 +457,34 @@ fn value(ws: &Workspace, models: &Value, body: &mut String) -> Result<()> {
     Ok(())
 }
 
-fn churn(models: &Value, body: &mut String) {
-    let c = &models["churn"];
+fn churn(models: &ModelsReport, body: &mut String) {
     body.push_str("<section><h2>Churn</h2>");
-    if c["fitted"] != Value::Bool(true) {
-        let _ = write!(
-            body,
-            "<p class=\"note\">{}</p></section>",
-            escape(c["message"].as_str().unwrap_or("no churn model"))
-        );
-        return;
-    }
+    let c = match &models.churn {
+        Fit::Fitted(c) => c,
+        Fit::Skipped(s) => {
+            let _ = write!(body, "<p class=\"note\">{}</p></section>", escape(&s.message));
+            return;
+        }
+    };
     let _ = write!(
         body,
         r#"<p class="note">Label: {}. Trained at {}, validated at {}; model: {}.</p><div class="tiles">"#,
-        escape(c["label"].as_str().unwrap_or("")),
-        escape(c["train_cutoff"].as_str().unwrap_or("")),
-        escape(c["validation_cutoff"].as_str().unwrap_or("")),
-        escape(c["model"].as_str().unwrap_or(""))
+        escape(&c.label),
+        escape(&c.train_cutoff),
+        escape(&c.validation_cutoff),
+        escape(&c.model)
     );
-    for (label, key) in [
-        ("validation AUC", "auc"),
-        ("precision", "precision"),
-        ("recall", "recall"),
-        ("F1", "f1"),
-        ("churn rate", "validation_churn_rate"),
+    for (label, v) in [
+        ("validation AUC", c.auc),
+        ("precision", c.precision),
+        ("recall", c.recall),
+        ("F1", c.f1),
+        ("churn rate", c.validation_churn_rate),
     ] {
-        tile(body, label, &c[key]);
+        tile(body, label, Some(v));
     }
     body.push_str("</div>");
-    let roc: Vec<(f64, f64)> = c["roc"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|p| Some((p[0].as_f64()?, p[1].as_f64()?)))
-        .collect();
+    let roc: Vec<(f64, f64)> = c.roc.iter().map(|p| (p[0], p[1])).collect();
     body.push_str(
         &LineChart {
             id: "churn-roc",
@@ -493,11 +492,7 @@ fn churn(models: &Value, body: &mut String) {
             x_title: "false positive rate",
             y_title: "true positive rate",
             lines: vec![Line {
-                name: format!(
-                    "{} (AUC {:.3})",
-                    c["model"].as_str().unwrap_or(""),
-                    c["auc"].as_f64().unwrap_or(f64::NAN)
-                ),
+                name: format!("{} (AUC {:.3})", c.model, c.auc),
                 points: roc,
                 band: None,
                 dashed: false,
@@ -509,12 +504,7 @@ fn churn(models: &Value, body: &mut String) {
         }
         .render(),
     );
-    let cal: Vec<(f64, f64)> = c["calibration"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|b| Some((b["predicted"].as_f64()?, b["observed"].as_f64()?)))
-        .collect();
+    let cal: Vec<(f64, f64)> = c.calibration.iter().map(|b| (b.predicted, b.observed)).collect();
     body.push_str(
         &LineChart {
             id: "churn-calibration",
@@ -535,27 +525,15 @@ fn churn(models: &Value, body: &mut String) {
         .render(),
     );
     // Loyalty drivers.
-    let l = &models["loyalty"];
-    if l["fitted"] == Value::Bool(true) {
-        let mut coef: Vec<(String, f64, f64)> = l["coefficients"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .map(|(k, v)| {
-                (
-                    k.clone(),
-                    v["estimate"].as_f64().unwrap_or(0.0),
-                    v["std_error"].as_f64().unwrap_or(f64::NAN),
-                )
-            })
-            .collect();
+    if let Fit::Fitted(l) = &models.loyalty {
+        let mut coef: Vec<(String, f64, f64)> = l.coefficients.iter().map(|(k, v)| (k.clone(), v.estimate, v.std_error)).collect();
         coef.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()));
         let _ = write!(
             body,
             r#"<p class="note">Loyalty score: {} — R² {:.3}, MSE {:.4}. Largest effects per standard deviation (± standard error):</p>"#,
-            escape(l["target"].as_str().unwrap_or("")),
-            l["r2"].as_f64().unwrap_or(f64::NAN),
-            l["mse"].as_f64().unwrap_or(f64::NAN)
+            escape(&l.target),
+            l.r2,
+            l.mse
         );
         body.push_str(
             &BarChart {
@@ -580,34 +558,29 @@ fn churn(models: &Value, body: &mut String) {
     body.push_str("</section>");
 }
 
-fn behaviour(models: &Value, body: &mut String) {
-    let b = &models["behaviour"];
-    if b["fitted"] != Value::Bool(true) {
+fn behaviour(models: &ModelsReport, body: &mut String) {
+    let Fit::Fitted(b) = &models.behaviour else {
         return;
-    }
+    };
     body.push_str("<section><h2>Next-period behaviour</h2>");
     let _ = write!(
         body,
         r#"<p class="note">Softmax regression over next-window behaviour classes: validation log-loss {:.3} against {:.3} for the class frequencies alone; accuracy {:.3}.</p>"#,
-        b["log_loss"].as_f64().unwrap_or(f64::NAN),
-        b["baseline_log_loss"].as_f64().unwrap_or(f64::NAN),
-        b["accuracy"].as_f64().unwrap_or(f64::NAN)
+        b.log_loss, b.baseline_log_loss, b.accuracy
     );
     body.push_str(
         &BarChart {
             id: "behaviour-calibration",
             title: "Behaviour classes: mean predicted probability vs observed share (validation)",
             series: &["%"],
-            rows: b["calibration"]
-                .as_array()
-                .into_iter()
-                .flatten()
+            rows: b
+                .calibration
+                .iter()
                 .flat_map(|c| {
-                    let class = c["class"].as_str().unwrap_or("");
-                    let pct = |k: &str| (c[k].as_f64().unwrap_or(0.0) * 1000.0).round() / 10.0;
+                    let pct = |v: f64| (v * 1000.0).round() / 10.0;
                     [
-                        (format!("{class}: predicted"), vec![pct("mean_predicted")]),
-                        (format!("{class}: observed"), vec![pct("observed")]),
+                        (format!("{}: predicted", c.class), vec![pct(c.mean_predicted)]),
+                        (format!("{}: observed", c.class), vec![pct(c.observed)]),
                     ]
                 })
                 .collect(),
@@ -618,41 +591,40 @@ fn behaviour(models: &Value, body: &mut String) {
     body.push_str("</section>");
 }
 
-fn gaps(ws: &Workspace, models: &Value, body: &mut String) -> Result<()> {
+fn gaps(ws: &Workspace, models: &ModelsReport, body: &mut String) -> Result<()> {
     body.push_str("<section><h2>Information gaps</h2><p class=\"note\">Where what customers say differs from what they do (Δ = reported / predicted), and what groups do not know that comparable customers use. A gap is shown only with enough behaviour behind it and evidence ≥ ");
-    let _ = write!(body, "{}.</p>", models["gaps"]["evidence_threshold"].as_f64().unwrap_or(f64::NAN));
-    for (what, why) in models["gaps"]["not_computed"].as_object().into_iter().flatten() {
-        let _ = write!(
-            body,
-            "<p class=\"note\">Not computed — {}: {}.</p>",
-            escape(what),
-            escape(why.as_str().unwrap_or(""))
-        );
+    let g = &models.gaps;
+    let _ = write!(body, "{}.</p>", g.evidence_threshold);
+    for (what, why) in &g.not_computed {
+        let _ = write!(body, "<p class=\"note\">Not computed — {}: {}.</p>", escape(what), escape(why));
     }
     // What was judged, what was not and why, and how the evidence held up against the
     // later behaviour (`gaps.reliability`).
-    let g = &models["gaps"];
-    if g["judged"].as_object().is_some_and(|j| !j.is_empty()) {
+    let judged = g.judged.each();
+    if !judged.is_empty() {
         body.push_str("<table><tr><th>gap</th><th>statements judged</th><th>gaps</th><th>share misreported (fitted)</th><th>not judged</th><th>reported earlier, still reported</th></tr>");
-        for (t, j) in g["judged"].as_object().into_iter().flatten() {
-            let not_judged: Vec<String> = g["not_judged"][t]
-                .as_object()
+        for (t, j) in judged {
+            let not_judged: Vec<String> = g
+                .not_judged
+                .get(t)
                 .into_iter()
                 .flatten()
                 .map(|(why, n)| format!("{n} ({why})"))
                 .collect();
-            let r = &g["reliability"]["gaps"][t];
-            let held = match (r["reported_at_cutoff"].as_u64(), r["still_reported"].as_u64()) {
-                (Some(then), Some(kept)) => format!("{kept} of {then}"),
+            let held = match g.reliability.as_ref().map(|r| &r.gaps) {
+                Some(Checked::ByType(by)) => match by.get(t) {
+                    Some(TypeReliability::Checked(r)) => format!("{} of {}", r.still_reported, r.reported_at_cutoff),
+                    _ => "–".into(),
+                },
                 _ => "–".into(),
             };
             let _ = write!(
                 body,
                 "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{:.3}</td><td>{}</td><td>{}</td></tr>",
                 escape(t),
-                j["statements"],
-                j["gaps"],
-                j["misreport_share"].as_f64().unwrap_or(f64::NAN),
+                j.statements,
+                j.gaps,
+                j.misreport_share,
                 escape(&not_judged.join("; ")),
                 escape(&held)
             );

@@ -18,11 +18,11 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
+use crate::results::{ActionsReport, RuleReport};
 use datafusion::arrow::array::{ArrayRef, BooleanArray, Int64Array, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use serde::Deserialize;
-use serde_json::{json, Value};
 
 use rapport_model::uplift::in_control;
 
@@ -268,7 +268,7 @@ pub struct ActionRow {
 pub struct Decided {
     pub rows: Vec<ActionRow>,
     pub campaign_id: String,
-    pub report: Value,
+    pub report: ActionsReport,
 }
 
 fn fmt_money(x: f64) -> String {
@@ -373,27 +373,32 @@ pub fn decide(cfg: &ActionsConfig, f: &Facts<'_>, as_of_text: &str) -> Decided {
                 subject,
             });
         }
-        rule_reports.push(json!({
-            "action": rule.action, "priority": r_idx + 1, "marketing": rule.marketing,
-            "matched": matched, "blocked_no_marketing_consent": no_consent,
-            "blocked_no_channel_consent": no_channel, "capped": capped,
-            "treatment": treated, "control": control,
-        }));
+        rule_reports.push(RuleReport {
+            action: rule.action.clone(),
+            priority: r_idx + 1,
+            marketing: rule.marketing,
+            matched,
+            blocked_no_marketing_consent: no_consent,
+            blocked_no_channel_consent: no_channel,
+            capped,
+            treatment: treated,
+            control,
+        });
     }
     rows.sort_by(|a, b| f.ids[a.customer].cmp(&f.ids[b.customer]).then(a.priority.cmp(&b.priority)));
     let without_marketing = (0..n).filter(|&i| !f.consents.marketing(i)).count();
-    let report = json!({
-        "campaign_id": campaign_id,
-        "control_share": cfg.control_share,
-        "seed": cfg.seed,
-        "max_actions_per_customer": cfg.max_actions_per_customer,
-        "cooldown_days": cfg.cooldown_days,
-        "customers_in_cooldown": cooled.iter().filter(|c| **c).count(),
-        "customers_without_marketing_consent": without_marketing,
-        "consent_purposes_recorded": f.consents.recorded,
-        "rows": rows.len(),
-        "rules": rule_reports,
-    });
+    let report = ActionsReport {
+        campaign_id: campaign_id.clone(),
+        control_share: cfg.control_share,
+        seed: cfg.seed,
+        max_actions_per_customer: cfg.max_actions_per_customer,
+        cooldown_days: cfg.cooldown_days,
+        customers_in_cooldown: cooled.iter().filter(|c| **c).count(),
+        customers_without_marketing_consent: without_marketing,
+        consent_purposes_recorded: f.consents.recorded.iter().cloned().collect(),
+        rows: rows.len(),
+        rules: rule_reports,
+    };
     Decided { rows, campaign_id, report }
 }
 

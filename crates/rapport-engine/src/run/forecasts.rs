@@ -12,10 +12,10 @@ use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Sche
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
-use serde_json::{json, Value};
 
 use rapport_model::forecast::Ets;
 
+use crate::results::{ForecastReport, SeriesFit};
 use crate::Result;
 
 const MICROS_PER_DAY: i64 = 86_400_000_000;
@@ -97,7 +97,7 @@ async fn weekly(
 }
 
 /// The forecasts of every series with enough history, and a summary for models.json.
-pub async fn compute(ctx: &SessionContext, as_of_day: i64, ids: &[String], segment: &[Option<&str>]) -> Result<(Vec<Row>, Value)> {
+pub async fn compute(ctx: &SessionContext, as_of_day: i64, ids: &[String], segment: &[Option<&str>]) -> Result<(Vec<Row>, ForecastReport)> {
     let (weeks, series) = weekly(ctx, as_of_day, ids, segment).await?;
     let first_start = as_of_day + 1 - 7 * weeks as i64;
     let mut out = Vec::new();
@@ -131,13 +131,26 @@ pub async fn compute(ctx: &SessionContext, as_of_day: i64, ids: &[String], segme
                 upper: Some(hi.max(0.0)),
             });
         }
-        summary.push(json!({"series": name, "metric": metric, "weeks": y.len(), "season": m.season,
-                            "alpha": m.params.alpha, "beta": m.params.beta, "gamma": m.params.gamma, "phi": m.params.phi,
-                            "sigma": m.sigma, "next_12_weeks": m.ahead.iter().map(|a| a.0.max(0.0)).sum::<f64>()}));
+        summary.push(SeriesFit {
+            series: name.clone(),
+            metric: metric.to_string(),
+            weeks: y.len(),
+            season: m.season,
+            alpha: m.params.alpha,
+            beta: m.params.beta,
+            gamma: m.params.gamma,
+            phi: m.params.phi,
+            sigma: m.sigma,
+            next_12_weeks: m.ahead.iter().map(|a| a.0.max(0.0)).sum::<f64>(),
+        });
     }
     Ok((
         out,
-        json!({"horizon_weeks": HORIZON_WEEKS, "weeks_observed": weeks, "series": summary}),
+        ForecastReport {
+            horizon_weeks: HORIZON_WEEKS,
+            weeks_observed: weeks,
+            series: summary,
+        },
     ))
 }
 

@@ -36,10 +36,10 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
+use crate::results::{CategoryJudgement, CategoryPrior, GapReport, Judged, Judgement, KnowledgeSummary, SatisfactionJudgement};
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int64Array, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
-use serde_json::{json, Value};
 
 use rapport_model::bgnbd::BgNbd;
 use rapport_model::btyd::History;
@@ -256,7 +256,7 @@ pub struct Outputs {
     /// Per customer, the purchase probability their stated frequency implies for the
     /// next churn window (the `reported_p` of the behaviour class `purchase`).
     pub reported_purchase: Vec<Option<f64>>,
-    pub report: Value,
+    pub report: GapReport,
 }
 
 fn yes_no(a: &str) -> Option<bool> {
@@ -285,14 +285,14 @@ pub fn analyse(inp: &Inputs<'_>) -> Outputs {
     // evidence; those reaching `gap_evidence` are the reported gaps.
     let mut assessed: Vec<GapRow> = Vec::new();
     let mut reported_purchase = vec![None; n];
-    let mut skipped = serde_json::Map::new();
+    let mut skipped: BTreeMap<String, String> = BTreeMap::new();
     let surveyed = inp.answers.iter().filter(|a| !a.latest.is_empty()).count();
     let enough = |i: usize| inp.features.first_day[i].is_some_and(|d| (inp.as_of_day - d) as f64 >= f64::from(cfg.gap_min_tenure_days));
     let per_year = 365.0 / inp.unit_days;
     if surveyed == 0 {
         skipped.insert(
             "frequency, category, satisfaction".into(),
-            json!("need a surveys table with purchase_frequency, preferred_category and satisfaction / nps / will_repurchase answers"),
+            "need a surveys table with purchase_frequency, preferred_category and satisfaction / nps / will_repurchase answers".into(),
         );
     }
 
@@ -350,7 +350,7 @@ pub fn analyse(inp: &Inputs<'_>) -> Outputs {
 
     // Frequency: every customer with a first order and a readable answer is judged.
     let history_of: HashMap<usize, usize> = inp.buyers.iter().enumerate().map(|(k, &i)| (i, k)).collect();
-    let mut judged = serde_json::Map::new();
+    let mut judged = Judged::default();
     let mut not_judged: BTreeMap<&'static str, BTreeMap<&'static str, usize>> = BTreeMap::new();
     let mut skip = |t: &'static str, why: &'static str| *not_judged.entry(t).or_default().entry(why).or_default() += 1;
     // Each stated frequency, read once: the answer and its rate range.
@@ -373,7 +373,7 @@ pub fn analyse(inp: &Inputs<'_>) -> Outputs {
         None => {
             skipped.insert(
                 "frequency".into(),
-                json!("needs a fitted BG/NBD model (orders with repeat purchases)"),
+                "needs a fitted BG/NBD model (orders with repeat purchases)".into(),
             );
         }
         Some(bg) => {
@@ -476,11 +476,12 @@ pub fn analyse(inp: &Inputs<'_>) -> Outputs {
                     },
                 });
             }
-            judged.insert(
-                "frequency".into(),
-                json!({"statements": statements.len(), "gaps": flagged,
-                       "misreport_share": round(honesty.misreport_share, 4), "em_iterations": honesty.iterations}),
-            );
+            judged.frequency = Some(Judgement {
+                statements: statements.len(),
+                gaps: flagged,
+                misreport_share: round(honesty.misreport_share, 4),
+                em_iterations: honesty.iterations,
+            });
         }
     }
 
@@ -493,7 +494,7 @@ pub fn analyse(inp: &Inputs<'_>) -> Outputs {
     if cats.is_empty() {
         skipped.insert(
             "category".into(),
-            json!("needs a products table with category and orders with product_id"),
+            "needs a products table with category and orders with product_id".into(),
         );
     } else if surveyed > 0 {
         let k = cats.len();
@@ -502,7 +503,7 @@ pub fn analyse(inp: &Inputs<'_>) -> Outputs {
             None => {
                 skipped.insert(
                     "category".into(),
-                    json!("fewer than ten buyers with order lines in a product category"),
+                    "fewer than ten buyers with order lines in a product category".into(),
                 );
             }
             Some(mixture) => {
@@ -591,17 +592,22 @@ pub fn analyse(inp: &Inputs<'_>) -> Outputs {
                         action: format!("offer {stated}: the stated interest has not turned into purchases"),
                     });
                 }
-                judged.insert(
-                    "category".into(),
-                    json!({"statements": asked.len(), "gaps": flagged,
-                           "misreport_share": round(honesty.misreport_share, 4), "em_iterations": honesty.iterations,
-                           "preference_ratio": ratio,
-                           "prior": {"diffuse_weight": round(mixture.weights[0], 4),
-                                     "diffuse_precision": round(mixture.diffuse_precision, 4),
-                                     "favourite_precision": round(mixture.favourite_precision, 4),
-                                     "favourite_boost": round(mixture.favourite_boost, 4),
-                                     "converged": mixture.converged}}),
-                );
+                judged.category = Some(CategoryJudgement {
+                    judgement: Judgement {
+                        statements: asked.len(),
+                        gaps: flagged,
+                        misreport_share: round(honesty.misreport_share, 4),
+                        em_iterations: honesty.iterations,
+                    },
+                    preference_ratio: ratio,
+                    prior: CategoryPrior {
+                        diffuse_weight: round(mixture.weights[0], 4),
+                        diffuse_precision: round(mixture.diffuse_precision, 4),
+                        favourite_precision: round(mixture.favourite_precision, 4),
+                        favourite_boost: round(mixture.favourite_boost, 4),
+                        converged: mixture.converged,
+                    },
+                });
             }
         }
     }
@@ -689,7 +695,7 @@ pub fn analyse(inp: &Inputs<'_>) -> Outputs {
             None => {
                 skipped.insert(
                     "satisfaction".into(),
-                    json!("no buyer answered a satisfaction, NPS or will_repurchase question"),
+                    "no buyer answered a satisfaction, NPS or will_repurchase question".into(),
                 );
             }
             Some(model) => {
@@ -738,14 +744,20 @@ pub fn analyse(inp: &Inputs<'_>) -> Outputs {
                         },
                     });
                 }
-                judged.insert(
-                    "satisfaction".into(),
-                    json!({"statements": answered.len(), "gaps": flagged, "misreport_share": round(share, 4),
-                           "em_iterations": model.iterations,
-                           "p_complaint_per_order": [round(model.satisfied.complaint_rate, 4), round(model.dissatisfied.complaint_rate, 4)],
-                           "left_share": [round(model.satisfied.left_share, 4), round(model.dissatisfied.left_share, 4)],
-                           "satisfied_share": round(model.satisfied.share, 4)}),
-                );
+                judged.satisfaction = Some(SatisfactionJudgement {
+                    judgement: Judgement {
+                        statements: answered.len(),
+                        gaps: flagged,
+                        misreport_share: round(share, 4),
+                        em_iterations: model.iterations,
+                    },
+                    p_complaint_per_order: [
+                        round(model.satisfied.complaint_rate, 4),
+                        round(model.dissatisfied.complaint_rate, 4),
+                    ],
+                    left_share: [round(model.satisfied.left_share, 4), round(model.dissatisfied.left_share, 4)],
+                    satisfied_share: round(model.satisfied.share, 4),
+                });
             }
         }
     }
@@ -755,7 +767,7 @@ pub fn analyse(inp: &Inputs<'_>) -> Outputs {
     if knowledge_report.is_empty() {
         skipped.insert(
             "knowledge".into(),
-            json!("needs aware:<subject> survey answers, feature_use events with a subject, or product categories"),
+            "needs aware:<subject> survey answers, feature_use events with a subject, or product categories".into(),
         );
     }
 
@@ -810,7 +822,7 @@ pub fn analyse(inp: &Inputs<'_>) -> Outputs {
     if !inp.answers.iter().any(|a| a.latest.contains_key("preferred_channel")) {
         skipped.insert(
             "profile".into(),
-            json!("needs preferred_channel survey answers and orders with a channel"),
+            "needs preferred_channel survey answers and orders with a channel".into(),
         );
     }
 
@@ -820,17 +832,22 @@ pub fn analyse(inp: &Inputs<'_>) -> Outputs {
     for g in &gaps {
         *counts.entry(format!("{}:{}", g.gap_type, g.direction)).or_default() += 1;
     }
-    let report = json!({
-        "surveyed_customers": surveyed,
-        "evidence_threshold": cfg.gap_evidence,
-        "min_tenure_days": cfg.gap_min_tenure_days,
-        "gaps": counts,
-        "judged": judged,
-        "not_judged": not_judged,
-        "profile_gaps": profile,
-        "knowledge_gaps": knowledge_report,
-        "not_computed": skipped,
-    });
+    let not_judged = not_judged
+        .into_iter()
+        .map(|(t, why)| (t.to_string(), why.into_iter().map(|(w, k)| (w.to_string(), k)).collect()))
+        .collect();
+    let report = GapReport {
+        surveyed_customers: surveyed,
+        evidence_threshold: cfg.gap_evidence,
+        min_tenure_days: cfg.gap_min_tenure_days,
+        gaps: counts,
+        judged,
+        not_judged,
+        profile_gaps: profile,
+        knowledge_gaps: knowledge_report,
+        not_computed: skipped,
+        reliability: None,
+    };
     Outputs {
         gaps,
         assessed,
@@ -845,7 +862,7 @@ fn significant(r: &KnowledgeRow, cfg: &ModelsConfig) -> bool {
     r.q_value < cfg.knowledge_fdr && r.gap <= -MIN_KNOWLEDGE_GAP
 }
 
-fn knowledge_gaps(inp: &Inputs<'_>, gaps: &mut Vec<GapRow>) -> (Vec<KnowledgeRow>, Vec<Value>) {
+fn knowledge_gaps(inp: &Inputs<'_>, gaps: &mut Vec<GapRow>) -> (Vec<KnowledgeRow>, Vec<KnowledgeSummary>) {
     let n = inp.features.len();
     // Subject → per customer: Some(true) aware/using, Some(false) not, None unknown.
     let mut subjects: BTreeMap<String, Vec<Option<bool>>> = BTreeMap::new();
@@ -955,13 +972,18 @@ fn knowledge_gaps(inp: &Inputs<'_>, gaps: &mut Vec<GapRow>) -> (Vec<KnowledgeRow
             }
         }
     }
-    let report: Vec<Value> = significant
+    let report = significant
         .iter()
         .filter(|r| r.rank <= 3)
-        .map(|r| {
-            json!({"segment_id": r.segment_id, "segment": r.segment, "subject": r.subject, "rank": r.rank,
-                   "segment_rate": round(r.segment_rate, 4), "reference_rate": round(r.reference_rate, 4),
-                   "q_value": r.q_value, "customers_affected": r.customers_affected})
+        .map(|r| KnowledgeSummary {
+            segment_id: r.segment_id.clone(),
+            segment: r.segment.clone(),
+            subject: r.subject.clone(),
+            rank: r.rank,
+            segment_rate: round(r.segment_rate, 4),
+            reference_rate: round(r.reference_rate, 4),
+            q_value: r.q_value,
+            customers_affected: r.customers_affected,
         })
         .collect();
     (rows, report)

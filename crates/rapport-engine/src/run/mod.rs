@@ -18,7 +18,6 @@ use std::sync::Arc;
 use datafusion::arrow::array::{ArrayRef, Float64Array, Int64Array, StringArray, TimestampMicrosecondArray, UInt8Array};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit as ArrowUnit};
 use datafusion::arrow::record_batch::RecordBatch;
-use serde_json::{json, Value};
 
 use rapport_model::bgnbd::BgNbd;
 use rapport_model::btyd::History;
@@ -28,6 +27,7 @@ use rapport_model::rfm;
 use rapport_model::ModelError;
 use rapport_store::Workspace;
 
+use crate::results::{Checked, ClvFit, Fit, GapCheck, ModelsReport};
 use crate::session::{workspace_context, Personal};
 use crate::{block_on, report, EngineError, Result};
 use activity::Activity;
@@ -43,7 +43,7 @@ pub struct RunSummary {
     pub as_of: String,
     pub customers: usize,
     pub modelled: usize,
-    pub models: Value,
+    pub models: ModelsReport,
 }
 
 pub(crate) fn parse_as_of(s: &str) -> Result<i64> {
@@ -212,6 +212,16 @@ pub fn assess_gaps(ws: &Workspace, cfg: &ModelsConfig, as_of: Option<&str>) -> R
     Ok((inputs.features.customer_id, out.assessed, inputs.as_of_day))
 }
 
+/// A CLV fit for models.json: the fit, or why it failed when the data are too thin for
+/// it; a broken call is an error.
+fn clv_fit<P>(fit: std::result::Result<ClvFit<P>, ModelError>) -> Result<ClvFit<P>> {
+    match fit {
+        Ok(f) => Ok(f),
+        Err(e @ ModelError::InvalidInput(_)) => Err(e.into()),
+        Err(e) => Ok(ClvFit::failed(e.message())),
+    }
+}
+
 /// A fit the run can do without: `None` when the data are too thin for it (the run
 /// goes on, as with no buyers at all); a broken call is an error.
 fn optional_fit<T>(fit: std::result::Result<T, ModelError>, model: &str) -> Result<Option<T>> {
@@ -242,58 +252,18 @@ pub fn run_with(ws: &Workspace, cfg: &ModelsConfig, policy: &actions::ActionsCon
     } = model_inputs(ws, cfg, as_of)?;
     let n = features.len();
     let unit = cfg.time_unit.days();
-    let mut models = serde_json::Map::new();
-    models.insert("as_of".into(), json!(day_text(as_of_day)));
-    models.insert("time_unit".into(), json!(cfg.time_unit.name()));
-    models.insert("customers".into(), json!(n));
-    models.insert("buyers".into(), json!(buyers.len()));
-
     let bg = if histories.is_empty() {
         None
     } else {
         optional_fit(BgNbd::fit(&histories), "bgnbd")?
     };
-    if let Some(f) = &bg {
-        let p = f.params;
-        models.insert(
-            "bgnbd".into(),
-            json!({"r": p.r, "alpha": p.alpha, "a": p.a, "b": p.b, "log_likelihood": f.log_likelihood,
-                   "converged": f.converged, "iterations": f.iterations, "groups": f.groups, "message": f.message}),
-        );
-    }
-    if !histories.is_empty() {
-        match ParetoNbd::fit(&histories) {
-            Ok(f) => {
-                let p = f.params;
-                models.insert(
-                    "pareto_nbd".into(),
-                    json!({"r": p.r, "alpha": p.alpha, "s": p.s, "beta": p.beta, "log_likelihood": f.log_likelihood,
-                           "converged": f.converged, "iterations": f.iterations, "groups": f.groups, "message": f.message}),
-                );
-            }
-            Err(e @ ModelError::InvalidInput(_)) => return Err(e.into()),
-            Err(e) => {
-                models.insert("pareto_nbd".into(), json!({"converged": false, "message": e.message()}));
-            }
-        }
-    }
+    let pareto_nbd = if histories.is_empty() {
+        None
+    } else {
+        Some(clv_fit(ParetoNbd::fit(&histories).map(ClvFit::from))?)
+    };
     let gg = GammaGamma::fit(&spends);
-    if let Err(e @ ModelError::InvalidInput(_)) = &gg {
-        return Err(e.clone().into());
-    }
-    match &gg {
-        Ok(f) => {
-            let p = f.params;
-            models.insert(
-                "gamma_gamma".into(),
-                json!({"p": p.p, "q": p.q, "gamma": p.gamma, "log_likelihood": f.log_likelihood, "converged": f.converged,
-                       "iterations": f.iterations, "customers": f.customers, "message": f.message}),
-            );
-        }
-        Err(e) => {
-            models.insert("gamma_gamma".into(), json!({"converged": false, "message": e.message()}));
-        }
-    }
+    let gamma_gamma = clv_fit(gg.as_ref().map(ClvFit::from).map_err(Clone::clone))?;
     let gg = gg.ok();
 
     // Per-customer predictions.
@@ -322,9 +292,6 @@ pub fn run_with(ws: &Workspace, cfg: &ModelsConfig, policy: &actions::ActionsCon
     let rfm_of = rfm_of(&features, &buyers, as_of_day);
 
     let clusters = segments::cluster(&features, &buyers, as_of_day, cfg)?;
-    if let Some(c) = &clusters {
-        models.insert("kmeans".into(), c.report.clone());
-    }
 
     // Predictive models on the time split (S0 = as-of − 2W, S1 = as-of − W, S2 = as-of).
     let w = i64::from(cfg.churn_window_days);
@@ -346,11 +313,8 @@ pub fn run_with(ws: &Workspace, cfg: &ModelsConfig, policy: &actions::ActionsCon
     };
     let names = predict::feature_names(&activity);
     let (churn_p, churn_report) = predict::churn([&s0, &s1, &s2], &names, cfg.churn_window_days, cfg.seed);
-    models.insert("churn".into(), churn_report);
     let (loyalty, loyalty_report) = predict::loyalty([&s0, &s1, &s2], &names);
-    models.insert("loyalty".into(), loyalty_report);
     let (behaviour, behaviour_report) = predict::behaviour([&s0, &s1, &s2], &names, cfg.seed);
-    models.insert("behaviour".into(), behaviour_report);
 
     // Outcome rates by segment: churn in the last window by the segment at its start,
     // returns by the current segment.
@@ -374,14 +338,12 @@ pub fn run_with(ws: &Workspace, cfg: &ModelsConfig, policy: &actions::ActionsCon
             .iter()
             .map(|&i| (rfm_of[i].expect("buyer").segment.to_string(), features.returned_lines[i] > 0.0)),
     ));
-    models.insert("outcome_rates".into(), outcomes::report(&rates));
 
     let segment_names: Vec<Option<&str>> = rfm_of.iter().map(|r| r.map(|r| r.segment)).collect();
     let (forecast_rows, forecast_report) = block_on(async {
         let ctx = workspace_context(ws, &Personal::Stored).await?;
         forecasts::compute(&ctx, as_of_day, &features.customer_id, &segment_names).await
     })?;
-    models.insert("forecasts".into(), forecast_report);
 
     // The information gap.
     // The channel a buyer's order lines mostly go through (their channel segment).
@@ -423,15 +385,22 @@ pub fn run_with(ws: &Workspace, cfg: &ModelsConfig, policy: &actions::ActionsCon
     // judged as of `gap_check_days` earlier against the same statements judged now.
     if cfg.gap_check_days > 0 {
         let cutoff = as_of_day - i64::from(cfg.gap_check_days);
-        let check = match assess_gaps(ws, cfg, Some(&day_text(cutoff))) {
-            Ok((ids_then, then, _)) => {
-                crate::evaluate::gap_reliability((&ids_then, &then), (&features.customer_id, &gap_out.assessed), cfg.gap_evidence)
-            }
-            Err(e) => json!({"message": format!("not checked: {e}")}),
+        let gaps = match assess_gaps(ws, cfg, Some(&day_text(cutoff))) {
+            Ok((ids_then, then, _)) => Checked::ByType(crate::evaluate::gap_reliability(
+                (&ids_then, &then),
+                (&features.customer_id, &gap_out.assessed),
+                cfg.gap_evidence,
+            )),
+            Err(e) => Checked::NotChecked {
+                message: format!("not checked: {e}"),
+            },
         };
-        gap_report["reliability"] = json!({"calibration_end": day_text(cutoff), "days": cfg.gap_check_days, "gaps": check});
+        gap_report.reliability = Some(GapCheck {
+            calibration_end: day_text(cutoff),
+            days: cfg.gap_check_days,
+            gaps,
+        });
     }
-    models.insert("gaps".into(), gap_report);
 
     // Recommendations, then the next-best actions that use them.
     let recs = crate::recs::recommendations(ws, &features.customer_id, as_of_day, cfg)?;
@@ -457,13 +426,11 @@ pub fn run_with(ws: &Workspace, cfg: &ModelsConfig, policy: &actions::ActionsCon
         },
         &day_text(as_of_day),
     );
-    models.insert("actions".into(), decided.report.clone());
     let mut next_action: Vec<Option<String>> = vec![None; n];
     for a in decided.rows.iter().filter(|a| !a.control) {
         next_action[a.customer].get_or_insert_with(|| a.action.clone());
     }
     let uplift_rows = crate::uplift::compute(ws)?;
-    models.insert("uplift".into(), crate::uplift::report(&uplift_rows));
 
     // Tables.
     let customers = customers_batch(
@@ -492,21 +459,16 @@ pub fn run_with(ws: &Workspace, cfg: &ModelsConfig, policy: &actions::ActionsCon
     let uplift_batch = crate::uplift::batch(&uplift_rows)?;
     txn.replace("uplift");
     txn.write_part("uplift", uplift_batch.schema(), &[uplift_batch])?;
-    match recs {
+    let recommendations = match recs {
         Some(r) => {
-            models.insert("recommendations".into(), r.report);
             txn.replace("recommendations");
             txn.write_part("recommendations", r.batch.schema(), &[r.batch])?;
             txn.replace("item_factors");
             txn.write_part("item_factors", r.item_factors.schema(), &[r.item_factors])?;
+            Fit::Fitted(r.report)
         }
-        None => {
-            models.insert(
-                "recommendations".into(),
-                json!({"fitted": false, "message": "needs orders with product_id"}),
-            );
-        }
-    }
+        None => Fit::skipped("needs orders with product_id"),
+    };
     let behaviour_batch = behaviour_batch(&features, behaviour.as_ref(), &gap_out.reported_purchase)?;
     let gaps_batch = gaps::gaps_batch(&features.customer_id, &gap_out.gaps)?;
     txn.replace("gaps");
@@ -526,12 +488,27 @@ pub fn run_with(ws: &Workspace, cfg: &ModelsConfig, policy: &actions::ActionsCon
     txn.replace("outcome_rates");
     txn.write_part("outcome_rates", rates_batch.schema(), &[rates_batch])?;
     txn.commit(&format!("{{\"as_of\": \"{}\"}}", day_text(as_of_day)))?;
-    let models = Value::Object(models);
-    report::write_atomic(
-        &ws.reports_dir().join("models.json"),
-        &serde_json::to_string_pretty(&models).expect("serialises"),
-    )?;
-    report::write_report(ws)?;
+    let models = ModelsReport {
+        as_of: day_text(as_of_day),
+        time_unit: cfg.time_unit.name().to_string(),
+        customers: n,
+        buyers: buyers.len(),
+        bgnbd: bg.clone().map(ClvFit::from),
+        pareto_nbd,
+        gamma_gamma,
+        kmeans: clusters.map(|c| c.report),
+        churn: churn_report,
+        loyalty: loyalty_report,
+        behaviour: behaviour_report,
+        outcome_rates: rates,
+        forecasts: forecast_report,
+        gaps: gap_report,
+        actions: decided.report,
+        uplift: crate::uplift::report(&uplift_rows),
+        recommendations,
+    };
+    report::write_atomic(&ws.reports_dir().join("models.json"), &models.to_json())?;
+    report::write_report(ws, Some(&models))?;
     Ok(RunSummary {
         as_of: day_text(as_of_day),
         customers: n,

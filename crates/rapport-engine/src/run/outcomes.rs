@@ -10,24 +10,11 @@ use std::sync::Arc;
 use datafusion::arrow::array::{ArrayRef, Float64Array, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
-use serde_json::{json, Value};
 
 use rapport_model::rates::BetaPrior;
 
+pub use crate::results::OutcomeRate;
 use crate::Result;
-
-/// One row of the table.
-#[derive(Debug, Clone, PartialEq)]
-pub struct OutcomeRate {
-    pub outcome: String,
-    pub segment: String,
-    pub customers: f64,
-    pub events: f64,
-    pub raw_rate: f64,
-    pub rate: f64,
-    pub lower: f64,
-    pub upper: f64,
-}
 
 /// Rates of `outcome` per segment from `(segment, happened)` per customer.
 pub fn rates(outcome: &str, rows: impl Iterator<Item = (String, bool)>) -> Vec<OutcomeRate> {
@@ -54,16 +41,6 @@ pub fn rates(outcome: &str, rows: impl Iterator<Item = (String, bool)>) -> Vec<O
             }
         })
         .collect()
-}
-
-pub fn report(rows: &[OutcomeRate]) -> Value {
-    json!(rows
-        .iter()
-        .map(
-            |r| json!({"outcome": r.outcome, "segment": r.segment, "customers": r.customers, "events": r.events,
-                        "raw_rate": r.raw_rate, "rate": r.rate, "lower": r.lower, "upper": r.upper})
-        )
-        .collect::<Vec<_>>())
 }
 
 pub fn batch(rows: &[OutcomeRate]) -> Result<RecordBatch> {

@@ -18,7 +18,10 @@ use rapport_model::classify::{Fitted, Kind};
 use rapport_model::kmeans::sample_indices;
 use rapport_model::metrics::{auc, best_f1, brier, calibration, log_loss, roc_curve};
 use rapport_model::regression::{LinearFit, Softmax, Standardizer};
-use serde_json::{json, Value};
+
+use crate::results::{
+    BehaviourReport, CalibrationBin, CandidateAuc, ChurnReport, ClassCalibration, Coefficient, Fit, LoyaltyReport, Skipped,
+};
 
 use super::activity::Activity;
 use super::features::Features;
@@ -132,7 +135,7 @@ fn round4(v: f64) -> f64 {
 }
 
 /// Churn probability of every customer at S2 (`None` for non-buyers), and the report.
-pub fn churn(s: [&Snapshot<'_>; 3], names: &[String], window_days: u32, seed: u64) -> (Vec<Option<f64>>, Value) {
+pub fn churn(s: [&Snapshot<'_>; 3], names: &[String], window_days: u32, seed: u64) -> (Vec<Option<f64>>, Fit<ChurnReport>) {
     let n = s[2].features.len();
     let d = names.len();
     let train = sample(buyers(s[0]), seed);
@@ -143,28 +146,39 @@ pub fn churn(s: [&Snapshot<'_>; 3], names: &[String], window_days: u32, seed: u6
     if !enough(&ytr) || !enough(&yva) {
         return (
             vec![None; n],
-            json!({"fitted": false, "horizon_days": window_days,
-                   "message": format!("too little history for a {window_days}-day churn window: it needs at least 20 churned and 20 retained buyers in each of the last two windows (found {} and {} buyers)", train.len(), valid.len())}),
+            Fit::Skipped(Skipped {
+                message: format!(
+                    "too little history for a {window_days}-day churn window: it needs at least 20 churned and 20 retained \
+                     buyers in each of the last two windows (found {} and {} buyers)",
+                    train.len(),
+                    valid.len()
+                ),
+                horizon_days: Some(window_days),
+            }),
         );
     }
     let xtr = matrix(s[0], &train, names);
     let xva = matrix(s[1], &valid, names);
     let m = Fitted::fit(&xtr, d, &ytr, seed);
-    let mut by_kind = serde_json::Map::new();
+    let mut by_kind = std::collections::BTreeMap::new();
     let mut best = (Kind::Logistic, f64::NEG_INFINITY, Vec::new());
     for k in Kind::ALL {
         let p = m.predict(k, &xva);
         let a = auc(&p, &yva).unwrap_or(0.5);
-        by_kind.insert(k.name().into(), json!({"validation_auc": round4(a)}));
+        by_kind.insert(k.name().to_string(), CandidateAuc { validation_auc: round4(a) });
         if a > best.1 + 1e-12 {
             best = (k, a, p);
         }
     }
     let (kind, a, p) = best;
     let c = best_f1(&p, &yva);
-    let cal: Vec<Value> = calibration(&p, &yva, 10)
+    let cal: Vec<CalibrationBin> = calibration(&p, &yva, 10)
         .iter()
-        .map(|b| json!({"predicted": round4(b.predicted), "observed": round4(b.observed), "customers": b.count}))
+        .map(|b| CalibrationBin {
+            predicted: round4(b.predicted),
+            observed: round4(b.observed),
+            customers: b.count,
+        })
         .collect();
     let roc: Vec<[f64; 2]> = roc_curve(&p, &yva, 60).into_iter().map(|(x, y)| [round4(x), round4(y)]).collect();
     // Refit on the most recent window and score everyone who has bought.
@@ -175,25 +189,33 @@ pub fn churn(s: [&Snapshot<'_>; 3], names: &[String], window_days: u32, seed: u6
     for (k, &i) in now.iter().enumerate() {
         out[i] = Some(pnow[k]);
     }
-    let report = json!({
-        "fitted": true,
-        "model": kind.name(),
-        "auc": round4(a),
-        "horizon_days": window_days,
-        "label": format!("no purchase day within {window_days} days after the cut-off"),
-        "train_cutoff": super::day_text(s[0].day), "validation_cutoff": super::day_text(s[1].day),
-        "train_customers": train.len(), "validation_customers": valid.len(),
-        "validation_churn_rate": round4(yva.iter().filter(|&&v| v).count() as f64 / yva.len() as f64),
-        "threshold": round4(c.threshold), "precision": round4(c.precision), "recall": round4(c.recall), "f1": round4(c.f1),
-        "brier": round4(brier(&p, &yva)), "log_loss": round4(log_loss(&p, &yva)),
-        "models": by_kind, "calibration": cal, "roc": roc, "features": d,
-        "gbt_trees": refit.gbt.best_trees,
-    });
-    (out, report)
+    let report = ChurnReport {
+        model: kind.name().to_string(),
+        auc: round4(a),
+        horizon_days: window_days,
+        label: format!("no purchase day within {window_days} days after the cut-off"),
+        train_cutoff: super::day_text(s[0].day),
+        validation_cutoff: super::day_text(s[1].day),
+        train_customers: train.len(),
+        validation_customers: valid.len(),
+        validation_churn_rate: round4(yva.iter().filter(|&&v| v).count() as f64 / yva.len() as f64),
+        threshold: round4(c.threshold),
+        precision: round4(c.precision),
+        recall: round4(c.recall),
+        f1: round4(c.f1),
+        brier: round4(brier(&p, &yva)),
+        log_loss: round4(log_loss(&p, &yva)),
+        models: by_kind,
+        calibration: cal,
+        roc,
+        features: d,
+        gbt_trees: refit.gbt.best_trees,
+    };
+    (out, Fit::Fitted(report))
 }
 
 /// Loyalty score of every buyer at S2, and the regression report.
-pub fn loyalty(s: [&Snapshot<'_>; 3], names: &[String]) -> (Vec<Option<f64>>, Value) {
+pub fn loyalty(s: [&Snapshot<'_>; 3], names: &[String]) -> (Vec<Option<f64>>, Fit<LoyaltyReport>) {
     let n = s[2].features.len();
     let rows = buyers(s[1]);
     let referral = s[2].activity.column("events:referral");
@@ -243,7 +265,7 @@ pub fn loyalty(s: [&Snapshot<'_>; 3], names: &[String]) -> (Vec<Option<f64>>, Va
     let scaler = Standardizer::fit(&x, used.len());
     let fit = match LinearFit::fit(&scaler.apply(&x), used.len(), &target) {
         Ok(f) => f,
-        Err(e) => return (vec![None; n], json!({"fitted": false, "message": e.message()})),
+        Err(e) => return (vec![None; n], Fit::skipped(e.message())),
     };
     let now = buyers(s[2]);
     let xn = scaler.apply(&pick(matrix(s[2], &now, names)));
@@ -251,27 +273,28 @@ pub fn loyalty(s: [&Snapshot<'_>; 3], names: &[String]) -> (Vec<Option<f64>>, Va
     for (k, &i) in now.iter().enumerate() {
         out[i] = Some(fit.predict(&xn[k * used.len()..(k + 1) * used.len()]).clamp(0.0, 1.0));
     }
-    let coefficients: serde_json::Map<String, Value> = used
+    let coefficients = used
         .iter()
         .enumerate()
         .map(|(j, name)| {
-            (
-                name.clone(),
-                json!({"estimate": round4(fit.coefficients[j]), "std_error": round4(fit.std_errors[j])}),
-            )
+            let c = Coefficient {
+                estimate: round4(fit.coefficients[j]),
+                std_error: round4(fit.std_errors[j]),
+            };
+            (name.clone(), c)
         })
         .collect();
-    let report = json!({
-        "fitted": true,
-        "target": format!("mean of {} (0–1)", indicators.join(", ")),
-        "indicators": indicators,
-        "customers": rows.len(),
-        "r2": round4(fit.r2), "mse": round4(fit.mse),
-        "intercept": round4(fit.coefficients[used.len()]),
-        "coefficients": coefficients,
-        "note": "coefficients are per standard deviation of each feature",
-    });
-    (out, report)
+    let report = LoyaltyReport {
+        target: format!("mean of {} (0–1)", indicators.join(", ")),
+        indicators: indicators.iter().map(|s| s.to_string()).collect(),
+        customers: rows.len(),
+        r2: round4(fit.r2),
+        mse: round4(fit.mse),
+        intercept: round4(fit.coefficients[used.len()]),
+        coefficients,
+        note: "coefficients are per standard deviation of each feature".into(),
+    };
+    (out, Fit::Fitted(report))
 }
 
 /// Predicted probability of each behaviour class for every customer at S2.
@@ -281,7 +304,7 @@ pub struct Behaviour {
     pub p: Vec<Vec<f64>>,
 }
 
-pub fn behaviour(s: [&Snapshot<'_>; 3], names: &[String], seed: u64) -> (Option<Behaviour>, Value) {
+pub fn behaviour(s: [&Snapshot<'_>; 3], names: &[String], seed: u64) -> (Option<Behaviour>, Fit<BehaviourReport>) {
     let n = s[2].features.len();
     let d = names.len();
     let train = sample((0..n).collect(), seed ^ 2);
@@ -291,10 +314,7 @@ pub fn behaviour(s: [&Snapshot<'_>; 3], names: &[String], seed: u64) -> (Option<
     // Only the classes the data shows.
     let present: Vec<usize> = (0..CLASSES.len()).filter(|c| ytr.contains(c) || yva.contains(c)).collect();
     if present.len() < 2 {
-        return (
-            None,
-            json!({"fitted": false, "message": "fewer than two behaviour classes occur in the last two windows"}),
-        );
+        return (None, Fit::skipped("fewer than two behaviour classes occur in the last two windows"));
     }
     let remap = |y: &[usize]| -> Vec<usize> { y.iter().map(|c| present.iter().position(|p| p == c).expect("present")).collect() };
     let (ytr, yva) = (remap(&ytr), remap(&yva));
@@ -315,11 +335,15 @@ pub fn behaviour(s: [&Snapshot<'_>; 3], names: &[String], seed: u64) -> (Option<
         .filter(|(p, &y)| p.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(c, _)| c) == Some(y))
         .count() as f64
         / yva.len() as f64;
-    let calibration: Vec<Value> = (0..k)
+    let calibration: Vec<ClassCalibration> = (0..k)
         .map(|c| {
             let predicted = pva.iter().map(|p| p[c]).sum::<f64>() / pva.len() as f64;
             let observed = yva.iter().filter(|&&y| y == c).count() as f64 / yva.len() as f64;
-            json!({"class": CLASSES[present[c]], "mean_predicted": round4(predicted), "observed": round4(observed)})
+            ClassCalibration {
+                class: CLASSES[present[c]].to_string(),
+                mean_predicted: round4(predicted),
+                observed: round4(observed),
+            }
         })
         .collect();
     // Refit on the latest window and predict the next one for everyone.
@@ -330,16 +354,15 @@ pub fn behaviour(s: [&Snapshot<'_>; 3], names: &[String], seed: u64) -> (Option<
     let xnow = scaler2.apply(&matrix(s[2], &all, names));
     let p: Vec<Vec<f64>> = xnow.chunks_exact(d).map(|r| m2.predict(r)).collect();
     let classes: Vec<&'static str> = present.iter().map(|&c| CLASSES[c]).collect();
-    let report = json!({
-        "fitted": true,
-        "classes": classes,
-        "log_loss": round4(ll),
-        "baseline_log_loss": round4(base_ll),
-        "accuracy": round4(accuracy),
-        "calibration": calibration,
-        "converged": m.converged && m2.converged,
-        "iterations": m2.iterations,
-        "train_customers": train.len(),
-    });
-    (Some(Behaviour { classes, p }), report)
+    let report = BehaviourReport {
+        classes: classes.iter().map(|c| c.to_string()).collect(),
+        log_loss: round4(ll),
+        baseline_log_loss: round4(base_ll),
+        accuracy: round4(accuracy),
+        calibration,
+        converged: m.converged && m2.converged,
+        iterations: m2.iterations,
+        train_customers: train.len(),
+    };
+    (Some(Behaviour { classes, p }), Fit::Fitted(report))
 }

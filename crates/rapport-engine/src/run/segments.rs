@@ -8,7 +8,6 @@ use std::sync::Arc;
 use datafusion::arrow::array::{ArrayRef, Float64Array, Int64Array, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
-use serde_json::{json, Value};
 
 use rapport_model::dbscan;
 use rapport_model::kmeans::{fit, gap_statistic, gap_supported, sample_indices, silhouette, KMeansParams};
@@ -16,10 +15,12 @@ use rapport_model::rfm;
 
 use super::config::{Clustering, ModelsConfig};
 use super::features::Features;
+use crate::results::{ClusterReport, DbscanReport, GapStatistic, KMeansReport};
 use crate::Result;
 
 /// The clustering features, in the order of the segments table's mean columns.
 pub const FEATURES: [&str; 5] = ["recency_days", "orders", "revenue", "avg_order_value", "tenure_days"];
+const TRANSFORM: &str = "log1p, then standardised";
 
 fn raw_features(f: &Features, i: usize, as_of_day: i64) -> [f64; 5] {
     let recency = (as_of_day - f.last_day[i].unwrap_or(as_of_day)) as f64;
@@ -48,7 +49,7 @@ pub fn memberships(
                 m.push((format!("rfm-{idx:02}"), r.segment.to_string()));
             }
             if let Some(l) = clusters.and_then(|c| c.labels[i]) {
-                m.push((format!("cluster-{l:02}"), clusters.expect("labelled").names[l].clone()));
+                m.push((format!("cluster-{l:02}"), clusters.expect("labelled").report.names()[l].clone()));
             }
             if let Some(ch) = &channels[i] {
                 m.push(channel_segment(ch));
@@ -93,8 +94,7 @@ pub fn cluster_matrix(f: &Features, buyers: &[usize], as_of_day: i64) -> Vec<f64
 pub struct Clusters {
     /// Per customer (all customers), the cluster of buyers.
     pub labels: Vec<Option<usize>>,
-    pub names: Vec<String>,
-    pub report: Value,
+    pub report: ClusterReport,
 }
 
 /// k-means on log-transformed, standardised features of the buyers. k is chosen in
@@ -119,12 +119,12 @@ pub fn cluster(f: &Features, buyers: &[usize], as_of_day: i64, cfg: &ModelsConfi
     let stats = gap_statistic(&xs, d, (k_max + 1).min(sample.len()), 10, cfg.seed)?;
     let supported = gap_supported(&stats);
     let in_range: Vec<usize> = supported.iter().copied().filter(|k| (cfg.k_min..=k_max).contains(k)).collect();
-    let mut by_k = serde_json::Map::new();
+    let mut by_k = BTreeMap::new();
     let mut best: Option<(usize, f64, rapport_model::kmeans::KMeans)> = None;
     for k in cfg.k_min..=k_max {
         let km = fit(&x, d, &KMeansParams::new(k, cfg.seed))?;
         let s = silhouette(&x, d, &km.labels, k, &sample);
-        by_k.insert(k.to_string(), json!(s));
+        by_k.insert(k.to_string(), s.is_finite().then_some(s));
         let eligible = in_range.is_empty() || in_range.contains(&k);
         if eligible && best.as_ref().is_none_or(|b| s > b.1) {
             best = Some((k, s, km));
@@ -136,18 +136,33 @@ pub fn cluster(f: &Features, buyers: &[usize], as_of_day: i64, cfg: &ModelsConfi
     for (k_i, &i) in buyers.iter().enumerate() {
         labels[i] = Some(km.labels[k_i]);
     }
-    let gap_by_k: serde_json::Map<String, Value> = stats.iter().map(|g| (g.k.to_string(), json!({"gap": g.gap, "s": g.s}))).collect();
+    let gap_by_k = stats
+        .iter()
+        .map(|g| (g.k.to_string(), GapStatistic { gap: g.gap, s: g.s }))
+        .collect();
     let criterion = if in_range.is_empty() {
         "silhouette (the gap statistic supports no k in range)"
     } else {
         "gap statistic, then silhouette among the k it supports"
     };
-    let report = json!({"method": "kmeans", "k": k, "k_min": cfg.k_min, "k_max": k_max, "criterion": criterion,
-                        "silhouette": s, "inertia": km.inertia, "iterations": km.iterations,
-                        "converged": km.converged, "silhouette_by_k": by_k, "gap_by_k": gap_by_k,
-                        "gap_supported_k": supported, "gap_first_k": supported.first(),
-                        "features": FEATURES, "transform": "log1p, then standardised", "names": names});
-    Ok(Some(Clusters { labels, names, report }))
+    let report = ClusterReport::Kmeans(KMeansReport {
+        k,
+        k_min: cfg.k_min,
+        k_max,
+        criterion: criterion.into(),
+        silhouette: s,
+        inertia: km.inertia,
+        iterations: km.iterations,
+        converged: km.converged,
+        silhouette_by_k: by_k,
+        gap_by_k,
+        gap_first_k: supported.first().copied(),
+        gap_supported_k: supported,
+        features: FEATURES.iter().map(|f| f.to_string()).collect(),
+        transform: TRANSFORM.into(),
+        names,
+    });
+    Ok(Some(Clusters { labels, report }))
 }
 
 /// Words for a standardised feature far from the average: (below, above).
@@ -283,10 +298,19 @@ fn cluster_dbscan(f: &Features, buyers: &[usize], x: &[f64], cfg: &ModelsConfig)
         labels[i] = label_of[k];
     }
     let noise = label_of.iter().filter(|l| l.is_none()).count();
-    let report = json!({"method": "dbscan", "k": model.clusters, "eps": cfg.dbscan_eps, "min_points": cfg.dbscan_min_points,
-                        "noise": noise, "noise_share": noise as f64 / m.max(1) as f64, "fitted_on": fit_rows.len(),
-                        "sizes": sizes, "features": FEATURES, "transform": "log1p, then standardised", "names": names});
-    Ok(Clusters { labels, names, report })
+    let report = ClusterReport::Dbscan(DbscanReport {
+        k: model.clusters,
+        eps: cfg.dbscan_eps,
+        min_points: cfg.dbscan_min_points,
+        noise,
+        noise_share: noise as f64 / m.max(1) as f64,
+        fitted_on: fit_rows.len(),
+        sizes,
+        features: FEATURES.iter().map(|f| f.to_string()).collect(),
+        transform: TRANSFORM.into(),
+        names,
+    });
+    Ok(Clusters { labels, report })
 }
 
 /// One row per RFM segment and per cluster.

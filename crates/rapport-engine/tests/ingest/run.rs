@@ -1,9 +1,16 @@
 //! `rapport run` end to end: the CDNOW sample from its raw file, through its
 //! rapport.toml, reproduces the published CLV fits.
 
+use rapport_engine::results::{ClusterReport, Fit, ModelsReport};
 use rapport_engine::run::config::ModelsConfig;
 
 use crate::{ingest, repo_root, scalar};
+
+/// models.json on disk reads back into the same report.
+fn reads_back(ws: &rapport_store::Workspace, m: &ModelsReport) {
+    let disk = rapport_engine::report::read_models(ws).unwrap().expect("models.json written");
+    assert_eq!(disk.to_json(), m.to_json());
+}
 
 #[test]
 fn cdnow_sample_from_the_raw_file_reproduces_the_papers() {
@@ -16,21 +23,33 @@ fn cdnow_sample_from_the_raw_file_reproduces_the_papers() {
     cfg.horizons_days = vec![90, 364];
     let s = rapport_engine::run::run(&ws, &cfg, Some("1997-09-30")).unwrap();
     let m = &s.models;
-    assert_eq!(m["time_unit"], "week");
-    let rel = |v: &serde_json::Value, want: f64| (v.as_f64().unwrap() - want).abs() / want;
-    let b = &m["bgnbd"];
-    assert_eq!(b["converged"], true);
-    for (k, want) in [("r", 0.2426), ("alpha", 4.4136), ("a", 0.7929), ("b", 2.4259)] {
-        assert!(rel(&b[k], want) <= 1e-3, "bgnbd {k}: {}", b[k]);
+    reads_back(&ws, m);
+    assert_eq!(m.time_unit, "week");
+    let rel = |v: f64, want: f64| (v - want).abs() / want;
+    let b = m.bgnbd.as_ref().unwrap();
+    assert!(b.converged);
+    let bp = b.params().unwrap();
+    for (k, v, want) in [
+        ("r", bp.r, 0.2426),
+        ("alpha", bp.alpha, 4.4136),
+        ("a", bp.a, 0.7929),
+        ("b", bp.b, 2.4259),
+    ] {
+        assert!(rel(v, want) <= 1e-3, "bgnbd {k}: {v}");
     }
-    assert!((b["log_likelihood"].as_f64().unwrap() + 9582.43).abs() < 0.01);
-    let p = &m["pareto_nbd"];
-    for (k, want) in [("r", 0.5532), ("alpha", 10.576), ("s", 0.6063), ("beta", 11.672)] {
-        assert!(rel(&p[k], want) <= 2e-3, "pareto_nbd {k}: {}", p[k]);
+    assert!((b.log_likelihood.unwrap() + 9582.43).abs() < 0.01);
+    let p = m.pareto_nbd.as_ref().unwrap().params().unwrap();
+    for (k, v, want) in [
+        ("r", p.r, 0.5532),
+        ("alpha", p.alpha, 10.576),
+        ("s", p.s, 0.6063),
+        ("beta", p.beta, 11.672),
+    ] {
+        assert!(rel(v, want) <= 2e-3, "pareto_nbd {k}: {v}");
     }
-    let g = &m["gamma_gamma"];
-    for (k, want) in [("p", 6.2488), ("q", 3.7446), ("gamma", 15.4477)] {
-        assert!(rel(&g[k], want) <= 1e-3, "gamma_gamma {k}: {}", g[k]);
+    let g = m.gamma_gamma.params().unwrap();
+    for (k, v, want) in [("p", g.p, 6.2488), ("q", g.q, 3.7446), ("gamma", g.gamma, 15.4477)] {
+        assert!(rel(v, want) <= 1e-3, "gamma_gamma {k}: {v}");
     }
     // Customer 1516 (sample id): 26 repeat purchase days.
     let p_alive: f64 = scalar(
@@ -72,11 +91,12 @@ fn cdnow_sample_from_the_raw_file_reproduces_the_papers() {
     assert!((share - 1.0).abs() < 1e-9);
     // k is at least the configured minimum, chosen with the gap statistic's support on
     // record; every segment says what sets it apart, in numbers.
-    let km = &m["kmeans"];
-    let k = km["k"].as_u64().unwrap();
-    assert!(k >= cfg.k_min as u64 && k <= cfg.k_max as u64, "{km}");
-    assert_eq!(km["gap_by_k"].as_object().unwrap().len(), cfg.k_max + 1, "{km}");
-    assert!(km["criterion"].as_str().unwrap().contains("gap statistic"), "{km}");
+    let Some(ClusterReport::Kmeans(km)) = &m.kmeans else {
+        panic!("no k-means: {:?}", m.kmeans)
+    };
+    assert!(km.k >= cfg.k_min && km.k <= cfg.k_max, "{km:?}");
+    assert_eq!(km.gap_by_k.len(), cfg.k_max + 1, "{km:?}");
+    assert!(km.criterion.contains("gap statistic"), "{km:?}");
     assert_eq!(
         scalar(
             &ws_dir,
@@ -89,7 +109,7 @@ fn cdnow_sample_from_the_raw_file_reproduces_the_papers() {
             &ws_dir,
             "SELECT CAST(count(DISTINCT name) AS BIGINT) FROM segments WHERE kind = 'cluster'"
         ),
-        k.to_string()
+        km.k.to_string()
     );
     assert!(ws.reports_dir().join("models.json").is_file());
     // New orders after the run: the ingest rebuilds `customers` without the model
@@ -291,12 +311,13 @@ fn online_retail_runs_and_says_which_gap_analyses_need_which_tables() {
     let ws = crate::writer(&ws_dir);
     let s = rapport_engine::run::run(&ws, &ModelsConfig::default(), None).unwrap();
     let m = &s.models;
+    reads_back(&ws, m);
     assert_eq!(s.customers, 4372);
-    assert_eq!(m["churn"]["fitted"], true, "{}", m["churn"]);
+    assert!(matches!(m.churn, Fit::Fitted(_)), "{:?}", m.churn);
     // No surveys, events or products: the gap analyses say what they need.
-    let missing = m["gaps"]["not_computed"].as_object().unwrap();
-    assert!(missing["frequency, category, satisfaction"].as_str().unwrap().contains("surveys"));
-    assert!(missing["category"].as_str().unwrap().contains("products"));
+    let missing = &m.gaps.not_computed;
+    assert!(missing["frequency, category, satisfaction"].contains("surveys"));
+    assert!(missing["category"].contains("products"));
     assert!(missing.contains_key("knowledge") && missing.contains_key("profile"));
     assert_eq!(scalar(&ws_dir, "SELECT count(*) FROM gaps"), "0");
     assert!(ws.reports_dir().join("report.html").is_file());
@@ -312,13 +333,15 @@ fn dbscan_is_an_option_with_noise_and_named_clusters() {
         toml::from_str("clustering = \"dbscan\"\ndbscan_eps = 0.4\ndbscan_min_points = 15\ntime_unit = \"week\"").unwrap();
     let cfg = ModelsConfig::from_table(Some(&table)).unwrap();
     let s = rapport_engine::run::run(&ws, &cfg, Some("1997-09-30")).unwrap();
-    let k = &s.models["kmeans"];
-    assert_eq!(k["method"], "dbscan");
-    assert!(k["k"].as_u64().unwrap() >= 1, "{k}");
+    reads_back(&ws, &s.models);
+    let Some(ClusterReport::Dbscan(k)) = &s.models.kmeans else {
+        panic!("not DBSCAN: {:?}", s.models.kmeans)
+    };
+    assert!(k.k >= 1, "{k:?}");
     let clustered: u64 = scalar(&ws_dir, "SELECT count(*) FROM customers WHERE cluster IS NOT NULL")
         .parse()
         .unwrap();
-    let noise = k["noise"].as_u64().unwrap();
+    let noise = k.noise as u64;
     assert_eq!(clustered + noise, s.modelled as u64);
     assert_eq!(
         scalar(
