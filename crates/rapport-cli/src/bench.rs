@@ -222,7 +222,7 @@ fn models(customers: u64, seed: u64, dir: Option<PathBuf>, reuse: bool) -> Resul
     let ws = Workspace::writer(&ws_dir, &rapport_store::Writer::new("rapport bench"))?;
     let cfg = rapport_engine::run::config::ModelsConfig::default();
     let t = Instant::now();
-    let inputs = rapport_engine::run::model_inputs(&ws, &cfg, None)?;
+    let inputs = rapport_engine::run::model_inputs(&rapport_engine::session::Session::new(&ws), &cfg, None)?;
     println!(
         "features of {} customers in {:.1} s",
         inputs.buyers.len(),

@@ -8,8 +8,10 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 
 use rapport_engine::export::{self, OutFormat};
-use rapport_engine::results::{ClusterReport, ClvFit, Fit, ModelsReport, UpliftReport};
-use rapport_engine::session::Personal;
+use rapport_engine::results::{
+    ClusterReport, ClvFit, Fit, GapEvaluation, HoldoutReport, ModelsReport, Record, RecsEvaluation, TypeReliability, UpliftReport,
+};
+use rapport_engine::session::{Personal, Session};
 use rapport_engine::EngineError;
 use rapport_store::{IngestOptions, IngestOutcome, StoreError, Workspace, Writer};
 
@@ -178,60 +180,110 @@ pub fn train(data: &Path, target: &str, id: Option<&str>, folds: usize, seed: u6
     }
     println!(
         "{} rows ({} positive), {} features, {}-fold cross-validation",
-        v["rows"], v["positives"], v["features"], v["folds"]
+        v.rows, v.positives, v.features, v.folds
     );
-    for (name, m) in v["models"].as_object().into_iter().flatten() {
-        println!(
-            "  {name:<9} AUC {:.4} ± {:.4}",
-            m["auc_mean"].as_f64().unwrap_or(f64::NAN),
-            m["auc_sd"].as_f64().unwrap_or(f64::NAN)
-        );
+    for (name, m) in &v.models {
+        println!("  {name:<9} AUC {:.4} ± {:.4}", m.auc_mean, m.auc_sd);
     }
-    for (name, why) in v["dropped_columns"].as_object().into_iter().flatten() {
-        println!("  column {name} not used: {}", why.as_str().unwrap_or(""));
+    for (name, why) in &v.dropped_columns {
+        println!("  column {name} not used: {why}");
     }
-    println!(
-        "best: {} (AUC {:.4})",
-        v["model"].as_str().unwrap_or(""),
-        v["auc_mean"].as_f64().unwrap_or(f64::NAN)
-    );
+    println!("best: {} (AUC {:.4})", v.model, v.auc_mean);
     Ok(())
 }
 
 /// The table of `rapport evaluate gaps`.
-fn print_gap_reliability(v: &serde_json::Value) {
-    let f = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN);
+fn print_gap_reliability(v: &GapEvaluation) {
     println!(
         "gap evidence as of {} against the same statements judged with the data to {} ({} days later)",
-        v["calibration_end"].as_str().unwrap_or(""),
-        v["holdout_end"].as_str().unwrap_or(""),
-        v["holdout_days"]
+        v.calibration_end, v.holdout_end, v.holdout_days
     );
     println!("a calibrated evidence is borne out on average: in each bin the two means agree");
     println!(
         "{:<13} {:>11} {:>10} {:>12} {:>14}",
         "gap", "evidence", "statements", "at cut-off", "with later data"
     );
-    for (t, g) in v["gaps"].as_object().into_iter().flatten() {
-        for b in g["bins"].as_array().into_iter().flatten() {
+    for (t, g) in &v.gaps {
+        let TypeReliability::Checked(g) = g else { continue };
+        for b in &g.bins {
             println!(
                 "{t:<13} {:>5.2}–{:<5.2} {:>10} {:>12.3} {:>14.3}",
-                f(&b["from"]),
-                f(&b["to"]),
-                b["statements"],
-                f(&b["evidence_at_cutoff"]),
-                f(&b["evidence_with_later_data"])
+                b.from, b.to, b.statements, b.evidence_at_cutoff, b.evidence_with_later_data
             );
         }
-        if g["statements"].as_u64().unwrap_or(0) > 0 {
-            println!(
-                "{t:<13} mean |gap| {:.3}; reported at the cut-off {}, still reported {} (mean later evidence {:.3})",
-                f(&g["mean_abs_gap"]),
-                g["reported_at_cutoff"],
-                g["still_reported"],
-                f(&g["mean_later_evidence_of_reported"])
-            );
-        }
+        println!(
+            "{t:<13} mean |gap| {:.3}; reported at the cut-off {}, still reported {} (mean later evidence {:.3})",
+            g.mean_abs_gap,
+            g.reported_at_cutoff,
+            g.still_reported,
+            g.mean_later_evidence_of_reported.unwrap_or(f64::NAN)
+        );
+    }
+}
+
+/// The tables of `rapport evaluate recs`.
+fn print_recs_evaluation(v: &RecsEvaluation) {
+    let k = v.k;
+    println!(
+        "split {}: {} customers bought before and after, {} products; models fitted in {:.2} s",
+        v.split, v.customers_evaluated, v.items, v.fit_seconds
+    );
+    println!(
+        "{:<15} {:>12} {:>10} {:>8} {:>9}",
+        "model",
+        format!("precision@{k}"),
+        format!("recall@{k}"),
+        format!("ndcg@{k}"),
+        "coverage"
+    );
+    let w = v.weights;
+    println!(
+        "blend weights (chosen on the {} days before the split): item_knn {:?} als {:?} co_purchase {:?} content {:?}",
+        rapport_engine::recs::VALIDATION_DAYS,
+        w.item_knn,
+        w.als,
+        w.co_purchase,
+        w.content
+    );
+    for (name, m) in &v.models {
+        println!(
+            "{name:<15} {:>12.4} {:>10.4} {:>8.4} {:>9.4}",
+            m.precision_at_k, m.recall_at_k, m.ndcg_at_k, m.coverage
+        );
+    }
+}
+
+/// The calibration/holdout tables of `rapport evaluate --holdout-days N`.
+fn print_holdout(v: &HoldoutReport) {
+    println!(
+        "calibration to {}, holdout to {} ({} days, {} customers)",
+        v.calibration_end, v.holdout_end, v.holdout_days, v.customers
+    );
+    println!(
+        "repeat purchases in the holdout: actual {:.0}, BG/NBD {:.1}, Pareto/NBD {:.1}",
+        v.holdout_actual, v.holdout_forecast.bgnbd, v.holdout_forecast.pareto_nbd
+    );
+    println!("{:>4} {:>9} {:>8} {:>8} {:>10}", "x", "customers", "actual", "BG/NBD", "Pareto/NBD");
+    for b in &v.by_calibration_frequency {
+        println!(
+            "{:>4} {:>9} {:>8.4} {:>8.4} {:>10.4}",
+            b.x, b.customers, b.actual, b.bgnbd, b.pareto_nbd
+        );
+    }
+    match (&v.churn.check, &v.churn.message) {
+        (Some(c), _) => println!(
+            "churn ({} days after the cut-off, {} buyers, {:.1} % churned): {} AUC {:.3}, precision {:.3}, recall {:.3}, Brier {:.3}",
+            c.window_days,
+            c.customers,
+            100.0 * c.churn_rate,
+            c.model,
+            c.auc.unwrap_or(f64::NAN),
+            c.precision,
+            c.recall,
+            c.brier
+        ),
+        (None, Some(m)) => println!("churn: not evaluated ({m})"),
+        (None, None) => {}
     }
 }
 
@@ -245,106 +297,34 @@ pub fn evaluate(
     as_json: bool,
 ) -> Result<()> {
     let ws = Workspace::reader(workspace)?;
-    if what == "recs" {
-        let split = rapport_engine::recs::split_day(&ws, split_date, holdout_days)?;
-        let v = rapport_engine::recs::evaluate(&ws, split, k, &models_config(config)?)?;
-        if as_json {
-            println!("{}", serde_json::to_string_pretty(&v)?);
-            return Ok(());
+    let cfg = models_config(config)?;
+    match what {
+        "recs" => {
+            let session = Session::new(&ws);
+            let split = rapport_engine::recs::split_day(&session, split_date, holdout_days)?;
+            let v = rapport_engine::recs::evaluate(&session, split, k, &cfg)?;
+            print_or_json(&v, as_json, print_recs_evaluation)
         }
-        println!(
-            "split {}: {} customers bought before and after, {} products; models fitted in {:.2} s",
-            v["split"].as_str().unwrap_or(""),
-            v["customers_evaluated"],
-            v["items"],
-            v["fit_seconds"].as_f64().unwrap_or(f64::NAN)
-        );
-        println!(
-            "{:<15} {:>12} {:>10} {:>8} {:>9}",
-            "model",
-            format!("precision@{k}"),
-            format!("recall@{k}"),
-            format!("ndcg@{k}"),
-            "coverage"
-        );
-        let w = &v["weights"];
-        println!(
-            "blend weights (chosen on the {} days before the split): item_knn {} als {} co_purchase {} content {}",
-            rapport_engine::recs::VALIDATION_DAYS,
-            w["item_knn"],
-            w["als"],
-            w["co_purchase"],
-            w["content"]
-        );
-        for (name, m) in v["models"].as_object().into_iter().flatten() {
-            let f = |key: &str| m[key].as_f64().unwrap_or(f64::NAN);
-            println!(
-                "{name:<15} {:>12.4} {:>10.4} {:>8.4} {:>9.4}",
-                f("precision_at_k"),
-                f("recall_at_k"),
-                f("ndcg_at_k"),
-                f("coverage")
-            );
+        "gaps" => {
+            let v = rapport_engine::evaluate::evaluate_gaps(&ws, &cfg, holdout_days.unwrap_or(180))?;
+            print_or_json(&v, as_json, print_gap_reliability)
         }
-        return Ok(());
+        _ => {
+            let Some(holdout_days) = holdout_days else {
+                bail!(UserError("evaluate needs --holdout-days N".into()));
+            };
+            let v = rapport_engine::evaluate::evaluate(&ws, &cfg, holdout_days)?;
+            print_or_json(&v, as_json, print_holdout)
+        }
     }
-    if what == "gaps" {
-        let v = rapport_engine::evaluate::evaluate_gaps(&ws, &models_config(config)?, holdout_days.unwrap_or(180))?;
-        if as_json {
-            println!("{}", serde_json::to_string_pretty(&v)?);
-            return Ok(());
-        }
-        print_gap_reliability(&v);
-        return Ok(());
-    }
-    let Some(holdout_days) = holdout_days else {
-        bail!(UserError("evaluate needs --holdout-days N".into()));
-    };
-    let v = rapport_engine::evaluate::evaluate(&ws, &models_config(config)?, holdout_days)?;
+}
+
+/// `--json`: the result as JSON; else the lines a person reads.
+fn print_or_json<T: serde::Serialize>(v: &T, as_json: bool, print: fn(&T)) -> Result<()> {
     if as_json {
-        println!("{}", serde_json::to_string_pretty(&v)?);
-        return Ok(());
-    }
-    let f = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN);
-    println!(
-        "calibration to {}, holdout to {} ({} days, {} customers)",
-        v["calibration_end"].as_str().unwrap_or(""),
-        v["holdout_end"].as_str().unwrap_or(""),
-        v["holdout_days"],
-        v["customers"]
-    );
-    println!(
-        "repeat purchases in the holdout: actual {:.0}, BG/NBD {:.1}, Pareto/NBD {:.1}",
-        f(&v["holdout_actual"]),
-        f(&v["holdout_forecast"]["bgnbd"]),
-        f(&v["holdout_forecast"]["pareto_nbd"])
-    );
-    println!("{:>4} {:>9} {:>8} {:>8} {:>10}", "x", "customers", "actual", "BG/NBD", "Pareto/NBD");
-    for b in v["by_calibration_frequency"].as_array().into_iter().flatten() {
-        println!(
-            "{:>4} {:>9} {:>8.4} {:>8.4} {:>10.4}",
-            b["x"].as_str().unwrap_or(""),
-            b["customers"].as_u64().unwrap_or(0),
-            f(&b["actual"]),
-            f(&b["bgnbd"]),
-            f(&b["pareto_nbd"])
-        );
-    }
-    let c = &v["churn"];
-    if c["evaluated"] == true {
-        println!(
-            "churn ({} days after the cut-off, {} buyers, {:.1} % churned): {} AUC {:.3}, precision {:.3}, recall {:.3}, Brier {:.3}",
-            c["window_days"],
-            c["customers"],
-            100.0 * f(&c["churn_rate"]),
-            c["model"].as_str().unwrap_or(""),
-            f(&c["auc"]),
-            f(&c["precision"]),
-            f(&c["recall"]),
-            f(&c["brier"])
-        );
-    } else if let Some(m) = c["message"].as_str() {
-        println!("churn: not evaluated ({m})");
+        println!("{}", serde_json::to_string_pretty(v)?);
+    } else {
+        print(v);
     }
     Ok(())
 }
@@ -548,37 +528,30 @@ pub fn explain(workspace: &Path, customer: &str, as_json: bool, reveal: bool) ->
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    let show = |v: &serde_json::Value| match v {
-        serde_json::Value::String(s) => s.clone(),
-        serde_json::Value::Number(n) => n
-            .as_f64()
-            .map_or(n.to_string(), |f| if f.fract() == 0.0 { format!("{f}") } else { format!("{f:.4}") }),
-        other => other.to_string(),
-    };
-    println!("customer {}", show(&v["customer_id"]));
-    for s in v["sources"].as_array().into_iter().flatten() {
+    println!("customer {}", v.customer_id);
+    for s in &v.sources {
         println!(
             "  source {} id {} (matched on {})",
-            show(&s["source"]),
-            show(&s["source_customer_id"]),
-            show(&s["matched_on"])
+            s.get("source"),
+            s.get("source_customer_id"),
+            s.get("matched_on")
         );
     }
-    if let Some(scores) = v["scores"].as_object() {
+    if let Some(scores) = &v.scores {
         println!("scores");
-        for (k, val) in scores.iter().filter(|(k, val)| *k != "customer_id" && !val.is_null()) {
-            println!("  {k:<22} {}", show(val));
+        for (k, val) in scores.0.iter().filter(|(k, val)| k != "customer_id" && !val.is_null()) {
+            println!("  {k:<22} {val}");
         }
     }
-    let list = |title: &str, key: &str, fields: &[&str]| {
-        let items = v[key].as_array().cloned().unwrap_or_default();
+    let list = |title: &str, items: &Option<Vec<Record>>, fields: &[&str]| {
+        let items = items.as_deref().unwrap_or_default();
         if !items.is_empty() {
             println!("{title}");
-            for it in &items {
+            for it in items {
                 let parts: Vec<String> = fields
                     .iter()
-                    .filter(|f| !it[**f].is_null())
-                    .map(|f| format!("{f}={}", show(&it[*f])))
+                    .filter(|f| !it.get(f).is_null())
+                    .map(|f| format!("{f}={}", it.get(f)))
                     .collect();
                 println!("  {}", parts.join("  "));
             }
@@ -586,30 +559,30 @@ pub fn explain(workspace: &Path, customer: &str, as_json: bool, reveal: bool) ->
     };
     list(
         "predicted next-window behaviour",
-        "behaviour",
+        &v.behaviour,
         &["behaviour", "predicted_p", "reported_p", "delta"],
     );
-    list("survey answers", "survey_answers", &["answered_at", "question", "answer"]);
-    let gaps = v["gaps"].as_array().cloned().unwrap_or_default();
+    list("survey answers", &v.survey_answers, &["answered_at", "question", "answer"]);
+    let gaps = v.gaps.as_deref().unwrap_or_default();
     if gaps.is_empty() {
         println!("gaps: none found");
     } else {
         println!("gaps");
-        for g in &gaps {
+        for g in gaps {
             println!(
                 "  {} {} ({}): says {}; behaviour shows {}; Δ {} evidence {}",
-                show(&g["gap_type"]),
-                show(&g["subject"]),
-                show(&g["direction"]),
-                show(&g["reported_text"]),
-                show(&g["observed_text"]),
-                show(&g["delta"]),
-                show(&g["evidence"])
+                g.get("gap_type"),
+                g.get("subject"),
+                g.get("direction"),
+                g.get("reported_text"),
+                g.get("observed_text"),
+                g.get("delta"),
+                g.get("evidence")
             );
-            println!("    → {}", show(&g["action"]));
+            println!("    → {}", g.get("action"));
         }
     }
-    list("consents", "consents", &["purpose", "granted", "recorded_at"]);
+    list("consents", &v.consents, &["purpose", "granted", "recorded_at"]);
     Ok(())
 }
 

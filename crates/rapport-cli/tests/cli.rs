@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 mod common;
-use common::{rapport, text};
+use common::{rapport, rapport_with, text};
 
 fn examples(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples").join(name)
@@ -60,6 +60,25 @@ fn ingest_query_and_export_cdnow() {
         text(&out.stderr).contains("customer_sources"),
         "lists the tables: {}",
         text(&out.stderr)
+    );
+}
+
+/// A run registers the workspace tables once for its computations and once more for
+/// the report on the tables it committed (was once per query).
+#[test]
+fn a_run_registers_the_tables_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().join("ws");
+    let out = rapport(&ws, &["ingest", "--data", examples("cdnow-sample").to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = rapport_with(&ws, &["run"], &[("RAPPORT_LOG", "rapport_engine=debug")]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let log = text(&out.stderr);
+    let registrations: Vec<&str> = log.lines().filter(|l| l.contains("registered the workspace tables")).collect();
+    assert_eq!(registrations.len(), 2, "{registrations:#?}");
+    assert!(
+        registrations[0].contains("Stored") && registrations[1].contains("Masked"),
+        "{registrations:#?}"
     );
 }
 

@@ -10,9 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde_json::Value;
 
-use rapport_store::Workspace;
-
-use crate::session::{text_rows, Personal};
+use crate::session::{Personal, Session};
 use crate::Result;
 
 /// Per product id, its category and content features (sorted, without repeats).
@@ -70,12 +68,11 @@ impl Catalog {
     /// Reads the products table (empty without it). A product listed by several rows
     /// (several sources or ingests) gets the union of their features and the greatest
     /// category name.
-    pub fn read(ws: &Workspace) -> Result<Self> {
-        if !ws.tables()?.contains_key("products") {
+    pub fn read(session: &Session<'_>) -> Result<Self> {
+        if !session.workspace().tables()?.contains_key("products") {
             return Ok(Self::default());
         }
-        let rows = text_rows(
-            ws,
+        let rows = session.text_rows(
             "SELECT product_id, name, category, brand, CAST(price AS VARCHAR), attributes FROM products
              WHERE product_id IS NOT NULL ORDER BY 1, 2, 3, 4, 5, 6",
             &Personal::Stored,

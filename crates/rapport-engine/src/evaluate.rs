@@ -5,8 +5,6 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{json, Value};
-
 use rapport_model::bgnbd::BgNbd;
 use rapport_model::pareto_nbd::ParetoNbd;
 use rapport_store::Workspace;
@@ -14,23 +12,28 @@ use rapport_store::Workspace;
 use crate::run::config::ModelsConfig;
 use rapport_model::metrics;
 
-use crate::results::{EvidenceBin, Fit, Reliability, TypeReliability};
+use crate::results::{
+    CalibrationBin, ChurnCheck, ChurnHoldout, ClvFit, EvidenceBin, Fit, FrequencyBin, GapEvaluation, HoldoutForecast, HoldoutReport,
+    Reliability, TypeReliability,
+};
 use crate::run::gaps::GapRow;
 use crate::run::predict::{self, Snapshot};
 use crate::run::{day_text, model_inputs, snapshots, ModelInputs};
+use crate::session::Session;
 use crate::{EngineError, Result};
 
 /// Splits at `holdout_days` before the last order date, fits on the calibration
 /// period and compares forecasts with the holdout.
-pub fn evaluate(ws: &Workspace, cfg: &ModelsConfig, holdout_days: u32) -> Result<Value> {
+pub fn evaluate(ws: &Workspace, cfg: &ModelsConfig, holdout_days: u32) -> Result<HoldoutReport> {
     if holdout_days == 0 {
         return Err(EngineError::Usage("--holdout-days must be at least 1".into()));
     }
     // The whole history (as of the last order) and the calibration period; both list
     // every customer in the same order, so their purchase days subtract row by row.
-    let full = model_inputs(ws, cfg, None)?;
+    let session = Session::new(ws);
+    let full = model_inputs(&session, cfg, None)?;
     let (last_day, cutoff) = (full.as_of_day, full.as_of_day - i64::from(holdout_days));
-    let cal = model_inputs(ws, cfg, Some(&day_text(cutoff)))?;
+    let cal = model_inputs(&session, cfg, Some(&day_text(cutoff)))?;
     let histories = &cal.histories;
     let holdout: Vec<f64> = cal
         .buyers
@@ -69,36 +72,47 @@ pub fn evaluate(ws: &Workspace, cfg: &ModelsConfig, holdout_days: u32) -> Result
             continue;
         }
         let mean = |v: &[f64]| members.iter().map(|&i| v[i]).sum::<f64>() / members.len() as f64;
-        bins.push(
-            json!({"x": if x < 7 { x.to_string() } else { "7+".into() }, "customers": members.len(),
-                         "actual": mean(&holdout), "bgnbd": mean(&e_bg), "pareto_nbd": mean(&e_pn)}),
-        );
+        bins.push(FrequencyBin {
+            x: if x < 7 { x.to_string() } else { "7+".into() },
+            customers: members.len(),
+            actual: mean(&holdout),
+            bgnbd: mean(&e_bg),
+            pareto_nbd: mean(&e_pn),
+        });
     }
-    let churn = churn_holdout(ws, cfg, &cal, &full, cutoff)?;
-    Ok(json!({
-        "churn": churn,
-        "calibration_end": day_text(cutoff),
-        "holdout_end": day_text(last_day),
-        "holdout_days": holdout_days,
-        "time_unit": cfg.time_unit.name(),
-        "customers": histories.len(),
-        "holdout_actual": holdout.iter().sum::<f64>(),
-        "holdout_forecast": {"bgnbd": e_bg.iter().sum::<f64>(), "pareto_nbd": e_pn.iter().sum::<f64>()},
-        "bgnbd": {"r": bg.params.r, "alpha": bg.params.alpha, "a": bg.params.a, "b": bg.params.b, "log_likelihood": bg.log_likelihood, "converged": bg.converged},
-        "pareto_nbd": {"r": pn.params.r, "alpha": pn.params.alpha, "s": pn.params.s, "beta": pn.params.beta, "log_likelihood": pn.log_likelihood, "converged": pn.converged},
-        "by_calibration_frequency": bins,
-    }))
+    let churn = churn_holdout(&session, cfg, &cal, &full, cutoff)?;
+    Ok(HoldoutReport {
+        churn,
+        calibration_end: day_text(cutoff),
+        holdout_end: day_text(last_day),
+        holdout_days,
+        time_unit: cfg.time_unit.name().to_string(),
+        customers: histories.len(),
+        holdout_actual: holdout.iter().sum::<f64>(),
+        holdout_forecast: HoldoutForecast {
+            bgnbd: e_bg.iter().sum::<f64>(),
+            pareto_nbd: e_pn.iter().sum::<f64>(),
+        },
+        bgnbd: ClvFit::from(bg),
+        pareto_nbd: ClvFit::from(pn),
+        by_calibration_frequency: bins,
+    })
 }
 
 /// The churn model as `rapport run` would have fitted it at the cut-off (snapshots at
 /// cut-off − 2W and − W), scored at the cut-off and checked against what the buyers did in
 /// the W days after it (only when the holdout covers W days).
-fn churn_holdout(ws: &Workspace, cfg: &ModelsConfig, cal: &ModelInputs, full: &ModelInputs, cutoff: i64) -> Result<Value> {
+fn churn_holdout(session: &Session<'_>, cfg: &ModelsConfig, cal: &ModelInputs, full: &ModelInputs, cutoff: i64) -> Result<ChurnHoldout> {
     let w = i64::from(cfg.churn_window_days);
+    let not_evaluated = |message: String| ChurnHoldout {
+        evaluated: false,
+        message: Some(message),
+        check: None,
+    };
     if full.as_of_day - cutoff < w {
-        return Ok(json!({"evaluated": false, "message": format!("the holdout is shorter than the {w}-day churn window")}));
+        return Ok(not_evaluated(format!("the holdout is shorter than the {w}-day churn window")));
     }
-    let older = snapshots(ws, &[cutoff - 2 * w, cutoff - w])?;
+    let older = snapshots(session, &[cutoff - 2 * w, cutoff - w])?;
     let snap = |k: usize, day: i64| Snapshot {
         features: &older[k].0,
         activity: &older[k].1,
@@ -114,10 +128,10 @@ fn churn_holdout(ws: &Workspace, cfg: &ModelsConfig, cal: &ModelInputs, full: &M
     let (p, fit) = predict::churn([&s0, &s1, &s2], &names, cfg.churn_window_days, cfg.seed);
     let fit = match fit {
         Fit::Fitted(f) => f,
-        Fit::Skipped(s) => return Ok(json!({"evaluated": false, "message": s.message})),
+        Fit::Skipped(s) => return Ok(not_evaluated(s.message)),
     };
     // What happened: no purchase day within W days after the cut-off.
-    let after = snapshots(ws, &[cutoff + w])?;
+    let after = snapshots(session, &[cutoff + w])?;
     let (mut scores, mut churned) = (Vec::new(), Vec::new());
     for (i, pi) in p.iter().enumerate() {
         if let Some(pi) = pi {
@@ -126,22 +140,33 @@ fn churn_holdout(ws: &Workspace, cfg: &ModelsConfig, cal: &ModelInputs, full: &M
         }
     }
     let best = metrics::best_f1(&scores, &churned);
-    let calibration: Vec<Value> = metrics::calibration(&scores, &churned, 10)
+    let calibration = metrics::calibration(&scores, &churned, 10)
         .iter()
-        .map(|b| json!({"predicted": b.predicted, "observed": b.observed, "customers": b.count}))
+        .map(|b| CalibrationBin {
+            predicted: b.predicted,
+            observed: b.observed,
+            customers: b.count,
+        })
         .collect();
-    Ok(json!({
-        "evaluated": true,
-        "model": fit.model,
-        "window_days": w,
-        "customers": scores.len(),
-        "churn_rate": churned.iter().filter(|c| **c).count() as f64 / churned.len().max(1) as f64,
-        "auc": metrics::auc(&scores, &churned),
-        "brier": metrics::brier(&scores, &churned),
-        "log_loss": metrics::log_loss(&scores, &churned),
-        "precision": best.precision, "recall": best.recall, "f1": best.f1, "threshold": best.threshold,
-        "calibration": calibration,
-    }))
+    let check = ChurnCheck {
+        model: fit.model,
+        window_days: cfg.churn_window_days,
+        customers: scores.len(),
+        churn_rate: churned.iter().filter(|c| **c).count() as f64 / churned.len().max(1) as f64,
+        auc: metrics::auc(&scores, &churned),
+        brier: metrics::brier(&scores, &churned),
+        log_loss: metrics::log_loss(&scores, &churned),
+        precision: best.precision,
+        recall: best.recall,
+        f1: best.f1,
+        threshold: best.threshold,
+        calibration,
+    };
+    Ok(ChurnHoldout {
+        evaluated: true,
+        message: None,
+        check: Some(check),
+    })
 }
 
 /// The reliability of the gap evidence on the company's own data, without any truth.
@@ -155,21 +180,21 @@ fn churn_holdout(ws: &Workspace, cfg: &ModelsConfig, cal: &ModelInputs, full: &M
 /// (the same answer), bins of e with their mean e and e', the weighted mean gap between
 /// them, and of the gaps reported at the cut-off (e ≥ `gap_evidence`) the share still
 /// reported with the later data.
-pub fn evaluate_gaps(ws: &Workspace, cfg: &ModelsConfig, holdout_days: u32) -> Result<Value> {
+pub fn evaluate_gaps(ws: &Workspace, cfg: &ModelsConfig, holdout_days: u32) -> Result<GapEvaluation> {
     if holdout_days == 0 {
         return Err(EngineError::Usage("--holdout-days must be at least 1".into()));
     }
-    let (ids_now, now, last_day) = crate::run::assess_gaps(ws, cfg, None)?;
+    let session = Session::new(ws);
+    let (ids_now, now, last_day) = crate::run::assess_gaps(&session, cfg, None)?;
     let cutoff = last_day - i64::from(holdout_days);
-    let (ids_then, then, _) = crate::run::assess_gaps(ws, cfg, Some(&day_text(cutoff)))?;
-    let by_type = gap_reliability((&ids_then, &then), (&ids_now, &now), cfg.gap_evidence);
-    Ok(json!({
-        "calibration_end": day_text(cutoff),
-        "holdout_end": day_text(last_day),
-        "holdout_days": holdout_days,
-        "gap_evidence": cfg.gap_evidence,
-        "gaps": by_type,
-    }))
+    let (ids_then, then, _) = crate::run::assess_gaps(&session, cfg, Some(&day_text(cutoff)))?;
+    Ok(GapEvaluation {
+        calibration_end: day_text(cutoff),
+        holdout_end: day_text(last_day),
+        holdout_days,
+        gap_evidence: cfg.gap_evidence,
+        gaps: gap_reliability((&ids_then, &then), (&ids_now, &now), cfg.gap_evidence),
+    })
 }
 
 /// Per gap type, the evidence of the statements judged at both dates (same customer,

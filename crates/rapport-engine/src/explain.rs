@@ -1,21 +1,23 @@
 //! `rapport explain --customer ID`: one customer's profile, scores, predicted behaviour,
-//! survey answers and gaps, with the numbers behind each, as JSON objects the CLI prints
-//! for a person to read. The id may be the unified id or any source system's id.
-
-use serde_json::{Map, Value};
+//! survey answers and gaps, with the numbers behind each (an [`Explanation`] the CLI
+//! prints for a person to read, or as JSON). The id may be the unified id or any source
+//! system's id.
 
 use rapport_store::Workspace;
 
-use crate::export::{query, write_text, OutFormat};
-use crate::session::Personal;
+use crate::results::{Cell, Explanation, Record};
+use crate::session::{batches_as_records, Personal, Session};
 use crate::{EngineError, Result};
 
-fn rows(ws: &Workspace, sql: &str, personal: &Personal) -> Result<Vec<Map<String, Value>>> {
-    let batches = query(ws, sql, personal)?;
-    let mut buf = Vec::new();
-    write_text(&batches, OutFormat::Json, &mut buf, false)?;
-    let v: Value = serde_json::from_slice(&buf).unwrap_or(Value::Array(Vec::new()));
-    Ok(v.as_array().into_iter().flatten().filter_map(|r| r.as_object().cloned()).collect())
+fn rows(session: &Session<'_>, sql: &str, personal: &Personal) -> Result<Vec<Record>> {
+    batches_as_records(&session.query(sql, personal)?)
+}
+
+fn text(c: &Cell) -> String {
+    match c {
+        Cell::Text(t) => t.clone(),
+        other => other.to_string(),
+    }
 }
 
 fn quoted(s: &str) -> String {
@@ -31,7 +33,7 @@ fn shown_id(id: &str) -> String {
 }
 
 /// Everything known about one customer.
-pub fn explain(ws: &Workspace, customer: &str, personal: &Personal) -> Result<Value> {
+pub fn explain(ws: &Workspace, customer: &str, personal: &Personal) -> Result<Explanation> {
     let tables = ws.tables()?;
     // A source id that is an email or a phone is stored as a token under the key, and
     // only the token goes into the query (queries may be logged).
@@ -46,13 +48,14 @@ pub fn explain(ws: &Workspace, customer: &str, personal: &Personal) -> Result<Va
         }
         None => quoted(customer),
     };
+    let session = Session::new(ws);
     let ids = rows(
-        ws,
+        &session,
         &format!("SELECT DISTINCT customer_id FROM customer_sources WHERE customer_id = {q} OR source_customer_id = {q}"),
         &Personal::Stored,
     )?;
     let id = match ids.as_slice() {
-        [one] => one["customer_id"].as_str().unwrap_or_default().to_string(),
+        [one] => text(one.get("customer_id")),
         [] => {
             return Err(EngineError::Usage(format!(
                 "no customer {} (neither a unified nor a source id)",
@@ -60,7 +63,7 @@ pub fn explain(ws: &Workspace, customer: &str, personal: &Personal) -> Result<Va
             )))
         }
         many => {
-            let list: Vec<&str> = many.iter().filter_map(|r| r["customer_id"].as_str()).collect();
+            let list: Vec<String> = many.iter().map(|r| text(r.get("customer_id"))).collect();
             return Err(EngineError::Usage(format!(
                 "{} is a source id of several customers ({}); give the unified id",
                 shown_id(customer),
@@ -69,53 +72,45 @@ pub fn explain(ws: &Workspace, customer: &str, personal: &Personal) -> Result<Va
         }
     };
     let q = quoted(&id);
-    let mut out = Map::new();
-    out.insert("customer_id".into(), Value::String(id.clone()));
-    out.insert(
-        "sources".into(),
-        Value::Array(
-            rows(
-                ws,
-                &format!("SELECT source, source_customer_id, matched_on FROM customer_sources WHERE customer_id = {q} ORDER BY 1, 2"),
-                personal,
-            )?
-            .into_iter()
-            .map(Value::Object)
-            .collect(),
-        ),
-    );
-    if tables.contains_key("customer_profiles") {
-        out.insert(
-            "profiles".into(),
-            Value::Array(
-                rows(
-                    ws,
-                    &format!("SELECT * EXCLUDE (customer_id) FROM customer_profiles WHERE customer_id = {q}"),
-                    personal,
-                )?
-                .into_iter()
-                .map(Value::Object)
-                .collect(),
-            ),
-        );
-    }
-    for (key, table, sql) in [
-        ("scores", "customers", format!("SELECT * FROM customers WHERE customer_id = {q}")),
-        ("behaviour", "behaviour", format!("SELECT behaviour, predicted_p, reported_p, delta FROM behaviour WHERE customer_id = {q} ORDER BY predicted_p DESC")),
-        ("survey_answers", "surveys", format!("SELECT answered_at, question, answer FROM surveys WHERE customer_id = {q} ORDER BY answered_at, question")),
-        ("gaps", "gaps", format!("SELECT gap_type, subject, direction, reported_text, observed_text, reported, observed, delta, evidence, action FROM gaps WHERE customer_id = {q} ORDER BY evidence DESC")),
-        ("consents", "consents", format!("SELECT purpose, granted, recorded_at FROM consents WHERE customer_id = {q} ORDER BY recorded_at")),
-    ] {
-        if !tables.contains_key(table) {
-            continue;
-        }
-        let r = rows(ws, &sql, personal)?;
-        let v = if key == "scores" {
-            r.into_iter().next().map(Value::Object).unwrap_or(Value::Null)
+    let sources = rows(
+        &session,
+        &format!("SELECT source, source_customer_id, matched_on FROM customer_sources WHERE customer_id = {q} ORDER BY 1, 2"),
+        personal,
+    )?;
+    // The rows of a table about the customer, when the workspace has the table.
+    let of = |table: &str, sql: String| -> Result<Option<Vec<Record>>> {
+        if tables.contains_key(table) {
+            rows(&session, &sql, personal).map(Some)
         } else {
-            Value::Array(r.into_iter().map(Value::Object).collect())
-        };
-        out.insert(key.into(), v);
-    }
-    Ok(Value::Object(out))
+            Ok(None)
+        }
+    };
+    Ok(Explanation {
+        customer_id: id.clone(),
+        sources,
+        profiles: of(
+            "customer_profiles",
+            format!("SELECT * EXCLUDE (customer_id) FROM customer_profiles WHERE customer_id = {q}"),
+        )?,
+        scores: of("customers", format!("SELECT * FROM customers WHERE customer_id = {q}"))?.and_then(|r| r.into_iter().next()),
+        behaviour: of(
+            "behaviour",
+            format!("SELECT behaviour, predicted_p, reported_p, delta FROM behaviour WHERE customer_id = {q} ORDER BY predicted_p DESC"),
+        )?,
+        survey_answers: of(
+            "surveys",
+            format!("SELECT answered_at, question, answer FROM surveys WHERE customer_id = {q} ORDER BY answered_at, question"),
+        )?,
+        gaps: of(
+            "gaps",
+            format!(
+                "SELECT gap_type, subject, direction, reported_text, observed_text, reported, observed, delta, evidence, action \
+                 FROM gaps WHERE customer_id = {q} ORDER BY evidence DESC"
+            ),
+        )?,
+        consents: of(
+            "consents",
+            format!("SELECT purpose, granted, recorded_at FROM consents WHERE customer_id = {q} ORDER BY recorded_at"),
+        )?,
+    })
 }

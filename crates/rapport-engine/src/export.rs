@@ -7,15 +7,12 @@ use std::path::Path;
 
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::util::pretty::pretty_format_batches;
-use datafusion::execution::context::SQLOptions;
 use datafusion::parquet::arrow::ArrowWriter;
-use datafusion::sql::parser::{DFParser, Statement as DFStatement};
-use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 
 use rapport_store::Workspace;
 
-use crate::session::{workspace_context, Personal};
-use crate::{block_on, EngineError, Result};
+use crate::session::{Personal, Session};
+use crate::{EngineError, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutFormat {
@@ -44,37 +41,7 @@ impl OutFormat {
 /// create, change or write anything (`CREATE`, `INSERT`, `COPY`, `DROP`, `SET`, …) are
 /// refused before they are planned, and no table can be read from a file path.
 pub fn query(ws: &Workspace, sql: &str, personal: &Personal) -> Result<Vec<RecordBatch>> {
-    let read_only = SQLOptions::new()
-        .with_allow_ddl(false)
-        .with_allow_dml(false)
-        .with_allow_statements(false);
-    if let Ok(statements) = DFParser::parse_sql(sql) {
-        if !statements.iter().all(is_query) {
-            return Err(EngineError::Usage(
-                "rapport sql runs queries only (SELECT, WITH, VALUES, EXPLAIN); statements that create, change or \
-                 write anything (CREATE, INSERT, UPDATE, DELETE, DROP, COPY, SET, …) are refused"
-                    .into(),
-            ));
-        }
-    }
-    block_on(async {
-        let ctx = workspace_context(ws, personal).await?;
-        let df = ctx.sql_with_options(sql, read_only).await?;
-        Ok(df.collect().await?)
-    })
-}
-
-/// Whether a parsed statement only reads: a query, or EXPLAIN of one.
-fn is_query(statement: &DFStatement) -> bool {
-    match statement {
-        DFStatement::Statement(s) => match &**s {
-            SqlStatement::Query(_) => true,
-            SqlStatement::Explain { statement, .. } => matches!(**statement, SqlStatement::Query(_)),
-            _ => false,
-        },
-        DFStatement::Explain(e) => is_query(&e.statement),
-        _ => false,
-    }
+    Session::new(ws).query(sql, personal)
 }
 
 /// Writes query results to `out` in a text format.

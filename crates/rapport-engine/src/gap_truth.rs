@@ -9,7 +9,7 @@ use std::path::Path;
 use rapport_store::Workspace;
 use serde::Serialize;
 
-use crate::session::{text_rows, Personal};
+use crate::session::{Personal, Session};
 use crate::{EngineError, Result};
 
 /// The figures of one gap type and direction.
@@ -57,14 +57,15 @@ fn read_truth(path: &Path) -> Result<Vec<HashMap<String, String>>> {
 /// the truth folder of the company it was ingested from. A gap matches a planted one
 /// when customer, type and direction agree, and for a category gap the category too.
 pub fn score(ws: &Workspace, truth: &Path, confidence: f64) -> Result<Vec<Score>> {
-    let unified: HashMap<(String, String), String> = text_rows(
-        ws,
-        "SELECT source, source_customer_id, customer_id FROM customer_sources",
-        &Personal::Stored,
-    )?
-    .into_iter()
-    .filter_map(|r| Some(((r[0].clone()?, r[1].clone()?), r[2].clone()?)))
-    .collect();
+    let session = Session::new(ws);
+    let unified: HashMap<(String, String), String> = session
+        .text_rows(
+            "SELECT source, source_customer_id, customer_id FROM customer_sources",
+            &Personal::Stored,
+        )?
+        .into_iter()
+        .filter_map(|r| Some(((r[0].clone()?, r[1].clone()?), r[2].clone()?)))
+        .collect();
     let mut person: HashMap<String, String> = HashMap::new();
     for r in read_truth(&truth.join("identities.csv"))? {
         if let Some(u) = unified.get(&(r["source"].clone(), r["source_customer_id"].clone())) {
@@ -85,19 +86,19 @@ pub fn score(ws: &Workspace, truth: &Path, confidence: f64) -> Result<Vec<Score>
             planted.insert(key(u, &r["gap_type"], &r["subject"], &r["direction"]));
         }
     }
-    let found: Vec<((String, String, String, String), f64)> = text_rows(
-        ws,
-        "SELECT customer_id, gap_type, subject, direction, evidence FROM gaps
+    let found: Vec<((String, String, String, String), f64)> = session
+        .text_rows(
+            "SELECT customer_id, gap_type, subject, direction, evidence FROM gaps
          WHERE gap_type IN ('frequency', 'category', 'satisfaction')",
-        &Personal::Stored,
-    )?
-    .into_iter()
-    .filter_map(|r| {
-        let s = |k: usize| r[k].clone().unwrap_or_default();
-        let evidence = s(4).parse::<f64>().ok()?;
-        Some((key(&s(0), &s(1), &s(2), &s(3)), evidence))
-    })
-    .collect();
+            &Personal::Stored,
+        )?
+        .into_iter()
+        .filter_map(|r| {
+            let s = |k: usize| r[k].clone().unwrap_or_default();
+            let evidence = s(4).parse::<f64>().ok()?;
+            Some((key(&s(0), &s(1), &s(2), &s(3)), evidence))
+        })
+        .collect();
     let mut all: BTreeMap<(String, String), Score> = BTreeMap::new();
     fn of<'a>(all: &'a mut BTreeMap<(String, String), Score>, t: &str, d: &str) -> &'a mut Score {
         all.entry((t.to_string(), d.to_string())).or_insert_with(|| Score {

@@ -11,17 +11,16 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use datafusion::arrow::array::{Array, AsArray, Float64Array, Int64Array, StringArray};
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
 use datafusion::arrow::record_batch::RecordBatch;
-use serde_json::{json, Value};
 
 use rapport_model::als::{Als, AlsConfig};
 use rapport_model::recs::{association_rules, blend, popularity, ranking_metrics, Bm25, CoPurchase, Content, ItemKnn, Source, Weighted};
 use rapport_store::Workspace;
 
 use crate::catalog::Catalog;
-use crate::results::{AlsSettings, RecsReport, RuleFound, RulesReport, WeightTrial, WeightValidation};
+use crate::results::{AlsSettings, RankingScore, RecsEvaluation, RecsReport, RuleFound, RulesReport, WeightTrial, WeightValidation};
 use crate::run::config::ModelsConfig;
-use crate::session::{text_rows, workspace_context, Personal};
-use crate::{block_on, EngineError, Result};
+use crate::session::{Personal, Session};
+use crate::{EngineError, Result};
 
 const MICROS_PER_DAY: i64 = 86_400_000_000;
 /// Neighbours kept per item (60 and 30 score best on Online Retail; 100 is a little worse).
@@ -29,20 +28,13 @@ pub const NEIGHBOURS: usize = 60;
 
 /// (customer, product, day, lines) of completed purchases with a product, sorted (the
 /// query's row order varies between runs; item ids and ties must not).
-fn purchases(ws: &Workspace) -> Result<Vec<(String, String, i64, f64)>> {
-    let batches = block_on(async {
-        let ctx = workspace_context(ws, &Personal::Stored).await?;
-        Ok::<_, EngineError>(
-            ctx.sql(
-                "SELECT customer_id, product_id, CAST(ordered_at AS BIGINT) AS at, CAST(count(*) AS DOUBLE) AS n FROM orders
-                 WHERE product_id IS NOT NULL AND quantity > 0 AND status = 'completed'
-                 GROUP BY customer_id, product_id, ordered_at",
-            )
-            .await?
-            .collect()
-            .await?,
-        )
-    })?;
+fn purchases(session: &Session<'_>) -> Result<Vec<(String, String, i64, f64)>> {
+    let batches = session.query(
+        "SELECT customer_id, product_id, CAST(ordered_at AS BIGINT) AS at, CAST(count(*) AS DOUBLE) AS n FROM orders
+         WHERE product_id IS NOT NULL AND quantity > 0 AND status = 'completed'
+         GROUP BY customer_id, product_id, ordered_at",
+        &Personal::Stored,
+    )?;
     let mut out = Vec::new();
     for b in &batches {
         let col =
@@ -265,15 +257,8 @@ fn index_categories(cats: &BTreeMap<String, String>, names: &[&str]) -> (Vec<Opt
     )
 }
 
-struct Scores {
-    precision: f64,
-    recall: f64,
-    ndcg: f64,
-    coverage: f64,
-}
-
 /// Scores ranked lists of the customers in `evaluated` against what they bought later.
-fn score(ranked: &[Vec<u32>], relevant: &[Vec<u32>], k: usize, n_items: usize) -> Scores {
+fn score(ranked: &[Vec<u32>], relevant: &[Vec<u32>], k: usize, n_items: usize) -> RankingScore {
     let (mut p, mut r, mut nd) = (0.0, 0.0, 0.0);
     let mut shown: BTreeSet<u32> = BTreeSet::new();
     for (list, rel) in ranked.iter().zip(relevant) {
@@ -284,10 +269,10 @@ fn score(ranked: &[Vec<u32>], relevant: &[Vec<u32>], k: usize, n_items: usize) -
         nd += c;
     }
     let m = ranked.len().max(1) as f64;
-    Scores {
-        precision: p / m,
-        recall: r / m,
-        ndcg: nd / m,
+    RankingScore {
+        precision_at_k: p / m,
+        recall_at_k: r / m,
+        ndcg_at_k: nd / m,
         coverage: shown.len() as f64 / n_items.max(1) as f64,
     }
 }
@@ -373,11 +358,11 @@ fn choose_weights(
         let sc = score(&ranked, &s.relevant, k, s.items.len());
         tried.push(WeightTrial {
             weights: *w,
-            precision_at_k: sc.precision,
-            ndcg_at_k: sc.ndcg,
+            precision_at_k: sc.precision_at_k,
+            ndcg_at_k: sc.ndcg_at_k,
         });
-        if best.is_none_or(|b| (sc.precision, sc.ndcg) > (b.1, b.2)) {
-            best = Some((*w, sc.precision, sc.ndcg));
+        if best.is_none_or(|b| (sc.precision_at_k, sc.ndcg_at_k) > (b.1, b.2)) {
+            best = Some((*w, sc.precision_at_k, sc.ndcg_at_k));
         }
     }
     let (w, _, _) = best.expect("grid is not empty");
@@ -393,8 +378,8 @@ fn choose_weights(
 
 /// Evaluates on the split at the start of `split_day` (days since 1970-01-01): every
 /// model alone, the blend and popularity, over customers who bought on both sides.
-pub fn evaluate(ws: &Workspace, split_day: i64, k: usize, cfg: &ModelsConfig) -> Result<Value> {
-    let rows = purchases(ws)?;
+pub fn evaluate(session: &Session<'_>, split_day: i64, k: usize, cfg: &ModelsConfig) -> Result<RecsEvaluation> {
+    let rows = purchases(session)?;
     if rows.is_empty() {
         return Err(EngineError::Usage("no orders with a product_id: recommendations need them".into()));
     }
@@ -404,13 +389,13 @@ pub fn evaluate(ws: &Workspace, split_day: i64, k: usize, cfg: &ModelsConfig) ->
     }
     let n_items = s.items.len();
     let t0 = std::time::Instant::now();
-    let catalog = Catalog::read(ws)?;
+    let catalog = Catalog::read(session)?;
     let (weights, validation) = choose_weights(&catalog, &rows, split_day, k, cfg);
     let names = names_of(&s.items);
     let m = Fitted::fit(&s.train, &names, &catalog, &[], cfg);
     let fit_seconds = t0.elapsed().as_secs_f64();
     let lists: Vec<Vec<Candidates>> = s.evaluated.iter().map(|&u| m.lists(Some(u), &s.train.baskets[u], &[])).collect();
-    let mut report = serde_json::Map::new();
+    let mut report = BTreeMap::new();
     // The classic cosine item-to-item model, for comparison (not in the blend).
     let cosine = ItemKnn::fit_cosine(&s.train.baskets, n_items, NEIGHBOURS);
     let ranked: Vec<Vec<u32>> = s
@@ -422,11 +407,7 @@ pub fn evaluate(ws: &Workspace, split_day: i64, k: usize, cfg: &ModelsConfig) ->
             m.rank(&l, &[1.0, 0.0, 0.0, 0.0], basket, k).into_iter().map(|x| x.0).collect()
         })
         .collect();
-    let sc = score(&ranked, &s.relevant, k, n_items);
-    report.insert(
-        "item_knn_cosine".into(),
-        json!({"precision_at_k": sc.precision, "recall_at_k": sc.recall, "ndcg_at_k": sc.ndcg, "coverage": sc.coverage}),
-    );
+    report.insert("item_knn_cosine".to_string(), score(&ranked, &s.relevant, k, n_items));
     let single = |j: usize| {
         let mut w = [0.0; 4];
         w[j] = 1.0;
@@ -452,32 +433,28 @@ pub fn evaluate(ws: &Workspace, split_day: i64, k: usize, cfg: &ModelsConfig) ->
                 }
             })
             .collect();
-        let sc = score(&ranked, &s.relevant, k, n_items);
-        report.insert(
-            name.into(),
-            json!({"precision_at_k": sc.precision, "recall_at_k": sc.recall, "ndcg_at_k": sc.ndcg, "coverage": sc.coverage}),
-        );
+        report.insert(name.to_string(), score(&ranked, &s.relevant, k, n_items));
     }
-    Ok(json!({
-        "split": crate::run::day_text(split_day),
-        "k": k,
-        "customers_evaluated": s.evaluated.len(),
-        "items": n_items,
-        "fit_seconds": fit_seconds,
-        "weights": crate::results::BlendWeights::from(weights),
-        "weight_validation": validation,
-        "als": AlsSettings::of(cfg),
-        "models": report,
-    }))
+    Ok(RecsEvaluation {
+        split: crate::run::day_text(split_day),
+        k,
+        customers_evaluated: s.evaluated.len(),
+        items: n_items,
+        fit_seconds,
+        weights: weights.into(),
+        weight_validation: validation,
+        als: AlsSettings::of(cfg),
+        models: report,
+    })
 }
 
 /// The split day: `--split-date YYYY-MM-DD`, or `holdout_days` before the day after the
 /// last order.
-pub fn split_day(ws: &Workspace, split_date: Option<&str>, holdout_days: Option<u32>) -> Result<i64> {
+pub fn split_day(session: &Session<'_>, split_date: Option<&str>, holdout_days: Option<u32>) -> Result<i64> {
     match (split_date, holdout_days) {
         (Some(d), _) => crate::run::parse_as_of(d),
         (None, Some(h)) => {
-            let last = purchases(ws)?
+            let last = purchases(session)?
                 .iter()
                 .map(|r| r.2)
                 .max()
@@ -600,13 +577,13 @@ pub fn fold_in(ws: &Workspace, basket: &[(String, f64)], k: usize) -> Result<Vec
 /// put it there as `reason`; customers without purchases get content from their stated
 /// `preferred_category` answers, else the most popular products. `None` without product
 /// ids.
-pub fn recommendations(ws: &Workspace, ids: &[String], as_of_day: i64, cfg: &ModelsConfig) -> Result<Option<Recommendations>> {
+pub fn recommendations(session: &Session<'_>, ids: &[String], as_of_day: i64, cfg: &ModelsConfig) -> Result<Option<Recommendations>> {
     let k = cfg.recommendations;
-    let rows: Vec<_> = purchases(ws)?.into_iter().filter(|r| r.2 <= as_of_day).collect();
+    let rows: Vec<_> = purchases(session)?.into_iter().filter(|r| r.2 <= as_of_day).collect();
     if rows.is_empty() {
         return Ok(None);
     }
-    let catalog = Catalog::read(ws)?;
+    let catalog = Catalog::read(session)?;
     let (weights, validation) = choose_weights(&catalog, &rows, as_of_day + 1, k, cfg);
     let mut items: BTreeMap<&str, u32> = BTreeMap::new();
     for r in &rows {
@@ -625,9 +602,8 @@ pub fn recommendations(ws: &Workspace, ids: &[String], as_of_day: i64, cfg: &Mod
     let pos: HashMap<&str, usize> = d.customers.iter().enumerate().map(|(u, c)| (*c, u)).collect();
     // Stated preferred categories, for customers who have not bought yet.
     let mut stated: HashMap<String, Vec<(u32, f64)>> = HashMap::new();
-    if ws.tables()?.contains_key("surveys") && !m.feature_ids.is_empty() {
-        for r in text_rows(
-            ws,
+    if session.workspace().tables()?.contains_key("surveys") && !m.feature_ids.is_empty() {
+        for r in session.text_rows(
             "SELECT customer_id, answer FROM surveys WHERE question = 'preferred_category' ORDER BY 1, 2",
             &Personal::Stored,
         )? {

@@ -1,7 +1,9 @@
-//! The typed results of a run: `reports/models.json`, one struct per section, its shape
-//! as in the spec's outputs.md (more keys allowed, none renamed). The engine, the CLI
-//! and the report read these fields; JSON exists only where the file is written and
-//! read back ([`ModelsReport::to_json`], [`ModelsReport::from_json`]).
+//! The typed results of the engine: `reports/models.json`, one struct per section, its
+//! shape as in the spec's outputs.md (more keys allowed, none renamed), and what
+//! `evaluate`, `evaluate gaps`, `evaluate recs` and `train` find. The engine, the CLI and
+//! the report read these fields; JSON exists only where the file is written and read
+//! back ([`ModelsReport::to_json`], [`ModelsReport::from_json`]) and where the CLI
+//! prints `--json`.
 //!
 //! A float that is not a number (an undefined statistic) is written as `null`, as JSON
 //! has no NaN; fields that can be undefined read `null` back as NaN ([`nan`]).
@@ -755,6 +757,215 @@ pub struct RuleFound {
     pub support_count: u32,
     pub confidence: f64,
     pub lift: f64,
+}
+
+/// `rapport evaluate --holdout-days N`: the CLV models fitted on the calibration period
+/// against what happened in the holdout (Fader, Hardie & Lee 2005), and the churn model
+/// as the run would have fitted it at the cut-off.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HoldoutReport {
+    pub churn: ChurnHoldout,
+    pub calibration_end: String,
+    pub holdout_end: String,
+    pub holdout_days: u32,
+    pub time_unit: String,
+    pub customers: usize,
+    /// Repeat purchase days in the holdout, all customers together.
+    pub holdout_actual: f64,
+    pub holdout_forecast: HoldoutForecast,
+    pub bgnbd: ClvFit<BgNbdParams>,
+    pub pareto_nbd: ClvFit<ParetoNbdParams>,
+    pub by_calibration_frequency: Vec<FrequencyBin>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct HoldoutForecast {
+    #[serde(with = "nan")]
+    pub bgnbd: f64,
+    #[serde(with = "nan")]
+    pub pareto_nbd: f64,
+}
+
+/// Customers with `x` repeat purchases in the calibration period ("7+" for seven or
+/// more): their mean holdout purchases, actual and forecast.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FrequencyBin {
+    pub x: String,
+    pub customers: usize,
+    pub actual: f64,
+    #[serde(with = "nan")]
+    pub bgnbd: f64,
+    #[serde(with = "nan")]
+    pub pareto_nbd: f64,
+}
+
+/// The churn model checked on the holdout, or why it was not.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChurnHoldout {
+    pub evaluated: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(flatten)]
+    pub check: Option<ChurnCheck>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChurnCheck {
+    pub model: String,
+    pub window_days: u32,
+    pub customers: usize,
+    pub churn_rate: f64,
+    pub auc: Option<f64>,
+    #[serde(with = "nan")]
+    pub brier: f64,
+    #[serde(with = "nan")]
+    pub log_loss: f64,
+    #[serde(with = "nan")]
+    pub precision: f64,
+    #[serde(with = "nan")]
+    pub recall: f64,
+    #[serde(with = "nan")]
+    pub f1: f64,
+    #[serde(with = "nan")]
+    pub threshold: f64,
+    pub calibration: Vec<CalibrationBin>,
+}
+
+/// `rapport evaluate gaps`: the gap evidence at a cut-off against the same statements
+/// judged with the later data, per gap type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GapEvaluation {
+    pub calibration_end: String,
+    pub holdout_end: String,
+    pub holdout_days: u32,
+    pub gap_evidence: f64,
+    pub gaps: BTreeMap<String, TypeReliability>,
+}
+
+/// `rapport evaluate recs`: every recommender alone, the blend and popularity on a time
+/// split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecsEvaluation {
+    pub split: String,
+    pub k: usize,
+    pub customers_evaluated: usize,
+    pub items: usize,
+    pub fit_seconds: f64,
+    pub weights: BlendWeights,
+    pub weight_validation: WeightValidation,
+    pub als: AlsSettings,
+    /// By model name: item_knn_cosine, item_knn_bm25, als, co_purchase, content,
+    /// popular, blend.
+    pub models: BTreeMap<String, RankingScore>,
+}
+
+/// Ranking quality at k over the evaluated customers.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RankingScore {
+    pub precision_at_k: f64,
+    pub recall_at_k: f64,
+    pub ndcg_at_k: f64,
+    pub coverage: f64,
+}
+
+/// `rapport train`: the best classifier by cross-validated AUC (the `--json` contract:
+/// `model`, `auc_mean`, `auc_sd`, `folds`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainReport {
+    pub model: String,
+    pub auc_mean: f64,
+    pub auc_sd: f64,
+    pub folds: usize,
+    pub seed: u64,
+    pub rows: usize,
+    pub positives: usize,
+    pub rows_without_label: usize,
+    pub features: usize,
+    /// Columns not used, with why.
+    pub dropped_columns: BTreeMap<String, String>,
+    pub models: BTreeMap<String, CrossValidated>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CrossValidated {
+    pub auc_mean: f64,
+    pub auc_sd: f64,
+    pub auc_folds: Vec<f64>,
+}
+
+/// `rapport explain`: everything known about one customer, the numbers behind each.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Explanation {
+    pub customer_id: String,
+    /// Every source system's id of the customer, and what matched it.
+    pub sources: Vec<Record>,
+    /// The profile rows of every source (absent without profiles).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profiles: Option<Vec<Record>>,
+    /// The customer's row of the `customers` table (null when there is none).
+    pub scores: Option<Record>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub behaviour: Option<Vec<Record>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub survey_answers: Option<Vec<Record>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gaps: Option<Vec<Record>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consents: Option<Vec<Record>>,
+}
+
+/// One row of a query, its columns in order (a JSON object in output).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Record(pub Vec<(String, Cell)>);
+
+impl Record {
+    /// The cell of `column` (`Cell::Null` when there is no such column).
+    pub fn get(&self, column: &str) -> &Cell {
+        self.0.iter().find(|(c, _)| c == column).map_or(&Cell::Null, |(_, v)| v)
+    }
+}
+
+impl Serialize for Record {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
+}
+
+/// A value of a query result: numbers stay numbers, anything else (times, dates,
+/// masked values) is its text.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Cell {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Text(String),
+}
+
+impl Cell {
+    pub fn is_null(&self) -> bool {
+        matches!(self, Cell::Null)
+    }
+}
+
+impl std::fmt::Display for Cell {
+    /// As a person reads it: whole numbers without decimals, others to four places.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Cell::Null => f.write_str("null"),
+            Cell::Bool(b) => write!(f, "{b}"),
+            Cell::Int(i) => write!(f, "{i}"),
+            Cell::Float(x) if x.fract() == 0.0 => write!(f, "{x}"),
+            Cell::Float(x) => write!(f, "{x:.4}"),
+            Cell::Text(t) => f.write_str(t),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -12,12 +12,16 @@ use datafusion::arrow::array::{Array, ArrayRef, BinaryArray, StringBuilder};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::DataFusionError;
+use datafusion::execution::context::SQLOptions;
 use datafusion::logical_expr::{create_udf, ColumnarValue, Volatility};
 use datafusion::prelude::{cast, col, DataFrame, Expr, ParquetReadOptions, SessionConfig, SessionContext};
+use datafusion::sql::parser::{DFParser, Statement as DFStatement};
+use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 
 use rapport_store::crypto::Keys;
 use rapport_store::Workspace;
 
+use crate::results::{Cell, Record};
 use crate::Result;
 
 /// How personal columns appear.
@@ -101,13 +105,114 @@ fn is_binary(t: &DataType) -> bool {
     matches!(t, DataType::Binary | DataType::LargeBinary | DataType::BinaryView)
 }
 
-/// A session with every committed table of the workspace.
+/// One command's view of the workspace: every committed table registered once in one
+/// DataFusion context per way of showing personal columns (stored, masked, revealed),
+/// the contexts made when first asked for and handed to every step of the command.
+/// A writer that commits sees its new tables only in a new session.
+pub struct Session<'w> {
+    ws: &'w Workspace,
+    contexts: std::sync::Mutex<Vec<(View, SessionContext)>>,
+}
+
+/// Which way personal columns are shown (one context each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum View {
+    Stored,
+    Masked,
+    Revealed,
+}
+
+impl View {
+    fn of(personal: &Personal) -> Self {
+        match personal {
+            Personal::Stored => View::Stored,
+            Personal::Masked => View::Masked,
+            Personal::Revealed(_) => View::Revealed,
+        }
+    }
+}
+
+impl<'w> Session<'w> {
+    pub fn new(ws: &'w Workspace) -> Self {
+        Session {
+            ws,
+            contexts: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn workspace(&self) -> &'w Workspace {
+        self.ws
+    }
+
+    /// The context with every table shown as `personal` says (one key per session).
+    pub async fn context(&self, personal: &Personal) -> Result<SessionContext> {
+        let view = View::of(personal);
+        if let Some((_, ctx)) = self.contexts.lock().expect("not poisoned").iter().find(|(v, _)| *v == view) {
+            return Ok(ctx.clone());
+        }
+        let ctx = workspace_context(self.ws, personal).await?;
+        self.contexts.lock().expect("not poisoned").push((view, ctx.clone()));
+        Ok(ctx)
+    }
+
+    /// Runs a query (read-only: see [`check_read_only`]) and collects its batches.
+    pub fn query(&self, sql: &str, personal: &Personal) -> Result<Vec<RecordBatch>> {
+        let options = check_read_only(sql)?;
+        crate::block_on(async {
+            let ctx = self.context(personal).await?;
+            let df = ctx.sql_with_options(sql, options).await?;
+            Ok(df.collect().await?)
+        })
+    }
+
+    /// The rows of a query with every column as text (null stays `None`).
+    pub fn text_rows(&self, sql: &str, personal: &Personal) -> Result<Vec<Vec<Option<String>>>> {
+        batches_as_text(&self.query(sql, personal)?)
+    }
+}
+
+/// Queries only: statements that would create, change or write anything (`CREATE`,
+/// `INSERT`, `COPY`, `DROP`, `SET`, …) are refused before they are planned, and the
+/// options returned keep DataFusion from running them as a second line.
+pub fn check_read_only(sql: &str) -> Result<SQLOptions> {
+    if let Ok(statements) = DFParser::parse_sql(sql) {
+        if !statements.iter().all(is_query) {
+            return Err(crate::EngineError::Usage(
+                "rapport sql runs queries only (SELECT, WITH, VALUES, EXPLAIN); statements that create, change or \
+                 write anything (CREATE, INSERT, UPDATE, DELETE, DROP, COPY, SET, …) are refused"
+                    .into(),
+            ));
+        }
+    }
+    Ok(SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false))
+}
+
+/// Whether a parsed statement only reads: a query, or EXPLAIN of one.
+fn is_query(statement: &DFStatement) -> bool {
+    match statement {
+        DFStatement::Statement(s) => match &**s {
+            SqlStatement::Query(_) => true,
+            SqlStatement::Explain { statement, .. } => matches!(**statement, SqlStatement::Query(_)),
+            _ => false,
+        },
+        DFStatement::Explain(e) => is_query(&e.statement),
+        _ => false,
+    }
+}
+
+/// A context with every committed table of the workspace (for one query; a command
+/// that runs several uses a [`Session`]).
 pub async fn workspace_context(ws: &Workspace, personal: &Personal) -> Result<SessionContext> {
     let ctx = new_context();
     let tables = ws.tables()?;
     for table in tables.keys() {
         register(&ctx, table, ws.table_files(table)?, personal).await?;
     }
+    let view = View::of(personal);
+    tracing::debug!(tables = tables.len(), ?view, "registered the workspace tables");
     // An ingest that quarantined nothing still has a (empty) quarantine to query.
     if !tables.contains_key("quarantine") {
         let schema = rapport_store::tables::quarantine_schema();
@@ -196,7 +301,62 @@ fn reveal_tokens_udf(keys: Keys, column: &str) -> datafusion::logical_expr::Scal
 /// The rows of `sql` over the workspace with every column as text (null stays `None`):
 /// for the small lookups the engine makes (consents, contacts, birthdays).
 pub fn text_rows(ws: &Workspace, sql: &str, personal: &Personal) -> Result<Vec<Vec<Option<String>>>> {
-    batches_as_text(&crate::export::query(ws, sql, personal)?)
+    Session::new(ws).text_rows(sql, personal)
+}
+
+/// The rows of `batches` as records: integers, floats and booleans as such, every other
+/// type as its text (timestamps in RFC 3339).
+pub fn batches_as_records(batches: &[RecordBatch]) -> Result<Vec<Record>> {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::{Float64Type, Int64Type};
+    use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+    let mut out = Vec::new();
+    for b in batches {
+        let schema = b.schema();
+        let mut cells: Vec<Vec<Cell>> = vec![Vec::with_capacity(b.num_columns()); b.num_rows()];
+        for c in b.columns() {
+            let t = c.data_type();
+            let cast = |to: &DataType| datafusion::arrow::compute::cast(c, to).map_err(DataFusionError::from);
+            let column: Vec<Cell> = if t.is_integer() {
+                let v = cast(&DataType::Int64)?;
+                let v = v.as_primitive::<Int64Type>();
+                (0..b.num_rows())
+                    .map(|r| if v.is_null(r) { Cell::Null } else { Cell::Int(v.value(r)) })
+                    .collect()
+            } else if t.is_floating() {
+                let v = cast(&DataType::Float64)?;
+                let v = v.as_primitive::<Float64Type>();
+                (0..b.num_rows())
+                    .map(|r| if v.is_null(r) { Cell::Null } else { Cell::Float(v.value(r)) })
+                    .collect()
+            } else if *t == DataType::Boolean {
+                let v = c.as_boolean();
+                (0..b.num_rows())
+                    .map(|r| if v.is_null(r) { Cell::Null } else { Cell::Bool(v.value(r)) })
+                    .collect()
+            } else {
+                let f = ArrayFormatter::try_new(c.as_ref(), &FormatOptions::default()).map_err(DataFusionError::from)?;
+                (0..b.num_rows())
+                    .map(|r| {
+                        if c.is_null(r) {
+                            Cell::Null
+                        } else {
+                            Cell::Text(f.value(r).to_string())
+                        }
+                    })
+                    .collect()
+            };
+            for (row, cell) in cells.iter_mut().zip(column) {
+                row.push(cell);
+            }
+        }
+        out.extend(
+            cells
+                .into_iter()
+                .map(|row| Record(schema.fields().iter().map(|f| f.name().clone()).zip(row).collect())),
+        );
+    }
+    Ok(out)
 }
 
 /// The rows of `batches` with every column as text (null stays `None`).

@@ -12,7 +12,7 @@ use std::path::Path;
 
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::DataType;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use rapport_model::classify::{cross_validate, CrossValidation};
 use rapport_model::design::{ColumnUse, Design};
@@ -20,6 +20,7 @@ use rapport_store::config::Format;
 use rapport_store::csv::{split_record, Delimiter, Split};
 use rapport_store::reader::{open_stream, SourceFile};
 
+use crate::results::{CrossValidated, TrainReport};
 use crate::{block_on, EngineError, Result};
 
 /// A table of text cells: column names and, per column, one optional value per row, with
@@ -209,7 +210,7 @@ fn label(v: &str) -> Option<bool> {
 }
 
 /// What `rapport train` found.
-pub fn train(path: &Path, target: &str, id: Option<&str>, folds: usize, seed: u64) -> Result<Value> {
+pub fn train(path: &Path, target: &str, id: Option<&str>, folds: usize, seed: u64) -> Result<TrainReport> {
     if !(2..=20).contains(&folds) {
         return Err(EngineError::Usage(format!("--folds {folds}: expected 2 to 20")));
     }
@@ -265,33 +266,41 @@ pub fn train(path: &Path, target: &str, id: Option<&str>, folds: usize, seed: u6
     let all: Vec<usize> = (0..y.len()).collect();
     let design = Design::fit(&features, &all);
     let (mean, sd) = CrossValidation::mean_sd(&cv.auc.iter().find(|(k, _)| *k == best).expect("kind").1);
-    let models: serde_json::Map<String, Value> = cv
+    let models = cv
         .auc
         .iter()
         .map(|(k, a)| {
-            let (m, s) = CrossValidation::mean_sd(a);
-            (k.name().to_string(), json!({"auc_mean": m, "auc_sd": s, "auc_folds": a}))
+            let (auc_mean, auc_sd) = CrossValidation::mean_sd(a);
+            let folds = a.to_vec();
+            (
+                k.name().to_string(),
+                CrossValidated {
+                    auc_mean,
+                    auc_sd,
+                    auc_folds: folds,
+                },
+            )
         })
         .collect();
-    let dropped: serde_json::Map<String, Value> = design
+    let dropped = design
         .columns
         .iter()
         .filter_map(|(n, u)| match u {
-            ColumnUse::Dropped(why) => Some((n.clone(), json!(why))),
+            ColumnUse::Dropped(why) => Some((n.clone(), why.to_string())),
             _ => None,
         })
         .collect();
-    Ok(json!({
-        "model": best.name(),
-        "auc_mean": mean,
-        "auc_sd": sd,
-        "folds": folds,
-        "seed": seed,
-        "rows": y.len(),
-        "positives": y.iter().filter(|&&v| v).count(),
-        "rows_without_label": unlabelled,
-        "features": design.features.len(),
-        "dropped_columns": dropped,
-        "models": models,
-    }))
+    Ok(TrainReport {
+        model: best.name().to_string(),
+        auc_mean: mean,
+        auc_sd: sd,
+        folds,
+        seed,
+        rows: y.len(),
+        positives: y.iter().filter(|&&v| v).count(),
+        rows_without_label: unlabelled,
+        features: design.features.len(),
+        dropped_columns: dropped,
+        models,
+    })
 }

@@ -18,7 +18,7 @@ use rapport_model::uplift::newcombe;
 use rapport_store::Workspace;
 
 use crate::results::UpliftReport;
-use crate::session::{from_micros, micros, text_rows, Personal};
+use crate::session::{from_micros, micros, text_rows, Personal, Session};
 use crate::Result;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -52,12 +52,11 @@ impl UpliftRow {
 }
 
 /// Computes the rows from the workspace's `campaign_outcomes` (none without it).
-pub fn compute(ws: &Workspace) -> Result<Vec<UpliftRow>> {
-    if !ws.tables()?.contains_key("campaign_outcomes") {
+pub fn compute(session: &Session<'_>) -> Result<Vec<UpliftRow>> {
+    if !session.workspace().tables()?.contains_key("campaign_outcomes") {
         return Ok(Vec::new());
     }
-    let rows = text_rows(
-        ws,
+    let rows = session.text_rows(
         &format!(
             r#"WITH per AS (
              SELECT campaign_id, action, lower("group") AS g, customer_id,
@@ -179,7 +178,7 @@ pub fn batch(rows: &[UpliftRow]) -> Result<RecordBatch> {
 /// Recomputes the `uplift` table after new outcomes were ingested, without rerunning
 /// the models; updates models.json's `uplift` key and the report. Returns the rows.
 pub fn refresh(ws: &Workspace) -> Result<Vec<UpliftRow>> {
-    let rows = compute(ws)?;
+    let rows = compute(&Session::new(ws))?;
     let b = batch(&rows)?;
     let mut txn = ws.begin("uplift")?;
     txn.replace("uplift");

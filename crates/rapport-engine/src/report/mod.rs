@@ -16,9 +16,8 @@ use datafusion::arrow::datatypes::Int64Type;
 
 use rapport_store::{Quality, Workspace};
 
-use crate::export::query;
 use crate::results::ModelsReport;
-use crate::session::Personal;
+use crate::session::{Personal, Session};
 use crate::{EngineError, Result};
 use svg::{escape, number, BarChart};
 
@@ -110,9 +109,9 @@ fn read_quality_at(p: &Path) -> Result<Option<Quality>> {
 }
 
 /// Pairs of (label, count) from a two-column query (text, integer).
-fn counts(ws: &Workspace, sql: &str) -> Result<Vec<(String, f64)>> {
+fn counts(session: &Session<'_>, sql: &str) -> Result<Vec<(String, f64)>> {
     let mut out = Vec::new();
-    for b in query(ws, sql, &Personal::Masked)? {
+    for b in session.query(sql, &Personal::Masked)? {
         let labels = datafusion::arrow::compute::cast(b.column(0), &datafusion::arrow::datatypes::DataType::Utf8)
             .map_err(datafusion::error::DataFusionError::from)?;
         let labels = labels.as_string::<i32>();
@@ -134,6 +133,7 @@ fn counts(ws: &Workspace, sql: &str) -> Result<Vec<(String, f64)>> {
 /// Builds and writes the report from the workspace tables and the models of the last
 /// run (`None`: the report shows no model sections); returns its path.
 pub fn write_report(ws: &Workspace, models: Option<&ModelsReport>) -> Result<PathBuf> {
+    let session = Session::new(ws);
     let quality = read_quality(ws)?;
     let tables = ws.tables()?;
     let mut body = String::new();
@@ -298,7 +298,7 @@ pub fn write_report(ws: &Workspace, models: Option<&ModelsReport>) -> Result<Pat
             );
         }
         let by_source = counts(
-            ws,
+            &session,
             "SELECT source || ' / ' || matched_on, count(*) FROM customer_sources GROUP BY 1 ORDER BY 1",
         )?;
         body.push_str(
@@ -311,7 +311,7 @@ pub fn write_report(ws: &Workspace, models: Option<&ModelsReport>) -> Result<Pat
             }
             .render(),
         );
-        let sizes = counts(ws, "SELECT CAST(n AS VARCHAR) || ' source id(s)', count(*) FROM (SELECT customer_id, count(*) AS n FROM customer_sources GROUP BY customer_id) GROUP BY n ORDER BY n")?;
+        let sizes = counts(&session, "SELECT CAST(n AS VARCHAR) || ' source id(s)', count(*) FROM (SELECT customer_id, count(*) AS n FROM customer_sources GROUP BY customer_id) GROUP BY n ORDER BY n")?;
         body.push_str(
             &BarChart {
                 id: "cluster-sizes",
@@ -325,7 +325,7 @@ pub fn write_report(ws: &Workspace, models: Option<&ModelsReport>) -> Result<Pat
     }
     body.push_str("</section>");
 
-    models::sections(ws, &tables, models, &mut body)?;
+    models::sections(&session, &tables, models, &mut body)?;
 
     // Workspace tables.
     body.push_str("<section><h2>Workspace tables</h2><table><tr><th>table</th><th>rows</th></tr>");

@@ -6,16 +6,14 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use rapport_store::Workspace;
-
 use super::svg::{escape, number, BarChart, Heatmap, IntervalChart, Line, LineChart};
 use crate::results::{Checked, ClusterReport, Fit, ModelsReport, TypeReliability};
-use crate::session::Personal;
+use crate::session::{Personal, Session};
 use crate::Result;
 
 /// Rows of a query as optional text cells.
-fn cells(ws: &Workspace, sql: &str) -> Result<Vec<Vec<Option<String>>>> {
-    crate::session::text_rows(ws, sql, &Personal::Masked)
+fn cells(ws: &Session<'_>, sql: &str) -> Result<Vec<Vec<Option<String>>>> {
+    ws.text_rows(sql, &Personal::Masked)
 }
 
 fn num(c: &Option<String>) -> f64 {
@@ -26,7 +24,7 @@ fn text(c: &Option<String>) -> String {
     c.clone().unwrap_or_default()
 }
 
-fn grid(ws: &Workspace, sql: &str, rows: &[&str], cols: &[&str]) -> Result<Vec<Vec<Option<f64>>>> {
+fn grid(ws: &Session<'_>, sql: &str, rows: &[&str], cols: &[&str]) -> Result<Vec<Vec<Option<f64>>>> {
     let mut m: BTreeMap<(String, String), f64> = BTreeMap::new();
     for r in cells(ws, sql)? {
         m.insert((text(&r[0]), text(&r[1])), num(&r[2]));
@@ -50,13 +48,13 @@ fn tile(body: &mut String, label: &str, v: Option<f64>) {
 }
 
 /// Appends the model sections (nothing when `rapport run` has not written its tables).
-pub fn sections(ws: &Workspace, tables: &BTreeMap<String, u64>, models: Option<&ModelsReport>, body: &mut String) -> Result<()> {
+pub fn sections(ws: &Session<'_>, tables: &BTreeMap<String, u64>, models: Option<&ModelsReport>, body: &mut String) -> Result<()> {
     if !tables.contains_key("customers") || !tables.contains_key("segments") {
         return Ok(());
     }
     // An ingest since the last run rebuilt `customers` without the model columns: the
     // models are shown again once `rapport run` has refreshed them.
-    let modelled = match ws.table_files("customers")?.first() {
+    let modelled = match ws.workspace().table_files("customers")?.first() {
         Some(part) => rapport_store::tables::part_schema(part)?.field_with_name("rfm_r").is_ok(),
         None => false,
     };
@@ -99,7 +97,7 @@ pub fn sections(ws: &Workspace, tables: &BTreeMap<String, u64>, models: Option<&
     Ok(())
 }
 
-fn recommendations(ws: &Workspace, models: &ModelsReport, body: &mut String) -> Result<()> {
+fn recommendations(ws: &Session<'_>, models: &ModelsReport, body: &mut String) -> Result<()> {
     body.push_str("<section><h2>Recommendations</h2>");
     let Fit::Fitted(r) = &models.recommendations else {
         body.push_str("<p class=\"note\">Not fitted.</p></section>");
@@ -184,7 +182,7 @@ fn recommendations(ws: &Workspace, models: &ModelsReport, body: &mut String) -> 
     Ok(())
 }
 
-fn actions(ws: &Workspace, models: &ModelsReport, body: &mut String) -> Result<()> {
+fn actions(ws: &Session<'_>, models: &ModelsReport, body: &mut String) -> Result<()> {
     let a = &models.actions;
     let _ = write!(
         body,
@@ -241,7 +239,7 @@ fn actions(ws: &Workspace, models: &ModelsReport, body: &mut String) -> Result<(
     Ok(())
 }
 
-fn uplift(ws: &Workspace, body: &mut String) -> Result<()> {
+fn uplift(ws: &Session<'_>, body: &mut String) -> Result<()> {
     body.push_str(
         "<section><h2>Did it work? Uplift against control groups</h2><p class=\"note\">Conversion rate of the treated minus that of the control group, \
          with Newcombe's 95 % interval: green worked, red harmed, grey not shown either way.</p>",
@@ -283,7 +281,7 @@ fn uplift(ws: &Workspace, body: &mut String) -> Result<()> {
     Ok(())
 }
 
-fn segments(ws: &Workspace, models: &ModelsReport, body: &mut String) -> Result<()> {
+fn segments(ws: &Session<'_>, models: &ModelsReport, body: &mut String) -> Result<()> {
     body.push_str("<section><h2>Segments</h2>");
     let _ = write!(
         body,
@@ -387,7 +385,7 @@ fn segments(ws: &Workspace, models: &ModelsReport, body: &mut String) -> Result<
     Ok(())
 }
 
-fn value(ws: &Workspace, models: &ModelsReport, body: &mut String) -> Result<()> {
+fn value(ws: &Session<'_>, models: &ModelsReport, body: &mut String) -> Result<()> {
     body.push_str("<section><h2>Customer value</h2><div class=\"tiles\">");
     let bg = models.bgnbd.as_ref().and_then(|f| f.params());
     for (label, v) in [
@@ -591,7 +589,7 @@ fn behaviour(models: &ModelsReport, body: &mut String) {
     body.push_str("</section>");
 }
 
-fn gaps(ws: &Workspace, models: &ModelsReport, body: &mut String) -> Result<()> {
+fn gaps(ws: &Session<'_>, models: &ModelsReport, body: &mut String) -> Result<()> {
     body.push_str("<section><h2>Information gaps</h2><p class=\"note\">Where what customers say differs from what they do (Δ = reported / predicted), and what groups do not know that comparable customers use. A gap is shown only with enough behaviour behind it and evidence ≥ ");
     let g = &models.gaps;
     let _ = write!(body, "{}.</p>", g.evidence_threshold);
@@ -713,7 +711,7 @@ fn gaps(ws: &Workspace, models: &ModelsReport, body: &mut String) -> Result<()> 
     Ok(())
 }
 
-fn outcome_rates(ws: &Workspace, body: &mut String) -> Result<()> {
+fn outcome_rates(ws: &Session<'_>, body: &mut String) -> Result<()> {
     body.push_str("<section><h2>Outcome rates by segment</h2><p class=\"note\">Beta-Binomial posterior mean with its 95 % credible interval; small segments are pulled toward the overall rate.</p>");
     let rows = cells(
         ws,
@@ -750,7 +748,7 @@ fn outcome_rates(ws: &Workspace, body: &mut String) -> Result<()> {
     Ok(())
 }
 
-fn forecasts(ws: &Workspace, body: &mut String) -> Result<()> {
+fn forecasts(ws: &Session<'_>, body: &mut String) -> Result<()> {
     body.push_str("<section><h2>Forecasts</h2><p class=\"note\">Weekly totals with a 12-week damped-trend exponential-smoothing forecast and its 95 % prediction interval.</p>");
     for metric in ["orders", "revenue"] {
         let rows = cells(

@@ -19,9 +19,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use crate::results::{ActionsReport, RuleReport};
-use datafusion::arrow::array::{ArrayRef, BooleanArray, Int64Array, StringArray};
+use crate::session::Session;
+use datafusion::arrow::array::{ArrayRef, AsArray, BooleanArray, Int64Array, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::error::DataFusionError;
 use serde::Deserialize;
 
 use rapport_model::uplift::in_control;
@@ -491,17 +493,16 @@ pub fn days_to_birthday(birth: &str, as_of_day: i64) -> Option<i64> {
 
 /// Reads the latest consent per customer and purpose (all of them, also those recorded
 /// after the as-of date: a withdrawal is honoured as soon as it is known).
-pub fn consents(ws: &rapport_store::Workspace, ids: &[String]) -> Result<Consents> {
+pub fn consents(session: &Session<'_>, ids: &[String]) -> Result<Consents> {
     let mut out = Consents {
         granted: vec![BTreeMap::new(); ids.len()],
         recorded: BTreeSet::new(),
     };
-    if !ws.tables()?.contains_key("consents") {
+    if !session.workspace().tables()?.contains_key("consents") {
         return Ok(out);
     }
     let index: HashMap<&str, usize> = ids.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
-    let rows = crate::session::text_rows(
-        ws,
+    let rows = session.text_rows(
         "SELECT customer_id, lower(trim(purpose)), granted FROM (
            SELECT customer_id, purpose, granted,
                   row_number() OVER (PARTITION BY customer_id, lower(trim(purpose))
@@ -522,15 +523,14 @@ pub fn consents(ws: &rapport_store::Workspace, ids: &[String]) -> Result<Consent
 }
 
 /// Day of each customer's latest contact in campaign_outcomes up to the as-of date.
-pub fn last_contacts(ws: &rapport_store::Workspace, ids: &[String], as_of_day: i64) -> Result<Vec<Option<i64>>> {
+pub fn last_contacts(session: &Session<'_>, ids: &[String], as_of_day: i64) -> Result<Vec<Option<i64>>> {
     let mut out = vec![None; ids.len()];
-    if !ws.tables()?.contains_key("campaign_outcomes") {
+    if !session.workspace().tables()?.contains_key("campaign_outcomes") {
         return Ok(out);
     }
     let index: HashMap<&str, usize> = ids.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
     let end = (as_of_day + 1) * super::MICROS_PER_DAY;
-    let rows = crate::session::text_rows(
-        ws,
+    let rows = session.text_rows(
         &format!(
             "SELECT customer_id, max(CAST(sent_at AS BIGINT)) FROM campaign_outcomes
              WHERE sent_at < to_timestamp_micros({end}) GROUP BY customer_id"
@@ -548,25 +548,38 @@ pub fn last_contacts(ws: &rapport_store::Workspace, ids: &[String], as_of_day: i
 
 /// Days to each customer's next birthday, from the birth dates in their profiles
 /// (decrypted in memory only; nothing personal is written). Without a key: none.
-pub fn birthdays(ws: &rapport_store::Workspace, ids: &[String], as_of_day: i64) -> Result<Vec<Option<i64>>> {
+pub fn birthdays(session: &Session<'_>, ids: &[String], as_of_day: i64) -> Result<Vec<Option<i64>>> {
     let mut out = vec![None; ids.len()];
-    if !ws.tables()?.contains_key("customer_profiles") {
+    if !session.workspace().tables()?.contains_key("customer_profiles") {
         return Ok(out);
     }
-    let Ok(keys) = ws.keys(false) else {
+    let Ok(keys) = session.workspace().keys(false) else {
         return Ok(out);
     };
     let index: HashMap<&str, usize> = ids.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
-    let rows = crate::session::text_rows(
-        ws,
-        "SELECT customer_id, min(birth_date) FROM customer_profiles WHERE birth_date IS NOT NULL GROUP BY customer_id",
-        &crate::session::Personal::Revealed(Box::new(keys)),
+    // The stored ciphertexts, opened here one by one (the earliest date of a customer's
+    // sources counts), so the run needs no second view of the tables.
+    let batches = session.query(
+        "SELECT customer_id, birth_date FROM customer_profiles WHERE birth_date IS NOT NULL",
+        &crate::session::Personal::Stored,
     )?;
-    for r in rows {
-        let (Some(c), Some(b)) = (&r[0], &r[1]) else { continue };
-        if let Some(&i) = index.get(c.as_str()) {
-            out[i] = days_to_birthday(b, as_of_day);
+    let mut earliest: Vec<Option<String>> = vec![None; ids.len()];
+    for b in &batches {
+        let cast = |c: usize, t: &DataType| datafusion::arrow::compute::cast(b.column(c), t).map_err(DataFusionError::from);
+        let (c, d) = (cast(0, &DataType::Utf8)?, cast(1, &DataType::Binary)?);
+        let (c, d) = (c.as_string::<i32>(), d.as_binary::<i32>());
+        for r in 0..b.num_rows() {
+            let Some(&i) = index.get(c.value(r)) else { continue };
+            let Ok(date) = keys.decrypt("birth_date", d.value(r)) else {
+                continue;
+            };
+            if earliest[i].as_ref().is_none_or(|e| date < *e) {
+                earliest[i] = Some(date);
+            }
         }
+    }
+    for (o, e) in out.iter_mut().zip(&earliest) {
+        *o = e.as_deref().and_then(|b| days_to_birthday(b, as_of_day));
     }
     Ok(out)
 }

@@ -84,6 +84,9 @@ async fn weekly(
             ));
         }
     }
+    // The "all" series adds the segments' figures: in a fixed order, as a parallel plan
+    // returns groups in any order and floating-point sums depend on it.
+    rows.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
     let weeks = rows.iter().map(|r| r.1 + 1).max().unwrap_or(0);
     let mut series: BTreeMap<(String, &'static str), Vec<f64>> = BTreeMap::new();
     for (seg, wk, o, r) in rows {

@@ -36,7 +36,6 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use crate::results::{CategoryJudgement, CategoryPrior, GapReport, Judged, Judgement, KnowledgeSummary, SatisfactionJudgement};
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int64Array, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
@@ -48,8 +47,9 @@ use rapport_model::gap::{self, benjamini_hochberg, two_proportion, Direction, Ho
 use super::activity::Activity;
 use super::config::ModelsConfig;
 use super::features::Features;
-use crate::session::{workspace_context, Personal};
-use crate::{block_on, Result};
+use crate::results::{CategoryJudgement, CategoryPrior, GapReport, Judged, Judgement, KnowledgeSummary, SatisfactionJudgement};
+use crate::session::{Personal, Session};
+use crate::Result;
 
 const MICROS_PER_DAY: i64 = 86_400_000_000;
 /// The smallest shortfall (in rate points) a knowledge gap must show besides significance.
@@ -96,25 +96,20 @@ pub struct Answers {
 }
 
 /// Reads every answer given before the end of `as_of_day`, per customer row.
-pub fn answers(ws: &rapport_store::Workspace, as_of_day: i64, ids: &[String]) -> Result<Vec<Answers>> {
+pub fn answers(session: &Session<'_>, as_of_day: i64, ids: &[String]) -> Result<Vec<Answers>> {
     let mut out = vec![Answers::default(); ids.len()];
-    if !ws.tables()?.contains_key("surveys") {
+    if !session.workspace().tables()?.contains_key("surveys") {
         return Ok(out);
     }
     let index: HashMap<&str, usize> = ids.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
     let end = (as_of_day + 1) * MICROS_PER_DAY;
-    let batches = block_on(async {
-        let ctx = workspace_context(ws, &Personal::Stored).await?;
-        Ok::<_, crate::EngineError>(
-            ctx.sql(&format!(
-                "SELECT customer_id, question, answer, CAST(answered_at AS BIGINT) AS at FROM surveys
-                 WHERE answered_at < to_timestamp_micros({end})"
-            ))
-            .await?
-            .collect()
-            .await?,
-        )
-    })?;
+    let batches = session.query(
+        &format!(
+            "SELECT customer_id, question, answer, CAST(answered_at AS BIGINT) AS at FROM surveys
+             WHERE answered_at < to_timestamp_micros({end})"
+        ),
+        &Personal::Stored,
+    )?;
     for b in &batches {
         let col =
             |i: usize, t: &DataType| datafusion::arrow::compute::cast(b.column(i), t).map_err(datafusion::error::DataFusionError::from);
@@ -153,26 +148,19 @@ pub fn answers(ws: &rapport_store::Workspace, as_of_day: i64, ids: &[String]) ->
 /// systems disagree on city or birth date (birth dates are compared as stored
 /// ciphertexts, which are equal exactly when the dates are), or who has no email and no
 /// phone in any source. Returns (customer row, subject, what is held, action).
-pub fn profile_issues(ws: &rapport_store::Workspace, ids: &[String]) -> Result<Vec<(usize, String, String, String)>> {
-    if !ws.tables()?.contains_key("customer_profiles") {
+pub fn profile_issues(session: &Session<'_>, ids: &[String]) -> Result<Vec<(usize, String, String, String)>> {
+    if !session.workspace().tables()?.contains_key("customer_profiles") {
         return Ok(Vec::new());
     }
     let index: HashMap<&str, usize> = ids.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
-    let batches = block_on(async {
-        let ctx = workspace_context(ws, &Personal::Stored).await?;
-        Ok::<_, crate::EngineError>(
-            ctx.sql(
-                "SELECT customer_id,
-                        count(DISTINCT city) AS cities, string_agg(DISTINCT city || ' (' || source || ')', ', ') AS city_list,
-                        count(DISTINCT birth_date) AS births, count(DISTINCT source) AS sources,
-                        count(email) + count(phone) AS contacts
-                 FROM customer_profiles GROUP BY customer_id",
-            )
-            .await?
-            .collect()
-            .await?,
-        )
-    })?;
+    let batches = session.query(
+        "SELECT customer_id,
+                count(DISTINCT city) AS cities, string_agg(DISTINCT city || ' (' || source || ')', ', ') AS city_list,
+                count(DISTINCT birth_date) AS births, count(DISTINCT source) AS sources,
+                count(email) + count(phone) AS contacts
+         FROM customer_profiles GROUP BY customer_id",
+        &Personal::Stored,
+    )?;
     let mut out = Vec::new();
     for b in &batches {
         let col =

@@ -28,7 +28,7 @@ use rapport_model::ModelError;
 use rapport_store::Workspace;
 
 use crate::results::{Checked, ClvFit, Fit, GapCheck, ModelsReport};
-use crate::session::{workspace_context, Personal};
+use crate::session::{Personal, Session};
 use crate::{block_on, report, EngineError, Result};
 use activity::Activity;
 use config::ModelsConfig;
@@ -69,8 +69,8 @@ pub struct ModelInputs {
 }
 
 /// Computes the model inputs as seen at the end of `as_of` (default: the last order date).
-pub fn model_inputs(ws: &Workspace, cfg: &ModelsConfig, as_of: Option<&str>) -> Result<ModelInputs> {
-    let tables = ws.tables()?;
+pub fn model_inputs(s: &Session<'_>, cfg: &ModelsConfig, as_of: Option<&str>) -> Result<ModelInputs> {
+    let tables = s.workspace().tables()?;
     if !tables.contains_key("orders") {
         return Err(EngineError::Usage(
             "the workspace has no orders; run `rapport ingest --data DIR` first".into(),
@@ -78,7 +78,7 @@ pub fn model_inputs(ws: &Workspace, cfg: &ModelsConfig, as_of: Option<&str>) -> 
     }
     let names: BTreeSet<String> = tables.keys().cloned().collect();
     let (features, activity, as_of_day) = block_on(async {
-        let ctx = workspace_context(ws, &Personal::Stored).await?;
+        let ctx = s.context(&Personal::Stored).await?;
         let as_of_day = match as_of {
             Some(s) => parse_as_of(s)?,
             None => {
@@ -140,10 +140,10 @@ async fn snapshot_in(ctx: &datafusion::prelude::SessionContext, day: i64, tables
 
 /// Features and activity of every customer as seen at the end of `day` (days since
 /// 1970-01-01); rows in the same order at every day.
-pub fn snapshots(ws: &Workspace, days: &[i64]) -> Result<Vec<(Features, Activity)>> {
-    let names: BTreeSet<String> = ws.tables()?.keys().cloned().collect();
+pub fn snapshots(s: &Session<'_>, days: &[i64]) -> Result<Vec<(Features, Activity)>> {
+    let names: BTreeSet<String> = s.workspace().tables()?.keys().cloned().collect();
     block_on(async {
-        let ctx = workspace_context(ws, &Personal::Stored).await?;
+        let ctx = s.context(&Personal::Stored).await?;
         let mut out = Vec::new();
         for &d in days {
             out.push(snapshot_in(&ctx, d, &names).await?);
@@ -172,8 +172,8 @@ fn rfm_of(features: &Features, buyers: &[usize], as_of_day: i64) -> Vec<Option<r
 /// size: the customers' ids and the rows, for the
 /// held-out check of `rapport evaluate gaps`, and the as-of day. Fits only what the
 /// gap analysis reads (BG/NBD, RFM); writes nothing.
-pub fn assess_gaps(ws: &Workspace, cfg: &ModelsConfig, as_of: Option<&str>) -> Result<(Vec<String>, Vec<gaps::GapRow>, i64)> {
-    let inputs = model_inputs(ws, cfg, as_of)?;
+pub fn assess_gaps(s: &Session<'_>, cfg: &ModelsConfig, as_of: Option<&str>) -> Result<(Vec<String>, Vec<gaps::GapRow>, i64)> {
+    let inputs = model_inputs(s, cfg, as_of)?;
     let n = inputs.features.len();
     let bg = if inputs.histories.is_empty() {
         None
@@ -191,7 +191,7 @@ pub fn assess_gaps(ws: &Workspace, cfg: &ModelsConfig, as_of: Option<&str>) -> R
         .iter()
         .map(|r| r.map(|r| r.segment))
         .collect();
-    let answers = gaps::answers(ws, inputs.as_of_day, &f.customer_id)?;
+    let answers = gaps::answers(s, inputs.as_of_day, &f.customer_id)?;
     let out = gaps::analyse(&gaps::Inputs {
         features: f,
         activity: &inputs.activity,
@@ -242,6 +242,8 @@ pub fn run(ws: &Workspace, cfg: &ModelsConfig, as_of: Option<&str>) -> Result<Ru
 }
 
 pub fn run_with(ws: &Workspace, cfg: &ModelsConfig, policy: &actions::ActionsConfig, as_of: Option<&str>) -> Result<RunSummary> {
+    let session = Session::new(ws);
+    let s = &session;
     let ModelInputs {
         features,
         activity,
@@ -249,7 +251,7 @@ pub fn run_with(ws: &Workspace, cfg: &ModelsConfig, policy: &actions::ActionsCon
         buyers,
         histories,
         spends,
-    } = model_inputs(ws, cfg, as_of)?;
+    } = model_inputs(s, cfg, as_of)?;
     let n = features.len();
     let unit = cfg.time_unit.days();
     let bg = if histories.is_empty() {
@@ -279,12 +281,12 @@ pub fn run_with(ws: &Workspace, cfg: &ModelsConfig, policy: &actions::ActionsCon
             for (j, days) in cfg.horizons_days.iter().enumerate() {
                 expected[j][i] = p.conditional_expected(f64::from(*days) / unit, &h);
             }
-            let s = match (&gg, features.repeat_spend[i]) {
+            let mean = match (&gg, features.repeat_spend[i]) {
                 (Some(g), Some(m)) => g.params.expected_spend(h.x, m),
                 (Some(g), None) => g.params.expected_spend(0.0, 0.0),
                 (None, _) => features.revenue[i] / features.orders[i].max(1.0),
             };
-            spend[i] = s.is_finite().then_some(s);
+            spend[i] = mean.is_finite().then_some(mean);
             clv[i] = spend[i].and_then(|s| customer_value(&p, &h, s, cfg, unit));
         }
     }
@@ -295,7 +297,7 @@ pub fn run_with(ws: &Workspace, cfg: &ModelsConfig, policy: &actions::ActionsCon
 
     // Predictive models on the time split (S0 = as-of − 2W, S1 = as-of − W, S2 = as-of).
     let w = i64::from(cfg.churn_window_days);
-    let older = snapshots(ws, &[as_of_day - 2 * w, as_of_day - w])?;
+    let older = snapshots(s, &[as_of_day - 2 * w, as_of_day - w])?;
     let s0 = Snapshot {
         features: &older[0].0,
         activity: &older[0].1,
@@ -341,7 +343,7 @@ pub fn run_with(ws: &Workspace, cfg: &ModelsConfig, policy: &actions::ActionsCon
 
     let segment_names: Vec<Option<&str>> = rfm_of.iter().map(|r| r.map(|r| r.segment)).collect();
     let (forecast_rows, forecast_report) = block_on(async {
-        let ctx = workspace_context(ws, &Personal::Stored).await?;
+        let ctx = s.context(&Personal::Stored).await?;
         forecasts::compute(&ctx, as_of_day, &features.customer_id, &segment_names).await
     })?;
 
@@ -360,8 +362,8 @@ pub fn run_with(ws: &Workspace, cfg: &ModelsConfig, policy: &actions::ActionsCon
         })
         .collect();
     let member_of = segments::memberships(n, &rfm_of, clusters.as_ref(), &channels);
-    let answers = gaps::answers(ws, as_of_day, &features.customer_id)?;
-    let profile_issues = gaps::profile_issues(ws, &features.customer_id)?;
+    let answers = gaps::answers(s, as_of_day, &features.customer_id)?;
+    let profile_issues = gaps::profile_issues(s, &features.customer_id)?;
     let rfm_names: Vec<Option<&'static str>> = rfm_of.iter().map(|r| r.map(|r| r.segment)).collect();
     let gap_out = gaps::analyse(&gaps::Inputs {
         features: &features,
@@ -385,7 +387,7 @@ pub fn run_with(ws: &Workspace, cfg: &ModelsConfig, policy: &actions::ActionsCon
     // judged as of `gap_check_days` earlier against the same statements judged now.
     if cfg.gap_check_days > 0 {
         let cutoff = as_of_day - i64::from(cfg.gap_check_days);
-        let gaps = match assess_gaps(ws, cfg, Some(&day_text(cutoff))) {
+        let gaps = match assess_gaps(s, cfg, Some(&day_text(cutoff))) {
             Ok((ids_then, then, _)) => Checked::ByType(crate::evaluate::gap_reliability(
                 (&ids_then, &then),
                 (&features.customer_id, &gap_out.assessed),
@@ -403,12 +405,12 @@ pub fn run_with(ws: &Workspace, cfg: &ModelsConfig, policy: &actions::ActionsCon
     }
 
     // Recommendations, then the next-best actions that use them.
-    let recs = crate::recs::recommendations(ws, &features.customer_id, as_of_day, cfg)?;
+    let recs = crate::recs::recommendations(s, &features.customer_id, as_of_day, cfg)?;
     let top_rec: Vec<Option<String>> = recs.as_ref().map_or_else(|| vec![None; n], |r| r.top.clone());
     let recency: Vec<Option<f64>> = (0..n).map(|i| features.last_day[i].map(|d| (as_of_day - d) as f64)).collect();
-    let consents = actions::consents(ws, &features.customer_id)?;
-    let last_contact = actions::last_contacts(ws, &features.customer_id, as_of_day)?;
-    let birthdays = actions::birthdays(ws, &features.customer_id, as_of_day)?;
+    let consents = actions::consents(s, &features.customer_id)?;
+    let last_contact = actions::last_contacts(s, &features.customer_id, as_of_day)?;
+    let birthdays = actions::birthdays(s, &features.customer_id, as_of_day)?;
     let decided = actions::decide(
         policy,
         &actions::Facts {
@@ -430,7 +432,7 @@ pub fn run_with(ws: &Workspace, cfg: &ModelsConfig, policy: &actions::ActionsCon
     for a in decided.rows.iter().filter(|a| !a.control) {
         next_action[a.customer].get_or_insert_with(|| a.action.clone());
     }
-    let uplift_rows = crate::uplift::compute(ws)?;
+    let uplift_rows = crate::uplift::compute(s)?;
 
     // Tables.
     let customers = customers_batch(

@@ -4,10 +4,10 @@
 use std::path::{Path, PathBuf};
 
 use rapport_engine::run::actions::ActionsConfig;
-use rapport_engine::session::{text_rows, Personal};
+use rapport_engine::session::{text_rows, Personal, Session};
 use rapport_store::Workspace;
 
-use super::{generated_run, ingest};
+use super::{generated_run, ingest, json_of};
 
 /// The generated company of `generated_run`, in a workspace of its own, run with a 30 %
 /// control share, its campaign's outcomes simulated, ingested and measured.
@@ -170,13 +170,25 @@ fn uplift_intervals_cover_the_planted_effects() {
 #[test]
 fn generated_recommendations_beat_popularity() {
     let ws = Workspace::reader(&generated_run().join("ws")).unwrap();
-    let split = rapport_engine::recs::split_day(&ws, Some("2024-07-01"), None).unwrap();
-    let v = rapport_engine::recs::evaluate(&ws, split, 10, &rapport_engine::run::config::ModelsConfig::default()).unwrap();
+    let session = Session::new(&ws);
+    let split = rapport_engine::recs::split_day(&session, Some("2024-07-01"), None).unwrap();
+    let v = json_of(rapport_engine::recs::evaluate(
+        &session,
+        split,
+        10,
+        &rapport_engine::run::config::ModelsConfig::default(),
+    ));
     let p = |m: &str| v["models"][m]["precision_at_k"].as_f64().unwrap();
     assert!(p("blend") >= 1.2 * p("popular"), "{v}");
     assert!(v["customers_evaluated"].as_u64().unwrap() > 1000, "{v}");
-    // The same figures on a second evaluation (query row order must not matter).
-    let again = rapport_engine::recs::evaluate(&ws, split, 10, &rapport_engine::run::config::ModelsConfig::default()).unwrap();
+    // The same figures on a second evaluation in a new session (query row order must
+    // not matter).
+    let again = json_of(rapport_engine::recs::evaluate(
+        &Session::new(&ws),
+        split,
+        10,
+        &rapport_engine::run::config::ModelsConfig::default(),
+    ));
     assert_eq!(v["models"], again["models"]);
     // The run's table: ten per customer, every reason one of the contract's.
     let r = rows(

@@ -5,7 +5,7 @@ use std::path::Path;
 use rapport_engine::session::Personal;
 use rapport_store::Workspace;
 
-use crate::{generated_run, scalar};
+use crate::{generated_run, json_of, scalar};
 
 fn rows(ws: &Path, sql: &str) -> Vec<Vec<String>> {
     let ws = Workspace::reader(ws).unwrap();
@@ -293,7 +293,7 @@ fn gaps_do_not_depend_on_row_order() {
 fn gap_evidence_holds_up_against_later_behaviour() {
     let ws = Workspace::reader(&generated_run().join("ws")).unwrap();
     let cfg = rapport_engine::run::config::ModelsConfig::default();
-    let v = rapport_engine::evaluate::evaluate_gaps(&ws, &cfg, 180).unwrap();
+    let v = json_of(rapport_engine::evaluate::evaluate_gaps(&ws, &cfg, 180));
     eprintln!("{}", serde_json::to_string_pretty(&v).unwrap());
     for t in ["frequency", "satisfaction"] {
         let g = &v["gaps"][t];

@@ -82,6 +82,11 @@ pub fn snapshot(ws_dir: &Path) -> (BTreeMap<PathBuf, Vec<u8>>, BTreeMap<String, 
     (files, ws.tables().unwrap())
 }
 
+/// A result as the CLI's `--json` prints it.
+pub fn json_of<T: serde::Serialize>(r: Result<T, EngineError>) -> serde_json::Value {
+    serde_json::to_value(r.unwrap()).unwrap()
+}
+
 /// Runs a query and returns the first column of the first row as text.
 pub fn scalar(ws_dir: &Path, sql: &str) -> String {
     let ws = Workspace::reader(ws_dir).unwrap();

@@ -3,8 +3,9 @@
 
 use rapport_engine::results::{ClusterReport, Fit, ModelsReport};
 use rapport_engine::run::config::ModelsConfig;
+use rapport_engine::session::Session;
 
-use crate::{ingest, repo_root, scalar};
+use crate::{ingest, json_of, repo_root, scalar};
 
 /// models.json on disk reads back into the same report.
 fn reads_back(ws: &rapport_store::Workspace, m: &ModelsReport) {
@@ -136,7 +137,7 @@ fn the_holdout_checks_match_the_btyd_walkthrough() {
     let ws_dir = dir.path().join("ws");
     ingest(&ws_dir, &repo_root().join("examples/cdnow-sample")).unwrap();
     let ws = crate::writer(&ws_dir);
-    let v = rapport_engine::evaluate::evaluate(&ws, &ModelsConfig::default(), 273).unwrap();
+    let v = json_of(rapport_engine::evaluate::evaluate(&ws, &ModelsConfig::default(), 273));
     assert_eq!(v["calibration_end"], "1997-09-30");
     // The churn model fitted at the cut-off, checked on the 90 days after it.
     let c = &v["churn"];
@@ -360,8 +361,9 @@ fn online_retail_recommendations_on_a_time_split() {
     let ws_dir = dir.path().join("ws");
     ingest(&ws_dir, &repo_root().join("examples/online-retail")).unwrap();
     let ws = crate::writer(&ws_dir);
-    let split = rapport_engine::recs::split_day(&ws, Some("2011-09-01"), None).unwrap();
-    let v = rapport_engine::recs::evaluate(&ws, split, 10, &ModelsConfig::default()).unwrap();
+    let session = Session::new(&ws);
+    let split = rapport_engine::recs::split_day(&session, Some("2011-09-01"), None).unwrap();
+    let v = json_of(rapport_engine::recs::evaluate(&session, split, 10, &ModelsConfig::default()));
     assert_eq!(v["customers_evaluated"], 1952);
     let p = |m: &str| v["models"][m]["precision_at_k"].as_f64().unwrap();
     // implicit's best on this split: BM25 (K = 60) 0.0984, ALS 0.0978, popularity 0.0470
@@ -380,5 +382,5 @@ fn online_retail_recommendations_on_a_time_split() {
         assert!(p("blend") >= p(m), "blend below {m}: {v}");
     }
     assert!(p("item_knn_bm25") > 2.0 * p("popular"), "{v}");
-    assert!(rapport_engine::recs::split_day(&ws, None, None).is_err());
+    assert!(rapport_engine::recs::split_day(&session, None, None).is_err());
 }

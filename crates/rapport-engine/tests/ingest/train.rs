@@ -4,12 +4,12 @@ use std::path::Path;
 
 use rapport_engine::train::train;
 
-use crate::repo_root;
+use crate::{json_of, repo_root};
 
 #[test]
 fn telco_churn_cross_validated_auc_reaches_the_published_level() {
     let path = repo_root().join("examples/telco-churn/Telco-Customer-Churn.csv.gz");
-    let v = train(&path, "Churn", Some("customerID"), 5, 42).unwrap();
+    let v = json_of(train(&path, "Churn", Some("customerID"), 5, 42));
     assert_eq!(v["rows"], 7043);
     assert_eq!(v["positives"], 1869);
     assert_eq!(v["folds"], 5);
@@ -23,7 +23,7 @@ fn telco_churn_cross_validated_auc_reaches_the_published_level() {
     let best = v["model"].as_str().unwrap();
     assert_eq!(v["models"][best]["auc_mean"], v["auc_mean"]);
     // Same seed, same answer.
-    assert_eq!(v, train(&path, "Churn", Some("customerID"), 5, 42).unwrap());
+    assert_eq!(v, json_of(train(&path, "Churn", Some("customerID"), 5, 42)));
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
@@ -49,7 +49,7 @@ fn labelled_rows(n: usize) -> String {
 fn other_delimiters_and_formats_and_labels_work() {
     let dir = tempfile::tempdir().unwrap();
     let csv = write(dir.path(), "churn.csv", &labelled_rows(200));
-    let v = train(&csv, "left", Some("id"), 4, 1).unwrap();
+    let v = json_of(train(&csv, "left", Some("id"), 4, 1));
     assert_eq!(v["rows"], 200);
     assert!(v["auc_mean"].as_f64().unwrap() > 0.7);
     let mut jsonl = String::new();
@@ -61,7 +61,7 @@ fn other_delimiters_and_formats_and_labels_work() {
         );
     }
     let j = write(dir.path(), "churn.jsonl", &jsonl);
-    assert_eq!(train(&j, "left", None, 3, 1).unwrap()["rows"], 200);
+    assert_eq!(json_of(train(&j, "left", None, 3, 1))["rows"], 200);
 }
 
 #[test]
