@@ -8,6 +8,7 @@
 //! `Progress` trait.
 
 pub mod catalog;
+pub mod columns;
 pub mod evaluate;
 pub mod explain;
 pub mod export;

@@ -18,8 +18,6 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use crate::results::{ActionsReport, RuleReport};
-use crate::session::Session;
 use datafusion::arrow::array::{ArrayRef, AsArray, BooleanArray, Int64Array, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
@@ -29,6 +27,9 @@ use serde::Deserialize;
 use rapport_model::uplift::in_control;
 
 use super::gaps::GapRow;
+use super::ModelInputs;
+use crate::results::{ActionsReport, RuleReport};
+use crate::session::Session;
 use crate::{EngineError, Result};
 
 /// The `[actions]` section.
@@ -282,6 +283,54 @@ fn fmt_money(x: f64) -> String {
 }
 
 /// Applies the policy.
+/// The actions stage: the facts every rule reads — segment, churn, CLV, recency, gaps,
+/// top recommendation, birthday, consents and last contact — and the decided campaign.
+pub fn plan(
+    session: &Session<'_>,
+    policy: &ActionsConfig,
+    inputs: &ModelInputs,
+    customer: &CustomerScores<'_>,
+    gaps: &[GapRow],
+    top_recommendation: Option<&[Option<String>]>,
+) -> Result<Decided> {
+    let (f, day) = (&inputs.features, inputs.as_of_day);
+    let n = f.len();
+    let recency: Vec<Option<f64>> = (0..n).map(|i| f.last_day[i].map(|d| (day - d) as f64)).collect();
+    let no_recommendations = vec![None; n];
+    let facts = Facts {
+        ids: &f.customer_id,
+        segment: customer.segment,
+        churn: customer.churn,
+        clv: customer.clv,
+        recency_days: &recency,
+        gaps,
+        top_recommendation: top_recommendation.unwrap_or(&no_recommendations),
+        days_to_birthday: &birthdays(session, &f.customer_id, day)?,
+        consents: &consents(session, &f.customer_id)?,
+        last_contact_day: &last_contacts(session, &f.customer_id, day)?,
+        as_of_day: day,
+    };
+    Ok(decide(policy, &facts, &super::day_text(day)))
+}
+
+/// What the models say of each customer that the rules read.
+pub struct CustomerScores<'a> {
+    pub segment: &'a [Option<&'static str>],
+    pub churn: &'a [Option<f64>],
+    pub clv: &'a [Option<f64>],
+}
+
+impl Decided {
+    /// Each customer's first action of the treatment group (control customers get none).
+    pub fn next_actions(&self, n: usize) -> Vec<Option<String>> {
+        let mut out: Vec<Option<String>> = vec![None; n];
+        for a in self.rows.iter().filter(|a| !a.control) {
+            out[a.customer].get_or_insert_with(|| a.action.clone());
+        }
+        out
+    }
+}
+
 pub fn decide(cfg: &ActionsConfig, f: &Facts<'_>, as_of_text: &str) -> Decided {
     let n = f.ids.len();
     let campaign_id = format!("{}-{as_of_text}", cfg.campaign_prefix);

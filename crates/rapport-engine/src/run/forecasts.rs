@@ -15,7 +15,9 @@ use datafusion::prelude::SessionContext;
 
 use rapport_model::forecast::Ets;
 
+use super::ModelInputs;
 use crate::results::{ForecastReport, SeriesFit};
+use crate::session::{Personal, Session};
 use crate::Result;
 
 const MICROS_PER_DAY: i64 = 86_400_000_000;
@@ -97,6 +99,15 @@ async fn weekly(
         }
     }
     Ok((weeks, series))
+}
+
+/// The forecasts stage: weekly orders and revenue, overall and per RFM segment
+/// (`segment`, per customer).
+pub fn forecast(session: &Session<'_>, inputs: &ModelInputs, segment: &[Option<&str>]) -> Result<(Vec<Row>, ForecastReport)> {
+    crate::block_on(async {
+        let ctx = session.context(&Personal::Stored).await?;
+        compute(&ctx, inputs.as_of_day, &inputs.features.customer_id, segment).await
+    })
 }
 
 /// The forecasts of every series with enough history, and a summary for models.json.

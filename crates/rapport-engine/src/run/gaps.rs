@@ -45,9 +45,14 @@ use rapport_model::btyd::History;
 use rapport_model::gap::{self, benjamini_hochberg, two_proportion, Direction, Honesty, RatePosterior, StatedRate};
 
 use super::activity::Activity;
+use super::clv::Clv;
 use super::config::ModelsConfig;
 use super::features::Features;
-use crate::results::{CategoryJudgement, CategoryPrior, GapReport, Judged, Judgement, KnowledgeSummary, SatisfactionJudgement};
+use super::segments::Segmentation;
+use super::ModelInputs;
+use crate::results::{
+    CategoryJudgement, CategoryPrior, Checked, GapCheck, GapReport, Judged, Judgement, KnowledgeSummary, SatisfactionJudgement,
+};
 use crate::session::{Personal, Session};
 use crate::Result;
 
@@ -247,6 +252,64 @@ pub struct Outputs {
     pub report: GapReport,
 }
 
+/// The gaps stage: the survey answers and the profiles' conflicts against the models,
+/// and the held-out check of the evidence when `gap_check_days` > 0.
+pub fn judge(
+    session: &Session<'_>,
+    inputs: &ModelInputs,
+    clv: &Clv,
+    seg: &Segmentation,
+    churn: &[Option<f64>],
+    cfg: &ModelsConfig,
+) -> Result<Outputs> {
+    let f = &inputs.features;
+    let answers = answers(session, inputs.as_of_day, &f.customer_id)?;
+    let profile_issues = profile_issues(session, &f.customer_id)?;
+    let rfm = seg.rfm_names();
+    let mut out = analyse(&Inputs {
+        features: f,
+        activity: &inputs.activity,
+        answers: &answers,
+        as_of_day: inputs.as_of_day,
+        buyers: &inputs.buyers,
+        histories: &inputs.histories,
+        bgnbd: clv.bgnbd.as_ref().map(|b| &b.params),
+        unit_days: cfg.time_unit.days(),
+        p_alive: &clv.p_alive,
+        churn,
+        segments: &seg.members,
+        rfm: &rfm,
+        main_channel: &seg.channels,
+        profile_issues: &profile_issues,
+        cfg,
+    });
+    if cfg.gap_check_days > 0 {
+        out.report.reliability = Some(held_out_check(session, inputs, &out.assessed, cfg));
+    }
+    Ok(out)
+}
+
+/// The held-out check of the evidence (`rapport evaluate gaps`): every statement judged
+/// as of `gap_check_days` earlier against the same statements judged now.
+fn held_out_check(session: &Session<'_>, inputs: &ModelInputs, assessed: &[GapRow], cfg: &ModelsConfig) -> GapCheck {
+    let cutoff = inputs.as_of_day - i64::from(cfg.gap_check_days);
+    let gaps = match super::assess_gaps(session, cfg, Some(&super::day_text(cutoff))) {
+        Ok((ids_then, then, _)) => Checked::ByType(crate::evaluate::gap_reliability(
+            (&ids_then, &then),
+            (&inputs.features.customer_id, assessed),
+            cfg.gap_evidence,
+        )),
+        Err(e) => Checked::NotChecked {
+            message: format!("not checked: {e}"),
+        },
+    };
+    GapCheck {
+        calibration_end: super::day_text(cutoff),
+        days: cfg.gap_check_days,
+        gaps,
+    }
+}
+
 fn yes_no(a: &str) -> Option<bool> {
     match a.trim().to_ascii_lowercase().as_str() {
         "yes" | "y" | "true" | "1" => Some(true),
@@ -266,554 +329,36 @@ fn round(v: f64, d: i32) -> f64 {
 }
 
 pub fn analyse(inp: &Inputs<'_>) -> Outputs {
-    let n = inp.features.len();
     let cfg = inp.cfg;
-    let mut gaps = Vec::new();
+    let judge = Judge::new(inp);
+    let mut found = Findings::default();
     // Every behaviour statement judged (frequency, category, satisfaction), whatever its
     // evidence; those reaching `gap_evidence` are the reported gaps.
-    let mut assessed: Vec<GapRow> = Vec::new();
-    let mut reported_purchase = vec![None; n];
-    let mut skipped: BTreeMap<String, String> = BTreeMap::new();
     let surveyed = inp.answers.iter().filter(|a| !a.latest.is_empty()).count();
-    let enough = |i: usize| inp.features.first_day[i].is_some_and(|d| (inp.as_of_day - d) as f64 >= f64::from(cfg.gap_min_tenure_days));
-    let per_year = 365.0 / inp.unit_days;
     if surveyed == 0 {
-        skipped.insert(
+        found.skipped.insert(
             "frequency, category, satisfaction".into(),
             "need a surveys table with purchase_frequency, preferred_category and satisfaction / nps / will_repurchase answers".into(),
         );
     }
-
-    // The probability that a customer has left: the BG/NBD posterior, sharpened by the
-    // silence of the customer's other activity (events stop when a customer leaves)
-    // where the events table says anything. It weighs the frequency posterior's two
-    // states and is the satisfaction gap's evidence.
-    let tenure = |i: usize| inp.features.first_day[i].map_or(0.0, |d| (inp.as_of_day + 1 - d) as f64);
-    let recency = |i: usize| inp.features.last_day[i].map_or(f64::INFINITY, |d| (inp.as_of_day + 1 - d) as f64);
-    let activity = match (
-        inp.activity.column("activity:events"),
-        inp.activity.column("activity:first_event_ago_days"),
-        inp.activity.column("activity:last_event_ago_days"),
-    ) {
-        (Some(n), Some(first), Some(last)) => {
-            let exposure = |i: usize| first[i].max(tenure(i));
-            let counts: Vec<f64> = inp.buyers.iter().map(|&i| n[i]).collect();
-            let exposures: Vec<f64> = inp.buyers.iter().map(|&i| exposure(i)).collect();
-            gap::event_rate_prior(&counts, &exposures).map(|prior| (n, last, prior, exposure))
-        }
-        _ => None,
-    };
-    // P(alive) lets the customer drop out after any purchase, the first included: a
-    // customer who bought once and was never seen again may have left (BG/NBD's own
-    // P(alive) is one for them).
-    let alive_since = |h: &History, seen: f64, p_alive: f64| match inp.bgnbd {
-        Some(bg) => bg.p_alive_any_purchase(&History::new(h.x, seen, h.t)),
-        None => p_alive,
-    };
-    // A customer seen (an event) after their last order was still there then: the
-    // purchase silence before that sighting says nothing about having left, so P(alive)
-    // from purchases is taken as of the last sighting, and the silence of everything
-    // since then sharpens it. Returns P(left), the purchases' P(alive) as of the
-    // sighting, the time of the sighting (in the histories' unit) and a note of the
-    // silence.
-    let leaving = |i: usize, h: &History, p_alive: f64| -> (f64, f64, f64, String) {
-        match &activity {
-            Some((n, last, prior, exposure)) if n[i] > 0.0 => {
-                let silence = last[i].min(recency(i));
-                let seen = (h.t - silence / inp.unit_days).clamp(h.t_x, h.t);
-                let p_alive = alive_since(h, seen, p_alive);
-                (
-                    gap::left_with_activity(p_alive, n[i], exposure(i), silence, *prior),
-                    p_alive,
-                    seen,
-                    format!(", no order or event for {silence:.0} days"),
-                )
-            }
-            _ => {
-                let p_alive = alive_since(h, h.t_x, p_alive);
-                (1.0 - p_alive, p_alive, h.t_x, String::new())
-            }
-        }
-    };
-
-    // Frequency: every customer with a first order and a readable answer is judged.
-    let history_of: HashMap<usize, usize> = inp.buyers.iter().enumerate().map(|(k, &i)| (i, k)).collect();
-    let mut judged = Judged::default();
-    let mut not_judged: BTreeMap<&'static str, BTreeMap<&'static str, usize>> = BTreeMap::new();
-    let mut skip = |t: &'static str, why: &'static str| *not_judged.entry(t).or_default().entry(why).or_default() += 1;
-    // Each stated frequency, read once: the answer and its rate range.
-    let stated_rates: Vec<Option<(&str, Option<StatedRate>)>> = inp
-        .answers
-        .iter()
-        .map(|a| {
-            a.latest
-                .get("purchase_frequency")
-                .map(|(_, answer)| (answer.as_str(), StatedRate::parse(answer)))
-        })
-        .collect();
-    let window_years = f64::from(cfg.churn_window_days) / 365.0;
-    for (reported, stated) in reported_purchase.iter_mut().zip(&stated_rates) {
-        if let Some((_, Some(stated))) = stated {
-            *reported = Some(1.0 - (-stated.value * window_years).exp());
-        }
-    }
-    match inp.bgnbd {
-        None => {
-            skipped.insert(
-                "frequency".into(),
-                "needs a fitted BG/NBD model (orders with repeat purchases)".into(),
-            );
-        }
-        Some(bg) => {
-            struct Statement<'a> {
-                i: usize,
-                answer: &'a str,
-                stated: StatedRate,
-                history: History,
-                check: gap::RateCheck,
-                left: f64,
-                silence_text: String,
-            }
-            let mut statements = Vec::new();
-            for (i, stated) in stated_rates.iter().enumerate() {
-                let Some((answer, stated)) = *stated else {
-                    continue;
-                };
-                let Some(stated) = stated else {
-                    skip("frequency", "answer is not a frequency class or a number of purchases per year");
-                    continue;
-                };
-                let Some(&k) = history_of.get(&i) else {
-                    skip("frequency", "no purchase before the as-of date");
-                    continue;
-                };
-                if !enough(i) {
-                    skip("frequency", "first purchase more recent than gap_min_tenure_days");
-                    continue;
-                }
-                let h = inp.histories[k];
-                // The rate while around: x repeat purchases over the whole span T if the
-                // customer is still there, or over the time they were seen (to the last
-                // purchase, or a later event) if they left; weighted by P(left) given
-                // purchases and activity. A single purchase long ago is strong evidence
-                // against a stated high rate; the posterior, not a rule, says how strong.
-                let (left, _, seen, silence_text) = leaving(i, &h, inp.p_alive[i].unwrap_or(1.0));
-                let shape = bg.r + h.x;
-                let mut components = vec![(1.0 - left, shape, (bg.alpha + h.t) / per_year)];
-                if left > 0.0 {
-                    components.push((left, shape, (bg.alpha + seen) / per_year));
-                }
-                let check = gap::rate_check(stated.widened(cfg.gap_rate_tolerance), &RatePosterior { components });
-                statements.push(Statement {
-                    i,
-                    answer,
-                    stated,
-                    history: h,
-                    check,
-                    left,
-                    silence_text,
-                });
-            }
-            // An honest answer names the customer's class; a misreport one of the other
-            // classes (four of the five).
-            const OTHER_CLASSES: f64 = 4.0;
-            let pairs: Vec<(f64, f64)> = statements
-                .iter()
-                .map(|s| ((1.0 - s.check.inside) / OTHER_CLASSES, s.check.inside))
-                .collect();
-            let honesty = Honesty::fit(&pairs);
-            let mut flagged = 0;
-            for (s, &(mis, honest)) in statements.iter().zip(&pairs) {
-                let evidence = honesty.posterior(mis, honest);
-                if evidence >= cfg.gap_evidence {
-                    flagged += 1;
-                }
-                let (i, answer, h) = (s.i, s.answer, s.history);
-                let dir = s.check.direction();
-                let range = if s.stated.high.is_finite() {
-                    format!("{:.1}–{:.1}", s.stated.low, s.stated.high)
-                } else {
-                    format!("{:.1} or more", s.stated.low)
-                };
-                assessed.push(GapRow {
-                    customer: i,
-                    gap_type: "frequency",
-                    subject: "purchase_frequency".into(),
-                    reported: Some(s.stated.value),
-                    observed: Some(round(s.check.mean, 3)),
-                    reported_text: format!("{answer} (≈{} orders/year; the class is {range} a year)", s.stated.value),
-                    observed_text: format!(
-                        "{} over {:.0} days{}; posterior rate {:.1} orders/year, P(rate in the stated class) {:.2e}, \
-                         P(left) {:.2}; share of misreported frequencies {:.3}",
-                        counted(h.x + 1.0, "order"),
-                        h.t * inp.unit_days,
-                        s.silence_text,
-                        s.check.mean,
-                        s.check.inside,
-                        s.left,
-                        honesty.misreport_share
-                    ),
-                    delta: Some(s.stated.value / s.check.mean.max(1e-9)),
-                    evidence,
-                    direction: dir.name(),
-                    action: match dir {
-                        Direction::Over => "re-engage: a reminder or offer timed to the rhythm the customer states".into(),
-                        Direction::Under => {
-                            "recognise a more loyal customer than they think: loyalty programme or subscription offer".into()
-                        }
-                    },
-                });
-            }
-            judged.frequency = Some(Judgement {
-                statements: statements.len(),
-                gaps: flagged,
-                misreport_share: round(honesty.misreport_share, 4),
-                em_iterations: honesty.iterations,
-            });
-        }
-    }
-
-    // Category: each stated category against the customer's order lines per category,
-    // under a population mixture prior of category shares; evidence = the honesty
-    // mixture's P(misreport) with, as likelihoods, how much the lines raise or lower the
-    // probability that the category is bought at least `category_preference_ratio` of
-    // the most bought one (posterior over prior, for "preferred" and "not preferred").
-    let cats: Vec<(&str, &[f64])> = inp.activity.with_prefix("category:").collect();
-    if cats.is_empty() {
-        skipped.insert(
-            "category".into(),
-            "needs a products table with category and orders with product_id".into(),
-        );
-    } else if surveyed > 0 {
-        let k = cats.len();
-        let flat: Vec<f64> = inp.buyers.iter().flat_map(|&i| cats.iter().map(move |(_, v)| v[i])).collect();
-        match gap::CategoryMixture::fit(&flat, k) {
-            None => {
-                skipped.insert(
-                    "category".into(),
-                    "fewer than ten buyers with order lines in a product category".into(),
-                );
-            }
-            Some(mixture) => {
-                let ratio = cfg.category_preference_ratio;
-                let seed_of = |i: usize, c: usize| cfg.seed ^ ((i as u64) << 16) ^ (c as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-                let zeros = vec![0.0; k];
-                let prior: Vec<f64> = (0..k)
-                    .map(|c| mixture.p_preferred_seeded(&zeros, c, ratio, 20_000, seed_of(usize::MAX >> 16, c)))
-                    .collect();
-                let mut asked: Vec<(usize, usize, &str, Vec<f64>)> = Vec::new();
-                for i in 0..n {
-                    if inp.answers[i].categories.is_empty() {
-                        continue;
-                    }
-                    if !history_of.contains_key(&i) {
-                        skip("category", "no purchase before the as-of date");
-                        continue;
-                    }
-                    if !enough(i) {
-                        skip("category", "first purchase more recent than gap_min_tenure_days");
-                        continue;
-                    }
-                    let counts: Vec<f64> = cats.iter().map(|(_, v)| v[i]).collect();
-                    if counts.iter().sum::<f64>() <= 0.0 {
-                        skip("category", "no order line with a product category");
-                        continue;
-                    }
-                    for stated in &inp.answers[i].categories {
-                        match cats.iter().position(|(name, _)| name.eq_ignore_ascii_case(stated)) {
-                            Some(c) => asked.push((i, c, stated.as_str(), counts.clone())),
-                            None => skip("category", "stated category is not a product category"),
-                        }
-                    }
-                }
-                // One Monte Carlo estimate per distinct (lines per category, category),
-                // seeded by that content: the same lines give the same evidence.
-                use rayon::prelude::*;
-                let key = |c: usize, counts: &[f64]| -> (usize, Vec<u64>) { (c, counts.iter().map(|v| v.to_bits()).collect()) };
-                let distinct: BTreeSet<(usize, Vec<u64>)> = asked.iter().map(|(_, c, _, counts)| key(*c, counts)).collect();
-                let estimates: HashMap<(usize, Vec<u64>), f64> = distinct
-                    .into_par_iter()
-                    .map(|(c, bits)| {
-                        let counts: Vec<f64> = bits.iter().map(|b| f64::from_bits(*b)).collect();
-                        let seed = bits.iter().fold(seed_of(0, c), |h, b| (h ^ b).wrapping_mul(0x0100_0000_01B3));
-                        let p = mixture.p_preferred_seeded(&counts, c, ratio, 2000, seed);
-                        ((c, bits), p)
-                    })
-                    .collect();
-                let p: Vec<f64> = asked.iter().map(|(_, c, _, counts)| estimates[&key(*c, counts)]).collect();
-                let pairs: Vec<(f64, f64)> = asked
-                    .iter()
-                    .zip(&p)
-                    .map(|((_, c, _, _), &p)| ((1.0 - p) / (1.0 - prior[*c]), p / prior[*c]))
-                    .collect();
-                let honesty = Honesty::fit(&pairs);
-                let kappa = cfg.category_prior_strength;
-                let mut flagged = 0;
-                for (((i, c, stated, counts), &p), &(mis, honest)) in asked.iter().zip(&p).zip(&pairs) {
-                    let evidence = honesty.posterior(mis, honest);
-                    if evidence >= cfg.gap_evidence {
-                        flagged += 1;
-                    }
-                    let total: f64 = counts.iter().sum();
-                    let smoothed = |j: usize| (counts[j] + kappa * mixture.mix[j]) / (total + kappa);
-                    let top = (0..k)
-                        .filter(|&j| j != *c)
-                        .max_by(|&x, &y| counts[x].total_cmp(&counts[y]).then(y.cmp(&x)))
-                        .unwrap_or(*c);
-                    let (observed, reported) = (smoothed(*c), ratio * smoothed(top).max(smoothed(*c)));
-                    assessed.push(GapRow {
-                        customer: *i,
-                        gap_type: "category",
-                        subject: stated.to_string(),
-                        reported: Some(round(reported, 4)),
-                        observed: Some(round(observed, 4)),
-                        reported_text: format!("prefers {stated}"),
-                        observed_text: format!(
-                            "{} of {} order lines in {stated}; most in {} ({}); P(bought at least {ratio} × the most bought \
-                             category) {p:.2e}, {:.2} for a customer of whom nothing is known; share of misreported \
-                             categories {:.3}",
-                            counts[*c], total, cats[top].0, counts[top], prior[*c], honesty.misreport_share
-                        ),
-                        delta: Some(reported / observed.max(1e-12)),
-                        evidence,
-                        direction: "over",
-                        action: format!("offer {stated}: the stated interest has not turned into purchases"),
-                    });
-                }
-                judged.category = Some(CategoryJudgement {
-                    judgement: Judgement {
-                        statements: asked.len(),
-                        gaps: flagged,
-                        misreport_share: round(honesty.misreport_share, 4),
-                        em_iterations: honesty.iterations,
-                    },
-                    preference_ratio: ratio,
-                    prior: CategoryPrior {
-                        diffuse_weight: round(mixture.weights[0], 4),
-                        diffuse_precision: round(mixture.diffuse_precision, 4),
-                        favourite_precision: round(mixture.favourite_precision, 4),
-                        favourite_boost: round(mixture.favourite_boost, 4),
-                        converged: mixture.converged,
-                    },
-                });
-            }
-        }
-    }
-
-    // Satisfaction: the stated level against a latent-class model of satisfaction fitted
-    // over all buyers, from their complaints, tickets, low reviews, returns and whether
-    // they left (answers included, with their own misreport rate).
-    if surveyed > 0 {
-        let col = |name: &str| inp.activity.column(name);
-        let (complaints, tickets) = (col("events:complaint"), col("events:support_ticket"));
-        let (low, rated) = (col("service:reviews_low"), col("activity:reviews_rated"));
-        let (returned, lines) = (col("activity:returned_lines"), col("activity:lines"));
-        let at = |c: Option<&[f64]>, i: usize| c.map_or(0.0, |c| c[i]);
-        let stated_of = |i: usize| -> Option<(gap::Stated, f64, String)> {
-            let a = &inp.answers[i].latest;
-            let num = |q: &str| a.get(q).and_then(|(_, v)| v.trim().parse::<f64>().ok()).filter(|v| v.is_finite());
-            // Satisfaction 1–5 (4–5 satisfied, 1–2 dissatisfied), else NPS 0–10
-            // (promoters 9–10, detractors 0–6), else will_repurchase.
-            if let Some(v) = num("satisfaction") {
-                return Some((
-                    gap::Stated::of_score(v, 4.0, 2.0),
-                    (v - 1.0) / 4.0,
-                    format!("satisfaction {v} of 5"),
-                ));
-            }
-            if let Some(v) = num("nps") {
-                return Some((gap::Stated::of_score(v, 9.0, 6.0), v / 10.0, format!("NPS {v} of 10")));
-            }
-            let b = a.get("will_repurchase").and_then(|(_, v)| yes_no(v))?;
-            Some((
-                if b { gap::Stated::Satisfied } else { gap::Stated::Dissatisfied },
-                f64::from(u8::from(b)),
-                format!("will repurchase: {}", if b { "yes" } else { "no" }),
-            ))
-        };
-        struct Judged {
-            i: usize,
-            signals: gap::ServiceSignals,
-            text: String,
-            stated: f64,
-        }
-        let mut stated: Vec<Option<(gap::Stated, f64, String)>> = (0..n).map(stated_of).collect();
-        for (i, (answers, level)) in inp.answers.iter().zip(&stated).enumerate() {
-            let asked = ["satisfaction", "nps", "will_repurchase"]
-                .iter()
-                .any(|q| answers.latest.contains_key(*q));
-            if asked && level.is_none() {
-                skip("satisfaction", "answer is not a satisfaction score, an NPS or yes/no");
-            } else if asked && !history_of.contains_key(&i) {
-                skip("satisfaction", "no purchase before the as-of date");
-            }
-        }
-        let mut signals = Vec::with_capacity(inp.buyers.len());
-        let mut answered = Vec::new();
-        for (k, &i) in inp.buyers.iter().enumerate() {
-            let h = inp.histories[k];
-            let (left, _, _, _) = leaving(i, &h, inp.p_alive[i].unwrap_or(1.0));
-            let stated = stated[i].take();
-            let c = gap::ServiceSignals {
-                complaints: at(complaints, i),
-                tickets: at(tickets, i),
-                orders: h.x + 1.0,
-                low_reviews: at(low, i),
-                rated_reviews: at(rated, i),
-                returned_lines: at(returned, i),
-                lines: at(lines, i),
-                left,
-                stated: stated.as_ref().map(|s| s.0),
-            };
-            signals.push(c);
-            if let Some((level, value, text)) = stated {
-                if level == gap::Stated::Neutral {
-                    skip("satisfaction", "neutral answer (3 of 5, NPS 7–8): nothing to contradict");
-                } else {
-                    answered.push(Judged {
-                        i,
-                        signals: c,
-                        text,
-                        stated: value,
-                    });
-                }
-            }
-        }
-        match gap::SatisfactionModel::fit(&signals) {
-            None => {
-                skipped.insert(
-                    "satisfaction".into(),
-                    "no buyer answered a satisfaction, NPS or will_repurchase question".into(),
-                );
-            }
-            Some(model) => {
-                let share = model.misreport_share();
-                let mut flagged = 0;
-                for j in &answered {
-                    let c = &j.signals;
-                    let p_sat = model.p_satisfied(c);
-                    let by_behaviour = model.p_satisfied_by_behaviour(c);
-                    let (dir, evidence) = match c.stated {
-                        Some(gap::Stated::Satisfied) => (Direction::Over, 1.0 - p_sat),
-                        _ => (Direction::Under, p_sat),
-                    };
-                    if evidence >= cfg.gap_evidence {
-                        flagged += 1;
-                    }
-                    assessed.push(GapRow {
-                        customer: j.i,
-                        gap_type: "satisfaction",
-                        subject: "satisfaction".into(),
-                        reported: Some(round(j.stated, 4)),
-                        observed: Some(round(by_behaviour, 4)),
-                        reported_text: j.text.clone(),
-                        observed_text: format!(
-                            "{} and {} over {}, {} of {} reviews rated low, {} of {} order lines returned, P(left) {:.2}; \
-                             P(satisfied) from behaviour {:.2}; share of misreported satisfaction {:.3}",
-                            counted(c.complaints, "complaint"),
-                            counted(c.tickets, "support ticket"),
-                            counted(c.orders, "order"),
-                            c.low_reviews,
-                            c.rated_reviews,
-                            c.returned_lines,
-                            c.lines,
-                            c.left,
-                            by_behaviour,
-                            share
-                        ),
-                        delta: Some(j.stated.max(0.01) / by_behaviour.max(0.01)),
-                        evidence,
-                        direction: dir.name(),
-                        action: match dir {
-                            Direction::Over => {
-                                "care call: says satisfied but the service record says otherwise — ask what went wrong".into()
-                            }
-                            Direction::Under => "service recovery: says dissatisfied yet buys without complaint — ask what to fix".into(),
-                        },
-                    });
-                }
-                judged.satisfaction = Some(SatisfactionJudgement {
-                    judgement: Judgement {
-                        statements: answered.len(),
-                        gaps: flagged,
-                        misreport_share: round(share, 4),
-                        em_iterations: model.iterations,
-                    },
-                    p_complaint_per_order: [
-                        round(model.satisfied.complaint_rate, 4),
-                        round(model.dissatisfied.complaint_rate, 4),
-                    ],
-                    left_share: [round(model.satisfied.left_share, 4), round(model.dissatisfied.left_share, 4)],
-                    satisfied_share: round(model.satisfied.share, 4),
-                });
-            }
-        }
-    }
-
-    // Knowledge gaps per segment.
-    let (knowledge, knowledge_report) = knowledge_gaps(inp, &mut gaps);
+    let reported_purchase = judge.frequency(&mut found);
+    judge.category(&mut found, surveyed);
+    judge.satisfaction(&mut found, surveyed);
+    let (knowledge, knowledge_report) = knowledge_gaps(inp, &mut found.gaps);
     if knowledge_report.is_empty() {
-        skipped.insert(
+        found.skipped.insert(
             "knowledge".into(),
             "needs aware:<subject> survey answers, feature_use events with a subject, or product categories".into(),
         );
     }
-
-    // Profile: the stated channel against the one used most.
-    let mut profile = 0;
-    for i in 0..n {
-        let Some((_, stated)) = inp.answers[i].latest.get("preferred_channel") else {
-            continue;
-        };
-        let Some(used) = inp.main_channel[i].as_deref() else { continue };
-        let lines: f64 = inp.activity.with_prefix("channel:").map(|(_, v)| v[i]).sum();
-        if lines < 3.0 || used.eq_ignore_ascii_case(stated) {
-            continue;
-        }
-        let share = inp.activity.column(&format!("channel:{used}")).map_or(0.0, |c| c[i]) / lines;
-        let stated_share = inp.activity.column(&format!("channel:{stated}")).map_or(0.0, |c| c[i]) / lines;
-        if share < 0.5 {
-            continue;
-        }
-        profile += 1;
-        gaps.push(GapRow {
-            customer: i,
-            gap_type: "profile",
-            subject: "preferred_channel".into(),
-            reported: Some(round(stated_share, 4)),
-            observed: Some(round(share, 4)),
-            reported_text: format!("prefers {stated}"),
-            observed_text: format!("{:.0} % of order lines via {used}", 100.0 * share),
-            delta: Some(stated_share.max(0.01) / share),
-            // The share of order lines through the channel used most.
-            evidence: share,
-            direction: "over",
-            action: format!("contact via {used}, the channel the customer actually uses; update the profile"),
-        });
-    }
-    for (i, subject, held, action) in inp.profile_issues {
-        profile += 1;
-        gaps.push(GapRow {
-            customer: *i,
-            gap_type: "profile",
-            subject: subject.clone(),
-            reported: None,
-            observed: None,
-            reported_text: held.clone(),
-            observed_text: "the company's records cannot all be right".into(),
-            delta: None,
-            evidence: 1.0,
-            direction: "over",
-            action: action.clone(),
-        });
-    }
-    if !inp.answers.iter().any(|a| a.latest.contains_key("preferred_channel")) {
-        skipped.insert(
-            "profile".into(),
-            "needs preferred_channel survey answers and orders with a channel".into(),
-        );
-    }
-
+    let profile = judge.profile(&mut found);
+    let Findings {
+        mut gaps,
+        assessed,
+        judged,
+        not_judged,
+        skipped,
+    } = found;
     gaps.extend(assessed.iter().filter(|g| g.evidence >= cfg.gap_evidence).cloned());
     gaps.sort_by(|a, b| (a.customer, a.gap_type, &a.subject).cmp(&(b.customer, b.gap_type, &b.subject)));
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
@@ -842,6 +387,622 @@ pub fn analyse(inp: &Inputs<'_>) -> Outputs {
         knowledge,
         reported_purchase,
         report,
+    }
+}
+
+/// What judging every gap type shares: the inputs, whose statements may be judged, and
+/// the probability that a customer has left.
+struct Judge<'i, 'a> {
+    inp: &'i Inputs<'a>,
+    /// Buyer row → index of their history.
+    history_of: HashMap<usize, usize>,
+    /// Where the events table says anything.
+    events: Option<Events<'a>>,
+}
+
+/// Events per customer, days since the first and the last event, and the population
+/// prior of event rates (gamma shape and rate).
+#[derive(Clone, Copy)]
+struct Events<'a> {
+    count: &'a [f64],
+    first_ago: &'a [f64],
+    last_ago: &'a [f64],
+    prior: (f64, f64),
+}
+
+/// What the judging found: gaps, every statement judged, and what was not judged or not
+/// computed, with why.
+#[derive(Default)]
+struct Findings {
+    gaps: Vec<GapRow>,
+    assessed: Vec<GapRow>,
+    judged: Judged,
+    not_judged: BTreeMap<&'static str, BTreeMap<&'static str, usize>>,
+    skipped: BTreeMap<String, String>,
+}
+
+impl Findings {
+    /// One statement of type `t` not judged, for the reason `why`.
+    fn skip(&mut self, t: &'static str, why: &'static str) {
+        *self.not_judged.entry(t).or_default().entry(why).or_default() += 1;
+    }
+}
+
+impl<'i, 'a> Judge<'i, 'a> {
+    fn new(inp: &'i Inputs<'a>) -> Self {
+        let mut judge = Judge {
+            inp,
+            history_of: inp.buyers.iter().enumerate().map(|(k, &i)| (i, k)).collect(),
+            events: None,
+        };
+        judge.events = match (
+            inp.activity.column("activity:events"),
+            inp.activity.column("activity:first_event_ago_days"),
+            inp.activity.column("activity:last_event_ago_days"),
+        ) {
+            (Some(n), Some(first), Some(last)) => {
+                let counts: Vec<f64> = inp.buyers.iter().map(|&i| n[i]).collect();
+                let exposures: Vec<f64> = inp.buyers.iter().map(|&i| first[i].max(judge.tenure(i))).collect();
+                gap::event_rate_prior(&counts, &exposures).map(|prior| Events {
+                    count: n,
+                    first_ago: first,
+                    last_ago: last,
+                    prior,
+                })
+            }
+            _ => None,
+        };
+        judge
+    }
+
+    /// Whether the customer's first purchase is at least `gap_min_tenure_days` old.
+    fn enough(&self, i: usize) -> bool {
+        let inp = self.inp;
+        inp.features.first_day[i].is_some_and(|d| (inp.as_of_day - d) as f64 >= f64::from(inp.cfg.gap_min_tenure_days))
+    }
+
+    fn tenure(&self, i: usize) -> f64 {
+        self.inp.features.first_day[i].map_or(0.0, |d| (self.inp.as_of_day + 1 - d) as f64)
+    }
+
+    fn recency(&self, i: usize) -> f64 {
+        self.inp.features.last_day[i].map_or(f64::INFINITY, |d| (self.inp.as_of_day + 1 - d) as f64)
+    }
+
+    /// P(alive) letting the customer drop out after any purchase, the first included: a
+    /// customer who bought once and was never seen again may have left (BG/NBD's own
+    /// P(alive) is one for them).
+    fn alive_since(&self, h: &History, seen: f64, p_alive: f64) -> f64 {
+        match self.inp.bgnbd {
+            Some(bg) => bg.p_alive_any_purchase(&History::new(h.x, seen, h.t)),
+            None => p_alive,
+        }
+    }
+
+    /// The probability that a customer has left: the BG/NBD posterior, sharpened by the
+    /// silence of the customer's other activity (events stop when a customer leaves)
+    /// where the events table says anything. It weighs the frequency posterior's two
+    /// states and is the satisfaction gap's evidence.
+    ///
+    /// A customer seen (an event) after their last order was still there then: the
+    /// purchase silence before that sighting says nothing about having left, so P(alive)
+    /// from purchases is taken as of the last sighting, and the silence of everything
+    /// since then sharpens it. Returns P(left), the purchases' P(alive) as of the
+    /// sighting, the time of the sighting (in the histories' unit) and a note of the
+    /// silence.
+    fn leaving(&self, i: usize, h: &History, p_alive: f64) -> (f64, f64, f64, String) {
+        match self.events {
+            Some(Events {
+                count: n,
+                first_ago: first,
+                last_ago: last,
+                prior,
+            }) if n[i] > 0.0 => {
+                let silence = last[i].min(self.recency(i));
+                let seen = (h.t - silence / self.inp.unit_days).clamp(h.t_x, h.t);
+                let p_alive = self.alive_since(h, seen, p_alive);
+                let exposure = first[i].max(self.tenure(i));
+                (
+                    gap::left_with_activity(p_alive, n[i], exposure, silence, prior),
+                    p_alive,
+                    seen,
+                    format!(", no order or event for {silence:.0} days"),
+                )
+            }
+            _ => {
+                let p_alive = self.alive_since(h, h.t_x, p_alive);
+                (1.0 - p_alive, p_alive, h.t_x, String::new())
+            }
+        }
+    }
+
+    /// Frequency: every customer with a first order and a readable answer is judged.
+    /// Returns, per customer, the purchase probability their stated frequency implies
+    /// for the next churn window.
+    fn frequency(&self, found: &mut Findings) -> Vec<Option<f64>> {
+        let (inp, cfg) = (self.inp, self.inp.cfg);
+        let per_year = 365.0 / inp.unit_days;
+        let mut reported_purchase = vec![None; inp.features.len()];
+        // Each stated frequency, read once: the answer and its rate range.
+        let stated_rates: Vec<Option<(&str, Option<StatedRate>)>> = inp
+            .answers
+            .iter()
+            .map(|a| {
+                a.latest
+                    .get("purchase_frequency")
+                    .map(|(_, answer)| (answer.as_str(), StatedRate::parse(answer)))
+            })
+            .collect();
+        let window_years = f64::from(cfg.churn_window_days) / 365.0;
+        for (reported, stated) in reported_purchase.iter_mut().zip(&stated_rates) {
+            if let Some((_, Some(stated))) = stated {
+                *reported = Some(1.0 - (-stated.value * window_years).exp());
+            }
+        }
+        match inp.bgnbd {
+            None => {
+                found.skipped.insert(
+                    "frequency".into(),
+                    "needs a fitted BG/NBD model (orders with repeat purchases)".into(),
+                );
+            }
+            Some(bg) => {
+                struct Statement<'a> {
+                    i: usize,
+                    answer: &'a str,
+                    stated: StatedRate,
+                    history: History,
+                    check: gap::RateCheck,
+                    left: f64,
+                    silence_text: String,
+                }
+                let mut statements = Vec::new();
+                for (i, stated) in stated_rates.iter().enumerate() {
+                    let Some((answer, stated)) = *stated else {
+                        continue;
+                    };
+                    let Some(stated) = stated else {
+                        found.skip("frequency", "answer is not a frequency class or a number of purchases per year");
+                        continue;
+                    };
+                    let Some(&k) = self.history_of.get(&i) else {
+                        found.skip("frequency", "no purchase before the as-of date");
+                        continue;
+                    };
+                    if !self.enough(i) {
+                        found.skip("frequency", "first purchase more recent than gap_min_tenure_days");
+                        continue;
+                    }
+                    let h = inp.histories[k];
+                    // The rate while around: x repeat purchases over the whole span T if the
+                    // customer is still there, or over the time they were seen (to the last
+                    // purchase, or a later event) if they left; weighted by P(left) given
+                    // purchases and activity. A single purchase long ago is strong evidence
+                    // against a stated high rate; the posterior, not a rule, says how strong.
+                    let (left, _, seen, silence_text) = self.leaving(i, &h, inp.p_alive[i].unwrap_or(1.0));
+                    let shape = bg.r + h.x;
+                    let mut components = vec![(1.0 - left, shape, (bg.alpha + h.t) / per_year)];
+                    if left > 0.0 {
+                        components.push((left, shape, (bg.alpha + seen) / per_year));
+                    }
+                    let check = gap::rate_check(stated.widened(cfg.gap_rate_tolerance), &RatePosterior { components });
+                    statements.push(Statement {
+                        i,
+                        answer,
+                        stated,
+                        history: h,
+                        check,
+                        left,
+                        silence_text,
+                    });
+                }
+                // An honest answer names the customer's class; a misreport one of the other
+                // classes (four of the five).
+                const OTHER_CLASSES: f64 = 4.0;
+                let pairs: Vec<(f64, f64)> = statements
+                    .iter()
+                    .map(|s| ((1.0 - s.check.inside) / OTHER_CLASSES, s.check.inside))
+                    .collect();
+                let honesty = Honesty::fit(&pairs);
+                let mut flagged = 0;
+                for (s, &(mis, honest)) in statements.iter().zip(&pairs) {
+                    let evidence = honesty.posterior(mis, honest);
+                    if evidence >= cfg.gap_evidence {
+                        flagged += 1;
+                    }
+                    let (i, answer, h) = (s.i, s.answer, s.history);
+                    let dir = s.check.direction();
+                    let range = if s.stated.high.is_finite() {
+                        format!("{:.1}–{:.1}", s.stated.low, s.stated.high)
+                    } else {
+                        format!("{:.1} or more", s.stated.low)
+                    };
+                    found.assessed.push(GapRow {
+                        customer: i,
+                        gap_type: "frequency",
+                        subject: "purchase_frequency".into(),
+                        reported: Some(s.stated.value),
+                        observed: Some(round(s.check.mean, 3)),
+                        reported_text: format!("{answer} (≈{} orders/year; the class is {range} a year)", s.stated.value),
+                        observed_text: format!(
+                            "{} over {:.0} days{}; posterior rate {:.1} orders/year, P(rate in the stated class) {:.2e}, \
+                         P(left) {:.2}; share of misreported frequencies {:.3}",
+                            counted(h.x + 1.0, "order"),
+                            h.t * inp.unit_days,
+                            s.silence_text,
+                            s.check.mean,
+                            s.check.inside,
+                            s.left,
+                            honesty.misreport_share
+                        ),
+                        delta: Some(s.stated.value / s.check.mean.max(1e-9)),
+                        evidence,
+                        direction: dir.name(),
+                        action: match dir {
+                            Direction::Over => "re-engage: a reminder or offer timed to the rhythm the customer states".into(),
+                            Direction::Under => {
+                                "recognise a more loyal customer than they think: loyalty programme or subscription offer".into()
+                            }
+                        },
+                    });
+                }
+                found.judged.frequency = Some(Judgement {
+                    statements: statements.len(),
+                    gaps: flagged,
+                    misreport_share: round(honesty.misreport_share, 4),
+                    em_iterations: honesty.iterations,
+                });
+            }
+        }
+        reported_purchase
+    }
+
+    /// Category: each stated category against the customer's order lines per category,
+    /// under a population mixture prior of category shares; evidence = the honesty
+    /// mixture's P(misreport) with, as likelihoods, how much the lines raise or lower the
+    /// probability that the category is bought at least `category_preference_ratio` of
+    /// the most bought one (posterior over prior, for "preferred" and "not preferred").
+    fn category(&self, found: &mut Findings, surveyed: usize) {
+        let (inp, cfg) = (self.inp, self.inp.cfg);
+        let n = inp.features.len();
+        let cats: Vec<(&str, &[f64])> = inp.activity.with_prefix("category:").collect();
+        if cats.is_empty() {
+            found.skipped.insert(
+                "category".into(),
+                "needs a products table with category and orders with product_id".into(),
+            );
+        } else if surveyed > 0 {
+            let k = cats.len();
+            let flat: Vec<f64> = inp.buyers.iter().flat_map(|&i| cats.iter().map(move |(_, v)| v[i])).collect();
+            match gap::CategoryMixture::fit(&flat, k) {
+                None => {
+                    found.skipped.insert(
+                        "category".into(),
+                        "fewer than ten buyers with order lines in a product category".into(),
+                    );
+                }
+                Some(mixture) => {
+                    let ratio = cfg.category_preference_ratio;
+                    let seed_of = |i: usize, c: usize| cfg.seed ^ ((i as u64) << 16) ^ (c as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                    let zeros = vec![0.0; k];
+                    let prior: Vec<f64> = (0..k)
+                        .map(|c| mixture.p_preferred_seeded(&zeros, c, ratio, 20_000, seed_of(usize::MAX >> 16, c)))
+                        .collect();
+                    let mut asked: Vec<(usize, usize, &str, Vec<f64>)> = Vec::new();
+                    for i in 0..n {
+                        if inp.answers[i].categories.is_empty() {
+                            continue;
+                        }
+                        if !self.history_of.contains_key(&i) {
+                            found.skip("category", "no purchase before the as-of date");
+                            continue;
+                        }
+                        if !self.enough(i) {
+                            found.skip("category", "first purchase more recent than gap_min_tenure_days");
+                            continue;
+                        }
+                        let counts: Vec<f64> = cats.iter().map(|(_, v)| v[i]).collect();
+                        if counts.iter().sum::<f64>() <= 0.0 {
+                            found.skip("category", "no order line with a product category");
+                            continue;
+                        }
+                        for stated in &inp.answers[i].categories {
+                            match cats.iter().position(|(name, _)| name.eq_ignore_ascii_case(stated)) {
+                                Some(c) => asked.push((i, c, stated.as_str(), counts.clone())),
+                                None => found.skip("category", "stated category is not a product category"),
+                            }
+                        }
+                    }
+                    // One Monte Carlo estimate per distinct (lines per category, category),
+                    // seeded by that content: the same lines give the same evidence.
+                    use rayon::prelude::*;
+                    let key = |c: usize, counts: &[f64]| -> (usize, Vec<u64>) { (c, counts.iter().map(|v| v.to_bits()).collect()) };
+                    let distinct: BTreeSet<(usize, Vec<u64>)> = asked.iter().map(|(_, c, _, counts)| key(*c, counts)).collect();
+                    let estimates: HashMap<(usize, Vec<u64>), f64> = distinct
+                        .into_par_iter()
+                        .map(|(c, bits)| {
+                            let counts: Vec<f64> = bits.iter().map(|b| f64::from_bits(*b)).collect();
+                            let seed = bits.iter().fold(seed_of(0, c), |h, b| (h ^ b).wrapping_mul(0x0100_0000_01B3));
+                            let p = mixture.p_preferred_seeded(&counts, c, ratio, 2000, seed);
+                            ((c, bits), p)
+                        })
+                        .collect();
+                    let p: Vec<f64> = asked.iter().map(|(_, c, _, counts)| estimates[&key(*c, counts)]).collect();
+                    let pairs: Vec<(f64, f64)> = asked
+                        .iter()
+                        .zip(&p)
+                        .map(|((_, c, _, _), &p)| ((1.0 - p) / (1.0 - prior[*c]), p / prior[*c]))
+                        .collect();
+                    let honesty = Honesty::fit(&pairs);
+                    let kappa = cfg.category_prior_strength;
+                    let mut flagged = 0;
+                    for (((i, c, stated, counts), &p), &(mis, honest)) in asked.iter().zip(&p).zip(&pairs) {
+                        let evidence = honesty.posterior(mis, honest);
+                        if evidence >= cfg.gap_evidence {
+                            flagged += 1;
+                        }
+                        let total: f64 = counts.iter().sum();
+                        let smoothed = |j: usize| (counts[j] + kappa * mixture.mix[j]) / (total + kappa);
+                        let top = (0..k)
+                            .filter(|&j| j != *c)
+                            .max_by(|&x, &y| counts[x].total_cmp(&counts[y]).then(y.cmp(&x)))
+                            .unwrap_or(*c);
+                        let (observed, reported) = (smoothed(*c), ratio * smoothed(top).max(smoothed(*c)));
+                        found.assessed.push(GapRow {
+                            customer: *i,
+                            gap_type: "category",
+                            subject: stated.to_string(),
+                            reported: Some(round(reported, 4)),
+                            observed: Some(round(observed, 4)),
+                            reported_text: format!("prefers {stated}"),
+                            observed_text: format!(
+                                "{} of {} order lines in {stated}; most in {} ({}); P(bought at least {ratio} × the most bought \
+                             category) {p:.2e}, {:.2} for a customer of whom nothing is known; share of misreported \
+                             categories {:.3}",
+                                counts[*c], total, cats[top].0, counts[top], prior[*c], honesty.misreport_share
+                            ),
+                            delta: Some(reported / observed.max(1e-12)),
+                            evidence,
+                            direction: "over",
+                            action: format!("offer {stated}: the stated interest has not turned into purchases"),
+                        });
+                    }
+                    found.judged.category = Some(CategoryJudgement {
+                        judgement: Judgement {
+                            statements: asked.len(),
+                            gaps: flagged,
+                            misreport_share: round(honesty.misreport_share, 4),
+                            em_iterations: honesty.iterations,
+                        },
+                        preference_ratio: ratio,
+                        prior: CategoryPrior {
+                            diffuse_weight: round(mixture.weights[0], 4),
+                            diffuse_precision: round(mixture.diffuse_precision, 4),
+                            favourite_precision: round(mixture.favourite_precision, 4),
+                            favourite_boost: round(mixture.favourite_boost, 4),
+                            converged: mixture.converged,
+                        },
+                    });
+                }
+            }
+        }
+    }
+
+    /// Satisfaction: the stated level against a latent-class model of satisfaction
+    /// fitted over all buyers, from their complaints, tickets, low reviews, returns and
+    /// whether they left (answers included, with their own misreport rate).
+    fn satisfaction(&self, found: &mut Findings, surveyed: usize) {
+        let (inp, cfg) = (self.inp, self.inp.cfg);
+        let n = inp.features.len();
+        if surveyed > 0 {
+            let col = |name: &str| inp.activity.column(name);
+            let (complaints, tickets) = (col("events:complaint"), col("events:support_ticket"));
+            let (low, rated) = (col("service:reviews_low"), col("activity:reviews_rated"));
+            let (returned, lines) = (col("activity:returned_lines"), col("activity:lines"));
+            let at = |c: Option<&[f64]>, i: usize| c.map_or(0.0, |c| c[i]);
+            let stated_of = |i: usize| -> Option<(gap::Stated, f64, String)> {
+                let a = &inp.answers[i].latest;
+                let num = |q: &str| a.get(q).and_then(|(_, v)| v.trim().parse::<f64>().ok()).filter(|v| v.is_finite());
+                // Satisfaction 1–5 (4–5 satisfied, 1–2 dissatisfied), else NPS 0–10
+                // (promoters 9–10, detractors 0–6), else will_repurchase.
+                if let Some(v) = num("satisfaction") {
+                    return Some((
+                        gap::Stated::of_score(v, 4.0, 2.0),
+                        (v - 1.0) / 4.0,
+                        format!("satisfaction {v} of 5"),
+                    ));
+                }
+                if let Some(v) = num("nps") {
+                    return Some((gap::Stated::of_score(v, 9.0, 6.0), v / 10.0, format!("NPS {v} of 10")));
+                }
+                let b = a.get("will_repurchase").and_then(|(_, v)| yes_no(v))?;
+                Some((
+                    if b { gap::Stated::Satisfied } else { gap::Stated::Dissatisfied },
+                    f64::from(u8::from(b)),
+                    format!("will repurchase: {}", if b { "yes" } else { "no" }),
+                ))
+            };
+            struct Judged {
+                i: usize,
+                signals: gap::ServiceSignals,
+                text: String,
+                stated: f64,
+            }
+            let mut stated: Vec<Option<(gap::Stated, f64, String)>> = (0..n).map(stated_of).collect();
+            for (i, (answers, level)) in inp.answers.iter().zip(&stated).enumerate() {
+                let asked = ["satisfaction", "nps", "will_repurchase"]
+                    .iter()
+                    .any(|q| answers.latest.contains_key(*q));
+                if asked && level.is_none() {
+                    found.skip("satisfaction", "answer is not a satisfaction score, an NPS or yes/no");
+                } else if asked && !self.history_of.contains_key(&i) {
+                    found.skip("satisfaction", "no purchase before the as-of date");
+                }
+            }
+            let mut signals = Vec::with_capacity(inp.buyers.len());
+            let mut answered = Vec::new();
+            for (k, &i) in inp.buyers.iter().enumerate() {
+                let h = inp.histories[k];
+                let (left, _, _, _) = self.leaving(i, &h, inp.p_alive[i].unwrap_or(1.0));
+                let stated = stated[i].take();
+                let c = gap::ServiceSignals {
+                    complaints: at(complaints, i),
+                    tickets: at(tickets, i),
+                    orders: h.x + 1.0,
+                    low_reviews: at(low, i),
+                    rated_reviews: at(rated, i),
+                    returned_lines: at(returned, i),
+                    lines: at(lines, i),
+                    left,
+                    stated: stated.as_ref().map(|s| s.0),
+                };
+                signals.push(c);
+                if let Some((level, value, text)) = stated {
+                    if level == gap::Stated::Neutral {
+                        found.skip("satisfaction", "neutral answer (3 of 5, NPS 7–8): nothing to contradict");
+                    } else {
+                        answered.push(Judged {
+                            i,
+                            signals: c,
+                            text,
+                            stated: value,
+                        });
+                    }
+                }
+            }
+            match gap::SatisfactionModel::fit(&signals) {
+                None => {
+                    found.skipped.insert(
+                        "satisfaction".into(),
+                        "no buyer answered a satisfaction, NPS or will_repurchase question".into(),
+                    );
+                }
+                Some(model) => {
+                    let share = model.misreport_share();
+                    let mut flagged = 0;
+                    for j in &answered {
+                        let c = &j.signals;
+                        let p_sat = model.p_satisfied(c);
+                        let by_behaviour = model.p_satisfied_by_behaviour(c);
+                        let (dir, evidence) = match c.stated {
+                            Some(gap::Stated::Satisfied) => (Direction::Over, 1.0 - p_sat),
+                            _ => (Direction::Under, p_sat),
+                        };
+                        if evidence >= cfg.gap_evidence {
+                            flagged += 1;
+                        }
+                        found.assessed.push(GapRow {
+                            customer: j.i,
+                            gap_type: "satisfaction",
+                            subject: "satisfaction".into(),
+                            reported: Some(round(j.stated, 4)),
+                            observed: Some(round(by_behaviour, 4)),
+                            reported_text: j.text.clone(),
+                            observed_text: format!(
+                                "{} and {} over {}, {} of {} reviews rated low, {} of {} order lines returned, P(left) {:.2}; \
+                             P(satisfied) from behaviour {:.2}; share of misreported satisfaction {:.3}",
+                                counted(c.complaints, "complaint"),
+                                counted(c.tickets, "support ticket"),
+                                counted(c.orders, "order"),
+                                c.low_reviews,
+                                c.rated_reviews,
+                                c.returned_lines,
+                                c.lines,
+                                c.left,
+                                by_behaviour,
+                                share
+                            ),
+                            delta: Some(j.stated.max(0.01) / by_behaviour.max(0.01)),
+                            evidence,
+                            direction: dir.name(),
+                            action: match dir {
+                                Direction::Over => {
+                                    "care call: says satisfied but the service record says otherwise — ask what went wrong".into()
+                                }
+                                Direction::Under => {
+                                    "service recovery: says dissatisfied yet buys without complaint — ask what to fix".into()
+                                }
+                            },
+                        });
+                    }
+                    found.judged.satisfaction = Some(SatisfactionJudgement {
+                        judgement: Judgement {
+                            statements: answered.len(),
+                            gaps: flagged,
+                            misreport_share: round(share, 4),
+                            em_iterations: model.iterations,
+                        },
+                        p_complaint_per_order: [
+                            round(model.satisfied.complaint_rate, 4),
+                            round(model.dissatisfied.complaint_rate, 4),
+                        ],
+                        left_share: [round(model.satisfied.left_share, 4), round(model.dissatisfied.left_share, 4)],
+                        satisfied_share: round(model.satisfied.share, 4),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Profile: the stated channel against the one used most, and the conflicts of the
+    /// company's own records. Returns how many profile gaps there are.
+    fn profile(&self, found: &mut Findings) -> usize {
+        let inp = self.inp;
+        let n = inp.features.len();
+        let mut profile = 0;
+        for i in 0..n {
+            let Some((_, stated)) = inp.answers[i].latest.get("preferred_channel") else {
+                continue;
+            };
+            let Some(used) = inp.main_channel[i].as_deref() else { continue };
+            let lines: f64 = inp.activity.with_prefix("channel:").map(|(_, v)| v[i]).sum();
+            if lines < 3.0 || used.eq_ignore_ascii_case(stated) {
+                continue;
+            }
+            let share = inp.activity.column(&format!("channel:{used}")).map_or(0.0, |c| c[i]) / lines;
+            let stated_share = inp.activity.column(&format!("channel:{stated}")).map_or(0.0, |c| c[i]) / lines;
+            if share < 0.5 {
+                continue;
+            }
+            profile += 1;
+            found.gaps.push(GapRow {
+                customer: i,
+                gap_type: "profile",
+                subject: "preferred_channel".into(),
+                reported: Some(round(stated_share, 4)),
+                observed: Some(round(share, 4)),
+                reported_text: format!("prefers {stated}"),
+                observed_text: format!("{:.0} % of order lines via {used}", 100.0 * share),
+                delta: Some(stated_share.max(0.01) / share),
+                // The share of order lines through the channel used most.
+                evidence: share,
+                direction: "over",
+                action: format!("contact via {used}, the channel the customer actually uses; update the profile"),
+            });
+        }
+        for (i, subject, held, action) in inp.profile_issues {
+            profile += 1;
+            found.gaps.push(GapRow {
+                customer: *i,
+                gap_type: "profile",
+                subject: subject.clone(),
+                reported: None,
+                observed: None,
+                reported_text: held.clone(),
+                observed_text: "the company's records cannot all be right".into(),
+                delta: None,
+                evidence: 1.0,
+                direction: "over",
+                action: action.clone(),
+            });
+        }
+        if !inp.answers.iter().any(|a| a.latest.contains_key("preferred_channel")) {
+            found.skipped.insert(
+                "profile".into(),
+                "needs preferred_channel survey answers and orders with a channel".into(),
+            );
+        }
+        profile
     }
 }
 

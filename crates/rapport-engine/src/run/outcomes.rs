@@ -12,9 +12,40 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 
 use rapport_model::rates::BetaPrior;
+use rapport_model::rfm::Rfm;
+
+use super::features::Features;
+use super::predict::Snapshot;
 
 pub use crate::results::OutcomeRate;
 use crate::Result;
+
+/// The rates the data allow: churn in the last window by the RFM segment each buyer had
+/// at its start (`before`), and returns by the current segment (`rfm`).
+pub fn by_segment(before: &Snapshot<'_>, now: &Features, buyers: &[usize], rfm: &[Option<Rfm>]) -> Vec<OutcomeRate> {
+    let then = before.features;
+    let b1: Vec<usize> = (0..now.len()).filter(|&i| then.purchase_days[i] > 0.0).collect();
+    let scores1 = rapport_model::rfm::score(
+        &b1.iter()
+            .map(|&i| (before.day - then.last_day[i].expect("buyer")) as f64)
+            .collect::<Vec<_>>(),
+        &b1.iter().map(|&i| then.orders[i]).collect::<Vec<_>>(),
+        &b1.iter().map(|&i| then.revenue[i]).collect::<Vec<_>>(),
+    );
+    let mut out = rates(
+        "churned",
+        b1.iter()
+            .zip(&scores1)
+            .map(|(&i, r)| (r.segment.to_string(), now.purchase_days[i] <= then.purchase_days[i])),
+    );
+    out.extend(rates(
+        "returned",
+        buyers
+            .iter()
+            .map(|&i| (rfm[i].expect("buyer").segment.to_string(), now.returned_lines[i] > 0.0)),
+    ));
+    out
+}
 
 /// Rates of `outcome` per segment from `(segment, happened)` per customer.
 pub fn rates(outcome: &str, rows: impl Iterator<Item = (String, bool)>) -> Vec<OutcomeRate> {

@@ -18,13 +18,63 @@ use rapport_model::classify::{Fitted, Kind};
 use rapport_model::kmeans::sample_indices;
 use rapport_model::metrics::{auc, best_f1, brier, calibration, log_loss, roc_curve};
 use rapport_model::regression::{LinearFit, Softmax, Standardizer};
-
-use crate::results::{
-    BehaviourReport, CalibrationBin, CandidateAuc, ChurnReport, ClassCalibration, Coefficient, Fit, LoyaltyReport, Skipped,
-};
+use rapport_model::rfm::Rfm;
 
 use super::activity::Activity;
+use super::config::ModelsConfig;
 use super::features::Features;
+use super::ModelInputs;
+use crate::results::{
+    BehaviourReport, CalibrationBin, CandidateAuc, ChurnReport, ClassCalibration, Coefficient, Fit, LoyaltyReport, OutcomeRate, Skipped,
+};
+use crate::session::Session;
+use crate::Result;
+
+/// What the predictive models give every customer, with their reports.
+pub struct Predictions {
+    pub churn: Vec<Option<f64>>,
+    pub churn_report: Fit<ChurnReport>,
+    pub loyalty: Vec<Option<f64>>,
+    pub loyalty_report: Fit<LoyaltyReport>,
+    pub behaviour: Option<Behaviour>,
+    pub behaviour_report: Fit<BehaviourReport>,
+    pub outcome_rates: Vec<OutcomeRate>,
+}
+
+/// The predict stage: the snapshots one and two churn windows back, then churn, loyalty,
+/// behaviour and the outcome rates by RFM segment.
+pub fn predict(session: &Session<'_>, inputs: &ModelInputs, rfm: &[Option<Rfm>], cfg: &ModelsConfig) -> Result<Predictions> {
+    let (day, w) = (inputs.as_of_day, i64::from(cfg.churn_window_days));
+    let older = super::snapshots(session, &[day - 2 * w, day - w])?;
+    let s0 = Snapshot {
+        features: &older[0].0,
+        activity: &older[0].1,
+        day: day - 2 * w,
+    };
+    let s1 = Snapshot {
+        features: &older[1].0,
+        activity: &older[1].1,
+        day: day - w,
+    };
+    let s2 = Snapshot {
+        features: &inputs.features,
+        activity: &inputs.activity,
+        day,
+    };
+    let names = feature_names(&inputs.activity);
+    let (churn_p, churn_report) = churn([&s0, &s1, &s2], &names, cfg.churn_window_days, cfg.seed);
+    let (loyalty_p, loyalty_report) = loyalty([&s0, &s1, &s2], &names);
+    let (behaviour_p, behaviour_report) = behaviour([&s0, &s1, &s2], &names, cfg.seed);
+    Ok(Predictions {
+        churn: churn_p,
+        churn_report,
+        loyalty: loyalty_p,
+        loyalty_report,
+        behaviour: behaviour_p,
+        behaviour_report,
+        outcome_rates: super::outcomes::by_segment(&s1, &inputs.features, &inputs.buyers, rfm),
+    })
+}
 
 /// Rows a model trains on at most (a seeded sample beyond that); scoring covers everyone.
 const MAX_TRAIN: usize = 200_000;

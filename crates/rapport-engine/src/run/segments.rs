@@ -1,6 +1,7 @@
-//! Clusters on behaviour features and the `segments` table (RFM segments and clusters
-//! with their sizes, revenue shares, feature means and a description of what sets each
-//! apart).
+//! The segments stage of a run: RFM scores and segments, clusters on behaviour
+//! features, each buyer's main order channel, and the `segments` table (RFM segments and
+//! clusters with their sizes, revenue shares, feature means and a description of what
+//! sets each apart).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,14 +14,81 @@ use rapport_model::dbscan;
 use rapport_model::kmeans::{fit, gap_statistic, gap_supported, sample_indices, silhouette, KMeansParams};
 use rapport_model::rfm;
 
+use super::activity::Activity;
 use super::config::{Clustering, ModelsConfig};
 use super::features::Features;
+use super::ModelInputs;
 use crate::results::{ClusterReport, DbscanReport, GapStatistic, KMeansReport};
 use crate::Result;
 
 /// The clustering features, in the order of the segments table's mean columns.
 pub const FEATURES: [&str; 5] = ["recency_days", "orders", "revenue", "avg_order_value", "tenure_days"];
 const TRANSFORM: &str = "log1p, then standardised";
+
+/// Every way the run groups customers.
+pub struct Segmentation {
+    /// Each buyer's RFM scores and segment (None for non-buyers).
+    pub rfm: Vec<Option<rfm::Rfm>>,
+    pub clusters: Option<Clusters>,
+    /// The channel each buyer's order lines mostly go through.
+    pub channels: Vec<Option<String>>,
+    /// Per customer, (segment_id, name) of every segment they belong to.
+    pub members: Vec<Vec<(String, String)>>,
+}
+
+impl Segmentation {
+    /// Each customer's RFM segment name.
+    pub fn rfm_names(&self) -> Vec<Option<&'static str>> {
+        self.rfm.iter().map(|r| r.map(|r| r.segment)).collect()
+    }
+}
+
+/// RFM, clusters and channels of the customers as of the inputs' date.
+pub fn segment(inputs: &ModelInputs, cfg: &ModelsConfig) -> Result<Segmentation> {
+    let f = &inputs.features;
+    let rfm = rfm_of(f, &inputs.buyers, inputs.as_of_day);
+    let clusters = cluster(f, &inputs.buyers, inputs.as_of_day, cfg)?;
+    let channels = main_channels(f, &inputs.activity);
+    let members = memberships(f.len(), &rfm, clusters.as_ref(), &channels);
+    Ok(Segmentation {
+        rfm,
+        clusters,
+        channels,
+        members,
+    })
+}
+
+/// Each buyer's RFM scores and segment as of `as_of_day` (None for non-buyers).
+pub fn rfm_of(features: &Features, buyers: &[usize], as_of_day: i64) -> Vec<Option<rfm::Rfm>> {
+    let recency: Vec<f64> = buyers
+        .iter()
+        .map(|&i| (as_of_day - features.last_day[i].expect("buyer")) as f64)
+        .collect();
+    let freq: Vec<f64> = buyers.iter().map(|&i| features.orders[i]).collect();
+    let mon: Vec<f64> = buyers.iter().map(|&i| features.revenue[i]).collect();
+    let scores = rfm::score(&recency, &freq, &mon);
+    let mut out = vec![None; features.len()];
+    for (k, &i) in buyers.iter().enumerate() {
+        out[i] = Some(scores[k]);
+    }
+    out
+}
+
+/// The channel a buyer's order lines mostly go through (ties: the first by name).
+fn main_channels(f: &Features, activity: &Activity) -> Vec<Option<String>> {
+    (0..f.len())
+        .map(|i| {
+            if f.purchase_days[i] == 0.0 {
+                return None;
+            }
+            activity
+                .with_prefix("channel:")
+                .filter(|(_, v)| v[i] > 0.0)
+                .max_by(|a, b| a.1[i].total_cmp(&b.1[i]).then(b.0.cmp(a.0)))
+                .map(|(c, _)| c.to_string())
+        })
+        .collect()
+}
 
 fn raw_features(f: &Features, i: usize, as_of_day: i64) -> [f64; 5] {
     let recency = (as_of_day - f.last_day[i].unwrap_or(as_of_day)) as f64;

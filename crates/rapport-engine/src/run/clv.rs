@@ -1,0 +1,121 @@
+//! The CLV stage of a run: BG/NBD, Pareto/NBD and Gamma-Gamma fitted by maximum
+//! likelihood on the buyers' calibration histories and repeat spend, then per customer
+//! P(alive), expected orders over each horizon, expected spend and the discounted value.
+
+use rapport_model::bgnbd::BgNbd;
+use rapport_model::btyd::{Fit, History};
+use rapport_model::gamma_gamma::GammaGamma;
+use rapport_model::pareto_nbd::ParetoNbd;
+use rapport_model::ModelError;
+
+use super::config::ModelsConfig;
+use super::ModelInputs;
+use crate::results::{ClvFit, GammaGammaParams, ParetoNbdParams};
+use crate::Result;
+
+/// The fits and what they predict for every customer (`None` for non-buyers, or when
+/// BG/NBD could not be fitted).
+pub struct Clv {
+    /// The gap analysis reads the BG/NBD parameters.
+    pub bgnbd: Option<Fit<BgNbd>>,
+    pub pareto_nbd: Option<ClvFit<ParetoNbdParams>>,
+    pub gamma_gamma: ClvFit<GammaGammaParams>,
+    pub p_alive: Vec<Option<f64>>,
+    /// Per horizon of `horizons_days`, per customer.
+    pub expected: Vec<Vec<Option<f64>>>,
+    pub spend: Vec<Option<f64>>,
+    pub clv: Vec<Option<f64>>,
+}
+
+/// Fits the three models; a fit the data are too thin for is recorded (or, for BG/NBD,
+/// skipped with a warning) and the run goes on; a broken call is an error.
+pub fn fit(inputs: &ModelInputs, cfg: &ModelsConfig) -> Result<Clv> {
+    let histories = &inputs.histories;
+    let (bgnbd, pareto_nbd) = if histories.is_empty() {
+        (None, None)
+    } else {
+        (
+            optional_fit(BgNbd::fit(histories), "bgnbd")?,
+            Some(clv_fit(ParetoNbd::fit(histories).map(ClvFit::from))?),
+        )
+    };
+    let gg = GammaGamma::fit(&inputs.spends);
+    let gamma_gamma = clv_fit(gg.as_ref().map(ClvFit::from).map_err(Clone::clone))?;
+    let mut clv = Clv {
+        bgnbd,
+        pareto_nbd,
+        gamma_gamma,
+        p_alive: Vec::new(),
+        expected: Vec::new(),
+        spend: Vec::new(),
+        clv: Vec::new(),
+    };
+    predict_customers(&mut clv, inputs, gg.ok().map(|g| g.params), cfg);
+    Ok(clv)
+}
+
+/// P(alive), expected orders, expected spend and value of every buyer.
+fn predict_customers(out: &mut Clv, inputs: &ModelInputs, gg: Option<GammaGamma>, cfg: &ModelsConfig) {
+    let n = inputs.features.len();
+    let unit = cfg.time_unit.days();
+    let f = &inputs.features;
+    out.p_alive = vec![None; n];
+    out.expected = vec![vec![None; n]; cfg.horizons_days.len()];
+    out.spend = vec![None; n];
+    out.clv = vec![None; n];
+    let Some(p) = out.bgnbd.as_ref().map(|b| b.params) else {
+        return;
+    };
+    for (k, &i) in inputs.buyers.iter().enumerate() {
+        let h = inputs.histories[k];
+        out.p_alive[i] = Some(p.p_alive(&h));
+        for (j, days) in cfg.horizons_days.iter().enumerate() {
+            out.expected[j][i] = p.conditional_expected(f64::from(*days) / unit, &h);
+        }
+        let mean = match (&gg, f.repeat_spend[i]) {
+            (Some(g), Some(m)) => g.expected_spend(h.x, m),
+            (Some(g), None) => g.expected_spend(0.0, 0.0),
+            (None, _) => f.revenue[i] / f.orders[i].max(1.0),
+        };
+        out.spend[i] = mean.is_finite().then_some(mean);
+        out.clv[i] = out.spend[i].and_then(|s| customer_value(&p, &h, s, cfg, unit));
+    }
+}
+
+/// Discounted expected margin over the CLV horizon: the expected purchases of each
+/// 30-day step, times expected spend and margin, discounted to the as-of date.
+fn customer_value(p: &BgNbd, h: &History, spend: f64, cfg: &ModelsConfig, unit: f64) -> Option<f64> {
+    let steps = cfg.clv_horizon_days.div_ceil(30);
+    let mut prev = 0.0;
+    let mut total = 0.0;
+    for k in 1..=steps {
+        let days = f64::from((k * 30).min(cfg.clv_horizon_days));
+        let e = p.conditional_expected(days / unit, h)?;
+        total += (e - prev) * spend * cfg.margin / (1.0 + cfg.discount_rate).powf(days / 365.0);
+        prev = e;
+    }
+    total.is_finite().then_some(total)
+}
+
+/// A CLV fit for models.json: the fit, or why it failed when the data are too thin for
+/// it; a broken call is an error.
+fn clv_fit<P>(fit: std::result::Result<ClvFit<P>, ModelError>) -> Result<ClvFit<P>> {
+    match fit {
+        Ok(f) => Ok(f),
+        Err(e @ ModelError::InvalidInput(_)) => Err(e.into()),
+        Err(e) => Ok(ClvFit::failed(e.message())),
+    }
+}
+
+/// A fit the run can do without: `None` when the data are too thin for it (the run
+/// goes on, as with no buyers at all); a broken call is an error.
+pub(super) fn optional_fit<T>(fit: std::result::Result<T, ModelError>, model: &str) -> Result<Option<T>> {
+    match fit {
+        Ok(f) => Ok(Some(f)),
+        Err(ModelError::TooLittleData(why)) => {
+            tracing::warn!(model, "not fitted: {why}");
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
