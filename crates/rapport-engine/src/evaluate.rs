@@ -16,7 +16,7 @@ use crate::results::{
     CalibrationBin, ChurnCheck, ChurnHoldout, ClvFit, EvidenceBin, Fit, FrequencyBin, GapEvaluation, HoldoutForecast, HoldoutReport,
     Reliability, TypeReliability,
 };
-use crate::run::gaps::GapRow;
+use crate::run::gaps::{GapRow, GapType};
 use crate::run::predict::{self, Snapshot};
 use crate::run::{day_text, model_inputs, snapshots, ModelInputs};
 use crate::session::Session;
@@ -206,7 +206,7 @@ pub fn gap_reliability(
     (ids_now, now): (&[String], &[GapRow]),
     threshold: f64,
 ) -> BTreeMap<String, TypeReliability> {
-    type Key = (String, &'static str, String);
+    type Key = (String, GapType, String);
     let key = |ids: &[String], g: &GapRow| -> Key { (ids[g.customer].clone(), g.gap_type, g.subject.clone()) };
     let later: BTreeMap<Key, (&str, f64)> = now
         .iter()
@@ -214,7 +214,7 @@ pub fn gap_reliability(
         .collect();
     const EDGES: [f64; 6] = [0.0, 0.5, 0.8, 0.9, 0.95, 0.99];
     let mut by_type = BTreeMap::new();
-    for t in ["frequency", "category", "satisfaction"] {
+    for t in [GapType::Frequency, GapType::Category, GapType::Satisfaction] {
         // (e, e') of the statements judged at both dates with the same answer.
         let pairs: Vec<(f64, f64)> = then
             .iter()

@@ -7,11 +7,13 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::csv::Delimiter;
 use crate::error::StoreError;
 use crate::schema::{InputTable, Kind};
 
-/// The whole configuration file. Sections that later features read (models, actions,
-/// privacy, server) are accepted here and validated by their owners.
+/// The whole configuration file. `[models]` and `[actions]` are validated by the engine
+/// that reads them; a section nothing reads (such as `[server]` before there is a
+/// server) is an unknown key.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -27,8 +29,6 @@ pub struct Config {
     pub actions: Option<toml::Table>,
     #[serde(default)]
     pub privacy: PrivacyConfig,
-    #[serde(default)]
-    pub server: Option<toml::Table>,
 }
 
 /// `[privacy]`: where the key lives and which further columns are personal.
@@ -62,17 +62,73 @@ pub struct TableConfig {
     pub path: Option<String>,
     pub format: Option<Format>,
     /// One character, or `whitespace` for runs of spaces and tabs.
-    pub delimiter: Option<String>,
-    pub quote: Option<String>,
+    #[serde(default, deserialize_with = "delimiter")]
+    pub delimiter: Option<Delimiter>,
+    #[serde(default, deserialize_with = "quote")]
+    pub quote: Option<u8>,
     pub header: Option<bool>,
     /// `utf-8` (default) or `latin1`.
-    pub encoding: Option<String>,
+    #[serde(default, deserialize_with = "encoding")]
+    pub encoding: Option<Encoding>,
     /// canonical name = column name in the source
     #[serde(default)]
     pub columns: BTreeMap<String, String>,
     /// canonical name = strftime pattern
     #[serde(default)]
     pub formats: BTreeMap<String, String>,
+}
+
+/// The text encoding of an input file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    Utf8,
+    Latin1,
+}
+
+fn encoding<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Encoding>, D::Error> {
+    let s = String::deserialize(d)?;
+    match s.to_ascii_lowercase().as_str() {
+        "utf-8" | "utf8" => Ok(Some(Encoding::Utf8)),
+        "latin1" | "iso-8859-1" => Ok(Some(Encoding::Latin1)),
+        _ => Err(serde::de::Error::custom(format!(
+            "encoding \"{s}\": expected \"utf-8\" or \"latin1\""
+        ))),
+    }
+}
+
+fn delimiter<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Delimiter>, D::Error> {
+    let s = String::deserialize(d)?;
+    match s.as_bytes() {
+        _ if s == "whitespace" => Ok(Some(Delimiter::Whitespace)),
+        [b] if b.is_ascii() => Ok(Some(Delimiter::Byte(*b))),
+        _ => Err(serde::de::Error::custom(format!(
+            "delimiter \"{s}\": expected one ASCII character or \"whitespace\""
+        ))),
+    }
+}
+
+fn quote<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u8>, D::Error> {
+    let s = String::deserialize(d)?;
+    match s.as_bytes() {
+        [b] if b.is_ascii() => Ok(Some(*b)),
+        _ => Err(serde::de::Error::custom(format!("quote \"{s}\": expected one ASCII character"))),
+    }
+}
+
+fn time_zone<'de, D: serde::Deserializer<'de>>(d: D) -> Result<chrono_tz::Tz, D::Error> {
+    let s = String::deserialize(d)?;
+    s.parse()
+        .map_err(|_| serde::de::Error::custom(format!("timezone \"{s}\": not an IANA time zone name")))
+}
+
+/// A date (YYYY-MM-DD) or instant, as microseconds since 1970-01-01 UTC.
+fn instant<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    let s = String::deserialize(d)?;
+    crate::value::parse_instant(&s).ok_or_else(|| serde::de::Error::custom(format!("\"{s}\": expected YYYY-MM-DD")))
+}
+
+fn optional_instant<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    instant(d).map(Some)
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -86,11 +142,14 @@ pub struct IdentityConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct IngestConfig {
     /// Time zone of naive timestamps (an IANA name such as `Europe/London`).
-    pub timezone: String,
-    /// Timestamps before this date are implausible.
-    pub min_timestamp: String,
+    #[serde(deserialize_with = "time_zone")]
+    pub timezone: chrono_tz::Tz,
+    /// Timestamps before this date (microseconds since 1970-01-01 UTC) are implausible.
+    #[serde(deserialize_with = "instant")]
+    pub min_timestamp: i64,
     /// Timestamps after this instant are implausible; default: the time of the ingest.
-    pub max_timestamp: Option<String>,
+    #[serde(deserialize_with = "optional_instant")]
+    pub max_timestamp: Option<i64>,
     /// A quantity whose magnitude lies more than this many robust standard deviations
     /// above the median on the log10 scale is absurd and quarantined.
     pub quantity_outlier_k: f64,
@@ -101,8 +160,9 @@ pub struct IngestConfig {
 impl Default for IngestConfig {
     fn default() -> Self {
         Self {
-            timezone: "UTC".into(),
-            min_timestamp: "1990-01-01".into(),
+            timezone: chrono_tz::UTC,
+            // 1990-01-01
+            min_timestamp: 631_152_000_000_000,
             max_timestamp: None,
             quantity_outlier_k: 10.0,
             quantity_flag_k: 5.0,
@@ -195,23 +255,6 @@ impl Config {
                     None => return Err(err(format!("unknown column key `tables.{name}.formats.{canonical}`"))),
                 }
             }
-            if let Some(d) = &t.delimiter {
-                if d != "whitespace" && (d.len() != 1 || !d.is_ascii()) {
-                    return Err(err(format!(
-                        "`tables.{name}.delimiter` = \"{d}\": expected one ASCII character or \"whitespace\""
-                    )));
-                }
-            }
-            if let Some(q) = &t.quote {
-                if q.len() != 1 || !q.is_ascii() {
-                    return Err(err(format!("`tables.{name}.quote` = \"{q}\": expected one ASCII character")));
-                }
-            }
-            if let Some(e) = &t.encoding {
-                if !matches!(e.to_ascii_lowercase().as_str(), "utf-8" | "utf8" | "latin1" | "iso-8859-1") {
-                    return Err(err(format!("`tables.{name}.encoding` = \"{e}\": expected \"utf-8\" or \"latin1\"")));
-                }
-            }
             if t.format == Some(Format::Parquet) && (t.delimiter.is_some() || t.header.is_some()) {
                 return Err(err(format!("`tables.{name}`: delimiter and header apply to csv only")));
             }
@@ -249,21 +292,6 @@ impl Config {
                     "`identity.default_country_code` = \"{cc}\": no country has this calling code (86 is China, 44 the United Kingdom, 1 North America)"
                 )));
             }
-        }
-        self.ingest.timezone.parse::<chrono_tz::Tz>().map_err(|_| {
-            err(format!(
-                "`ingest.timezone` = \"{}\": not an IANA time zone name",
-                self.ingest.timezone
-            ))
-        })?;
-        crate::value::parse_instant(&self.ingest.min_timestamp).ok_or_else(|| {
-            err(format!(
-                "`ingest.min_timestamp` = \"{}\": expected YYYY-MM-DD",
-                self.ingest.min_timestamp
-            ))
-        })?;
-        if let Some(m) = &self.ingest.max_timestamp {
-            crate::value::parse_instant(m).ok_or_else(|| err(format!("`ingest.max_timestamp` = \"{m}\": expected YYYY-MM-DD")))?;
         }
         let (k, f) = (self.ingest.quantity_outlier_k, self.ingest.quantity_flag_k);
         if !(k.is_finite() && k > 0.0 && f.is_finite() && f > 0.0 && f <= k) {
@@ -339,5 +367,30 @@ timezone = "UTC"
         assert!(pii("\"visits.ip\"").unwrap_err().contains("no input table"));
         assert!(pii("\"orders.amount\"").unwrap_err().contains("only text columns"));
         assert!(parse("[privacy]\nkey_fil = \"x\"").unwrap_err().contains("key_fil"));
+        // A section nothing reads yet is refused, not silently ignored.
+        assert!(parse("[server]\nbind = \"0.0.0.0:8080\"").unwrap_err().contains("server"));
+        let e = parse("[ingest]\nmin_timestamp = \"last year\"").unwrap_err();
+        assert!(e.contains("last year") && e.contains("line 2"), "{e}");
+        assert!(parse("[tables.orders]\nencoding = \"cp1252\"").unwrap_err().contains("cp1252"));
+        assert!(parse("[tables.orders]\nquote = \"''\"").unwrap_err().contains("quote"));
+    }
+
+    #[test]
+    fn values_are_typed_once_when_read() {
+        let c = parse(
+            "[ingest]\ntimezone = \"Europe/London\"\nmin_timestamp = \"2000-01-01\"\nmax_timestamp = \"2030-01-01\"\n\
+             [tables.orders]\ndelimiter = \"whitespace\"\nencoding = \"Latin1\"\n[tables.events]\ndelimiter = \";\"\nquote = \"'\"",
+        )
+        .unwrap();
+        assert_eq!(c.ingest.timezone, chrono_tz::Europe::London);
+        assert_eq!(c.ingest.min_timestamp, 946_684_800_000_000);
+        assert_eq!(c.ingest.max_timestamp, Some(1_893_456_000_000_000));
+        assert_eq!(c.tables["orders"].delimiter, Some(Delimiter::Whitespace));
+        assert_eq!(c.tables["orders"].encoding, Some(Encoding::Latin1));
+        assert_eq!(c.tables["events"].delimiter, Some(Delimiter::Byte(b';')));
+        assert_eq!(c.tables["events"].quote, Some(b'\''));
+        let d = Config::default();
+        assert_eq!((d.ingest.timezone, d.ingest.min_timestamp), (chrono_tz::UTC, 631_152_000_000_000));
+        assert_eq!(crate::value::parse_instant("1990-01-01"), Some(d.ingest.min_timestamp));
     }
 }

@@ -128,12 +128,9 @@ pub fn prepare<'w>(ws: &'w Workspace, opts: &IngestOptions, progress: &dyn Progr
         ws.use_key_file(&base.join(key_file))?;
     }
     let keys = ws.keys(true)?;
-    let tz: chrono_tz::Tz = config.ingest.timezone.parse().expect("validated with the config");
-    let min_ts = crate::value::parse_instant(&config.ingest.min_timestamp).expect("validated");
-    let max_ts = match &config.ingest.max_timestamp {
-        Some(m) => crate::value::parse_instant(m).expect("validated"),
-        None => opts.now_micros,
-    };
+    let tz = config.ingest.timezone;
+    let min_ts = config.ingest.min_timestamp;
+    let max_ts = config.ingest.max_timestamp.unwrap_or(opts.now_micros);
 
     let mut txn = ws.begin("ingest")?;
     // The default regions phones were read in, for recomputing their pseudonyms when

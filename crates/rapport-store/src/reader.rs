@@ -289,11 +289,7 @@ fn value_kind(cell: &str) -> Option<&'static str> {
 
 /// Opens the right reader for a file.
 pub fn open(file: &SourceFile, table: InputTable, config: &TableConfig) -> Result<Box<dyn RowReader + Send>> {
-    let latin1 = config
-        .encoding
-        .as_deref()
-        .map(|e| matches!(e.to_ascii_lowercase().as_str(), "latin1" | "iso-8859-1"))
-        .unwrap_or(false);
+    let latin1 = config.encoding == Some(crate::config::Encoding::Latin1);
     match file.format {
         Format::Csv => Ok(Box::new(CsvReader::open(file, table, config, latin1)?)),
         Format::Jsonl => Ok(Box::new(JsonlReader::open(file, table, config, latin1)?)),
@@ -451,13 +447,12 @@ struct CsvReader {
 
 impl CsvReader {
     fn open(file: &SourceFile, table: InputTable, config: &TableConfig, latin1: bool) -> Result<Self> {
-        let delimiter = match config.delimiter.as_deref() {
-            Some("whitespace") => Delimiter::Whitespace,
-            Some(d) => Delimiter::Byte(d.as_bytes()[0]),
+        let delimiter = match config.delimiter {
+            Some(d) => d,
             None if file.name.to_ascii_lowercase().contains(".tsv") => Delimiter::Byte(b'\t'),
             None => Delimiter::Byte(b','),
         };
-        let quote = config.quote.as_deref().map(|q| q.as_bytes()[0]).unwrap_or(b'"');
+        let quote = config.quote.unwrap_or(b'"');
         let mut r = Self {
             file: file.clone(),
             bytes: ByteBuf::new(open_stream(file)?, &file.path),

@@ -24,9 +24,10 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::DataFusionError;
 use serde::Deserialize;
 
+use rapport_model::gap::Direction;
 use rapport_model::uplift::in_control;
 
-use super::gaps::GapRow;
+use super::gaps::{GapRow, GapType};
 use super::ModelInputs;
 use crate::results::{ActionsReport, RuleReport};
 use crate::session::Session;
@@ -64,6 +65,24 @@ impl Default for ActionsConfig {
     }
 }
 
+fn gap_type<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<GapType>, D::Error> {
+    let s = String::deserialize(d)?;
+    GapType::parse(&s).map(Some).ok_or_else(|| {
+        serde::de::Error::custom(format!(
+            "gap_type = \"{s}\"; expected frequency, category, satisfaction, knowledge or profile"
+        ))
+    })
+}
+
+fn gap_direction<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<Direction>, D::Error> {
+    let s = String::deserialize(d)?;
+    match s.as_str() {
+        "over" => Ok(Some(Direction::Over)),
+        "under" => Ok(Some(Direction::Under)),
+        _ => Err(serde::de::Error::custom(format!("gap_direction = \"{s}\"; expected over or under"))),
+    }
+}
+
 /// One rule of the policy. Every condition given must hold; absent ones are not checked.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -86,9 +105,11 @@ pub struct Rule {
     /// 0.8 = the top 20 % of customers by CLV.
     pub min_clv_quantile: Option<f64>,
     /// A gap of this type (frequency, category, satisfaction, knowledge, profile).
-    pub gap_type: Option<String>,
+    #[serde(default, deserialize_with = "gap_type")]
+    pub gap_type: Option<GapType>,
     /// With `gap_type`: only gaps in this direction (over, under).
-    pub gap_direction: Option<String>,
+    #[serde(default, deserialize_with = "gap_direction")]
+    pub gap_direction: Option<Direction>,
     pub min_recency_days: Option<f64>,
     pub max_recency_days: Option<f64>,
     /// Only customers with a recommendation (the top one becomes the subject).
@@ -138,12 +159,12 @@ pub fn default_rules() -> Vec<Rule> {
         },
         Rule {
             marketing: false,
-            gap_type: Some("satisfaction".into()),
-            gap_direction: Some("over".into()),
+            gap_type: Some(GapType::Satisfaction),
+            gap_direction: Some(Direction::Over),
             ..Rule::new("care_call", &["phone"])
         },
         Rule {
-            gap_type: Some("knowledge".into()),
+            gap_type: Some(GapType::Knowledge),
             ..Rule::new("product_education", &["email", "sms"])
         },
         Rule {
@@ -198,19 +219,11 @@ impl ActionsConfig {
                     return Err(EngineError::Usage(format!("{at}: min_clv_quantile = {q} must be in [0, 1)")));
                 }
             }
-            if let Some(g) = &r.gap_type {
-                if !["frequency", "category", "satisfaction", "knowledge", "profile"].contains(&g.as_str()) {
-                    return Err(EngineError::Usage(format!(
-                        "{at}: gap_type = \"{g}\"; expected frequency, category, satisfaction, knowledge or profile"
-                    )));
-                }
-            }
-            if let Some(d) = &r.gap_direction {
-                if r.gap_type.is_none() || !["over", "under"].contains(&d.as_str()) {
-                    return Err(EngineError::Usage(format!(
-                        "{at}: gap_direction = \"{d}\" needs a gap_type and must be over or under"
-                    )));
-                }
+            if let (Some(d), None) = (r.gap_direction, r.gap_type) {
+                return Err(EngineError::Usage(format!(
+                    "{at}: gap_direction = \"{}\" needs a gap_type",
+                    d.name()
+                )));
             }
         }
         if c.rules.is_empty() {
@@ -487,10 +500,10 @@ fn matches(rule: &Rule, f: &Facts<'_>, i: usize, clv_q: Option<f64>, gaps: &[&Ga
             None => why.push(format!("CLV {}", fmt_money(c))),
         }
     }
-    if let Some(t) = &rule.gap_type {
+    if let Some(t) = rule.gap_type {
         let g = gaps
             .iter()
-            .filter(|g| g.gap_type == t && rule.gap_direction.as_deref().is_none_or(|d| d == g.direction))
+            .filter(|g| g.gap_type == t && rule.gap_direction.is_none_or(|d| d == g.direction))
             .max_by(|a, b| a.evidence.total_cmp(&b.evidence).then(b.subject.cmp(&a.subject)))?;
         why.push(format!(
             "{t} gap on {}: says {}, does {} (evidence {:.2})",

@@ -60,11 +60,51 @@ const MICROS_PER_DAY: i64 = 86_400_000_000;
 /// The smallest shortfall (in rate points) a knowledge gap must show besides significance.
 const MIN_KNOWLEDGE_GAP: f64 = 0.10;
 
+/// The kinds of information gap (`gaps.gap_type`), in the order of their names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum GapType {
+    Category,
+    Frequency,
+    Knowledge,
+    Profile,
+    Satisfaction,
+}
+
+impl GapType {
+    pub const ALL: [GapType; 5] = [
+        GapType::Category,
+        GapType::Frequency,
+        GapType::Knowledge,
+        GapType::Profile,
+        GapType::Satisfaction,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            GapType::Category => "category",
+            GapType::Frequency => "frequency",
+            GapType::Knowledge => "knowledge",
+            GapType::Profile => "profile",
+            GapType::Satisfaction => "satisfaction",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.name() == s)
+    }
+}
+
+impl std::fmt::Display for GapType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// One row of the `gaps` table.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GapRow {
     pub customer: usize,
-    pub gap_type: &'static str,
+    pub gap_type: GapType,
     pub subject: String,
     pub reported: Option<f64>,
     pub observed: Option<f64>,
@@ -72,7 +112,7 @@ pub struct GapRow {
     pub observed_text: String,
     pub delta: Option<f64>,
     pub evidence: f64,
-    pub direction: &'static str,
+    pub direction: Direction,
     pub action: String,
 }
 
@@ -363,7 +403,7 @@ pub fn analyse(inp: &Inputs<'_>) -> Outputs {
     gaps.sort_by(|a, b| (a.customer, a.gap_type, &a.subject).cmp(&(b.customer, b.gap_type, &b.subject)));
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     for g in &gaps {
-        *counts.entry(format!("{}:{}", g.gap_type, g.direction)).or_default() += 1;
+        *counts.entry(format!("{}:{}", g.gap_type, g.direction.name())).or_default() += 1;
     }
     let not_judged = not_judged
         .into_iter()
@@ -619,7 +659,7 @@ impl<'i, 'a> Judge<'i, 'a> {
                     };
                     found.assessed.push(GapRow {
                         customer: i,
-                        gap_type: "frequency",
+                        gap_type: GapType::Frequency,
                         subject: "purchase_frequency".into(),
                         reported: Some(s.stated.value),
                         observed: Some(round(s.check.mean, 3)),
@@ -637,7 +677,7 @@ impl<'i, 'a> Judge<'i, 'a> {
                         ),
                         delta: Some(s.stated.value / s.check.mean.max(1e-9)),
                         evidence,
-                        direction: dir.name(),
+                        direction: dir,
                         action: match dir {
                             Direction::Over => "re-engage: a reminder or offer timed to the rhythm the customer states".into(),
                             Direction::Under => {
@@ -750,7 +790,7 @@ impl<'i, 'a> Judge<'i, 'a> {
                         let (observed, reported) = (smoothed(*c), ratio * smoothed(top).max(smoothed(*c)));
                         found.assessed.push(GapRow {
                             customer: *i,
-                            gap_type: "category",
+                            gap_type: GapType::Category,
                             subject: stated.to_string(),
                             reported: Some(round(reported, 4)),
                             observed: Some(round(observed, 4)),
@@ -763,7 +803,7 @@ impl<'i, 'a> Judge<'i, 'a> {
                             ),
                             delta: Some(reported / observed.max(1e-12)),
                             evidence,
-                            direction: "over",
+                            direction: Direction::Over,
                             action: format!("offer {stated}: the stated interest has not turned into purchases"),
                         });
                     }
@@ -893,7 +933,7 @@ impl<'i, 'a> Judge<'i, 'a> {
                         }
                         found.assessed.push(GapRow {
                             customer: j.i,
-                            gap_type: "satisfaction",
+                            gap_type: GapType::Satisfaction,
                             subject: "satisfaction".into(),
                             reported: Some(round(j.stated, 4)),
                             observed: Some(round(by_behaviour, 4)),
@@ -914,7 +954,7 @@ impl<'i, 'a> Judge<'i, 'a> {
                             ),
                             delta: Some(j.stated.max(0.01) / by_behaviour.max(0.01)),
                             evidence,
-                            direction: dir.name(),
+                            direction: dir,
                             action: match dir {
                                 Direction::Over => {
                                     "care call: says satisfied but the service record says otherwise — ask what went wrong".into()
@@ -967,7 +1007,7 @@ impl<'i, 'a> Judge<'i, 'a> {
             profile += 1;
             found.gaps.push(GapRow {
                 customer: i,
-                gap_type: "profile",
+                gap_type: GapType::Profile,
                 subject: "preferred_channel".into(),
                 reported: Some(round(stated_share, 4)),
                 observed: Some(round(share, 4)),
@@ -976,7 +1016,7 @@ impl<'i, 'a> Judge<'i, 'a> {
                 delta: Some(stated_share.max(0.01) / share),
                 // The share of order lines through the channel used most.
                 evidence: share,
-                direction: "over",
+                direction: Direction::Over,
                 action: format!("contact via {used}, the channel the customer actually uses; update the profile"),
             });
         }
@@ -984,7 +1024,7 @@ impl<'i, 'a> Judge<'i, 'a> {
             profile += 1;
             found.gaps.push(GapRow {
                 customer: *i,
-                gap_type: "profile",
+                gap_type: GapType::Profile,
                 subject: subject.clone(),
                 reported: None,
                 observed: None,
@@ -992,7 +1032,7 @@ impl<'i, 'a> Judge<'i, 'a> {
                 observed_text: "the company's records cannot all be right".into(),
                 delta: None,
                 evidence: 1.0,
-                direction: "over",
+                direction: Direction::Over,
                 action: action.clone(),
             });
         }
@@ -1102,7 +1142,7 @@ fn knowledge_gaps(inp: &Inputs<'_>, gaps: &mut Vec<GapRow>) -> (Vec<KnowledgeRow
                 let what = r.subject.split_once(':').map_or(r.subject.as_str(), |(_, s)| s);
                 gaps.push(GapRow {
                     customer: i,
-                    gap_type: "knowledge",
+                    gap_type: GapType::Knowledge,
                     subject: r.subject.clone(),
                     reported: Some(0.0),
                     observed: Some(round(r.reference_rate, 4)),
@@ -1115,7 +1155,7 @@ fn knowledge_gaps(inp: &Inputs<'_>, gaps: &mut Vec<GapRow>) -> (Vec<KnowledgeRow
                     ),
                     delta: Some(r.segment_rate / r.reference_rate.max(1e-9)),
                     evidence: 1.0 - r.q_value,
-                    direction: "under",
+                    direction: Direction::Under,
                     action: format!("product education: show what {what} is and how to use it"),
                 });
             }
@@ -1148,7 +1188,7 @@ pub fn summary_batch(gaps: &[GapRow], segments: &[Vec<(String, String)>]) -> Res
         }
     }
     // (segment, type) → (customers with the gap, log Δ values)
-    type Key = ((String, String), &'static str);
+    type Key = ((String, String), GapType);
     let mut acc: BTreeMap<Key, (BTreeSet<usize>, Vec<f64>)> = BTreeMap::new();
     for g in gaps {
         for s in &segments[g.customer] {
@@ -1233,7 +1273,7 @@ pub fn gaps_batch(ids: &[String], rows: &[GapRow]) -> Result<RecordBatch> {
             x(&|r| r.delta),
             x(&|r| r.delta.filter(|d| *d > 0.0).map(f64::ln)),
             x(&|r| Some(r.evidence)),
-            s(&|r| r.direction.to_string()),
+            s(&|r| r.direction.name().to_string()),
             s(&|r| r.action.clone()),
             s(&|r| r.reported_text.clone()),
             s(&|r| r.observed_text.clone()),

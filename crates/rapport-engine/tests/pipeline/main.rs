@@ -1,5 +1,6 @@
-//! Ingest end to end: real datasets, generated data with planted truth, malformed
-//! input, incremental and atomic behaviour, privacy.
+//! The pipeline end to end, one module per part: ingest of real datasets, generated
+//! data with planted truth, malformed input, incremental and atomic behaviour, privacy;
+//! `run` and its models, the gap analysis, recommendations and actions, `train`.
 
 mod actions;
 mod gaps;
