@@ -9,7 +9,8 @@ use anyhow::{bail, Context, Result};
 
 use rapport_engine::export::{self, OutFormat};
 use rapport_engine::results::{
-    ClusterReport, ClvFit, Fit, GapEvaluation, HoldoutReport, ModelsReport, Record, RecsEvaluation, TypeReliability, UpliftReport,
+    ClusterReport, ClvFit, Fit, GapEvaluation, HoldoutReport, ModelsReport, Recommendation, Record, RecsEvaluation, TypeReliability,
+    UpliftReport,
 };
 use rapport_engine::session::{Personal, Session};
 use rapport_engine::EngineError;
@@ -472,10 +473,15 @@ pub fn recommend(workspace: &Path, products: &str, k: usize, as_json: bool) -> R
     let ws = Workspace::reader(workspace)?;
     let recs = rapport_engine::recs::fold_in(&ws, &basket, k)?;
     if as_json {
-        let v: Vec<serde_json::Value> = recs
+        let v: Vec<Recommendation> = recs
             .iter()
             .enumerate()
-            .map(|(r, (p, s))| serde_json::json!({"rank": r + 1, "product_id": p, "score": s, "reason": "als (fold-in)"}))
+            .map(|(r, (p, s))| Recommendation {
+                rank: r + 1,
+                product_id: p.clone(),
+                score: *s,
+                reason: "als (fold-in)".into(),
+            })
             .collect();
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {

@@ -893,6 +893,17 @@ pub struct CrossValidated {
     pub auc_folds: Vec<f64>,
 }
 
+/// One recommendation for a customer (a row of the `recommendations` table, or of
+/// `rapport recommend --json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Recommendation {
+    pub rank: usize,
+    pub product_id: String,
+    pub score: f64,
+    /// Which model put it there.
+    pub reason: String,
+}
+
 /// `rapport explain`: everything known about one customer, the numbers behind each.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Explanation {
