@@ -137,13 +137,31 @@ pub fn write_report(ws: &Workspace, models: Option<&ModelsReport>) -> Result<Pat
     let quality = read_quality(ws)?;
     let tables = ws.tables()?;
     let mut body = String::new();
+    headline(quality.as_ref(), &mut body);
+    data_quality(quality.as_ref(), &mut body);
+    identity(&session, &tables, quality.as_ref(), &mut body)?;
+    models::sections(&session, &tables, models, &mut body)?;
+    workspace_tables(&tables, &mut body);
+    let path = ws.reports_dir().join("report.html");
+    write_atomic(&path, &page(&body))?;
+    Ok(path)
+}
 
-    // Headline figures.
-    let read: u64 = quality.iter().flat_map(|q| q.tables.values()).map(|t| t.rows_read).sum();
-    let quarantined: u64 = quality.iter().flat_map(|q| q.tables.values()).map(|t| t.rejected_total()).sum();
-    let dups: u64 = quality.iter().flat_map(|q| q.tables.values()).map(|t| t.duplicates_removed).sum();
-    let unified = quality.as_ref().map(|q| q.identity.unified_customers).unwrap_or(0);
-    let source_ids = quality.as_ref().map(|q| q.identity.source_ids).unwrap_or(0);
+/// The last ingest in five figures.
+fn headline(quality: Option<&Quality>, body: &mut String) {
+    let read: u64 = quality.into_iter().flat_map(|q| q.tables.values()).map(|t| t.rows_read).sum();
+    let quarantined: u64 = quality
+        .into_iter()
+        .flat_map(|q| q.tables.values())
+        .map(|t| t.rejected_total())
+        .sum();
+    let dups: u64 = quality
+        .into_iter()
+        .flat_map(|q| q.tables.values())
+        .map(|t| t.duplicates_removed)
+        .sum();
+    let unified = quality.map(|q| q.identity.unified_customers).unwrap_or(0);
+    let source_ids = quality.map(|q| q.identity.source_ids).unwrap_or(0);
     body.push_str(r#"<section><h2>Last ingest</h2><div class="tiles">"#);
     for (label, v) in [
         ("rows read", read),
@@ -159,7 +177,7 @@ pub fn write_report(ws: &Workspace, models: Option<&ModelsReport>) -> Result<Pat
         );
     }
     body.push_str("</div>");
-    if let Some(q) = &quality {
+    if let Some(q) = quality {
         let _ = write!(
             body,
             "<p class=\"note\">Ingest {} of <code>{}</code> at {}.</p>",
@@ -169,10 +187,12 @@ pub fn write_report(ws: &Workspace, models: Option<&ModelsReport>) -> Result<Pat
         );
     }
     body.push_str("</section>");
+}
 
-    // Data quality.
+/// Rows by table, rejects by reason, missing and imputed values.
+fn data_quality(quality: Option<&Quality>, body: &mut String) {
     body.push_str("<section><h2>Data quality</h2>");
-    if let Some(q) = &quality {
+    if let Some(q) = quality {
         let rows = q
             .tables
             .iter()
@@ -248,38 +268,45 @@ pub fn write_report(ws: &Workspace, models: Option<&ModelsReport>) -> Result<Pat
                 .render(),
             );
         }
-        if !q.skipped_files.is_empty() || !q.warnings.is_empty() {
-            body.push_str("<ul class=\"notes\">");
-            for s in &q.skipped_files {
-                let _ = write!(
-                    body,
-                    "<li>Skipped <code>{}</code> ({}): same content as {}.</li>",
-                    escape(&s.file),
-                    escape(&s.table),
-                    escape(&s.same_as)
-                );
-            }
-            for w in &q.warnings {
-                let _ = write!(body, "<li>{}</li>", escape(w));
-            }
-            body.push_str("</ul>");
-        }
-        if !q.absent_tables.is_empty() {
-            body.push_str("<h3>Data this workspace does not have yet</h3><table><tr><th>table</th><th>would make possible</th></tr>");
-            for (t, what) in &q.absent_tables {
-                let _ = write!(body, "<tr><td>{}</td><td>{}</td></tr>", escape(t), escape(what));
-            }
-            body.push_str("</table>");
-        }
+        quality_notes(q, body);
     } else {
         body.push_str("<p>No ingest yet.</p>");
     }
     body.push_str("</section>");
+}
 
-    // Identity.
+/// Files skipped, warnings and the tables the workspace does not have yet.
+fn quality_notes(q: &Quality, body: &mut String) {
+    if !q.skipped_files.is_empty() || !q.warnings.is_empty() {
+        body.push_str("<ul class=\"notes\">");
+        for s in &q.skipped_files {
+            let _ = write!(
+                body,
+                "<li>Skipped <code>{}</code> ({}): same content as {}.</li>",
+                escape(&s.file),
+                escape(&s.table),
+                escape(&s.same_as)
+            );
+        }
+        for w in &q.warnings {
+            let _ = write!(body, "<li>{}</li>", escape(w));
+        }
+        body.push_str("</ul>");
+    }
+    if !q.absent_tables.is_empty() {
+        body.push_str("<h3>Data this workspace does not have yet</h3><table><tr><th>table</th><th>would make possible</th></tr>");
+        for (t, what) in &q.absent_tables {
+            let _ = write!(body, "<tr><td>{}</td><td>{}</td></tr>", escape(t), escape(what));
+        }
+        body.push_str("</table>");
+    }
+}
+
+/// Identity merges, source ids by system and match, customers by number of ids.
+fn identity(session: &Session<'_>, tables: &BTreeMap<String, u64>, quality: Option<&Quality>, body: &mut String) -> Result<()> {
     body.push_str("<section><h2>Identity resolution</h2>");
     if tables.contains_key("customer_sources") {
-        if let Some(q) = &quality {
+        if let Some(q) = quality {
             let rows = vec![
                 ("source ids".to_string(), vec![q.identity.source_ids as f64]),
                 ("unified customers".to_string(), vec![q.identity.unified_customers as f64]),
@@ -298,7 +325,7 @@ pub fn write_report(ws: &Workspace, models: Option<&ModelsReport>) -> Result<Pat
             );
         }
         let by_source = counts(
-            &session,
+            session,
             "SELECT source || ' / ' || matched_on, count(*) FROM customer_sources GROUP BY 1 ORDER BY 1",
         )?;
         body.push_str(
@@ -311,7 +338,7 @@ pub fn write_report(ws: &Workspace, models: Option<&ModelsReport>) -> Result<Pat
             }
             .render(),
         );
-        let sizes = counts(&session, "SELECT CAST(n AS VARCHAR) || ' source id(s)', count(*) FROM (SELECT customer_id, count(*) AS n FROM customer_sources GROUP BY customer_id) GROUP BY n ORDER BY n")?;
+        let sizes = counts(session, "SELECT CAST(n AS VARCHAR) || ' source id(s)', count(*) FROM (SELECT customer_id, count(*) AS n FROM customer_sources GROUP BY customer_id) GROUP BY n ORDER BY n")?;
         body.push_str(
             &BarChart {
                 id: "cluster-sizes",
@@ -325,9 +352,10 @@ pub fn write_report(ws: &Workspace, models: Option<&ModelsReport>) -> Result<Pat
     }
     body.push_str("</section>");
 
-    models::sections(&session, &tables, models, &mut body)?;
+    Ok(())
+}
 
-    // Workspace tables.
+fn workspace_tables(tables: &BTreeMap<String, u64>, body: &mut String) {
     body.push_str("<section><h2>Workspace tables</h2><table><tr><th>table</th><th>rows</th></tr>");
     let mut t: BTreeMap<&String, &u64> = BTreeMap::new();
     t.extend(tables.iter());
@@ -340,16 +368,16 @@ pub fn write_report(ws: &Workspace, models: Option<&ModelsReport>) -> Result<Pat
         );
     }
     body.push_str("</table></section>");
+}
 
-    let html = format!(
+/// The page around the sections.
+fn page(body: &str) -> String {
+    format!(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
 <title>Rapport report</title><style>{STYLE}</style></head><body><header><h1>Rapport</h1><p>Customer data report</p></header><main>{body}</main>\
 <footer>Generated by rapport {}. Counts only: no personal data is shown.</footer></body></html>\n",
         env!("CARGO_PKG_VERSION")
-    );
-    let path = ws.reports_dir().join("report.html");
-    write_atomic(&path, &html)?;
-    Ok(path)
+    )
 }
 
 const STYLE: &str = "body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1a202c;background:#f7fafc}\
