@@ -832,156 +832,94 @@ impl<'i, 'a> Judge<'i, 'a> {
     /// fitted over all buyers, from their complaints, tickets, low reviews, returns and
     /// whether they left (answers included, with their own misreport rate).
     fn satisfaction(&self, found: &mut Findings, surveyed: usize) {
-        let (inp, cfg) = (self.inp, self.inp.cfg);
-        let n = inp.features.len();
-        if surveyed > 0 {
-            let col = |name: &str| inp.activity.column(name);
-            let (complaints, tickets) = (col("events:complaint"), col("events:support_ticket"));
-            let (low, rated) = (col("service:reviews_low"), col("activity:reviews_rated"));
-            let (returned, lines) = (col("activity:returned_lines"), col("activity:lines"));
-            let at = |c: Option<&[f64]>, i: usize| c.map_or(0.0, |c| c[i]);
-            let stated_of = |i: usize| -> Option<(gap::Stated, f64, String)> {
-                let a = &inp.answers[i].latest;
-                let num = |q: &str| a.get(q).and_then(|(_, v)| v.trim().parse::<f64>().ok()).filter(|v| v.is_finite());
-                // Satisfaction 1–5 (4–5 satisfied, 1–2 dissatisfied), else NPS 0–10
-                // (promoters 9–10, detractors 0–6), else will_repurchase.
-                if let Some(v) = num("satisfaction") {
-                    return Some((
-                        gap::Stated::of_score(v, 4.0, 2.0),
-                        (v - 1.0) / 4.0,
-                        format!("satisfaction {v} of 5"),
-                    ));
-                }
-                if let Some(v) = num("nps") {
-                    return Some((gap::Stated::of_score(v, 9.0, 6.0), v / 10.0, format!("NPS {v} of 10")));
-                }
-                let b = a.get("will_repurchase").and_then(|(_, v)| yes_no(v))?;
-                Some((
-                    if b { gap::Stated::Satisfied } else { gap::Stated::Dissatisfied },
-                    f64::from(u8::from(b)),
-                    format!("will repurchase: {}", if b { "yes" } else { "no" }),
-                ))
-            };
-            struct Judged {
-                i: usize,
-                signals: gap::ServiceSignals,
-                text: String,
-                stated: f64,
+        if surveyed == 0 {
+            return;
+        }
+        let (signals, answered) = self.service_records(found);
+        let Some(model) = gap::SatisfactionModel::fit(&signals) else {
+            found.skipped.insert(
+                "satisfaction".into(),
+                "no buyer answered a satisfaction, NPS or will_repurchase question".into(),
+            );
+            return;
+        };
+        let share = model.misreport_share();
+        let mut flagged = 0;
+        for a in &answered {
+            let row = satisfaction_row(a, &model, share);
+            if row.evidence >= self.inp.cfg.gap_evidence {
+                flagged += 1;
             }
-            let mut stated: Vec<Option<(gap::Stated, f64, String)>> = (0..n).map(stated_of).collect();
-            for (i, (answers, level)) in inp.answers.iter().zip(&stated).enumerate() {
-                let asked = ["satisfaction", "nps", "will_repurchase"]
-                    .iter()
-                    .any(|q| answers.latest.contains_key(*q));
-                if asked && level.is_none() {
-                    found.skip("satisfaction", "answer is not a satisfaction score, an NPS or yes/no");
-                } else if asked && !self.history_of.contains_key(&i) {
-                    found.skip("satisfaction", "no purchase before the as-of date");
-                }
-            }
-            let mut signals = Vec::with_capacity(inp.buyers.len());
-            let mut answered = Vec::new();
-            for (k, &i) in inp.buyers.iter().enumerate() {
-                let h = inp.histories[k];
-                let (left, _, _, _) = self.leaving(i, &h, inp.p_alive[i].unwrap_or(1.0));
-                let stated = stated[i].take();
-                let c = gap::ServiceSignals {
-                    complaints: at(complaints, i),
-                    tickets: at(tickets, i),
-                    orders: h.x + 1.0,
-                    low_reviews: at(low, i),
-                    rated_reviews: at(rated, i),
-                    returned_lines: at(returned, i),
-                    lines: at(lines, i),
-                    left,
-                    stated: stated.as_ref().map(|s| s.0),
-                };
-                signals.push(c);
-                if let Some((level, value, text)) = stated {
-                    if level == gap::Stated::Neutral {
-                        found.skip("satisfaction", "neutral answer (3 of 5, NPS 7–8): nothing to contradict");
-                    } else {
-                        answered.push(Judged {
-                            i,
-                            signals: c,
-                            text,
-                            stated: value,
-                        });
-                    }
-                }
-            }
-            match gap::SatisfactionModel::fit(&signals) {
-                None => {
-                    found.skipped.insert(
-                        "satisfaction".into(),
-                        "no buyer answered a satisfaction, NPS or will_repurchase question".into(),
-                    );
-                }
-                Some(model) => {
-                    let share = model.misreport_share();
-                    let mut flagged = 0;
-                    for j in &answered {
-                        let c = &j.signals;
-                        let p_sat = model.p_satisfied(c);
-                        let by_behaviour = model.p_satisfied_by_behaviour(c);
-                        let (dir, evidence) = match c.stated {
-                            Some(gap::Stated::Satisfied) => (Direction::Over, 1.0 - p_sat),
-                            _ => (Direction::Under, p_sat),
-                        };
-                        if evidence >= cfg.gap_evidence {
-                            flagged += 1;
-                        }
-                        found.assessed.push(GapRow {
-                            customer: j.i,
-                            gap_type: GapType::Satisfaction,
-                            subject: "satisfaction".into(),
-                            reported: Some(round(j.stated, 4)),
-                            observed: Some(round(by_behaviour, 4)),
-                            reported_text: j.text.clone(),
-                            observed_text: format!(
-                                "{} and {} over {}, {} of {} reviews rated low, {} of {} order lines returned, P(left) {:.2}; \
-                             P(satisfied) from behaviour {:.2}; share of misreported satisfaction {:.3}",
-                                counted(c.complaints, "complaint"),
-                                counted(c.tickets, "support ticket"),
-                                counted(c.orders, "order"),
-                                c.low_reviews,
-                                c.rated_reviews,
-                                c.returned_lines,
-                                c.lines,
-                                c.left,
-                                by_behaviour,
-                                share
-                            ),
-                            delta: Some(j.stated.max(0.01) / by_behaviour.max(0.01)),
-                            evidence,
-                            direction: dir,
-                            action: match dir {
-                                Direction::Over => {
-                                    "care call: says satisfied but the service record says otherwise — ask what went wrong".into()
-                                }
-                                Direction::Under => {
-                                    "service recovery: says dissatisfied yet buys without complaint — ask what to fix".into()
-                                }
-                            },
-                        });
-                    }
-                    found.judged.satisfaction = Some(SatisfactionJudgement {
-                        judgement: Judgement {
-                            statements: answered.len(),
-                            gaps: flagged,
-                            misreport_share: round(share, 4),
-                            em_iterations: model.iterations,
-                        },
-                        p_complaint_per_order: [
-                            round(model.satisfied.complaint_rate, 4),
-                            round(model.dissatisfied.complaint_rate, 4),
-                        ],
-                        left_share: [round(model.satisfied.left_share, 4), round(model.dissatisfied.left_share, 4)],
-                        satisfied_share: round(model.satisfied.share, 4),
-                    });
-                }
+            found.assessed.push(row);
+        }
+        found.judged.satisfaction = Some(SatisfactionJudgement {
+            judgement: Judgement {
+                statements: answered.len(),
+                gaps: flagged,
+                misreport_share: round(share, 4),
+                em_iterations: model.iterations,
+            },
+            p_complaint_per_order: [
+                round(model.satisfied.complaint_rate, 4),
+                round(model.dissatisfied.complaint_rate, 4),
+            ],
+            left_share: [round(model.satisfied.left_share, 4), round(model.dissatisfied.left_share, 4)],
+            satisfied_share: round(model.satisfied.share, 4),
+        });
+    }
+
+    /// Every buyer's service record (complaints, tickets, low reviews, returns, P(left)),
+    /// which the satisfaction model is fitted on, and the answers to judge against theirs.
+    fn service_records(&self, found: &mut Findings) -> (Vec<gap::ServiceSignals>, Vec<Answered>) {
+        let inp = self.inp;
+        let col = |name: &str| inp.activity.column(name);
+        let (complaints, tickets) = (col("events:complaint"), col("events:support_ticket"));
+        let (low, rated) = (col("service:reviews_low"), col("activity:reviews_rated"));
+        let (returned, lines) = (col("activity:returned_lines"), col("activity:lines"));
+        let at = |c: Option<&[f64]>, i: usize| c.map_or(0.0, |c| c[i]);
+        let mut stated: Vec<Option<(gap::Stated, f64, String)>> = inp.answers.iter().map(stated_satisfaction).collect();
+        for (i, (answers, level)) in inp.answers.iter().zip(&stated).enumerate() {
+            let asked = ["satisfaction", "nps", "will_repurchase"]
+                .iter()
+                .any(|q| answers.latest.contains_key(*q));
+            if asked && level.is_none() {
+                found.skip("satisfaction", "answer is not a satisfaction score, an NPS or yes/no");
+            } else if asked && !self.history_of.contains_key(&i) {
+                found.skip("satisfaction", "no purchase before the as-of date");
             }
         }
+        let mut signals = Vec::with_capacity(inp.buyers.len());
+        let mut answered = Vec::new();
+        for (k, &i) in inp.buyers.iter().enumerate() {
+            let h = inp.histories[k];
+            let (left, _, _, _) = self.leaving(i, &h, inp.p_alive[i].unwrap_or(1.0));
+            let stated = stated[i].take();
+            let c = gap::ServiceSignals {
+                complaints: at(complaints, i),
+                tickets: at(tickets, i),
+                orders: h.x + 1.0,
+                low_reviews: at(low, i),
+                rated_reviews: at(rated, i),
+                returned_lines: at(returned, i),
+                lines: at(lines, i),
+                left,
+                stated: stated.as_ref().map(|s| s.0),
+            };
+            signals.push(c);
+            match stated {
+                Some((gap::Stated::Neutral, _, _)) => {
+                    found.skip("satisfaction", "neutral answer (3 of 5, NPS 7–8): nothing to contradict");
+                }
+                Some((_, value, text)) => answered.push(Answered {
+                    i,
+                    signals: c,
+                    text,
+                    stated: value,
+                }),
+                None => {}
+            }
+        }
+        (signals, answered)
     }
 
     /// Profile: the stated channel against the one used most, and the conflicts of the
@@ -1043,6 +981,80 @@ impl<'i, 'a> Judge<'i, 'a> {
             );
         }
         profile
+    }
+}
+
+/// A satisfaction answer and the service record it is judged against.
+struct Answered {
+    i: usize,
+    signals: gap::ServiceSignals,
+    text: String,
+    /// The answer on a 0–1 scale.
+    stated: f64,
+}
+
+/// A customer's stated satisfaction: satisfaction 1–5 (4–5 satisfied, 1–2 dissatisfied),
+/// else NPS 0–10 (promoters 9–10, detractors 0–6), else will_repurchase; with the answer
+/// on a 0–1 scale and in words.
+fn stated_satisfaction(answers: &Answers) -> Option<(gap::Stated, f64, String)> {
+    let a = &answers.latest;
+    let num = |q: &str| a.get(q).and_then(|(_, v)| v.trim().parse::<f64>().ok()).filter(|v| v.is_finite());
+    if let Some(v) = num("satisfaction") {
+        return Some((
+            gap::Stated::of_score(v, 4.0, 2.0),
+            (v - 1.0) / 4.0,
+            format!("satisfaction {v} of 5"),
+        ));
+    }
+    if let Some(v) = num("nps") {
+        return Some((gap::Stated::of_score(v, 9.0, 6.0), v / 10.0, format!("NPS {v} of 10")));
+    }
+    let b = a.get("will_repurchase").and_then(|(_, v)| yes_no(v))?;
+    Some((
+        if b { gap::Stated::Satisfied } else { gap::Stated::Dissatisfied },
+        f64::from(u8::from(b)),
+        format!("will repurchase: {}", if b { "yes" } else { "no" }),
+    ))
+}
+
+/// The judged statement of one satisfaction answer: evidence = the model's posterior
+/// that the answer misstates the class the service record points to.
+fn satisfaction_row(a: &Answered, model: &gap::SatisfactionModel, share: f64) -> GapRow {
+    let c = &a.signals;
+    let p_sat = model.p_satisfied(c);
+    let by_behaviour = model.p_satisfied_by_behaviour(c);
+    let (dir, evidence) = match c.stated {
+        Some(gap::Stated::Satisfied) => (Direction::Over, 1.0 - p_sat),
+        _ => (Direction::Under, p_sat),
+    };
+    GapRow {
+        customer: a.i,
+        gap_type: GapType::Satisfaction,
+        subject: "satisfaction".into(),
+        reported: Some(round(a.stated, 4)),
+        observed: Some(round(by_behaviour, 4)),
+        reported_text: a.text.clone(),
+        observed_text: format!(
+            "{} and {} over {}, {} of {} reviews rated low, {} of {} order lines returned, P(left) {:.2}; \
+             P(satisfied) from behaviour {:.2}; share of misreported satisfaction {:.3}",
+            counted(c.complaints, "complaint"),
+            counted(c.tickets, "support ticket"),
+            counted(c.orders, "order"),
+            c.low_reviews,
+            c.rated_reviews,
+            c.returned_lines,
+            c.lines,
+            c.left,
+            by_behaviour,
+            share
+        ),
+        delta: Some(a.stated.max(0.01) / by_behaviour.max(0.01)),
+        evidence,
+        direction: dir,
+        action: match dir {
+            Direction::Over => "care call: says satisfied but the service record says otherwise — ask what went wrong".into(),
+            Direction::Under => "service recovery: says dissatisfied yet buys without complaint — ask what to fix".into(),
+        },
     }
 }
 
