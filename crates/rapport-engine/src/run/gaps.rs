@@ -561,8 +561,6 @@ impl<'i, 'a> Judge<'i, 'a> {
     /// for the next churn window.
     fn frequency(&self, found: &mut Findings) -> Vec<Option<f64>> {
         let (inp, cfg) = (self.inp, self.inp.cfg);
-        let per_year = 365.0 / inp.unit_days;
-        let mut reported_purchase = vec![None; inp.features.len()];
         // Each stated frequency, read once: the answer and its rate range.
         let stated_rates: Vec<Option<(&str, Option<StatedRate>)>> = inp
             .answers
@@ -574,127 +572,97 @@ impl<'i, 'a> Judge<'i, 'a> {
             })
             .collect();
         let window_years = f64::from(cfg.churn_window_days) / 365.0;
-        for (reported, stated) in reported_purchase.iter_mut().zip(&stated_rates) {
-            if let Some((_, Some(stated))) = stated {
-                *reported = Some(1.0 - (-stated.value * window_years).exp());
+        let reported_purchase = stated_rates
+            .iter()
+            .map(|s| match s {
+                Some((_, Some(stated))) => Some(1.0 - (-stated.value * window_years).exp()),
+                _ => None,
+            })
+            .collect();
+        let Some(bg) = inp.bgnbd else {
+            found.skipped.insert(
+                "frequency".into(),
+                "needs a fitted BG/NBD model (orders with repeat purchases)".into(),
+            );
+            return reported_purchase;
+        };
+        let statements = self.rate_statements(found, &stated_rates, bg);
+        // An honest answer names the customer's class; a misreport one of the other
+        // classes (four of the five).
+        const OTHER_CLASSES: f64 = 4.0;
+        let pairs: Vec<(f64, f64)> = statements
+            .iter()
+            .map(|s| ((1.0 - s.check.inside) / OTHER_CLASSES, s.check.inside))
+            .collect();
+        let honesty = Honesty::fit(&pairs);
+        let mut flagged = 0;
+        for (s, &(mis, honest)) in statements.iter().zip(&pairs) {
+            let row = frequency_row(s, honesty.posterior(mis, honest), honesty.misreport_share, inp.unit_days);
+            if row.evidence >= cfg.gap_evidence {
+                flagged += 1;
             }
+            found.assessed.push(row);
         }
-        match inp.bgnbd {
-            None => {
-                found.skipped.insert(
-                    "frequency".into(),
-                    "needs a fitted BG/NBD model (orders with repeat purchases)".into(),
-                );
-            }
-            Some(bg) => {
-                struct Statement<'a> {
-                    i: usize,
-                    answer: &'a str,
-                    stated: StatedRate,
-                    history: History,
-                    check: gap::RateCheck,
-                    left: f64,
-                    silence_text: String,
-                }
-                let mut statements = Vec::new();
-                for (i, stated) in stated_rates.iter().enumerate() {
-                    let Some((answer, stated)) = *stated else {
-                        continue;
-                    };
-                    let Some(stated) = stated else {
-                        found.skip("frequency", "answer is not a frequency class or a number of purchases per year");
-                        continue;
-                    };
-                    let Some(&k) = self.history_of.get(&i) else {
-                        found.skip("frequency", "no purchase before the as-of date");
-                        continue;
-                    };
-                    if !self.enough(i) {
-                        found.skip("frequency", "first purchase more recent than gap_min_tenure_days");
-                        continue;
-                    }
-                    let h = inp.histories[k];
-                    // The rate while around: x repeat purchases over the whole span T if the
-                    // customer is still there, or over the time they were seen (to the last
-                    // purchase, or a later event) if they left; weighted by P(left) given
-                    // purchases and activity. A single purchase long ago is strong evidence
-                    // against a stated high rate; the posterior, not a rule, says how strong.
-                    let (left, _, seen, silence_text) = self.leaving(i, &h, inp.p_alive[i].unwrap_or(1.0));
-                    let shape = bg.r + h.x;
-                    let mut components = vec![(1.0 - left, shape, (bg.alpha + h.t) / per_year)];
-                    if left > 0.0 {
-                        components.push((left, shape, (bg.alpha + seen) / per_year));
-                    }
-                    let check = gap::rate_check(stated.widened(cfg.gap_rate_tolerance), &RatePosterior { components });
-                    statements.push(Statement {
-                        i,
-                        answer,
-                        stated,
-                        history: h,
-                        check,
-                        left,
-                        silence_text,
-                    });
-                }
-                // An honest answer names the customer's class; a misreport one of the other
-                // classes (four of the five).
-                const OTHER_CLASSES: f64 = 4.0;
-                let pairs: Vec<(f64, f64)> = statements
-                    .iter()
-                    .map(|s| ((1.0 - s.check.inside) / OTHER_CLASSES, s.check.inside))
-                    .collect();
-                let honesty = Honesty::fit(&pairs);
-                let mut flagged = 0;
-                for (s, &(mis, honest)) in statements.iter().zip(&pairs) {
-                    let evidence = honesty.posterior(mis, honest);
-                    if evidence >= cfg.gap_evidence {
-                        flagged += 1;
-                    }
-                    let (i, answer, h) = (s.i, s.answer, s.history);
-                    let dir = s.check.direction();
-                    let range = if s.stated.high.is_finite() {
-                        format!("{:.1}–{:.1}", s.stated.low, s.stated.high)
-                    } else {
-                        format!("{:.1} or more", s.stated.low)
-                    };
-                    found.assessed.push(GapRow {
-                        customer: i,
-                        gap_type: GapType::Frequency,
-                        subject: "purchase_frequency".into(),
-                        reported: Some(s.stated.value),
-                        observed: Some(round(s.check.mean, 3)),
-                        reported_text: format!("{answer} (≈{} orders/year; the class is {range} a year)", s.stated.value),
-                        observed_text: format!(
-                            "{} over {:.0} days{}; posterior rate {:.1} orders/year, P(rate in the stated class) {:.2e}, \
-                         P(left) {:.2}; share of misreported frequencies {:.3}",
-                            counted(h.x + 1.0, "order"),
-                            h.t * inp.unit_days,
-                            s.silence_text,
-                            s.check.mean,
-                            s.check.inside,
-                            s.left,
-                            honesty.misreport_share
-                        ),
-                        delta: Some(s.stated.value / s.check.mean.max(1e-9)),
-                        evidence,
-                        direction: dir,
-                        action: match dir {
-                            Direction::Over => "re-engage: a reminder or offer timed to the rhythm the customer states".into(),
-                            Direction::Under => {
-                                "recognise a more loyal customer than they think: loyalty programme or subscription offer".into()
-                            }
-                        },
-                    });
-                }
-                found.judged.frequency = Some(Judgement {
-                    statements: statements.len(),
-                    gaps: flagged,
-                    misreport_share: round(honesty.misreport_share, 4),
-                    em_iterations: honesty.iterations,
-                });
-            }
-        }
+        found.judged.frequency = Some(Judgement {
+            statements: statements.len(),
+            gaps: flagged,
+            misreport_share: round(honesty.misreport_share, 4),
+            em_iterations: honesty.iterations,
+        });
         reported_purchase
+    }
+
+    /// Every readable stated frequency of a buyer with enough history, checked against
+    /// the posterior of their purchase rate.
+    fn rate_statements<'s>(
+        &self,
+        found: &mut Findings,
+        stated_rates: &[Option<(&'s str, Option<StatedRate>)>],
+        bg: &BgNbd,
+    ) -> Vec<RateStatement<'s>> {
+        let (inp, cfg) = (self.inp, self.inp.cfg);
+        let per_year = 365.0 / inp.unit_days;
+        let mut statements = Vec::new();
+        for (i, stated) in stated_rates.iter().enumerate() {
+            let Some((answer, stated)) = *stated else {
+                continue;
+            };
+            let Some(stated) = stated else {
+                found.skip("frequency", "answer is not a frequency class or a number of purchases per year");
+                continue;
+            };
+            let Some(&k) = self.history_of.get(&i) else {
+                found.skip("frequency", "no purchase before the as-of date");
+                continue;
+            };
+            if !self.enough(i) {
+                found.skip("frequency", "first purchase more recent than gap_min_tenure_days");
+                continue;
+            }
+            let h = inp.histories[k];
+            // The rate while around: x repeat purchases over the whole span T if the
+            // customer is still there, or over the time they were seen (to the last
+            // purchase, or a later event) if they left; weighted by P(left) given
+            // purchases and activity. A single purchase long ago is strong evidence
+            // against a stated high rate; the posterior, not a rule, says how strong.
+            let (left, _, seen, silence_text) = self.leaving(i, &h, inp.p_alive[i].unwrap_or(1.0));
+            let shape = bg.r + h.x;
+            let mut components = vec![(1.0 - left, shape, (bg.alpha + h.t) / per_year)];
+            if left > 0.0 {
+                components.push((left, shape, (bg.alpha + seen) / per_year));
+            }
+            let check = gap::rate_check(stated.widened(cfg.gap_rate_tolerance), &RatePosterior { components });
+            statements.push(RateStatement {
+                i,
+                answer,
+                stated,
+                history: h,
+                check,
+                left,
+                silence_text,
+            });
+        }
+        statements
     }
 
     /// Category: each stated category against the customer's order lines per category,
@@ -981,6 +949,54 @@ impl<'i, 'a> Judge<'i, 'a> {
             );
         }
         profile
+    }
+}
+
+/// A stated purchase frequency and its check against the rate posterior.
+struct RateStatement<'a> {
+    i: usize,
+    answer: &'a str,
+    stated: StatedRate,
+    history: History,
+    check: gap::RateCheck,
+    left: f64,
+    silence_text: String,
+}
+
+/// The judged statement of one stated frequency, with its evidence.
+fn frequency_row(s: &RateStatement<'_>, evidence: f64, misreport_share: f64, unit_days: f64) -> GapRow {
+    let h = s.history;
+    let dir = s.check.direction();
+    let range = if s.stated.high.is_finite() {
+        format!("{:.1}–{:.1}", s.stated.low, s.stated.high)
+    } else {
+        format!("{:.1} or more", s.stated.low)
+    };
+    GapRow {
+        customer: s.i,
+        gap_type: GapType::Frequency,
+        subject: "purchase_frequency".into(),
+        reported: Some(s.stated.value),
+        observed: Some(round(s.check.mean, 3)),
+        reported_text: format!("{} (≈{} orders/year; the class is {range} a year)", s.answer, s.stated.value),
+        observed_text: format!(
+            "{} over {:.0} days{}; posterior rate {:.1} orders/year, P(rate in the stated class) {:.2e}, \
+             P(left) {:.2}; share of misreported frequencies {:.3}",
+            counted(h.x + 1.0, "order"),
+            h.t * unit_days,
+            s.silence_text,
+            s.check.mean,
+            s.check.inside,
+            s.left,
+            misreport_share
+        ),
+        delta: Some(s.stated.value / s.check.mean.max(1e-9)),
+        evidence,
+        direction: dir,
+        action: match dir {
+            Direction::Over => "re-engage: a reminder or offer timed to the rhythm the customer states".into(),
+            Direction::Under => "recognise a more loyal customer than they think: loyalty programme or subscription offer".into(),
+        },
     }
 }
 
