@@ -672,128 +672,111 @@ impl<'i, 'a> Judge<'i, 'a> {
     /// the most bought one (posterior over prior, for "preferred" and "not preferred").
     fn category(&self, found: &mut Findings, surveyed: usize) {
         let (inp, cfg) = (self.inp, self.inp.cfg);
-        let n = inp.features.len();
         let cats: Vec<(&str, &[f64])> = inp.activity.with_prefix("category:").collect();
         if cats.is_empty() {
             found.skipped.insert(
                 "category".into(),
                 "needs a products table with category and orders with product_id".into(),
             );
-        } else if surveyed > 0 {
-            let k = cats.len();
-            let flat: Vec<f64> = inp.buyers.iter().flat_map(|&i| cats.iter().map(move |(_, v)| v[i])).collect();
-            match gap::CategoryMixture::fit(&flat, k) {
-                None => {
-                    found.skipped.insert(
-                        "category".into(),
-                        "fewer than ten buyers with order lines in a product category".into(),
-                    );
-                }
-                Some(mixture) => {
-                    let ratio = cfg.category_preference_ratio;
-                    let seed_of = |i: usize, c: usize| cfg.seed ^ ((i as u64) << 16) ^ (c as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-                    let zeros = vec![0.0; k];
-                    let prior: Vec<f64> = (0..k)
-                        .map(|c| mixture.p_preferred_seeded(&zeros, c, ratio, 20_000, seed_of(usize::MAX >> 16, c)))
-                        .collect();
-                    let mut asked: Vec<(usize, usize, &str, Vec<f64>)> = Vec::new();
-                    for i in 0..n {
-                        if inp.answers[i].categories.is_empty() {
-                            continue;
-                        }
-                        if !self.history_of.contains_key(&i) {
-                            found.skip("category", "no purchase before the as-of date");
-                            continue;
-                        }
-                        if !self.enough(i) {
-                            found.skip("category", "first purchase more recent than gap_min_tenure_days");
-                            continue;
-                        }
-                        let counts: Vec<f64> = cats.iter().map(|(_, v)| v[i]).collect();
-                        if counts.iter().sum::<f64>() <= 0.0 {
-                            found.skip("category", "no order line with a product category");
-                            continue;
-                        }
-                        for stated in &inp.answers[i].categories {
-                            match cats.iter().position(|(name, _)| name.eq_ignore_ascii_case(stated)) {
-                                Some(c) => asked.push((i, c, stated.as_str(), counts.clone())),
-                                None => found.skip("category", "stated category is not a product category"),
-                            }
-                        }
-                    }
-                    // One Monte Carlo estimate per distinct (lines per category, category),
-                    // seeded by that content: the same lines give the same evidence.
-                    use rayon::prelude::*;
-                    let key = |c: usize, counts: &[f64]| -> (usize, Vec<u64>) { (c, counts.iter().map(|v| v.to_bits()).collect()) };
-                    let distinct: BTreeSet<(usize, Vec<u64>)> = asked.iter().map(|(_, c, _, counts)| key(*c, counts)).collect();
-                    let estimates: HashMap<(usize, Vec<u64>), f64> = distinct
-                        .into_par_iter()
-                        .map(|(c, bits)| {
-                            let counts: Vec<f64> = bits.iter().map(|b| f64::from_bits(*b)).collect();
-                            let seed = bits.iter().fold(seed_of(0, c), |h, b| (h ^ b).wrapping_mul(0x0100_0000_01B3));
-                            let p = mixture.p_preferred_seeded(&counts, c, ratio, 2000, seed);
-                            ((c, bits), p)
-                        })
-                        .collect();
-                    let p: Vec<f64> = asked.iter().map(|(_, c, _, counts)| estimates[&key(*c, counts)]).collect();
-                    let pairs: Vec<(f64, f64)> = asked
-                        .iter()
-                        .zip(&p)
-                        .map(|((_, c, _, _), &p)| ((1.0 - p) / (1.0 - prior[*c]), p / prior[*c]))
-                        .collect();
-                    let honesty = Honesty::fit(&pairs);
-                    let kappa = cfg.category_prior_strength;
-                    let mut flagged = 0;
-                    for (((i, c, stated, counts), &p), &(mis, honest)) in asked.iter().zip(&p).zip(&pairs) {
-                        let evidence = honesty.posterior(mis, honest);
-                        if evidence >= cfg.gap_evidence {
-                            flagged += 1;
-                        }
-                        let total: f64 = counts.iter().sum();
-                        let smoothed = |j: usize| (counts[j] + kappa * mixture.mix[j]) / (total + kappa);
-                        let top = (0..k)
-                            .filter(|&j| j != *c)
-                            .max_by(|&x, &y| counts[x].total_cmp(&counts[y]).then(y.cmp(&x)))
-                            .unwrap_or(*c);
-                        let (observed, reported) = (smoothed(*c), ratio * smoothed(top).max(smoothed(*c)));
-                        found.assessed.push(GapRow {
-                            customer: *i,
-                            gap_type: GapType::Category,
-                            subject: stated.to_string(),
-                            reported: Some(round(reported, 4)),
-                            observed: Some(round(observed, 4)),
-                            reported_text: format!("prefers {stated}"),
-                            observed_text: format!(
-                                "{} of {} order lines in {stated}; most in {} ({}); P(bought at least {ratio} × the most bought \
-                             category) {p:.2e}, {:.2} for a customer of whom nothing is known; share of misreported \
-                             categories {:.3}",
-                                counts[*c], total, cats[top].0, counts[top], prior[*c], honesty.misreport_share
-                            ),
-                            delta: Some(reported / observed.max(1e-12)),
-                            evidence,
-                            direction: Direction::Over,
-                            action: format!("offer {stated}: the stated interest has not turned into purchases"),
-                        });
-                    }
-                    found.judged.category = Some(CategoryJudgement {
-                        judgement: Judgement {
-                            statements: asked.len(),
-                            gaps: flagged,
-                            misreport_share: round(honesty.misreport_share, 4),
-                            em_iterations: honesty.iterations,
-                        },
-                        preference_ratio: ratio,
-                        prior: CategoryPrior {
-                            diffuse_weight: round(mixture.weights[0], 4),
-                            diffuse_precision: round(mixture.diffuse_precision, 4),
-                            favourite_precision: round(mixture.favourite_precision, 4),
-                            favourite_boost: round(mixture.favourite_boost, 4),
-                            converged: mixture.converged,
-                        },
-                    });
+            return;
+        }
+        if surveyed == 0 {
+            return;
+        }
+        let k = cats.len();
+        let flat: Vec<f64> = inp.buyers.iter().flat_map(|&i| cats.iter().map(move |(_, v)| v[i])).collect();
+        let Some(mixture) = gap::CategoryMixture::fit(&flat, k) else {
+            found.skipped.insert(
+                "category".into(),
+                "fewer than ten buyers with order lines in a product category".into(),
+            );
+            return;
+        };
+        let ratio = cfg.category_preference_ratio;
+        let zeros = vec![0.0; k];
+        let prior: Vec<f64> = (0..k)
+            .map(|c| mixture.p_preferred_seeded(&zeros, c, ratio, 20_000, category_seed(cfg.seed, usize::MAX >> 16, c)))
+            .collect();
+        let asked = self.category_statements(found, &cats);
+        let p = preference_probabilities(&mixture, &asked, ratio, cfg.seed);
+        let pairs: Vec<(f64, f64)> = asked
+            .iter()
+            .zip(&p)
+            .map(|(a, &p)| ((1.0 - p) / (1.0 - prior[a.c]), p / prior[a.c]))
+            .collect();
+        let honesty = Honesty::fit(&pairs);
+        let check = CategoryCheck {
+            cats: &cats,
+            mixture: &mixture,
+            prior: &prior,
+            ratio,
+            kappa: cfg.category_prior_strength,
+            misreport_share: honesty.misreport_share,
+        };
+        let mut flagged = 0;
+        for ((a, &p), &(mis, honest)) in asked.iter().zip(&p).zip(&pairs) {
+            let row = check.row(a, p, honesty.posterior(mis, honest));
+            if row.evidence >= cfg.gap_evidence {
+                flagged += 1;
+            }
+            found.assessed.push(row);
+        }
+        found.judged.category = Some(CategoryJudgement {
+            judgement: Judgement {
+                statements: asked.len(),
+                gaps: flagged,
+                misreport_share: round(honesty.misreport_share, 4),
+                em_iterations: honesty.iterations,
+            },
+            preference_ratio: ratio,
+            prior: CategoryPrior {
+                diffuse_weight: round(mixture.weights[0], 4),
+                diffuse_precision: round(mixture.diffuse_precision, 4),
+                favourite_precision: round(mixture.favourite_precision, 4),
+                favourite_boost: round(mixture.favourite_boost, 4),
+                converged: mixture.converged,
+            },
+        });
+    }
+
+    /// Every stated category of a buyer with enough history and order lines in a product
+    /// category, with the buyer's lines per category.
+    fn category_statements<'s>(&self, found: &mut Findings, cats: &[(&str, &[f64])]) -> Vec<CategoryStatement<'s>>
+    where
+        'i: 's,
+    {
+        let inp = self.inp;
+        let mut asked = Vec::new();
+        for i in 0..inp.features.len() {
+            if inp.answers[i].categories.is_empty() {
+                continue;
+            }
+            if !self.history_of.contains_key(&i) {
+                found.skip("category", "no purchase before the as-of date");
+                continue;
+            }
+            if !self.enough(i) {
+                found.skip("category", "first purchase more recent than gap_min_tenure_days");
+                continue;
+            }
+            let counts: Vec<f64> = cats.iter().map(|(_, v)| v[i]).collect();
+            if counts.iter().sum::<f64>() <= 0.0 {
+                found.skip("category", "no order line with a product category");
+                continue;
+            }
+            for stated in &inp.answers[i].categories {
+                match cats.iter().position(|(name, _)| name.eq_ignore_ascii_case(stated)) {
+                    Some(c) => asked.push(CategoryStatement {
+                        i,
+                        c,
+                        stated: stated.as_str(),
+                        counts: counts.clone(),
+                    }),
+                    None => found.skip("category", "stated category is not a product category"),
                 }
             }
         }
+        asked
     }
 
     /// Satisfaction: the stated level against a latent-class model of satisfaction
@@ -949,6 +932,87 @@ impl<'i, 'a> Judge<'i, 'a> {
             );
         }
         profile
+    }
+}
+
+/// A stated preferred category, with the buyer's order lines per category.
+struct CategoryStatement<'a> {
+    i: usize,
+    /// The stated category's index.
+    c: usize,
+    stated: &'a str,
+    counts: Vec<f64>,
+}
+
+/// The seed of the Monte Carlo estimate for customer row `i` (or a marker) and category
+/// `c`.
+fn category_seed(seed: u64, i: usize, c: usize) -> u64 {
+    seed ^ ((i as u64) << 16) ^ (c as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+/// P(the stated category is bought at least `ratio` × the most bought one) under the
+/// mixture, given each statement's lines: one Monte Carlo estimate per distinct (lines
+/// per category, category), seeded by that content, so the same lines give the same
+/// evidence.
+fn preference_probabilities(mixture: &gap::CategoryMixture, asked: &[CategoryStatement<'_>], ratio: f64, seed: u64) -> Vec<f64> {
+    use rayon::prelude::*;
+    let key = |c: usize, counts: &[f64]| -> (usize, Vec<u64>) { (c, counts.iter().map(|v| v.to_bits()).collect()) };
+    let distinct: BTreeSet<(usize, Vec<u64>)> = asked.iter().map(|a| key(a.c, &a.counts)).collect();
+    let estimates: HashMap<(usize, Vec<u64>), f64> = distinct
+        .into_par_iter()
+        .map(|(c, bits)| {
+            let counts: Vec<f64> = bits.iter().map(|b| f64::from_bits(*b)).collect();
+            let s = bits
+                .iter()
+                .fold(category_seed(seed, 0, c), |h, b| (h ^ b).wrapping_mul(0x0100_0000_01B3));
+            let p = mixture.p_preferred_seeded(&counts, c, ratio, 2000, s);
+            ((c, bits), p)
+        })
+        .collect();
+    asked.iter().map(|a| estimates[&key(a.c, &a.counts)]).collect()
+}
+
+/// What a judged category statement's row is written from.
+struct CategoryCheck<'a> {
+    cats: &'a [(&'a str, &'a [f64])],
+    mixture: &'a gap::CategoryMixture,
+    /// P(preferred) for a customer of whom nothing is known, per category.
+    prior: &'a [f64],
+    ratio: f64,
+    /// Pseudo-lines of the population mix added to a customer's own lines.
+    kappa: f64,
+    misreport_share: f64,
+}
+
+impl CategoryCheck<'_> {
+    /// The row of one statement with P(preferred) `p` and its evidence.
+    fn row(&self, a: &CategoryStatement<'_>, p: f64, evidence: f64) -> GapRow {
+        let (c, counts, stated, ratio) = (a.c, &a.counts, a.stated, self.ratio);
+        let total: f64 = counts.iter().sum();
+        let smoothed = |j: usize| (counts[j] + self.kappa * self.mixture.mix[j]) / (total + self.kappa);
+        let top = (0..counts.len())
+            .filter(|&j| j != c)
+            .max_by(|&x, &y| counts[x].total_cmp(&counts[y]).then(y.cmp(&x)))
+            .unwrap_or(c);
+        let (observed, reported) = (smoothed(c), ratio * smoothed(top).max(smoothed(c)));
+        GapRow {
+            customer: a.i,
+            gap_type: GapType::Category,
+            subject: stated.to_string(),
+            reported: Some(round(reported, 4)),
+            observed: Some(round(observed, 4)),
+            reported_text: format!("prefers {stated}"),
+            observed_text: format!(
+                "{} of {} order lines in {stated}; most in {} ({}); P(bought at least {ratio} × the most bought \
+                 category) {p:.2e}, {:.2} for a customer of whom nothing is known; share of misreported \
+                 categories {:.3}",
+                counts[c], total, self.cats[top].0, counts[top], self.prior[c], self.misreport_share
+            ),
+            delta: Some(reported / observed.max(1e-12)),
+            evidence,
+            direction: Direction::Over,
+            action: format!("offer {stated}: the stated interest has not turned into purchases"),
+        }
     }
 }
 
