@@ -16,6 +16,11 @@ const ID_CANARY: &str = "id.canary@example.org";
 
 const CANARIES: [&str; 4] = ["canary.anne@example.org", "4155550123", "Annecanary Smith", "1961-02-03"];
 
+/// A query's result as CSV, personal columns revealed with the workspace key.
+fn revealed_csv(ws: &Path, query: &str) -> String {
+    text(&rapport(ws, &["sql", "--format", "csv", "--reveal", query]).stdout)
+}
+
 fn assert_no_canary(what: &str, out: &Output) {
     for c in CANARIES {
         for (stream, bytes) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
@@ -94,7 +99,7 @@ fn rekey_keeps_every_value_and_retires_the_old_key() {
         "{before}"
     );
     let props = "SELECT properties FROM events";
-    let props_before = text(&rapport(&ws, &["sql", "--format", "csv", "--reveal", props]).stdout);
+    let props_before = revealed_csv(&ws, props);
     assert!(props_before.contains("ring 4155550177"), "{props_before}");
     // c3's phone is c1's phone written another way: one customer.
     let old_key = std::fs::read_to_string(ws.join("key")).unwrap();
@@ -103,10 +108,7 @@ fn rekey_keeps_every_value_and_retires_the_old_key() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_no_canary("rekey", &out);
     assert_eq!(reveal(&ws), before, "the same revealed values after");
-    assert_eq!(
-        text(&rapport(&ws, &["sql", "--format", "csv", "--reveal", props]).stdout),
-        props_before
-    );
+    assert_eq!(revealed_csv(&ws, props), props_before);
     assert_ne!(std::fs::read_to_string(ws.join("key")).unwrap(), old_key);
     let out = with_key(&ws, &old_key);
     assert_eq!(out.status.code(), Some(2), "the old key is refused: {}", text(&out.stdout));
@@ -176,7 +178,7 @@ fn a_rekey_killed_at_any_step_loses_nothing() {
         let data = people(dir.path());
         assert!(rapport(&ws, &["ingest", "--data", data.to_str().unwrap()]).status.success());
         let query = "SELECT source_customer_id, email, phone, name, birth_date FROM customer_profiles ORDER BY 1";
-        let before = text(&rapport(&ws, &["sql", "--format", "csv", "--reveal", query]).stdout);
+        let before = revealed_csv(&ws, query);
         let old_key = std::fs::read_to_string(ws.join("key")).unwrap();
         let out = Command::new(env!("CARGO_BIN_EXE_rapport"))
             .args(["--workspace", ws.to_str().unwrap(), "rekey"])
@@ -193,7 +195,7 @@ fn a_rekey_killed_at_any_step_loses_nothing() {
         assert_eq!(!with_old.status.success(), rotated, "{step}: the old key is retired once committed");
         let out = rapport(&ws, &["rekey"]);
         assert!(out.status.success(), "{step}: a later rotation works: {}", text(&out.stderr));
-        assert_eq!(text(&rapport(&ws, &["sql", "--format", "csv", "--reveal", query]).stdout), before);
+        assert_eq!(revealed_csv(&ws, query), before);
     }
 }
 
@@ -387,32 +389,11 @@ fn canaries_stay_encrypted_everywhere() {
         r.contains("Annecanary \"\"Nan\"\" Smith") && r.contains(extra[0]) && r.contains(extra[1]),
         "{r}"
     );
-    let ids = text(
-        &rapport(
-            &ws,
-            &[
-                "sql",
-                "--reveal",
-                "--format",
-                "csv",
-                "SELECT source_customer_id FROM orders ORDER BY 1",
-            ],
-        )
-        .stdout,
-    );
+    let ids = revealed_csv(&ws, "SELECT source_customer_id FROM orders ORDER BY 1");
     assert!(ids.contains(ID_CANARY) && ids.contains("+1 415 555 0199"), "{ids}");
-    let free = text(
-        &rapport(
-            &ws,
-            &[
-                "sql",
-                "--reveal",
-                "--format",
-                "csv",
-                "SELECT e.properties, e.subject, o.attributes FROM events e, orders o WHERE o.order_id IN ('o1', 'o2') ORDER BY o.order_id",
-            ],
-        )
-        .stdout,
+    let free = revealed_csv(
+        &ws,
+        "SELECT e.properties, e.subject, o.attributes FROM events e, orders o WHERE o.order_id IN ('o1', 'o2') ORDER BY o.order_id",
     );
     assert!(
         free.contains(CANARIES[0]) && free.contains("Annecanary subject") && free.contains(CANARIES[1]),

@@ -5,19 +5,12 @@
 
 use rapport_store::Workspace;
 
-use crate::results::{Cell, Explanation, Record};
+use crate::results::{Explanation, Record};
 use crate::session::{batches_as_records, Personal, Session};
 use crate::{EngineError, Result};
 
 fn rows(session: &Session<'_>, sql: &str, personal: &Personal) -> Result<Vec<Record>> {
     batches_as_records(&session.query(sql, personal)?)
-}
-
-fn text(c: &Cell) -> String {
-    match c {
-        Cell::Text(t) => t.clone(),
-        other => other.to_string(),
-    }
 }
 
 fn quoted(s: &str) -> String {
@@ -55,7 +48,7 @@ pub fn explain(ws: &Workspace, customer: &str, personal: &Personal) -> Result<Ex
         &Personal::Stored,
     )?;
     let id = match ids.as_slice() {
-        [one] => text(one.get("customer_id")),
+        [one] => one.get("customer_id").to_string(),
         [] => {
             return Err(EngineError::Usage(format!(
                 "no customer {} (neither a unified nor a source id)",
@@ -63,7 +56,7 @@ pub fn explain(ws: &Workspace, customer: &str, personal: &Personal) -> Result<Ex
             )))
         }
         many => {
-            let list: Vec<String> = many.iter().map(|r| text(r.get("customer_id"))).collect();
+            let list: Vec<String> = many.iter().map(|r| r.get("customer_id").to_string()).collect();
             return Err(EngineError::Usage(format!(
                 "{} is a source id of several customers ({}); give the unified id",
                 shown_id(customer),

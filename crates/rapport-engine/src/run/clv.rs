@@ -66,9 +66,9 @@ fn predict_customers(out: &mut Clv, inputs: &ModelInputs, gg: Option<GammaGamma>
     let Some(p) = out.bgnbd.as_ref().map(|b| b.params) else {
         return;
     };
+    out.p_alive = p_alive(Some(&p), inputs);
     for (k, &i) in inputs.buyers.iter().enumerate() {
         let h = inputs.histories[k];
-        out.p_alive[i] = Some(p.p_alive(&h));
         for (j, days) in cfg.horizons_days.iter().enumerate() {
             out.expected[j][i] = p.conditional_expected(f64::from(*days) / unit, &h);
         }
@@ -80,6 +80,17 @@ fn predict_customers(out: &mut Clv, inputs: &ModelInputs, gg: Option<GammaGamma>
         out.spend[i] = mean.is_finite().then_some(mean);
         out.clv[i] = out.spend[i].and_then(|s| customer_value(&p, &h, s, cfg, unit));
     }
+}
+
+/// Each buyer's BG/NBD P(alive) (None for non-buyers, or without a fit).
+pub fn p_alive(bg: Option<&BgNbd>, inputs: &ModelInputs) -> Vec<Option<f64>> {
+    let mut out = vec![None; inputs.features.len()];
+    if let Some(p) = bg {
+        for (k, &i) in inputs.buyers.iter().enumerate() {
+            out[i] = Some(p.p_alive(&inputs.histories[k]));
+        }
+    }
+    out
 }
 
 /// Discounted expected margin over the CLV horizon: the expected purchases of each

@@ -44,10 +44,8 @@ use rapport_model::bgnbd::BgNbd;
 use rapport_model::btyd::History;
 use rapport_model::gap::{self, benjamini_hochberg, two_proportion, Direction, Honesty, RatePosterior, StatedRate};
 
-use super::activity::Activity;
 use super::clv::Clv;
 use super::config::ModelsConfig;
-use super::features::Features;
 use super::segments::Segmentation;
 use super::ModelInputs;
 use crate::results::{
@@ -260,14 +258,10 @@ pub fn profile_issues(session: &Session<'_>, ids: &[String]) -> Result<Vec<(usiz
 
 /// What the gap analysis works from.
 pub struct Inputs<'a> {
-    pub features: &'a Features,
-    pub activity: &'a Activity,
+    /// Features, activity, buyers and their histories as of the date judged.
+    pub model: &'a ModelInputs,
     pub answers: &'a [Answers],
-    pub as_of_day: i64,
-    pub buyers: &'a [usize],
-    pub histories: &'a [History],
     pub bgnbd: Option<&'a BgNbd>,
-    pub unit_days: f64,
     pub p_alive: &'a [Option<f64>],
     pub churn: &'a [Option<f64>],
     /// Segments of each customer: (segment_id, name) per kind.
@@ -307,14 +301,9 @@ pub fn judge(
     let profile_issues = profile_issues(session, &f.customer_id)?;
     let rfm = seg.rfm_names();
     let mut out = analyse(&Inputs {
-        features: f,
-        activity: &inputs.activity,
+        model: inputs,
         answers: &answers,
-        as_of_day: inputs.as_of_day,
-        buyers: &inputs.buyers,
-        histories: &inputs.histories,
         bgnbd: clv.bgnbd.as_ref().map(|b| &b.params),
-        unit_days: cfg.time_unit.days(),
         p_alive: &clv.p_alive,
         churn,
         segments: &seg.members,
@@ -462,6 +451,13 @@ struct Findings {
 }
 
 impl Findings {
+    /// Records judged statements; returns how many reach the evidence `threshold`.
+    fn assess(&mut self, rows: impl Iterator<Item = GapRow>, threshold: f64) -> usize {
+        let before = self.assessed.len();
+        self.assessed.extend(rows);
+        self.assessed[before..].iter().filter(|r| r.evidence >= threshold).count()
+    }
+
     /// One statement of type `t` not judged, for the reason `why`.
     fn skip(&mut self, t: &'static str, why: &'static str) {
         *self.not_judged.entry(t).or_default().entry(why).or_default() += 1;
@@ -472,17 +468,17 @@ impl<'i, 'a> Judge<'i, 'a> {
     fn new(inp: &'i Inputs<'a>) -> Self {
         let mut judge = Judge {
             inp,
-            history_of: inp.buyers.iter().enumerate().map(|(k, &i)| (i, k)).collect(),
+            history_of: inp.model.buyers.iter().enumerate().map(|(k, &i)| (i, k)).collect(),
             events: None,
         };
         judge.events = match (
-            inp.activity.column("activity:events"),
-            inp.activity.column("activity:first_event_ago_days"),
-            inp.activity.column("activity:last_event_ago_days"),
+            inp.model.activity.column("activity:events"),
+            inp.model.activity.column("activity:first_event_ago_days"),
+            inp.model.activity.column("activity:last_event_ago_days"),
         ) {
             (Some(n), Some(first), Some(last)) => {
-                let counts: Vec<f64> = inp.buyers.iter().map(|&i| n[i]).collect();
-                let exposures: Vec<f64> = inp.buyers.iter().map(|&i| first[i].max(judge.tenure(i))).collect();
+                let counts: Vec<f64> = inp.model.buyers.iter().map(|&i| n[i]).collect();
+                let exposures: Vec<f64> = inp.model.buyers.iter().map(|&i| first[i].max(judge.tenure(i))).collect();
                 gap::event_rate_prior(&counts, &exposures).map(|prior| Events {
                     count: n,
                     first_ago: first,
@@ -498,15 +494,15 @@ impl<'i, 'a> Judge<'i, 'a> {
     /// Whether the customer's first purchase is at least `gap_min_tenure_days` old.
     fn enough(&self, i: usize) -> bool {
         let inp = self.inp;
-        inp.features.first_day[i].is_some_and(|d| (inp.as_of_day - d) as f64 >= f64::from(inp.cfg.gap_min_tenure_days))
+        inp.model.features.first_day[i].is_some_and(|d| (inp.model.as_of_day - d) as f64 >= f64::from(inp.cfg.gap_min_tenure_days))
     }
 
     fn tenure(&self, i: usize) -> f64 {
-        self.inp.features.first_day[i].map_or(0.0, |d| (self.inp.as_of_day + 1 - d) as f64)
+        self.inp.model.features.first_day[i].map_or(0.0, |d| (self.inp.model.as_of_day + 1 - d) as f64)
     }
 
     fn recency(&self, i: usize) -> f64 {
-        self.inp.features.last_day[i].map_or(f64::INFINITY, |d| (self.inp.as_of_day + 1 - d) as f64)
+        self.inp.model.features.last_day[i].map_or(f64::INFINITY, |d| (self.inp.model.as_of_day + 1 - d) as f64)
     }
 
     /// P(alive) letting the customer drop out after any purchase, the first included: a
@@ -539,7 +535,7 @@ impl<'i, 'a> Judge<'i, 'a> {
                 prior,
             }) if n[i] > 0.0 => {
                 let silence = last[i].min(self.recency(i));
-                let seen = (h.t - silence / self.inp.unit_days).clamp(h.t_x, h.t);
+                let seen = (h.t - silence / self.inp.cfg.time_unit.days()).clamp(h.t_x, h.t);
                 let p_alive = self.alive_since(h, seen, p_alive);
                 let exposure = first[i].max(self.tenure(i));
                 (
@@ -595,14 +591,11 @@ impl<'i, 'a> Judge<'i, 'a> {
             .map(|s| ((1.0 - s.check.inside) / OTHER_CLASSES, s.check.inside))
             .collect();
         let honesty = Honesty::fit(&pairs);
-        let mut flagged = 0;
-        for (s, &(mis, honest)) in statements.iter().zip(&pairs) {
-            let row = frequency_row(s, honesty.posterior(mis, honest), honesty.misreport_share, inp.unit_days);
-            if row.evidence >= cfg.gap_evidence {
-                flagged += 1;
-            }
-            found.assessed.push(row);
-        }
+        let rows = statements
+            .iter()
+            .zip(&pairs)
+            .map(|(s, &(mis, honest))| frequency_row(s, honesty.posterior(mis, honest), honesty.misreport_share, inp.cfg.time_unit.days()));
+        let flagged = found.assess(rows, cfg.gap_evidence);
         found.judged.frequency = Some(Judgement {
             statements: statements.len(),
             gaps: flagged,
@@ -621,7 +614,7 @@ impl<'i, 'a> Judge<'i, 'a> {
         bg: &BgNbd,
     ) -> Vec<RateStatement<'s>> {
         let (inp, cfg) = (self.inp, self.inp.cfg);
-        let per_year = 365.0 / inp.unit_days;
+        let per_year = 365.0 / inp.cfg.time_unit.days();
         let mut statements = Vec::new();
         for (i, stated) in stated_rates.iter().enumerate() {
             let Some((answer, stated)) = *stated else {
@@ -639,7 +632,7 @@ impl<'i, 'a> Judge<'i, 'a> {
                 found.skip("frequency", "first purchase more recent than gap_min_tenure_days");
                 continue;
             }
-            let h = inp.histories[k];
+            let h = inp.model.histories[k];
             // The rate while around: x repeat purchases over the whole span T if the
             // customer is still there, or over the time they were seen (to the last
             // purchase, or a later event) if they left; weighted by P(left) given
@@ -672,7 +665,7 @@ impl<'i, 'a> Judge<'i, 'a> {
     /// the most bought one (posterior over prior, for "preferred" and "not preferred").
     fn category(&self, found: &mut Findings, surveyed: usize) {
         let (inp, cfg) = (self.inp, self.inp.cfg);
-        let cats: Vec<(&str, &[f64])> = inp.activity.with_prefix("category:").collect();
+        let cats: Vec<(&str, &[f64])> = inp.model.activity.with_prefix("category:").collect();
         if cats.is_empty() {
             found.skipped.insert(
                 "category".into(),
@@ -684,7 +677,7 @@ impl<'i, 'a> Judge<'i, 'a> {
             return;
         }
         let k = cats.len();
-        let flat: Vec<f64> = inp.buyers.iter().flat_map(|&i| cats.iter().map(move |(_, v)| v[i])).collect();
+        let flat: Vec<f64> = inp.model.buyers.iter().flat_map(|&i| cats.iter().map(move |(_, v)| v[i])).collect();
         let Some(mixture) = gap::CategoryMixture::fit(&flat, k) else {
             found.skipped.insert(
                 "category".into(),
@@ -713,14 +706,12 @@ impl<'i, 'a> Judge<'i, 'a> {
             kappa: cfg.category_prior_strength,
             misreport_share: honesty.misreport_share,
         };
-        let mut flagged = 0;
-        for ((a, &p), &(mis, honest)) in asked.iter().zip(&p).zip(&pairs) {
-            let row = check.row(a, p, honesty.posterior(mis, honest));
-            if row.evidence >= cfg.gap_evidence {
-                flagged += 1;
-            }
-            found.assessed.push(row);
-        }
+        let rows = asked
+            .iter()
+            .zip(&p)
+            .zip(&pairs)
+            .map(|((a, &p), &(mis, honest))| check.row(a, p, honesty.posterior(mis, honest)));
+        let flagged = found.assess(rows, cfg.gap_evidence);
         found.judged.category = Some(CategoryJudgement {
             judgement: Judgement {
                 statements: asked.len(),
@@ -747,7 +738,7 @@ impl<'i, 'a> Judge<'i, 'a> {
     {
         let inp = self.inp;
         let mut asked = Vec::new();
-        for i in 0..inp.features.len() {
+        for i in 0..inp.model.features.len() {
             if inp.answers[i].categories.is_empty() {
                 continue;
             }
@@ -795,14 +786,8 @@ impl<'i, 'a> Judge<'i, 'a> {
             return;
         };
         let share = model.misreport_share();
-        let mut flagged = 0;
-        for a in &answered {
-            let row = satisfaction_row(a, &model, share);
-            if row.evidence >= self.inp.cfg.gap_evidence {
-                flagged += 1;
-            }
-            found.assessed.push(row);
-        }
+        let rows = answered.iter().map(|a| satisfaction_row(a, &model, share));
+        let flagged = found.assess(rows, self.inp.cfg.gap_evidence);
         found.judged.satisfaction = Some(SatisfactionJudgement {
             judgement: Judgement {
                 statements: answered.len(),
@@ -823,7 +808,7 @@ impl<'i, 'a> Judge<'i, 'a> {
     /// which the satisfaction model is fitted on, and the answers to judge against theirs.
     fn service_records(&self, found: &mut Findings) -> (Vec<gap::ServiceSignals>, Vec<Answered>) {
         let inp = self.inp;
-        let col = |name: &str| inp.activity.column(name);
+        let col = |name: &str| inp.model.activity.column(name);
         let (complaints, tickets) = (col("events:complaint"), col("events:support_ticket"));
         let (low, rated) = (col("service:reviews_low"), col("activity:reviews_rated"));
         let (returned, lines) = (col("activity:returned_lines"), col("activity:lines"));
@@ -839,10 +824,10 @@ impl<'i, 'a> Judge<'i, 'a> {
                 found.skip("satisfaction", "no purchase before the as-of date");
             }
         }
-        let mut signals = Vec::with_capacity(inp.buyers.len());
+        let mut signals = Vec::with_capacity(inp.model.buyers.len());
         let mut answered = Vec::new();
-        for (k, &i) in inp.buyers.iter().enumerate() {
-            let h = inp.histories[k];
+        for (k, &i) in inp.model.buyers.iter().enumerate() {
+            let h = inp.model.histories[k];
             let (left, _, _, _) = self.leaving(i, &h, inp.p_alive[i].unwrap_or(1.0));
             let stated = stated[i].take();
             let c = gap::ServiceSignals {
@@ -877,19 +862,19 @@ impl<'i, 'a> Judge<'i, 'a> {
     /// company's own records. Returns how many profile gaps there are.
     fn profile(&self, found: &mut Findings) -> usize {
         let inp = self.inp;
-        let n = inp.features.len();
+        let n = inp.model.features.len();
         let mut profile = 0;
         for i in 0..n {
             let Some((_, stated)) = inp.answers[i].latest.get("preferred_channel") else {
                 continue;
             };
             let Some(used) = inp.main_channel[i].as_deref() else { continue };
-            let lines: f64 = inp.activity.with_prefix("channel:").map(|(_, v)| v[i]).sum();
+            let lines: f64 = inp.model.activity.with_prefix("channel:").map(|(_, v)| v[i]).sum();
             if lines < 3.0 || used.eq_ignore_ascii_case(stated) {
                 continue;
             }
-            let share = inp.activity.column(&format!("channel:{used}")).map_or(0.0, |c| c[i]) / lines;
-            let stated_share = inp.activity.column(&format!("channel:{stated}")).map_or(0.0, |c| c[i]) / lines;
+            let share = inp.model.activity.column(&format!("channel:{used}")).map_or(0.0, |c| c[i]) / lines;
+            let stated_share = inp.model.activity.column(&format!("channel:{stated}")).map_or(0.0, |c| c[i]) / lines;
             if share < 0.5 {
                 continue;
             }
@@ -1144,7 +1129,7 @@ fn significant(r: &KnowledgeRow, cfg: &ModelsConfig) -> bool {
 }
 
 fn knowledge_gaps(inp: &Inputs<'_>, gaps: &mut Vec<GapRow>) -> (Vec<KnowledgeRow>, Vec<KnowledgeSummary>) {
-    let n = inp.features.len();
+    let n = inp.model.features.len();
     // Subject → per customer: Some(true) aware/using, Some(false) not, None unknown.
     let mut subjects: BTreeMap<String, Vec<Option<bool>>> = BTreeMap::new();
     for (i, a) in inp.answers.iter().enumerate() {
@@ -1154,11 +1139,11 @@ fn knowledge_gaps(inp: &Inputs<'_>, gaps: &mut Vec<GapRow>) -> (Vec<KnowledgeRow
             }
         }
     }
-    for (s, v) in inp.activity.with_prefix("feature:") {
+    for (s, v) in inp.model.activity.with_prefix("feature:") {
         subjects.insert(format!("feature:{s}"), v.iter().map(|x| Some(*x > 0.0)).collect());
     }
-    let is_buyer: Vec<bool> = (0..n).map(|i| inp.features.purchase_days[i] > 0.0).collect();
-    for (s, v) in inp.activity.with_prefix("category:") {
+    let is_buyer: Vec<bool> = (0..n).map(|i| inp.model.features.purchase_days[i] > 0.0).collect();
+    for (s, v) in inp.model.activity.with_prefix("category:") {
         subjects.insert(format!("category:{s}"), (0..n).map(|i| is_buyer[i].then_some(v[i] > 0.0)).collect());
     }
     // Segments → members.

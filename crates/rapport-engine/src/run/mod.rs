@@ -162,12 +162,7 @@ pub fn assess_gaps(s: &Session<'_>, cfg: &ModelsConfig, as_of: Option<&str>) -> 
     } else {
         clv::optional_fit(BgNbd::fit(&inputs.histories), "bgnbd")?
     };
-    let mut p_alive = vec![None; n];
-    if let Some(f) = &bg {
-        for (k, &i) in inputs.buyers.iter().enumerate() {
-            p_alive[i] = Some(f.params.p_alive(&inputs.histories[k]));
-        }
-    }
+    let p_alive = clv::p_alive(bg.as_ref().map(|b| &b.params), &inputs);
     let f = &inputs.features;
     let rfm_names: Vec<Option<&'static str>> = segments::rfm_of(f, &inputs.buyers, inputs.as_of_day)
         .iter()
@@ -175,14 +170,9 @@ pub fn assess_gaps(s: &Session<'_>, cfg: &ModelsConfig, as_of: Option<&str>) -> 
         .collect();
     let answers = gaps::answers(s, inputs.as_of_day, &f.customer_id)?;
     let out = gaps::analyse(&gaps::Inputs {
-        features: f,
-        activity: &inputs.activity,
+        model: &inputs,
         answers: &answers,
-        as_of_day: inputs.as_of_day,
-        buyers: &inputs.buyers,
-        histories: &inputs.histories,
         bgnbd: bg.as_ref().map(|b| &b.params),
-        unit_days: cfg.time_unit.days(),
         p_alive: &p_alive,
         churn: &vec![None; n],
         segments: &vec![Vec::new(); n],
