@@ -5,6 +5,7 @@
 mod actions;
 mod gaps;
 mod generated;
+mod golden;
 mod incremental;
 mod malformed;
 mod real_data;
