@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use datafusion::arrow::array::{Array, AsArray, Float64Array, Int64Array, StringArray};
+use datafusion::arrow::array::{Array, AsArray, StringArray};
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
 use datafusion::arrow::record_batch::RecordBatch;
 
@@ -17,6 +17,7 @@ use rapport_model::recs::{association_rules, blend, popularity, ranking_metrics,
 use rapport_store::Workspace;
 
 use crate::catalog::Catalog;
+use crate::columns::Columns;
 use crate::results::{AlsSettings, RankingScore, RecsEvaluation, RecsReport, RuleFound, RulesReport, WeightTrial, WeightValidation};
 use crate::run::config::ModelsConfig;
 use crate::session::{Personal, Session};
@@ -226,6 +227,43 @@ impl Fitted {
             (Source::CoPurchase, keep(self.co.recommend(basket, CANDIDATES))),
             (Source::Content, self.content.recommend(&profile, &exclude, CANDIDATES)),
         ]
+    }
+
+    /// The `k` products for customer `u` (or a basket from outside the training data, or
+    /// only stated categories) by the blend with weights `w`, the last
+    /// `recs_new_product_slots` places going to the products nobody has bought yet (item
+    /// ids from `bought` on) that match the customer best: no behaviour model can rank
+    /// them, and without a place they would never sell. Nothing bought and nothing
+    /// stated: the most popular products. `k` is `recommendations` of `cfg`.
+    fn recommend(
+        &self,
+        u: Option<usize>,
+        basket: &[(u32, f64)],
+        stated: &[(u32, f64)],
+        w: &Weights,
+        bought: u32,
+        cfg: &ModelsConfig,
+    ) -> Vec<(u32, f64, Source)> {
+        let k = cfg.recommendations;
+        if basket.is_empty() && stated.is_empty() {
+            return self.rank(&[], &[0.0; 4], basket, k);
+        }
+        let l = self.lists(u, basket, stated);
+        let w = if basket.is_empty() { &[0.0, 0.0, 0.0, 1.0] } else { w };
+        // Products nobody has bought yet only take the places kept for them.
+        let known: Vec<(Source, Vec<(u32, f64)>)> = l
+            .iter()
+            .map(|(s, c)| (*s, c.iter().copied().filter(|(i, _)| *i < bought).collect()))
+            .collect();
+        let out = self.rank(&known, w, basket, k);
+        let fresh: Vec<(u32, f64)> = l
+            .iter()
+            .filter(|(s, _)| *s == Source::Content)
+            .flat_map(|(_, c)| c.iter().copied())
+            .filter(|(i, _)| *i >= bought && !out.iter().any(|o| o.0 == *i))
+            .take(cfg.recs_new_product_slots.min(k))
+            .collect();
+        with_new_products(out, fresh, k)
     }
 
     /// The blended top `k`, topped up with popular products.
@@ -585,37 +623,12 @@ pub fn recommendations(session: &Session<'_>, ids: &[String], as_of_day: i64, cf
     }
     let catalog = Catalog::read(session)?;
     let (weights, validation) = choose_weights(&catalog, &rows, as_of_day + 1, k, cfg);
-    let mut items: BTreeMap<&str, u32> = BTreeMap::new();
-    for r in &rows {
-        let next = items.len() as u32;
-        items.entry(r.1.as_str()).or_insert(next);
-    }
-    // Products in the catalog nobody has bought yet: only content can rank them.
-    let bought = items.len() as u32;
-    for (p, _) in catalog.features.iter().filter(|(_, f)| !f.is_empty()) {
-        let next = items.len() as u32;
-        items.entry(p.as_str()).or_insert(next);
-    }
+    let (items, bought) = index_items(&rows, &catalog);
     let names = names_of(&items);
     let d = index_data(&rows, &items, as_of_day + 1);
     let m = Fitted::fit(&d, &names, &catalog, &cfg.recs_repeat_categories, cfg);
     let pos: HashMap<&str, usize> = d.customers.iter().enumerate().map(|(u, c)| (*c, u)).collect();
-    // Stated preferred categories, for customers who have not bought yet.
-    let mut stated: HashMap<String, Vec<(u32, f64)>> = HashMap::new();
-    if session.workspace().tables()?.contains_key("surveys") && !m.feature_ids.is_empty() {
-        for r in session.text_rows(
-            "SELECT customer_id, answer FROM surveys WHERE question = 'preferred_category' ORDER BY 1, 2",
-            &Personal::Stored,
-        )? {
-            let (Some(c), Some(a)) = (&r[0], &r[1]) else { continue };
-            if let Some(&f) = m.feature_ids.get(&Catalog::category_feature(a)) {
-                let v = stated.entry(c.clone()).or_default();
-                if !v.iter().any(|x| x.0 == f) {
-                    v.push((f, 1.0));
-                }
-            }
-        }
-    }
+    let stated = stated_categories(session, &m)?;
     let lists: Vec<Vec<(u32, f64, Source)>> = {
         use rayon::prelude::*;
         ids.par_iter()
@@ -623,67 +636,12 @@ pub fn recommendations(session: &Session<'_>, ids: &[String], as_of_day: i64, cf
                 let u = pos.get(id.as_str()).copied();
                 let basket: &[(u32, f64)] = u.map_or(&[], |u| &d.baskets[u]);
                 let st = stated.get(id).map_or(&[][..], Vec::as_slice);
-                if basket.is_empty() && st.is_empty() {
-                    return m.rank(&[], &[0.0; 4], basket, k);
-                }
-                let l = m.lists(u, basket, st);
-                let w = if basket.is_empty() { [0.0, 0.0, 0.0, 1.0] } else { weights };
-                // Products nobody has bought yet only take the places kept for them.
-                let known: Vec<(Source, Vec<(u32, f64)>)> = l
-                    .iter()
-                    .map(|(s, c)| (*s, c.iter().copied().filter(|(i, _)| *i < bought).collect()))
-                    .collect();
-                let mut out = m.rank(&known, &w, basket, k);
-                // The last `recs_new_product_slots` places go to the products nobody has
-                // bought yet that match the customer best (no behaviour model can rank
-                // them, and without a place they would never sell).
-                let fresh: Vec<(u32, f64)> = l
-                    .iter()
-                    .filter(|(s, _)| *s == Source::Content)
-                    .flat_map(|(_, c)| c.iter().copied())
-                    .filter(|(i, _)| *i >= bought && !out.iter().any(|o| o.0 == *i))
-                    .take(cfg.recs_new_product_slots.min(k))
-                    .collect();
-                if !fresh.is_empty() {
-                    out.truncate(k - fresh.len());
-                    out.extend(fresh.into_iter().map(|(i, s)| (i, s, Source::Content)));
-                }
-                out
+                m.recommend(u, basket, st, &weights, bought, cfg)
             })
             .collect()
     };
-    let item_factors = item_factors_batch(&m.als, &names)?;
-    let (mut cid, mut rank, mut pid, mut score, mut reason) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let top: Vec<Option<String>> = lists.iter().map(|l| l.first().map(|x| names[x.0 as usize].to_string())).collect();
-    for (u, list) in lists.into_iter().enumerate() {
-        for (r, (i, s, why)) in list.into_iter().enumerate() {
-            cid.push(ids[u].as_str());
-            rank.push(r as i64 + 1);
-            pid.push(names[i as usize]);
-            score.push(s);
-            reason.push(why.name());
-        }
-    }
-    let schema = datafusion::arrow::datatypes::Schema::new(vec![
-        datafusion::arrow::datatypes::Field::new("customer_id", DataType::Utf8, false),
-        datafusion::arrow::datatypes::Field::new("rank", DataType::Int64, false),
-        datafusion::arrow::datatypes::Field::new("product_id", DataType::Utf8, false),
-        datafusion::arrow::datatypes::Field::new("score", DataType::Float64, false),
-        datafusion::arrow::datatypes::Field::new("reason", DataType::Utf8, false),
-    ]);
-    let batch = RecordBatch::try_new(
-        std::sync::Arc::new(schema),
-        vec![
-            std::sync::Arc::new(StringArray::from(cid)),
-            std::sync::Arc::new(Int64Array::from(rank)),
-            std::sync::Arc::new(StringArray::from(pid)),
-            std::sync::Arc::new(Float64Array::from(score)),
-            std::sync::Arc::new(StringArray::from(reason)),
-        ],
-    )
-    .map_err(datafusion::error::DataFusionError::from)?;
-    // Association rules over the (customer, day) baskets.
-    let rules = association_rules(&d.orders, cfg.rules_min_support, cfg.rules_min_confidence, 50);
+    let batch = recommendations_batch(ids, &lists, &names)?;
     let report = RecsReport {
         model: "blend".into(),
         weights: weights.into(),
@@ -697,27 +655,237 @@ pub fn recommendations(session: &Session<'_>, ids: &[String], as_of_day: i64, cf
             .collect(),
         als: AlsSettings::of(cfg),
         rows: batch.num_rows(),
-        association_rules: RulesReport {
-            orders: d.orders.len(),
-            min_support: cfg.rules_min_support,
-            min_confidence: cfg.rules_min_confidence,
-            rules: rules
-                .iter()
-                .map(|r| RuleFound {
-                    antecedent: r.antecedent.iter().map(|i| names[*i as usize].to_string()).collect(),
-                    consequent: names[r.consequent as usize].to_string(),
-                    support: r.support,
-                    support_count: r.support_count,
-                    confidence: r.confidence,
-                    lift: r.lift,
-                })
-                .collect(),
-        },
+        association_rules: rules_report(&d, &names, cfg),
     };
     Ok(Some(Recommendations {
         batch,
         report,
         top,
-        item_factors,
+        item_factors: item_factors_batch(&m.als, &names)?,
     }))
+}
+
+/// Item ids: the products bought, in order of first purchase, then the products in the
+/// catalog nobody has bought yet (only content can rank them); and how many were bought.
+fn index_items<'a>(rows: &'a [(String, String, i64, f64)], catalog: &'a Catalog) -> (BTreeMap<&'a str, u32>, u32) {
+    let mut items: BTreeMap<&str, u32> = BTreeMap::new();
+    for r in rows {
+        let next = items.len() as u32;
+        items.entry(r.1.as_str()).or_insert(next);
+    }
+    let bought = items.len() as u32;
+    for (p, _) in catalog.features.iter().filter(|(_, f)| !f.is_empty()) {
+        let next = items.len() as u32;
+        items.entry(p.as_str()).or_insert(next);
+    }
+    (items, bought)
+}
+
+/// Each surveyed customer's stated preferred categories as content features, for
+/// customers who have not bought yet.
+fn stated_categories(session: &Session<'_>, m: &Fitted) -> Result<HashMap<String, Vec<(u32, f64)>>> {
+    let mut stated: HashMap<String, Vec<(u32, f64)>> = HashMap::new();
+    if !session.workspace().tables()?.contains_key("surveys") || m.feature_ids.is_empty() {
+        return Ok(stated);
+    }
+    for r in session.text_rows(
+        "SELECT customer_id, answer FROM surveys WHERE question = 'preferred_category' ORDER BY 1, 2",
+        &Personal::Stored,
+    )? {
+        let (Some(c), Some(a)) = (&r[0], &r[1]) else { continue };
+        if let Some(&f) = m.feature_ids.get(&Catalog::category_feature(a)) {
+            let v = stated.entry(c.clone()).or_default();
+            if !v.iter().any(|x| x.0 == f) {
+                v.push((f, 1.0));
+            }
+        }
+    }
+    Ok(stated)
+}
+
+/// `out` with its last places given to the `fresh` products (never bought by anyone),
+/// at most `k` in all.
+fn with_new_products(mut out: Vec<(u32, f64, Source)>, fresh: Vec<(u32, f64)>, k: usize) -> Vec<(u32, f64, Source)> {
+    if !fresh.is_empty() {
+        out.truncate(k - fresh.len());
+        out.extend(fresh.into_iter().map(|(i, s)| (i, s, Source::Content)));
+    }
+    out
+}
+
+/// The `recommendations` table: one row per customer and rank.
+fn recommendations_batch(ids: &[String], lists: &[Vec<(u32, f64, Source)>], names: &[&str]) -> Result<RecordBatch> {
+    let rows = || {
+        lists
+            .iter()
+            .enumerate()
+            .flat_map(|(u, l)| l.iter().enumerate().map(move |(r, x)| (u, r, x)))
+    };
+    let mut c = Columns::default();
+    c.text("customer_id", false, rows().map(|(u, _, _)| Some(ids[u].as_str())));
+    c.ints("rank", false, rows().map(|(_, r, _)| Some(r as i64 + 1)));
+    c.text("product_id", false, rows().map(|(_, _, x)| Some(names[x.0 as usize])));
+    c.floats("score", false, rows().map(|(_, _, x)| Some(x.1)));
+    c.text("reason", false, rows().map(|(_, _, x)| Some(x.2.name())));
+    c.finish()
+}
+
+/// Association rules over the (customer, day) baskets, for models.json.
+fn rules_report(d: &Data<'_>, names: &[&str], cfg: &ModelsConfig) -> RulesReport {
+    let rules = association_rules(&d.orders, cfg.rules_min_support, cfg.rules_min_confidence, 50);
+    RulesReport {
+        orders: d.orders.len(),
+        min_support: cfg.rules_min_support,
+        min_confidence: cfg.rules_min_confidence,
+        rules: rules
+            .iter()
+            .map(|r| RuleFound {
+                antecedent: r.antecedent.iter().map(|i| names[*i as usize].to_string()).collect(),
+                consequent: names[r.consequent as usize].to_string(),
+                support: r.support,
+                support_count: r.support_count,
+                confidence: r.confidence,
+                lift: r.lift,
+            })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(c: &str, p: &str, day: i64, lines: f64) -> (String, String, i64, f64) {
+        (c.into(), p.into(), day, lines)
+    }
+
+    #[test]
+    fn purchases_before_a_day_become_baskets_and_day_orders() {
+        let rows = [
+            row("a", "x", 1, 1.0),
+            row("a", "x", 1, 2.0),
+            row("a", "y", 2, 1.0),
+            row("b", "y", 5, 1.0),
+            row("b", "z", 9, 1.0),
+        ];
+        let items: BTreeMap<&str, u32> = [("x", 0), ("y", 1), ("z", 2)].into();
+        let d = index_data(&rows, &items, 9);
+        assert_eq!(d.customers, ["a", "b"]);
+        assert_eq!(d.baskets, [vec![(0, 3.0), (1, 1.0)], vec![(1, 1.0)]]);
+        assert_eq!(d.orders, [vec![0], vec![1], vec![1]]);
+    }
+
+    #[test]
+    fn a_time_split_scores_customers_who_bought_on_both_sides() {
+        let rows = [
+            row("a", "y", 1, 1.0),
+            row("a", "x", 2, 1.0),
+            row("b", "x", 3, 1.0),
+            row("a", "w", 11, 1.0),
+            row("a", "x", 12, 1.0),
+            row("c", "x", 12, 1.0),
+            row("b", "x", 30, 1.0),
+        ];
+        let s = split(&rows, 10, 20);
+        // Items numbered by first purchase before the split; "w" is new after it.
+        assert_eq!(s.items, [("y", 0), ("x", 1)].into());
+        assert_eq!(s.train.customers, ["a", "b"]);
+        // Only a bought on both sides (c is new, b came back after `until`).
+        assert_eq!(s.evaluated, [0]);
+        assert_eq!(s.relevant, [vec![1, 2]]);
+        assert_eq!(names_of(&s.items), ["y", "x"]);
+    }
+
+    #[test]
+    fn ranking_scores_average_over_customers_and_coverage_counts_distinct_items() {
+        let ranked = [vec![1, 2], vec![3, 4]];
+        let relevant = [vec![2], vec![5]];
+        let s = score(&ranked, &relevant, 2, 10);
+        assert!((s.precision_at_k - 0.25).abs() < 1e-12, "{s:?}");
+        assert!((s.recall_at_k - 0.5).abs() < 1e-12, "{s:?}");
+        assert!(s.ndcg_at_k > 0.0 && s.ndcg_at_k < 0.5, "{s:?}");
+        assert!((s.coverage - 0.4).abs() < 1e-12, "{s:?}");
+        let none = score(&[], &[], 2, 0);
+        assert_eq!((none.precision_at_k, none.coverage), (0.0, 0.0));
+    }
+
+    #[test]
+    fn new_products_take_the_last_places() {
+        let out = vec![(1, 0.9, Source::Als), (2, 0.8, Source::ItemKnn), (3, 0.7, Source::Popular)];
+        let got = with_new_products(out.clone(), vec![(7, 0.2)], 3);
+        assert_eq!(got, [(1, 0.9, Source::Als), (2, 0.8, Source::ItemKnn), (7, 0.2, Source::Content)]);
+        assert_eq!(with_new_products(out.clone(), vec![], 3), out);
+    }
+
+    #[test]
+    fn catalog_products_nobody_bought_get_ids_after_the_bought_ones() {
+        let rows = [row("a", "y", 1, 1.0), row("b", "x", 2, 1.0)];
+        let catalog = Catalog {
+            category: BTreeMap::new(),
+            features: [
+                ("new".to_string(), vec!["category=books".to_string()]),
+                ("x".to_string(), vec!["category=books".to_string()]),
+                ("bare".to_string(), vec![]),
+            ]
+            .into(),
+        };
+        let (items, bought) = index_items(&rows, &catalog);
+        assert_eq!(bought, 2);
+        assert_eq!(items, [("y", 0), ("x", 1), ("new", 2)].into());
+    }
+
+    /// Three customers over four products: "p0" bought by all, "p1" and "p2" together.
+    fn fitted() -> (Fitted, Vec<&'static str>, Data<'static>) {
+        let rows: &'static [(String, String, i64, f64)] = Box::leak(Box::new([
+            row("a", "p0", 1, 1.0),
+            row("a", "p1", 1, 1.0),
+            row("b", "p0", 2, 1.0),
+            row("b", "p1", 2, 1.0),
+            row("b", "p2", 2, 1.0),
+            row("c", "p0", 3, 1.0),
+            row("c", "p3", 3, 1.0),
+        ]));
+        let items: &'static BTreeMap<&str, u32> = Box::leak(Box::new([("p0", 0), ("p1", 1), ("p2", 2), ("p3", 3)].into()));
+        let names = names_of(items);
+        let d = index_data(rows, items, 10);
+        let cfg = ModelsConfig::default();
+        (Fitted::fit(&d, &names, &Catalog::default(), &[], &cfg), names, d)
+    }
+
+    #[test]
+    fn recommendations_leave_out_what_was_bought_and_fall_back_to_popularity() {
+        let (m, _, d) = fitted();
+        let cfg = ModelsConfig {
+            recommendations: 2,
+            ..ModelsConfig::default()
+        };
+        let w = [1.0, 1.0, 1.0, 0.0];
+        // Customer a bought p0 and p1: p2 (bought with p1 by b) comes first.
+        let a = m.recommend(Some(0), &d.baskets[0], &[], &w, 4, &cfg);
+        assert_eq!(a.len(), 2);
+        assert!(a.iter().all(|x| x.0 >= 2), "{a:?}");
+        assert_eq!(a[0].0, 2, "{a:?}");
+        // A stranger with nothing bought and nothing stated: the most popular first.
+        let s = m.recommend(None, &[], &[], &w, 4, &cfg);
+        assert_eq!(s.iter().map(|x| (x.0, x.2)).collect::<Vec<_>>()[0], (0, Source::Popular));
+    }
+
+    #[test]
+    fn the_table_has_one_row_per_customer_and_rank() {
+        let ids = ["c1".to_string(), "c2".to_string()];
+        let lists = [vec![(1, 0.5, Source::Als), (0, 0.25, Source::Popular)], vec![]];
+        let b = recommendations_batch(&ids, &lists, &["p0", "p1"]).unwrap();
+        assert_eq!(b.num_rows(), 2);
+        let text = crate::session::batches_as_text(&[b]).unwrap();
+        assert_eq!(
+            text[1],
+            [
+                Some("c1".into()),
+                Some("2".into()),
+                Some("p0".into()),
+                Some("0.25".into()),
+                Some("popular".into())
+            ]
+        );
+    }
 }

@@ -1128,10 +1128,44 @@ fn significant(r: &KnowledgeRow, cfg: &ModelsConfig) -> bool {
     r.q_value < cfg.knowledge_fdr && r.gap <= -MIN_KNOWLEDGE_GAP
 }
 
+/// Subject → per customer: `Some(true)` aware or using, `Some(false)` not, `None`
+/// unknown. From the survey's `aware:` answers, the `feature:` events, and (for buyers
+/// only) the categories bought.
+type Subjects = BTreeMap<String, Vec<Option<bool>>>;
+/// (segment id, segment name) → the indices of its members.
+type Members = BTreeMap<(String, String), Vec<usize>>;
+
 fn knowledge_gaps(inp: &Inputs<'_>, gaps: &mut Vec<GapRow>) -> (Vec<KnowledgeRow>, Vec<KnowledgeSummary>) {
+    let subjects = knowledge_subjects(inp);
+    let mut members: Members = BTreeMap::new();
+    for (i, segs) in inp.segments.iter().enumerate() {
+        for (id, name) in segs {
+            members.entry((id.clone(), name.clone())).or_default().push(i);
+        }
+    }
+    let rows = knowledge_rows(&subjects, &members, inp.cfg);
+    let significant: Vec<&KnowledgeRow> = rows.iter().filter(|r| significant(r, inp.cfg)).collect();
+    customer_knowledge_gaps(&significant, &subjects, &members, gaps);
+    let report = significant
+        .iter()
+        .filter(|r| r.rank <= 3)
+        .map(|r| KnowledgeSummary {
+            segment_id: r.segment_id.clone(),
+            segment: r.segment.clone(),
+            subject: r.subject.clone(),
+            rank: r.rank,
+            segment_rate: round(r.segment_rate, 4),
+            reference_rate: round(r.reference_rate, 4),
+            q_value: r.q_value,
+            customers_affected: r.customers_affected,
+        })
+        .collect();
+    (rows, report)
+}
+
+fn knowledge_subjects(inp: &Inputs<'_>) -> Subjects {
     let n = inp.model.features.len();
-    // Subject → per customer: Some(true) aware/using, Some(false) not, None unknown.
-    let mut subjects: BTreeMap<String, Vec<Option<bool>>> = BTreeMap::new();
+    let mut subjects: Subjects = BTreeMap::new();
     for (i, a) in inp.answers.iter().enumerate() {
         for (q, (_, v)) in &a.latest {
             if let (Some(s), Some(b)) = (q.strip_prefix("aware:"), yes_no(v)) {
@@ -1146,24 +1180,25 @@ fn knowledge_gaps(inp: &Inputs<'_>, gaps: &mut Vec<GapRow>) -> (Vec<KnowledgeRow
     for (s, v) in inp.model.activity.with_prefix("category:") {
         subjects.insert(format!("category:{s}"), (0..n).map(|i| is_buyer[i].then_some(v[i] > 0.0)).collect());
     }
-    // Segments → members.
-    let mut members: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
-    for (i, segs) in inp.segments.iter().enumerate() {
-        for (id, name) in segs {
-            members.entry((id.clone(), name.clone())).or_default().push(i);
-        }
-    }
+    subjects
+}
+
+/// Yes answers and answers among `who`.
+fn yes_of(known: &[Option<bool>], who: impl Iterator<Item = usize>) -> (f64, f64) {
+    who.filter_map(|i| known[i])
+        .fold((0.0, 0.0), |(y, t), b| (y + f64::from(u8::from(b)), t + 1.0))
+}
+
+/// Every segment's rate of every subject against the rest of the customers (a
+/// two-proportion test where both sides have 20 answers or more), q-values by
+/// Benjamini–Hochberg over all of them, ranked within each segment: the significant
+/// shortfalls first, largest first.
+fn knowledge_rows(subjects: &Subjects, members: &Members, cfg: &ModelsConfig) -> Vec<KnowledgeRow> {
     let mut rows = Vec::new();
-    for (subject, known) in &subjects {
-        let (all_yes, all_n) = known
-            .iter()
-            .flatten()
-            .fold((0.0, 0.0), |(y, t), b| (y + f64::from(u8::from(*b)), t + 1.0));
-        for ((id, name), m) in &members {
-            let (yes, tot) = m
-                .iter()
-                .filter_map(|&i| known[i])
-                .fold((0.0, 0.0), |(y, t), b| (y + f64::from(u8::from(b)), t + 1.0));
+    for (subject, known) in subjects {
+        let (all_yes, all_n) = yes_of(known, 0..known.len());
+        for ((id, name), m) in members {
+            let (yes, tot) = yes_of(known, m.iter().copied());
             if tot < 20.0 || all_n - tot < 20.0 {
                 continue;
             }
@@ -1187,11 +1222,10 @@ fn knowledge_gaps(inp: &Inputs<'_>, gaps: &mut Vec<GapRow>) -> (Vec<KnowledgeRow
     for (r, q) in rows.iter_mut().zip(q) {
         r.q_value = q;
     }
-    // Within each segment, the significant shortfalls first, largest first.
     rows.sort_by(|a, b| {
         a.segment_id
             .cmp(&b.segment_id)
-            .then(significant(b, inp.cfg).cmp(&significant(a, inp.cfg)))
+            .then(significant(b, cfg).cmp(&significant(a, cfg)))
             .then(a.gap.total_cmp(&b.gap))
             .then(a.subject.cmp(&b.subject))
     });
@@ -1205,54 +1239,48 @@ fn knowledge_gaps(inp: &Inputs<'_>, gaps: &mut Vec<GapRow>) -> (Vec<KnowledgeRow
         rank += 1;
         r.rank = rank;
     }
-    let significant: Vec<&KnowledgeRow> = rows.iter().filter(|r| significant(r, inp.cfg)).collect();
-    // One knowledge row per customer and subject, from the strongest significant gap.
+    rows
+}
+
+/// One knowledge gap per customer and subject, from the strongest significant shortfall
+/// of a segment they belong to. Buying fewer categories follows from buying less; only
+/// awareness and feature use make a customer-level knowledge gap.
+fn customer_knowledge_gaps(significant: &[&KnowledgeRow], subjects: &Subjects, members: &Members, gaps: &mut Vec<GapRow>) {
     let mut seen: BTreeSet<(usize, String)> = BTreeSet::new();
-    let mut by_strength = significant.clone();
+    let mut by_strength = significant.to_vec();
     by_strength.sort_by(|a, b| a.gap.total_cmp(&b.gap).then(a.segment_id.cmp(&b.segment_id)));
-    // Buying fewer categories follows from buying less; only awareness and feature use
-    // make a customer-level knowledge gap.
     for r in by_strength.iter().filter(|r| !r.subject.starts_with("category:")) {
         let known = &subjects[&r.subject];
         for &i in &members[&(r.segment_id.clone(), r.segment.clone())] {
             if known[i] == Some(false) && seen.insert((i, r.subject.clone())) {
-                let what = r.subject.split_once(':').map_or(r.subject.as_str(), |(_, s)| s);
-                gaps.push(GapRow {
-                    customer: i,
-                    gap_type: GapType::Knowledge,
-                    subject: r.subject.clone(),
-                    reported: Some(0.0),
-                    observed: Some(round(r.reference_rate, 4)),
-                    reported_text: format!("not aware of / not using {what}"),
-                    observed_text: format!(
-                        "{:.0} % of {} vs {:.0} % of other customers",
-                        100.0 * r.segment_rate,
-                        r.segment,
-                        100.0 * r.reference_rate
-                    ),
-                    delta: Some(r.segment_rate / r.reference_rate.max(1e-9)),
-                    evidence: 1.0 - r.q_value,
-                    direction: Direction::Under,
-                    action: format!("product education: show what {what} is and how to use it"),
-                });
+                gaps.push(knowledge_row(r, i));
             }
         }
     }
-    let report = significant
-        .iter()
-        .filter(|r| r.rank <= 3)
-        .map(|r| KnowledgeSummary {
-            segment_id: r.segment_id.clone(),
-            segment: r.segment.clone(),
-            subject: r.subject.clone(),
-            rank: r.rank,
-            segment_rate: round(r.segment_rate, 4),
-            reference_rate: round(r.reference_rate, 4),
-            q_value: r.q_value,
-            customers_affected: r.customers_affected,
-        })
-        .collect();
-    (rows, report)
+}
+
+/// The gap row of customer `i`, a member of the segment of `r` who does not know or use
+/// its subject.
+fn knowledge_row(r: &KnowledgeRow, i: usize) -> GapRow {
+    let what = r.subject.split_once(':').map_or(r.subject.as_str(), |(_, s)| s);
+    GapRow {
+        customer: i,
+        gap_type: GapType::Knowledge,
+        subject: r.subject.clone(),
+        reported: Some(0.0),
+        observed: Some(round(r.reference_rate, 4)),
+        reported_text: format!("not aware of / not using {what}"),
+        observed_text: format!(
+            "{:.0} % of {} vs {:.0} % of other customers",
+            100.0 * r.segment_rate,
+            r.segment,
+            100.0 * r.reference_rate
+        ),
+        delta: Some(r.segment_rate / r.reference_rate.max(1e-9)),
+        evidence: 1.0 - r.q_value,
+        direction: Direction::Under,
+        action: format!("product education: show what {what} is and how to use it"),
+    }
 }
 
 /// Per segment and gap type: the share of members with such a gap and the mean log Δ of
@@ -1394,4 +1422,121 @@ pub fn knowledge_batch(rows: &[KnowledgeRow]) -> Result<RecordBatch> {
         ],
     )
     .map_err(datafusion::error::DataFusionError::from)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A subject known for every customer: the first `yes` of each block of `block`
+    /// customers say yes, the rest no.
+    fn known(blocks: &[(usize, usize)]) -> Vec<Option<bool>> {
+        blocks.iter().flat_map(|&(n, yes)| (0..n).map(move |i| Some(i < yes))).collect()
+    }
+
+    fn members(sizes: &[(&str, std::ops::Range<usize>)]) -> Members {
+        sizes
+            .iter()
+            .map(|(id, r)| ((id.to_string(), format!("segment {id}")), r.clone().collect()))
+            .collect()
+    }
+
+    #[test]
+    fn a_segment_that_does_not_know_what_the_others_use_ranks_first() {
+        // Segment a: 10 of 100 use the app; b and c: 60 of 100 each.
+        let subjects: Subjects = [("feature:app".to_string(), known(&[(100, 10), (100, 60), (100, 60)]))].into();
+        let m = members(&[("a", 0..100), ("b", 100..200), ("c", 200..300)]);
+        let cfg = ModelsConfig::default();
+        let rows = knowledge_rows(&subjects, &m, &cfg);
+        assert_eq!(rows.len(), 3);
+        let a = rows.iter().find(|r| r.segment_id == "a").unwrap();
+        assert!((a.segment_rate - 0.1).abs() < 1e-12 && (a.reference_rate - 0.6).abs() < 1e-12);
+        assert!(a.gap < 0.0 && significant(a, &cfg), "{a:?}");
+        assert_eq!((a.rank, a.customers_affected, a.members), (1, 90, 100));
+        for r in rows.iter().filter(|r| r.segment_id != "a") {
+            assert!(!significant(r, &cfg), "{r:?}");
+            assert!(r.q_value >= r.p_value);
+        }
+    }
+
+    #[test]
+    fn groups_of_fewer_than_twenty_answers_are_not_tested() {
+        let mut k = known(&[(15, 0), (100, 60)]);
+        k.extend([None; 30]);
+        let subjects: Subjects = [("aware:app".to_string(), k)].into();
+        // Segment a answers 15 times; segment b has 30 members who never answered.
+        let m = members(&[("a", 0..15), ("b", 115..145)]);
+        assert!(knowledge_rows(&subjects, &m, &ModelsConfig::default()).is_empty());
+    }
+
+    #[test]
+    fn one_customer_gap_per_subject_from_the_strongest_segment_and_none_for_categories() {
+        let row = |seg: &str, subject: &str, gap: f64| KnowledgeRow {
+            segment_id: seg.into(),
+            segment: format!("segment {seg}"),
+            subject: subject.into(),
+            members: 3,
+            segment_rate: 0.1,
+            reference_rate: 0.5,
+            gap,
+            p_value: 0.001,
+            q_value: 0.002,
+            customers_affected: 2,
+            rank: 1,
+        };
+        let subjects: Subjects = [
+            ("aware:app".to_string(), vec![Some(false), Some(false), Some(true), None]),
+            ("category:shoes".to_string(), vec![Some(false); 4]),
+        ]
+        .into();
+        // Customer 1 is in both segments; customer 3 never answered.
+        let m = members(&[("a", 0..2), ("b", 1..4)]);
+        let (weak, strong, category) = (
+            row("a", "aware:app", -0.2),
+            row("b", "aware:app", -0.4),
+            row("a", "category:shoes", -0.5),
+        );
+        let mut gaps = Vec::new();
+        customer_knowledge_gaps(&[&weak, &strong, &category], &subjects, &m, &mut gaps);
+        let got: Vec<(usize, &str)> = gaps.iter().map(|g| (g.customer, g.subject.as_str())).collect();
+        assert_eq!(got, [(1, "aware:app"), (0, "aware:app")]);
+        let g = &gaps[0];
+        assert_eq!((g.gap_type, g.direction), (GapType::Knowledge, Direction::Under));
+        assert_eq!(g.observed_text, "10 % of segment b vs 50 % of other customers");
+        assert_eq!(g.action, "product education: show what app is and how to use it");
+        assert!((g.evidence - 0.998).abs() < 1e-12 && (g.delta.unwrap() - 0.2).abs() < 1e-12);
+    }
+
+    fn answers(pairs: &[(&str, &str)]) -> Answers {
+        Answers {
+            latest: pairs.iter().map(|(q, v)| (q.to_string(), (0, v.to_string()))).collect(),
+            categories: BTreeSet::new(),
+        }
+    }
+
+    #[test]
+    fn stated_satisfaction_reads_the_score_then_nps_then_will_repurchase() {
+        let (s, v, text) = stated_satisfaction(&answers(&[("satisfaction", "5"), ("nps", "0")])).unwrap();
+        assert_eq!((s, v, text.as_str()), (gap::Stated::Satisfied, 1.0, "satisfaction 5 of 5"));
+        let (s, v, _) = stated_satisfaction(&answers(&[("satisfaction", " 2 ")])).unwrap();
+        assert_eq!((s, v), (gap::Stated::Dissatisfied, 0.25));
+        let (s, v, text) = stated_satisfaction(&answers(&[("nps", "7"), ("will_repurchase", "yes")])).unwrap();
+        assert_eq!((s, v, text.as_str()), (gap::Stated::Neutral, 0.7, "NPS 7 of 10"));
+        let (s, _, text) = stated_satisfaction(&answers(&[("satisfaction", "n/a"), ("will_repurchase", "N")])).unwrap();
+        assert_eq!((s, text.as_str()), (gap::Stated::Dissatisfied, "will repurchase: no"));
+        assert!(stated_satisfaction(&answers(&[("will_repurchase", "maybe"), ("nps", "NaN")])).is_none());
+    }
+
+    #[test]
+    fn yes_and_no_in_their_usual_spellings() {
+        for y in ["yes", " Y", "TRUE", "1"] {
+            assert_eq!(yes_no(y), Some(true), "{y}");
+        }
+        for n in ["no", "n ", "False", "0"] {
+            assert_eq!(yes_no(n), Some(false), "{n}");
+        }
+        assert_eq!(yes_no("sometimes"), None);
+        assert_eq!(counted(1.0, "order"), "1 order");
+        assert_eq!(counted(3.0, "order"), "3 orders");
+    }
 }
