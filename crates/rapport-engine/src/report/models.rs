@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use super::svg::{escape, number, BarChart, Heatmap, IntervalChart, Line, LineChart};
-use crate::results::{Checked, ClusterReport, Fit, ModelsReport, TypeReliability};
+use crate::results::{Checked, ClusterReport, Fit, GapReport, LoyaltyReport, ModelsReport, RulesReport, TypeReliability};
 use crate::session::{Personal, Session};
 use crate::Result;
 
@@ -37,14 +37,27 @@ fn grid(ws: &Session<'_>, sql: &str, rows: &[&str], cols: &[&str]) -> Result<Vec
 
 fn tile(body: &mut String, label: &str, v: Option<f64>) {
     let shown = match v {
+        Some(x) if !x.is_finite() => "–".to_string(),
         Some(x) if x.fract() != 0.0 => format!("{x:.3}"),
-        Some(x) if x.is_finite() => number(x),
-        _ => "–".to_string(),
+        Some(x) => number(x),
+        None => "–".to_string(),
     };
     let _ = write!(
         body,
         r#"<div class="tile"><div class="v">{shown}</div><div class="k">{label}</div></div>"#
     );
+}
+
+/// A bar chart of one series from query rows of (label, value).
+fn bars(id: &str, title: &str, series: &str, rows: &[Vec<Option<String>>]) -> String {
+    BarChart {
+        id,
+        title,
+        series: std::slice::from_ref(&series),
+        rows: rows.iter().map(|r| (text(&r[0]), vec![num(&r[1])])).collect(),
+        unit: "",
+    }
+    .render()
 }
 
 /// Appends the model sections (nothing when `rapport run` has not written its tables).
@@ -118,31 +131,24 @@ fn recommendations(ws: &Session<'_>, models: &ModelsReport, body: &mut String) -
         ws,
         "SELECT reason, count(*) FROM recommendations GROUP BY reason ORDER BY count(*) DESC, reason",
     )?;
-    body.push_str(
-        &BarChart {
-            id: "recs-reasons",
-            title: "Recommendations by source",
-            series: &["rows"],
-            rows: reasons.iter().map(|r| (text(&r[0]), vec![num(&r[1])])).collect(),
-            unit: "",
-        }
-        .render(),
-    );
+    body.push_str(&bars("recs-reasons", "Recommendations by source", "rows", &reasons));
     let top = cells(
         ws,
         "SELECT product_id, count(*) FROM recommendations WHERE rank <= 3 GROUP BY product_id ORDER BY count(*) DESC, product_id LIMIT 15",
     )?;
-    body.push_str(
-        &BarChart {
-            id: "recs-top-products",
-            title: "Most recommended products (in a customer's top 3)",
-            series: &["customers"],
-            rows: top.iter().map(|r| (text(&r[0]), vec![num(&r[1])])).collect(),
-            unit: "",
-        }
-        .render(),
-    );
-    let ar = &r.association_rules;
+    body.push_str(&bars(
+        "recs-top-products",
+        "Most recommended products (in a customer's top 3)",
+        "customers",
+        &top,
+    ));
+    association_rules(&r.association_rules, body);
+    body.push_str("</section>");
+    Ok(())
+}
+
+/// The strongest "bought together" rules, by lift.
+fn association_rules(ar: &RulesReport, body: &mut String) {
     if ar.rules.is_empty() {
         let _ = write!(
             body,
@@ -178,8 +184,6 @@ fn recommendations(ws: &Session<'_>, models: &ModelsReport, body: &mut String) -
             .render(),
         );
     }
-    body.push_str("</section>");
-    Ok(())
 }
 
 fn actions(ws: &Session<'_>, models: &ModelsReport, body: &mut String) -> Result<()> {
@@ -311,16 +315,7 @@ fn segments(ws: &Session<'_>, models: &ModelsReport, body: &mut String) -> Resul
         ws,
         "SELECT name, customers, revenue_share FROM segments WHERE kind = 'rfm' ORDER BY customers DESC",
     )?;
-    body.push_str(
-        &BarChart {
-            id: "rfm-segments",
-            title: "RFM segments: customers",
-            series: &["customers"],
-            rows: seg.iter().map(|r| (text(&r[0]), vec![num(&r[1])])).collect(),
-            unit: "",
-        }
-        .render(),
-    );
+    body.push_str(&bars("rfm-segments", "RFM segments: customers", "customers", &seg));
     body.push_str(
         &BarChart {
             id: "rfm-revenue",
@@ -334,54 +329,51 @@ fn segments(ws: &Session<'_>, models: &ModelsReport, body: &mut String) -> Resul
         }
         .render(),
     );
-    // Cluster profiles.
+    clusters(ws, models, body)?;
+    body.push_str("</section>");
+    Ok(())
+}
+
+/// The cluster profiles: how they were found, their sizes, and a table of their means.
+fn clusters(ws: &Session<'_>, models: &ModelsReport, body: &mut String) -> Result<()> {
     let clusters = cells(
         ws,
         "SELECT name, customers, mean_recency_days, mean_orders, mean_revenue, mean_avg_order_value, mean_tenure_days,
                 description
          FROM segments WHERE kind = 'cluster' ORDER BY segment_id",
     )?;
-    if !clusters.is_empty() {
-        let _ = match &models.kmeans {
-            Some(ClusterReport::Dbscan(km)) => write!(
-                body,
-                r#"<p class="note">DBSCAN (eps {}, min points {}): {} clusters, {:.1} % of buyers are noise (no cluster).</p>"#,
-                km.eps,
-                km.min_points,
-                km.k,
-                100.0 * km.noise_share
-            ),
-            Some(ClusterReport::Kmeans(km)) => write!(
-                body,
-                r#"<p class="note">k-means on log-transformed, standardised behaviour: k = {} (at least {}), chosen by {}; silhouette {:.3}.</p>"#,
-                km.k,
-                km.k_min,
-                escape(&km.criterion),
-                km.silhouette
-            ),
-            None => Ok(()),
-        };
-        body.push_str(
-            &BarChart {
-                id: "kmeans-cluster-sizes",
-                title: "Clusters: customers",
-                series: &["customers"],
-                rows: clusters.iter().map(|r| (text(&r[0]), vec![num(&r[1])])).collect(),
-                unit: "",
-            }
-            .render(),
-        );
-        body.push_str("<table><tr><th>cluster</th><th>customers</th><th>recency (days)</th><th>orders</th><th>revenue</th><th>avg order</th><th>tenure (days)</th><th>what sets it apart</th></tr>");
-        for r in &clusters {
-            let _ = write!(body, "<tr><td>{}</td>", escape(&text(&r[0])));
-            for c in &r[1..7] {
-                let _ = write!(body, "<td class=\"num\">{}</td>", number((num(c) * 10.0).round() / 10.0));
-            }
-            let _ = write!(body, "<td>{}</td></tr>", escape(&text(&r[7])));
-        }
-        body.push_str("</table>");
+    if clusters.is_empty() {
+        return Ok(());
     }
-    body.push_str("</section>");
+    let _ = match &models.kmeans {
+        Some(ClusterReport::Dbscan(km)) => write!(
+            body,
+            r#"<p class="note">DBSCAN (eps {}, min points {}): {} clusters, {:.1} % of buyers are noise (no cluster).</p>"#,
+            km.eps,
+            km.min_points,
+            km.k,
+            100.0 * km.noise_share
+        ),
+        Some(ClusterReport::Kmeans(km)) => write!(
+            body,
+            r#"<p class="note">k-means on log-transformed, standardised behaviour: k = {} (at least {}), chosen by {}; silhouette {:.3}.</p>"#,
+            km.k,
+            km.k_min,
+            escape(&km.criterion),
+            km.silhouette
+        ),
+        None => Ok(()),
+    };
+    body.push_str(&bars("kmeans-cluster-sizes", "Clusters: customers", "customers", &clusters));
+    body.push_str("<table><tr><th>cluster</th><th>customers</th><th>recency (days)</th><th>orders</th><th>revenue</th><th>avg order</th><th>tenure (days)</th><th>what sets it apart</th></tr>");
+    for r in &clusters {
+        let _ = write!(body, "<tr><td>{}</td>", escape(&text(&r[0])));
+        for c in &r[1..7] {
+            let _ = write!(body, "<td class=\"num\">{}</td>", number((num(c) * 10.0).round() / 10.0));
+        }
+        let _ = write!(body, "<td>{}</td></tr>", escape(&text(&r[7])));
+    }
+    body.push_str("</table>");
     Ok(())
 }
 
@@ -482,78 +474,82 @@ fn churn(models: &ModelsReport, body: &mut String) {
         tile(body, label, Some(v));
     }
     body.push_str("</div>");
-    let roc: Vec<(f64, f64)> = c.roc.iter().map(|p| (p[0], p[1])).collect();
-    body.push_str(
-        &LineChart {
-            id: "churn-roc",
-            title: "Churn ROC curve (validation window)",
-            x_title: "false positive rate",
-            y_title: "true positive rate",
-            lines: vec![Line {
-                name: format!("{} (AUC {:.3})", c.model, c.auc),
-                points: roc,
-                band: None,
-                dashed: false,
-            }],
-            x_ticks: (0..=4)
-                .map(|k| (f64::from(k) / 4.0, format!("{:.2}", f64::from(k) / 4.0)))
-                .collect(),
-            diagonal: true,
-        }
-        .render(),
-    );
-    let cal: Vec<(f64, f64)> = c.calibration.iter().map(|b| (b.predicted, b.observed)).collect();
-    body.push_str(
-        &LineChart {
-            id: "churn-calibration",
-            title: "Churn calibration: observed rate by predicted probability (deciles)",
-            x_title: "predicted churn probability",
-            y_title: "observed churn rate",
-            lines: vec![Line {
-                name: "observed".into(),
-                points: cal,
-                band: None,
-                dashed: false,
-            }],
-            x_ticks: (0..=4)
-                .map(|k| (f64::from(k) / 4.0, format!("{:.2}", f64::from(k) / 4.0)))
-                .collect(),
-            diagonal: true,
-        }
-        .render(),
-    );
-    // Loyalty drivers.
+    let roc = c.roc.iter().map(|p| (p[0], p[1])).collect();
+    let roc_name = format!("{} (AUC {:.3})", c.model, c.auc);
+    body.push_str(&unit_square_chart(
+        ("churn-roc", "Churn ROC curve (validation window)"),
+        ("false positive rate", "true positive rate"),
+        &roc_name,
+        roc,
+    ));
+    let cal = c.calibration.iter().map(|b| (b.predicted, b.observed)).collect();
+    body.push_str(&unit_square_chart(
+        (
+            "churn-calibration",
+            "Churn calibration: observed rate by predicted probability (deciles)",
+        ),
+        ("predicted churn probability", "observed churn rate"),
+        "observed",
+        cal,
+    ));
     if let Fit::Fitted(l) = &models.loyalty {
-        let mut coef: Vec<(String, f64, f64)> = l.coefficients.iter().map(|(k, v)| (k.clone(), v.estimate, v.std_error)).collect();
-        coef.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()));
-        let _ = write!(
-            body,
-            r#"<p class="note">Loyalty score: {} — R² {:.3}, MSE {:.4}. Largest effects per standard deviation (± standard error):</p>"#,
-            escape(&l.target),
-            l.r2,
-            l.mse
-        );
-        body.push_str(
-            &BarChart {
-                id: "loyalty-drivers",
-                title: "Loyalty drivers (|coefficient|; sign in the label)",
-                series: &["|coefficient|"],
-                rows: coef
-                    .iter()
-                    .take(10)
-                    .map(|(k, e, se)| {
-                        (
-                            format!("{k} ({}{:.3} ± {:.3})", if *e >= 0.0 { "+" } else { "−" }, e.abs(), se),
-                            vec![e.abs()],
-                        )
-                    })
-                    .collect(),
-                unit: "",
-            }
-            .render(),
-        );
+        loyalty_drivers(l, body);
     }
     body.push_str("</section>");
+}
+
+/// One line on the unit square with the diagonal (a ROC or calibration curve): `(id,
+/// title)`, `(x title, y title)`.
+fn unit_square_chart((id, title): (&str, &str), (x_title, y_title): (&str, &str), name: &str, points: Vec<(f64, f64)>) -> String {
+    LineChart {
+        id,
+        title,
+        x_title,
+        y_title,
+        lines: vec![Line {
+            name: name.into(),
+            points,
+            band: None,
+            dashed: false,
+        }],
+        x_ticks: (0..=4)
+            .map(|k| (f64::from(k) / 4.0, format!("{:.2}", f64::from(k) / 4.0)))
+            .collect(),
+        diagonal: true,
+    }
+    .render()
+}
+
+/// The loyalty model's fit and its ten largest effects.
+fn loyalty_drivers(l: &LoyaltyReport, body: &mut String) {
+    let mut coef: Vec<(String, f64, f64)> = l.coefficients.iter().map(|(k, v)| (k.clone(), v.estimate, v.std_error)).collect();
+    coef.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()));
+    let _ = write!(
+        body,
+        r#"<p class="note">Loyalty score: {} — R² {:.3}, MSE {:.4}. Largest effects per standard deviation (± standard error):</p>"#,
+        escape(&l.target),
+        l.r2,
+        l.mse
+    );
+    body.push_str(
+        &BarChart {
+            id: "loyalty-drivers",
+            title: "Loyalty drivers (|coefficient|; sign in the label)",
+            series: &["|coefficient|"],
+            rows: coef
+                .iter()
+                .take(10)
+                .map(|(k, e, se)| {
+                    (
+                        format!("{k} ({}{:.3} ± {:.3})", if *e >= 0.0 { "+" } else { "−" }, e.abs(), se),
+                        vec![e.abs()],
+                    )
+                })
+                .collect(),
+            unit: "",
+        }
+        .render(),
+    );
 }
 
 fn behaviour(models: &ModelsReport, body: &mut String) {
@@ -596,8 +592,17 @@ fn gaps(ws: &Session<'_>, models: &ModelsReport, body: &mut String) -> Result<()
     for (what, why) in &g.not_computed {
         let _ = write!(body, "<p class=\"note\">Not computed — {}: {}.</p>", escape(what), escape(why));
     }
-    // What was judged, what was not and why, and how the evidence held up against the
-    // later behaviour (`gaps.reliability`).
+    judged_table(g, body);
+    gap_heatmap(ws, body)?;
+    top_knowledge_gaps(ws, body)?;
+    gap_examples(ws, body)?;
+    body.push_str("</section>");
+    Ok(())
+}
+
+/// What was judged, what was not and why, and how the evidence held up against the
+/// later behaviour (`gaps.reliability`).
+fn judged_table(g: &GapReport, body: &mut String) {
     let judged = g.judged.each();
     if !judged.is_empty() {
         body.push_str("<table><tr><th>gap</th><th>statements judged</th><th>gaps</th><th>share misreported (fitted)</th><th>not judged</th><th>reported earlier, still reported</th></tr>");
@@ -629,6 +634,10 @@ fn gaps(ws: &Session<'_>, models: &ModelsReport, body: &mut String) -> Result<()
         }
         body.push_str("</table>");
     }
+}
+
+/// The share of each RFM segment with a gap, by gap type.
+fn gap_heatmap(ws: &Session<'_>, body: &mut String) -> Result<()> {
     let types = ["frequency", "category", "satisfaction", "knowledge", "profile"];
     let segs: Vec<String> = cells(
         ws,
@@ -659,6 +668,11 @@ fn gaps(ws: &Session<'_>, models: &ModelsReport, body: &mut String) -> Result<()
         }
         .render(),
     );
+    Ok(())
+}
+
+/// The knowledge gaps that reach the most customers.
+fn top_knowledge_gaps(ws: &Session<'_>, body: &mut String) -> Result<()> {
     let top = cells(
         ws,
         "SELECT segment, subject, segment_rate, reference_rate, customers_affected FROM knowledge_gaps
@@ -688,6 +702,11 @@ fn gaps(ws: &Session<'_>, models: &ModelsReport, body: &mut String) -> Result<()
         }
         .render(),
     );
+    Ok(())
+}
+
+/// The two gaps of each type with the strongest evidence, in words.
+fn gap_examples(ws: &Session<'_>, body: &mut String) -> Result<()> {
     let examples = cells(
         ws,
         "SELECT gap_type, customer_id, subject, direction, reported_text, observed_text, evidence FROM (
@@ -707,7 +726,7 @@ fn gaps(ws: &Session<'_>, models: &ModelsReport, body: &mut String) -> Result<()
             num(&r[6])
         );
     }
-    body.push_str("</table></section>");
+    body.push_str("</table>");
     Ok(())
 }
 
@@ -803,4 +822,96 @@ fn forecasts(ws: &Session<'_>, body: &mut String) -> Result<()> {
     }
     body.push_str("</section>");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::results::Coefficient;
+
+    #[test]
+    fn tiles_show_counts_grouped_fractions_to_three_places_and_a_dash_for_nothing() {
+        let mut body = String::new();
+        tile(&mut body, "customers", Some(12345.0));
+        tile(&mut body, "AUC", Some(0.83456));
+        tile(&mut body, "r", Some(f64::NAN));
+        tile(&mut body, "b", None);
+        let shown: Vec<&str> = body
+            .split("<div class=\"v\">")
+            .skip(1)
+            .map(|t| &t[..t.find('<').unwrap()])
+            .collect();
+        assert_eq!(shown, ["12,345", "0.835", "–", "–"]);
+    }
+
+    #[test]
+    fn the_judged_table_says_what_was_not_judged_and_unchecked_evidence_is_a_dash() {
+        let g: GapReport = serde_json::from_value(serde_json::json!({
+            "surveyed_customers": 10, "evidence_threshold": 0.9, "min_tenure_days": 90,
+            "gaps": {"frequency:over": 2}, "profile_gaps": 0, "knowledge_gaps": [], "not_computed": {},
+            "judged": {"frequency": {"statements": 8, "gaps": 2, "misreport_share": 0.25, "em_iterations": 4}},
+            "not_judged": {"frequency": {"history too short": 3, "answer not a rate": 1}}
+        }))
+        .unwrap();
+        let mut body = String::new();
+        judged_table(&g, &mut body);
+        assert!(
+            body.contains("<tr><td>frequency</td><td class=\"num\">8</td><td class=\"num\">2</td><td class=\"num\">0.250</td><td>1 (answer not a rate); 3 (history too short)</td><td>–</td></tr>"),
+            "{body}"
+        );
+        let none: GapReport = serde_json::from_value(serde_json::json!({
+            "surveyed_customers": 0, "evidence_threshold": 0.9, "min_tenure_days": 90, "gaps": {}, "profile_gaps": 0,
+            "knowledge_gaps": [], "not_computed": {}, "judged": {}, "not_judged": {}
+        }))
+        .unwrap();
+        let mut empty = String::new();
+        judged_table(&none, &mut empty);
+        assert_eq!(empty, "", "no table without a judged statement");
+    }
+
+    #[test]
+    fn loyalty_drivers_are_the_ten_largest_effects_with_their_sign() {
+        let coefficients = (0..12)
+            .map(|i| {
+                let estimate = if i % 2 == 0 { f64::from(i) } else { -f64::from(i) };
+                (format!("x{i}"), Coefficient { estimate, std_error: 0.5 })
+            })
+            .collect();
+        let l = LoyaltyReport {
+            target: "repeat share".into(),
+            indicators: vec![],
+            customers: 100,
+            r2: 0.4,
+            mse: 0.05,
+            intercept: 0.0,
+            coefficients,
+            note: String::new(),
+        };
+        let mut body = String::new();
+        loyalty_drivers(&l, &mut body);
+        let labels: Vec<&str> = body
+            .split("text-anchor=\"end\">")
+            .skip(1)
+            .map(|t| &t[..t.find('<').unwrap()])
+            .collect();
+        assert_eq!(labels.len(), 10);
+        assert_eq!(labels[0], "x11 (−11.000 ± 0.500)");
+        assert_eq!(labels[1], "x10 (+10.000 ± 0.500)");
+        assert!(!labels.iter().any(|l| l.starts_with("x1 ") || l.starts_with("x0 ")));
+        assert!(body.contains("R² 0.400, MSE 0.0500"));
+    }
+
+    #[test]
+    fn a_unit_square_chart_has_the_diagonal_and_its_line() {
+        let svg = unit_square_chart(
+            ("roc", "ROC"),
+            ("fpr", "tpr"),
+            "gbt (AUC 0.800)",
+            vec![(0.0, 0.0), (0.2, 0.7), (1.0, 1.0)],
+        );
+        assert!(svg.starts_with(r#"<svg class="chart" data-chart="roc""#));
+        assert!(svg.contains(r#"stroke-dasharray="4 4""#), "the diagonal");
+        assert!(svg.contains("<title>gbt (AUC 0.800)</title>"));
+        assert_eq!(svg.matches("class=\"line\"").count(), 1);
+    }
 }
