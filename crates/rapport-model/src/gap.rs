@@ -299,6 +299,121 @@ fn gamma_ratio(a: f64, n: u32) -> (f64, f64) {
     )
 }
 
+/// Each distinct vector of whole line counts (customers × `k`, row-major; customers
+/// without lines left out) with how many customers have it, and the lines per category.
+fn distinct_counts(counts: &[f64], k: usize) -> (std::collections::BTreeMap<Vec<u32>, f64>, Vec<f64>) {
+    let mut distinct: std::collections::BTreeMap<Vec<u32>, f64> = std::collections::BTreeMap::new();
+    let mut sums = vec![0.0; k];
+    for row in counts.chunks_exact(k) {
+        let n: Vec<u32> = row
+            .iter()
+            .map(|&c| if c.is_finite() && c > 0.0 { c.round() as u32 } else { 0 })
+            .collect();
+        if n.iter().all(|&c| c == 0) {
+            continue;
+        }
+        for (s, &c) in sums.iter_mut().zip(&n) {
+            *s += f64::from(c);
+        }
+        *distinct.entry(n).or_default() += 1.0;
+    }
+    (distinct, sums)
+}
+
+/// One count vector's log-likelihood under each component (weights included) and its
+/// derivatives: per component, d/d ln b (diffuse only), d/d ln f and d/d ln β.
+struct RowTerms {
+    ll: Vec<f64>,
+    d_diffuse: f64,
+    d_f: Vec<f64>,
+    d_beta: Vec<f64>,
+}
+
+/// The terms of count vector `n` at precisions `b`, `f`, boost `beta` and log weights
+/// `ln_w`.
+fn row_terms(n: &[u32], mix: &[f64], (b, f, beta): (f64, f64, f64), ln_w: &[f64]) -> RowTerms {
+    let k = mix.len();
+    let (sb, sf) = (b, f + beta);
+    let mut t = RowTerms {
+        ll: vec![0.0; k + 1],
+        d_diffuse: 0.0,
+        d_f: vec![0.0; k + 1],
+        d_beta: vec![0.0; k + 1],
+    };
+    let total: u32 = n.iter().sum();
+    // Diffuse.
+    let (l0, dg0) = gamma_ratio(sb, total);
+    let mut l_diffuse = -l0;
+    let mut d_diffuse = -dg0 * b;
+    // Favourites share their base part: Σ_j over the f·m_j shapes.
+    let (lf, dgf) = gamma_ratio(sf, total);
+    let mut base_l = -lf;
+    let mut base_d = -dgf * f;
+    let mut own: Vec<(f64, f64, f64, f64)> = Vec::with_capacity(k);
+    for j in 0..k {
+        let (l, d) = gamma_ratio(b * mix[j], n[j]);
+        l_diffuse += l;
+        d_diffuse += d * b * mix[j];
+        let (lb, db) = gamma_ratio(f * mix[j], n[j]);
+        base_l += lb;
+        base_d += db * f * mix[j];
+        let (lboost, dboost) = gamma_ratio(f * mix[j] + beta, n[j]);
+        own.push((lb, db, lboost, dboost));
+    }
+    t.ll[0] = ln_w[0] + l_diffuse;
+    t.d_diffuse = d_diffuse;
+    for j in 0..k {
+        let (lb, db, lboost, dboost) = own[j];
+        t.ll[j + 1] = ln_w[j + 1] + base_l - lb + lboost;
+        t.d_f[j + 1] = base_d - db * f * mix[j] + dboost * f * mix[j];
+        // d/d ln β: the boosted shape, and the total's shape.
+        t.d_beta[j + 1] = (dboost - dgf) * beta;
+    }
+    t
+}
+
+/// The mixture's negative log-likelihood per customer and its gradient. Parameters:
+/// ln b, ln f, ln β, then K + 1 weight logits (the first pulled lightly toward 0, which
+/// leaves the weights free but the logits finite; the precisions pulled away from the
+/// caps).
+fn mixture_objective(x: &[f64], rows: &[(&Vec<u32>, f64)], mix: &[f64], customers: f64) -> (f64, Vec<f64>) {
+    let k = mix.len();
+    let cap = |v: f64| v.clamp(-12.0, 12.0);
+    let (b, f, beta) = (cap(x[0]).exp(), cap(x[1]).exp(), cap(x[2]).exp());
+    let logits = &x[3..];
+    let top = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let z: f64 = logits.iter().map(|u| (u - top).exp()).sum();
+    let ln_w: Vec<f64> = logits.iter().map(|u| u - top - z.ln()).collect();
+    let mut value = 0.0;
+    let mut grad = vec![0.0; x.len()];
+    for &(n, w) in rows {
+        let t = row_terms(n, mix, (b, f, beta), &ln_w);
+        let top_ll = t.ll.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let sum: f64 = t.ll.iter().map(|v| (v - top_ll).exp()).sum();
+        let lse = top_ll + sum.ln();
+        value -= w * lse;
+        let r: Vec<f64> = t.ll.iter().map(|v| (v - lse).exp()).collect();
+        grad[0] -= w * r[0] * t.d_diffuse;
+        for ((r, d_f), d_beta) in r.iter().zip(&t.d_f).zip(&t.d_beta).skip(1) {
+            grad[1] -= w * r * d_f;
+            grad[2] -= w * r * d_beta;
+        }
+        for z in 0..=k {
+            grad[3 + z] -= w * (r[z] - ln_w[z].exp());
+        }
+    }
+    value /= customers;
+    grad.iter_mut().for_each(|g| *g /= customers);
+    value += 1e-6 * x[3] * x[3];
+    grad[3] += 2e-6 * x[3];
+    for i in 0..3 {
+        let over = (x[i].abs() - 9.0).max(0.0);
+        value += 1e-3 * over * over;
+        grad[i] += 2e-3 * over * x[i].signum();
+    }
+    (value, grad)
+}
+
 impl CategoryMixture {
     /// The shapes of component `z` (0: diffuse, 1 + j: favourite j).
     pub fn shapes(&self, z: usize) -> Vec<f64> {
@@ -319,22 +434,7 @@ impl CategoryMixture {
         if k < 2 || !counts.len().is_multiple_of(k) {
             return None;
         }
-        // Identical count vectors once, with their multiplicity.
-        let mut distinct: std::collections::BTreeMap<Vec<u32>, f64> = std::collections::BTreeMap::new();
-        let mut sums = vec![0.0; k];
-        for row in counts.chunks_exact(k) {
-            let n: Vec<u32> = row
-                .iter()
-                .map(|&c| if c.is_finite() && c > 0.0 { c.round() as u32 } else { 0 })
-                .collect();
-            if n.iter().all(|&c| c == 0) {
-                continue;
-            }
-            for (s, &c) in sums.iter_mut().zip(&n) {
-                *s += f64::from(c);
-            }
-            *distinct.entry(n).or_default() += 1.0;
-        }
+        let (distinct, sums) = distinct_counts(counts, k);
         let customers: f64 = distinct.values().sum();
         if customers < 10.0 {
             return None;
@@ -346,78 +446,7 @@ impl CategoryMixture {
         let stride = crate::optimize::sample_stride(distinct.len()).unwrap_or(1);
         let rows: Vec<(&Vec<u32>, f64)> = distinct.iter().step_by(stride).map(|(n, w)| (n, *w * stride as f64)).collect();
         let customers: f64 = rows.iter().map(|r| r.1).sum();
-        // Parameters: ln b, ln f, ln β, then K + 1 weight logits (the first fixed at 0 by
-        // a light pull toward it, which leaves the weights free but the logits finite).
-        let objective = |x: &[f64]| -> (f64, Vec<f64>) {
-            let cap = |v: f64| v.clamp(-12.0, 12.0);
-            let (b, f, beta) = (cap(x[0]).exp(), cap(x[1]).exp(), cap(x[2]).exp());
-            let logits = &x[3..];
-            let top = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            let z: f64 = logits.iter().map(|u| (u - top).exp()).sum();
-            let ln_w: Vec<f64> = logits.iter().map(|u| u - top - z.ln()).collect();
-            let (sb, sf) = (b, f + beta);
-            let mut value = 0.0;
-            let mut grad = vec![0.0; x.len()];
-            let mut ll = vec![0.0; k + 1];
-            // Per component: d ll_z / d(its free parameters).
-            let mut d_f = vec![0.0; k + 1];
-            let mut d_beta = vec![0.0; k + 1];
-            for &(n, w) in &rows {
-                let total: u32 = n.iter().sum();
-                // Diffuse.
-                let (l0, dg0) = gamma_ratio(sb, total);
-                let mut l_diffuse = -l0;
-                let mut d_diffuse = -dg0 * b;
-                // Favourites share their base part: Σ_j over the f·m_j shapes.
-                let (lf, dgf) = gamma_ratio(sf, total);
-                let mut base_l = -lf;
-                let mut base_d = -dgf * f;
-                let mut own: Vec<(f64, f64, f64, f64)> = Vec::with_capacity(k);
-                for j in 0..k {
-                    let (l, d) = gamma_ratio(b * mix[j], n[j]);
-                    l_diffuse += l;
-                    d_diffuse += d * b * mix[j];
-                    let (lb, db) = gamma_ratio(f * mix[j], n[j]);
-                    base_l += lb;
-                    base_d += db * f * mix[j];
-                    let (lboost, dboost) = gamma_ratio(f * mix[j] + beta, n[j]);
-                    own.push((lb, db, lboost, dboost));
-                }
-                ll[0] = ln_w[0] + l_diffuse;
-                for j in 0..k {
-                    let (lb, db, lboost, dboost) = own[j];
-                    ll[j + 1] = ln_w[j + 1] + base_l - lb + lboost;
-                    d_f[j + 1] = base_d - db * f * mix[j] + dboost * f * mix[j];
-                    // d/d ln β: the boosted shape, and the total's shape.
-                    d_beta[j + 1] = (dboost - dgf) * beta;
-                }
-                let top_ll = ll.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                let sum: f64 = ll.iter().map(|v| (v - top_ll).exp()).sum();
-                let lse = top_ll + sum.ln();
-                value -= w * lse;
-                let r: Vec<f64> = ll.iter().map(|v| (v - lse).exp()).collect();
-                grad[0] -= w * r[0] * d_diffuse;
-                for z in 1..=k {
-                    grad[1] -= w * r[z] * d_f[z];
-                    grad[2] -= w * r[z] * d_beta[z];
-                }
-                for z in 0..=k {
-                    grad[3 + z] -= w * (r[z] - ln_w[z].exp());
-                }
-            }
-            // Per customer, and the pull of the first logit to 0 and of the precisions
-            // away from the caps.
-            value /= customers;
-            grad.iter_mut().for_each(|g| *g /= customers);
-            value += 1e-6 * x[3] * x[3];
-            grad[3] += 2e-6 * x[3];
-            for i in 0..3 {
-                let over = (x[i].abs() - 9.0).max(0.0);
-                value += 1e-3 * over * over;
-                grad[i] += 2e-3 * over * x[i].signum();
-            }
-            (value, grad)
-        };
+        let objective = |x: &[f64]| mixture_objective(x, &rows, &mix, customers);
         let mut x0 = vec![(k as f64).ln(), 0.0, 1.0];
         x0.extend(std::iter::repeat_n(0.0, k + 1));
         let starts = vec![x0.clone(), {

@@ -347,25 +347,7 @@ impl Decided {
 pub fn decide(cfg: &ActionsConfig, f: &Facts<'_>, as_of_text: &str) -> Decided {
     let n = f.ids.len();
     let campaign_id = format!("{}-{as_of_text}", cfg.campaign_prefix);
-    // CLV quantile: the share of customers with a CLV below this one.
-    let mut clv_quantile = vec![None; n];
-    {
-        let mut with: Vec<(f64, usize)> = (0..n).filter_map(|i| f.clv[i].map(|c| (c, i))).collect();
-        with.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-        let m = with.len() as f64;
-        let mut k = 0;
-        while k < with.len() {
-            // Ties share the quantile of their first member.
-            let mut j = k;
-            while j < with.len() && with[j].0 == with[k].0 {
-                j += 1;
-            }
-            for &(_, i) in &with[k..j] {
-                clv_quantile[i] = Some(k as f64 / m);
-            }
-            k = j;
-        }
-    }
+    let clv_quantile = clv_quantiles(f.clv);
     let mut gaps_of: Vec<Vec<&GapRow>> = vec![Vec::new(); n];
     for g in f.gaps {
         if g.customer < n {
@@ -379,75 +361,29 @@ pub fn decide(cfg: &ActionsConfig, f: &Facts<'_>, as_of_text: &str) -> Decided {
     let mut rows = Vec::new();
     let mut rule_reports = Vec::new();
     for (r_idx, rule) in cfg.rules.iter().enumerate() {
-        let (mut matched, mut no_consent, mut no_channel, mut capped) = (0usize, 0usize, 0usize, 0usize);
-        let mut candidates: Vec<(usize, String, Option<String>, Option<String>)> = Vec::new();
-        for i in 0..n {
-            if cooled[i] || taken[i] >= cfg.max_actions_per_customer {
-                continue;
-            }
-            let Some((reason, subject)) = matches(rule, f, i, clv_quantile[i], &gaps_of[i]) else {
-                continue;
-            };
-            matched += 1;
-            if rule.marketing && !f.consents.marketing(i) {
-                no_consent += 1;
-                continue;
-            }
-            let channel = if rule.channels.is_empty() {
-                None
-            } else {
-                match rule.channels.iter().find(|c| f.consents.channel(i, c)) {
-                    Some(c) => Some(c.clone()),
-                    None => {
-                        no_channel += 1;
-                        continue;
-                    }
-                }
-            };
-            candidates.push((i, reason, channel, subject));
-        }
-        if let Some(cap) = rule.max_customers {
-            if candidates.len() > cap {
-                candidates.sort_by(|a, b| {
-                    let (ca, cb) = (f.clv[a.0].unwrap_or(f64::NEG_INFINITY), f.clv[b.0].unwrap_or(f64::NEG_INFINITY));
-                    cb.total_cmp(&ca).then(f.ids[a.0].cmp(&f.ids[b.0]))
-                });
-                capped = candidates.len() - cap;
-                candidates.truncate(cap);
-                candidates.sort_by_key(|c| c.0);
-            }
-        }
-        let (mut treated, mut control) = (0usize, 0usize);
-        for (i, reason, channel, subject) in candidates {
-            taken[i] += 1;
-            let is_control = in_control(cfg.seed, &rule.action, &f.ids[i], cfg.control_share);
+        let open = |i: usize| !cooled[i] && taken[i] < cfg.max_actions_per_customer;
+        let (mut candidates, mut tally) = candidates(rule, f, open, &clv_quantile, &gaps_of);
+        tally.capped = cap(rule, f, &mut candidates);
+        for c in candidates {
+            taken[c.i] += 1;
+            let is_control = in_control(cfg.seed, &rule.action, &f.ids[c.i], cfg.control_share);
             if is_control {
-                control += 1;
+                tally.control += 1;
             } else {
-                treated += 1;
+                tally.treatment += 1;
             }
             rows.push(ActionRow {
-                customer: i,
+                customer: c.i,
                 action: rule.action.clone(),
                 priority: r_idx + 1,
-                reason,
+                reason: c.reason,
                 control: is_control,
-                channel,
+                channel: c.channel,
                 marketing: rule.marketing,
-                subject,
+                subject: c.subject,
             });
         }
-        rule_reports.push(RuleReport {
-            action: rule.action.clone(),
-            priority: r_idx + 1,
-            marketing: rule.marketing,
-            matched,
-            blocked_no_marketing_consent: no_consent,
-            blocked_no_channel_consent: no_channel,
-            capped,
-            treatment: treated,
-            control,
-        });
+        rule_reports.push(tally.report(rule, r_idx + 1));
     }
     rows.sort_by(|a, b| f.ids[a.customer].cmp(&f.ids[b.customer]).then(a.priority.cmp(&b.priority)));
     let without_marketing = (0..n).filter(|&i| !f.consents.marketing(i)).count();
@@ -464,6 +400,115 @@ pub fn decide(cfg: &ActionsConfig, f: &Facts<'_>, as_of_text: &str) -> Decided {
         rules: rule_reports,
     };
     Decided { rows, campaign_id, report }
+}
+
+/// Per customer, the share of customers with a CLV below theirs (ties share the
+/// quantile of their first member); `None` without a CLV.
+fn clv_quantiles(clv: &[Option<f64>]) -> Vec<Option<f64>> {
+    let mut q = vec![None; clv.len()];
+    let mut with: Vec<(f64, usize)> = clv.iter().enumerate().filter_map(|(i, c)| c.map(|c| (c, i))).collect();
+    with.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    let m = with.len() as f64;
+    let mut k = 0;
+    while k < with.len() {
+        let mut j = k;
+        while j < with.len() && with[j].0 == with[k].0 {
+            j += 1;
+        }
+        for &(_, i) in &with[k..j] {
+            q[i] = Some(k as f64 / m);
+        }
+        k = j;
+    }
+    q
+}
+
+/// A customer a rule applies to and may reach: why, on which channel, about what.
+struct Candidate {
+    i: usize,
+    reason: String,
+    channel: Option<String>,
+    subject: Option<String>,
+}
+
+/// What became of the customers a rule matched.
+#[derive(Default)]
+struct Tally {
+    matched: usize,
+    no_consent: usize,
+    no_channel: usize,
+    capped: usize,
+    treatment: usize,
+    control: usize,
+}
+
+impl Tally {
+    fn report(self, rule: &Rule, priority: usize) -> RuleReport {
+        RuleReport {
+            action: rule.action.clone(),
+            priority,
+            marketing: rule.marketing,
+            matched: self.matched,
+            blocked_no_marketing_consent: self.no_consent,
+            blocked_no_channel_consent: self.no_channel,
+            capped: self.capped,
+            treatment: self.treatment,
+            control: self.control,
+        }
+    }
+}
+
+/// The customers `rule` applies to among those still `open` (not in cooldown, under
+/// their cap of actions), with marketing consent when the action is marketing and the
+/// first channel of the rule they agreed to; and the tally of those left out.
+fn candidates(
+    rule: &Rule,
+    f: &Facts<'_>,
+    open: impl Fn(usize) -> bool,
+    clv_quantile: &[Option<f64>],
+    gaps_of: &[Vec<&GapRow>],
+) -> (Vec<Candidate>, Tally) {
+    let mut tally = Tally::default();
+    let mut out = Vec::new();
+    for i in (0..f.ids.len()).filter(|&i| open(i)) {
+        let Some((reason, subject)) = matches(rule, f, i, clv_quantile[i], &gaps_of[i]) else {
+            continue;
+        };
+        tally.matched += 1;
+        if rule.marketing && !f.consents.marketing(i) {
+            tally.no_consent += 1;
+            continue;
+        }
+        let channel = if rule.channels.is_empty() {
+            None
+        } else {
+            match rule.channels.iter().find(|c| f.consents.channel(i, c)) {
+                Some(c) => Some(c.clone()),
+                None => {
+                    tally.no_channel += 1;
+                    continue;
+                }
+            }
+        };
+        out.push(Candidate { i, reason, channel, subject });
+    }
+    (out, tally)
+}
+
+/// Keeps the `max_customers` of the rule with the highest CLV (ties by id), in customer
+/// order; returns how many were left out.
+fn cap(rule: &Rule, f: &Facts<'_>, candidates: &mut Vec<Candidate>) -> usize {
+    let Some(cap) = rule.max_customers.filter(|&cap| candidates.len() > cap) else {
+        return 0;
+    };
+    candidates.sort_by(|a, b| {
+        let (ca, cb) = (f.clv[a.i].unwrap_or(f64::NEG_INFINITY), f.clv[b.i].unwrap_or(f64::NEG_INFINITY));
+        cb.total_cmp(&ca).then(f.ids[a.i].cmp(&f.ids[b.i]))
+    });
+    let capped = candidates.len() - cap;
+    candidates.truncate(cap);
+    candidates.sort_by_key(|c| c.i);
+    capped
 }
 
 /// Whether `rule` applies to customer `i`; if so, why (in words) and its subject.
@@ -693,6 +738,13 @@ mod tests {
         assert_eq!(days_to_birthday("1980-02-29", day("2023-02-27")), Some(1));
         assert_eq!(days_to_birthday("1980-01-02", day("2023-12-31")), Some(2));
         assert_eq!(days_to_birthday("garbage", 0), None);
+    }
+
+    #[test]
+    fn clv_quantiles_share_ties_and_skip_customers_without_clv() {
+        let q = clv_quantiles(&[Some(30.0), None, Some(10.0), Some(30.0), Some(20.0)]);
+        assert_eq!(q, [Some(0.5), None, Some(0.0), Some(0.5), Some(0.25)]);
+        assert!(clv_quantiles(&[None, None]).iter().all(Option::is_none));
     }
 
     type Fixture = (Vec<String>, Vec<Option<f64>>, Vec<Option<f64>>, Consents);
