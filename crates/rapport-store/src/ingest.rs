@@ -18,11 +18,11 @@ use rapport_model::robust::LogOutlierRule;
 
 use crate::config::Config;
 use crate::crypto::Keys;
-use crate::discover::discover;
+use crate::discover::{discover, TableInput};
 use crate::error::{Result, StoreError};
 use crate::identity::{calling_code_region, normalise_email, normalise_phone, phone_region, Identity, Lookup, MatchedOn, Node};
 use crate::quality::{IdentityQuality, Quality, SkippedFile, TableQuality};
-use crate::reader::{open, Batch, RowMeta, RowReader};
+use crate::reader::{open, Batch, RowMeta, RowReader, SourceFile};
 use crate::schema::InputTable;
 use crate::tables::{
     customer_sources_schema, quarantine_schema, stored_schema, timestamp_type, BackgroundPart, BatchBuilder, ColBuilder, PartWriter, Val,
@@ -109,63 +109,16 @@ impl IngestOutcome {
 pub fn prepare<'w>(ws: &'w Workspace, opts: &IngestOptions, progress: &dyn Progress) -> Result<(Transaction<'w>, IngestOutcome)> {
     let (config, config_file) = Config::for_data(&opts.data_dir, opts.config_file.as_deref())?;
     let (inputs, ignored) = discover(&opts.data_dir, &config, config_file.as_deref())?;
-    if !inputs.iter().any(|t| t.table == InputTable::Orders) && !ws.tables()?.contains_key("orders") {
-        return Err(StoreError::Usage(format!(
-            "no orders in {}: Rapport needs an orders table (a file named like orders.csv, orders.jsonl or orders.parquet, or `[tables.orders] path` in rapport.toml); found: {}",
-            opts.data_dir.display(),
-            if ignored.is_empty() { "no files".to_string() } else { ignored.join(", ") }
-        )));
-    }
-    // Check every file's header and mapping before any heavy work.
-    for input in &inputs {
-        for f in &input.files {
-            open(f, input.table, &input.config)?;
-        }
-    }
+    check_inputs(ws, opts, &inputs, &ignored)?;
     if let Some(key_file) = &config.privacy.key_file {
         // A relative path is read from the folder of the rapport.toml that names it.
         let base = config_file.as_deref().and_then(Path::parent).unwrap_or(&opts.data_dir);
         ws.use_key_file(&base.join(key_file))?;
     }
     let keys = ws.keys(true)?;
-    let tz = config.ingest.timezone;
-    let min_ts = config.ingest.min_timestamp;
-    let max_ts = config.ingest.max_timestamp.unwrap_or(opts.now_micros);
-
     let mut txn = ws.begin("ingest")?;
-    // The default regions phones were read in, for recomputing their pseudonyms when
-    // the key is rotated.
-    if let Some(code) = config.identity.default_country_code.as_deref() {
-        let known = ws.meta("phone_default_codes")?.unwrap_or_default();
-        let code = code.trim().trim_start_matches('+');
-        if !known.split(',').any(|c| c == code) {
-            let all = if known.is_empty() {
-                code.to_string()
-            } else {
-                format!("{known},{code}")
-            };
-            txn.set_meta("phone_default_codes", &all);
-        }
-    }
-    let mut q = Quality {
-        ingest_id: txn.id,
-        ingested_at: chrono::DateTime::from_timestamp_micros(opts.now_micros)
-            .map(|d| d.to_rfc3339())
-            .unwrap_or_default(),
-        data_dir: opts.data_dir.display().to_string(),
-        ..Quality::default()
-    };
-    for f in &ignored {
-        q.warnings
-            .push(format!("ignored {f}: not named like an input table and not in rapport.toml"));
-    }
-    let stored = ws.tables()?;
-    for t in InputTable::ALL {
-        if !inputs.iter().any(|i| i.table == t) && !stored.contains_key(t.stored_name()) {
-            q.absent_tables.insert(t.name().into(), what_it_enables(t).into());
-        }
-    }
-
+    record_phone_codes(ws, &mut txn, &config)?;
+    let q = first_quality(ws, opts, txn.id, &inputs, &ignored)?;
     let stored_sources = ws.read_table("customer_sources")?;
     let before: usize = stored_sources.iter().map(|b| b.num_rows()).sum();
     let mut state = State {
@@ -180,16 +133,142 @@ pub fn prepare<'w>(ws: &'w Workspace, opts: &IngestOptions, progress: &dyn Progr
         // lines to orders stored before, which only the stored table knows.
         order_sums: (!ws.tables()?.contains_key("orders")).then(OrderSums::default),
     };
-
     if !inputs.iter().any(|i| i.table == InputTable::Customers) {
         state.identity.resolve();
     }
-    // Profiles first: every other table resolves against them.
-    let mut profiles: Vec<Vec<Val<'static>>> = Vec::new();
-    let mut any_new = false;
+    let mut run = Run {
+        ws,
+        opts,
+        progress,
+        config: &config,
+        state,
+        txn,
+        q,
+        any_new: false,
+    };
+    // Profiles first (inputs come in the order of `InputTable::ALL`): every other table
+    // resolves against them.
     for input in &inputs {
-        let mut tq = TableQuality::default();
-        let declared: Vec<String> = config
+        run.table(input)?;
+    }
+    let Run {
+        mut state,
+        mut txn,
+        mut q,
+        any_new,
+        ..
+    } = run;
+    state.flush_quarantine(&mut txn, true)?;
+    let orders_by_customer = store_identities(ws, &mut txn, &mut state, &mut q, before, progress)?;
+    // Millions of small strings (every source id, key and unified id, in the nodes and
+    // the maps) take over a second to free: that happens on another thread while the
+    // caller goes on to unify the customers.
+    drop_elsewhere(state);
+    Ok((
+        txn,
+        IngestOutcome {
+            quality: q,
+            nothing_new: !any_new,
+            orders_by_customer,
+        },
+    ))
+}
+
+/// Refuses an ingest without orders (in the folder or stored before), and checks every
+/// file's header and mapping before any heavy work.
+fn check_inputs(ws: &Workspace, opts: &IngestOptions, inputs: &[TableInput], ignored: &[String]) -> Result<()> {
+    if !inputs.iter().any(|t| t.table == InputTable::Orders) && !ws.tables()?.contains_key("orders") {
+        return Err(StoreError::Usage(format!(
+            "no orders in {}: Rapport needs an orders table (a file named like orders.csv, orders.jsonl or orders.parquet, or `[tables.orders] path` in rapport.toml); found: {}",
+            opts.data_dir.display(),
+            if ignored.is_empty() { "no files".to_string() } else { ignored.join(", ") }
+        )));
+    }
+    for input in inputs {
+        for f in &input.files {
+            open(f, input.table, &input.config)?;
+        }
+    }
+    Ok(())
+}
+
+/// Records the default region phones were read in, for recomputing their pseudonyms
+/// when the key is rotated.
+fn record_phone_codes(ws: &Workspace, txn: &mut Transaction<'_>, config: &Config) -> Result<()> {
+    let Some(code) = config.identity.default_country_code.as_deref() else {
+        return Ok(());
+    };
+    let known = ws.meta("phone_default_codes")?.unwrap_or_default();
+    let code = code.trim().trim_start_matches('+');
+    if !known.split(',').any(|c| c == code) {
+        let all = if known.is_empty() {
+            code.to_string()
+        } else {
+            format!("{known},{code}")
+        };
+        txn.set_meta("phone_default_codes", &all);
+    }
+    Ok(())
+}
+
+/// The ingest's quality report before any row: when, from where, the files ignored and
+/// the tables neither in the folder nor stored (with what they would make possible).
+fn first_quality(ws: &Workspace, opts: &IngestOptions, ingest_id: i64, inputs: &[TableInput], ignored: &[String]) -> Result<Quality> {
+    let mut q = Quality {
+        ingest_id,
+        ingested_at: chrono::DateTime::from_timestamp_micros(opts.now_micros)
+            .map(|d| d.to_rfc3339())
+            .unwrap_or_default(),
+        data_dir: opts.data_dir.display().to_string(),
+        ..Quality::default()
+    };
+    for f in ignored {
+        q.warnings
+            .push(format!("ignored {f}: not named like an input table and not in rapport.toml"));
+    }
+    let stored = ws.tables()?;
+    for t in InputTable::ALL {
+        if !inputs.iter().any(|i| i.table == t) && !stored.contains_key(t.stored_name()) {
+            q.absent_tables.insert(t.name().into(), what_it_enables(t).into());
+        }
+    }
+    Ok(q)
+}
+
+/// An ingest under way: what it reads with, the identities and quarantine so far, the
+/// transaction it writes into and its quality report.
+struct Run<'w, 'a> {
+    ws: &'w Workspace,
+    opts: &'a IngestOptions,
+    progress: &'a dyn Progress,
+    config: &'a Config,
+    state: State,
+    txn: Transaction<'w>,
+    q: Quality,
+    /// Some file had content not ingested before.
+    any_new: bool,
+}
+
+/// One input table being ingested: its validator, its output and its figures so far.
+struct TableRun<'i> {
+    input: &'i TableInput,
+    validator: Validator,
+    tq: TableQuality,
+    writer: Option<BackgroundPart>,
+    /// The quantity outlier rule, fitted on the first batch of orders.
+    outlier_rule: Option<LogOutlierRule>,
+    seen: Seen,
+    /// Per canonical column: present in some file.
+    present: Vec<bool>,
+    /// Profile rows (customers), stored once identities are resolved.
+    profiles: Vec<Vec<Val<'static>>>,
+}
+
+impl Run<'_, '_> {
+    /// Ingests every file of one input table.
+    fn table(&mut self, input: &TableInput) -> Result<()> {
+        let declared: Vec<String> = self
+            .config
             .privacy
             .pii_columns
             .iter()
@@ -197,175 +276,241 @@ pub fn prepare<'w>(ws: &'w Workspace, opts: &IngestOptions, progress: &dyn Progr
             .filter(|(t, _)| *t == input.table.name())
             .map(|(_, c)| c.to_string())
             .collect();
-        let validator = Validator::new(input.table, tz, &input.config.formats, min_ts, max_ts)
-            .with_keys(state.keys.clone())
+        let ing = &self.config.ingest;
+        let max_ts = ing.max_timestamp.unwrap_or(self.opts.now_micros);
+        let validator = Validator::new(input.table, ing.timezone, &input.config.formats, ing.min_timestamp, max_ts)
+            .with_keys(self.state.keys.clone())
             .with_personal(&declared);
-        let mut writer = None;
-        let mut outlier_rule = None;
-        let mut seen = Seen::new();
-        let mut present = vec![false; input.table.columns().len()];
+        let mut t = TableRun {
+            input,
+            validator,
+            tq: TableQuality::default(),
+            writer: None,
+            outlier_rule: None,
+            seen: Seen::new(),
+            present: vec![false; input.table.columns().len()],
+            profiles: Vec::new(),
+        };
         for file in &input.files {
-            // The reader starts on the file's first batch while the content hash is
-            // computed (a file found known is dropped unread beyond that batch).
-            let mut reading = ReadAhead::start(open(file, input.table, &input.config)?, opts.batch_rows)?;
-            let digest_started = std::time::Instant::now();
-            let (sha, bytes) = crate::fsutil::sha256_file(&file.path)?;
-            if let Some(known) = ws.known_file(&sha, input.table.name())? {
-                progress.note(&format!(
-                    "skipped {}: the same content was ingested before as {} (ingest {})",
-                    file.name, known.name, known.txn
-                ));
-                q.skipped_files.push(SkippedFile {
-                    table: input.table.name().into(),
-                    file: file.name.clone(),
-                    same_as: known.name,
-                });
-                continue;
-            }
-            if !state.seen_hashes.insert((sha.clone(), input.table)) {
-                q.skipped_files.push(SkippedFile {
-                    table: input.table.name().into(),
-                    file: file.name.clone(),
-                    same_as: "another file of this ingest".into(),
-                });
-                continue;
-            }
-            tracing::debug!(file = %file.name, digest_s = digest_started.elapsed().as_secs_f64(), "content hash");
-            any_new = true;
-            tq.files.push(file.name.clone());
-            progress.begin(&format!("{} ← {}", input.table, file.name), (!file.gzip).then_some(bytes));
-            let mut file_rows = 0u64;
-            // Seconds spent waiting for the reader, validating, screening and storing
-            // (RAPPORT_LOG=debug).
-            let mut spent = [0f64; 4];
-            let mut clock = std::time::Instant::now();
-            let mut lap = |k: usize, clock: &mut std::time::Instant| {
-                spent[k] += clock.elapsed().as_secs_f64();
-                *clock = std::time::Instant::now();
+            self.file(&mut t, file)?;
+        }
+        self.close(t)
+    }
+
+    /// Whether the content of `file` was ingested before (by an earlier ingest, or as
+    /// another file of this one): then it is recorded as skipped.
+    fn known(&mut self, table: InputTable, file: &SourceFile, sha: &str) -> Result<bool> {
+        if let Some(known) = self.ws.known_file(sha, table.name())? {
+            self.progress.note(&format!(
+                "skipped {}: the same content was ingested before as {} (ingest {})",
+                file.name, known.name, known.txn
+            ));
+            self.q.skipped_files.push(SkippedFile {
+                table: table.name().into(),
+                file: file.name.clone(),
+                same_as: known.name,
+            });
+            return Ok(true);
+        }
+        if !self.state.seen_hashes.insert((sha.to_string(), table)) {
+            self.q.skipped_files.push(SkippedFile {
+                table: table.name().into(),
+                file: file.name.clone(),
+                same_as: "another file of this ingest".into(),
+            });
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Reads, checks and stores one file, batch by batch.
+    fn file(&mut self, t: &mut TableRun<'_>, file: &SourceFile) -> Result<()> {
+        let table = t.input.table;
+        // The reader starts on the file's first batch while the content hash is
+        // computed (a file found known is dropped unread beyond that batch).
+        let mut reading = ReadAhead::start(open(file, table, &t.input.config)?, self.opts.batch_rows)?;
+        let digest_started = std::time::Instant::now();
+        let (sha, bytes) = crate::fsutil::sha256_file(&file.path)?;
+        if self.known(table, file, &sha)? {
+            return Ok(());
+        }
+        tracing::debug!(file = %file.name, digest_s = digest_started.elapsed().as_secs_f64(), "content hash");
+        self.any_new = true;
+        t.tq.files.push(file.name.clone());
+        self.progress
+            .begin(&format!("{table} ← {}", file.name), (!file.gzip).then_some(bytes));
+        let mut file_rows = 0u64;
+        // Seconds spent waiting for the reader, validating, screening and storing
+        // (RAPPORT_LOG=debug).
+        let mut spent = [0f64; 4];
+        // The value vectors of the checked rows, kept from batch to batch: allocated
+        // anew each time, their memory went back to the system and came back as fresh
+        // pages the kernel had to zero.
+        let mut recycled: Vec<(Vec<Val<'static>>, Vec<RowCheck>)> = Vec::new();
+        loop {
+            let clock = std::time::Instant::now();
+            let (batch, more) = reading.next()?;
+            spent[0] += clock.elapsed().as_secs_f64();
+            file_rows += batch.rows.len() as u64;
+            let ctx = BatchCtx {
+                table,
+                file: &file.name,
+                file_tag: &sha[..8],
+                batch: &batch,
             };
-            // The value vectors of the checked rows, kept from batch to batch: allocated
-            // anew each time, their memory went back to the system and came back as
-            // fresh pages the kernel had to zero.
-            let mut recycled: Vec<(Vec<Val<'static>>, Vec<RowCheck>)> = Vec::new();
-            loop {
-                let (batch, more) = reading.next()?;
-                lap(0, &mut clock);
-                file_rows += batch.rows.len() as u64;
-                let ctx = BatchCtx {
-                    table: input.table,
-                    file: &file.name,
-                    file_tag: &sha[..8],
-                    batch: &batch,
-                };
-                let chunks = batch.rows.len().div_ceil(CHECK_CHUNK);
-                let buffers: Vec<(Vec<Val<'_>>, Vec<RowCheck>)> = (0..chunks)
-                    .map(|_| recycled.pop().map(|(v, r)| (relifetime(v), r)).unwrap_or_default())
-                    .collect();
-                let checked: Vec<CheckedRows<'_>> = batch
-                    .rows
-                    .par_chunks(CHECK_CHUNK)
-                    .zip(buffers)
-                    .map(|(rows, (vals, checks))| validator.check_rows_into(&batch, rows, vals, checks))
-                    .collect();
-                lap(1, &mut clock);
-                if input.table == InputTable::Orders && outlier_rule.is_none() {
-                    outlier_rule = fit_quantity_rule(&checked);
-                }
-                let accepted = state.screen(&ctx, &checked, &mut tq, &mut seen, outlier_rule.as_ref(), &config);
-                lap(2, &mut clock);
-                if input.table == InputTable::Customers {
-                    for a in &accepted {
-                        profiles.push(state.profile_values(a.values));
-                    }
-                } else {
-                    let w = match &mut writer {
-                        Some(w) => w,
-                        None => writer.insert(BackgroundPart::spawn(
-                            txn.part_writer(input.table.stored_name(), stored_schema(input.table))?,
-                        )?),
-                    };
-                    if input.table == InputTable::Orders {
-                        if let Some(sums) = &mut state.order_sums {
-                            sums.add(&accepted);
-                        }
-                    }
-                    w.write(state.stored_rows(&ctx, &accepted)?)?;
-                }
-                state.flush_quarantine(&mut txn, false)?;
-                drop(accepted);
-                recycled.extend(checked.into_iter().map(|c| (relifetime(c.vals), c.rows)));
-                lap(3, &mut clock);
-                progress.advance(batch.raw.len() as u64 + batch.rows.len() as u64);
-                reading.give_back(batch);
-                if !more {
-                    break;
-                }
+            self.batch(t, &ctx, &mut recycled, &mut spent)?;
+            self.progress.advance(batch.raw.len() as u64 + batch.rows.len() as u64);
+            reading.give_back(batch);
+            if !more {
+                break;
             }
-            let here = reading.finish()?;
-            progress.end();
-            tracing::debug!(
-                file = %file.name,
-                read_wait_s = spent[0],
-                validate_s = spent[1],
-                screen_s = spent[2],
-                store_s = spent[3],
-                "ingested"
-            );
-            for (p, here) in present.iter_mut().zip(here) {
-                *p |= here;
-            }
-            txn.record_file(&sha, input.table.name(), &file.name, bytes, file_rows);
         }
-        if input.table == InputTable::Customers {
-            state.identity.resolve();
-            let schema = stored_schema(InputTable::Customers);
-            let mut b = BatchBuilder::new(schema.clone());
-            let mut w = txn.part_writer("customer_profiles", schema)?;
-            for mut row in profiles.drain(..) {
-                // Slot 0 holds the node index until the unified id is known.
-                let Val::Num(node) = row[0] else {
-                    unreachable!("profile rows start with their node")
-                };
-                let node = &state.identity.nodes[node as usize];
-                row[0] = Val::Owned(node.unified.to_string());
-                b.push_row(&row);
-                if b.len() >= 64 * 1024 {
-                    w.write(&b.finish()?)?;
+        let here = reading.finish()?;
+        self.progress.end();
+        tracing::debug!(
+            file = %file.name,
+            read_wait_s = spent[0],
+            validate_s = spent[1],
+            screen_s = spent[2],
+            store_s = spent[3],
+            "ingested"
+        );
+        for (p, here) in t.present.iter_mut().zip(here) {
+            *p |= here;
+        }
+        self.txn.record_file(&sha, table.name(), &file.name, bytes, file_rows);
+        Ok(())
+    }
+
+    /// One batch: validated in parallel, screened in order, stored (or kept, for
+    /// profiles); `spent` adds the seconds of validating, screening and storing.
+    fn batch(
+        &mut self,
+        t: &mut TableRun<'_>,
+        ctx: &BatchCtx<'_>,
+        recycled: &mut Vec<(Vec<Val<'static>>, Vec<RowCheck>)>,
+        spent: &mut [f64; 4],
+    ) -> Result<()> {
+        let mut clock = std::time::Instant::now();
+        let mut lap = |k: usize, clock: &mut std::time::Instant| {
+            spent[k] += clock.elapsed().as_secs_f64();
+            *clock = std::time::Instant::now();
+        };
+        let batch = ctx.batch;
+        let chunks = batch.rows.len().div_ceil(CHECK_CHUNK);
+        let buffers: Vec<(Vec<Val<'_>>, Vec<RowCheck>)> = (0..chunks)
+            .map(|_| recycled.pop().map(|(v, r)| (relifetime(v), r)).unwrap_or_default())
+            .collect();
+        let validator = &t.validator;
+        let checked: Vec<CheckedRows<'_>> = batch
+            .rows
+            .par_chunks(CHECK_CHUNK)
+            .zip(buffers)
+            .map(|(rows, (vals, checks))| validator.check_rows_into(batch, rows, vals, checks))
+            .collect();
+        lap(1, &mut clock);
+        let table = ctx.table;
+        if table == InputTable::Orders && t.outlier_rule.is_none() {
+            t.outlier_rule = fit_quantity_rule(&checked);
+        }
+        let accepted = self
+            .state
+            .screen(ctx, &checked, &mut t.tq, &mut t.seen, t.outlier_rule.as_ref(), self.config);
+        lap(2, &mut clock);
+        if table == InputTable::Customers {
+            for a in &accepted {
+                t.profiles.push(self.state.profile_values(a.values));
+            }
+        } else {
+            let w = match &mut t.writer {
+                Some(w) => w,
+                None => t.writer.insert(BackgroundPart::spawn(
+                    self.txn.part_writer(table.stored_name(), stored_schema(table))?,
+                )?),
+            };
+            if table == InputTable::Orders {
+                if let Some(sums) = &mut self.state.order_sums {
+                    sums.add(&accepted);
                 }
             }
-            w.write(&b.finish()?)?;
-            txn.add_part("customer_profiles", w)?;
-        } else if let Some(w) = writer {
+            w.write(self.state.stored_rows(ctx, &accepted)?)?;
+        }
+        self.state.flush_quarantine(&mut self.txn, false)?;
+        drop(accepted);
+        recycled.extend(checked.into_iter().map(|c| (relifetime(c.vals), c.rows)));
+        lap(3, &mut clock);
+        Ok(())
+    }
+
+    /// Ends a table: profiles stored under their unified ids once identities are
+    /// resolved, or the table's part closed; its quality figures recorded.
+    fn close(&mut self, mut t: TableRun<'_>) -> Result<()> {
+        let table = t.input.table;
+        if table == InputTable::Customers {
+            self.state.identity.resolve();
+            self.store_profiles(std::mem::take(&mut t.profiles))?;
+        } else if let Some(w) = t.writer {
             let closing = std::time::Instant::now();
-            txn.add_part(input.table.stored_name(), w.finish()?)?;
-            tracing::debug!(table = input.table.name(), close_s = closing.elapsed().as_secs_f64(), "part closed");
+            self.txn.add_part(table.stored_name(), w.finish()?)?;
+            tracing::debug!(table = table.name(), close_s = closing.elapsed().as_secs_f64(), "part closed");
         }
+        let mut tq = t.tq;
         if !tq.files.is_empty() {
             debug_assert!(tq.balanced());
-            for (c, here) in input.table.columns().iter().zip(&present) {
+            for (c, here) in table.columns().iter().zip(&t.present) {
                 if !here {
                     tq.missing_values.remove(c.name);
                     tq.absent_columns.push(c.name.to_string());
                 }
             }
-            tq.personal_values_sealed = validator.sealed_counts();
-            q.tables.insert(input.table.name().into(), tq);
+            tq.personal_values_sealed = t.validator.sealed_counts();
+            self.q.tables.insert(table.name().into(), tq);
         }
+        Ok(())
     }
-    state.flush_quarantine(&mut txn, true)?;
-    let tail_started = std::time::Instant::now();
 
-    // Merges found now re-label rows stored by earlier ingests.
+    /// The `customer_profiles` part: each profile row under its unified id.
+    fn store_profiles(&mut self, profiles: Vec<Vec<Val<'static>>>) -> Result<()> {
+        let schema = stored_schema(InputTable::Customers);
+        let mut b = BatchBuilder::new(schema.clone());
+        let mut w = self.txn.part_writer("customer_profiles", schema)?;
+        for mut row in profiles {
+            // Slot 0 holds the node index until the unified id is known.
+            let Val::Num(node) = row[0] else {
+                unreachable!("profile rows start with their node")
+            };
+            let node = &self.state.identity.nodes[node as usize];
+            row[0] = Val::Owned(node.unified.to_string());
+            b.push_row(&row);
+            if b.len() >= 64 * 1024 {
+                w.write(&b.finish()?)?;
+            }
+        }
+        w.write(&b.finish()?)?;
+        self.txn.add_part("customer_profiles", w)
+    }
+}
+
+/// After every table: merges found now re-label rows stored by earlier ingests, and
+/// `customer_sources` is written anew while the per-customer order sums and the count
+/// of unified customers are made on another thread; the identity figures go into `q`.
+/// Returns the order sums when this ingest brought the workspace's first orders.
+fn store_identities(
+    ws: &Workspace,
+    txn: &mut Transaction<'_>,
+    state: &mut State,
+    q: &mut Quality,
+    before: usize,
+    progress: &dyn Progress,
+) -> Result<Option<RecordBatch>> {
+    let tail_started = std::time::Instant::now();
     let remap = std::mem::take(&mut state.identity.remap);
     if !remap.is_empty() {
         progress.note(&format!("{} unified ids merged into others; re-labelling stored rows", remap.len()));
         for t in InputTable::ALL.iter().filter(|t| t.refers_to_customers()) {
-            relabel(ws, &mut txn, t.stored_name(), &remap)?;
+            relabel(ws, txn, t.stored_name(), &remap)?;
         }
     }
-
-    // The per-customer order sums and the count of unified customers are made on
-    // another thread while this one writes `customer_sources`.
     let sums = state.order_sums.take().filter(|_| q.tables.contains_key("orders"));
     let identity = &state.identity;
     let nodes = &identity.nodes;
@@ -376,19 +521,8 @@ pub fn prepare<'w>(ws: &'w Workspace, opts: &IngestOptions, progress: &dyn Progr
             tracing::debug!(order_sums_s = summed.elapsed().as_secs_f64(), "orders summed per customer");
             (sums, identity.unified_customers())
         });
-        let mut b = BatchBuilder::new(customer_sources_schema());
-        for n in nodes {
-            b.push_row(&[
-                Val::Str(&n.unified),
-                Val::Str(&n.source),
-                Val::Str(&n.source_id),
-                Val::Str(n.matched_on.as_str()),
-                n.email_key.as_deref().map(Val::Str).unwrap_or(Val::Null),
-                n.phone_key.as_deref().map(Val::Str).unwrap_or(Val::Null),
-            ]);
-        }
         txn.replace("customer_sources");
-        txn.write_part("customer_sources", customer_sources_schema(), &[b.finish()?])?;
+        txn.write_part("customer_sources", customer_sources_schema(), &[customer_sources(nodes)?])?;
         tracing::debug!(customer_sources_s = tail_started.elapsed().as_secs_f64(), "identities stored");
         let (sums, unified) = summing
             .join()
@@ -404,18 +538,24 @@ pub fn prepare<'w>(ws: &'w Workspace, opts: &IngestOptions, progress: &dyn Progr
         remapped_ids: remap.len() as u64,
     };
     tracing::debug!(summary_s = tail_started.elapsed().as_secs_f64(), "identity summary");
-    // Millions of small strings (every source id, key and unified id, in the nodes and
-    // the maps) take over a second to free: that happens on another thread while the
-    // caller goes on to unify the customers.
-    drop_elsewhere(state);
-    Ok((
-        txn,
-        IngestOutcome {
-            quality: q,
-            nothing_new: !any_new,
-            orders_by_customer,
-        },
-    ))
+    Ok(orders_by_customer)
+}
+
+/// The `customer_sources` table: every source id with its unified id and how it was
+/// matched.
+fn customer_sources(nodes: &[Node]) -> Result<RecordBatch> {
+    let mut b = BatchBuilder::new(customer_sources_schema());
+    for n in nodes {
+        b.push_row(&[
+            Val::Str(&n.unified),
+            Val::Str(&n.source),
+            Val::Str(&n.source_id),
+            Val::Str(n.matched_on.as_str()),
+            n.email_key.as_deref().map(Val::Str).unwrap_or(Val::Null),
+            n.phone_key.as_deref().map(Val::Str).unwrap_or(Val::Null),
+        ]);
+    }
+    b.finish()
 }
 
 /// A file read on a thread of its own, a batch ahead of its consumer: parsing the next
