@@ -490,7 +490,12 @@ fn candidates(
                 }
             }
         };
-        out.push(Candidate { i, reason, channel, subject });
+        out.push(Candidate {
+            i,
+            reason,
+            channel,
+            subject,
+        });
     }
     (out, tally)
 }
