@@ -239,22 +239,86 @@ fn ts(t: NaiveDateTime) -> String {
     t.format("%Y-%m-%d %H:%M:%S").to_string()
 }
 
+/// The span of the company's history.
+struct Span {
+    start: NaiveDateTime,
+    end: NaiveDateTime,
+    /// Signups fall in the first 82 % of the span, so the latest customers have some
+    /// history: its length in days.
+    signup_days: i64,
+}
+
+impl Span {
+    fn of(world: &World) -> Self {
+        let start = NaiveDate::from_ymd_opt(2023, 1, 1)
+            .expect("valid")
+            .and_hms_opt(0, 0, 0)
+            .expect("valid");
+        let days = i64::from(world.history_days.max(60));
+        Span {
+            start,
+            end: start + Duration::days(days),
+            signup_days: days * 82 / 100,
+        }
+    }
+}
+
+/// A product: id, category index, price.
+type Product = (String, usize, f64);
+
 /// Writes the company into `opts.out`.
 pub fn generate(opts: &GenerateOptions) -> Result<Summary> {
     let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
     let out = &opts.out;
     std::fs::create_dir_all(out.join("truth")).map_err(|e| io(out, e))?;
-    let start = NaiveDate::from_ymd_opt(2023, 1, 1)
-        .expect("valid")
-        .and_hms_opt(0, 0, 0)
-        .expect("valid");
     let world = opts.world;
-    let end = start + Duration::days(i64::from(world.history_days.max(60)));
-    // Signups over the first 82 % of the span, so the latest customers have some history.
-    let signup_span = i64::from(world.history_days.max(60)) * 82 / 100;
+    let span = Span::of(&world);
+    let products = write_products(&mut rng, out)?;
+    let mut persons: Vec<Person> = Vec::with_capacity(opts.customers);
+    let mut numbers = SourceNumbers::default();
+    for i in 0..opts.customers {
+        let p = person(&mut rng, i, &persons, &world, &span, &mut numbers);
+        persons.push(p);
+    }
+    let source_ids = write_profiles(out, &persons)?;
+    let mut lives = Lives::create(out)?;
+    for p in &persons {
+        lives.live(&mut rng, p, &products, &world, &span)?;
+    }
+    let Lives {
+        order_lines,
+        events,
+        surveys,
+        consents,
+        truth,
+        planted_gaps,
+        ..
+    } = lives;
+    truth.finish()?;
+    planted_gaps.finish()?;
+    let mut tables = Tables {
+        orders: sorted_lines(order_lines),
+        events: sorted_lines(events),
+        surveys,
+        consents,
+    };
+    let mut summary = Summary {
+        persons: persons.len(),
+        source_ids,
+        ..Summary::default()
+    };
+    if opts.dirt && !tables.orders.is_empty() {
+        summary.planted = tables.plant_dirt(&mut rng, (opts.customers / 2000).max(2));
+    }
+    tables.write(out, &mut summary)?;
+    write_notes(out, &summary, &world)?;
+    Ok(summary)
+}
 
-    // Products.
-    let mut products: Vec<(String, usize, f64)> = Vec::new();
+/// The catalogue: 30 products per category, and two new arrivals per category that
+/// nobody has bought or viewed yet (only content can recommend them). Returns the 30s.
+fn write_products(rng: &mut ChaCha8Rng, out: &Path) -> Result<Vec<Product>> {
+    let mut products: Vec<Product> = Vec::new();
     let mut pf = Out::create(&out.join("products.csv"))?;
     // `colour` is a column the products table does not define: it is stored among the
     // product's attributes and used by content-based recommendations.
@@ -263,7 +327,7 @@ pub fn generate(opts: &GenerateOptions) -> Result<Summary> {
     for (ci, cat) in CATEGORIES.iter().enumerate() {
         for k in 0..30 {
             let id = format!("P{:03}", ci * 30 + k);
-            let price = (3.0 * (normal(&mut rng) * 0.7 + 2.5).exp()).clamp(2.0, 400.0);
+            let price = (3.0 * (normal(rng) * 0.7 + 2.5).exp()).clamp(2.0, 400.0);
             let price = (price * 100.0).round() / 100.0;
             let name = format!("{} item {}, {}", cat, k + 1, ["classic", "deluxe", "mini", "pro"][k % 4]);
             pf.csv(&[
@@ -277,8 +341,6 @@ pub fn generate(opts: &GenerateOptions) -> Result<Summary> {
             products.push((id, ci, price));
         }
     }
-    // New arrivals: in the catalogue, not bought or viewed by anyone yet (only content
-    // can recommend them).
     for (ci, cat) in CATEGORIES.iter().enumerate() {
         for k in 30..32 {
             pf.csv(&[
@@ -292,164 +354,193 @@ pub fn generate(opts: &GenerateOptions) -> Result<Summary> {
         }
     }
     pf.finish()?;
+    Ok(products)
+}
 
-    // People and their records.
-    let mut persons: Vec<Person> = Vec::with_capacity(opts.customers);
-    let (mut shop_n, mut app_n, mut crm_n) = (0usize, 0usize, 0usize);
-    for i in 0..opts.customers {
-        let decoy = i > 10 && rng.random_bool(0.01);
-        let (first, last) = if decoy {
-            let other: &Person = &persons[rng.random_range(0..persons.len())];
-            let mut parts = other.name.splitn(2, ' ');
-            (
-                parts.next().unwrap_or("Ada").to_string(),
-                parts.next().unwrap_or("Smith").to_string(),
-            )
+/// The ids given so far in each system.
+#[derive(Default)]
+struct SourceNumbers {
+    shop: usize,
+    app: usize,
+    crm: usize,
+}
+
+impl SourceNumbers {
+    fn next(&mut self, s: Source) -> String {
+        match s {
+            Source::Shop => {
+                self.shop += 1;
+                format!("S{:06}", self.shop)
+            }
+            Source::App => {
+                self.app += 1;
+                format!("A{:06}", self.app)
+            }
+            Source::Crm => {
+                self.crm += 1;
+                format!("{}", 700_000 + self.crm)
+            }
+        }
+    }
+}
+
+/// Person `i`: a name (1 % are decoys, sharing the name of an earlier person), records
+/// in one to three systems, a purchase rate and dropout, tastes, awareness of features
+/// and true satisfaction.
+fn person(rng: &mut ChaCha8Rng, i: usize, persons: &[Person], world: &World, span: &Span, numbers: &mut SourceNumbers) -> Person {
+    let decoy = i > 10 && rng.random_bool(0.01);
+    let (first, last) = if decoy {
+        let other: &Person = &persons[rng.random_range(0..persons.len())];
+        let mut parts = other.name.splitn(2, ' ');
+        (
+            parts.next().unwrap_or("Ada").to_string(),
+            parts.next().unwrap_or("Smith").to_string(),
+        )
+    } else {
+        (
+            FIRST.choose(rng).expect("non-empty").to_string(),
+            LAST.choose(rng).expect("non-empty").to_string(),
+        )
+    };
+    let decoy_of = decoy
+        .then(|| persons.iter().find(|p| p.name == format!("{first} {last}")).map(|p| p.id.clone()))
+        .flatten();
+    let local: String = format!("{}.{}{}", first, last, i)
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '.')
+        .collect();
+    let (records, primary) = records(rng, i, &local, numbers);
+    let rate = (4.0 * (0.9 * normal(rng) - 0.4).exp()).clamp(0.2, 60.0);
+    let (category, taste) = taste(rng, world.taste);
+    let channel = match primary {
+        Source::App => "app",
+        Source::Crm => "store",
+        Source::Shop => "web",
+    };
+    let aware = FEATURES
+        .iter()
+        .map(|f| {
+            let p = if *f == "click_collect" && channel == "app" { 0.1 } else { 0.6 };
+            rng.random_bool(p)
+        })
+        .collect();
+    let satisfied = rng.random_bool(0.75);
+    let dropout: f64 = rng.random_range(0.02..0.35);
+    // Where leaving carries dissatisfaction, the dissatisfied leave far sooner.
+    let dropout = match (world.satisfaction, satisfied) {
+        (SatisfactionDriver::Dropout, false) => (dropout * 2.5).min(0.6),
+        (SatisfactionDriver::Dropout, true) => dropout * 0.7,
+        _ => dropout,
+    };
+    Person {
+        id: format!("P{:06}", i + 1),
+        name: format!("{first} {last}"),
+        birth: NaiveDate::from_ymd_opt(rng.random_range(1945..2005), rng.random_range(1..=12), rng.random_range(1..=28)).expect("valid"),
+        gender: ["f", "m", "x"][rng.random_range(0..3)],
+        signup: span.start + Duration::seconds(rng.random_range(0..span.signup_days * 86_400)),
+        records,
+        rate,
+        dropout,
+        category,
+        taste,
+        channel,
+        aware,
+        satisfied,
+        satisfaction: if satisfied {
+            rng.random_range(4..=5)
         } else {
-            (
-                FIRST.choose(&mut rng).expect("non-empty").to_string(),
-                LAST.choose(&mut rng).expect("non-empty").to_string(),
-            )
-        };
-        let decoy_of = decoy
-            .then(|| persons.iter().find(|p| p.name == format!("{first} {last}")).map(|p| p.id.clone()))
-            .flatten();
-        let local: String = format!("{}.{}{}", first, last, i)
-            .to_lowercase()
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric() || *c == '.')
+            rng.random_range(1..=2)
+        },
+        decoy_of,
+    }
+}
+
+/// The records of person `i` (email local part `local`) in their primary system and,
+/// for a quarter, in one or two more; returns them with the primary system. The first
+/// record has both keys; a later one links by email (in another spelling) or by phone
+/// alone (with a work email).
+fn records(rng: &mut ChaCha8Rng, i: usize, local: &str, numbers: &mut SourceNumbers) -> (Vec<Record>, Source) {
+    let email = format!("{local}@{}", ["example.com", "mail.example.org", "post.example.net"][i % 3]);
+    let phone = format!("7{:03}{:06}", 700 + (i / 1_000_000) % 300, i % 1_000_000);
+    let city = CITIES.choose(rng).expect("non-empty").to_string();
+    let primary = match rng.random_range(0..100) {
+        0..55 => Source::Shop,
+        55..85 => Source::App,
+        _ => Source::Crm,
+    };
+    let mut sources = vec![primary];
+    if rng.random_bool(0.25) {
+        let others: Vec<Source> = [Source::Shop, Source::App, Source::Crm]
+            .into_iter()
+            .filter(|s| *s != primary)
             .collect();
-        let email = format!("{local}@{}", ["example.com", "mail.example.org", "post.example.net"][i % 3]);
-        let phone = format!("7{:03}{:06}", 700 + (i / 1_000_000) % 300, i % 1_000_000);
-        let city = CITIES.choose(&mut rng).expect("non-empty").to_string();
-        let primary = match rng.random_range(0..100) {
-            0..55 => Source::Shop,
-            55..85 => Source::App,
-            _ => Source::Crm,
-        };
-        let mut sources = vec![primary];
-        if rng.random_bool(0.25) {
-            let others: Vec<Source> = [Source::Shop, Source::App, Source::Crm]
-                .into_iter()
-                .filter(|s| *s != primary)
-                .collect();
-            sources.push(*others.choose(&mut rng).expect("two others"));
-            if rng.random_bool(0.2) {
-                if let Some(third) = [Source::Shop, Source::App, Source::Crm].into_iter().find(|s| !sources.contains(s)) {
-                    sources.push(third);
-                }
+        sources.push(*others.choose(rng).expect("two others"));
+        if rng.random_bool(0.2) {
+            if let Some(third) = [Source::Shop, Source::App, Source::Crm].into_iter().find(|s| !sources.contains(s)) {
+                sources.push(third);
             }
         }
-        let mut records = Vec::new();
-        for (k, s) in sources.iter().enumerate() {
-            let id = match s {
-                Source::Shop => {
-                    shop_n += 1;
-                    format!("S{shop_n:06}")
-                }
-                Source::App => {
-                    app_n += 1;
-                    format!("A{app_n:06}")
-                }
-                Source::Crm => {
-                    crm_n += 1;
-                    format!("{}", 700_000 + crm_n)
-                }
-            };
-            // The first record has both keys; a later one links by email (in another
-            // spelling) or by phone alone (with a work email).
-            let by_phone = k > 0 && rng.random_bool(0.4);
-            let (e, p) = if k == 0 {
-                (Some(email.clone()), rng.random_bool(0.8).then(|| phone.clone()))
-            } else if by_phone {
-                (Some(format!("{local}@work.example.com")), Some(phone.clone()))
-            } else {
-                (Some(format!("  {}", email.to_uppercase())), None)
-            };
-            let (e, p) = if k == 0 && p.is_none() { (e, None) } else { (e, p) };
-            let city = if k > 0 && rng.random_bool(0.1) {
-                CITIES.choose(&mut rng).expect("non-empty").to_string()
-            } else {
-                city.clone()
-            };
-            records.push(Record {
-                source: *s,
-                id,
-                email: e,
-                phone: p,
-                city,
-            });
-        }
-        // A phone-only link needs the first record to carry the phone.
-        if records
-            .iter()
-            .skip(1)
-            .any(|r| r.email.as_deref().is_some_and(|e| e.contains("@work.")))
-        {
-            records[0].phone = Some(phone.clone());
-        }
-        let rate = (4.0 * (0.9 * normal(&mut rng) - 0.4).exp()).clamp(0.2, 60.0);
-        let k = CATEGORIES.len();
-        let (category, taste) = match world.taste {
-            Taste::Concentrated => {
-                let c = rng.random_range(0..k);
-                let mut t = vec![0.35 / k as f64; k];
-                t[c] += 0.65;
-                (c, t)
-            }
-            Taste::Diffuse => {
-                let g: Vec<f64> = (0..k).map(|_| crate::btyd::gamma(&mut rng, 0.7, 1.0)).collect();
-                let total: f64 = g.iter().sum();
-                let t: Vec<f64> = g.iter().map(|x| x / total).collect();
-                let c = (0..k).max_by(|&a, &b| t[a].total_cmp(&t[b])).expect("categories");
-                (c, t)
-            }
+    }
+    let mut records = Vec::new();
+    for (k, s) in sources.iter().enumerate() {
+        let id = numbers.next(*s);
+        let by_phone = k > 0 && rng.random_bool(0.4);
+        let (e, p) = if k == 0 {
+            (Some(email.clone()), rng.random_bool(0.8).then(|| phone.clone()))
+        } else if by_phone {
+            (Some(format!("{local}@work.example.com")), Some(phone.clone()))
+        } else {
+            (Some(format!("  {}", email.to_uppercase())), None)
         };
-        let channel = match primary {
-            Source::App => "app",
-            Source::Crm => "store",
-            Source::Shop => "web",
+        let city = if k > 0 && rng.random_bool(0.1) {
+            CITIES.choose(rng).expect("non-empty").to_string()
+        } else {
+            city.clone()
         };
-        let aware = FEATURES
-            .iter()
-            .map(|f| {
-                let p = if *f == "click_collect" && channel == "app" { 0.1 } else { 0.6 };
-                rng.random_bool(p)
-            })
-            .collect();
-        let satisfied = rng.random_bool(0.75);
-        let dropout: f64 = rng.random_range(0.02..0.35);
-        // Where leaving carries dissatisfaction, the dissatisfied leave far sooner.
-        let dropout = match (world.satisfaction, satisfied) {
-            (SatisfactionDriver::Dropout, false) => (dropout * 2.5).min(0.6),
-            (SatisfactionDriver::Dropout, true) => dropout * 0.7,
-            _ => dropout,
-        };
-        persons.push(Person {
-            id: format!("P{:06}", i + 1),
-            name: format!("{first} {last}"),
-            birth: NaiveDate::from_ymd_opt(rng.random_range(1945..2005), rng.random_range(1..=12), rng.random_range(1..=28))
-                .expect("valid"),
-            gender: ["f", "m", "x"][rng.random_range(0..3)],
-            signup: start + Duration::seconds(rng.random_range(0..signup_span * 86_400)),
-            records,
-            rate,
-            dropout,
-            category,
-            taste,
-            channel,
-            aware,
-            satisfied,
-            satisfaction: if satisfied {
-                rng.random_range(4..=5)
-            } else {
-                rng.random_range(1..=2)
-            },
-            decoy_of,
+        records.push(Record {
+            source: *s,
+            id,
+            email: e,
+            phone: p,
+            city,
         });
     }
+    // A phone-only link needs the first record to carry the phone.
+    if records
+        .iter()
+        .skip(1)
+        .any(|r| r.email.as_deref().is_some_and(|e| e.contains("@work.")))
+    {
+        records[0].phone = Some(phone.clone());
+    }
+    (records, primary)
+}
 
-    // Profiles: one file per system, in its own format.
+/// The favourite category and every category's share of purchases: one favourite with
+/// 65 % and the rest spread, or shares drawn from a Dirichlet(0.7).
+fn taste(rng: &mut ChaCha8Rng, taste: Taste) -> (usize, Vec<f64>) {
+    let k = CATEGORIES.len();
+    match taste {
+        Taste::Concentrated => {
+            let c = rng.random_range(0..k);
+            let mut t = vec![0.35 / k as f64; k];
+            t[c] += 0.65;
+            (c, t)
+        }
+        Taste::Diffuse => {
+            let g: Vec<f64> = (0..k).map(|_| crate::btyd::gamma(rng, 0.7, 1.0)).collect();
+            let total: f64 = g.iter().sum();
+            let t: Vec<f64> = g.iter().map(|x| x / total).collect();
+            let c = (0..k).max_by(|&a, &b| t[a].total_cmp(&t[b])).expect("categories");
+            (c, t)
+        }
+    }
+}
+
+/// The profiles, one file per system in its own format, and the truth of which record
+/// is whose; returns the number of records.
+fn write_profiles(out: &Path, persons: &[Person]) -> Result<usize> {
     let mut shop = Out::create(&out.join("customers_shop.csv"))?;
     shop.csv(&[
         "customer_id",
@@ -480,7 +571,7 @@ pub fn generate(opts: &GenerateOptions) -> Result<Summary> {
     let mut ids = Out::create(&out.join("truth/identities.csv"))?;
     ids.csv(&["source", "source_customer_id", "person_id"])?;
     let mut source_ids = 0;
-    for p in &persons {
+    for p in persons {
         for r in &p.records {
             source_ids += 1;
             ids.csv(&[r.source.name(), &r.id, &p.id])?;
@@ -512,64 +603,134 @@ pub fn generate(opts: &GenerateOptions) -> Result<Summary> {
     crm.finish()?;
     app.finish()?;
     ids.finish()?;
+    Ok(source_ids)
+}
 
-    // Orders, events, surveys, consents.
-    let mut order_lines: Vec<(NaiveDateTime, String)> = Vec::new();
-    let mut events: Vec<(NaiveDateTime, String)> = Vec::new();
-    let mut surveys: Vec<String> = Vec::new();
-    let mut consents: Vec<String> = Vec::new();
-    let mut truth = Out::create(&out.join("truth/persons.csv"))?;
-    truth.csv(&[
-        "person_id",
-        "rate_per_year",
-        "dropout",
-        "orders",
-        "churned_at",
-        "preferred_category",
-        "channel",
-        "stated_frequency",
-        "actual_frequency",
-        "frequency_gap",
-        "stated_category",
-        "category_gap",
-        "satisfaction",
-        "satisfaction_gap",
-        "aware_click_collect",
-        "decoy_of",
-    ])?;
-    // One row per planted gap: what was said that the behaviour contradicts.
-    let mut planted_gaps = Out::create(&out.join("truth/gaps.csv"))?;
-    planted_gaps.csv(&["person_id", "gap_type", "subject", "direction"])?;
-    let mut order_no = 0u64;
-    for p in &persons {
-        let home = &p.records[0];
-        let sid_for = |channel: &str| -> (&str, &str) {
-            let s = Source::for_channel(channel);
-            let r = p.records.iter().find(|r| r.source == s).unwrap_or(home);
-            (r.source.name(), r.id.as_str())
+impl Person {
+    /// The (source, id) of the record the customer uses on `channel` (their first
+    /// record when they have none in that system).
+    fn sid_for(&self, channel: &str) -> (&'static str, &str) {
+        let s = Source::for_channel(channel);
+        let r = self.records.iter().find(|r| r.source == s).unwrap_or(&self.records[0]);
+        (r.source.name(), r.id.as_str())
+    }
+}
+
+/// How a customer's (dis)satisfaction shows: per order, complaints and support tickets
+/// (Poisson means) and the chance that a line is returned.
+fn service_rates(world: &World, satisfied: bool) -> (f64, f64, f64) {
+    match (world.satisfaction == SatisfactionDriver::Service, satisfied) {
+        (true, true) => (0.03, 0.08, 0.03),
+        (true, false) => (0.40, 0.35, 0.15),
+        (false, true) => (0.05, 0.10, 0.03),
+        (false, false) => (0.08, 0.14, 0.05),
+    }
+}
+
+/// What a survey respondent stated, and which statements are planted gaps.
+#[derive(Default)]
+struct Statements {
+    frequency: String,
+    frequency_gap: &'static str,
+    categories: Vec<usize>,
+    /// The category named in place of one of theirs, if any.
+    category_gap: String,
+    satisfaction: u32,
+    satisfaction_gap: &'static str,
+}
+
+/// What every person does, as it is drawn: the rows of orders, events, surveys and
+/// consents, and the truth files.
+struct Lives {
+    order_lines: Vec<(NaiveDateTime, String)>,
+    events: Vec<(NaiveDateTime, String)>,
+    surveys: Vec<String>,
+    consents: Vec<String>,
+    truth: Out,
+    /// One row per planted gap: what was said that the behaviour contradicts.
+    planted_gaps: Out,
+    order_no: u64,
+}
+
+impl Lives {
+    fn create(out: &Path) -> Result<Self> {
+        let mut truth = Out::create(&out.join("truth/persons.csv"))?;
+        truth.csv(&[
+            "person_id",
+            "rate_per_year",
+            "dropout",
+            "orders",
+            "churned_at",
+            "preferred_category",
+            "channel",
+            "stated_frequency",
+            "actual_frequency",
+            "frequency_gap",
+            "stated_category",
+            "category_gap",
+            "satisfaction",
+            "satisfaction_gap",
+            "aware_click_collect",
+            "decoy_of",
+        ])?;
+        let mut planted_gaps = Out::create(&out.join("truth/gaps.csv"))?;
+        planted_gaps.csv(&["person_id", "gap_type", "subject", "direction"])?;
+        Ok(Lives {
+            order_lines: Vec::new(),
+            events: Vec::new(),
+            surveys: Vec::new(),
+            consents: Vec::new(),
+            truth,
+            planted_gaps,
+            order_no: 0,
+        })
+    }
+
+    /// Person `p`'s purchases, interactions, survey answers (40 % answer) and consents,
+    /// and their truth rows.
+    fn live(&mut self, rng: &mut ChaCha8Rng, p: &Person, products: &[Product], world: &World, span: &Span) -> Result<()> {
+        let (complaint_rate, ticket_rate, return_share) = service_rates(world, p.satisfied);
+        let (n_orders, churned_at) = self.purchases(rng, p, products, world, span, return_share);
+        let n_events = rng.random_range(2..8) + n_orders * 3;
+        let n_complaints = poisson(rng, complaint_rate * n_orders as f64);
+        let n_tickets = poisson(rng, ticket_rate * n_orders as f64);
+        let last = churned_at.unwrap_or(span.end) + Duration::days(30);
+        let window = (p.signup, last.min(span.end));
+        self.interactions(rng, p, products, world, window, (n_events, n_complaints, n_tickets));
+        let actual = frequency_class(p.rate);
+        let mut said = Statements {
+            satisfaction: p.satisfaction,
+            ..Statements::default()
         };
-        // How the customer's (dis)satisfaction shows: per order, complaints and support
-        // tickets (Poisson) and the chance that a line is returned; review ratings.
-        let service = world.satisfaction == SatisfactionDriver::Service;
-        let (complaint_rate, ticket_rate, return_share) = match (service, p.satisfied) {
-            (true, true) => (0.03, 0.08, 0.03),
-            (true, false) => (0.40, 0.35, 0.15),
-            (false, true) => (0.05, 0.10, 0.03),
-            (false, false) => (0.08, 0.14, 0.05),
-        };
-        // Purchases: a Poisson process while alive, with a dropout chance after each.
+        if rng.random_bool(0.4) {
+            said = self.survey(rng, p, world, span, actual);
+        }
+        self.consents(rng, p);
+        self.truth_rows(p, n_orders, churned_at, actual, &said)
+    }
+
+    /// Purchases: a Poisson process while alive, with a dropout chance after each
+    /// order. Returns the number of orders and when the customer left, if they did.
+    fn purchases(
+        &mut self,
+        rng: &mut ChaCha8Rng,
+        p: &Person,
+        products: &[Product],
+        world: &World,
+        span: &Span,
+        return_share: f64,
+    ) -> (usize, Option<NaiveDateTime>) {
         let mut t = p.signup;
         let mut n_orders = 0;
-        let mut churned_at = None;
         loop {
-            order_no += 1;
+            self.order_no += 1;
             n_orders += 1;
             let channel = if rng.random_bool(0.75) {
                 p.channel
             } else {
-                CHANNELS.choose(&mut rng).expect("non-empty")
+                CHANNELS.choose(rng).expect("non-empty")
             };
-            let (src, sid) = sid_for(channel);
+            let (src, sid) = p.sid_for(channel);
             let lines = rng.random_range(1..=3);
             let mut chosen = HashSet::new();
             for _ in 0..lines {
@@ -581,7 +742,7 @@ pub fn generate(opts: &GenerateOptions) -> Result<Summary> {
                             rng.random_range(0..CATEGORIES.len())
                         }
                     }
-                    Taste::Diffuse => pick(&mut rng, &p.taste),
+                    Taste::Diffuse => pick(rng, &p.taste),
                 };
                 let k = rng.random_range(0..30);
                 let (pid, _, price) = &products[cat * 30 + k];
@@ -591,30 +752,40 @@ pub fn generate(opts: &GenerateOptions) -> Result<Summary> {
                 let returned = rng.random_bool(return_share);
                 let q: i32 = rng.random_range(1..=3);
                 let (q, status) = if returned { (-q, "returned") } else { (q, "completed") };
-                order_lines.push((
+                self.order_lines.push((
                     t,
-                    format!("O{order_no:08},{sid},{src},{},{pid},{q},{price:.2},{channel},{status}", ts(t)),
+                    format!(
+                        "O{:08},{sid},{src},{},{pid},{q},{price:.2},{channel},{status}",
+                        self.order_no,
+                        ts(t)
+                    ),
                 ));
             }
             if rng.random_bool(p.dropout) {
-                churned_at = Some(t);
-                break;
+                return (n_orders, Some(t));
             }
-            t += Duration::seconds((exp(&mut rng, p.rate / 365.0) * 86_400.0) as i64 + 60);
-            if t >= end {
-                break;
+            t += Duration::seconds((exp(rng, p.rate / 365.0) * 86_400.0) as i64 + 60);
+            if t >= span.end {
+                return (n_orders, None);
             }
         }
-        // Interactions: browsing and the like, then complaints and tickets at the
-        // customer's service rates.
-        let n_events = rng.random_range(2..8) + n_orders * 3;
-        let n_complaints = poisson(&mut rng, complaint_rate * n_orders as f64);
-        let n_tickets = poisson(&mut rng, ticket_rate * n_orders as f64);
-        let last = churned_at.unwrap_or(end) + Duration::days(30);
-        let span = (last.min(end) - p.signup).num_seconds().max(3600);
+    }
+
+    /// Interactions between signup and the end of `window`: browsing and the like, then
+    /// complaints and tickets (`counts`: the three numbers).
+    fn interactions(
+        &mut self,
+        rng: &mut ChaCha8Rng,
+        p: &Person,
+        products: &[Product],
+        world: &World,
+        window: (NaiveDateTime, NaiveDateTime),
+        (n_events, n_complaints, n_tickets): (usize, usize, usize),
+    ) {
+        let span = (window.1 - window.0).num_seconds().max(3600);
         for e in 0..n_events + n_complaints + n_tickets {
             let at = p.signup + Duration::seconds(rng.random_range(0..span) / 60 * 60 + e as i64);
-            let (src, sid) = sid_for(p.channel);
+            let (src, sid) = p.sid_for(p.channel);
             let kind = if e >= n_events + n_complaints {
                 "support_ticket"
             } else if e >= n_events {
@@ -636,141 +807,81 @@ pub fn generate(opts: &GenerateOptions) -> Result<Summary> {
                 ][rng.random_range(0..12)]
             };
             let mut ev = json!({"customer_id": sid, "source": src, "occurred_at": ts(at), "event_type": kind, "channel": p.channel});
-            match kind {
-                "view" | "add_to_cart" | "review" => {
-                    let (pid, cat, _) = &products[rng.random_range(0..products.len())];
-                    ev["product_id"] = json!(pid);
-                    ev["category"] = json!(CATEGORIES[*cat]);
-                    if kind == "review" {
-                        // Reviews follow the true satisfaction where service carries it.
-                        let stars: u32 = match (service, p.satisfied) {
-                            (true, true) => rng.random_range(4..=5),
-                            (true, false) => rng.random_range(1..=3),
-                            (false, true) => rng.random_range(3..=5),
-                            (false, false) => rng.random_range(2..=5),
-                        };
-                        ev["value"] = json!(stars);
-                    }
-                }
-                "feature_use" => {
-                    let known: Vec<usize> = (0..FEATURES.len()).filter(|f| p.aware[*f]).collect();
-                    match known.choose(&mut rng) {
-                        Some(f) => ev["subject"] = json!(FEATURES[*f]),
-                        None => ev["event_type"] = json!("app_open"),
-                    }
-                }
-                "support_ticket" | "complaint" | "query" => {
-                    ev["subject"] = json!(["delivery", "refund", "payment", "click_collect"][rng.random_range(0..4)]);
-                    let priority = ["low", "high"][rng.random_range(0..2)];
-                    ev["properties"] = json!({ "priority": priority });
-                }
-                _ => {}
-            }
-            events.push((at, ev.to_string()));
+            event_details(rng, p, products, world, kind, &mut ev);
+            self.events.push((at, ev.to_string()));
         }
-        // Surveys: 40 % answer; some state what they do not do.
-        let actual = frequency_class(p.rate);
-        let (mut stated, mut freq_gap, mut cat_gap, mut sat_gap) = (String::new(), "", String::new(), "");
-        let mut stated_cats: Vec<usize> = Vec::new();
-        let mut satisfaction = p.satisfaction;
-        if rng.random_bool(0.4) {
-            let (src, sid) = sid_for(p.channel);
-            // Answered after signing up, and before the export (no answers from the future).
-            let at = ts((p.signup + Duration::days(rng.random_range(10..200))).min(end - Duration::hours(1)));
-            let ai = FREQUENCIES.iter().position(|f| *f == actual).expect("known class");
-            stated = actual.to_string();
-            if rng.random_bool(1.0 - world.honesty) {
-                // A misreport is at least two classes away from the truth.
-                let over: Vec<usize> = (ai + 2..FREQUENCIES.len()).collect();
-                let under: Vec<usize> = if world.misreports == Misreports::Both {
-                    (0..ai.saturating_sub(1)).collect()
-                } else {
-                    Vec::new()
-                };
-                let go_over = !over.is_empty() && (under.is_empty() || rng.random_bool(0.5));
-                if go_over {
-                    stated = FREQUENCIES[*over.choose(&mut rng).expect("non-empty")].to_string();
-                    freq_gap = "over";
-                } else if let Some(&u) = under.choose(&mut rng) {
-                    stated = FREQUENCIES[u].to_string();
-                    freq_gap = "under";
-                }
-            }
-            // Honest respondents name their favourite categories: the top one, or with
-            // multi-category answers up to three, only ones bought at least 60 % as much
-            // as the favourite.
-            let mut order: Vec<usize> = (0..CATEGORIES.len()).collect();
-            order.sort_by(|&a, &b| p.taste[b].total_cmp(&p.taste[a]).then(a.cmp(&b)));
-            let named = if world.multi_category { rng.random_range(1..=3) } else { 1 };
-            let top = p.taste[order[0]];
-            stated_cats = order
-                .iter()
-                .copied()
-                .take(named)
-                .filter(|&j| j == order[0] || p.taste[j] >= 0.6 * top)
-                .collect();
-            if rng.random_bool(1.0 - world.honesty) {
-                // A misreport names a category the customer almost never buys (under 30 %
-                // of the favourite's share) in place of one of theirs.
-                let rare: Vec<usize> = order.iter().copied().filter(|&j| p.taste[j] < 0.3 * top).collect();
-                if let Some(&c) = rare.choose(&mut rng) {
-                    let slot = rng.random_range(0..stated_cats.len());
-                    stated_cats[slot] = c;
-                    cat_gap = CATEGORIES[c].to_string();
-                }
-            }
-            // Honest respondents state their true score (a few say 3, neutral); a
-            // misreport states the opposite: satisfied while not (over), or dissatisfied
-            // while satisfied (under, where under-statement is planted).
-            if rng.random_bool(1.0 - world.honesty) {
-                if !p.satisfied {
-                    satisfaction = rng.random_range(4..=5);
-                    sat_gap = "over";
-                } else if world.misreports == Misreports::Both {
-                    satisfaction = rng.random_range(1..=2);
-                    sat_gap = "under";
-                }
-            } else if rng.random_bool(0.1) {
-                satisfaction = 3;
-            }
-            let nps = (satisfaction * 2).min(10).to_string();
-            let aware = if p.aware[0] { "yes" } else { "no" };
-            for &c in &stated_cats {
-                surveys.push(format!("{sid},{src},{at},preferred_category,{}", CATEGORIES[c]));
-            }
-            for (q, a) in [
-                ("purchase_frequency", stated.as_str()),
-                ("satisfaction", &satisfaction.to_string()),
-                ("nps", &nps),
-                ("will_repurchase", if satisfaction >= 4 { "yes" } else { "no" }),
-                ("aware:click_collect", aware),
-                ("preferred_channel", p.channel),
-            ] {
-                surveys.push(format!("{sid},{src},{at},{q},{a}"));
-            }
+    }
+
+    /// The survey answers of `p`, some misstating what they do (`actual`: their true
+    /// frequency class).
+    fn survey(&mut self, rng: &mut ChaCha8Rng, p: &Person, world: &World, span: &Span, actual: &str) -> Statements {
+        let (src, sid) = p.sid_for(p.channel);
+        // Answered after signing up, and before the export (no answers from the future).
+        let at = ts((p.signup + Duration::days(rng.random_range(10..200))).min(span.end - Duration::hours(1)));
+        let (frequency, frequency_gap) = stated_frequency(rng, world, actual);
+        let (categories, category_gap) = stated_categories(rng, p, world);
+        let (satisfaction, satisfaction_gap) = stated_satisfaction(rng, p, world);
+        let nps = (satisfaction * 2).min(10).to_string();
+        let aware = if p.aware[0] { "yes" } else { "no" };
+        for &c in &categories {
+            self.surveys.push(format!("{sid},{src},{at},preferred_category,{}", CATEGORIES[c]));
         }
-        // Consents, recorded at signup; a few later withdraw marketing.
+        for (q, a) in [
+            ("purchase_frequency", frequency.as_str()),
+            ("satisfaction", &satisfaction.to_string()),
+            ("nps", &nps),
+            ("will_repurchase", if satisfaction >= 4 { "yes" } else { "no" }),
+            ("aware:click_collect", aware),
+            ("preferred_channel", p.channel),
+        ] {
+            self.surveys.push(format!("{sid},{src},{at},{q},{a}"));
+        }
+        Statements {
+            frequency,
+            frequency_gap,
+            categories,
+            category_gap,
+            satisfaction,
+            satisfaction_gap,
+        }
+    }
+
+    /// Consents, recorded at signup; a few later withdraw marketing.
+    fn consents(&mut self, rng: &mut ChaCha8Rng, p: &Person) {
+        let home = &p.records[0];
         let (src, sid) = (home.source.name(), home.id.as_str());
         for (purpose, pr) in [("marketing", 0.8), ("email", 0.7), ("sms", 0.35), ("profiling", 0.85)] {
             let granted = rng.random_bool(pr);
-            consents.push(format!("{sid},{src},{purpose},{granted},{}", ts(p.signup)));
+            self.consents.push(format!("{sid},{src},{purpose},{granted},{}", ts(p.signup)));
             if purpose == "marketing" && granted && rng.random_bool(0.05) {
-                consents.push(format!(
+                self.consents.push(format!(
                     "{sid},{src},{purpose},false,{}",
                     ts(p.signup + Duration::days(rng.random_range(30..400)))
                 ));
             }
         }
+    }
+
+    /// The planted gaps of `p` and their row of truth/persons.csv.
+    fn truth_rows(
+        &mut self,
+        p: &Person,
+        n_orders: usize,
+        churned_at: Option<NaiveDateTime>,
+        actual: &str,
+        said: &Statements,
+    ) -> Result<()> {
+        let cat_gap = said.category_gap.as_str();
         for (kind, subject, dir) in [
-            ("frequency", "purchase_frequency", freq_gap),
-            ("category", cat_gap.as_str(), if cat_gap.is_empty() { "" } else { "over" }),
-            ("satisfaction", "satisfaction", sat_gap),
+            ("frequency", "purchase_frequency", said.frequency_gap),
+            ("category", cat_gap, if cat_gap.is_empty() { "" } else { "over" }),
+            ("satisfaction", "satisfaction", said.satisfaction_gap),
         ] {
             if !dir.is_empty() {
-                planted_gaps.csv(&[&p.id, kind, subject, dir])?;
+                self.planted_gaps.csv(&[&p.id, kind, subject, dir])?;
             }
         }
-        truth.line(
+        self.truth.line(
             &[
                 p.id.clone(),
                 format!("{:.4}", p.rate),
@@ -779,13 +890,13 @@ pub fn generate(opts: &GenerateOptions) -> Result<Summary> {
                 churned_at.map(ts).unwrap_or_default(),
                 CATEGORIES[p.category].into(),
                 p.channel.into(),
-                stated,
+                said.frequency.clone(),
                 actual.into(),
-                freq_gap.into(),
-                stated_cats.iter().map(|&c| CATEGORIES[c]).collect::<Vec<_>>().join(";"),
+                said.frequency_gap.into(),
+                said.categories.iter().map(|&c| CATEGORIES[c]).collect::<Vec<_>>().join(";"),
                 if cat_gap.is_empty() { String::new() } else { "over".into() },
-                satisfaction.to_string(),
-                sat_gap.into(),
+                said.satisfaction.to_string(),
+                said.satisfaction_gap.into(),
                 p.aware[0].to_string(),
                 p.decoy_of.clone().unwrap_or_default(),
             ]
@@ -793,50 +904,167 @@ pub fn generate(opts: &GenerateOptions) -> Result<Summary> {
             .map(|s| csv_field(s))
             .collect::<Vec<_>>()
             .join(","),
-        )?;
+        )
     }
-    truth.finish()?;
-    planted_gaps.finish()?;
+}
 
-    order_lines.sort();
-    events.sort();
-    let mut orders: Vec<String> = order_lines.into_iter().map(|(_, l)| l).collect();
-    let mut ev_lines: Vec<String> = events.into_iter().map(|(_, l)| l).collect();
-    let mut summary = Summary {
-        persons: persons.len(),
-        source_ids,
-        ..Summary::default()
-    };
-    if opts.dirt && !orders.is_empty() {
-        let per_kind = (opts.customers / 2000).max(2);
-        summary
-            .planted
-            .insert("orders".into(), dirt::orders(&mut rng, &mut orders, per_kind));
-        summary
-            .planted
-            .insert("events".into(), dirt::events(&mut rng, &mut ev_lines, per_kind));
-        if !surveys.is_empty() {
-            summary
-                .planted
-                .insert("surveys".into(), dirt::surveys(&mut rng, &mut surveys, per_kind));
+/// The product, category, rating or subject an event of `kind` carries.
+fn event_details(rng: &mut ChaCha8Rng, p: &Person, products: &[Product], world: &World, kind: &str, ev: &mut serde_json::Value) {
+    match kind {
+        "view" | "add_to_cart" | "review" => {
+            let (pid, cat, _) = &products[rng.random_range(0..products.len())];
+            ev["product_id"] = json!(pid);
+            ev["category"] = json!(CATEGORIES[*cat]);
+            if kind == "review" {
+                // Reviews follow the true satisfaction where service carries it.
+                let service = world.satisfaction == SatisfactionDriver::Service;
+                let stars: u32 = match (service, p.satisfied) {
+                    (true, true) => rng.random_range(4..=5),
+                    (true, false) => rng.random_range(1..=3),
+                    (false, true) => rng.random_range(3..=5),
+                    (false, false) => rng.random_range(2..=5),
+                };
+                ev["value"] = json!(stars);
+            }
+        }
+        "feature_use" => {
+            let known: Vec<usize> = (0..FEATURES.len()).filter(|f| p.aware[*f]).collect();
+            match known.choose(rng) {
+                Some(f) => ev["subject"] = json!(FEATURES[*f]),
+                None => ev["event_type"] = json!("app_open"),
+            }
+        }
+        "support_ticket" | "complaint" | "query" => {
+            ev["subject"] = json!(["delivery", "refund", "payment", "click_collect"][rng.random_range(0..4)]);
+            let priority = ["low", "high"][rng.random_range(0..2)];
+            ev["properties"] = json!({ "priority": priority });
+        }
+        _ => {}
+    }
+}
+
+/// The stated purchase frequency: the true class, or for a misreport one at least two
+/// classes away (above, or where under-statement is planted, below); and the gap.
+fn stated_frequency(rng: &mut ChaCha8Rng, world: &World, actual: &str) -> (String, &'static str) {
+    let ai = FREQUENCIES.iter().position(|f| *f == actual).expect("known class");
+    let mut stated = actual.to_string();
+    let mut gap = "";
+    if rng.random_bool(1.0 - world.honesty) {
+        let over: Vec<usize> = (ai + 2..FREQUENCIES.len()).collect();
+        let under: Vec<usize> = if world.misreports == Misreports::Both {
+            (0..ai.saturating_sub(1)).collect()
+        } else {
+            Vec::new()
+        };
+        let go_over = !over.is_empty() && (under.is_empty() || rng.random_bool(0.5));
+        if go_over {
+            stated = FREQUENCIES[*over.choose(rng).expect("non-empty")].to_string();
+            gap = "over";
+        } else if let Some(&u) = under.choose(rng) {
+            stated = FREQUENCIES[u].to_string();
+            gap = "under";
         }
     }
-    write_lines(
-        &out.join("orders.csv"),
-        "order_id,customer_id,source,ordered_at,product_id,quantity,unit_price,channel,status",
-        &orders,
-    )?;
-    write_lines(&out.join("events.jsonl"), "", &ev_lines)?;
-    write_lines(&out.join("surveys.csv"), "customer_id,source,answered_at,question,answer", &surveys)?;
-    write_lines(
-        &out.join("consents.csv"),
-        "customer_id,source,purpose,granted,recorded_at",
-        &consents,
-    )?;
-    summary.order_lines = orders.len();
-    summary.events = ev_lines.len();
-    summary.survey_answers = surveys.len();
+    (stated, gap)
+}
 
+/// The stated favourite categories: honest respondents name the top one, or with
+/// multi-category answers up to three, only ones bought at least 60 % as much as the
+/// favourite; a misreport names a category the customer almost never buys (under 30 %
+/// of the favourite's share) in place of one of theirs — returned as the gap.
+fn stated_categories(rng: &mut ChaCha8Rng, p: &Person, world: &World) -> (Vec<usize>, String) {
+    let mut order: Vec<usize> = (0..CATEGORIES.len()).collect();
+    order.sort_by(|&a, &b| p.taste[b].total_cmp(&p.taste[a]).then(a.cmp(&b)));
+    let named = if world.multi_category { rng.random_range(1..=3) } else { 1 };
+    let top = p.taste[order[0]];
+    let mut stated: Vec<usize> = order
+        .iter()
+        .copied()
+        .take(named)
+        .filter(|&j| j == order[0] || p.taste[j] >= 0.6 * top)
+        .collect();
+    let mut gap = String::new();
+    if rng.random_bool(1.0 - world.honesty) {
+        let rare: Vec<usize> = order.iter().copied().filter(|&j| p.taste[j] < 0.3 * top).collect();
+        if let Some(&c) = rare.choose(rng) {
+            let slot = rng.random_range(0..stated.len());
+            stated[slot] = c;
+            gap = CATEGORIES[c].to_string();
+        }
+    }
+    (stated, gap)
+}
+
+/// The stated satisfaction score: honest respondents state their true score (a few say
+/// 3, neutral); a misreport states the opposite — satisfied while not (over), or
+/// dissatisfied while satisfied (under, where under-statement is planted).
+fn stated_satisfaction(rng: &mut ChaCha8Rng, p: &Person, world: &World) -> (u32, &'static str) {
+    if rng.random_bool(1.0 - world.honesty) {
+        if !p.satisfied {
+            return (rng.random_range(4..=5), "over");
+        } else if world.misreports == Misreports::Both {
+            return (rng.random_range(1..=2), "under");
+        }
+        return (p.satisfaction, "");
+    }
+    if rng.random_bool(0.1) {
+        return (3, "");
+    }
+    (p.satisfaction, "")
+}
+
+/// Lines sorted by time (then text), without the time.
+fn sorted_lines(mut lines: Vec<(NaiveDateTime, String)>) -> Vec<String> {
+    lines.sort();
+    lines.into_iter().map(|(_, l)| l).collect()
+}
+
+/// The activity tables' lines as they will be written.
+struct Tables {
+    orders: Vec<String>,
+    events: Vec<String>,
+    surveys: Vec<String>,
+    consents: Vec<String>,
+}
+
+impl Tables {
+    /// Plants `per_kind` rows of each kind of dirt in orders, events and surveys.
+    fn plant_dirt(&mut self, rng: &mut ChaCha8Rng, per_kind: usize) -> BTreeMap<String, Planted> {
+        let mut planted = BTreeMap::new();
+        planted.insert("orders".into(), dirt::orders(rng, &mut self.orders, per_kind));
+        planted.insert("events".into(), dirt::events(rng, &mut self.events, per_kind));
+        if !self.surveys.is_empty() {
+            planted.insert("surveys".into(), dirt::surveys(rng, &mut self.surveys, per_kind));
+        }
+        planted
+    }
+
+    fn write(&self, out: &Path, summary: &mut Summary) -> Result<()> {
+        write_lines(
+            &out.join("orders.csv"),
+            "order_id,customer_id,source,ordered_at,product_id,quantity,unit_price,channel,status",
+            &self.orders,
+        )?;
+        write_lines(&out.join("events.jsonl"), "", &self.events)?;
+        write_lines(
+            &out.join("surveys.csv"),
+            "customer_id,source,answered_at,question,answer",
+            &self.surveys,
+        )?;
+        write_lines(
+            &out.join("consents.csv"),
+            "customer_id,source,purpose,granted,recorded_at",
+            &self.consents,
+        )?;
+        summary.order_lines = self.orders.len();
+        summary.events = self.events.len();
+        summary.survey_answers = self.surveys.len();
+        Ok(())
+    }
+}
+
+/// rapport.toml, and the truth's dirt.json, README.md and world.json.
+fn write_notes(out: &Path, summary: &Summary, world: &World) -> Result<()> {
     std::fs::write(
         out.join("rapport.toml"),
         "# A generated company: the files use canonical names, so only identity needs a setting.\n[identity]\ndefault_country_code = \"44\"\n",
@@ -850,10 +1078,9 @@ pub fn generate(opts: &GenerateOptions) -> Result<Summary> {
     std::fs::write(out.join("truth/README.md"), TRUTH_README).map_err(|e| io(out, e))?;
     std::fs::write(
         out.join("truth/world.json"),
-        serde_json::to_string_pretty(&world).expect("serialises"),
+        serde_json::to_string_pretty(world).expect("serialises"),
     )
-    .map_err(|e| io(out, e))?;
-    Ok(summary)
+    .map_err(|e| io(out, e))
 }
 
 fn write_lines(path: &Path, header: &str, lines: &[String]) -> Result<()> {
