@@ -1,6 +1,6 @@
 //! `rapport bench`: benchmarks that print figures, never pass/fail.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -194,8 +194,6 @@ fn duckdb_seconds(csv: &std::path::Path, out: &std::path::Path) -> Result<f64> {
 /// the models' own processes; compared with lifetimes and scikit-learn on the same
 /// inputs when installed.
 fn models(customers: u64, seed: u64, dir: Option<PathBuf>, reuse: bool) -> Result<()> {
-    use rapport_model::bgnbd::BgNbd;
-    use rapport_model::gamma_gamma::GammaGamma;
     use rapport_model::kmeans::{fit, KMeansParams};
     let dir = match dir {
         Some(d) => d,
@@ -203,24 +201,10 @@ fn models(customers: u64, seed: u64, dir: Option<PathBuf>, reuse: bool) -> Resul
     };
     let ws_dir = dir.join("workspace");
     if !reuse {
-        let data = dir.join("data");
-        std::fs::create_dir_all(&data)?;
-        let truth = rapport_synth::BtydTruth::default();
-        let file = rapport_synth::write_orders_btyd(&data.join("orders.csv"), customers, seed, truth)?;
-        println!(
-            "orders file: {customers} customers, {} orders, {} lines; drawn with r {} alpha {} a {} b {} (weeks), p {} q {} gamma {}",
-            file.orders, file.lines, truth.r, truth.alpha, truth.a, truth.b, truth.p, truth.q, truth.gamma
-        );
-        if ws_dir.exists() {
-            std::fs::remove_dir_all(&ws_dir)?;
-        }
-        let ws = Workspace::writer(&ws_dir, &rapport_store::Writer::new("rapport bench"))?;
-        let t = Instant::now();
-        rapport_engine::ingest::ingest(&ws, &IngestOptions::new(&data), &NoProgress)?;
-        println!("ingested {} order lines in {:.1} s", file.lines, t.elapsed().as_secs_f64());
+        btyd_workspace(&dir, &ws_dir, customers, seed)?;
     }
     let ws = Workspace::writer(&ws_dir, &rapport_store::Writer::new("rapport bench"))?;
-    let cfg = rapport_engine::run::config::ModelsConfig::default();
+    let cfg = rapport_engine::config::ModelsConfig::default();
     let t = Instant::now();
     let inputs = rapport_engine::run::model_inputs(&rapport_engine::session::Session::new(&ws), &cfg, None)?;
     println!(
@@ -228,8 +212,51 @@ fn models(customers: u64, seed: u64, dir: Option<PathBuf>, reuse: bool) -> Resul
         inputs.buyers.len(),
         t.elapsed().as_secs_f64()
     );
-    // The fit takes well under a second, so one timing is at the mercy of the machine:
-    // three runs, and the median counts.
+    let (fit_secs, ours) = clv_fits(&inputs)?;
+    let x = rapport_engine::run::segments::cluster_matrix(&inputs.features, &inputs.buyers, inputs.as_of_day);
+    let d = rapport_engine::run::segments::FEATURES.len();
+    let t = Instant::now();
+    let km = fit(&x, d, &KMeansParams::new(8, seed)).map_err(anyhow::Error::msg)?;
+    let km_secs = t.elapsed().as_secs_f64();
+    println!(
+        "k-means k = 8 (4 restarts) on {} × {d}: {km_secs:.2} s, inertia {:.1}, {} iterations",
+        inputs.buyers.len(),
+        km.inertia,
+        km.iterations
+    );
+    let (summary, matrix) = write_reference_inputs(&dir, &inputs, &x, d)?;
+    compare_lifetimes(&summary, fit_secs, &ours);
+    compare_sklearn(&matrix, km_secs);
+    Ok(())
+}
+
+/// A BTYD orders file of `customers` drawn from known parameters, ingested into a new
+/// workspace at `ws_dir`.
+fn btyd_workspace(dir: &Path, ws_dir: &Path, customers: u64, seed: u64) -> Result<()> {
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data)?;
+    let truth = rapport_synth::BtydTruth::default();
+    let file = rapport_synth::write_orders_btyd(&data.join("orders.csv"), customers, seed, truth)?;
+    println!(
+        "orders file: {customers} customers, {} orders, {} lines; drawn with r {} alpha {} a {} b {} (weeks), p {} q {} gamma {}",
+        file.orders, file.lines, truth.r, truth.alpha, truth.a, truth.b, truth.p, truth.q, truth.gamma
+    );
+    if ws_dir.exists() {
+        std::fs::remove_dir_all(ws_dir)?;
+    }
+    let ws = Workspace::writer(ws_dir, &rapport_store::Writer::new("rapport bench"))?;
+    let t = Instant::now();
+    rapport_engine::ingest::ingest(&ws, &IngestOptions::new(&data), &NoProgress)?;
+    println!("ingested {} order lines in {:.1} s", file.lines, t.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// BG/NBD and Gamma-Gamma fitted three times (a fit takes well under a second, so one
+/// timing is at the mercy of the machine; the median counts). Returns the median time
+/// and the parameters r, α, a, b, p, q, γ.
+fn clv_fits(inputs: &rapport_engine::run::ModelInputs) -> Result<(f64, [f64; 7])> {
+    use rapport_model::bgnbd::BgNbd;
+    use rapport_model::gamma_gamma::GammaGamma;
     let mut times = Vec::new();
     let mut fits = None;
     for _ in 0..3 {
@@ -252,19 +279,12 @@ fn models(customers: u64, seed: u64, dir: Option<PathBuf>, reuse: bool) -> Resul
         "BG/NBD + Gamma-Gamma fit: {fit_secs:.2} s ({} distinct histories); r {:.4} alpha {:.4} a {:.4} b {:.4}; p {:.4} q {:.4} gamma {:.4}",
         bg.groups, p.r, p.alpha, p.a, p.b, gg.params.p, gg.params.q, gg.params.gamma
     );
-    let x = rapport_engine::run::segments::cluster_matrix(&inputs.features, &inputs.buyers, inputs.as_of_day);
-    let d = rapport_engine::run::segments::FEATURES.len();
-    let t = Instant::now();
-    let km = fit(&x, d, &KMeansParams::new(8, seed)).map_err(anyhow::Error::msg)?;
-    let km_secs = t.elapsed().as_secs_f64();
-    println!(
-        "k-means k = 8 (4 restarts) on {} × {d}: {km_secs:.2} s, inertia {:.1}, {} iterations",
-        inputs.buyers.len(),
-        km.inertia,
-        km.iterations
-    );
+    Ok((fit_secs, [p.r, p.alpha, p.a, p.b, gg.params.p, gg.params.q, gg.params.gamma]))
+}
 
-    // The same inputs for the Python reference libraries.
+/// The same inputs for the Python reference libraries: the RFM summary (x, t_x, T,
+/// zbar) and the clustering matrix, as CSV files in `dir`.
+fn write_reference_inputs(dir: &Path, inputs: &rapport_engine::run::ModelInputs, x: &[f64], d: usize) -> Result<(PathBuf, PathBuf)> {
     let summary = dir.join("summary.csv");
     let mut s = String::from("x,t_x,T,zbar\n");
     for (k, h) in inputs.histories.iter().enumerate() {
@@ -285,13 +305,17 @@ fn models(customers: u64, seed: u64, dir: Option<PathBuf>, reuse: bool) -> Resul
         m.push('\n');
     }
     std::fs::write(&matrix, m)?;
+    Ok((summary, matrix))
+}
+
+/// The lifetimes package's BG/NBD and Gamma-Gamma on the same summary, if Python has it.
+fn compare_lifetimes(summary: &Path, fit_secs: f64, ours: &[f64; 7]) {
     let script = format!(
         "import time, pandas as pd\nfrom lifetimes import BetaGeoFitter, GammaGammaFitter\ns = pd.read_csv('{}')\nt = time.time()\nb = BetaGeoFitter().fit(s['x'], s['t_x'], s['T'])\nr = s[s.x > 0]\ng = GammaGammaFitter().fit(r['x'], r['zbar'])\nprint(time.time() - t, *b.params_.values, *g.params_.values)\n",
         summary.display()
     );
     match python_numbers(&script, 8) {
         Ok(v) => {
-            let ours = [p.r, p.alpha, p.a, p.b, gg.params.p, gg.params.q, gg.params.gamma];
             let worst = ours.iter().zip(&v[1..]).map(|(a, b)| ((a - b) / b).abs()).fold(0.0f64, f64::max);
             println!(
                 "lifetimes: {:.2} s (r {:.4} alpha {:.4} a {:.4} b {:.4}; p {:.4} q {:.4} gamma {:.4}); largest relative parameter difference {worst:.1e} (target ≤ 1e-3); rapport is {:.1}× faster (target ≥ 50×)",
@@ -308,6 +332,10 @@ fn models(customers: u64, seed: u64, dir: Option<PathBuf>, reuse: bool) -> Resul
         }
         Err(e) => println!("lifetimes comparison skipped: {e}"),
     }
+}
+
+/// scikit-learn's KMeans on the same matrix, if Python has it.
+fn compare_sklearn(matrix: &Path, km_secs: f64) {
     let script = format!(
         "import time, numpy as np\nfrom sklearn.cluster import KMeans\nx = np.loadtxt('{}', delimiter=',')\nt = time.time()\nk = KMeans(n_clusters=8, n_init=4, random_state=0).fit(x)\nprint(time.time() - t, k.inertia_)\n",
         matrix.display()
@@ -321,7 +349,6 @@ fn models(customers: u64, seed: u64, dir: Option<PathBuf>, reuse: bool) -> Resul
         ),
         Err(e) => println!("scikit-learn comparison skipped: {e}"),
     }
-    Ok(())
 }
 
 /// ALS on the customer × product counts of a generated orders file.
@@ -466,7 +493,7 @@ fn gaps(sizes: &[usize], seeds: &[u64], dir: Option<PathBuf>) -> Result<()> {
                 rapport_synth::generate(&opts)?;
                 let ws = Workspace::writer(&work.join("ws"), &rapport_store::Writer::new("rapport bench"))?;
                 rapport_engine::ingest::ingest(&ws, &IngestOptions::new(&data), &NoProgress)?;
-                rapport_engine::run::run(&ws, &rapport_engine::run::config::ModelsConfig::default(), None)?;
+                rapport_engine::run::run(&ws, &rapport_engine::config::ModelsConfig::default(), None)?;
                 for s in rapport_engine::gap_truth::score(&ws, &data.join("truth"), 0.95)? {
                     println!(
                         "{:<36} {:>6} {:>4}  {:<18} {:>9.3} {:>9.3} {:>7} {:>7} {:>8.3} of {:<4}",
@@ -504,10 +531,46 @@ fn catalog_state(ws_dir: &std::path::Path) -> Result<CatalogState> {
     Ok((parts, ws.committed_transactions()?))
 }
 
+/// A folder with 200 new orders of existing customers (batch `batch_no`).
+fn orders_batch(dir: &Path, batch_no: usize, customers: usize) -> Result<PathBuf> {
+    use std::fmt::Write;
+    let d = dir.join(format!("batch-{batch_no}"));
+    std::fs::create_dir_all(&d)?;
+    let mut csv = String::from("order_id,customer_id,ordered_at,amount\n");
+    for i in 0..200 {
+        writeln!(
+            csv,
+            "crash-{batch_no}-{i},C{:06},2025-01-01,{}.25",
+            1 + (batch_no * 200 + i) % customers,
+            5 + i % 50
+        )?;
+    }
+    std::fs::write(d.join("orders.csv"), csv)?;
+    Ok(d)
+}
+
+/// Starts `cmd`, kills it (SIGKILL) after `delay` seconds, and checks the workspace:
+/// every part intact, and either exactly one commit more than `before` or none and
+/// the tables unchanged. Returns whether the command had committed.
+fn kill_and_check(cmd: &mut std::process::Command, delay: f64, ws_dir: &Path, before: CatalogState, what: &str) -> Result<bool> {
+    let mut child = cmd.spawn()?;
+    std::thread::sleep(std::time::Duration::from_secs_f64(delay));
+    let _ = child.kill();
+    child.wait()?;
+    let report = Workspace::reader(ws_dir)?.check()?;
+    anyhow::ensure!(report.is_clean(), "{what}: {:?}", report.problems);
+    let after = catalog_state(ws_dir)?;
+    if after.1 == before.1 {
+        anyhow::ensure!(after.0 == before.0, "{what}: no commit, yet the tables changed");
+        return Ok(false);
+    }
+    anyhow::ensure!(after.1 == before.1 + 1, "{what}: more than one commit");
+    Ok(true)
+}
+
 fn crash(kills: usize, customers: usize, seed: u64, dir: Option<PathBuf>) -> Result<()> {
     use rand::{Rng, SeedableRng};
     use std::process::{Command, Stdio};
-    use std::time::Duration;
     let dir = match dir {
         Some(d) => d,
         None => tempdir()?,
@@ -538,22 +601,7 @@ fn crash(kills: usize, customers: usize, seed: u64, dir: Option<PathBuf>) -> Res
     // Later ingests bring new orders of existing customers, 200 per batch.
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let mut batch_no = 0usize;
-    let new_batch = |batch_no: usize| -> Result<PathBuf> {
-        let d = dir.join(format!("batch-{batch_no}"));
-        std::fs::create_dir_all(&d)?;
-        let mut csv = String::from("order_id,customer_id,ordered_at,amount\n");
-        for i in 0..200 {
-            use std::fmt::Write;
-            writeln!(
-                csv,
-                "crash-{batch_no}-{i},C{:06},2025-01-01,{}.25",
-                1 + (batch_no * 200 + i) % customers,
-                5 + i % 50
-            )?;
-        }
-        std::fs::write(d.join("orders.csv"), csv)?;
-        Ok(d)
-    };
+    let new_batch = |batch_no: usize| orders_batch(&dir, batch_no, customers);
     let (mut committed, mut rolled_back, mut checks) = (0usize, 0usize, 0usize);
     let started = Instant::now();
     for k in 0..kills {
@@ -566,32 +614,19 @@ fn crash(kills: usize, customers: usize, seed: u64, dir: Option<PathBuf>) -> Res
             (rapport(&["run"]), run_secs)
         };
         let delay = rng.random_range(0.0..span.max(0.05) * 1.2);
-        let mut child = cmd.spawn()?;
-        std::thread::sleep(Duration::from_secs_f64(delay));
-        let _ = child.kill(); // SIGKILL
-        child.wait()?;
-        let report = Workspace::reader(&ws_dir)?.check()?;
+        let what = format!("kill {k} ({delay:.2} s into {})", if ingest { "ingest" } else { "run" });
+        let did_commit = kill_and_check(&mut cmd, delay, &ws_dir, before, &what)?;
         checks += 1;
-        anyhow::ensure!(
-            report.is_clean(),
-            "kill {k} ({:.2} s into {}): {:?}",
-            delay,
-            if ingest { "ingest" } else { "run" },
-            report.problems
-        );
-        let after = catalog_state(&ws_dir)?;
-        if after.1 == before.1 {
-            anyhow::ensure!(after.0 == before.0, "kill {k}: no commit, yet the tables changed");
-            rolled_back += 1;
-        } else {
-            anyhow::ensure!(after.1 == before.1 + 1, "kill {k}: more than one commit");
+        if did_commit {
             committed += 1;
             if ingest {
                 batch_no += 1;
             }
-        }
-        if ingest && after.1 == before.1 {
-            std::fs::remove_dir_all(&batch)?;
+        } else {
+            rolled_back += 1;
+            if ingest {
+                std::fs::remove_dir_all(&batch)?;
+            }
         }
     }
     // The workspace still works: an uninterrupted ingest and run, then a clean check.

@@ -157,12 +157,12 @@ pub fn print_ingest(ws: &Workspace, outcome: &IngestOutcome) {
     println!("report:  {}", reports.join("report.html").display());
 }
 
-fn models_config(config: Option<&Path>) -> Result<rapport_engine::run::config::ModelsConfig> {
+fn models_config(config: Option<&Path>) -> Result<rapport_engine::config::ModelsConfig> {
     let models = match config {
         Some(p) => rapport_store::Config::load(p)?.models,
         None => None,
     };
-    Ok(rapport_engine::run::config::ModelsConfig::from_table(models.as_ref())?)
+    Ok(rapport_engine::config::ModelsConfig::from_table(models.as_ref())?)
 }
 
 fn actions_config(config: Option<&Path>) -> Result<rapport_engine::run::actions::ActionsConfig> {

@@ -3,27 +3,53 @@
 //! happened, in total and by calibration frequency; and `rapport evaluate gaps`, the
 //! held-out reliability of the gap evidence, which needs no truth.
 
-use std::collections::BTreeMap;
-
 use rapport_model::bgnbd::BgNbd;
+use rapport_model::btyd::History;
 use rapport_model::pareto_nbd::ParetoNbd;
 use rapport_store::Workspace;
 
-use crate::run::config::ModelsConfig;
+use crate::config::ModelsConfig;
 use rapport_model::metrics;
 
-use crate::results::{
-    CalibrationBin, ChurnCheck, ChurnHoldout, ClvFit, EvidenceBin, Fit, FrequencyBin, GapEvaluation, HoldoutForecast, HoldoutReport,
-    Reliability, TypeReliability,
-};
-use crate::run::gaps::{GapRow, GapType};
+use crate::days::day_text;
+use crate::results::{CalibrationBin, ChurnCheck, ChurnHoldout, ClvFit, Fit, FrequencyBin, GapEvaluation, HoldoutForecast, HoldoutReport};
 use crate::run::predict::{self, Snapshot};
-use crate::run::{day_text, model_inputs, snapshots, ModelInputs};
+use crate::run::{model_inputs, snapshots, ModelInputs};
 use crate::session::Session;
 use crate::{EngineError, Result};
 
 /// Splits at `holdout_days` before the last order date, fits on the calibration
 /// period and compares forecasts with the holdout.
+/// Mean holdout purchases, actual and expected by each model, per number of repeat
+/// purchases in the calibration period (0 to 6, and 7 or more), as in Fader, Hardie and
+/// Lee's conditional-expectation plot.
+fn by_frequency(histories: &[History], holdout: &[f64], e_bg: &[f64], e_pn: &[f64]) -> Vec<FrequencyBin> {
+    let mut bins = Vec::new();
+    for x in 0..=7usize {
+        let members: Vec<usize> = (0..histories.len())
+            .filter(|&i| {
+                if x < 7 {
+                    histories[i].x as usize == x
+                } else {
+                    histories[i].x >= 7.0
+                }
+            })
+            .collect();
+        if members.is_empty() {
+            continue;
+        }
+        let mean = |v: &[f64]| members.iter().map(|&i| v[i]).sum::<f64>() / members.len() as f64;
+        bins.push(FrequencyBin {
+            x: if x < 7 { x.to_string() } else { "7+".into() },
+            customers: members.len(),
+            actual: mean(holdout),
+            bgnbd: mean(e_bg),
+            pareto_nbd: mean(e_pn),
+        });
+    }
+    bins
+}
+
 pub fn evaluate(ws: &Workspace, cfg: &ModelsConfig, holdout_days: u32) -> Result<HoldoutReport> {
     if holdout_days == 0 {
         return Err(EngineError::Usage("--holdout-days must be at least 1".into()));
@@ -57,29 +83,7 @@ pub fn evaluate(ws: &Workspace, cfg: &ModelsConfig, holdout_days: u32) -> Result
         .iter()
         .map(|h| pn.params.conditional_expected(horizon, h).unwrap_or(f64::NAN))
         .collect();
-    let mut bins = Vec::new();
-    for x in 0..=7usize {
-        let members: Vec<usize> = (0..histories.len())
-            .filter(|&i| {
-                if x < 7 {
-                    histories[i].x as usize == x
-                } else {
-                    histories[i].x >= 7.0
-                }
-            })
-            .collect();
-        if members.is_empty() {
-            continue;
-        }
-        let mean = |v: &[f64]| members.iter().map(|&i| v[i]).sum::<f64>() / members.len() as f64;
-        bins.push(FrequencyBin {
-            x: if x < 7 { x.to_string() } else { "7+".into() },
-            customers: members.len(),
-            actual: mean(&holdout),
-            bgnbd: mean(&e_bg),
-            pareto_nbd: mean(&e_pn),
-        });
-    }
+    let bins = by_frequency(histories, &holdout, &e_bg, &e_pn);
     let churn = churn_holdout(&session, cfg, &cal, &full, cutoff)?;
     Ok(HoldoutReport {
         churn,
@@ -193,79 +197,6 @@ pub fn evaluate_gaps(ws: &Workspace, cfg: &ModelsConfig, holdout_days: u32) -> R
         holdout_end: day_text(last_day),
         holdout_days,
         gap_evidence: cfg.gap_evidence,
-        gaps: gap_reliability((&ids_then, &then), (&ids_now, &now), cfg.gap_evidence),
+        gaps: crate::run::reliability::gap_reliability((&ids_then, &then), (&ids_now, &now), cfg.gap_evidence),
     })
-}
-
-/// Per gap type, the evidence of the statements judged at both dates (same customer,
-/// subject and answer): bins of the earlier evidence with both means, the weighted mean
-/// gap, and how many of the gaps reported earlier (evidence ≥ `threshold`) are still
-/// reported.
-pub fn gap_reliability(
-    (ids_then, then): (&[String], &[GapRow]),
-    (ids_now, now): (&[String], &[GapRow]),
-    threshold: f64,
-) -> BTreeMap<String, TypeReliability> {
-    type Key = (String, GapType, String);
-    let key = |ids: &[String], g: &GapRow| -> Key { (ids[g.customer].clone(), g.gap_type, g.subject.clone()) };
-    let later: BTreeMap<Key, (&str, f64)> = now
-        .iter()
-        .map(|g| (key(ids_now, g), (g.reported_text.as_str(), g.evidence)))
-        .collect();
-    const EDGES: [f64; 6] = [0.0, 0.5, 0.8, 0.9, 0.95, 0.99];
-    let mut by_type = BTreeMap::new();
-    for t in [GapType::Frequency, GapType::Category, GapType::Satisfaction] {
-        // (e, e') of the statements judged at both dates with the same answer.
-        let pairs: Vec<(f64, f64)> = then
-            .iter()
-            .filter(|g| g.gap_type == t)
-            .filter_map(|g| {
-                later
-                    .get(&key(ids_then, g))
-                    .filter(|(text, _)| *text == g.reported_text)
-                    .map(|&(_, e2)| (g.evidence, e2))
-            })
-            .collect();
-        if pairs.is_empty() {
-            let message = "no statement judged at both dates".to_string();
-            by_type.insert(t.to_string(), TypeReliability::Unmatched { statements: 0, message });
-            continue;
-        }
-        let mut bins = Vec::new();
-        let mut weighted_gap = 0.0;
-        for (b, &lo) in EDGES.iter().enumerate() {
-            let hi = EDGES.get(b + 1).copied().unwrap_or(f64::INFINITY);
-            let members: Vec<&(f64, f64)> = pairs.iter().filter(|(e, _)| *e >= lo && *e < hi).collect();
-            if members.is_empty() {
-                continue;
-            }
-            let m = members.len() as f64;
-            let (then_mean, now_mean) = (
-                members.iter().map(|p| p.0).sum::<f64>() / m,
-                members.iter().map(|p| p.1).sum::<f64>() / m,
-            );
-            weighted_gap += m * (then_mean - now_mean).abs();
-            bins.push(EvidenceBin {
-                from: lo,
-                to: hi.min(1.0),
-                statements: members.len(),
-                evidence_at_cutoff: then_mean,
-                evidence_with_later_data: now_mean,
-            });
-        }
-        let flagged: Vec<&(f64, f64)> = pairs.iter().filter(|(e, _)| *e >= threshold).collect();
-        let kept = flagged.iter().filter(|(_, e2)| *e2 >= threshold).count();
-        let any = !flagged.is_empty();
-        let r = Reliability {
-            statements: pairs.len(),
-            bins,
-            mean_abs_gap: weighted_gap / pairs.len() as f64,
-            reported_at_cutoff: flagged.len(),
-            still_reported: kept,
-            confirmed_share: any.then(|| kept as f64 / flagged.len() as f64),
-            mean_later_evidence_of_reported: any.then(|| flagged.iter().map(|p| p.1).sum::<f64>() / flagged.len() as f64),
-        };
-        by_type.insert(t.to_string(), TypeReliability::Checked(r));
-    }
-    by_type
 }

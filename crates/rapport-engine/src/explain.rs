@@ -28,42 +28,8 @@ fn shown_id(id: &str) -> String {
 /// Everything known about one customer.
 pub fn explain(ws: &Workspace, customer: &str, personal: &Personal) -> Result<Explanation> {
     let tables = ws.tables()?;
-    // A source id that is an email or a phone is stored as a token under the key, and
-    // only the token goes into the query (queries may be logged).
-    let q = match rapport_store::value::personal_kind(customer) {
-        Some(kind) => {
-            let keys = ws.keys(false).map_err(|_| {
-                EngineError::Usage(format!(
-                    "this id looks like {kind}: such source ids are stored encrypted, and finding one needs the key"
-                ))
-            })?;
-            quoted(&keys.seal_text("source_customer_id", customer))
-        }
-        None => quoted(customer),
-    };
     let session = Session::new(ws);
-    let ids = rows(
-        &session,
-        &format!("SELECT DISTINCT customer_id FROM customer_sources WHERE customer_id = {q} OR source_customer_id = {q}"),
-        &Personal::Stored,
-    )?;
-    let id = match ids.as_slice() {
-        [one] => one.get("customer_id").to_string(),
-        [] => {
-            return Err(EngineError::Usage(format!(
-                "no customer {} (neither a unified nor a source id)",
-                shown_id(customer)
-            )))
-        }
-        many => {
-            let list: Vec<String> = many.iter().map(|r| r.get("customer_id").to_string()).collect();
-            return Err(EngineError::Usage(format!(
-                "{} is a source id of several customers ({}); give the unified id",
-                shown_id(customer),
-                list.join(", ")
-            )));
-        }
-    };
+    let id = unified_id(ws, &session, customer)?;
     let q = quoted(&id);
     let sources = rows(
         &session,
@@ -106,4 +72,41 @@ pub fn explain(ws: &Workspace, customer: &str, personal: &Personal) -> Result<Ex
             format!("SELECT purpose, granted, recorded_at FROM consents WHERE customer_id = {q} ORDER BY recorded_at"),
         )?,
     })
+}
+
+/// The unified id `customer` names (itself, or a source id of exactly one customer). A
+/// source id that is an email or a phone is stored as a token under the key, and only
+/// the token goes into the query (queries may be logged).
+fn unified_id(ws: &Workspace, session: &Session<'_>, customer: &str) -> Result<String> {
+    let q = match rapport_store::value::personal_kind(customer) {
+        Some(kind) => {
+            let keys = ws.keys(false).map_err(|_| {
+                EngineError::Usage(format!(
+                    "this id looks like {kind}: such source ids are stored encrypted, and finding one needs the key"
+                ))
+            })?;
+            quoted(&keys.seal_text("source_customer_id", customer))
+        }
+        None => quoted(customer),
+    };
+    let ids = rows(
+        session,
+        &format!("SELECT DISTINCT customer_id FROM customer_sources WHERE customer_id = {q} OR source_customer_id = {q}"),
+        &Personal::Stored,
+    )?;
+    match ids.as_slice() {
+        [one] => Ok(one.get("customer_id").to_string()),
+        [] => Err(EngineError::Usage(format!(
+            "no customer {} (neither a unified nor a source id)",
+            shown_id(customer)
+        ))),
+        many => {
+            let list: Vec<String> = many.iter().map(|r| r.get("customer_id").to_string()).collect();
+            Err(EngineError::Usage(format!(
+                "{} is a source id of several customers ({}); give the unified id",
+                shown_id(customer),
+                list.join(", ")
+            )))
+        }
+    }
 }

@@ -9,6 +9,8 @@
 
 pub mod catalog;
 pub mod columns;
+pub mod config;
+pub mod days;
 pub mod evaluate;
 pub mod explain;
 pub mod export;

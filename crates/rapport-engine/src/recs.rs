@@ -18,12 +18,12 @@ use rapport_store::Workspace;
 
 use crate::catalog::Catalog;
 use crate::columns::Columns;
+use crate::config::ModelsConfig;
 use crate::results::{AlsSettings, RankingScore, RecsEvaluation, RecsReport, RuleFound, RulesReport, WeightTrial, WeightValidation};
-use crate::run::config::ModelsConfig;
 use crate::session::{Personal, Session};
 use crate::{EngineError, Result};
 
-const MICROS_PER_DAY: i64 = 86_400_000_000;
+use crate::days::MICROS_PER_DAY;
 /// Neighbours kept per item (60 and 30 score best on Online Retail; 100 is a little worse).
 pub const NEIGHBOURS: usize = 60;
 
@@ -407,7 +407,7 @@ fn choose_weights(
     (
         w,
         WeightValidation::Validated {
-            validation_from: crate::run::day_text(at - VALIDATION_DAYS),
+            validation_from: crate::days::day_text(at - VALIDATION_DAYS),
             customers: s.evaluated.len(),
             tried,
         },
@@ -474,7 +474,7 @@ pub fn evaluate(session: &Session<'_>, split_day: i64, k: usize, cfg: &ModelsCon
         report.insert(name.to_string(), score(&ranked, &s.relevant, k, n_items));
     }
     Ok(RecsEvaluation {
-        split: crate::run::day_text(split_day),
+        split: crate::days::day_text(split_day),
         k,
         customers_evaluated: s.evaluated.len(),
         items: n_items,
@@ -490,7 +490,7 @@ pub fn evaluate(session: &Session<'_>, split_day: i64, k: usize, cfg: &ModelsCon
 /// last order.
 pub fn split_day(session: &Session<'_>, split_date: Option<&str>, holdout_days: Option<u32>) -> Result<i64> {
     match (split_date, holdout_days) {
-        (Some(d), _) => crate::run::parse_as_of(d),
+        (Some(d), _) => crate::days::parse_as_of(d),
         (None, Some(h)) => {
             let last = purchases(session)?
                 .iter()

@@ -729,7 +729,7 @@ pub struct AlsSettings {
 }
 
 impl AlsSettings {
-    pub fn of(cfg: &crate::run::config::ModelsConfig) -> Self {
+    pub fn of(cfg: &crate::config::ModelsConfig) -> Self {
         AlsSettings {
             factors: cfg.als_factors,
             iterations: cfg.als_iterations,

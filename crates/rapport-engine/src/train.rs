@@ -210,6 +210,42 @@ fn label(v: &str) -> Option<bool> {
 }
 
 /// What `rapport train` found.
+/// The labelled rows of a table: their labels, their row indices, and how many rows
+/// had no label.
+struct Labels {
+    y: Vec<bool>,
+    keep: Vec<usize>,
+    unlabelled: usize,
+}
+
+/// The yes/no labels of column `t` (named `target`); a value that is not one is an error
+/// naming its line.
+fn labels(path: &Path, table: &TextTable, t: usize, target: &str) -> Result<Labels> {
+    let mut out = Labels {
+        y: Vec::new(),
+        keep: Vec::new(),
+        unlabelled: 0,
+    };
+    for (i, v) in table.columns[t].1.iter().enumerate() {
+        let Some(s) = v else {
+            out.unlabelled += 1;
+            continue;
+        };
+        let Some(l) = label(s) else {
+            return Err(usage(
+                path,
+                format!(
+                    "line {}, column \"{target}\": \"{s}\" is not a yes/no label (yes/no, true/false or 1/0)",
+                    table.lines[i]
+                ),
+            ));
+        };
+        out.y.push(l);
+        out.keep.push(i);
+    }
+    Ok(out)
+}
+
 pub fn train(path: &Path, target: &str, id: Option<&str>, folds: usize, seed: u64) -> Result<TrainReport> {
     if !(2..=20).contains(&folds) {
         return Err(EngineError::Usage(format!("--folds {folds}: expected 2 to 20")));
@@ -224,29 +260,7 @@ pub fn train(path: &Path, target: &str, id: Option<&str>, folds: usize, seed: u6
     };
     let t = find(target)?;
     let id_col = id.map(find).transpose()?;
-    let mut y = Vec::new();
-    let mut keep = Vec::new();
-    let mut unlabelled = 0usize;
-    for (i, v) in table.columns[t].1.iter().enumerate() {
-        match v {
-            None => unlabelled += 1,
-            Some(s) => match label(s) {
-                Some(l) => {
-                    y.push(l);
-                    keep.push(i);
-                }
-                None => {
-                    return Err(usage(
-                        path,
-                        format!(
-                            "line {}, column \"{target}\": \"{s}\" is not a yes/no label (yes/no, true/false or 1/0)",
-                            table.lines[i]
-                        ),
-                    ))
-                }
-            },
-        }
-    }
+    let Labels { y, keep, unlabelled } = labels(path, &table, t, target)?;
     let features: Vec<(String, Vec<Option<String>>)> = table
         .columns
         .iter()
@@ -271,15 +285,12 @@ pub fn train(path: &Path, target: &str, id: Option<&str>, folds: usize, seed: u6
         .iter()
         .map(|(k, a)| {
             let (auc_mean, auc_sd) = CrossValidation::mean_sd(a);
-            let folds = a.to_vec();
-            (
-                k.name().to_string(),
-                CrossValidated {
-                    auc_mean,
-                    auc_sd,
-                    auc_folds: folds,
-                },
-            )
+            let scores = CrossValidated {
+                auc_mean,
+                auc_sd,
+                auc_folds: a.to_vec(),
+            };
+            (k.name().to_string(), scores)
         })
         .collect();
     let dropped = design

@@ -948,6 +948,101 @@ impl OrderSums {
     }
 }
 
+/// Where a table that refers to customers has its customer_id and source columns.
+#[derive(Clone, Copy)]
+struct IdColumns {
+    id: usize,
+    source: Option<usize>,
+}
+
+impl IdColumns {
+    fn of(t: InputTable) -> Self {
+        IdColumns {
+            id: t
+                .column("customer_id")
+                .map(|(i, _)| i)
+                .expect("tables that refer to customers have customer_id"),
+            source: t.column("source").map(|(i, _)| i),
+        }
+    }
+
+    /// The (source, customer_id) a row names.
+    fn of_row<'v>(self, values: &'v [Val<'_>]) -> (Option<&'v str>, &'v str) {
+        (
+            self.source.and_then(|s| values[s].as_str()),
+            values[self.id].as_str().expect("required"),
+        )
+    }
+}
+
+/// Exact duplicates, per row of the batch, among the rows that pass the quantity rule
+/// (robust z at most `outlier_k`). Order lines without an order_id have no identity:
+/// two identical lines can be two genuine purchases, so only lines with one are
+/// de-duplicated.
+fn duplicates(ctx: &BatchCtx<'_>, checked: &[CheckedRows<'_>], pre: &[Vec<Pre>], seen: &mut Seen, outlier_k: f64) -> Vec<bool> {
+    let t = ctx.table;
+    let order_id = t.column("order_id").map(|(i, _)| i);
+    let rows = ctx.batch.rows.len();
+    let mut dup = vec![false; rows];
+    let mut candidates = Vec::with_capacity(rows);
+    let mut r = 0;
+    for (c, p) in checked.iter().zip(pre) {
+        for (check, p) in c.rows.iter().zip(p) {
+            if let RowCheck::Ok { at, hash, .. } = check {
+                let values = c.values(*at);
+                let kept = p.z <= outlier_k;
+                if kept && t.dedups(order_id.is_some_and(|i| values[i] != Val::Null)) {
+                    candidates.push((r, *hash));
+                }
+            }
+            r += 1;
+        }
+    }
+    seen.mark(&candidates, &mut dup);
+    dup
+}
+
+/// Values filled with the contract default, and empty values per column, among the
+/// accepted rows of a batch.
+struct ValueCounts {
+    missing: [u64; 64],
+    imputed: [u64; 3],
+}
+
+impl Default for ValueCounts {
+    fn default() -> Self {
+        Self {
+            missing: [0; 64],
+            imputed: [0; 3],
+        }
+    }
+}
+
+impl ValueCounts {
+    fn add(&mut self, imputed: u8, mut missing: u64) {
+        for (k, flag) in [IMPUTED_QUANTITY, IMPUTED_AMOUNT, IMPUTED_STATUS].into_iter().enumerate() {
+            self.imputed[k] += u64::from(imputed & flag != 0);
+        }
+        while missing != 0 {
+            self.missing[missing.trailing_zeros() as usize] += 1;
+            missing &= missing - 1;
+        }
+    }
+
+    fn record(&self, cols: &[crate::schema::Column], tq: &mut TableQuality) {
+        for (name, n) in ["quantity", "amount", "status"].into_iter().zip(self.imputed) {
+            if n > 0 {
+                *tq.values_imputed.entry(name.into()).or_default() += n;
+            }
+        }
+        for (c, n) in cols.iter().zip(self.missing) {
+            if n > 0 {
+                *tq.missing_values.entry(c.name.into()).or_default() += n;
+            }
+        }
+    }
+}
+
 impl State {
     /// Applies the rules that need more than one row (outliers, duplicates) and sends
     /// every rejected row to the quarantine; returns the accepted rows. The work that
@@ -966,82 +1061,17 @@ impl State {
         let t = ctx.table;
         let cols = t.columns();
         let q_idx = t.column("quantity").map(|(i, _)| i);
-        let order_id = t.column("order_id").map(|(i, _)| i);
         // Profiles are registered, not looked up; products refer to no customer.
-        let lookup = t.refers_to_customers() && t != InputTable::Customers;
-        let cid = t.column("customer_id").map(|(i, _)| i);
-        let src = t.column("source").map(|(i, _)| i);
+        let lookup = (t.refers_to_customers() && t != InputTable::Customers).then(|| IdColumns::of(t));
         debug_assert!(cols.len() <= 64, "missing values are kept as a 64-bit mask");
-        let id_of = |values: &'b [Val<'a>]| -> (Option<&'b str>, &'b str) {
-            let ci = cid.expect("tables that refer to customers have customer_id");
-            (src.and_then(|s| values[s].as_str()), values[ci].as_str().expect("required"))
-        };
-
         let started = std::time::Instant::now();
-        // In parallel: scores, known customers, missing values.
-        let identity = &self.identity;
-        let pre: Vec<Vec<Pre>> = checked
-            .par_iter()
-            .map(|c| {
-                c.rows
-                    .iter()
-                    .map(|r| {
-                        let RowCheck::Ok { at, .. } = r else {
-                            return Pre {
-                                z: 0.0,
-                                node: None,
-                                missing: 0,
-                            };
-                        };
-                        let values = c.values(*at);
-                        let z = match (rule, q_idx.map(|q| &values[q])) {
-                            (Some(rule), Some(Val::Num(x))) => rule.z(*x),
-                            _ => 0.0,
-                        };
-                        let node = if lookup {
-                            let (source, sid) = id_of(values);
-                            identity.find(source, sid)
-                        } else {
-                            None
-                        };
-                        let missing = values[..cols.len()]
-                            .iter()
-                            .enumerate()
-                            .filter(|(_, v)| **v == Val::Null)
-                            .fold(0u64, |m, (i, _)| m | 1 << i);
-                        Pre { z, node, missing }
-                    })
-                    .collect()
-            })
-            .collect();
-
-        // Exact duplicates among the rows that pass the quantity rule. Order lines
-        // without an order_id have no identity: two identical lines can be two genuine
-        // purchases, so only lines with one are de-duplicated.
-        let rows = ctx.batch.rows.len();
-        let mut dup = vec![false; rows];
-        let mut candidates = Vec::with_capacity(rows);
-        let mut r = 0;
-        for (c, p) in checked.iter().zip(&pre) {
-            for (check, p) in c.rows.iter().zip(p) {
-                if let RowCheck::Ok { at, hash, .. } = check {
-                    let values = c.values(*at);
-                    let kept = p.z <= config.ingest.quantity_outlier_k;
-                    if kept && t.dedups(order_id.is_some_and(|i| values[i] != Val::Null)) {
-                        candidates.push((r, *hash));
-                    }
-                }
-                r += 1;
-            }
-        }
-        let pre_s = started.elapsed().as_secs_f64();
-        seen.mark(&candidates, &mut dup);
-        let dedup_s = started.elapsed().as_secs_f64() - pre_s;
+        let pre = self.pre_screen(t, checked, rule, lookup);
+        let dup = duplicates(ctx, checked, &pre, seen, config.ingest.quantity_outlier_k);
+        let pre_dedup_s = started.elapsed().as_secs_f64();
 
         // In order: quarantine, counts, customers not known before.
-        let mut out = Vec::with_capacity(rows);
-        let mut missing = [0u64; 64];
-        let mut imputed_counts = [0u64; 3];
+        let mut out = Vec::with_capacity(ctx.batch.rows.len());
+        let mut counts = ValueCounts::default();
         let mut r = 0;
         let mut created_clash = false;
         for (c, p) in checked.iter().zip(&pre) {
@@ -1077,60 +1107,87 @@ impl State {
                     tq.duplicates_removed += 1;
                     continue;
                 }
-                let mut node = None;
-                if lookup {
-                    let (source, sid) = id_of(values);
-                    // A customer created in this batch can make an id that was known
-                    // ambiguous; from then on every row is looked up in order.
-                    let found = match p.node {
-                        Some(i) if !created_clash => Lookup::Found(i),
-                        _ => {
-                            let before = self.identity.nodes.len();
-                            let l = self.identity.lookup(source, sid);
-                            if self.identity.nodes.len() > before && self.identity.ids_shared(sid) {
-                                created_clash = true;
-                            }
-                            l
-                        }
-                    };
-                    match found {
-                        Lookup::Found(i) => node = Some(i),
+                let node = if let Some(ids) = lookup {
+                    match self.customer_of(ids.of_row(values), p.node, &mut created_clash) {
+                        Lookup::Found(i) => Some(i),
                         Lookup::Ambiguous => {
                             let detail = "the id belongs to different customers in several sources and the row names no source";
                             self.quarantine_row(ctx, row, "ambiguous customer_id", Some(detail), tq);
                             continue;
                         }
                     }
-                }
-                for (k, flag) in [IMPUTED_QUANTITY, IMPUTED_AMOUNT, IMPUTED_STATUS].into_iter().enumerate() {
-                    imputed_counts[k] += u64::from(imputed & flag != 0);
-                }
-                let mut m = p.missing;
-                while m != 0 {
-                    missing[m.trailing_zeros() as usize] += 1;
-                    m &= m - 1;
-                }
+                } else {
+                    None
+                };
+                counts.add(imputed, p.missing);
                 tq.rows_accepted += 1;
                 out.push(Accepted { row, values, node });
             }
         }
-        for (name, n) in ["quantity", "amount", "status"].into_iter().zip(imputed_counts) {
-            if n > 0 {
-                *tq.values_imputed.entry(name.into()).or_default() += n;
-            }
-        }
-        for (c, n) in cols.iter().zip(missing) {
-            if n > 0 {
-                *tq.missing_values.entry(c.name.into()).or_default() += n;
-            }
-        }
-        tracing::trace!(
-            pre_s,
-            dedup_s,
-            walk_s = started.elapsed().as_secs_f64() - pre_s - dedup_s,
-            "screened"
-        );
+        counts.record(cols, tq);
+        tracing::trace!(pre_dedup_s, walk_s = started.elapsed().as_secs_f64() - pre_dedup_s, "screened");
         out
+    }
+
+    /// In parallel, per checked row: the robust z of its quantity, its customer if
+    /// already known, and its empty columns.
+    fn pre_screen(
+        &self,
+        t: InputTable,
+        checked: &[CheckedRows<'_>],
+        rule: Option<&LogOutlierRule>,
+        lookup: Option<IdColumns>,
+    ) -> Vec<Vec<Pre>> {
+        let cols = t.columns();
+        let q_idx = t.column("quantity").map(|(i, _)| i);
+        let identity = &self.identity;
+        checked
+            .par_iter()
+            .map(|c| {
+                c.rows
+                    .iter()
+                    .map(|r| {
+                        let RowCheck::Ok { at, .. } = r else {
+                            return Pre {
+                                z: 0.0,
+                                node: None,
+                                missing: 0,
+                            };
+                        };
+                        let values = c.values(*at);
+                        let z = match (rule, q_idx.map(|q| &values[q])) {
+                            (Some(rule), Some(Val::Num(x))) => rule.z(*x),
+                            _ => 0.0,
+                        };
+                        let node = lookup.and_then(|ids| {
+                            let (source, sid) = ids.of_row(values);
+                            identity.find(source, sid)
+                        });
+                        let missing = values[..cols.len()]
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, v)| **v == Val::Null)
+                            .fold(0u64, |m, (i, _)| m | 1 << i);
+                        Pre { z, node, missing }
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// The customer of a row: `known` from the parallel pass, else looked up in order. A
+    /// customer created in this batch can make an id that was known ambiguous; from then
+    /// on (`created_clash`) every row is looked up in order.
+    fn customer_of(&mut self, (source, sid): (Option<&str>, &str), known: Option<usize>, created_clash: &mut bool) -> Lookup {
+        if let Some(i) = known.filter(|_| !*created_clash) {
+            return Lookup::Found(i);
+        }
+        let before = self.identity.nodes.len();
+        let l = self.identity.lookup(source, sid);
+        if self.identity.nodes.len() > before && self.identity.ids_shared(sid) {
+            *created_clash = true;
+        }
+        l
     }
 
     fn quarantine_row(&mut self, ctx: &BatchCtx<'_>, row: &RowMeta, reason: &str, detail: Option<&str>, tq: &mut TableQuality) {

@@ -192,87 +192,101 @@ fn headline(quality: Option<&Quality>, body: &mut String) {
 /// Rows by table, rejects by reason, missing and imputed values.
 fn data_quality(quality: Option<&Quality>, body: &mut String) {
     body.push_str("<section><h2>Data quality</h2>");
-    if let Some(q) = quality {
-        let rows = q
-            .tables
-            .iter()
-            .map(|(t, tq)| {
-                (
-                    t.clone(),
-                    vec![tq.rows_accepted as f64, tq.rejected_total() as f64, tq.duplicates_removed as f64],
-                )
-            })
-            .collect();
-        body.push_str(
-            &BarChart {
-                id: "rows-by-table",
-                title: "Rows by table (last ingest)",
-                series: &["accepted", "quarantined", "duplicates"],
-                rows,
-                unit: "",
+    match quality {
+        Some(q) => {
+            body.push_str(&rows_by_table(q));
+            body.push_str(&rejects_by_reason(q));
+            body.push_str(&missing_values(q));
+            let imputed: Vec<(String, Vec<f64>)> = q
+                .tables
+                .iter()
+                .flat_map(|(t, tq)| tq.values_imputed.iter().map(move |(c, n)| (format!("{t}.{c}"), vec![*n as f64])))
+                .collect();
+            if !imputed.is_empty() {
+                body.push_str(
+                    &BarChart {
+                        id: "values-imputed",
+                        title: "Values filled with the contract default",
+                        series: &["rows"],
+                        rows: imputed,
+                        unit: "",
+                    }
+                    .render(),
+                );
             }
-            .render(),
-        );
-        let mut reasons: Vec<(String, Vec<f64>)> = q
-            .tables
-            .iter()
-            .flat_map(|(t, tq)| tq.rejected.iter().map(move |(r, n)| (format!("{t}: {r}"), vec![*n as f64])))
-            .collect();
-        reasons.sort_by(|a, b| b.1[0].total_cmp(&a.1[0]).then(a.0.cmp(&b.0)));
-        body.push_str(
-            &BarChart {
-                id: "rejects-by-reason",
-                title: "Quarantined rows by reason",
-                series: &["rows"],
-                rows: reasons,
-                unit: "",
-            }
-            .render(),
-        );
-        let mut missing: Vec<(String, Vec<f64>)> = q
-            .tables
-            .iter()
-            .flat_map(|(t, tq)| {
-                let n = tq.rows_accepted.max(1) as f64;
-                tq.missing_values
-                    .iter()
-                    .map(move |(c, m)| (format!("{t}.{c}"), vec![100.0 * *m as f64 / n]))
-            })
-            .filter(|(_, v)| v[0] > 0.0)
-            .collect();
-        missing.sort_by(|a, b| b.1[0].total_cmp(&a.1[0]).then(a.0.cmp(&b.0)));
-        body.push_str(
-            &BarChart {
-                id: "missing-values",
-                title: "Missing values by column (% of accepted rows)",
-                series: &["% missing"],
-                rows: missing,
-                unit: " %",
-            }
-            .render(),
-        );
-        let imputed: Vec<(String, Vec<f64>)> = q
-            .tables
-            .iter()
-            .flat_map(|(t, tq)| tq.values_imputed.iter().map(move |(c, n)| (format!("{t}.{c}"), vec![*n as f64])))
-            .collect();
-        if !imputed.is_empty() {
-            body.push_str(
-                &BarChart {
-                    id: "values-imputed",
-                    title: "Values filled with the contract default",
-                    series: &["rows"],
-                    rows: imputed,
-                    unit: "",
-                }
-                .render(),
-            );
+            quality_notes(q, body);
         }
-        quality_notes(q, body);
-    } else {
-        body.push_str("<p>No ingest yet.</p>");
+        None => body.push_str("<p>No ingest yet.</p>"),
     }
     body.push_str("</section>");
+}
+
+/// Rows accepted, quarantined and dropped as duplicates, per table.
+fn rows_by_table(q: &Quality) -> String {
+    let rows = q
+        .tables
+        .iter()
+        .map(|(t, tq)| {
+            (
+                t.clone(),
+                vec![tq.rows_accepted as f64, tq.rejected_total() as f64, tq.duplicates_removed as f64],
+            )
+        })
+        .collect();
+    BarChart {
+        id: "rows-by-table",
+        title: "Rows by table (last ingest)",
+        series: &["accepted", "quarantined", "duplicates"],
+        rows,
+        unit: "",
+    }
+    .render()
+}
+
+/// Bars sorted largest first (then by label).
+fn largest_first(mut rows: Vec<(String, Vec<f64>)>) -> Vec<(String, Vec<f64>)> {
+    rows.sort_by(|a, b| b.1[0].total_cmp(&a.1[0]).then(a.0.cmp(&b.0)));
+    rows
+}
+
+/// Quarantined rows per table and reason, the most frequent first.
+fn rejects_by_reason(q: &Quality) -> String {
+    let reasons = q
+        .tables
+        .iter()
+        .flat_map(|(t, tq)| tq.rejected.iter().map(move |(r, n)| (format!("{t}: {r}"), vec![*n as f64])))
+        .collect();
+    BarChart {
+        id: "rejects-by-reason",
+        title: "Quarantined rows by reason",
+        series: &["rows"],
+        rows: largest_first(reasons),
+        unit: "",
+    }
+    .render()
+}
+
+/// The share of accepted rows with each column empty, where any is.
+fn missing_values(q: &Quality) -> String {
+    let missing = q
+        .tables
+        .iter()
+        .flat_map(|(t, tq)| {
+            let n = tq.rows_accepted.max(1) as f64;
+            tq.missing_values
+                .iter()
+                .map(move |(c, m)| (format!("{t}.{c}"), vec![100.0 * *m as f64 / n]))
+        })
+        .filter(|(_, v)| v[0] > 0.0)
+        .collect();
+    BarChart {
+        id: "missing-values",
+        title: "Missing values by column (% of accepted rows)",
+        series: &["% missing"],
+        rows: largest_first(missing),
+        unit: " %",
+    }
+    .render()
 }
 
 /// Files skipped, warnings and the tables the workspace does not have yet.

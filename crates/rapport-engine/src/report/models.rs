@@ -390,7 +390,14 @@ fn value(ws: &Session<'_>, models: &ModelsReport, body: &mut String) -> Result<(
     }
     tile(body, "Gamma-Gamma p", models.gamma_gamma.params().map(|p| p.p));
     body.push_str("</div>");
-    // CLV distribution over quantile-free fixed bins (log-spaced).
+    clv_distribution(ws, body)?;
+    p_alive_matrix(ws, body)?;
+    body.push_str("</section>");
+    Ok(())
+}
+
+/// Customers and their total CLV per band of CLV (fixed, log-spaced bands).
+fn clv_distribution(ws: &Session<'_>, body: &mut String) -> Result<()> {
     let bins = cells(
         ws,
         "SELECT CASE WHEN clv < 10 THEN 'a: < 10' WHEN clv < 50 THEN 'b: 10–50' WHEN clv < 100 THEN 'c: 50–100'
@@ -419,6 +426,11 @@ fn value(ws: &Session<'_>, models: &ModelsReport, body: &mut String) -> Result<(
         }
         .render(),
     );
+    Ok(())
+}
+
+/// Mean P(alive) by days since the last order and number of orders.
+fn p_alive_matrix(ws: &Session<'_>, body: &mut String) -> Result<()> {
     let rec = ["a: 0–30", "b: 31–90", "c: 91–180", "d: 181–365", "e: > 365"];
     let freq = ["1", "2", "3", "4", "5–9", "10+"];
     let values = grid(
@@ -443,7 +455,6 @@ fn value(ws: &Session<'_>, models: &ModelsReport, body: &mut String) -> Result<(
         }
         .render(),
     );
-    body.push_str("</section>");
     Ok(())
 }
 

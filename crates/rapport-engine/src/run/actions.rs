@@ -323,7 +323,7 @@ pub fn plan(
         last_contact_day: &last_contacts(session, &f.customer_id, day)?,
         as_of_day: day,
     };
-    Ok(decide(policy, &facts, &super::day_text(day)))
+    Ok(decide(policy, &facts, &crate::days::day_text(day)))
 }
 
 /// What the models say of each customer that the rules read.
@@ -519,37 +519,10 @@ fn cap(rule: &Rule, f: &Facts<'_>, candidates: &mut Vec<Candidate>) -> usize {
 /// Whether `rule` applies to customer `i`; if so, why (in words) and its subject.
 fn matches(rule: &Rule, f: &Facts<'_>, i: usize, clv_q: Option<f64>, gaps: &[&GapRow]) -> Option<(String, Option<String>)> {
     let mut why: Vec<String> = Vec::new();
+    why.extend(segment_clause(rule, f, i)?);
+    why.extend(churn_clause(rule, f, i)?);
+    why.extend(clv_clause(rule, f, i, clv_q)?);
     let mut subject = None;
-    if !rule.segments.is_empty() {
-        let s = f.segment[i]?;
-        if !rule.segments.iter().any(|x| x == s) {
-            return None;
-        }
-        why.push(format!("RFM segment {s}"));
-    }
-    if rule.min_churn_probability.is_some() || rule.max_churn_probability.is_some() {
-        let p = f.churn[i]?;
-        if rule.min_churn_probability.is_some_and(|m| p < m) || rule.max_churn_probability.is_some_and(|m| p > m) {
-            return None;
-        }
-        why.push(format!("churn probability {p:.2}"));
-    }
-    if rule.min_clv.is_some() || rule.min_clv_quantile.is_some() {
-        let c = f.clv[i]?;
-        if rule.min_clv.is_some_and(|m| c < m) {
-            return None;
-        }
-        match rule.min_clv_quantile {
-            Some(m) => {
-                let q = clv_q?;
-                if q < m {
-                    return None;
-                }
-                why.push(format!("CLV {} (top {:.0} %)", fmt_money(c), ((1.0 - q) * 100.0).max(1.0)));
-            }
-            None => why.push(format!("CLV {}", fmt_money(c))),
-        }
-    }
     if let Some(t) = rule.gap_type {
         let g = gaps
             .iter()
@@ -561,33 +534,75 @@ fn matches(rule: &Rule, f: &Facts<'_>, i: usize, clv_q: Option<f64>, gaps: &[&Ga
         ));
         subject = Some(g.subject.clone());
     }
-    if rule.min_recency_days.is_some() || rule.max_recency_days.is_some() {
-        let r = f.recency_days[i]?;
-        if rule.min_recency_days.is_some_and(|m| r < m) || rule.max_recency_days.is_some_and(|m| r > m) {
-            return None;
-        }
-        why.push(format!("last order {r:.0} days ago"));
-    }
+    why.extend(recency_clause(rule, f, i)?);
     if rule.needs_recommendation {
         let p = f.top_recommendation[i].as_ref()?;
         why.push(format!("recommended product {p}"));
         subject.get_or_insert_with(|| p.clone());
     }
-    if let Some(w) = rule.birthday_within_days {
-        let d = f.days_to_birthday[i]?;
-        if d > w {
-            return None;
-        }
-        why.push(if d == 0 {
-            "birthday today".into()
-        } else {
-            format!("birthday in {d} days")
-        });
-    }
+    why.extend(birthday_clause(rule, f, i)?);
     if why.is_empty() {
         why.push("applies to every customer".into());
     }
     Some((why.join("; "), subject))
+}
+
+// Each clause of a rule, for customer `i`: `None` when the customer fails it,
+// `Some(None)` when the rule does not set it, `Some(Some(why))` when it holds.
+
+fn segment_clause(rule: &Rule, f: &Facts<'_>, i: usize) -> Option<Option<String>> {
+    if rule.segments.is_empty() {
+        return Some(None);
+    }
+    let s = f.segment[i]?;
+    rule.segments.iter().any(|x| x == s).then(|| Some(format!("RFM segment {s}")))
+}
+
+fn churn_clause(rule: &Rule, f: &Facts<'_>, i: usize) -> Option<Option<String>> {
+    if rule.min_churn_probability.is_none() && rule.max_churn_probability.is_none() {
+        return Some(None);
+    }
+    let p = f.churn[i]?;
+    let outside = rule.min_churn_probability.is_some_and(|m| p < m) || rule.max_churn_probability.is_some_and(|m| p > m);
+    (!outside).then(|| Some(format!("churn probability {p:.2}")))
+}
+
+fn clv_clause(rule: &Rule, f: &Facts<'_>, i: usize, clv_q: Option<f64>) -> Option<Option<String>> {
+    if rule.min_clv.is_none() && rule.min_clv_quantile.is_none() {
+        return Some(None);
+    }
+    let c = f.clv[i]?;
+    if rule.min_clv.is_some_and(|m| c < m) {
+        return None;
+    }
+    let Some(m) = rule.min_clv_quantile else {
+        return Some(Some(format!("CLV {}", fmt_money(c))));
+    };
+    let q = clv_q?;
+    (q >= m).then(|| Some(format!("CLV {} (top {:.0} %)", fmt_money(c), ((1.0 - q) * 100.0).max(1.0))))
+}
+
+fn recency_clause(rule: &Rule, f: &Facts<'_>, i: usize) -> Option<Option<String>> {
+    if rule.min_recency_days.is_none() && rule.max_recency_days.is_none() {
+        return Some(None);
+    }
+    let r = f.recency_days[i]?;
+    let outside = rule.min_recency_days.is_some_and(|m| r < m) || rule.max_recency_days.is_some_and(|m| r > m);
+    (!outside).then(|| Some(format!("last order {r:.0} days ago")))
+}
+
+fn birthday_clause(rule: &Rule, f: &Facts<'_>, i: usize) -> Option<Option<String>> {
+    let Some(w) = rule.birthday_within_days else {
+        return Some(None);
+    };
+    let d = f.days_to_birthday[i]?;
+    (d <= w).then(|| {
+        Some(if d == 0 {
+            "birthday today".into()
+        } else {
+            format!("birthday in {d} days")
+        })
+    })
 }
 
 /// Days from `as_of` (a day number since 1970-01-01) to the next birthday of someone

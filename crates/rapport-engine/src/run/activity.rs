@@ -14,7 +14,7 @@ use datafusion::prelude::SessionContext;
 
 use crate::Result;
 
-const MICROS_PER_DAY: i64 = 86_400_000_000;
+use crate::days::MICROS_PER_DAY;
 
 /// Named per-customer columns (0 where a customer has nothing).
 #[derive(Debug, Default, Clone)]
@@ -47,70 +47,12 @@ const LIMITS: [(&str, usize); 5] = [
 ];
 
 fn sql(end: i64, tables: &BTreeSet<String>) -> Option<String> {
-    let recent = end - 30 * MICROS_PER_DAY;
     let mut parts = Vec::new();
     if tables.contains("events") {
-        parts.push(format!(
-            "SELECT customer_id, 'events:' || event_type AS name, CAST(count(*) AS DOUBLE) AS value FROM events
-             WHERE occurred_at < to_timestamp_micros({end}) GROUP BY 1, 2"
-        ));
-        parts.push(format!(
-            "SELECT customer_id, 'feature:' || subject AS name, CAST(count(*) AS DOUBLE) AS value FROM events
-             WHERE occurred_at < to_timestamp_micros({end}) AND event_type = 'feature_use' AND subject IS NOT NULL GROUP BY 1, 2"
-        ));
-        // When the customer was last and first seen doing anything (for the "has left"
-        // evidence of the satisfaction and frequency gaps); days before the end, not
-        // model features.
-        parts.push(format!(
-            "SELECT customer_id, 'activity:events' AS name, CAST(count(*) AS DOUBLE) AS value FROM events
-             WHERE occurred_at < to_timestamp_micros({end}) GROUP BY 1
-             UNION ALL
-             SELECT customer_id, 'activity:first_event_ago_days' AS name,
-                    CAST({end} - CAST(min(occurred_at) AS BIGINT) AS DOUBLE) / {MICROS_PER_DAY}.0 AS value FROM events
-             WHERE occurred_at < to_timestamp_micros({end}) GROUP BY 1
-             UNION ALL
-             SELECT customer_id, 'activity:last_event_ago_days' AS name,
-                    CAST({end} - CAST(max(occurred_at) AS BIGINT) AS DOUBLE) / {MICROS_PER_DAY}.0 AS value FROM events
-             WHERE occurred_at < to_timestamp_micros({end}) GROUP BY 1"
-        ));
-        // Review ratings, and how many are low (at most 40 % of the best rating given
-        // anywhere: 2 of 5, 4 of 10), for the satisfaction gap; the count of rated reviews
-        // is bookkeeping (`events:review` already counts reviews for the models).
-        parts.push(format!(
-            "SELECT customer_id, 'activity:reviews_rated' AS name, CAST(count(*) AS DOUBLE) AS value FROM events
-             WHERE occurred_at < to_timestamp_micros({end}) AND event_type = 'review' AND value IS NOT NULL GROUP BY 1
-             UNION ALL
-             SELECT customer_id, 'service:reviews_low' AS name, CAST(count(*) AS DOUBLE) AS value FROM events
-             WHERE occurred_at < to_timestamp_micros({end}) AND event_type = 'review'
-               AND value <= 0.4 * (SELECT max(value) FROM events WHERE event_type = 'review') GROUP BY 1"
-        ));
-        parts.push(format!(
-            "SELECT customer_id, 'events_30d:' || event_type AS name, CAST(count(*) AS DOUBLE) AS value FROM events
-             WHERE occurred_at < to_timestamp_micros({end}) AND occurred_at >= to_timestamp_micros({recent}) GROUP BY 1, 2"
-        ));
+        parts.extend(event_parts(end));
     }
     if tables.contains("orders") {
-        parts.push(format!(
-            "SELECT customer_id, 'channel:' || channel AS name, CAST(count(*) AS DOUBLE) AS value FROM orders
-             WHERE ordered_at < to_timestamp_micros({end}) AND channel IS NOT NULL AND status <> 'cancelled' GROUP BY 1, 2"
-        ));
-        // Order lines returned, and all lines, for the satisfaction gap (bookkeeping, not
-        // model features: with the category counts they add up to the channel counts).
-        parts.push(format!(
-            "SELECT customer_id, 'activity:lines' AS name, CAST(count(*) AS DOUBLE) AS value FROM orders
-             WHERE ordered_at < to_timestamp_micros({end}) AND status <> 'cancelled' GROUP BY 1
-             UNION ALL
-             SELECT customer_id, 'activity:returned_lines' AS name, CAST(count(*) AS DOUBLE) AS value FROM orders
-             WHERE ordered_at < to_timestamp_micros({end}) AND (status = 'returned' OR quantity < 0) GROUP BY 1"
-        ));
-        parts.push(format!(
-            "SELECT customer_id, 'ipt_sd_days' AS name, stddev(gap) AS value FROM (
-               SELECT customer_id, CAST(CAST(day AS BIGINT) - CAST(lag(day) OVER (PARTITION BY customer_id ORDER BY day) AS BIGINT) AS DOUBLE)
-                      / {MICROS_PER_DAY}.0 AS gap
-               FROM (SELECT DISTINCT customer_id, date_trunc('day', ordered_at) AS day FROM orders
-                     WHERE ordered_at < to_timestamp_micros({end}) AND status = 'completed' AND quantity > 0) d) g
-             WHERE gap IS NOT NULL GROUP BY 1 HAVING count(*) >= 2"
-        ));
+        parts.extend(order_parts(end));
     }
     if tables.contains("orders") && tables.contains("products") {
         parts.push(format!(
@@ -132,6 +74,80 @@ fn sql(end: i64, tables: &BTreeSet<String>) -> Option<String> {
         ));
     }
     (!parts.is_empty()).then(|| parts.join(" UNION ALL "))
+}
+
+/// Per customer, from the events before `end`: counts by type and feature used, when
+/// first and last seen, review ratings, and counts by type in the last 30 days.
+fn event_parts(end: i64) -> Vec<String> {
+    let recent = end - 30 * MICROS_PER_DAY;
+    let mut parts = Vec::new();
+    parts.push(format!(
+        "SELECT customer_id, 'events:' || event_type AS name, CAST(count(*) AS DOUBLE) AS value FROM events
+         WHERE occurred_at < to_timestamp_micros({end}) GROUP BY 1, 2"
+    ));
+    parts.push(format!(
+        "SELECT customer_id, 'feature:' || subject AS name, CAST(count(*) AS DOUBLE) AS value FROM events
+         WHERE occurred_at < to_timestamp_micros({end}) AND event_type = 'feature_use' AND subject IS NOT NULL GROUP BY 1, 2"
+    ));
+    // When the customer was last and first seen doing anything (for the "has left"
+    // evidence of the satisfaction and frequency gaps); days before the end, not
+    // model features.
+    parts.push(format!(
+        "SELECT customer_id, 'activity:events' AS name, CAST(count(*) AS DOUBLE) AS value FROM events
+         WHERE occurred_at < to_timestamp_micros({end}) GROUP BY 1
+         UNION ALL
+         SELECT customer_id, 'activity:first_event_ago_days' AS name,
+                CAST({end} - CAST(min(occurred_at) AS BIGINT) AS DOUBLE) / {MICROS_PER_DAY}.0 AS value FROM events
+         WHERE occurred_at < to_timestamp_micros({end}) GROUP BY 1
+         UNION ALL
+         SELECT customer_id, 'activity:last_event_ago_days' AS name,
+                CAST({end} - CAST(max(occurred_at) AS BIGINT) AS DOUBLE) / {MICROS_PER_DAY}.0 AS value FROM events
+         WHERE occurred_at < to_timestamp_micros({end}) GROUP BY 1"
+    ));
+    // Review ratings, and how many are low (at most 40 % of the best rating given
+    // anywhere: 2 of 5, 4 of 10), for the satisfaction gap; the count of rated reviews
+    // is bookkeeping (`events:review` already counts reviews for the models).
+    parts.push(format!(
+        "SELECT customer_id, 'activity:reviews_rated' AS name, CAST(count(*) AS DOUBLE) AS value FROM events
+         WHERE occurred_at < to_timestamp_micros({end}) AND event_type = 'review' AND value IS NOT NULL GROUP BY 1
+         UNION ALL
+         SELECT customer_id, 'service:reviews_low' AS name, CAST(count(*) AS DOUBLE) AS value FROM events
+         WHERE occurred_at < to_timestamp_micros({end}) AND event_type = 'review'
+           AND value <= 0.4 * (SELECT max(value) FROM events WHERE event_type = 'review') GROUP BY 1"
+    ));
+    parts.push(format!(
+        "SELECT customer_id, 'events_30d:' || event_type AS name, CAST(count(*) AS DOUBLE) AS value FROM events
+         WHERE occurred_at < to_timestamp_micros({end}) AND occurred_at >= to_timestamp_micros({recent}) GROUP BY 1, 2"
+    ));
+    parts
+}
+
+/// Per customer, from the order lines before `end`: lines by channel, lines and
+/// returned lines, and the spread of the days between purchases.
+fn order_parts(end: i64) -> Vec<String> {
+    let mut parts = Vec::new();
+    parts.push(format!(
+        "SELECT customer_id, 'channel:' || channel AS name, CAST(count(*) AS DOUBLE) AS value FROM orders
+         WHERE ordered_at < to_timestamp_micros({end}) AND channel IS NOT NULL AND status <> 'cancelled' GROUP BY 1, 2"
+    ));
+    // Order lines returned, and all lines, for the satisfaction gap (bookkeeping, not
+    // model features: with the category counts they add up to the channel counts).
+    parts.push(format!(
+        "SELECT customer_id, 'activity:lines' AS name, CAST(count(*) AS DOUBLE) AS value FROM orders
+         WHERE ordered_at < to_timestamp_micros({end}) AND status <> 'cancelled' GROUP BY 1
+         UNION ALL
+         SELECT customer_id, 'activity:returned_lines' AS name, CAST(count(*) AS DOUBLE) AS value FROM orders
+         WHERE ordered_at < to_timestamp_micros({end}) AND (status = 'returned' OR quantity < 0) GROUP BY 1"
+    ));
+    parts.push(format!(
+        "SELECT customer_id, 'ipt_sd_days' AS name, stddev(gap) AS value FROM (
+           SELECT customer_id, CAST(CAST(day AS BIGINT) - CAST(lag(day) OVER (PARTITION BY customer_id ORDER BY day) AS BIGINT) AS DOUBLE)
+                  / {MICROS_PER_DAY}.0 AS gap
+           FROM (SELECT DISTINCT customer_id, date_trunc('day', ordered_at) AS day FROM orders
+                 WHERE ordered_at < to_timestamp_micros({end}) AND status = 'completed' AND quantity > 0) d) g
+         WHERE gap IS NOT NULL GROUP BY 1 HAVING count(*) >= 2"
+    ));
+    parts
 }
 
 /// The activity of the customers `ids` (in this order) before `end_micros`.

@@ -8,8 +8,8 @@ use rapport_model::gamma_gamma::GammaGamma;
 use rapport_model::pareto_nbd::ParetoNbd;
 use rapport_model::ModelError;
 
-use super::config::ModelsConfig;
 use super::ModelInputs;
+use crate::config::ModelsConfig;
 use crate::results::{ClvFit, GammaGammaParams, ParetoNbdParams};
 use crate::Result;
 

@@ -9,7 +9,7 @@ use datafusion::prelude::SessionContext;
 use crate::session::{from_micros, micros};
 use crate::Result;
 
-const MICROS_PER_DAY: i64 = 86_400_000_000;
+use crate::days::MICROS_PER_DAY;
 
 /// One row per unified customer (sorted by id). Days are counted from 1970-01-01 (UTC);
 /// customers without a purchase before the cut-off have `None` where it matters.

@@ -20,7 +20,7 @@ use crate::results::{ForecastReport, SeriesFit};
 use crate::session::{Personal, Session};
 use crate::Result;
 
-const MICROS_PER_DAY: i64 = 86_400_000_000;
+use crate::days::MICROS_PER_DAY;
 pub const HORIZON_WEEKS: usize = 12;
 
 /// One row of the `forecasts` table.

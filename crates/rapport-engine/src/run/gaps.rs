@@ -45,16 +45,16 @@ use rapport_model::btyd::History;
 use rapport_model::gap::{self, benjamini_hochberg, two_proportion, Direction, Honesty, RatePosterior, StatedRate};
 
 use super::clv::Clv;
-use super::config::ModelsConfig;
 use super::segments::Segmentation;
 use super::ModelInputs;
+use crate::config::ModelsConfig;
 use crate::results::{
     CategoryJudgement, CategoryPrior, Checked, GapCheck, GapReport, Judged, Judgement, KnowledgeSummary, SatisfactionJudgement,
 };
 use crate::session::{Personal, Session};
 use crate::Result;
 
-const MICROS_PER_DAY: i64 = 86_400_000_000;
+use crate::days::MICROS_PER_DAY;
 /// The smallest shortfall (in rate points) a knowledge gap must show besides significance.
 const MIN_KNOWLEDGE_GAP: f64 = 0.10;
 
@@ -322,8 +322,8 @@ pub fn judge(
 /// as of `gap_check_days` earlier against the same statements judged now.
 fn held_out_check(session: &Session<'_>, inputs: &ModelInputs, assessed: &[GapRow], cfg: &ModelsConfig) -> GapCheck {
     let cutoff = inputs.as_of_day - i64::from(cfg.gap_check_days);
-    let gaps = match super::assess_gaps(session, cfg, Some(&super::day_text(cutoff))) {
-        Ok((ids_then, then, _)) => Checked::ByType(crate::evaluate::gap_reliability(
+    let gaps = match super::assess_gaps(session, cfg, Some(&crate::days::day_text(cutoff))) {
+        Ok((ids_then, then, _)) => Checked::ByType(super::reliability::gap_reliability(
             (&ids_then, &then),
             (&inputs.features.customer_id, assessed),
             cfg.gap_evidence,
@@ -333,7 +333,7 @@ fn held_out_check(session: &Session<'_>, inputs: &ModelInputs, assessed: &[GapRo
         },
     };
     GapCheck {
-        calibration_end: super::day_text(cutoff),
+        calibration_end: crate::days::day_text(cutoff),
         days: cfg.gap_check_days,
         gaps,
     }

@@ -7,13 +7,13 @@
 pub mod actions;
 pub mod activity;
 pub mod clv;
-pub mod config;
 pub mod features;
 pub mod forecasts;
 pub mod gaps;
 pub mod outcomes;
 pub mod outputs;
 pub mod predict;
+pub mod reliability;
 pub mod segments;
 
 use std::collections::BTreeSet;
@@ -26,14 +26,13 @@ use rapport_model::btyd::History;
 use rapport_model::gamma_gamma::Spend;
 use rapport_store::Workspace;
 
+use crate::config::ModelsConfig;
+use crate::days::{day_text, parse_as_of, MICROS_PER_DAY};
 use crate::results::ModelsReport;
 use crate::session::{Personal, Session};
 use crate::{block_on, EngineError, Result};
 use activity::Activity;
-use config::ModelsConfig;
 use features::Features;
-
-const MICROS_PER_DAY: i64 = 86_400_000_000;
 
 /// What a run produced, for the CLI to print.
 #[derive(Debug)]
@@ -42,17 +41,6 @@ pub struct RunSummary {
     pub customers: usize,
     pub modelled: usize,
     pub models: ModelsReport,
-}
-
-pub(crate) fn parse_as_of(s: &str) -> Result<i64> {
-    let d = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
-        .map_err(|_| EngineError::Usage(format!("--as-of \"{s}\": expected YYYY-MM-DD")))?;
-    Ok(d.signed_duration_since(chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid"))
-        .num_days())
-}
-
-pub(crate) fn day_text(day: i64) -> String {
-    (chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid") + chrono::Duration::days(day)).to_string()
 }
 
 /// What the models are fitted on: the features as of a date, the customers who bought

@@ -7,12 +7,13 @@ use rapport_store::Workspace;
 
 use super::actions::Decided;
 use super::clv::Clv;
-use super::config::ModelsConfig;
 use super::gaps;
 use super::predict::{Behaviour, Predictions};
 use super::segments::{self, Segmentation};
-use super::{actions, day_text, forecasts, outcomes, ModelInputs};
+use super::{actions, forecasts, outcomes, ModelInputs};
 use crate::columns::Columns;
+use crate::config::ModelsConfig;
+use crate::days::day_text;
 use crate::recs::Recommendations;
 use crate::results::{ClvFit, Fit, ForecastReport, ModelsReport};
 use crate::uplift::UpliftRow;

@@ -21,9 +21,9 @@ use rapport_model::regression::{LinearFit, Softmax, Standardizer};
 use rapport_model::rfm::Rfm;
 
 use super::activity::Activity;
-use super::config::ModelsConfig;
 use super::features::Features;
 use super::ModelInputs;
+use crate::config::ModelsConfig;
 use crate::results::{
     BehaviourReport, CalibrationBin, CandidateAuc, ChurnReport, ClassCalibration, Coefficient, Fit, LoyaltyReport, OutcomeRate, Skipped,
 };
@@ -210,42 +210,19 @@ pub fn churn(s: [&Snapshot<'_>; 3], names: &[String], window_days: u32, seed: u6
     let xtr = matrix(s[0], &train, names);
     let xva = matrix(s[1], &valid, names);
     let m = Fitted::fit(&xtr, d, &ytr, seed);
-    let mut by_kind = std::collections::BTreeMap::new();
-    let mut best = (Kind::Logistic, f64::NEG_INFINITY, Vec::new());
-    for k in Kind::ALL {
-        let p = m.predict(k, &xva);
-        let a = auc(&p, &yva).unwrap_or(0.5);
-        by_kind.insert(k.name().to_string(), CandidateAuc { validation_auc: round4(a) });
-        if a > best.1 + 1e-12 {
-            best = (k, a, p);
-        }
-    }
-    let (kind, a, p) = best;
+    let (kind, a, p, by_kind) = best_model(&m, &xva, &yva);
     let c = best_f1(&p, &yva);
-    let cal: Vec<CalibrationBin> = calibration(&p, &yva, 10)
-        .iter()
-        .map(|b| CalibrationBin {
-            predicted: round4(b.predicted),
-            observed: round4(b.observed),
-            customers: b.count,
-        })
-        .collect();
-    let roc: Vec<[f64; 2]> = roc_curve(&p, &yva, 60).into_iter().map(|(x, y)| [round4(x), round4(y)]).collect();
+    let (cal, roc) = curves(&p, &yva);
     // Refit on the most recent window and score everyone who has bought.
     let refit = Fitted::fit(&xva, d, &yva, seed);
-    let now = buyers(s[2]);
-    let pnow = refit.predict(kind, &matrix(s[2], &now, names));
-    let mut out = vec![None; n];
-    for (k, &i) in now.iter().enumerate() {
-        out[i] = Some(pnow[k]);
-    }
+    let out = score_buyers(s[2], names, |x| refit.predict(kind, x), |p| p);
     let report = ChurnReport {
         model: kind.name().to_string(),
         auc: round4(a),
         horizon_days: window_days,
         label: format!("no purchase day within {window_days} days after the cut-off"),
-        train_cutoff: super::day_text(s[0].day),
-        validation_cutoff: super::day_text(s[1].day),
+        train_cutoff: crate::days::day_text(s[0].day),
+        validation_cutoff: crate::days::day_text(s[1].day),
         train_customers: train.len(),
         validation_customers: valid.len(),
         validation_churn_rate: round4(yva.iter().filter(|&&v| v).count() as f64 / yva.len() as f64),
@@ -264,65 +241,71 @@ pub fn churn(s: [&Snapshot<'_>; 3], names: &[String], window_days: u32, seed: u6
     (out, Fit::Fitted(report))
 }
 
+/// The classifier with the best validation AUC (ties to the first of `Kind::ALL`), that
+/// AUC, its validation predictions, and every candidate's AUC.
+fn best_model(m: &Fitted, xva: &[f64], yva: &[bool]) -> (Kind, f64, Vec<f64>, std::collections::BTreeMap<String, CandidateAuc>) {
+    let mut by_kind = std::collections::BTreeMap::new();
+    let mut best = (Kind::Logistic, f64::NEG_INFINITY, Vec::new());
+    for k in Kind::ALL {
+        let p = m.predict(k, xva);
+        let a = auc(&p, yva).unwrap_or(0.5);
+        by_kind.insert(k.name().to_string(), CandidateAuc { validation_auc: round4(a) });
+        if a > best.1 + 1e-12 {
+            best = (k, a, p);
+        }
+    }
+    (best.0, best.1, best.2, by_kind)
+}
+
+/// The calibration by deciles and the ROC curve (60 points) of predictions `p`.
+fn curves(p: &[f64], y: &[bool]) -> (Vec<CalibrationBin>, Vec<[f64; 2]>) {
+    let cal = calibration(p, y, 10)
+        .iter()
+        .map(|b| CalibrationBin {
+            predicted: round4(b.predicted),
+            observed: round4(b.observed),
+            customers: b.count,
+        })
+        .collect();
+    let roc = roc_curve(p, y, 60).into_iter().map(|(x, y)| [round4(x), round4(y)]).collect();
+    (cal, roc)
+}
+
+/// `predict` of the feature rows (`names`) of every buyer at snapshot `s`, each value
+/// passed through `post`; `None` for customers who have not bought.
+fn score_buyers(s: &Snapshot<'_>, names: &[String], predict: impl Fn(&[f64]) -> Vec<f64>, post: impl Fn(f64) -> f64) -> Vec<Option<f64>> {
+    let now = buyers(s);
+    let p = predict(&matrix(s, &now, names));
+    let mut out = vec![None; s.features.len()];
+    for (k, &i) in now.iter().enumerate() {
+        out[i] = Some(post(p[k]));
+    }
+    out
+}
+
 /// Loyalty score of every buyer at S2, and the regression report.
 pub fn loyalty(s: [&Snapshot<'_>; 3], names: &[String]) -> (Vec<Option<f64>>, Fit<LoyaltyReport>) {
     let n = s[2].features.len();
     let rows = buyers(s[1]);
-    let referral = s[2].activity.column("events:referral");
-    let satisfaction = s[2].activity.column("survey:satisfaction");
-    let mut indicators = vec!["repeat_purchase", "retention"];
-    if referral.is_some() {
-        indicators.push("referral");
-    }
-    if satisfaction.is_some() {
-        indicators.push("satisfaction");
-    }
-    let target: Vec<f64> = rows
-        .iter()
-        .map(|&i| {
-            let mut v = vec![
-                f64::from(u8::from(s[1].features.purchase_days[i] >= 2.0)),
-                f64::from(u8::from(!churned(s[1], s[2], i))),
-            ];
-            if let Some(r) = referral {
-                v.push(f64::from(u8::from(r[i] > 0.0)));
-            }
-            // Satisfaction 1–5 scaled to 0–1, only where the customer answered.
-            if let Some(sat) = satisfaction.filter(|c| c[i] > 0.0) {
-                v.push(((sat[i] - 1.0) / 4.0).clamp(0.0, 1.0));
-            }
-            v.iter().sum::<f64>() / v.len() as f64
-        })
-        .collect();
+    let (indicators, target) = loyalty_target(s, &rows);
     // The indicators themselves are not predictors, and a column that does not vary
     // (every buyer has `bought` = 1) has no coefficient.
     let full = matrix(s[1], &rows, names);
-    let varies = |j: usize| {
-        let mut col = full.chunks_exact(names.len()).map(|r| r[j]);
-        let first = col.next();
-        col.any(|v| Some(v) != first)
-    };
-    let keep: Vec<usize> = (0..names.len())
-        .filter(|&j| !(names[j].starts_with("survey:") || names[j].ends_with(":referral")) && varies(j))
-        .collect();
+    let keep = loyalty_predictors(&full, names);
     let used: Vec<String> = keep.iter().map(|&j| names[j].clone()).collect();
-    let pick = |x: Vec<f64>| -> Vec<f64> {
+    let pick = |x: &[f64]| -> Vec<f64> {
         x.chunks_exact(names.len())
             .flat_map(|r| keep.iter().map(|&j| r[j]).collect::<Vec<_>>())
             .collect()
     };
-    let x = pick(full);
+    let x = pick(&full);
     let scaler = Standardizer::fit(&x, used.len());
     let fit = match LinearFit::fit(&scaler.apply(&x), used.len(), &target) {
         Ok(f) => f,
         Err(e) => return (vec![None; n], Fit::skipped(e.message())),
     };
-    let now = buyers(s[2]);
-    let xn = scaler.apply(&pick(matrix(s[2], &now, names)));
-    let mut out = vec![None; n];
-    for (k, &i) in now.iter().enumerate() {
-        out[i] = Some(fit.predict(&xn[k * used.len()..(k + 1) * used.len()]).clamp(0.0, 1.0));
-    }
+    let predict = |x: &[f64]| -> Vec<f64> { scaler.apply(&pick(x)).chunks_exact(used.len()).map(|r| fit.predict(r)).collect() };
+    let out = score_buyers(s[2], names, predict, |v| v.clamp(0.0, 1.0));
     let coefficients = used
         .iter()
         .enumerate()
@@ -345,6 +328,51 @@ pub fn loyalty(s: [&Snapshot<'_>; 3], names: &[String]) -> (Vec<Option<f64>>, Fi
         note: "coefficients are per standard deviation of each feature".into(),
     };
     (out, Fit::Fitted(report))
+}
+
+/// The loyalty indicators (repeat purchase and retention; referral and satisfaction
+/// where the data have them) and, per buyer in `rows`, their mean as of S1 → S2.
+fn loyalty_target(s: [&Snapshot<'_>; 3], rows: &[usize]) -> (Vec<&'static str>, Vec<f64>) {
+    let referral = s[2].activity.column("events:referral");
+    let satisfaction = s[2].activity.column("survey:satisfaction");
+    let mut indicators = vec!["repeat_purchase", "retention"];
+    if referral.is_some() {
+        indicators.push("referral");
+    }
+    if satisfaction.is_some() {
+        indicators.push("satisfaction");
+    }
+    let target = rows
+        .iter()
+        .map(|&i| {
+            let mut v = vec![
+                f64::from(u8::from(s[1].features.purchase_days[i] >= 2.0)),
+                f64::from(u8::from(!churned(s[1], s[2], i))),
+            ];
+            if let Some(r) = referral {
+                v.push(f64::from(u8::from(r[i] > 0.0)));
+            }
+            // Satisfaction 1–5 scaled to 0–1, only where the customer answered.
+            if let Some(sat) = satisfaction.filter(|c| c[i] > 0.0) {
+                v.push(((sat[i] - 1.0) / 4.0).clamp(0.0, 1.0));
+            }
+            v.iter().sum::<f64>() / v.len() as f64
+        })
+        .collect();
+    (indicators, target)
+}
+
+/// The columns of `x` (rows of `names`) that predict loyalty: not survey answers or
+/// referrals (the indicators themselves), and varying.
+fn loyalty_predictors(x: &[f64], names: &[String]) -> Vec<usize> {
+    let varies = |j: usize| {
+        let mut col = x.chunks_exact(names.len()).map(|r| r[j]);
+        let first = col.next();
+        col.any(|v| Some(v) != first)
+    };
+    (0..names.len())
+        .filter(|&j| !(names[j].starts_with("survey:") || names[j].ends_with(":referral")) && varies(j))
+        .collect()
 }
 
 /// Predicted probability of each behaviour class for every customer at S2.

@@ -15,9 +15,9 @@ use rapport_model::kmeans::{fit, gap_statistic, gap_supported, sample_indices, s
 use rapport_model::rfm;
 
 use super::activity::Activity;
-use super::config::{Clustering, ModelsConfig};
 use super::features::Features;
 use super::ModelInputs;
+use crate::config::{Clustering, ModelsConfig};
 use crate::results::{ClusterReport, DbscanReport, GapStatistic, KMeansReport};
 use crate::Result;
 

@@ -24,7 +24,7 @@ fn loop_run() -> &'static Path {
             control_share: 0.3,
             ..ActionsConfig::default_policy()
         };
-        let cfg = rapport_engine::run::config::ModelsConfig::default();
+        let cfg = rapport_engine::config::ModelsConfig::default();
         rapport_engine::run::run_with(&ws, &cfg, &policy, None).unwrap();
         let outcomes = root.join("outcomes");
         let n = crate::simulate_from_truth(&ws, &data.join("truth"), &outcomes, 5);
@@ -122,7 +122,7 @@ fn control_groups_have_the_share_and_are_deterministic() {
         control_share: 0.3,
         ..ActionsConfig::default_policy()
     };
-    rapport_engine::run::run_with(&ws2, &rapport_engine::run::config::ModelsConfig::default(), &policy, None).unwrap();
+    rapport_engine::run::run_with(&ws2, &rapport_engine::config::ModelsConfig::default(), &policy, None).unwrap();
     let after = rows(&copy, r#"SELECT customer_id, action, "group" FROM actions ORDER BY 1, 2"#);
     // The campaign was sent after the as-of date, so the rerun sees no recent contact.
     assert_eq!(before, after);
@@ -176,7 +176,7 @@ fn generated_recommendations_beat_popularity() {
         &session,
         split,
         10,
-        &rapport_engine::run::config::ModelsConfig::default(),
+        &rapport_engine::config::ModelsConfig::default(),
     ));
     let p = |m: &str| v["models"][m]["precision_at_k"].as_f64().unwrap();
     assert!(p("blend") >= 1.2 * p("popular"), "{v}");
@@ -187,7 +187,7 @@ fn generated_recommendations_beat_popularity() {
         &Session::new(&ws),
         split,
         10,
-        &rapport_engine::run::config::ModelsConfig::default(),
+        &rapport_engine::config::ModelsConfig::default(),
     ));
     assert_eq!(v["models"], again["models"]);
     // The run's table: ten per customer, every reason one of the contract's.

@@ -45,7 +45,7 @@ fn world_scores(world: rapport_synth::World, customers: usize, seed: u64) -> Vec
     let ws_dir = dir.path().join("ws");
     crate::ingest(&ws_dir, &data).unwrap();
     let ws = Workspace::existing_writer(&ws_dir, &rapport_store::Writer::new("test")).unwrap();
-    rapport_engine::run::run(&ws, &rapport_engine::run::config::ModelsConfig::default(), None).unwrap();
+    rapport_engine::run::run(&ws, &rapport_engine::config::ModelsConfig::default(), None).unwrap();
     rapport_engine::gap_truth::score(&ws, &data.join("truth"), 0.95).unwrap()
 }
 
@@ -277,7 +277,7 @@ fn gaps_do_not_depend_on_row_order() {
         }
         crate::ingest(&ws_dir, src).unwrap();
         let ws = Workspace::existing_writer(&ws_dir, &rapport_store::Writer::new("test")).unwrap();
-        rapport_engine::run::run(&ws, &rapport_engine::run::config::ModelsConfig::default(), None).unwrap();
+        rapport_engine::run::run(&ws, &rapport_engine::config::ModelsConfig::default(), None).unwrap();
         tables.push(rows(
             &ws_dir,
             "SELECT customer_id, gap_type, subject, direction, round(evidence, 9), round(delta, 9) FROM gaps ORDER BY 1, 2, 3",
@@ -292,7 +292,7 @@ fn gaps_do_not_depend_on_row_order() {
 #[test]
 fn gap_evidence_holds_up_against_later_behaviour() {
     let ws = Workspace::reader(&generated_run().join("ws")).unwrap();
-    let cfg = rapport_engine::run::config::ModelsConfig::default();
+    let cfg = rapport_engine::config::ModelsConfig::default();
     let v = json_of(rapport_engine::evaluate::evaluate_gaps(&ws, &cfg, 180));
     eprintln!("{}", serde_json::to_string_pretty(&v).unwrap());
     for t in ["frequency", "satisfaction"] {

@@ -110,7 +110,7 @@ pub fn generated_run() -> &'static Path {
         let ws_dir = root.join("ws");
         ingest(&ws_dir, &data).unwrap();
         let ws = Workspace::existing_writer(&ws_dir, &rapport_store::Writer::new("test")).unwrap();
-        let cfg = rapport_engine::run::config::ModelsConfig::default();
+        let cfg = rapport_engine::config::ModelsConfig::default();
         rapport_engine::run::run(&ws, &cfg, None).unwrap();
         root
     })

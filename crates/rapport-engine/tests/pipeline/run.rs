@@ -1,8 +1,8 @@
 //! `rapport run` end to end: the CDNOW sample from its raw file, through its
 //! rapport.toml, reproduces the published CLV fits.
 
+use rapport_engine::config::ModelsConfig;
 use rapport_engine::results::{ClusterReport, Fit, ModelsReport};
-use rapport_engine::run::config::ModelsConfig;
 use rapport_engine::session::Session;
 
 use crate::{ingest, json_of, repo_root, scalar};
