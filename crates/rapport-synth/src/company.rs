@@ -388,23 +388,7 @@ impl SourceNumbers {
 /// in one to three systems, a purchase rate and dropout, tastes, awareness of features
 /// and true satisfaction.
 fn person(rng: &mut ChaCha8Rng, i: usize, persons: &[Person], world: &World, span: &Span, numbers: &mut SourceNumbers) -> Person {
-    let decoy = i > 10 && rng.random_bool(0.01);
-    let (first, last) = if decoy {
-        let other: &Person = &persons[rng.random_range(0..persons.len())];
-        let mut parts = other.name.splitn(2, ' ');
-        (
-            parts.next().unwrap_or("Ada").to_string(),
-            parts.next().unwrap_or("Smith").to_string(),
-        )
-    } else {
-        (
-            FIRST.choose(rng).expect("non-empty").to_string(),
-            LAST.choose(rng).expect("non-empty").to_string(),
-        )
-    };
-    let decoy_of = decoy
-        .then(|| persons.iter().find(|p| p.name == format!("{first} {last}")).map(|p| p.id.clone()))
-        .flatten();
+    let (first, last, decoy_of) = name(rng, i, persons);
     let local: String = format!("{}.{}{}", first, last, i)
         .to_lowercase()
         .chars()
@@ -426,13 +410,7 @@ fn person(rng: &mut ChaCha8Rng, i: usize, persons: &[Person], world: &World, spa
         })
         .collect();
     let satisfied = rng.random_bool(0.75);
-    let dropout: f64 = rng.random_range(0.02..0.35);
-    // Where leaving carries dissatisfaction, the dissatisfied leave far sooner.
-    let dropout = match (world.satisfaction, satisfied) {
-        (SatisfactionDriver::Dropout, false) => (dropout * 2.5).min(0.6),
-        (SatisfactionDriver::Dropout, true) => dropout * 0.7,
-        _ => dropout,
-    };
+    let dropout = dropout(rng, world, satisfied);
     Person {
         id: format!("P{:06}", i + 1),
         name: format!("{first} {last}"),
@@ -453,6 +431,40 @@ fn person(rng: &mut ChaCha8Rng, i: usize, persons: &[Person], world: &World, spa
             rng.random_range(1..=2)
         },
         decoy_of,
+    }
+}
+
+/// A first and last name: drawn, or for 1 % of people after the first ten (decoys) the
+/// name of an earlier person, whose id is returned too.
+fn name(rng: &mut ChaCha8Rng, i: usize, persons: &[Person]) -> (String, String, Option<String>) {
+    let decoy = i > 10 && rng.random_bool(0.01);
+    let (first, last) = if decoy {
+        let other: &Person = &persons[rng.random_range(0..persons.len())];
+        let mut parts = other.name.splitn(2, ' ');
+        (
+            parts.next().unwrap_or("Ada").to_string(),
+            parts.next().unwrap_or("Smith").to_string(),
+        )
+    } else {
+        (
+            FIRST.choose(rng).expect("non-empty").to_string(),
+            LAST.choose(rng).expect("non-empty").to_string(),
+        )
+    };
+    let decoy_of = decoy
+        .then(|| persons.iter().find(|p| p.name == format!("{first} {last}")).map(|p| p.id.clone()))
+        .flatten();
+    (first, last, decoy_of)
+}
+
+/// The chance of leaving after each order; where leaving carries dissatisfaction, the
+/// dissatisfied leave far sooner.
+fn dropout(rng: &mut ChaCha8Rng, world: &World, satisfied: bool) -> f64 {
+    let dropout: f64 = rng.random_range(0.02..0.35);
+    match (world.satisfaction, satisfied) {
+        (SatisfactionDriver::Dropout, false) => (dropout * 2.5).min(0.6),
+        (SatisfactionDriver::Dropout, true) => dropout * 0.7,
+        _ => dropout,
     }
 }
 

@@ -57,6 +57,58 @@ fn read_csv(path: &Path) -> Result<Vec<Vec<String>>> {
         .collect())
 }
 
+/// The generator's truth about the people behind the source ids.
+struct KnownPersons {
+    person_of: HashMap<(String, String), String>,
+    /// Per person: the purchase rate per year and whether they are still a customer.
+    persons: HashMap<String, (f64, bool)>,
+}
+
+impl KnownPersons {
+    fn read(truth_dir: &Path) -> Result<Self> {
+        let person_of = read_csv(&truth_dir.join("identities.csv"))?
+            .into_iter()
+            .filter(|r| r.len() >= 3)
+            .map(|r| ((r[0].clone(), r[1].clone()), r[2].clone()))
+            .collect();
+        // person_id, rate_per_year, dropout, orders, churned_at, …
+        let persons = read_csv(&truth_dir.join("persons.csv"))?
+            .into_iter()
+            .filter(|r| r.len() >= 5)
+            .map(|r| (r[0].clone(), (r[1].parse().unwrap_or(0.0), r[4].is_empty())))
+            .collect();
+        Ok(KnownPersons { person_of, persons })
+    }
+
+    /// The rate and whether alive of the person an audience member is.
+    fn of(&self, m: &AudienceMember) -> Option<(f64, bool)> {
+        self.person_of
+            .get(&(m.source.clone(), m.source_id.clone()))
+            .and_then(|p| self.persons.get(p))
+            .copied()
+    }
+}
+
+/// How one member responds: opened (treatment only), converted (a base chance from
+/// being alive and the purchase rate, plus the action's planted effect when treated),
+/// and the revenue of a conversion.
+fn respond(rng: &mut ChaCha8Rng, m: &AudienceMember, rate: f64, alive: bool) -> (String, bool, String) {
+    let base = 0.04 + if alive { 0.16 } else { 0.0 } + 0.01 * rate.min(10.0);
+    let p = if m.control { base } else { base + planted(&m.action) };
+    let converted = rng.random_bool(p.clamp(0.0, 1.0));
+    let opened = if m.control {
+        String::new()
+    } else {
+        rng.random_bool(0.45).to_string()
+    };
+    let revenue = if converted {
+        format!("{:.2}", 15.0 + 70.0 * rng.random::<f64>())
+    } else {
+        "0".into()
+    };
+    (opened, converted, revenue)
+}
+
 /// Writes `out` (a campaign_outcomes CSV) for `audience`, and `truth/uplift.csv` under
 /// `truth_dir`. `sent_at` is written as given (e.g. `2024-07-01T09:00:00`).
 pub fn simulate_outcomes(
@@ -67,17 +119,7 @@ pub fn simulate_outcomes(
     seed: u64,
     out: &Path,
 ) -> Result<OutcomeSummary> {
-    let person_of: HashMap<(String, String), String> = read_csv(&truth_dir.join("identities.csv"))?
-        .into_iter()
-        .filter(|r| r.len() >= 3)
-        .map(|r| ((r[0].clone(), r[1].clone()), r[2].clone()))
-        .collect();
-    // person_id, rate_per_year, dropout, orders, churned_at, …
-    let persons: HashMap<String, (f64, bool)> = read_csv(&truth_dir.join("persons.csv"))?
-        .into_iter()
-        .filter(|r| r.len() >= 5)
-        .map(|r| (r[0].clone(), (r[1].parse().unwrap_or(0.0), r[4].is_empty())))
-        .collect();
+    let known = KnownPersons::read(truth_dir)?;
     let mut w = Out::create(out)?;
     w.csv(&[
         "campaign_id",
@@ -98,23 +140,11 @@ pub fn simulate_outcomes(
     order.sort_by(|a, b| (&a.source, &a.source_id, &a.action).cmp(&(&b.source, &b.source_id, &b.action)));
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     for m in order {
-        let Some((rate, alive)) = person_of.get(&(m.source.clone(), m.source_id.clone())).and_then(|p| persons.get(p)) else {
+        let Some((rate, alive)) = known.of(m) else {
             summary.unknown += 1;
             continue;
         };
-        let base = 0.04 + if *alive { 0.16 } else { 0.0 } + 0.01 * rate.min(10.0);
-        let p = if m.control { base } else { base + planted(&m.action) };
-        let converted = rng.random_bool(p.clamp(0.0, 1.0));
-        let opened = if m.control {
-            String::new()
-        } else {
-            rng.random_bool(0.45).to_string()
-        };
-        let revenue = if converted {
-            format!("{:.2}", 15.0 + 70.0 * rng.random::<f64>())
-        } else {
-            "0".into()
-        };
+        let (opened, converted, revenue) = respond(&mut rng, m, rate, alive);
         let group = if m.control { "control" } else { "treatment" };
         w.line(
             &[
