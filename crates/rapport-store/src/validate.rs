@@ -6,7 +6,7 @@
 use chrono_tz::Tz;
 
 use crate::reader::{Batch, RowMeta};
-use crate::schema::{InputTable, Kind};
+use crate::schema::{Column, InputTable, Kind};
 use crate::tables::Val;
 use crate::value::{parse_bool, parse_date, parse_number, TimeParser};
 
@@ -269,79 +269,105 @@ impl Validator {
                 values.push(Val::Null);
                 continue;
             }
-            // No cell of a profile and no personal value is repeated in a detail.
-            let shown = || {
-                if c.pii || self.table == InputTable::Customers {
-                    None
-                } else if let Some(kind) = crate::value::personal_kind(text) {
-                    Some(format!("a value that holds {kind}, not shown"))
-                } else {
-                    Some(format!("value \"{}\"", clip(text)))
-                }
-            };
-            let v = match c.kind {
-                Kind::Str if self.source_id == Some(i) => match (&self.keys, crate::value::personal_kind(text)) {
-                    (Some(keys), kind) if kind.is_some() || self.declared[i] => {
-                        self.count_sealed(i, 1);
-                        Val::Owned(keys.seal_text("source_customer_id", text))
-                    }
-                    _ => Val::Str(text),
-                },
-                Kind::Str | Kind::Json if self.declared[i] && self.keys.is_some() => {
-                    self.count_sealed(i, 1);
-                    Val::Owned(self.keys.as_ref().expect("checked").seal_text(c.name, text))
-                }
-                Kind::Str if self.scanned[i] && self.keys.is_some() && crate::value::personal_kind(text).is_some() => {
-                    self.count_sealed(i, 1);
-                    Val::Owned(self.keys.as_ref().expect("checked").seal_text(c.name, text))
-                }
-                Kind::Str => {
-                    if self.vocabulary[i] && text.chars().any(char::is_uppercase) {
-                        Val::Owned(text.to_lowercase())
-                    } else {
-                        Val::Str(text)
-                    }
-                }
-                Kind::Number => match parse_number(text) {
-                    Ok(Some(x)) => Val::Num(x),
-                    _ => return reject(format!("unparseable {}", c.name), shown()),
-                },
-                Kind::Bool => match parse_bool(text) {
-                    Ok(Some(b)) => Val::Bool(b),
-                    _ => return reject(format!("unparseable {}", c.name), shown()),
-                },
-                Kind::Timestamp => {
-                    let parser = self.times[i].as_ref().expect("timestamp columns have parsers");
-                    match parser.parse(text) {
-                        Ok(Some(t)) if t < self.min_ts || t > self.max_ts => return reject(format!("implausible {}", c.name), shown()),
-                        Ok(Some(t)) => Val::Ts(t),
-                        _ => return reject(format!("unparseable {}", c.name), shown()),
-                    }
-                }
-                Kind::Date => match parse_date(text, self.date_formats[i].as_deref()) {
-                    Ok(Some(d)) => Val::Owned(d),
-                    _ => return reject(format!("unparseable {}", c.name), shown()),
-                },
-                Kind::Json => match serde_json::from_str::<serde_json::Value>(text) {
-                    Ok(serde_json::Value::Object(_)) => match &self.keys {
-                        Some(keys) => match self.seal_json(keys, c.name, text, self.scanned[i]) {
-                            Some((sealed, k)) => {
-                                self.count_sealed(i, k);
-                                Val::Owned(sealed)
-                            }
-                            None => Val::Str(text),
-                        },
-                        None => Val::Str(text),
-                    },
-                    _ => return reject(format!("unparseable {}", c.name), Some("expected a JSON object".into())),
-                },
-            };
-            values.push(v);
+            values.push(self.cell(i, c, text)?);
         }
-        let attrs = batch.field(row, n);
-        values.push(match (&self.keys, attrs.is_empty()) {
+        values.push(self.attributes(batch.field(row, n), n));
+        let mut imputed = 0;
+        if let Some(r) = self.table_rules(&mut values[start..], &mut imputed) {
+            return Err(r);
+        }
+        Ok((row_hash(batch.raw(row)), imputed))
+    }
+
+    /// The value of a non-empty cell of column `i`, parsed by its kind, sealed when it
+    /// is personal; or why the row is rejected.
+    #[inline]
+    fn cell<'a>(&self, i: usize, c: &Column, text: &'a str) -> Result<Val<'a>, Reject> {
+        // No cell of a profile and no personal value is repeated in a detail.
+        let shown = || {
+            if c.pii || self.table == InputTable::Customers {
+                None
+            } else if let Some(kind) = crate::value::personal_kind(text) {
+                Some(format!("a value that holds {kind}, not shown"))
+            } else {
+                Some(format!("value \"{}\"", clip(text)))
+            }
+        };
+        let unparseable = || reject(format!("unparseable {}", c.name), shown());
+        Ok(match c.kind {
+            Kind::Str | Kind::Json if self.sealed_here(i, c.kind, text) => {
+                let keys = self.keys.as_ref().expect("sealed only with keys");
+                self.count_sealed(i, 1);
+                let purpose = if self.source_id == Some(i) { "source_customer_id" } else { c.name };
+                Val::Owned(keys.seal_text(purpose, text))
+            }
+            Kind::Str => {
+                if self.source_id != Some(i) && self.vocabulary[i] && text.chars().any(char::is_uppercase) {
+                    Val::Owned(text.to_lowercase())
+                } else {
+                    Val::Str(text)
+                }
+            }
+            Kind::Number => match parse_number(text) {
+                Ok(Some(x)) => Val::Num(x),
+                _ => return unparseable(),
+            },
+            Kind::Bool => match parse_bool(text) {
+                Ok(Some(b)) => Val::Bool(b),
+                _ => return unparseable(),
+            },
+            Kind::Timestamp => {
+                let parser = self.times[i].as_ref().expect("timestamp columns have parsers");
+                match parser.parse(text) {
+                    Ok(Some(t)) if t < self.min_ts || t > self.max_ts => return reject(format!("implausible {}", c.name), shown()),
+                    Ok(Some(t)) => Val::Ts(t),
+                    _ => return unparseable(),
+                }
+            }
+            Kind::Date => match parse_date(text, self.date_formats[i].as_deref()) {
+                Ok(Some(d)) => Val::Owned(d),
+                _ => return unparseable(),
+            },
+            Kind::Json => match serde_json::from_str::<serde_json::Value>(text) {
+                Ok(serde_json::Value::Object(_)) => self.json_value(i, c.name, text),
+                _ => return reject(format!("unparseable {}", c.name), Some("expected a JSON object".into())),
+            },
+        })
+    }
+
+    /// Whether a text cell of column `i` is sealed whole: a source id that holds an
+    /// email or phone or is declared personal; a declared personal column; a scanned
+    /// text column whose value holds an email or phone. Only with the keys.
+    #[inline]
+    fn sealed_here(&self, i: usize, kind: Kind, text: &str) -> bool {
+        if self.keys.is_none() {
+            return false;
+        }
+        if self.source_id == Some(i) {
+            return crate::value::personal_kind(text).is_some() || self.declared[i];
+        }
+        self.declared[i] || (kind == Kind::Str && self.scanned[i] && crate::value::personal_kind(text).is_some())
+    }
+
+    /// A JSON object cell: its personal values sealed (with the keys), else as read.
+    fn json_value<'a>(&self, i: usize, name: &str, text: &'a str) -> Val<'a> {
+        let Some(keys) = &self.keys else {
+            return Val::Str(text);
+        };
+        match self.seal_json(keys, name, text, self.scanned[i]) {
+            Some((sealed, k)) => {
+                self.count_sealed(i, k);
+                Val::Owned(sealed)
+            }
+            None => Val::Str(text),
+        }
+    }
+
+    /// The row's attributes (columns outside the contract): a profile's are encrypted
+    /// whole when stored; others have their personal values sealed.
+    fn attributes<'a>(&self, attrs: &'a str, n: usize) -> Val<'a> {
+        match (&self.keys, attrs.is_empty()) {
             (_, true) => Val::Null,
-            // A profile's attributes are encrypted whole when stored.
             (Some(keys), false) if self.table != InputTable::Customers => {
                 match self.seal_json(keys, "attributes", attrs, self.scanned[n]) {
                     Some((sealed, k)) => {
@@ -352,12 +378,7 @@ impl Validator {
                 }
             }
             _ => Val::Str(attrs),
-        });
-        let mut imputed = 0;
-        if let Some(r) = self.table_rules(&mut values[start..], &mut imputed) {
-            return Err(r);
         }
-        Ok((row_hash(batch.raw(row)), imputed))
     }
 
     /// Rules that involve more than one column, and contract defaults.
