@@ -36,6 +36,9 @@ struct Prepared {
     total: f64,
 }
 
+/// A logarithm and a reciprocal of the same value.
+type LnRecip = (f64, f64);
+
 /// Value, gradient and (upper-triangle) Hessian of the log-likelihood in (r, α, a, b).
 #[derive(Clone, Copy)]
 struct Acc([f64; 15]);
@@ -86,10 +89,37 @@ impl Prepared {
     }
 
     fn eval(&self, m: &BgNbd) -> Acc {
+        let BgNbd { alpha, a, b, .. } = *m;
+        let mut acc = self.frequency_terms(m);
+        // Per distinct x: ln(b + x − 1) and its reciprocal; per distinct time: ln(α + t).
+        let lbx: Vec<(f64, f64)> = self
+            .xs
+            .iter()
+            .map(|x| {
+                if *x > 0.0 {
+                    ((b + x - 1.0).ln(), 1.0 / (b + x - 1.0))
+                } else {
+                    (0.0, 0.0)
+                }
+            })
+            .collect();
+        let lt: Vec<(f64, f64)> = self.times.iter().map(|t| ((alpha + t).ln(), 1.0 / (alpha + t))).collect();
+        let ln_a = a.ln();
+        let sum = ordered_fold(
+            self.w.len(),
+            || Acc([0.0; 15]),
+            |acc, i| self.customer_terms(&mut acc.0, i, m, (&lbx, &lt, ln_a)),
+            |a, b| a.0.iter_mut().zip(b.0).for_each(|(x, y)| *x += y),
+        );
+        acc.0.iter_mut().zip(sum.0).for_each(|(x, y)| *x += y);
+        acc
+    }
+
+    /// The terms in x alone, weighted by the customers with that x.
+    fn frequency_terms(&self, m: &BgNbd) -> Acc {
         let BgNbd { r, alpha, a, b } = *m;
         let mut acc = Acc([0.0; 15]);
         let e = &mut acc.0;
-        // Terms in x alone, weighted by the customers with that x.
         let (lg_r, dg_r, tg_r) = (ln_gamma(r), digamma(r), trigamma(r));
         let (lg_ab, dg_ab, tg_ab) = (ln_gamma(a + b), digamma(a + b), trigamma(a + b));
         let (lg_b, dg_b, tg_b) = (ln_gamma(b), digamma(b), trigamma(b));
@@ -110,77 +140,61 @@ impl Prepared {
             e[H[2][3]] += w * tab;
             e[H[3][3]] += w * (tab + trigamma(b + x) - tg_b);
         }
-        // Per distinct x: ln(b + x − 1) and its reciprocal; per distinct time: ln(α + t).
-        let lbx: Vec<(f64, f64)> = self
-            .xs
-            .iter()
-            .map(|x| {
-                if *x > 0.0 {
-                    ((b + x - 1.0).ln(), 1.0 / (b + x - 1.0))
-                } else {
-                    (0.0, 0.0)
-                }
-            })
-            .collect();
-        let lt: Vec<(f64, f64)> = self.times.iter().map(|t| ((alpha + t).ln(), 1.0 / (alpha + t))).collect();
-        let ln_a = a.ln();
-        let sum = ordered_fold(
-            self.w.len(),
-            || Acc([0.0; 15]),
-            |acc, i| {
-                let e = &mut acc.0;
-                let w = self.w[i];
-                let xi = self.xi[i] as usize;
-                let x = self.xs[xi];
-                let rx = r + x;
-                let (l_t, i_t) = lt[self.ti[i] as usize];
-                let a3 = -rx * l_t;
-                if x == 0.0 {
-                    e[0] += w * a3;
-                    e[1] -= w * l_t;
-                    e[2] -= w * rx * i_t;
-                    e[H[0][1]] -= w * i_t;
-                    e[H[1][1]] += w * rx * i_t * i_t;
-                    return;
-                }
-                let (l_tx, i_tx) = lt[self.txi[i] as usize];
-                let (l_b, c) = lbx[xi];
-                let a4 = ln_a - l_b - rx * l_tx;
-                // ln(e^a3 + e^a4) = a3 + softplus(d) and the weights of the two terms,
-                // from one exponential.
-                let d = a4 - a3;
-                let z = (-d.abs()).exp();
-                let (w4, w3) = if d > 0.0 {
-                    (1.0 / (1.0 + z), z / (1.0 + z))
-                } else {
-                    (z / (1.0 + z), 1.0 / (1.0 + z))
-                };
-                e[0] += w * (a3 + d.max(0.0) + z.ln_1p());
-                // Gradients of the two terms: g3 = (−L_T, −(r+x) I_T, 0, 0),
-                // g4 = (−L_tx, −(r+x) I_tx, 1/a, −c).
-                let g3 = [-l_t, -rx * i_t];
-                let g4 = [-l_tx, -rx * i_tx, 1.0 / a, -c];
-                e[1] += w * (w3 * g3[0] + w4 * g4[0]);
-                e[2] += w * (w3 * g3[1] + w4 * g4[1]);
-                e[3] += w * w4 * g4[2];
-                e[4] += w * w4 * g4[3];
-                // Hessian: w3 H3 + w4 H4 + w3 w4 (g3 − g4)(g3 − g4)ᵀ.
-                e[H[0][1]] -= w * (w3 * i_t + w4 * i_tx);
-                e[H[1][1]] += w * rx * (w3 * i_t * i_t + w4 * i_tx * i_tx);
-                e[H[2][2]] -= w * w4 / (a * a);
-                e[H[3][3]] += w * w4 * c * c;
-                let dg = [g3[0] - g4[0], g3[1] - g4[1], -g4[2], -g4[3]];
-                let k = w * w3 * w4;
-                for p in 0..4 {
-                    for q in p..4 {
-                        e[H[p][q]] += k * dg[p] * dg[q];
-                    }
-                }
-            },
-            |a, b| a.0.iter_mut().zip(b.0).for_each(|(x, y)| *x += y),
-        );
-        acc.0.iter_mut().zip(sum.0).for_each(|(x, y)| *x += y);
         acc
+    }
+
+    /// Adds the terms of distinct history `i` to `e`: `lbx` and `lt` hold ln(b + x − 1)
+    /// per distinct x and ln(α + t) per distinct time, with their reciprocals.
+    #[inline]
+    fn customer_terms(&self, e: &mut [f64; 15], i: usize, m: &BgNbd, (lbx, lt, ln_a): (&[LnRecip], &[LnRecip], f64)) {
+        let BgNbd { r, a, .. } = *m;
+        let w = self.w[i];
+        let xi = self.xi[i] as usize;
+        let x = self.xs[xi];
+        let rx = r + x;
+        let (l_t, i_t) = lt[self.ti[i] as usize];
+        let a3 = -rx * l_t;
+        if x == 0.0 {
+            e[0] += w * a3;
+            e[1] -= w * l_t;
+            e[2] -= w * rx * i_t;
+            e[H[0][1]] -= w * i_t;
+            e[H[1][1]] += w * rx * i_t * i_t;
+            return;
+        }
+        let (l_tx, i_tx) = lt[self.txi[i] as usize];
+        let (l_b, c) = lbx[xi];
+        let a4 = ln_a - l_b - rx * l_tx;
+        // ln(e^a3 + e^a4) = a3 + softplus(d) and the weights of the two terms,
+        // from one exponential.
+        let d = a4 - a3;
+        let z = (-d.abs()).exp();
+        let (w4, w3) = if d > 0.0 {
+            (1.0 / (1.0 + z), z / (1.0 + z))
+        } else {
+            (z / (1.0 + z), 1.0 / (1.0 + z))
+        };
+        e[0] += w * (a3 + d.max(0.0) + z.ln_1p());
+        // Gradients of the two terms: g3 = (−L_T, −(r+x) I_T, 0, 0),
+        // g4 = (−L_tx, −(r+x) I_tx, 1/a, −c).
+        let g3 = [-l_t, -rx * i_t];
+        let g4 = [-l_tx, -rx * i_tx, 1.0 / a, -c];
+        e[1] += w * (w3 * g3[0] + w4 * g4[0]);
+        e[2] += w * (w3 * g3[1] + w4 * g4[1]);
+        e[3] += w * w4 * g4[2];
+        e[4] += w * w4 * g4[3];
+        // Hessian: w3 H3 + w4 H4 + w3 w4 (g3 − g4)(g3 − g4)ᵀ.
+        e[H[0][1]] -= w * (w3 * i_t + w4 * i_tx);
+        e[H[1][1]] += w * rx * (w3 * i_t * i_t + w4 * i_tx * i_tx);
+        e[H[2][2]] -= w * w4 / (a * a);
+        e[H[3][3]] += w * w4 * c * c;
+        let dg = [g3[0] - g4[0], g3[1] - g4[1], -g4[2], -g4[3]];
+        let k = w * w3 * w4;
+        for p in 0..4 {
+            for q in p..4 {
+                e[H[p][q]] += k * dg[p] * dg[q];
+            }
+        }
     }
 
     /// The mean negative log-likelihood over log-parameters, with gradient and Hessian.

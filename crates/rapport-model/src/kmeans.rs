@@ -179,41 +179,14 @@ fn lloyd(data: &[f64], d: usize, mut centroids: Vec<f64>, params: &KMeansParams,
     let mut half = vec![0.0f64; k];
     for it in 0..params.max_iter {
         iterations = it + 1;
-        let mut moved: f64 = 0.0;
-        for j in 0..k {
-            shift[j] = 0.0;
-            if counts[j] == 0 {
-                continue; // an empty cluster keeps its centroid
-            }
-            let new: Vec<f64> = sums[j * d..(j + 1) * d].iter().map(|s| s / counts[j] as f64).collect();
-            let m = dist2(&new, &centroids[j * d..(j + 1) * d]);
-            moved += m;
-            shift[j] = m.sqrt();
-            centroids[j * d..(j + 1) * d].copy_from_slice(&new);
-        }
+        let moved = update_centroids(&mut centroids, &sums, &counts, d, &mut shift);
         if moved <= tol {
             converged = true;
             break;
         }
         // A point's lower bound drops by the largest shift of a centroid other than its own.
-        let (mut big, mut big_j, mut next) = (0.0, usize::MAX, 0.0);
-        for (j, v) in shift.iter().enumerate() {
-            if *v > big {
-                next = big;
-                big = *v;
-                big_j = j;
-            } else if *v > next {
-                next = *v;
-            }
-        }
-        for j in 0..k {
-            let c = &centroids[j * d..(j + 1) * d];
-            half[j] = 0.5
-                * (0..k)
-                    .filter(|o| *o != j)
-                    .map(|o| dist2(c, &centroids[o * d..(o + 1) * d]).sqrt())
-                    .fold(f64::INFINITY, f64::min);
-        }
+        let (big, big_j, next) = two_largest(&shift);
+        half_distances(&centroids, d, &mut half);
         let changed;
         (sums, counts, changed) = sweep(data, d, k, &mut labels, &mut upper, &mut lower, |l, u, lo, p| {
             let own = *l as usize;
@@ -246,10 +219,7 @@ fn lloyd(data: &[f64], d: usize, mut centroids: Vec<f64>, params: &KMeansParams,
             .map(|p| nearest(p, &centroids, d).0)
             .collect()
     };
-    let inertia = ordered_sum(labels.len(), |i| {
-        let l = labels[i];
-        dist2(&data[i * d..(i + 1) * d], &centroids[l * d..(l + 1) * d])
-    });
+    let inertia = inertia_of(data, d, &centroids, &labels);
     KMeans {
         k,
         d,
@@ -259,6 +229,61 @@ fn lloyd(data: &[f64], d: usize, mut centroids: Vec<f64>, params: &KMeansParams,
         iterations,
         converged,
     }
+}
+
+/// Moves each non-empty cluster's centroid to the mean of its points (`sums` / `counts`);
+/// `shift` gets how far each moved. Returns the sum of the squared moves.
+fn update_centroids(centroids: &mut [f64], sums: &[f64], counts: &[usize], d: usize, shift: &mut [f64]) -> f64 {
+    let mut moved: f64 = 0.0;
+    for j in 0..shift.len() {
+        shift[j] = 0.0;
+        if counts[j] == 0 {
+            continue; // an empty cluster keeps its centroid
+        }
+        let new: Vec<f64> = sums[j * d..(j + 1) * d].iter().map(|s| s / counts[j] as f64).collect();
+        let m = dist2(&new, &centroids[j * d..(j + 1) * d]);
+        moved += m;
+        shift[j] = m.sqrt();
+        centroids[j * d..(j + 1) * d].copy_from_slice(&new);
+    }
+    moved
+}
+
+/// The largest value, its index, and the second largest.
+fn two_largest(v: &[f64]) -> (f64, usize, f64) {
+    let (mut big, mut big_j, mut next) = (0.0, usize::MAX, 0.0);
+    for (j, x) in v.iter().enumerate() {
+        if *x > big {
+            next = big;
+            big = *x;
+            big_j = j;
+        } else if *x > next {
+            next = *x;
+        }
+    }
+    (big, big_j, next)
+}
+
+/// Per centroid, half the distance to its nearest other centroid.
+fn half_distances(centroids: &[f64], d: usize, half: &mut [f64]) {
+    let k = half.len();
+    for (j, h) in half.iter_mut().enumerate() {
+        let c = &centroids[j * d..(j + 1) * d];
+        *h = 0.5
+            * (0..k)
+                .filter(|o| *o != j)
+                .map(|o| dist2(c, &centroids[o * d..(o + 1) * d]).sqrt())
+                .fold(f64::INFINITY, f64::min);
+    }
+}
+
+/// The sum of squared distances of the points to their centroids (summed in a fixed
+/// order).
+fn inertia_of(data: &[f64], d: usize, centroids: &[f64], labels: &[usize]) -> f64 {
+    ordered_sum(labels.len(), |i| {
+        let l = labels[i];
+        dist2(&data[i * d..(i + 1) * d], &centroids[l * d..(l + 1) * d])
+    })
 }
 
 /// Mean of the per-feature variances of `n × d` data.
