@@ -200,6 +200,59 @@ impl UnionFind {
     }
 }
 
+/// Unites the nodes that share a `key` (the first with the key absorbs the others);
+/// returns how many unions merged two groups.
+fn link(uf: &mut UnionFind, key: fn(&Node) -> Option<&str>, nodes: &[Node]) -> u64 {
+    let mut first: HashMap<&str, usize> = HashMap::default();
+    let mut merged = 0;
+    for (i, node) in nodes.iter().enumerate() {
+        if let Some(k) = key(node) {
+            match first.get(k) {
+                Some(&j) => merged += u64::from(uf.union(i, j)),
+                None => {
+                    first.insert(k, i);
+                }
+            }
+        }
+    }
+    merged
+}
+
+/// What links each node to its group: an email key another member shares, else a phone
+/// key, else what linked it before (for a node already resolved), else nothing.
+fn matched_on(nodes: &[Node], uf: &mut UnionFind) -> Vec<MatchedOn> {
+    let mut email_count: HashMap<(usize, &str), u32> = HashMap::default();
+    let mut phone_count: HashMap<(usize, &str), u32> = HashMap::default();
+    for (i, node) in nodes.iter().enumerate() {
+        let root = uf.find(i);
+        if let Some(k) = &node.email_key {
+            *email_count.entry((root, k.as_str())).or_default() += 1;
+        }
+        if let Some(k) = &node.phone_key {
+            *phone_count.entry((root, k.as_str())).or_default() += 1;
+        }
+    }
+    nodes
+        .iter()
+        .enumerate()
+        .map(|(i, node)| {
+            let root = uf.find(i);
+            let shared = |map: &HashMap<(usize, &str), u32>, k: &Option<String>| {
+                k.as_ref().is_some_and(|k| map.get(&(root, k.as_str())).copied().unwrap_or(0) > 1)
+            };
+            if shared(&email_count, &node.email_key) {
+                MatchedOn::Email
+            } else if shared(&phone_count, &node.phone_key) {
+                MatchedOn::Phone
+            } else if node.previous.is_some() && node.matched_on != MatchedOn::None {
+                node.matched_on
+            } else {
+                MatchedOn::None
+            }
+        })
+        .collect()
+}
+
 impl Identity {
     /// An empty mapping whose new unified ids are keyed hashes under `keys`.
     pub fn new(keys: Keys) -> Self {
@@ -289,92 +342,49 @@ impl Identity {
     pub fn resolve(&mut self) {
         let n = self.nodes.len();
         let mut uf = UnionFind::new(n);
-        let mut counts = MergeCounts::default();
-        let link = |uf: &mut UnionFind, key: fn(&Node) -> Option<&str>, nodes: &[Node]| -> u64 {
-            let mut first: HashMap<&str, usize> = HashMap::default();
-            let mut merged = 0;
-            for (i, node) in nodes.iter().enumerate() {
-                if let Some(k) = key(node) {
-                    match first.get(k) {
-                        Some(&j) => merged += u64::from(uf.union(i, j)),
-                        None => {
-                            first.insert(k, i);
-                        }
-                    }
-                }
-            }
-            merged
+        self.merges = MergeCounts {
+            merged_by_email: link(&mut uf, |n| n.email_key.as_deref(), &self.nodes),
+            merged_by_phone: link(&mut uf, |n| n.phone_key.as_deref(), &self.nodes),
         };
-        counts.merged_by_email = link(&mut uf, |n| n.email_key.as_deref(), &self.nodes);
-        counts.merged_by_phone = link(&mut uf, |n| n.phone_key.as_deref(), &self.nodes);
         link(&mut uf, |n| n.previous.as_deref(), &self.nodes);
-        self.merges = counts;
         self.resolved = n;
-
         let mut members: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
         for i in 0..n {
             members.entry(uf.find(i)).or_default().push(i);
         }
-        let mut email_count: HashMap<(usize, &str), u32> = HashMap::default();
-        let mut phone_count: HashMap<(usize, &str), u32> = HashMap::default();
-        for (i, node) in self.nodes.iter().enumerate() {
-            let root = uf.find(i);
-            if let Some(k) = &node.email_key {
-                *email_count.entry((root, k.as_str())).or_default() += 1;
-            }
-            if let Some(k) = &node.phone_key {
-                *phone_count.entry((root, k.as_str())).or_default() += 1;
-            }
-        }
-        let matched: Vec<MatchedOn> = self
-            .nodes
-            .iter()
-            .enumerate()
-            .map(|(i, node)| {
-                let root = uf.find(i);
-                let shared = |map: &HashMap<(usize, &str), u32>, k: &Option<String>| {
-                    k.as_ref().is_some_and(|k| map.get(&(root, k.as_str())).copied().unwrap_or(0) > 1)
-                };
-                if shared(&email_count, &node.email_key) {
-                    MatchedOn::Email
-                } else if shared(&phone_count, &node.phone_key) {
-                    MatchedOn::Phone
-                } else if node.previous.is_some() && node.matched_on != MatchedOn::None {
-                    node.matched_on
-                } else {
-                    MatchedOn::None
-                }
-            })
-            .collect();
-        drop((email_count, phone_count));
+        let matched = matched_on(&self.nodes, &mut uf);
         for (i, m) in matched.into_iter().enumerate() {
             self.nodes[i].matched_on = m;
         }
-
         for (_, group) in members {
-            let survivor = group.iter().filter_map(|&i| self.nodes[i].previous.clone()).min();
-            let unified = match survivor {
-                Some(s) => s,
-                None => {
-                    // Named after its least (source, source id), so the id does not
-                    // depend on the order rows arrived in.
-                    let least = group
-                        .iter()
-                        .map(|&i| &self.nodes[i])
-                        .min_by(|a, b| (&a.source, &a.source_id).cmp(&(&b.source, &b.source_id)))
-                        .expect("a group has members");
-                    let (source, sid) = (least.source.clone(), least.source_id.clone());
-                    self.fresh_id(&source, &sid)
-                }
-            };
-            for &i in &group {
-                if let Some(p) = &self.nodes[i].previous {
-                    if *p != unified {
-                        self.remap.insert(p.to_string(), unified.to_string());
-                    }
-                }
-                self.nodes[i].unified = unified.clone();
+            self.name_group(&group);
+        }
+    }
+
+    /// Gives the members of one group their unified id: the least id any of them had
+    /// before, else a new one named after its least (source, source id), so the id does
+    /// not depend on the order rows arrived in. Ids that lose to another are remapped.
+    fn name_group(&mut self, group: &[usize]) {
+        let survivor = group.iter().filter_map(|&i| self.nodes[i].previous.clone()).min();
+        let unified = match survivor {
+            Some(s) => s,
+            None => {
+                let least = group
+                    .iter()
+                    .map(|&i| &self.nodes[i])
+                    .min_by(|a, b| (&a.source, &a.source_id).cmp(&(&b.source, &b.source_id)))
+                    .expect("a group has members");
+                let (source, sid) = (least.source.clone(), least.source_id.clone());
+                self.fresh_id(&source, &sid)
             }
+        };
+        for &i in group {
+            if let Some(p) = &self.nodes[i].previous {
+                if *p != unified {
+                    self.remap.insert(p.to_string(), unified.to_string());
+                }
+            }
+            self.nodes[i].unified = unified.clone();
         }
     }
 
