@@ -444,3 +444,141 @@ pub fn behaviour(s: [&Snapshot<'_>; 3], names: &[String], seed: u64) -> (Option<
     };
     (Some(Behaviour { classes, p }), Fit::Fitted(report))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `n` customers who bought `purchase_days[i]` days, with one activity column.
+    fn features(purchase_days: &[f64], returned: &[f64], day: i64) -> Features {
+        let n = purchase_days.len();
+        Features {
+            customer_id: (0..n).map(|i| format!("c{i:04}")).collect(),
+            first_order_at: vec![None; n],
+            last_order_at: vec![None; n],
+            orders: purchase_days.to_vec(),
+            revenue: purchase_days.iter().map(|p| 20.0 * p).collect(),
+            first_day: purchase_days.iter().map(|p| (*p > 0.0).then_some(day - 200)).collect(),
+            last_day: purchase_days.iter().map(|p| (*p > 0.0).then_some(day - 10)).collect(),
+            purchase_days: purchase_days.to_vec(),
+            repeat_spend: vec![None; n],
+            returned_lines: returned.to_vec(),
+        }
+    }
+
+    fn activity(columns: &[(&str, Vec<f64>)]) -> Activity {
+        Activity {
+            names: columns.iter().map(|c| c.0.to_string()).collect(),
+            values: columns.iter().map(|c| c.1.clone()).collect(),
+        }
+    }
+
+    #[test]
+    fn behaviour_classes_follow_what_changed_between_snapshots() {
+        // Customers: bought again, returned a line, opened a ticket, browsed, nothing.
+        let f0 = features(&[1.0; 5], &[0.0; 5], 100);
+        let f1 = features(&[2.0, 1.0, 1.0, 1.0, 1.0], &[0.0, 1.0, 0.0, 0.0, 0.0], 190);
+        let a0 = activity(&[("events:support_ticket", vec![0.0; 5]), ("events:view", vec![1.0; 5])]);
+        let a1 = activity(&[
+            ("events:support_ticket", vec![0.0, 0.0, 1.0, 0.0, 0.0]),
+            ("events:view", vec![1.0, 1.0, 1.0, 3.0, 1.0]),
+        ]);
+        let before = Snapshot {
+            features: &f0,
+            activity: &a0,
+            day: 100,
+        };
+        let after = Snapshot {
+            features: &f1,
+            activity: &a1,
+            day: 190,
+        };
+        let classes: Vec<&str> = (0..5).map(|i| CLASSES[behaviour_class(&before, &after, i)]).collect();
+        assert_eq!(classes, ["purchase", "return", "support", "browse", "inactive"]);
+        assert_eq!((0..5).filter(|&i| churned(&before, &after, i)).count(), 4);
+    }
+
+    #[test]
+    fn the_design_matrix_logs_counts_and_keeps_survey_scores() {
+        let f = features(&[3.0, 0.0], &[1.0, 0.0], 100);
+        let a = activity(&[
+            ("events:view", vec![9.0, 0.0]),
+            ("survey:satisfaction", vec![4.0, 0.0]),
+            ("activity:lines", vec![5.0, 0.0]),
+        ]);
+        let s = Snapshot {
+            features: &f,
+            activity: &a,
+            day: 100,
+        };
+        let names = feature_names(&a);
+        assert_eq!(names.len(), BASE.len() + 2, "bookkeeping columns are not features: {names:?}");
+        let x = matrix(&s, &[0, 1], &names);
+        let d = names.len();
+        let row = &x[..d];
+        assert_eq!(row[0], 1.0);
+        assert!((row[1] - 11f64.ln()).abs() < 1e-12, "log(1 + recency 10)");
+        assert!((row[2] - 4f64.ln()).abs() < 1e-12, "log(1 + 3 orders)");
+        assert!((row[8] - 3.0 / 201.0 * 30.0).abs() < 1e-12, "purchase days per 30 days of tenure");
+        assert!((row[BASE.len()] - 10f64.ln()).abs() < 1e-12, "log(1 + 9 views)");
+        assert_eq!(row[BASE.len() + 1], 4.0, "a survey score as answered");
+        assert!(x[d..].iter().all(|v| *v == 0.0), "a customer with nothing is all zeros");
+    }
+
+    /// 400 buyers; those who browse keep buying, the others stop.
+    fn planted_churn() -> ([Features; 3], Activity) {
+        let active: Vec<f64> = (0..400).map(|i| f64::from(u8::from(i % 2 == 0))).collect();
+        let days = [100, 190, 280];
+        let f: Vec<Features> = (0..3)
+            .map(|k| {
+                let p: Vec<f64> = active.iter().map(|a| 1.0 + a * k as f64).collect();
+                features(&p, &[0.0; 400], days[k])
+            })
+            .collect();
+        let views = activity(&[("events:view", active.iter().map(|a| 6.0 * a).collect())]);
+        (f.try_into().unwrap_or_else(|_| unreachable!()), views)
+    }
+
+    #[test]
+    fn churn_finds_a_planted_signal_and_scores_every_buyer() {
+        let (f, a) = planted_churn();
+        let s: Vec<Snapshot<'_>> = f
+            .iter()
+            .zip([100, 190, 280])
+            .map(|(f, day)| Snapshot {
+                features: f,
+                activity: &a,
+                day,
+            })
+            .collect();
+        let names = feature_names(&a);
+        let (p, report) = churn([&s[0], &s[1], &s[2]], &names, 90, 7);
+        let Fit::Fitted(r) = report else { panic!("fitted: {report:?}") };
+        assert!(r.auc > 0.95, "{}", r.auc);
+        assert_eq!((r.train_customers, r.validation_customers, r.horizon_days), (400, 400, 90));
+        assert!((r.validation_churn_rate - 0.5).abs() < 1e-12);
+        assert!(p.iter().all(|v| v.is_some_and(|v| (0.0..=1.0).contains(&v))));
+        let mean = |parity: usize| (0..400).filter(|i| i % 2 == parity).map(|i| p[i].unwrap()).sum::<f64>() / 200.0;
+        assert!(mean(1) > mean(0) + 0.5, "those who stopped: {} vs {}", mean(1), mean(0));
+    }
+
+    #[test]
+    fn churn_needs_twenty_of_each_outcome_in_both_windows() {
+        let f: Vec<Features> = [100, 190, 280].iter().map(|&d| features(&[1.0; 30], &[0.0; 30], d)).collect();
+        let a = Activity::default();
+        let s: Vec<Snapshot<'_>> = f
+            .iter()
+            .zip([100, 190, 280])
+            .map(|(f, day)| Snapshot {
+                features: f,
+                activity: &a,
+                day,
+            })
+            .collect();
+        let (p, report) = churn([&s[0], &s[1], &s[2]], &feature_names(&a), 90, 7);
+        assert!(p.iter().all(Option::is_none));
+        let Fit::Skipped(why) = report else { panic!("skipped") };
+        assert_eq!(why.horizon_days, Some(90));
+        assert!(why.message.contains("90-day churn window"), "{}", why.message);
+    }
+}
