@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, Float64Array, Int64Array, StringArray, TimestampMicrosecondArray, UInt8Array};
+use datafusion::arrow::array::{
+    Array, ArrayRef, BooleanArray, Date32Array, Float64Array, Int64Array, StringArray, TimestampMicrosecondArray, UInt8Array,
+};
 use datafusion::arrow::datatypes::{Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::DataFusionError;
@@ -37,6 +39,15 @@ impl Columns {
 
     pub fn small(&mut self, name: &str, nullable: bool, values: impl IntoIterator<Item = Option<u8>>) {
         self.push(name, nullable, Arc::new(values.into_iter().collect::<UInt8Array>()));
+    }
+
+    pub fn bools(&mut self, name: &str, nullable: bool, values: impl IntoIterator<Item = Option<bool>>) {
+        self.push(name, nullable, Arc::new(values.into_iter().collect::<BooleanArray>()));
+    }
+
+    /// Days since 1970-01-01.
+    pub fn dates(&mut self, name: &str, nullable: bool, values: impl IntoIterator<Item = Option<i32>>) {
+        self.push(name, nullable, Arc::new(values.into_iter().collect::<Date32Array>()));
     }
 
     /// Microseconds since 1970-01-01, in UTC.

@@ -8,8 +8,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use datafusion::arrow::array::{Array, AsArray, StringArray};
-use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
+use datafusion::arrow::array::{Array, StringArray};
+use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::record_batch::RecordBatch;
 
 use rapport_model::als::{Als, AlsConfig};
@@ -20,7 +20,7 @@ use crate::catalog::Catalog;
 use crate::columns::Columns;
 use crate::config::ModelsConfig;
 use crate::results::{AlsSettings, RankingScore, RecsEvaluation, RecsReport, RuleFound, RulesReport, WeightTrial, WeightValidation};
-use crate::session::{Personal, Session};
+use crate::session::{f32_column, float_column, int_column, text_column, Personal, Session};
 use crate::{EngineError, Result};
 
 use crate::days::MICROS_PER_DAY;
@@ -38,20 +38,7 @@ fn purchases(session: &Session<'_>) -> Result<Vec<(String, String, i64, f64)>> {
     )?;
     let mut out = Vec::new();
     for b in &batches {
-        let col =
-            |i: usize, t: &DataType| datafusion::arrow::compute::cast(b.column(i), t).map_err(datafusion::error::DataFusionError::from);
-        let (c, p, t, n) = (
-            col(0, &DataType::Utf8)?,
-            col(1, &DataType::Utf8)?,
-            col(2, &DataType::Int64)?,
-            col(3, &DataType::Float64)?,
-        );
-        let (c, p, t, n) = (
-            c.as_string::<i32>(),
-            p.as_string::<i32>(),
-            t.as_primitive::<Int64Type>(),
-            n.as_primitive::<Float64Type>(),
-        );
+        let (c, p, t, n) = (text_column(b, 0)?, text_column(b, 1)?, int_column(b, 2)?, float_column(b, 3)?);
         for r in 0..b.num_rows() {
             if !c.is_null(r) && !p.is_null(r) {
                 out.push((
@@ -560,16 +547,8 @@ pub fn fold_in(ws: &Workspace, basket: &[(String, f64)], k: usize) -> Result<Vec
     let mut f = 0;
     for b in &batches {
         f = b.num_columns() - 1;
-        let ids = datafusion::arrow::compute::cast(b.column(0), &DataType::Utf8).map_err(datafusion::error::DataFusionError::from)?;
-        let ids = ids.as_string::<i32>();
-        let cols: Vec<_> = (1..=f)
-            .map(|c| datafusion::arrow::compute::cast(b.column(c), &DataType::Float32))
-            .collect::<std::result::Result<_, _>>()
-            .map_err(datafusion::error::DataFusionError::from)?;
-        let cols: Vec<_> = cols
-            .iter()
-            .map(|c| c.as_primitive::<datafusion::arrow::datatypes::Float32Type>())
-            .collect();
+        let ids = text_column(b, 0)?;
+        let cols = (1..=f).map(|c| f32_column(b, c)).collect::<Result<Vec<_>>>()?;
         for r in 0..b.num_rows() {
             names.push(ids.value(r).to_string());
             item.extend(cols.iter().map(|c| c.value(r)));

@@ -8,8 +8,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, BinaryArray, StringBuilder};
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BinaryArray, Float32Array, Float64Array, Int64Array, StringArray, StringBuilder};
+use datafusion::arrow::datatypes::{DataType, Float32Type, Float64Type, Int64Type};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::DataFusionError;
 use datafusion::execution::context::SQLOptions;
@@ -304,6 +304,35 @@ pub fn text_rows(ws: &Workspace, sql: &str, personal: &Personal) -> Result<Vec<V
     Session::new(ws).text_rows(sql, personal)
 }
 
+/// Column `i` of a query result as text (any type cast to it).
+pub fn text_column(b: &RecordBatch, i: usize) -> Result<StringArray> {
+    Ok(cast_column(b, i, &DataType::Utf8)?.as_string::<i32>().clone())
+}
+
+/// Column `i` of a query result as 64-bit integers.
+pub fn int_column(b: &RecordBatch, i: usize) -> Result<Int64Array> {
+    Ok(cast_column(b, i, &DataType::Int64)?.as_primitive::<Int64Type>().clone())
+}
+
+/// Column `i` of a query result as 64-bit floats.
+pub fn float_column(b: &RecordBatch, i: usize) -> Result<Float64Array> {
+    Ok(cast_column(b, i, &DataType::Float64)?.as_primitive::<Float64Type>().clone())
+}
+
+/// Column `i` of a query result as 32-bit floats.
+pub fn f32_column(b: &RecordBatch, i: usize) -> Result<Float32Array> {
+    Ok(cast_column(b, i, &DataType::Float32)?.as_primitive::<Float32Type>().clone())
+}
+
+/// Column `i` of a query result as bytes (the stored ciphertexts).
+pub fn binary_column(b: &RecordBatch, i: usize) -> Result<BinaryArray> {
+    Ok(cast_column(b, i, &DataType::Binary)?.as_binary::<i32>().clone())
+}
+
+fn cast_column(b: &RecordBatch, i: usize, to: &DataType) -> Result<ArrayRef> {
+    Ok(datafusion::arrow::compute::cast(b.column(i), to).map_err(DataFusionError::from)?)
+}
+
 /// The rows of `batches` as records: integers, floats and booleans as such, every other
 /// type as its text (timestamps in RFC 3339).
 pub fn batches_as_records(batches: &[RecordBatch]) -> Result<Vec<Record>> {
@@ -382,4 +411,39 @@ pub fn batches_as_text(batches: &[RecordBatch]) -> Result<Vec<Vec<Option<String>
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::columns::Columns;
+
+    #[test]
+    fn query_columns_are_read_as_the_type_asked_for() {
+        let mut c = Columns::default();
+        c.ints("n", true, [Some(3), None]);
+        c.floats("x", false, [Some(1.5), Some(-2.0)]);
+        c.text("id", false, [Some("a"), Some("7")]);
+        let b = c.finish().unwrap();
+        let n = text_column(&b, 0).unwrap();
+        assert_eq!((n.value(0), n.is_null(1)), ("3", true));
+        assert_eq!(int_column(&b, 2).unwrap().value(1), 7, "text that is a number casts");
+        assert!(int_column(&b, 2).unwrap().is_null(0), "text that is not a number is null");
+        assert_eq!(float_column(&b, 0).unwrap().value(0), 3.0);
+        assert_eq!(f32_column(&b, 1).unwrap().value(1), -2.0f32);
+        let records = batches_as_records(&[b]).unwrap();
+        assert_eq!(records.len(), 2);
+    }
+
+    #[test]
+    fn only_queries_pass_the_read_only_check() {
+        assert!(check_read_only("SELECT 1").is_ok());
+        for sql in [
+            "DROP TABLE customers",
+            "CREATE TABLE t AS SELECT 1",
+            "INSERT INTO customers VALUES (1)",
+        ] {
+            assert!(check_read_only(sql).is_err(), "{sql}");
+        }
+    }
 }

@@ -10,8 +10,7 @@
 use std::io::Read;
 use std::path::Path;
 
-use datafusion::arrow::array::{Array, AsArray};
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::array::Array;
 use serde_json::Value;
 
 use rapport_model::classify::{cross_validate, CrossValidation};
@@ -188,8 +187,7 @@ fn read_parquet(path: &Path) -> Result<TextTable> {
     let mut n = 0u64;
     for b in &batches {
         for (k, (_, col)) in columns.iter_mut().enumerate() {
-            let a = datafusion::arrow::compute::cast(b.column(k), &DataType::Utf8).map_err(datafusion::error::DataFusionError::from)?;
-            let a = a.as_string::<i32>();
+            let a = crate::session::text_column(b, k)?;
             col.extend((0..a.len()).map(|i| (!a.is_null(i)).then(|| a.value(i).to_string())));
         }
         n += b.num_rows() as u64;

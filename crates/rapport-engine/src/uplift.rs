@@ -8,15 +8,12 @@
 //! each (and reported in `customers_in_both_groups`, since it means the audience was
 //! not split cleanly).
 
-use std::sync::Arc;
-
-use datafusion::arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array, StringArray};
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 
 use rapport_model::uplift::newcombe;
 use rapport_store::Workspace;
 
+use crate::columns::Columns;
 use crate::results::UpliftReport;
 use crate::session::{from_micros, micros, text_rows, Personal, Session};
 use crate::Result;
@@ -130,49 +127,36 @@ pub fn report(rows: &[UpliftRow]) -> Vec<UpliftReport> {
 }
 
 pub fn batch(rows: &[UpliftRow]) -> Result<RecordBatch> {
-    let s = |f: &dyn Fn(&UpliftRow) -> String| Arc::new(StringArray::from(rows.iter().map(f).collect::<Vec<_>>())) as ArrayRef;
-    let k = |f: &dyn Fn(&UpliftRow) -> u64| Arc::new(Int64Array::from(rows.iter().map(|r| f(r) as i64).collect::<Vec<_>>())) as ArrayRef;
-    let x = |f: &dyn Fn(&UpliftRow) -> Option<f64>| Arc::new(Float64Array::from(rows.iter().map(f).collect::<Vec<_>>())) as ArrayRef;
-    let schema = Schema::new(vec![
-        Field::new("campaign_id", DataType::Utf8, false),
-        Field::new("action", DataType::Utf8, false),
-        Field::new("treated", DataType::Int64, false),
-        Field::new("control", DataType::Int64, false),
-        Field::new("treated_rate", DataType::Float64, true),
-        Field::new("control_rate", DataType::Float64, true),
-        Field::new("uplift", DataType::Float64, true),
-        Field::new("ci_low", DataType::Float64, true),
-        Field::new("ci_high", DataType::Float64, true),
-        Field::new("treated_conversions", DataType::Int64, false),
-        Field::new("control_conversions", DataType::Int64, false),
-        Field::new("treated_revenue_per_customer", DataType::Float64, true),
-        Field::new("control_revenue_per_customer", DataType::Float64, true),
-        Field::new("significant", DataType::Boolean, false),
-        Field::new("verdict", DataType::Utf8, false),
-    ]);
-    Ok(RecordBatch::try_new(
-        Arc::new(schema),
-        vec![
-            s(&|r| r.campaign_id.clone()),
-            s(&|r| r.action.clone()),
-            k(&|r| r.treated),
-            k(&|r| r.control),
-            x(&|r| r.treated_rate),
-            x(&|r| r.control_rate),
-            x(&|r| r.uplift),
-            x(&|r| r.ci_low),
-            x(&|r| r.ci_high),
-            k(&|r| r.treated_conversions),
-            k(&|r| r.control_conversions),
-            x(&|r| r.treated_revenue_per_customer),
-            x(&|r| r.control_revenue_per_customer),
-            Arc::new(BooleanArray::from(
-                rows.iter().map(|r| matches!(r.verdict(), "worked" | "harmed")).collect::<Vec<_>>(),
-            )),
-            s(&|r| r.verdict().to_string()),
-        ],
-    )
-    .map_err(datafusion::error::DataFusionError::from)?)
+    let count = |f: fn(&UpliftRow) -> u64| rows.iter().map(move |r| Some(f(r) as i64));
+    let mut c = Columns::default();
+    c.text("campaign_id", false, rows.iter().map(|r| Some(r.campaign_id.as_str())));
+    c.text("action", false, rows.iter().map(|r| Some(r.action.as_str())));
+    c.ints("treated", false, count(|r| r.treated));
+    c.ints("control", false, count(|r| r.control));
+    c.floats("treated_rate", true, rows.iter().map(|r| r.treated_rate));
+    c.floats("control_rate", true, rows.iter().map(|r| r.control_rate));
+    c.floats("uplift", true, rows.iter().map(|r| r.uplift));
+    c.floats("ci_low", true, rows.iter().map(|r| r.ci_low));
+    c.floats("ci_high", true, rows.iter().map(|r| r.ci_high));
+    c.ints("treated_conversions", false, count(|r| r.treated_conversions));
+    c.ints("control_conversions", false, count(|r| r.control_conversions));
+    c.floats(
+        "treated_revenue_per_customer",
+        true,
+        rows.iter().map(|r| r.treated_revenue_per_customer),
+    );
+    c.floats(
+        "control_revenue_per_customer",
+        true,
+        rows.iter().map(|r| r.control_revenue_per_customer),
+    );
+    c.bools(
+        "significant",
+        false,
+        rows.iter().map(|r| Some(matches!(r.verdict(), "worked" | "harmed"))),
+    );
+    c.text("verdict", false, rows.iter().map(|r| Some(r.verdict())));
+    c.finish()
 }
 
 /// Recomputes the `uplift` table after new outcomes were ingested, without rerunning

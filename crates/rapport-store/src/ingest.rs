@@ -23,6 +23,7 @@ use crate::error::{Result, StoreError};
 use crate::identity::{calling_code_region, normalise_email, normalise_phone, phone_region, Identity, Lookup, MatchedOn, Node};
 use crate::quality::{IdentityQuality, Quality, SkippedFile, TableQuality};
 use crate::reader::{open, Batch, RowMeta, RowReader, SourceFile};
+use crate::reason::Reason;
 use crate::schema::InputTable;
 use crate::tables::{
     customer_sources_schema, quarantine_schema, stored_schema, timestamp_type, BackgroundPart, BatchBuilder, ColBuilder, PartWriter, Val,
@@ -1082,7 +1083,7 @@ impl State {
                 tq.rows_read += 1;
                 let (at, imputed) = match check {
                     RowCheck::Rejected(rej) => {
-                        self.quarantine_row(ctx, row, &rej.reason, rej.detail.as_deref(), tq);
+                        self.quarantine_row(ctx, row, rej.reason, rej.detail.as_deref(), tq);
                         continue;
                     }
                     RowCheck::Ok { at, imputed, .. } => (*at, *imputed),
@@ -1096,7 +1097,7 @@ impl State {
                             rule.threshold(config.ingest.quantity_outlier_k),
                             p.z
                         );
-                        self.quarantine_row(ctx, row, "absurd quantity", Some(&detail), tq);
+                        self.quarantine_row(ctx, row, Reason::AbsurdQuantity, Some(&detail), tq);
                         continue;
                     }
                     if p.z > config.ingest.quantity_flag_k {
@@ -1112,7 +1113,7 @@ impl State {
                         Lookup::Found(i) => Some(i),
                         Lookup::Ambiguous => {
                             let detail = "the id belongs to different customers in several sources and the row names no source";
-                            self.quarantine_row(ctx, row, "ambiguous customer_id", Some(detail), tq);
+                            self.quarantine_row(ctx, row, Reason::AmbiguousCustomerId, Some(detail), tq);
                             continue;
                         }
                     }
@@ -1190,14 +1191,15 @@ impl State {
         l
     }
 
-    fn quarantine_row(&mut self, ctx: &BatchCtx<'_>, row: &RowMeta, reason: &str, detail: Option<&str>, tq: &mut TableQuality) {
-        *tq.rejected.entry(reason.to_string()).or_default() += 1;
+    fn quarantine_row(&mut self, ctx: &BatchCtx<'_>, row: &RowMeta, reason: Reason, detail: Option<&str>, tq: &mut TableQuality) {
+        let reason = reason.to_string();
+        *tq.rejected.entry(reason.clone()).or_default() += 1;
         let raw = Val::Bin(self.keys.encrypt("raw", ctx.batch.raw(row)));
         self.quarantine.push_row(&[
             Val::Str(ctx.table.name()),
             Val::Str(ctx.file),
             Val::Num(row.line as f64),
-            Val::Str(reason),
+            Val::Owned(reason),
             detail.map(Val::Str).unwrap_or(Val::Null),
             raw,
             Val::Num(self.txn_id as f64),

@@ -18,6 +18,7 @@ pub mod identity;
 pub mod ingest;
 pub mod quality;
 pub mod reader;
+pub mod reason;
 pub mod rekey;
 pub mod schema;
 pub mod tables;

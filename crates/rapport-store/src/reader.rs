@@ -17,6 +17,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use crate::config::{Format, TableConfig};
 use crate::csv::{split_record, Delimiter, Split};
 use crate::error::{Result, StoreError};
+use crate::reason::Reason;
 use crate::schema::InputTable;
 
 /// Longest physical-line span of one quoted field before it counts as unclosed.
@@ -28,7 +29,7 @@ const READ_CHUNK: usize = 4 << 20;
 /// Why a row could not be split into fields.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Problem {
-    pub reason: &'static str,
+    pub reason: Reason,
     pub detail: String,
 }
 
@@ -70,15 +71,8 @@ impl Batch {
         &self.text[a..b]
     }
 
-    fn push_problem(&mut self, line: u64, raw: &str, reason: &'static str, detail: String) {
-        let start = self.raw.len();
-        self.raw.push_str(raw);
-        self.rows.push(RowMeta {
-            line,
-            raw: (start, self.raw.len()),
-            first_field: self.bounds.len(),
-            problem: Some(Problem { reason, detail }),
-        });
+    fn push_problem(&mut self, line: u64, raw: &str, reason: Reason, detail: String) {
+        self.push_row(line, raw, Some(Problem { reason, detail }));
     }
 
     fn push_fields<'a>(&mut self, line: u64, raw: &str, fields: impl Iterator<Item = &'a str>) {
@@ -90,13 +84,19 @@ impl Batch {
 
     /// Starts a good row; its fields follow with [`Batch::push_field`].
     fn start_row(&mut self, line: u64, raw: &str) {
+        self.push_row(line, raw, None);
+    }
+
+    /// A row's line, raw text and where its fields start.
+    #[inline]
+    fn push_row(&mut self, line: u64, raw: &str, problem: Option<Problem>) {
         let start = self.raw.len();
         self.raw.push_str(raw);
         self.rows.push(RowMeta {
             line,
             raw: (start, self.raw.len()),
             first_field: self.bounds.len(),
-            problem: None,
+            problem,
         });
     }
 
@@ -641,7 +641,7 @@ impl CsvLayout {
                 }
                 let raw = String::from_utf8_lossy(first_raw);
                 out.batch
-                    .push_problem(line, &raw, "unclosed quote", "a quoted field is not closed on its line".into());
+                    .push_problem(line, &raw, Reason::UnclosedQuote, "a quoted field is not closed on its line".into());
                 pos += first;
                 lines += 1;
                 produced += 1;
@@ -684,7 +684,7 @@ impl CsvLayout {
                     batch.push_problem(
                         line,
                         &String::from_utf8_lossy(raw_bytes),
-                        "invalid utf-8",
+                        Reason::InvalidUtf8,
                         "bytes that are not UTF-8; set `encoding = \"latin1\"` for Latin-1 files".into(),
                     );
                     return;
@@ -701,7 +701,7 @@ impl CsvLayout {
             batch.push_problem(
                 line,
                 &raw,
-                "malformed csv row",
+                Reason::MalformedCsvRow,
                 format!("expected {} fields, found {n}", self.width),
             );
             return;
@@ -896,7 +896,7 @@ impl RowReader for JsonlReader {
                 batch.push_problem(
                     line,
                     &raw,
-                    "invalid utf-8",
+                    Reason::InvalidUtf8,
                     "bytes that are not UTF-8; set `encoding = \"latin1\"` for Latin-1 files".into(),
                 );
                 continue;
@@ -904,11 +904,11 @@ impl RowReader for JsonlReader {
             let obj = match serde_json::from_str::<serde_json::Value>(&text) {
                 Ok(serde_json::Value::Object(m)) => m,
                 Ok(_) => {
-                    batch.push_problem(line, &text, "malformed json line", "the line is JSON but not an object".into());
+                    batch.push_problem(line, &text, Reason::MalformedJsonLine, "the line is JSON but not an object".into());
                     continue;
                 }
                 Err(e) => {
-                    batch.push_problem(line, &text, "malformed json line", e.to_string());
+                    batch.push_problem(line, &text, Reason::MalformedJsonLine, e.to_string());
                     continue;
                 }
             };

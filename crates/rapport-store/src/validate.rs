@@ -6,6 +6,7 @@
 use chrono_tz::Tz;
 
 use crate::reader::{Batch, RowMeta};
+use crate::reason::Reason;
 use crate::schema::{Column, InputTable, Kind};
 use crate::tables::Val;
 use crate::value::{parse_bool, parse_date, parse_number, TimeParser};
@@ -17,7 +18,7 @@ pub const IMPUTED_STATUS: u8 = 4;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reject {
-    pub reason: String,
+    pub reason: Reason,
     pub detail: Option<String>,
 }
 
@@ -60,7 +61,7 @@ pub struct Validator {
     sealed: Vec<std::sync::atomic::AtomicU64>,
 }
 
-fn reject<T>(reason: String, detail: Option<String>) -> Result<T, Reject> {
+fn reject<T>(reason: Reason, detail: Option<String>) -> Result<T, Reject> {
     Err(Reject { reason, detail })
 }
 
@@ -229,7 +230,7 @@ impl Validator {
         for row in rows {
             let check = match &row.problem {
                 Some(p) => RowCheck::Rejected(Reject {
-                    reason: p.reason.to_string(),
+                    reason: p.reason,
                     detail: Some(p.detail.clone()),
                 }),
                 None => {
@@ -264,7 +265,7 @@ impl Validator {
             let text = batch.field(row, i);
             if text.is_empty() {
                 if c.required {
-                    return reject(format!("missing {}", c.name), None);
+                    return reject(Reason::Missing(c.name), None);
                 }
                 values.push(Val::Null);
                 continue;
@@ -293,7 +294,7 @@ impl Validator {
                 Some(format!("value \"{}\"", clip(text)))
             }
         };
-        let unparseable = || reject(format!("unparseable {}", c.name), shown());
+        let unparseable = || reject(Reason::Unparseable(c.name), shown());
         Ok(match c.kind {
             Kind::Str | Kind::Json if self.sealed_here(i, c.kind, text) => {
                 let keys = self.keys.as_ref().expect("sealed only with keys");
@@ -319,7 +320,7 @@ impl Validator {
             Kind::Timestamp => {
                 let parser = self.times[i].as_ref().expect("timestamp columns have parsers");
                 match parser.parse(text) {
-                    Ok(Some(t)) if t < self.min_ts || t > self.max_ts => return reject(format!("implausible {}", c.name), shown()),
+                    Ok(Some(t)) if t < self.min_ts || t > self.max_ts => return reject(Reason::Implausible(c.name), shown()),
                     Ok(Some(t)) => Val::Ts(t),
                     _ => return unparseable(),
                 }
@@ -330,7 +331,7 @@ impl Validator {
             },
             Kind::Json => match serde_json::from_str::<serde_json::Value>(text) {
                 Ok(serde_json::Value::Object(_)) => self.json_value(i, c.name, text),
-                _ => return reject(format!("unparseable {}", c.name), Some("expected a JSON object".into())),
+                _ => return reject(Reason::Unparseable(c.name), Some("expected a JSON object".into())),
             },
         })
     }
@@ -389,7 +390,7 @@ impl Validator {
                 let [q, p, a, s] = self.rule_cols;
                 if num(&values[p]).is_some_and(|x| x < 0.0) {
                     return Some(Reject {
-                        reason: "negative unit_price".into(),
+                        reason: Reason::NegativeUnitPrice,
                         detail: num(&values[p]).map(|x| format!("value {x}")),
                     });
                 }
@@ -405,7 +406,7 @@ impl Validator {
                         }
                         _ => {
                             return Some(Reject {
-                                reason: "missing amount".into(),
+                                reason: Reason::Missing("amount"),
                                 detail: Some("neither amount nor unit_price is given".into()),
                             })
                         }
@@ -420,7 +421,7 @@ impl Validator {
                 let p = self.rule_cols[0];
                 if num(&values[p]).is_some_and(|x| x < 0.0) {
                     return Some(Reject {
-                        reason: "negative price".into(),
+                        reason: Reason::NegativePrice,
                         detail: num(&values[p]).map(|x| format!("value {x}")),
                     });
                 }
@@ -429,7 +430,7 @@ impl Validator {
                 let g = self.rule_cols[0];
                 if !matches!(values[g].as_str(), Some("treatment" | "control")) {
                     return Some(Reject {
-                        reason: "invalid group".into(),
+                        reason: Reason::InvalidGroup,
                         detail: values[g]
                             .as_str()
                             .map(|s| format!("value \"{}\"; expected treatment or control", clip(s))),
@@ -502,7 +503,7 @@ mod tests {
                             Val::Bin(x) => Val::Bin(x),
                         })
                         .collect()),
-                    Checked::Rejected(r) => Err(r.reason),
+                    Checked::Rejected(r) => Err(r.reason.to_string()),
                 }
             })
             .collect()

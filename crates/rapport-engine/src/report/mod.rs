@@ -11,13 +11,12 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
-use datafusion::arrow::array::{Array, AsArray};
-use datafusion::arrow::datatypes::Int64Type;
+use datafusion::arrow::array::Array;
 
 use rapport_store::{Quality, Workspace};
 
 use crate::results::ModelsReport;
-use crate::session::{Personal, Session};
+use crate::session::{int_column, text_column, Personal, Session};
 use crate::{EngineError, Result};
 use svg::{escape, number, BarChart};
 
@@ -112,12 +111,7 @@ fn read_quality_at(p: &Path) -> Result<Option<Quality>> {
 fn counts(session: &Session<'_>, sql: &str) -> Result<Vec<(String, f64)>> {
     let mut out = Vec::new();
     for b in session.query(sql, &Personal::Masked)? {
-        let labels = datafusion::arrow::compute::cast(b.column(0), &datafusion::arrow::datatypes::DataType::Utf8)
-            .map_err(datafusion::error::DataFusionError::from)?;
-        let labels = labels.as_string::<i32>();
-        let values = datafusion::arrow::compute::cast(b.column(1), &datafusion::arrow::datatypes::DataType::Int64)
-            .map_err(datafusion::error::DataFusionError::from)?;
-        let values = values.as_primitive::<Int64Type>();
+        let (labels, values) = (text_column(&b, 0)?, int_column(&b, 1)?);
         for i in 0..b.num_rows() {
             let label = if labels.is_null(i) {
                 "(none)".to_string()

@@ -16,12 +16,8 @@
 //! not depend on who else is in the audience or on row order → the `actions` table.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, AsArray, BooleanArray, Int64Array, StringArray};
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::error::DataFusionError;
 use serde::Deserialize;
 
 use rapport_model::gap::Direction;
@@ -29,8 +25,9 @@ use rapport_model::uplift::in_control;
 
 use super::gaps::{GapRow, GapType};
 use super::ModelInputs;
+use crate::columns::Columns;
 use crate::results::{ActionsReport, RuleReport};
-use crate::session::Session;
+use crate::session::{binary_column, text_column, Session};
 use crate::{EngineError, Result};
 
 /// The `[actions]` section.
@@ -692,9 +689,7 @@ pub fn birthdays(session: &Session<'_>, ids: &[String], as_of_day: i64) -> Resul
     )?;
     let mut earliest: Vec<Option<String>> = vec![None; ids.len()];
     for b in &batches {
-        let cast = |c: usize, t: &DataType| datafusion::arrow::compute::cast(b.column(c), t).map_err(DataFusionError::from);
-        let (c, d) = (cast(0, &DataType::Utf8)?, cast(1, &DataType::Binary)?);
-        let (c, d) = (c.as_string::<i32>(), d.as_binary::<i32>());
+        let (c, d) = (text_column(b, 0)?, binary_column(b, 1)?);
         for r in 0..b.num_rows() {
             let Some(&i) = index.get(c.value(r)) else { continue };
             let Ok(date) = keys.decrypt("birth_date", d.value(r)) else {
@@ -713,34 +708,21 @@ pub fn birthdays(session: &Session<'_>, ids: &[String], as_of_day: i64) -> Resul
 
 pub fn batch(ids: &[String], d: &Decided) -> Result<RecordBatch> {
     let rows = &d.rows;
-    let s = |f: &dyn Fn(&ActionRow) -> String| Arc::new(StringArray::from(rows.iter().map(f).collect::<Vec<_>>())) as ArrayRef;
-    let o = |f: &dyn Fn(&ActionRow) -> Option<String>| Arc::new(StringArray::from(rows.iter().map(f).collect::<Vec<_>>())) as ArrayRef;
-    let schema = Schema::new(vec![
-        Field::new("customer_id", DataType::Utf8, false),
-        Field::new("action", DataType::Utf8, false),
-        Field::new("priority", DataType::Int64, false),
-        Field::new("reason", DataType::Utf8, false),
-        Field::new("group", DataType::Utf8, false),
-        Field::new("campaign_id", DataType::Utf8, false),
-        Field::new("channel", DataType::Utf8, true),
-        Field::new("marketing", DataType::Boolean, false),
-        Field::new("subject", DataType::Utf8, true),
-    ]);
-    Ok(RecordBatch::try_new(
-        Arc::new(schema),
-        vec![
-            s(&|r| ids[r.customer].clone()),
-            s(&|r| r.action.clone()),
-            Arc::new(Int64Array::from(rows.iter().map(|r| r.priority as i64).collect::<Vec<_>>())),
-            s(&|r| r.reason.clone()),
-            s(&|r| if r.control { "control" } else { "treatment" }.to_string()),
-            s(&|_| d.campaign_id.clone()),
-            o(&|r| r.channel.clone()),
-            Arc::new(BooleanArray::from(rows.iter().map(|r| r.marketing).collect::<Vec<_>>())),
-            o(&|r| r.subject.clone()),
-        ],
-    )
-    .map_err(datafusion::error::DataFusionError::from)?)
+    let mut c = Columns::default();
+    c.text("customer_id", false, rows.iter().map(|r| Some(ids[r.customer].as_str())));
+    c.text("action", false, rows.iter().map(|r| Some(r.action.as_str())));
+    c.ints("priority", false, rows.iter().map(|r| Some(r.priority as i64)));
+    c.text("reason", false, rows.iter().map(|r| Some(r.reason.as_str())));
+    c.text(
+        "group",
+        false,
+        rows.iter().map(|r| Some(if r.control { "control" } else { "treatment" })),
+    );
+    c.text("campaign_id", false, rows.iter().map(|_| Some(d.campaign_id.as_str())));
+    c.text("channel", true, rows.iter().map(|r| r.channel.as_deref()));
+    c.bools("marketing", false, rows.iter().map(|r| Some(r.marketing)));
+    c.text("subject", true, rows.iter().map(|r| r.subject.as_deref()));
+    c.finish()
 }
 
 #[cfg(test)]

@@ -8,13 +8,13 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use datafusion::arrow::array::{Array, AsArray};
-use datafusion::arrow::datatypes::{DataType, Float64Type};
+use datafusion::arrow::array::Array;
 use datafusion::prelude::SessionContext;
 
 use crate::Result;
 
 use crate::days::MICROS_PER_DAY;
+use crate::session::{float_column, text_column};
 
 /// Named per-customer columns (0 where a customer has nothing).
 #[derive(Debug, Default, Clone)]
@@ -159,10 +159,7 @@ pub async fn compute(ctx: &SessionContext, end_micros: i64, tables: &BTreeSet<St
     let index: HashMap<&str, usize> = ids.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
     let mut cols: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for b in &batches {
-        let cast =
-            |i: usize, t: &DataType| datafusion::arrow::compute::cast(b.column(i), t).map_err(datafusion::error::DataFusionError::from);
-        let (c, n, v) = (cast(0, &DataType::Utf8)?, cast(1, &DataType::Utf8)?, cast(2, &DataType::Float64)?);
-        let (c, n, v) = (c.as_string::<i32>(), n.as_string::<i32>(), v.as_primitive::<Float64Type>());
+        let (c, n, v) = (text_column(b, 0)?, text_column(b, 1)?, float_column(b, 2)?);
         for r in 0..b.num_rows() {
             if c.is_null(r) || n.is_null(r) || v.is_null(r) || !v.value(r).is_finite() {
                 continue;

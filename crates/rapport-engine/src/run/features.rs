@@ -1,12 +1,11 @@
 //! Per-customer features as of a date, computed by DataFusion over the stored tables,
 //! and converted once into plain vectors for the models.
 
-use datafusion::arrow::array::{Array, AsArray};
-use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
+use datafusion::arrow::array::Array;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::prelude::SessionContext;
 
-use crate::session::{from_micros, micros};
+use crate::session::{float_column, from_micros, int_column, micros, text_column};
 use crate::Result;
 
 use crate::days::MICROS_PER_DAY;
@@ -72,16 +71,14 @@ fn sql(end_micros: i64) -> String {
 }
 
 fn ints(b: &RecordBatch, i: usize, scale: i64) -> Result<Vec<Option<i64>>> {
-    let a = datafusion::arrow::compute::cast(b.column(i), &DataType::Int64).map_err(datafusion::error::DataFusionError::from)?;
-    let a = a.as_primitive::<Int64Type>();
+    let a = int_column(b, i)?;
     Ok((0..a.len())
         .map(|j| (!a.is_null(j)).then(|| a.value(j).div_euclid(scale)))
         .collect())
 }
 
 fn floats(b: &RecordBatch, i: usize) -> Result<Vec<Option<f64>>> {
-    let a = datafusion::arrow::compute::cast(b.column(i), &DataType::Float64).map_err(datafusion::error::DataFusionError::from)?;
-    let a = a.as_primitive::<Float64Type>();
+    let a = float_column(b, i)?;
     Ok((0..a.len()).map(|j| (!a.is_null(j)).then(|| a.value(j))).collect())
 }
 
@@ -90,9 +87,8 @@ pub async fn compute(ctx: &SessionContext, end_micros: i64) -> Result<Features> 
     let batches = ctx.sql(&sql(end_micros)).await?.collect().await?;
     let mut f = Features::default();
     for b in &batches {
-        let ids = datafusion::arrow::compute::cast(b.column(0), &DataType::Utf8).map_err(datafusion::error::DataFusionError::from)?;
-        f.customer_id
-            .extend(ids.as_string::<i32>().iter().map(|s| s.unwrap_or_default().to_string()));
+        let ids = text_column(b, 0)?;
+        f.customer_id.extend(ids.iter().map(|s| s.unwrap_or_default().to_string()));
         f.first_order_at.extend(ints(b, 1, 1)?);
         f.last_order_at.extend(ints(b, 2, 1)?);
         f.orders.extend(floats(b, 3)?.into_iter().map(|v| v.unwrap_or(0.0)));

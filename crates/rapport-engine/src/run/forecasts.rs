@@ -7,8 +7,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Date32Array, Float64Array, StringArray};
-use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema};
+use datafusion::arrow::array::{Array, AsArray, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
@@ -16,8 +16,9 @@ use datafusion::prelude::SessionContext;
 use rapport_model::forecast::Ets;
 
 use super::ModelInputs;
+use crate::columns::Columns;
 use crate::results::{ForecastReport, SeriesFit};
-use crate::session::{Personal, Session};
+use crate::session::{int_column, text_column, Personal, Session};
 use crate::Result;
 
 use crate::days::MICROS_PER_DAY;
@@ -73,9 +74,7 @@ async fn weekly(
     let batches = ctx.sql(&q).await?.collect().await?;
     let mut rows = Vec::new();
     for b in &batches {
-        let seg = datafusion::arrow::compute::cast(b.column(0), &DataType::Utf8).map_err(datafusion::error::DataFusionError::from)?;
-        let wk = datafusion::arrow::compute::cast(b.column(1), &DataType::Int64).map_err(datafusion::error::DataFusionError::from)?;
-        let (seg, wk) = (seg.as_string::<i32>(), wk.as_primitive::<Int64Type>());
+        let (seg, wk) = (text_column(b, 0)?, int_column(b, 1)?);
         let (o, r) = (b.column(2).as_primitive::<Float64Type>(), b.column(3).as_primitive::<Float64Type>());
         for i in 0..b.num_rows() {
             rows.push((
@@ -169,27 +168,13 @@ pub async fn compute(ctx: &SessionContext, as_of_day: i64, ids: &[String], segme
 }
 
 pub fn batch(rows: &[Row]) -> Result<RecordBatch> {
-    let f = |g: fn(&Row) -> Option<f64>| Arc::new(Float64Array::from(rows.iter().map(g).collect::<Vec<_>>())) as ArrayRef;
-    let schema = Schema::new(vec![
-        Field::new("series", DataType::Utf8, false),
-        Field::new("metric", DataType::Utf8, false),
-        Field::new("period_start", DataType::Date32, false),
-        Field::new("actual", DataType::Float64, true),
-        Field::new("forecast", DataType::Float64, true),
-        Field::new("lower", DataType::Float64, true),
-        Field::new("upper", DataType::Float64, true),
-    ]);
-    Ok(RecordBatch::try_new(
-        Arc::new(schema),
-        vec![
-            Arc::new(StringArray::from(rows.iter().map(|r| r.series.as_str()).collect::<Vec<_>>())),
-            Arc::new(StringArray::from(rows.iter().map(|r| r.metric).collect::<Vec<_>>())),
-            Arc::new(Date32Array::from(rows.iter().map(|r| r.period_start).collect::<Vec<_>>())),
-            f(|r| r.actual),
-            f(|r| r.forecast),
-            f(|r| r.lower),
-            f(|r| r.upper),
-        ],
-    )
-    .map_err(datafusion::error::DataFusionError::from)?)
+    let mut c = Columns::default();
+    c.text("series", false, rows.iter().map(|r| Some(r.series.as_str())));
+    c.text("metric", false, rows.iter().map(|r| Some(r.metric)));
+    c.dates("period_start", false, rows.iter().map(|r| Some(r.period_start)));
+    c.floats("actual", true, rows.iter().map(|r| r.actual));
+    c.floats("forecast", true, rows.iter().map(|r| r.forecast));
+    c.floats("lower", true, rows.iter().map(|r| r.lower));
+    c.floats("upper", true, rows.iter().map(|r| r.upper));
+    c.finish()
 }

@@ -34,10 +34,8 @@
 //! behaviour gap; a gap is reported only when its evidence reaches `gap_evidence`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int64Array, StringArray};
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::array::{Array, Int64Array};
 use datafusion::arrow::record_batch::RecordBatch;
 
 use rapport_model::bgnbd::BgNbd;
@@ -47,11 +45,12 @@ use rapport_model::gap::{self, benjamini_hochberg, two_proportion, Direction, Ho
 use super::clv::Clv;
 use super::segments::Segmentation;
 use super::ModelInputs;
+use crate::columns::Columns;
 use crate::config::ModelsConfig;
 use crate::results::{
     CategoryJudgement, CategoryPrior, Checked, GapCheck, GapReport, Judged, Judgement, KnowledgeSummary, SatisfactionJudgement,
 };
-use crate::session::{Personal, Session};
+use crate::session::{int_column, text_column, Personal, Session};
 use crate::Result;
 
 use crate::days::MICROS_PER_DAY;
@@ -154,20 +153,7 @@ pub fn answers(session: &Session<'_>, as_of_day: i64, ids: &[String]) -> Result<
         &Personal::Stored,
     )?;
     for b in &batches {
-        let col =
-            |i: usize, t: &DataType| datafusion::arrow::compute::cast(b.column(i), t).map_err(datafusion::error::DataFusionError::from);
-        let (c, q, a, t) = (
-            col(0, &DataType::Utf8)?,
-            col(1, &DataType::Utf8)?,
-            col(2, &DataType::Utf8)?,
-            col(3, &DataType::Int64)?,
-        );
-        let (c, q, a, t) = (
-            c.as_string::<i32>(),
-            q.as_string::<i32>(),
-            a.as_string::<i32>(),
-            t.as_primitive::<datafusion::arrow::datatypes::Int64Type>(),
-        );
+        let (c, q, a, t) = (text_column(b, 0)?, text_column(b, 1)?, text_column(b, 2)?, int_column(b, 3)?);
         for r in 0..b.num_rows() {
             if c.is_null(r) || q.is_null(r) || a.is_null(r) {
                 continue;
@@ -206,19 +192,9 @@ pub fn profile_issues(session: &Session<'_>, ids: &[String]) -> Result<Vec<(usiz
     )?;
     let mut out = Vec::new();
     for b in &batches {
-        let col =
-            |i: usize, t: &DataType| datafusion::arrow::compute::cast(b.column(i), t).map_err(datafusion::error::DataFusionError::from);
-        let (c, cities, list, births, sources, contacts) = (
-            col(0, &DataType::Utf8)?,
-            col(1, &DataType::Int64)?,
-            col(2, &DataType::Utf8)?,
-            col(3, &DataType::Int64)?,
-            col(4, &DataType::Int64)?,
-            col(5, &DataType::Int64)?,
-        );
-        let int = |a: &ArrayRef, r: usize| a.as_primitive::<datafusion::arrow::datatypes::Int64Type>().value(r);
-        let c = c.as_string::<i32>();
-        let list = list.as_string::<i32>();
+        let (c, cities, list) = (text_column(b, 0)?, int_column(b, 1)?, text_column(b, 2)?);
+        let (births, sources, contacts) = (int_column(b, 3)?, int_column(b, 4)?, int_column(b, 5)?);
+        let int = |a: &Int64Array, r: usize| a.value(r);
         for r in 0..b.num_rows() {
             let Some(&i) = index.get(c.value(r)) else { continue };
             if int(&cities, r) > 1 {
@@ -1304,124 +1280,74 @@ pub fn summary_batch(gaps: &[GapRow], segments: &[Vec<(String, String)>]) -> Res
             }
         }
     }
-    let (mut id, mut name, mut kind, mut size, mut with, mut share, mut mean, mut lo, mut hi) =
-        (vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
-    for (((sid, sname), t), (who, logs)) in &acc {
-        let m = members[&(sid.clone(), sname.clone())];
-        let n = logs.len() as f64;
-        let mu = logs.iter().sum::<f64>() / n.max(1.0);
-        let sd = (logs.iter().map(|v| (v - mu).powi(2)).sum::<f64>() / (n - 1.0).max(1.0)).sqrt();
-        let half = if n >= 2.0 { 1.96 * sd / n.sqrt() } else { f64::NAN };
-        id.push(sid.clone());
-        name.push(sname.clone());
-        kind.push(t.to_string());
-        size.push(m as i64);
-        with.push(who.len() as i64);
-        share.push(who.len() as f64 / m.max(1) as f64);
-        mean.push((n > 0.0).then_some(mu));
-        lo.push((n >= 2.0).then_some(mu - half));
-        hi.push((n >= 2.0).then_some(mu + half));
+    struct Row<'k> {
+        key: &'k ((String, String), GapType),
+        members: usize,
+        with: usize,
+        mean: Option<f64>,
+        ci: Option<(f64, f64)>,
     }
-    let schema = Schema::new(vec![
-        Field::new("segment_id", DataType::Utf8, false),
-        Field::new("segment", DataType::Utf8, false),
-        Field::new("gap_type", DataType::Utf8, false),
-        Field::new("members", DataType::Int64, false),
-        Field::new("customers_with_gap", DataType::Int64, false),
-        Field::new("share", DataType::Float64, false),
-        Field::new("mean_log_delta", DataType::Float64, true),
-        Field::new("ci_low", DataType::Float64, true),
-        Field::new("ci_high", DataType::Float64, true),
-    ]);
-    Ok(RecordBatch::try_new(
-        Arc::new(schema),
-        vec![
-            Arc::new(StringArray::from(id)),
-            Arc::new(StringArray::from(name)),
-            Arc::new(StringArray::from(kind)),
-            Arc::new(Int64Array::from(size)),
-            Arc::new(Int64Array::from(with)),
-            Arc::new(Float64Array::from(share)),
-            Arc::new(Float64Array::from(mean)),
-            Arc::new(Float64Array::from(lo)),
-            Arc::new(Float64Array::from(hi)),
-        ],
-    )
-    .map_err(datafusion::error::DataFusionError::from)?)
+    let rows: Vec<Row<'_>> = acc
+        .iter()
+        .map(|(key, (who, logs))| {
+            let m = members[&key.0];
+            let n = logs.len() as f64;
+            let mu = logs.iter().sum::<f64>() / n.max(1.0);
+            let sd = (logs.iter().map(|v| (v - mu).powi(2)).sum::<f64>() / (n - 1.0).max(1.0)).sqrt();
+            let half = if n >= 2.0 { 1.96 * sd / n.sqrt() } else { f64::NAN };
+            Row {
+                key,
+                members: m,
+                with: who.len(),
+                mean: (n > 0.0).then_some(mu),
+                ci: (n >= 2.0).then_some((mu - half, mu + half)),
+            }
+        })
+        .collect();
+    let mut c = Columns::default();
+    c.text("segment_id", false, rows.iter().map(|r| Some(r.key.0 .0.as_str())));
+    c.text("segment", false, rows.iter().map(|r| Some(r.key.0 .1.as_str())));
+    c.text("gap_type", false, rows.iter().map(|r| Some(r.key.1.name())));
+    c.ints("members", false, rows.iter().map(|r| Some(r.members as i64)));
+    c.ints("customers_with_gap", false, rows.iter().map(|r| Some(r.with as i64)));
+    c.floats("share", false, rows.iter().map(|r| Some(r.with as f64 / r.members.max(1) as f64)));
+    c.floats("mean_log_delta", true, rows.iter().map(|r| r.mean));
+    c.floats("ci_low", true, rows.iter().map(|r| r.ci.map(|c| c.0)));
+    c.floats("ci_high", true, rows.iter().map(|r| r.ci.map(|c| c.1)));
+    c.finish()
 }
 
 pub fn gaps_batch(ids: &[String], rows: &[GapRow]) -> Result<RecordBatch> {
-    let s = |f: &dyn Fn(&GapRow) -> String| Arc::new(StringArray::from(rows.iter().map(f).collect::<Vec<_>>())) as ArrayRef;
-    let x = |f: &dyn Fn(&GapRow) -> Option<f64>| Arc::new(Float64Array::from(rows.iter().map(f).collect::<Vec<_>>())) as ArrayRef;
-    let schema = Schema::new(vec![
-        Field::new("customer_id", DataType::Utf8, false),
-        Field::new("gap_type", DataType::Utf8, false),
-        Field::new("subject", DataType::Utf8, false),
-        Field::new("reported", DataType::Float64, true),
-        Field::new("observed", DataType::Float64, true),
-        Field::new("delta", DataType::Float64, true),
-        Field::new("log_delta", DataType::Float64, true),
-        Field::new("evidence", DataType::Float64, false),
-        Field::new("direction", DataType::Utf8, false),
-        Field::new("action", DataType::Utf8, false),
-        Field::new("reported_text", DataType::Utf8, false),
-        Field::new("observed_text", DataType::Utf8, false),
-    ]);
-    Ok(RecordBatch::try_new(
-        Arc::new(schema),
-        vec![
-            s(&|r| ids[r.customer].clone()),
-            s(&|r| r.gap_type.to_string()),
-            s(&|r| r.subject.clone()),
-            x(&|r| r.reported),
-            x(&|r| r.observed),
-            x(&|r| r.delta),
-            x(&|r| r.delta.filter(|d| *d > 0.0).map(f64::ln)),
-            x(&|r| Some(r.evidence)),
-            s(&|r| r.direction.name().to_string()),
-            s(&|r| r.action.clone()),
-            s(&|r| r.reported_text.clone()),
-            s(&|r| r.observed_text.clone()),
-        ],
-    )
-    .map_err(datafusion::error::DataFusionError::from)?)
+    let mut c = Columns::default();
+    c.text("customer_id", false, rows.iter().map(|r| Some(ids[r.customer].as_str())));
+    c.text("gap_type", false, rows.iter().map(|r| Some(r.gap_type.name())));
+    c.text("subject", false, rows.iter().map(|r| Some(r.subject.as_str())));
+    c.floats("reported", true, rows.iter().map(|r| r.reported));
+    c.floats("observed", true, rows.iter().map(|r| r.observed));
+    c.floats("delta", true, rows.iter().map(|r| r.delta));
+    c.floats("log_delta", true, rows.iter().map(|r| r.delta.filter(|d| *d > 0.0).map(f64::ln)));
+    c.floats("evidence", false, rows.iter().map(|r| Some(r.evidence)));
+    c.text("direction", false, rows.iter().map(|r| Some(r.direction.name())));
+    c.text("action", false, rows.iter().map(|r| Some(r.action.as_str())));
+    c.text("reported_text", false, rows.iter().map(|r| Some(r.reported_text.as_str())));
+    c.text("observed_text", false, rows.iter().map(|r| Some(r.observed_text.as_str())));
+    c.finish()
 }
 
 pub fn knowledge_batch(rows: &[KnowledgeRow]) -> Result<RecordBatch> {
-    let s = |f: &dyn Fn(&KnowledgeRow) -> String| Arc::new(StringArray::from(rows.iter().map(f).collect::<Vec<_>>())) as ArrayRef;
-    let x = |f: &dyn Fn(&KnowledgeRow) -> f64| Arc::new(Float64Array::from(rows.iter().map(f).collect::<Vec<_>>())) as ArrayRef;
-    let k =
-        |f: &dyn Fn(&KnowledgeRow) -> usize| Arc::new(Int64Array::from(rows.iter().map(|r| f(r) as i64).collect::<Vec<_>>())) as ArrayRef;
-    let schema = Schema::new(vec![
-        Field::new("segment_id", DataType::Utf8, false),
-        Field::new("segment", DataType::Utf8, false),
-        Field::new("subject", DataType::Utf8, false),
-        Field::new("members", DataType::Int64, false),
-        Field::new("segment_rate", DataType::Float64, false),
-        Field::new("reference_rate", DataType::Float64, false),
-        Field::new("gap", DataType::Float64, false),
-        Field::new("p_value", DataType::Float64, false),
-        Field::new("q_value", DataType::Float64, false),
-        Field::new("customers_affected", DataType::Int64, false),
-        Field::new("rank", DataType::Int64, false),
-    ]);
-    Ok(RecordBatch::try_new(
-        Arc::new(schema),
-        vec![
-            s(&|r| r.segment_id.clone()),
-            s(&|r| r.segment.clone()),
-            s(&|r| r.subject.clone()),
-            k(&|r| r.members),
-            x(&|r| r.segment_rate),
-            x(&|r| r.reference_rate),
-            x(&|r| r.gap),
-            x(&|r| r.p_value),
-            x(&|r| r.q_value),
-            k(&|r| r.customers_affected),
-            k(&|r| r.rank),
-        ],
-    )
-    .map_err(datafusion::error::DataFusionError::from)?)
+    let mut c = Columns::default();
+    c.text("segment_id", false, rows.iter().map(|r| Some(r.segment_id.as_str())));
+    c.text("segment", false, rows.iter().map(|r| Some(r.segment.as_str())));
+    c.text("subject", false, rows.iter().map(|r| Some(r.subject.as_str())));
+    c.ints("members", false, rows.iter().map(|r| Some(r.members as i64)));
+    c.floats("segment_rate", false, rows.iter().map(|r| Some(r.segment_rate)));
+    c.floats("reference_rate", false, rows.iter().map(|r| Some(r.reference_rate)));
+    c.floats("gap", false, rows.iter().map(|r| Some(r.gap)));
+    c.floats("p_value", false, rows.iter().map(|r| Some(r.p_value)));
+    c.floats("q_value", false, rows.iter().map(|r| Some(r.q_value)));
+    c.ints("customers_affected", false, rows.iter().map(|r| Some(r.customers_affected as i64)));
+    c.ints("rank", false, rows.iter().map(|r| Some(r.rank as i64)));
+    c.finish()
 }
 
 #[cfg(test)]

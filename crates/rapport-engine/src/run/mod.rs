@@ -18,9 +18,6 @@ pub mod segments;
 
 use std::collections::BTreeSet;
 
-use datafusion::arrow::array::Int64Array;
-use datafusion::arrow::datatypes::DataType;
-
 use rapport_model::bgnbd::BgNbd;
 use rapport_model::btyd::History;
 use rapport_model::gamma_gamma::Spend;
@@ -29,7 +26,7 @@ use rapport_store::Workspace;
 use crate::config::ModelsConfig;
 use crate::days::{day_text, parse_as_of, MICROS_PER_DAY};
 use crate::results::ModelsReport;
-use crate::session::{Personal, Session};
+use crate::session::{int_column, Personal, Session};
 use crate::{block_on, EngineError, Result};
 use activity::Activity;
 use features::Features;
@@ -73,10 +70,7 @@ pub fn model_inputs(s: &Session<'_>, cfg: &ModelsConfig, as_of: Option<&str>) ->
                     .await?
                     .collect()
                     .await?;
-                let v =
-                    datafusion::arrow::compute::cast(b[0].column(0), &DataType::Int64).map_err(datafusion::error::DataFusionError::from)?;
-                let v = v.as_any().downcast_ref::<Int64Array>().expect("cast to Int64");
-                v.value(0).div_euclid(MICROS_PER_DAY)
+                int_column(&b[0], 0)?.value(0).div_euclid(MICROS_PER_DAY)
             }
         };
         let (f, a) = snapshot_in(&ctx, as_of_day, &names).await?;

@@ -5,10 +5,7 @@
 //! (`rapport_model::rates`), written as the `outcome_rates` table.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, Float64Array, StringArray};
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 
 use rapport_model::rates::BetaPrior;
@@ -17,6 +14,7 @@ use rapport_model::rfm::Rfm;
 use super::features::Features;
 use super::predict::Snapshot;
 
+use crate::columns::Columns;
 pub use crate::results::OutcomeRate;
 use crate::Result;
 
@@ -75,32 +73,17 @@ pub fn rates(outcome: &str, rows: impl Iterator<Item = (String, bool)>) -> Vec<O
 }
 
 pub fn batch(rows: &[OutcomeRate]) -> Result<RecordBatch> {
-    let s = |f: fn(&OutcomeRate) -> &str| Arc::new(StringArray::from(rows.iter().map(f).collect::<Vec<_>>())) as ArrayRef;
-    let x = |f: fn(&OutcomeRate) -> f64| Arc::new(Float64Array::from(rows.iter().map(f).collect::<Vec<_>>())) as ArrayRef;
-    let schema = Schema::new(vec![
-        Field::new("outcome", DataType::Utf8, false),
-        Field::new("segment", DataType::Utf8, false),
-        Field::new("customers", DataType::Float64, false),
-        Field::new("events", DataType::Float64, false),
-        Field::new("raw_rate", DataType::Float64, false),
-        Field::new("rate", DataType::Float64, false),
-        Field::new("lower", DataType::Float64, false),
-        Field::new("upper", DataType::Float64, false),
-    ]);
-    Ok(RecordBatch::try_new(
-        Arc::new(schema),
-        vec![
-            s(|r| &r.outcome),
-            s(|r| &r.segment),
-            x(|r| r.customers),
-            x(|r| r.events),
-            x(|r| r.raw_rate),
-            x(|r| r.rate),
-            x(|r| r.lower),
-            x(|r| r.upper),
-        ],
-    )
-    .map_err(datafusion::error::DataFusionError::from)?)
+    let x = |f: fn(&OutcomeRate) -> f64| rows.iter().map(move |r| Some(f(r)));
+    let mut c = Columns::default();
+    c.text("outcome", false, rows.iter().map(|r| Some(r.outcome.as_str())));
+    c.text("segment", false, rows.iter().map(|r| Some(r.segment.as_str())));
+    c.floats("customers", false, x(|r| r.customers));
+    c.floats("events", false, x(|r| r.events));
+    c.floats("raw_rate", false, x(|r| r.raw_rate));
+    c.floats("rate", false, x(|r| r.rate));
+    c.floats("lower", false, x(|r| r.lower));
+    c.floats("upper", false, x(|r| r.upper));
+    c.finish()
 }
 
 #[cfg(test)]

@@ -525,6 +525,18 @@ mod tests {
         assert!(x[d..].iter().all(|v| *v == 0.0), "a customer with nothing is all zeros");
     }
 
+    /// Snapshots at days 100, 190 and 280 with the same activity.
+    fn snapshots<'a>(f: &'a [Features], a: &'a Activity) -> Vec<Snapshot<'a>> {
+        f.iter()
+            .zip([100, 190, 280])
+            .map(|(f, day)| Snapshot {
+                features: f,
+                activity: a,
+                day,
+            })
+            .collect()
+    }
+
     /// 400 buyers; those who browse keep buying, the others stop.
     fn planted_churn() -> ([Features; 3], Activity) {
         let active: Vec<f64> = (0..400).map(|i| f64::from(u8::from(i % 2 == 0))).collect();
@@ -542,15 +554,7 @@ mod tests {
     #[test]
     fn churn_finds_a_planted_signal_and_scores_every_buyer() {
         let (f, a) = planted_churn();
-        let s: Vec<Snapshot<'_>> = f
-            .iter()
-            .zip([100, 190, 280])
-            .map(|(f, day)| Snapshot {
-                features: f,
-                activity: &a,
-                day,
-            })
-            .collect();
+        let s = snapshots(&f, &a);
         let names = feature_names(&a);
         let (p, report) = churn([&s[0], &s[1], &s[2]], &names, 90, 7);
         let Fit::Fitted(r) = report else { panic!("fitted: {report:?}") };
@@ -566,15 +570,7 @@ mod tests {
     fn churn_needs_twenty_of_each_outcome_in_both_windows() {
         let f: Vec<Features> = [100, 190, 280].iter().map(|&d| features(&[1.0; 30], &[0.0; 30], d)).collect();
         let a = Activity::default();
-        let s: Vec<Snapshot<'_>> = f
-            .iter()
-            .zip([100, 190, 280])
-            .map(|(f, day)| Snapshot {
-                features: f,
-                activity: &a,
-                day,
-            })
-            .collect();
+        let s = snapshots(&f, &a);
         let (p, report) = churn([&s[0], &s[1], &s[2]], &feature_names(&a), 90, 7);
         assert!(p.iter().all(Option::is_none));
         let Fit::Skipped(why) = report else { panic!("skipped") };
