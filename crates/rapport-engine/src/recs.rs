@@ -419,9 +419,27 @@ pub fn evaluate(session: &Session<'_>, split_day: i64, k: usize, cfg: &ModelsCon
     let names = names_of(&s.items);
     let m = Fitted::fit(&s.train, &names, &catalog, &[], cfg);
     let fit_seconds = t0.elapsed().as_secs_f64();
+    let report = model_scores(&m, &s, weights, k);
+    Ok(RecsEvaluation {
+        split: crate::days::day_text(split_day),
+        k,
+        customers_evaluated: s.evaluated.len(),
+        items: n_items,
+        fit_seconds,
+        weights: weights.into(),
+        weight_validation: validation,
+        als: AlsSettings::of(cfg),
+        models: report,
+    })
+}
+
+/// Precision, recall, NDCG at `k` and coverage on the later purchases of a split: the
+/// classic cosine item-kNN (for comparison, not in the blend), each model alone, the
+/// popular products, and the blend with `weights`.
+fn model_scores(m: &Fitted, s: &Split<'_>, weights: Weights, k: usize) -> BTreeMap<String, RankingScore> {
+    let n_items = s.items.len();
     let lists: Vec<Vec<Candidates>> = s.evaluated.iter().map(|&u| m.lists(Some(u), &s.train.baskets[u], &[])).collect();
     let mut report = BTreeMap::new();
-    // The classic cosine item-to-item model, for comparison (not in the blend).
     let cosine = ItemKnn::fit_cosine(&s.train.baskets, n_items, NEIGHBOURS);
     let ranked: Vec<Vec<u32>> = s
         .evaluated
@@ -446,31 +464,26 @@ pub fn evaluate(session: &Session<'_>, split_day: i64, k: usize, cfg: &ModelsCon
         ("popular", None),
         ("blend", Some(weights)),
     ] {
-        let ranked: Vec<Vec<u32>> = s
-            .evaluated
-            .iter()
-            .zip(&lists)
-            .map(|(&u, l)| {
-                let basket = &s.train.baskets[u];
-                match &w {
-                    Some(w) => m.rank(l, w, basket, k).into_iter().map(|x| x.0).collect(),
-                    None => m.rank(&[], &[0.0; 4], basket, k).into_iter().map(|x| x.0).collect(),
-                }
-            })
-            .collect();
+        let ranked = ranked_by(m, s, &lists, w.as_ref(), k);
         report.insert(name.to_string(), score(&ranked, &s.relevant, k, n_items));
     }
-    Ok(RecsEvaluation {
-        split: crate::days::day_text(split_day),
-        k,
-        customers_evaluated: s.evaluated.len(),
-        items: n_items,
-        fit_seconds,
-        weights: weights.into(),
-        weight_validation: validation,
-        als: AlsSettings::of(cfg),
-        models: report,
-    })
+    report
+}
+
+/// Each evaluated customer's top `k` by the blend with weights `w` of their candidate
+/// `lists`, or the most popular products without weights.
+fn ranked_by(m: &Fitted, s: &Split<'_>, lists: &[Vec<Candidates>], w: Option<&Weights>, k: usize) -> Vec<Vec<u32>> {
+    s.evaluated
+        .iter()
+        .zip(lists)
+        .map(|(&u, l)| {
+            let basket = &s.train.baskets[u];
+            match w {
+                Some(w) => m.rank(l, w, basket, k).into_iter().map(|x| x.0).collect(),
+                None => m.rank(&[], &[0.0; 4], basket, k).into_iter().map(|x| x.0).collect(),
+            }
+        })
+        .collect()
 }
 
 /// The split day: `--split-date YYYY-MM-DD`, or `holdout_days` before the day after the

@@ -48,39 +48,43 @@ impl UpliftRow {
     }
 }
 
+/// Per campaign and action: customers and conversions in each group, revenue per
+/// group, and customers found in both groups (the rows a `campaign_outcomes` table
+/// allows to compare).
+fn outcomes_sql() -> String {
+    format!(
+        r#"WITH per AS (
+         SELECT campaign_id, action, lower("group") AS g, customer_id,
+                max(CASE WHEN converted THEN 1 ELSE 0 END) AS conv,
+                sum({rev_micros}) AS rev_micros
+         FROM campaign_outcomes GROUP BY campaign_id, action, lower("group"), customer_id),
+       both_groups AS (
+         SELECT campaign_id, action, count(*) AS both_n FROM (
+           SELECT campaign_id, action, customer_id FROM per GROUP BY campaign_id, action, customer_id
+           HAVING count(DISTINCT g) > 1) GROUP BY campaign_id, action)
+       SELECT p.campaign_id, p.action,
+              sum(CASE WHEN g = 'treatment' THEN 1 ELSE 0 END),
+              sum(CASE WHEN g = 'control' THEN 1 ELSE 0 END),
+              sum(CASE WHEN g = 'treatment' THEN conv ELSE 0 END),
+              sum(CASE WHEN g = 'control' THEN conv ELSE 0 END),
+              {treated_rev},
+              {control_rev},
+              coalesce(max(b.both_n), 0)
+       FROM per p LEFT JOIN both_groups b ON p.campaign_id = b.campaign_id AND p.action = b.action
+       GROUP BY p.campaign_id, p.action ORDER BY p.campaign_id, p.action"#,
+        // Money in micro-units, so sums do not depend on the plan's parallelism.
+        rev_micros = micros("coalesce(revenue, 0.0)"),
+        treated_rev = from_micros("sum(CASE WHEN g = 'treatment' THEN rev_micros ELSE 0 END)"),
+        control_rev = from_micros("sum(CASE WHEN g = 'control' THEN rev_micros ELSE 0 END)"),
+    )
+}
+
 /// Computes the rows from the workspace's `campaign_outcomes` (none without it).
 pub fn compute(session: &Session<'_>) -> Result<Vec<UpliftRow>> {
     if !session.workspace().tables()?.contains_key("campaign_outcomes") {
         return Ok(Vec::new());
     }
-    let rows = session.text_rows(
-        &format!(
-            r#"WITH per AS (
-             SELECT campaign_id, action, lower("group") AS g, customer_id,
-                    max(CASE WHEN converted THEN 1 ELSE 0 END) AS conv,
-                    sum({rev_micros}) AS rev_micros
-             FROM campaign_outcomes GROUP BY campaign_id, action, lower("group"), customer_id),
-           both_groups AS (
-             SELECT campaign_id, action, count(*) AS both_n FROM (
-               SELECT campaign_id, action, customer_id FROM per GROUP BY campaign_id, action, customer_id
-               HAVING count(DISTINCT g) > 1) GROUP BY campaign_id, action)
-           SELECT p.campaign_id, p.action,
-                  sum(CASE WHEN g = 'treatment' THEN 1 ELSE 0 END),
-                  sum(CASE WHEN g = 'control' THEN 1 ELSE 0 END),
-                  sum(CASE WHEN g = 'treatment' THEN conv ELSE 0 END),
-                  sum(CASE WHEN g = 'control' THEN conv ELSE 0 END),
-                  {treated_rev},
-                  {control_rev},
-                  coalesce(max(b.both_n), 0)
-           FROM per p LEFT JOIN both_groups b ON p.campaign_id = b.campaign_id AND p.action = b.action
-           GROUP BY p.campaign_id, p.action ORDER BY p.campaign_id, p.action"#,
-            // Money in micro-units, so sums do not depend on the plan's parallelism.
-            rev_micros = micros("coalesce(revenue, 0.0)"),
-            treated_rev = from_micros("sum(CASE WHEN g = 'treatment' THEN rev_micros ELSE 0 END)"),
-            control_rev = from_micros("sum(CASE WHEN g = 'control' THEN rev_micros ELSE 0 END)"),
-        ),
-        &Personal::Stored,
-    )?;
+    let rows = session.text_rows(&outcomes_sql(), &Personal::Stored)?;
     let num = |s: &Option<String>| s.as_deref().and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
     Ok(rows
         .iter()

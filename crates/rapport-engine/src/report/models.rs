@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use super::svg::{escape, number, BarChart, Heatmap, IntervalChart, Line, LineChart};
-use crate::results::{Checked, ClusterReport, Fit, GapReport, LoyaltyReport, ModelsReport, RulesReport, TypeReliability};
+use crate::results::{ActionsReport, Checked, ClusterReport, Fit, GapReport, LoyaltyReport, ModelsReport, RulesReport, TypeReliability};
 use crate::session::{Personal, Session};
 use crate::Result;
 
@@ -216,6 +216,13 @@ fn actions(ws: &Session<'_>, models: &ModelsReport, body: &mut String) -> Result
         }
         .render(),
     );
+    body.push_str(&held_back(a));
+    body.push_str("</section>");
+    Ok(())
+}
+
+/// Per rule, the customers it matched: acted on, or held back by consent or its cap.
+fn held_back(a: &ActionsReport) -> String {
     let blocked: Vec<(String, Vec<f64>)> = a
         .rules
         .iter()
@@ -229,18 +236,14 @@ fn actions(ws: &Session<'_>, models: &ModelsReport, body: &mut String) -> Result
             (r.action.clone(), counts.iter().map(|&k| k as f64).collect())
         })
         .collect();
-    body.push_str(
-        &BarChart {
-            id: "actions-consent",
-            title: "Customers each rule matched: acted on vs held back by consent or caps",
-            series: &["acted on", "no marketing consent", "no channel consent", "over the cap"],
-            rows: blocked,
-            unit: "",
-        }
-        .render(),
-    );
-    body.push_str("</section>");
-    Ok(())
+    BarChart {
+        id: "actions-consent",
+        title: "Customers each rule matched: acted on vs held back by consent or caps",
+        series: &["acted on", "no marketing consent", "no channel consent", "over the cap"],
+        rows: blocked,
+        unit: "",
+    }
+    .render()
 }
 
 fn uplift(ws: &Session<'_>, body: &mut String) -> Result<()> {
@@ -788,51 +791,50 @@ fn forecasts(ws: &Session<'_>, body: &mut String) -> Result<()> {
                  WHERE series = 'all' AND metric = '{metric}' ORDER BY period_start"
             ),
         )?;
-        if rows.is_empty() {
-            continue;
+        if !rows.is_empty() {
+            body.push_str(&forecast_chart(metric, &rows));
         }
-        let actual: Vec<(f64, f64)> = rows
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| r[1].is_some())
-            .map(|(t, r)| (t as f64, num(&r[1])))
-            .collect();
-        let future: Vec<usize> = (0..rows.len()).filter(|&t| rows[t][1].is_none()).collect();
-        let start = future.first().copied().unwrap_or(rows.len()).saturating_sub(1);
-        let forecast: Vec<(f64, f64)> = (start..rows.len()).map(|t| (t as f64, num(&rows[t][2]))).collect();
-        let band: Vec<(f64, f64, f64)> = future.iter().map(|&t| (t as f64, num(&rows[t][3]), num(&rows[t][4]))).collect();
-        let step = (rows.len() / 6).max(1);
-        let ticks = (0..rows.len()).step_by(step).map(|t| (t as f64, text(&rows[t][0]))).collect();
-        let id = format!("forecast-{metric}");
-        let title = format!("Weekly {metric}: actual and forecast");
-        body.push_str(
-            &LineChart {
-                id: &id,
-                title: &title,
-                x_title: "week starting",
-                y_title: metric,
-                lines: vec![
-                    Line {
-                        name: "actual".into(),
-                        points: actual,
-                        band: None,
-                        dashed: false,
-                    },
-                    Line {
-                        name: "forecast (95 % interval)".into(),
-                        points: forecast,
-                        band: Some(band),
-                        dashed: true,
-                    },
-                ],
-                x_ticks: ticks,
-                diagonal: false,
-            }
-            .render(),
-        );
     }
     body.push_str("</section>");
     Ok(())
+}
+
+/// One metric's weekly actuals, then its forecast with the interval as a band, from
+/// rows of (week, actual, forecast, lower, upper).
+fn forecast_chart(metric: &str, rows: &[Vec<Option<String>>]) -> String {
+    let actual: Vec<(f64, f64)> = rows
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r[1].is_some())
+        .map(|(t, r)| (t as f64, num(&r[1])))
+        .collect();
+    let future: Vec<usize> = (0..rows.len()).filter(|&t| rows[t][1].is_none()).collect();
+    let start = future.first().copied().unwrap_or(rows.len()).saturating_sub(1);
+    let forecast: Vec<(f64, f64)> = (start..rows.len()).map(|t| (t as f64, num(&rows[t][2]))).collect();
+    let band: Vec<(f64, f64, f64)> = future.iter().map(|&t| (t as f64, num(&rows[t][3]), num(&rows[t][4]))).collect();
+    let step = (rows.len() / 6).max(1);
+    let ticks = (0..rows.len()).step_by(step).map(|t| (t as f64, text(&rows[t][0]))).collect();
+    let id = format!("forecast-{metric}");
+    let title = format!("Weekly {metric}: actual and forecast");
+    let line = |name: &str, points, band, dashed| Line {
+        name: name.into(),
+        points,
+        band,
+        dashed,
+    };
+    LineChart {
+        id: &id,
+        title: &title,
+        x_title: "week starting",
+        y_title: metric,
+        lines: vec![
+            line("actual", actual, None, false),
+            line("forecast (95 % interval)", forecast, Some(band), true),
+        ],
+        x_ticks: ticks,
+        diagonal: false,
+    }
+    .render()
 }
 
 #[cfg(test)]

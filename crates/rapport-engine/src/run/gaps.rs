@@ -1259,18 +1259,11 @@ fn knowledge_row(r: &KnowledgeRow, i: usize) -> GapRow {
     }
 }
 
-/// Per segment and gap type: the share of members with such a gap and the mean log Δ of
-/// those gaps with a normal 95 % interval → the `gap_summary` table.
-pub fn summary_batch(gaps: &[GapRow], segments: &[Vec<(String, String)>]) -> Result<RecordBatch> {
-    let mut members: BTreeMap<(String, String), usize> = BTreeMap::new();
-    for segs in segments {
-        for s in segs {
-            *members.entry(s.clone()).or_default() += 1;
-        }
-    }
-    // (segment, type) → (customers with the gap, log Δ values)
-    type Key = ((String, String), GapType);
-    let mut acc: BTreeMap<Key, (BTreeSet<usize>, Vec<f64>)> = BTreeMap::new();
+/// (segment, gap type) → the customers with such a gap, and the log Δ of those gaps.
+type SegmentGaps = BTreeMap<((String, String), GapType), (BTreeSet<usize>, Vec<f64>)>;
+
+fn by_segment_and_type(gaps: &[GapRow], segments: &[Vec<(String, String)>]) -> SegmentGaps {
+    let mut acc = SegmentGaps::new();
     for g in gaps {
         for s in &segments[g.customer] {
             let e = acc.entry((s.clone(), g.gap_type)).or_default();
@@ -1280,6 +1273,19 @@ pub fn summary_batch(gaps: &[GapRow], segments: &[Vec<(String, String)>]) -> Res
             }
         }
     }
+    acc
+}
+
+/// Per segment and gap type: the share of members with such a gap and the mean log Δ of
+/// those gaps with a normal 95 % interval → the `gap_summary` table.
+pub fn summary_batch(gaps: &[GapRow], segments: &[Vec<(String, String)>]) -> Result<RecordBatch> {
+    let mut members: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for segs in segments {
+        for s in segs {
+            *members.entry(s.clone()).or_default() += 1;
+        }
+    }
+    let acc = by_segment_and_type(gaps, segments);
     struct Row<'k> {
         key: &'k ((String, String), GapType),
         members: usize,

@@ -196,15 +196,7 @@ pub fn churn(s: [&Snapshot<'_>; 3], names: &[String], window_days: u32, seed: u6
     if !enough(&ytr) || !enough(&yva) {
         return (
             vec![None; n],
-            Fit::Skipped(Skipped {
-                message: format!(
-                    "too little history for a {window_days}-day churn window: it needs at least 20 churned and 20 retained \
-                     buyers in each of the last two windows (found {} and {} buyers)",
-                    train.len(),
-                    valid.len()
-                ),
-                horizon_days: Some(window_days),
-            }),
+            Fit::Skipped(too_little_history(window_days, train.len(), valid.len())),
         );
     }
     let xtr = matrix(s[0], &train, names);
@@ -239,6 +231,18 @@ pub fn churn(s: [&Snapshot<'_>; 3], names: &[String], window_days: u32, seed: u6
         gbt_trees: refit.gbt.best_trees,
     };
     (out, Fit::Fitted(report))
+}
+
+/// Why churn is not fitted: fewer than 20 churned or 20 retained buyers in one of the
+/// last two windows.
+fn too_little_history(window_days: u32, train: usize, valid: usize) -> Skipped {
+    Skipped {
+        message: format!(
+            "too little history for a {window_days}-day churn window: it needs at least 20 churned and 20 retained \
+             buyers in each of the last two windows (found {train} and {valid} buyers)"
+        ),
+        horizon_days: Some(window_days),
+    }
 }
 
 /// The classifier with the best validation AUC (ties to the first of `Kind::ALL`), that

@@ -4,10 +4,7 @@
 //! sets each apart).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, Float64Array, Int64Array, StringArray};
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 
 use rapport_model::dbscan;
@@ -17,6 +14,7 @@ use rapport_model::rfm;
 use super::activity::Activity;
 use super::features::Features;
 use super::ModelInputs;
+use crate::columns::Columns;
 use crate::config::{Clustering, ModelsConfig};
 use crate::results::{ClusterReport, DbscanReport, GapStatistic, KMeansReport};
 use crate::Result;
@@ -392,57 +390,41 @@ pub fn segments_batch(
 ) -> Result<RecordBatch> {
     let total_rev: f64 = buyers.iter().map(|&i| f.revenue[i].max(0.0)).sum::<f64>().max(f64::MIN_POSITIVE);
     let n = buyers.len().max(1) as f64;
-    // (kind, id, name) → members; the kind is the id's prefix.
+    let groups = groups(f.len(), buyers, rfm_of, clusters, channels);
+    let all = Spread::of(f, buyers, as_of_day);
+    let mut c = Columns::default();
+    c.text("segment_id", false, groups.keys().map(|k| Some(k.1.as_str())));
+    c.text("kind", false, groups.keys().map(|k| Some(k.0.as_str())));
+    c.text("name", false, groups.keys().map(|k| Some(k.2.as_str())));
+    c.ints("customers", false, groups.values().map(|m| Some(m.len() as i64)));
+    c.floats("share", false, groups.values().map(|m| Some(m.len() as f64 / n)));
+    let revenue = |m: &Vec<usize>| m.iter().map(|&i| f.revenue[i].max(0.0)).sum::<f64>() / total_rev;
+    c.floats("revenue_share", false, groups.values().map(|m| Some(revenue(m))));
+    let descriptions: Vec<String> = groups.values().map(|m| describe(f, m, &all, as_of_day)).collect();
+    c.text("description", false, descriptions.iter().map(|d| Some(d.as_str())));
+    for (j, feature) in FEATURES.iter().enumerate() {
+        let mean = |m: &Vec<usize>| m.iter().map(|&i| raw_features(f, i, as_of_day)[j]).sum::<f64>() / m.len() as f64;
+        c.floats(&format!("mean_{feature}"), false, groups.values().map(|m| Some(mean(m))));
+    }
+    c.finish()
+}
+
+/// (kind, id, name) of every segment, cluster and channel group with its buyers; the
+/// kind is the id's prefix.
+fn groups(
+    n: usize,
+    buyers: &[usize],
+    rfm_of: &[Option<rfm::Rfm>],
+    clusters: Option<&Clusters>,
+    channels: &[Option<String>],
+) -> BTreeMap<(String, String, String), Vec<usize>> {
     let mut groups: BTreeMap<(String, String, String), Vec<usize>> = BTreeMap::new();
-    let member_of = memberships(f.len(), rfm_of, clusters, channels);
+    let member_of = memberships(n, rfm_of, clusters, channels);
     for &i in buyers {
         for (id, name) in &member_of[i] {
             let kind = id.split_once('-').map_or(id.as_str(), |(k, _)| k).to_string();
             groups.entry((kind, id.clone(), name.clone())).or_default().push(i);
         }
     }
-    let mut kind = Vec::new();
-    let mut id = Vec::new();
-    let mut name = Vec::new();
-    let mut size = Vec::new();
-    let mut share = Vec::new();
-    let mut rev_share = Vec::new();
-    let mut description = Vec::new();
-    let all = Spread::of(f, buyers, as_of_day);
-    let mut means: Vec<Vec<f64>> = vec![Vec::new(); FEATURES.len()];
-    for ((k, i, nm), members) in &groups {
-        kind.push(k.clone());
-        id.push(i.clone());
-        name.push(nm.clone());
-        size.push(members.len() as i64);
-        share.push(members.len() as f64 / n);
-        rev_share.push(members.iter().map(|&m| f.revenue[m].max(0.0)).sum::<f64>() / total_rev);
-        description.push(describe(f, members, &all, as_of_day));
-        for (j, col) in means.iter_mut().enumerate() {
-            col.push(members.iter().map(|&m| raw_features(f, m, as_of_day)[j]).sum::<f64>() / members.len() as f64);
-        }
-    }
-    let mut fields = vec![
-        Field::new("segment_id", DataType::Utf8, false),
-        Field::new("kind", DataType::Utf8, false),
-        Field::new("name", DataType::Utf8, false),
-        Field::new("customers", DataType::Int64, false),
-        Field::new("share", DataType::Float64, false),
-        Field::new("revenue_share", DataType::Float64, false),
-    ];
-    let mut cols: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from(id)),
-        Arc::new(StringArray::from(kind)),
-        Arc::new(StringArray::from(name)),
-        Arc::new(Int64Array::from(size)),
-        Arc::new(Float64Array::from(share)),
-        Arc::new(Float64Array::from(rev_share)),
-    ];
-    fields.push(Field::new("description", DataType::Utf8, false));
-    cols.push(Arc::new(StringArray::from(description)));
-    for (j, col) in means.into_iter().enumerate() {
-        fields.push(Field::new(format!("mean_{}", FEATURES[j]), DataType::Float64, false));
-        cols.push(Arc::new(Float64Array::from(col)));
-    }
-    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).map_err(datafusion::error::DataFusionError::from)?)
+    groups
 }
