@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use crate::session::{Personal, Session};
 use crate::Result;
+use rapport_store::schema::Table;
 
 /// Per product id, its category and content features (sorted, without repeats).
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -69,7 +70,7 @@ impl Catalog {
     /// (several sources or ingests) gets the union of their features and the greatest
     /// category name.
     pub fn read(session: &Session<'_>) -> Result<Self> {
-        if !session.workspace().tables()?.contains_key("products") {
+        if !session.workspace().has(Table::Products)? {
             return Ok(Self::default());
         }
         let rows = session.text_rows(

@@ -3,6 +3,7 @@
 //! then the reports.
 
 use rapport_store::ingest::{prepare, IngestOptions, IngestOutcome, Progress};
+use rapport_store::schema::Table;
 use rapport_store::Workspace;
 
 use crate::{block_on, report, Result};
@@ -19,15 +20,15 @@ pub fn ingest(ws: &Workspace, opts: &IngestOptions, progress: &dyn Progress) -> 
     let changes_customers = ["orders", "customers"].iter().any(|t| q.tables.contains_key(*t))
         || q.identity.new_source_ids > 0
         || q.identity.remapped_ids > 0
-        || !ws.tables()?.contains_key("customers");
+        || !ws.has(Table::Customers)?;
     let started = std::time::Instant::now();
     if changes_customers {
         progress.begin("unifying customers", None);
         let customers = block_on(crate::unify::customers(&txn, outcome.orders_by_customer.as_ref()))?;
         progress.end();
         if let Some(first) = customers.first() {
-            txn.replace("customers");
-            txn.write_part("customers", first.schema(), &customers)?;
+            txn.replace(Table::Customers.name());
+            txn.write_part(Table::Customers.name(), first.schema(), &customers)?;
         }
     }
     let unified = started.elapsed().as_secs_f64();

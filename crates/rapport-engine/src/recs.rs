@@ -14,6 +14,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 
 use rapport_model::als::{Als, AlsConfig};
 use rapport_model::recs::{association_rules, blend, popularity, ranking_metrics, Bm25, CoPurchase, Content, ItemKnn, Source, Weighted};
+use rapport_store::schema::Table;
 use rapport_store::Workspace;
 
 use crate::catalog::Catalog;
@@ -542,7 +543,7 @@ fn item_factors_batch(als: &Als, names: &[&str]) -> Result<RecordBatch> {
 /// exact least-squares solve (no refit), products in the basket are left out. Returns
 /// (product_id, score) best first. Unknown product ids are an error naming them.
 pub fn fold_in(ws: &Workspace, basket: &[(String, f64)], k: usize) -> Result<Vec<(String, f64)>> {
-    if !ws.tables()?.contains_key("item_factors") {
+    if !ws.has(Table::ItemFactors)? {
         return Err(EngineError::Usage(
             "no item_factors table: run `rapport run` on data with product ids first".into(),
         ));
@@ -677,7 +678,7 @@ fn index_items<'a>(rows: &'a [(String, String, i64, f64)], catalog: &'a Catalog)
 /// customers who have not bought yet.
 fn stated_categories(session: &Session<'_>, m: &Fitted) -> Result<HashMap<String, Vec<(u32, f64)>>> {
     let mut stated: HashMap<String, Vec<(u32, f64)>> = HashMap::new();
-    if !session.workspace().tables()?.contains_key("surveys") || m.feature_ids.is_empty() {
+    if !session.workspace().has(Table::Surveys)? || m.feature_ids.is_empty() {
         return Ok(stated);
     }
     for r in session.text_rows(

@@ -19,6 +19,7 @@ use datafusion::sql::parser::{DFParser, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 
 use rapport_store::crypto::Keys;
+use rapport_store::schema::Table;
 use rapport_store::Workspace;
 
 use crate::results::{Cell, Record};
@@ -214,7 +215,7 @@ pub async fn workspace_context(ws: &Workspace, personal: &Personal) -> Result<Se
     let view = View::of(personal);
     tracing::debug!(tables = tables.len(), ?view, "registered the workspace tables");
     // An ingest that quarantined nothing still has a (empty) quarantine to query.
-    if !tables.contains_key("quarantine") {
+    if !tables.contains_key(Table::Quarantine.name()) {
         let schema = rapport_store::tables::quarantine_schema();
         let empty = datafusion::datasource::MemTable::try_new(schema, vec![vec![]])?;
         let df = ctx.read_table(Arc::new(empty))?;

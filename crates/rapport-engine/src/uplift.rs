@@ -11,6 +11,7 @@
 use datafusion::arrow::record_batch::RecordBatch;
 
 use rapport_model::uplift::newcombe;
+use rapport_store::schema::Table;
 use rapport_store::Workspace;
 
 use crate::columns::Columns;
@@ -81,7 +82,7 @@ fn outcomes_sql() -> String {
 
 /// Computes the rows from the workspace's `campaign_outcomes` (none without it).
 pub fn compute(session: &Session<'_>) -> Result<Vec<UpliftRow>> {
-    if !session.workspace().tables()?.contains_key("campaign_outcomes") {
+    if !session.workspace().has(Table::CampaignOutcomes)? {
         return Ok(Vec::new());
     }
     let rows = session.text_rows(&outcomes_sql(), &Personal::Stored)?;
@@ -169,8 +170,8 @@ pub fn refresh(ws: &Workspace) -> Result<Vec<UpliftRow>> {
     let rows = compute(&Session::new(ws))?;
     let b = batch(&rows)?;
     let mut txn = ws.begin("uplift")?;
-    txn.replace("uplift");
-    txn.write_part("uplift", b.schema(), &[b])?;
+    txn.replace(Table::Uplift.name());
+    txn.write_part(Table::Uplift.name(), b.schema(), &[b])?;
     txn.commit("{}")?;
     let models = crate::report::models_or_warn(ws).map(|mut m| {
         m.uplift = report(&rows);
@@ -205,7 +206,7 @@ pub struct AudienceRow {
 /// The latest campaign's audience; `None` when the last run chose nobody.
 pub fn latest_audience(ws: &Workspace) -> Result<Option<CampaignAudience>> {
     let tables = ws.tables()?;
-    if !tables.contains_key("actions") || !tables.contains_key("customer_sources") {
+    if !tables.contains_key(Table::Actions.name()) || !tables.contains_key(Table::CustomerSources.name()) {
         return Err(crate::EngineError::Usage("no actions yet: run `rapport run` first".into()));
     }
     let rows = text_rows(

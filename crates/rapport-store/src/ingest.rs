@@ -24,7 +24,7 @@ use crate::identity::{calling_code_region, normalise_email, normalise_phone, pho
 use crate::quality::{IdentityQuality, Quality, SkippedFile, TableQuality};
 use crate::reader::{open, Batch, RowMeta, RowReader, SourceFile};
 use crate::reason::Reason;
-use crate::schema::InputTable;
+use crate::schema::{InputTable, Table};
 use crate::tables::{
     customer_sources_schema, quarantine_schema, stored_schema, timestamp_type, BackgroundPart, BatchBuilder, ColBuilder, PartWriter, Val,
 };
@@ -120,7 +120,7 @@ pub fn prepare<'w>(ws: &'w Workspace, opts: &IngestOptions, progress: &dyn Progr
     let mut txn = ws.begin("ingest")?;
     record_phone_codes(ws, &mut txn, &config)?;
     let q = first_quality(ws, opts, txn.id, &inputs, &ignored)?;
-    let stored_sources = ws.read_table("customer_sources")?;
+    let stored_sources = ws.read_table(Table::CustomerSources.name())?;
     let before: usize = stored_sources.iter().map(|b| b.num_rows()).sum();
     let mut state = State {
         identity: Identity::from_stored(nodes_from_batches(&stored_sources)?, keys.clone()),
@@ -132,7 +132,7 @@ pub fn prepare<'w>(ws: &'w Workspace, opts: &IngestOptions, progress: &dyn Progr
         seen_hashes: HashSet::new(),
         // Only when every stored order will be this ingest's: later ingests may add
         // lines to orders stored before, which only the stored table knows.
-        order_sums: (!ws.tables()?.contains_key("orders")).then(OrderSums::default),
+        order_sums: (!ws.has(Table::Orders)?).then(OrderSums::default),
     };
     if !inputs.iter().any(|i| i.table == InputTable::Customers) {
         state.identity.resolve();
@@ -178,7 +178,7 @@ pub fn prepare<'w>(ws: &'w Workspace, opts: &IngestOptions, progress: &dyn Progr
 /// Refuses an ingest without orders (in the folder or stored before), and checks every
 /// file's header and mapping before any heavy work.
 fn check_inputs(ws: &Workspace, opts: &IngestOptions, inputs: &[TableInput], ignored: &[String]) -> Result<()> {
-    if !inputs.iter().any(|t| t.table == InputTable::Orders) && !ws.tables()?.contains_key("orders") {
+    if !inputs.iter().any(|t| t.table == InputTable::Orders) && !ws.has(Table::Orders)? {
         return Err(StoreError::Usage(format!(
             "no orders in {}: Rapport needs an orders table (a file named like orders.csv, orders.jsonl or orders.parquet, or `[tables.orders] path` in rapport.toml); found: {}",
             opts.data_dir.display(),
@@ -474,7 +474,7 @@ impl Run<'_, '_> {
     fn store_profiles(&mut self, profiles: Vec<Vec<Val<'static>>>) -> Result<()> {
         let schema = stored_schema(InputTable::Customers);
         let mut b = BatchBuilder::new(schema.clone());
-        let mut w = self.txn.part_writer("customer_profiles", schema)?;
+        let mut w = self.txn.part_writer(Table::CustomerProfiles.name(), schema)?;
         for mut row in profiles {
             // Slot 0 holds the node index until the unified id is known.
             let Val::Num(node) = row[0] else {
@@ -488,7 +488,7 @@ impl Run<'_, '_> {
             }
         }
         w.write(&b.finish()?)?;
-        self.txn.add_part("customer_profiles", w)
+        self.txn.add_part(Table::CustomerProfiles.name(), w)
     }
 }
 
@@ -512,7 +512,7 @@ fn store_identities(
             relabel(ws, txn, t.stored_name(), &remap)?;
         }
     }
-    let sums = state.order_sums.take().filter(|_| q.tables.contains_key("orders"));
+    let sums = state.order_sums.take().filter(|_| q.tables.contains_key(Table::Orders.name()));
     let identity = &state.identity;
     let nodes = &identity.nodes;
     let (orders_by_customer, unified_customers) = std::thread::scope(|scope| -> Result<_> {
@@ -522,8 +522,12 @@ fn store_identities(
             tracing::debug!(order_sums_s = summed.elapsed().as_secs_f64(), "orders summed per customer");
             (sums, identity.unified_customers())
         });
-        txn.replace("customer_sources");
-        txn.write_part("customer_sources", customer_sources_schema(), &[customer_sources(nodes)?])?;
+        txn.replace(Table::CustomerSources.name());
+        txn.write_part(
+            Table::CustomerSources.name(),
+            customer_sources_schema(),
+            &[customer_sources(nodes)?],
+        )?;
         tracing::debug!(customer_sources_s = tail_started.elapsed().as_secs_f64(), "identities stored");
         let (sums, unified) = summing
             .join()
@@ -1210,13 +1214,15 @@ impl State {
         if self.quarantine.len() >= 64 * 1024 || (last && !self.quarantine.is_empty()) {
             let w = match &mut self.quarantine_writer {
                 Some(w) => w,
-                None => self.quarantine_writer.insert(txn.part_writer("quarantine", quarantine_schema())?),
+                None => self
+                    .quarantine_writer
+                    .insert(txn.part_writer(Table::Quarantine.name(), quarantine_schema())?),
             };
             w.write(&self.quarantine.finish()?)?;
         }
         if last {
             if let Some(w) = self.quarantine_writer.take() {
-                txn.add_part("quarantine", w)?;
+                txn.add_part(Table::Quarantine.name(), w)?;
             }
         }
         Ok(())

@@ -21,6 +21,7 @@ use crate::crypto::{Keys, KEY_ENV, TOKEN_PREFIX};
 use crate::error::{Result, StoreError};
 use crate::fsutil::sync_dir;
 use crate::identity::{calling_code_region, normalise_email, normalise_phone, phone_region};
+use crate::schema::Table;
 use crate::workspace::{rotated_key_path, Workspace};
 
 /// What a key rotation changed.
@@ -259,7 +260,7 @@ fn pseudonym_map(ws: &Workspace, old: &Keys, new: &Keys) -> Result<HashMap<Strin
                 .map(calling_code_region),
         )
         .collect();
-    for b in ws.read_table("customer_profiles")? {
+    for b in ws.read_table(Table::CustomerProfiles.name())? {
         let bin = |name: &str| {
             b.column_by_name(name)
                 .and_then(|c| c.as_any().downcast_ref::<BinaryArray>().cloned())

@@ -135,6 +135,96 @@ const CAMPAIGN_OUTCOMES: &[Column] = &[
     col("revenue", Number, false),
 ];
 
+/// Every table a workspace holds: the input tables as stored, what ingest derives from
+/// them, the quarantine, and what a run writes. Its name is the table's name in SQL and
+/// in the catalog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Table {
+    CustomerProfiles,
+    CustomerSources,
+    Customers,
+    Products,
+    Orders,
+    Events,
+    Surveys,
+    Consents,
+    CampaignOutcomes,
+    Quarantine,
+    Segments,
+    Actions,
+    Uplift,
+    Recommendations,
+    ItemFactors,
+    Gaps,
+    GapSummary,
+    KnowledgeGaps,
+    Behaviour,
+    Forecasts,
+    OutcomeRates,
+}
+
+impl Table {
+    pub const ALL: [Table; 21] = [
+        Table::CustomerProfiles,
+        Table::CustomerSources,
+        Table::Customers,
+        Table::Products,
+        Table::Orders,
+        Table::Events,
+        Table::Surveys,
+        Table::Consents,
+        Table::CampaignOutcomes,
+        Table::Quarantine,
+        Table::Segments,
+        Table::Actions,
+        Table::Uplift,
+        Table::Recommendations,
+        Table::ItemFactors,
+        Table::Gaps,
+        Table::GapSummary,
+        Table::KnowledgeGaps,
+        Table::Behaviour,
+        Table::Forecasts,
+        Table::OutcomeRates,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Table::CustomerProfiles => "customer_profiles",
+            Table::CustomerSources => "customer_sources",
+            Table::Customers => "customers",
+            Table::Products => "products",
+            Table::Orders => "orders",
+            Table::Events => "events",
+            Table::Surveys => "surveys",
+            Table::Consents => "consents",
+            Table::CampaignOutcomes => "campaign_outcomes",
+            Table::Quarantine => "quarantine",
+            Table::Segments => "segments",
+            Table::Actions => "actions",
+            Table::Uplift => "uplift",
+            Table::Recommendations => "recommendations",
+            Table::ItemFactors => "item_factors",
+            Table::Gaps => "gaps",
+            Table::GapSummary => "gap_summary",
+            Table::KnowledgeGaps => "knowledge_gaps",
+            Table::Behaviour => "behaviour",
+            Table::Forecasts => "forecasts",
+            Table::OutcomeRates => "outcome_rates",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.name() == name)
+    }
+}
+
+impl std::fmt::Display for Table {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 impl InputTable {
     pub const ALL: [InputTable; 7] = [
         InputTable::Customers,
@@ -163,9 +253,19 @@ impl InputTable {
     /// `customers` table holds one row per customer per source system; it is stored as
     /// `customer_profiles`, and `customers` is the unified, one-row-per-customer view.
     pub fn stored_name(self) -> &'static str {
+        self.stored().name()
+    }
+
+    /// The workspace table the accepted rows are stored in.
+    pub fn stored(self) -> Table {
         match self {
-            InputTable::Customers => "customer_profiles",
-            other => other.name(),
+            InputTable::Customers => Table::CustomerProfiles,
+            InputTable::Products => Table::Products,
+            InputTable::Orders => Table::Orders,
+            InputTable::Events => Table::Events,
+            InputTable::Surveys => Table::Surveys,
+            InputTable::Consents => Table::Consents,
+            InputTable::CampaignOutcomes => Table::CampaignOutcomes,
         }
     }
 
@@ -236,6 +336,20 @@ pub const WORKSPACE_TABLES: &[&str] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn table_names_are_unique_and_read_back() {
+        let names: std::collections::BTreeSet<&str> = Table::ALL.iter().map(|t| t.name()).collect();
+        assert_eq!(names.len(), Table::ALL.len());
+        for t in Table::ALL {
+            assert_eq!(Table::from_name(t.name()), Some(t));
+        }
+        assert_eq!(InputTable::Customers.stored(), Table::CustomerProfiles);
+        for t in InputTable::ALL.into_iter().filter(|t| *t != InputTable::Customers) {
+            assert_eq!(t.stored().name(), t.name());
+        }
+        assert_eq!(Table::from_name("Customers"), None);
+    }
 
     #[test]
     fn every_table_has_a_required_key_and_unique_columns() {

@@ -534,6 +534,11 @@ impl Workspace {
         Ok(self.parts(table).into_iter().map(|p| dir.join(p.file)).collect())
     }
 
+    /// Whether the workspace has table `t` (at least one part).
+    pub fn has(&self, t: crate::schema::Table) -> Result<bool> {
+        Ok(self.tables()?.contains_key(t.name()))
+    }
+
     /// Every table that has at least one part, with its row count.
     pub fn tables(&self) -> Result<BTreeMap<String, u64>> {
         Ok(self

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use datafusion::arrow::array::Array;
 
+use rapport_store::schema::Table;
 use rapport_store::{Quality, Workspace};
 
 use crate::results::ModelsReport;
@@ -67,7 +68,7 @@ pub fn write_quality(ws: &Workspace, q: &Quality) -> Result<PathBuf> {
     let mut merged = read_quality_at(&merged_quality_path(ws))?.unwrap_or_default();
     // Merges happen when profiles are read; an ingest without profiles keeps the last
     // merge counts and updates the totals.
-    if q.tables.contains_key("customers") || merged.tables.is_empty() {
+    if q.tables.contains_key(Table::Customers.name()) || merged.tables.is_empty() {
         merged.identity = q.identity.clone();
     } else {
         merged.identity.source_ids = q.identity.source_ids;
@@ -313,7 +314,7 @@ fn quality_notes(q: &Quality, body: &mut String) {
 /// Identity merges, source ids by system and match, customers by number of ids.
 fn identity(session: &Session<'_>, tables: &BTreeMap<String, u64>, quality: Option<&Quality>, body: &mut String) -> Result<()> {
     body.push_str("<section><h2>Identity resolution</h2>");
-    if tables.contains_key("customer_sources") {
+    if tables.contains_key(Table::CustomerSources.name()) {
         if let Some(q) = quality {
             let rows = vec![
                 ("source ids".to_string(), vec![q.identity.source_ids as f64]),

@@ -10,6 +10,7 @@ use super::svg::{escape, number, BarChart, Heatmap, IntervalChart, Line, LineCha
 use crate::results::{ActionsReport, Checked, ClusterReport, Fit, GapReport, LoyaltyReport, ModelsReport, RulesReport, TypeReliability};
 use crate::session::{Personal, Session};
 use crate::Result;
+use rapport_store::schema::Table;
 
 /// Rows of a query as optional text cells.
 fn cells(ws: &Session<'_>, sql: &str) -> Result<Vec<Vec<Option<String>>>> {
@@ -62,12 +63,12 @@ fn bars(id: &str, title: &str, series: &str, rows: &[Vec<Option<String>>]) -> St
 
 /// Appends the model sections (nothing when `rapport run` has not written its tables).
 pub fn sections(ws: &Session<'_>, tables: &BTreeMap<String, u64>, models: Option<&ModelsReport>, body: &mut String) -> Result<()> {
-    if !tables.contains_key("customers") || !tables.contains_key("segments") {
+    if !tables.contains_key(Table::Customers.name()) || !tables.contains_key(Table::Segments.name()) {
         return Ok(());
     }
     // An ingest since the last run rebuilt `customers` without the model columns: the
     // models are shown again once `rapport run` has refreshed them.
-    let modelled = match ws.workspace().table_files("customers")?.first() {
+    let modelled = match ws.workspace().table_files(Table::Customers.name())?.first() {
         Some(part) => rapport_store::tables::part_schema(part)?.field_with_name("rfm_r").is_ok(),
         None => false,
     };
@@ -89,22 +90,22 @@ pub fn sections(ws: &Session<'_>, tables: &BTreeMap<String, u64>, models: Option
     value(ws, models, body)?;
     churn(models, body);
     behaviour(models, body);
-    if tables.contains_key("gaps") {
+    if tables.contains_key(Table::Gaps.name()) {
         gaps(ws, models, body)?;
     }
-    if tables.contains_key("outcome_rates") {
+    if tables.contains_key(Table::OutcomeRates.name()) {
         outcome_rates(ws, body)?;
     }
-    if tables.contains_key("forecasts") {
+    if tables.contains_key(Table::Forecasts.name()) {
         forecasts(ws, body)?;
     }
-    if tables.contains_key("recommendations") {
+    if tables.contains_key(Table::Recommendations.name()) {
         recommendations(ws, models, body)?;
     }
-    if tables.contains_key("actions") {
+    if tables.contains_key(Table::Actions.name()) {
         actions(ws, models, body)?;
     }
-    if tables.contains_key("uplift") {
+    if tables.contains_key(Table::Uplift.name()) {
         uplift(ws, body)?;
     }
     Ok(())

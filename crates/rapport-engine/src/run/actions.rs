@@ -29,6 +29,7 @@ use crate::columns::Columns;
 use crate::results::{ActionsReport, RuleReport};
 use crate::session::{binary_column, text_column, Session};
 use crate::{EngineError, Result};
+use rapport_store::schema::Table;
 
 /// The `[actions]` section.
 #[derive(Debug, Clone, Deserialize)]
@@ -622,7 +623,7 @@ pub fn consents(session: &Session<'_>, ids: &[String]) -> Result<Consents> {
         granted: vec![BTreeMap::new(); ids.len()],
         recorded: BTreeSet::new(),
     };
-    if !session.workspace().tables()?.contains_key("consents") {
+    if !session.workspace().has(Table::Consents)? {
         return Ok(out);
     }
     let index: HashMap<&str, usize> = ids.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
@@ -649,7 +650,7 @@ pub fn consents(session: &Session<'_>, ids: &[String]) -> Result<Consents> {
 /// Day of each customer's latest contact in campaign_outcomes up to the as-of date.
 pub fn last_contacts(session: &Session<'_>, ids: &[String], as_of_day: i64) -> Result<Vec<Option<i64>>> {
     let mut out = vec![None; ids.len()];
-    if !session.workspace().tables()?.contains_key("campaign_outcomes") {
+    if !session.workspace().has(Table::CampaignOutcomes)? {
         return Ok(out);
     }
     let index: HashMap<&str, usize> = ids.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
@@ -674,7 +675,7 @@ pub fn last_contacts(session: &Session<'_>, ids: &[String], as_of_day: i64) -> R
 /// (decrypted in memory only; nothing personal is written). Without a key: none.
 pub fn birthdays(session: &Session<'_>, ids: &[String], as_of_day: i64) -> Result<Vec<Option<i64>>> {
     let mut out = vec![None; ids.len()];
-    if !session.workspace().tables()?.contains_key("customer_profiles") {
+    if !session.workspace().has(Table::CustomerProfiles)? {
         return Ok(out);
     }
     let Ok(keys) = session.workspace().keys(false) else {

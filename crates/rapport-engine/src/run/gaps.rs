@@ -52,6 +52,7 @@ use crate::results::{
 };
 use crate::session::{int_column, text_column, Personal, Session};
 use crate::Result;
+use rapport_store::schema::Table;
 
 use crate::days::MICROS_PER_DAY;
 /// The smallest shortfall (in rate points) a knowledge gap must show besides significance.
@@ -140,7 +141,7 @@ pub struct Answers {
 /// Reads every answer given before the end of `as_of_day`, per customer row.
 pub fn answers(session: &Session<'_>, as_of_day: i64, ids: &[String]) -> Result<Vec<Answers>> {
     let mut out = vec![Answers::default(); ids.len()];
-    if !session.workspace().tables()?.contains_key("surveys") {
+    if !session.workspace().has(Table::Surveys)? {
         return Ok(out);
     }
     let index: HashMap<&str, usize> = ids.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
@@ -178,7 +179,7 @@ pub fn answers(session: &Session<'_>, as_of_day: i64, ids: &[String]) -> Result<
 /// ciphertexts, which are equal exactly when the dates are), or who has no email and no
 /// phone in any source. Returns (customer row, subject, what is held, action).
 pub fn profile_issues(session: &Session<'_>, ids: &[String]) -> Result<Vec<(usize, String, String, String)>> {
-    if !session.workspace().tables()?.contains_key("customer_profiles") {
+    if !session.workspace().has(Table::CustomerProfiles)? {
         return Ok(Vec::new());
     }
     let index: HashMap<&str, usize> = ids.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();

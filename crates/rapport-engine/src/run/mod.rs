@@ -21,6 +21,7 @@ use std::collections::BTreeSet;
 use rapport_model::bgnbd::BgNbd;
 use rapport_model::btyd::History;
 use rapport_model::gamma_gamma::Spend;
+use rapport_store::schema::Table;
 use rapport_store::Workspace;
 
 use crate::config::ModelsConfig;
@@ -54,7 +55,7 @@ pub struct ModelInputs {
 /// Computes the model inputs as seen at the end of `as_of` (default: the last order date).
 pub fn model_inputs(s: &Session<'_>, cfg: &ModelsConfig, as_of: Option<&str>) -> Result<ModelInputs> {
     let tables = s.workspace().tables()?;
-    if !tables.contains_key("orders") {
+    if !tables.contains_key(Table::Orders.name()) {
         return Err(EngineError::Usage(
             "the workspace has no orders; run `rapport ingest --data DIR` first".into(),
         ));

@@ -3,6 +3,7 @@
 
 use datafusion::arrow::record_batch::RecordBatch;
 
+use rapport_store::schema::Table;
 use rapport_store::Workspace;
 
 use super::actions::Decided;
@@ -50,9 +51,9 @@ pub fn write(ws: &Workspace, cfg: &ModelsConfig, stages: Stages) -> Result<Model
 fn tables(st: &Stages, cfg: &ModelsConfig) -> Result<Vec<(&'static str, RecordBatch)>> {
     let (f, seg) = (&st.inputs.features, &st.segments);
     let mut out = vec![
-        ("customers", customers_batch(st, cfg)?),
+        (Table::Customers.name(), customers_batch(st, cfg)?),
         (
-            "segments",
+            Table::Segments.name(),
             segments::segments_batch(
                 f,
                 &st.inputs.buyers,
@@ -62,23 +63,23 @@ fn tables(st: &Stages, cfg: &ModelsConfig) -> Result<Vec<(&'static str, RecordBa
                 st.inputs.as_of_day,
             )?,
         ),
-        ("actions", actions::batch(&f.customer_id, &st.actions)?),
-        ("uplift", crate::uplift::batch(&st.uplift)?),
+        (Table::Actions.name(), actions::batch(&f.customer_id, &st.actions)?),
+        (Table::Uplift.name(), crate::uplift::batch(&st.uplift)?),
     ];
     if let Some(r) = &st.recs {
-        out.push(("recommendations", r.batch.clone()));
-        out.push(("item_factors", r.item_factors.clone()));
+        out.push((Table::Recommendations.name(), r.batch.clone()));
+        out.push((Table::ItemFactors.name(), r.item_factors.clone()));
     }
     out.extend([
-        ("gaps", gaps::gaps_batch(&f.customer_id, &st.gaps.gaps)?),
-        ("gap_summary", gaps::summary_batch(&st.gaps.gaps, &seg.members)?),
-        ("knowledge_gaps", gaps::knowledge_batch(&st.gaps.knowledge)?),
+        (Table::Gaps.name(), gaps::gaps_batch(&f.customer_id, &st.gaps.gaps)?),
+        (Table::GapSummary.name(), gaps::summary_batch(&st.gaps.gaps, &seg.members)?),
+        (Table::KnowledgeGaps.name(), gaps::knowledge_batch(&st.gaps.knowledge)?),
         (
-            "behaviour",
+            Table::Behaviour.name(),
             behaviour_batch(&f.customer_id, st.predictions.behaviour.as_ref(), &st.gaps.reported_purchase)?,
         ),
-        ("forecasts", forecasts::batch(&st.forecasts.0)?),
-        ("outcome_rates", outcomes::batch(&st.predictions.outcome_rates)?),
+        (Table::Forecasts.name(), forecasts::batch(&st.forecasts.0)?),
+        (Table::OutcomeRates.name(), outcomes::batch(&st.predictions.outcome_rates)?),
     ]);
     Ok(out)
 }
@@ -128,7 +129,7 @@ fn customers_batch(st: &Stages, cfg: &ModelsConfig) -> Result<RecordBatch> {
     c.text("customer_id", false, f.customer_id.iter().map(|s| Some(s.as_str())));
     c.timestamps("first_order_at", true, f.first_order_at.iter().copied());
     c.timestamps("last_order_at", true, f.last_order_at.iter().copied());
-    c.floats("orders", false, all(&f.orders));
+    c.floats(Table::Orders.name(), false, all(&f.orders));
     c.floats("revenue", false, all(&f.revenue));
     c.floats(
         "avg_order_value",
@@ -180,7 +181,7 @@ fn behaviour_batch(ids: &[String], b: Option<&Behaviour>, reported_purchase: &[O
         .collect();
     let mut c = Columns::default();
     c.text("customer_id", false, id);
-    c.text("behaviour", false, class);
+    c.text(Table::Behaviour.name(), false, class);
     c.floats("predicted_p", false, p);
     c.floats("reported_p", true, reported);
     c.floats("delta", true, delta);
