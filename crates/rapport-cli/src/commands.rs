@@ -22,7 +22,7 @@ use crate::progress::Bars;
 /// workspace, 2 for a problem the user can fix, 1 for anything else.
 pub fn exit_code(e: &anyhow::Error) -> u8 {
     let locked = matches!(e.downcast_ref::<StoreError>(), Some(StoreError::Locked(_)))
-        || matches!(e.downcast_ref::<EngineError>(), Some(EngineError::Store(StoreError::Locked(_))));
+        || matches!(e.downcast_ref::<EngineError>(), Some(e) if matches!(e.store(), Some(StoreError::Locked(_))));
     if locked {
         75
     } else if is_user_error(e) {

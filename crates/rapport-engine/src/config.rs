@@ -142,17 +142,17 @@ impl ModelsConfig {
             Some(t) => t
                 .clone()
                 .try_into()
-                .map_err(|e: toml::de::Error| EngineError::Usage(format!("[models]: {}", e.message())))?,
+                .map_err(|e: toml::de::Error| EngineError::usage(format!("[models]: {}", e.message())))?,
             None => Self::default(),
         };
         if !(0.0..1.0).contains(&c.discount_rate) || !(0.0..=1.0).contains(&c.margin) {
-            return Err(EngineError::Usage(format!(
+            return Err(EngineError::usage(format!(
                 "[models]: discount_rate = {} must be in [0, 1) and margin = {} in [0, 1]",
                 c.discount_rate, c.margin
             )));
         }
         if c.k_min < 2 || c.k_max < c.k_min || c.k_max > 50 {
-            return Err(EngineError::Usage(format!(
+            return Err(EngineError::usage(format!(
                 "[models]: k_min = {} and k_max = {} must satisfy 2 <= k_min <= k_max <= 50",
                 c.k_min, c.k_max
             )));
@@ -166,13 +166,13 @@ impl ModelsConfig {
             || c.category_preference_ratio > 1.0
             || !(1.0..=10.0).contains(&c.gap_rate_tolerance)
         {
-            return Err(EngineError::Usage(format!(
+            return Err(EngineError::usage(format!(
                 "[models]: gap_evidence = {} must be in [0.5, 1), knowledge_fdr = {} in (0, 0.5), category_prior_strength = {} positive, category_preference_ratio = {} in (0, 1] and gap_rate_tolerance = {} in [1, 10]",
                 c.gap_evidence, c.knowledge_fdr, c.category_prior_strength, c.category_preference_ratio, c.gap_rate_tolerance
             )));
         }
         if !c.dbscan_eps.is_finite() || c.dbscan_eps <= 0.0 || c.dbscan_min_points == 0 {
-            return Err(EngineError::Usage(format!(
+            return Err(EngineError::usage(format!(
                 "[models]: dbscan_eps = {} must be positive and dbscan_min_points = {} at least 1",
                 c.dbscan_eps, c.dbscan_min_points
             )));
@@ -188,7 +188,7 @@ impl ModelsConfig {
             || !(0.0..1.0).contains(&c.rules_min_support)
             || !(0.0..=1.0).contains(&c.rules_min_confidence)
         {
-            return Err(EngineError::Usage(format!(
+            return Err(EngineError::usage(format!(
                 "[models]: recommendations = {} and als_iterations = {} must be positive, als_factors = {} in 1..=512, \
                  als_regularization = {} non-negative, als_alpha = {} positive, rules_min_support = {} in [0, 1) and \
                  rules_min_confidence = {} in [0, 1]",
@@ -202,7 +202,7 @@ impl ModelsConfig {
             )));
         }
         if c.horizons_days.is_empty() || c.horizons_days.contains(&0) || c.clv_horizon_days == 0 {
-            return Err(EngineError::Usage("[models]: horizons must be positive numbers of days".into()));
+            return Err(EngineError::usage("[models]: horizons must be positive numbers of days"));
         }
         Ok(c)
     }

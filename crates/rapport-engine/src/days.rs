@@ -8,7 +8,7 @@ pub const MICROS_PER_DAY: i64 = 86_400_000_000;
 /// The day of a date written YYYY-MM-DD (an `--as-of` value).
 pub fn parse_as_of(s: &str) -> Result<i64> {
     let d = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
-        .map_err(|_| EngineError::Usage(format!("--as-of \"{s}\": expected YYYY-MM-DD")))?;
+        .map_err(|_| EngineError::usage(format!("--as-of \"{s}\": expected YYYY-MM-DD")))?;
     Ok(d.signed_duration_since(chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid"))
         .num_days())
 }

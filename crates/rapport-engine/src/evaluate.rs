@@ -52,7 +52,7 @@ fn by_frequency(histories: &[History], holdout: &[f64], e_bg: &[f64], e_pn: &[f6
 
 pub fn evaluate(ws: &Workspace, cfg: &ModelsConfig, holdout_days: u32) -> Result<HoldoutReport> {
     if holdout_days == 0 {
-        return Err(EngineError::Usage("--holdout-days must be at least 1".into()));
+        return Err(EngineError::usage("--holdout-days must be at least 1"));
     }
     // The whole history (as of the last order) and the calibration period; both list
     // every customer in the same order, so their purchase days subtract row by row.
@@ -67,7 +67,7 @@ pub fn evaluate(ws: &Workspace, cfg: &ModelsConfig, holdout_days: u32) -> Result
         .map(|&i| full.features.purchase_days[i] - cal.features.purchase_days[i])
         .collect();
     if histories.is_empty() {
-        return Err(EngineError::Usage(format!(
+        return Err(EngineError::usage(format!(
             "no customer bought before the calibration cut-off ({holdout_days} days before the last order)"
         )));
     }
@@ -186,7 +186,7 @@ fn churn_holdout(session: &Session<'_>, cfg: &ModelsConfig, cal: &ModelInputs, f
 /// reported with the later data.
 pub fn evaluate_gaps(ws: &Workspace, cfg: &ModelsConfig, holdout_days: u32) -> Result<GapEvaluation> {
     if holdout_days == 0 {
-        return Err(EngineError::Usage("--holdout-days must be at least 1".into()));
+        return Err(EngineError::usage("--holdout-days must be at least 1"));
     }
     let session = Session::new(ws);
     let (ids_now, now, last_day) = crate::run::assess_gaps(&session, cfg, None)?;

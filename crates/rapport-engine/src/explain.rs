@@ -81,7 +81,7 @@ fn unified_id(ws: &Workspace, session: &Session<'_>, customer: &str) -> Result<S
     let q = match rapport_store::value::personal_kind(customer) {
         Some(kind) => {
             let keys = ws.keys(false).map_err(|_| {
-                EngineError::Usage(format!(
+                EngineError::usage(format!(
                     "this id looks like {kind}: such source ids are stored encrypted, and finding one needs the key"
                 ))
             })?;
@@ -96,13 +96,13 @@ fn unified_id(ws: &Workspace, session: &Session<'_>, customer: &str) -> Result<S
     )?;
     match ids.as_slice() {
         [one] => Ok(one.get("customer_id").to_string()),
-        [] => Err(EngineError::Usage(format!(
+        [] => Err(EngineError::usage(format!(
             "no customer {} (neither a unified nor a source id)",
             shown_id(customer)
         ))),
         many => {
             let list: Vec<String> = many.iter().map(|r| r.get("customer_id").to_string()).collect();
-            Err(EngineError::Usage(format!(
+            Err(EngineError::usage(format!(
                 "{} is a source id of several customers ({}); give the unified id",
                 shown_id(customer),
                 list.join(", ")

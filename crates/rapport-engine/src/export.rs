@@ -30,7 +30,7 @@ impl OutFormat {
             "csv" => Ok(OutFormat::Csv),
             "json" => Ok(OutFormat::Json),
             "parquet" => Ok(OutFormat::Parquet),
-            other => Err(EngineError::Usage(format!(
+            other => Err(EngineError::usage(format!(
                 "unknown format \"{other}\"; expected table, csv, json or parquet"
             ))),
         }
@@ -77,7 +77,7 @@ pub fn write_text(batches: &[RecordBatch], format: OutFormat, out: &mut dyn Writ
             }
             writeln!(out).map_err(io)?;
         }
-        OutFormat::Parquet => return Err(EngineError::Usage("parquet output needs a file: use --out".into())),
+        OutFormat::Parquet => return Err(EngineError::usage("parquet output needs a file: use --out")),
     }
     Ok(())
 }
@@ -86,7 +86,7 @@ pub fn write_text(batches: &[RecordBatch], format: OutFormat, out: &mut dyn Writ
 pub fn export(ws: &Workspace, table: &str, format: OutFormat, path: &Path, personal: &Personal) -> Result<u64> {
     let tables = ws.tables()?;
     if !tables.contains_key(table) {
-        return Err(EngineError::Usage(format!(
+        return Err(EngineError::usage(format!(
             "no table \"{table}\" in the workspace; it has: {}",
             tables.keys().cloned().collect::<Vec<_>>().join(", ")
         )));
@@ -100,7 +100,7 @@ pub fn export(ws: &Workspace, table: &str, format: OutFormat, path: &Path, perso
         if format == OutFormat::Parquet {
             let schema = match batches.first() {
                 Some(b) => b.schema(),
-                None => return Err(EngineError::Usage(format!("table \"{table}\" is empty"))),
+                None => return Err(EngineError::usage(format!("table \"{table}\" is empty"))),
             };
             let mut w = ArrowWriter::try_new(file, schema, None).map_err(datafusion::error::DataFusionError::from)?;
             for b in &batches {

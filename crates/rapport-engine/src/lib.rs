@@ -25,25 +25,73 @@ pub mod train;
 pub mod unify;
 pub mod uplift;
 
+use datafusion::error::DataFusionError;
 use rapport_store::StoreError;
 
+/// What went wrong: the user's to fix (exit 2) or Rapport's (exit 1).
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error(transparent)]
-    Store(#[from] StoreError),
+    User(#[from] UserError),
+    #[error(transparent)]
+    Internal(#[from] InternalError),
+}
+
+/// A mistake the user can fix: input, configuration, a query, the arguments, or data
+/// too thin for what was asked. The message names the file, line, column, key or value
+/// at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum UserError {
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Store(StoreError),
     #[error("query: {0}")]
-    Query(#[from] datafusion::error::DataFusionError),
+    Query(DataFusionError),
+}
+
+/// A fault of Rapport or of what it runs on: I/O, a damaged or busy workspace, the
+/// query engine, a model called against its contract.
+#[derive(Debug, thiserror::Error)]
+pub enum InternalError {
+    #[error(transparent)]
+    Store(StoreError),
+    #[error("query: {0}")]
+    Query(DataFusionError),
     #[error("{path}: {source}")]
     Io {
         path: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("{0}")]
-    Usage(String),
-    /// A model function called against its contract: a fault, not the user's.
     #[error("model: {0}")]
     Model(rapport_model::ModelError),
+}
+
+impl From<StoreError> for EngineError {
+    fn from(e: StoreError) -> Self {
+        if e.is_user_error() {
+            UserError::Store(e).into()
+        } else {
+            InternalError::Store(e).into()
+        }
+    }
+}
+
+impl From<DataFusionError> for EngineError {
+    /// A query that does not parse or plan (a user's `rapport sql`) is the user's; an
+    /// execution failure is not.
+    fn from(e: DataFusionError) -> Self {
+        let theirs = matches!(
+            e.find_root(),
+            DataFusionError::SQL(..) | DataFusionError::Plan(_) | DataFusionError::SchemaError(..)
+        );
+        if theirs {
+            UserError::Query(e).into()
+        } else {
+            InternalError::Query(e).into()
+        }
+    }
 }
 
 impl From<rapport_model::ModelError> for EngineError {
@@ -51,32 +99,36 @@ impl From<rapport_model::ModelError> for EngineError {
     /// data, a different as-of date); a broken call is a fault.
     fn from(e: rapport_model::ModelError) -> Self {
         match e {
-            rapport_model::ModelError::TooLittleData(m) => EngineError::Usage(m),
-            e @ rapport_model::ModelError::InvalidInput(_) => EngineError::Model(e),
+            rapport_model::ModelError::TooLittleData(m) => UserError::Usage(m).into(),
+            e @ rapport_model::ModelError::InvalidInput(_) => InternalError::Model(e).into(),
         }
     }
 }
 
 impl EngineError {
+    /// A mistake in what the user asked for.
+    pub fn usage(message: impl Into<String>) -> Self {
+        UserError::Usage(message.into()).into()
+    }
+
     pub fn io(path: &std::path::Path, source: std::io::Error) -> Self {
-        EngineError::Io {
+        InternalError::Io {
             path: path.display().to_string(),
             source,
         }
+        .into()
     }
 
     /// Whether the user can fix this (bad input, config, query or arguments).
     pub fn is_user_error(&self) -> bool {
+        matches!(self, EngineError::User(_))
+    }
+
+    /// The workspace error behind this one, if there is one.
+    pub fn store(&self) -> Option<&StoreError> {
         match self {
-            EngineError::Store(e) => e.is_user_error(),
-            EngineError::Query(e) => matches!(
-                e.find_root(),
-                datafusion::error::DataFusionError::SQL(..)
-                    | datafusion::error::DataFusionError::Plan(_)
-                    | datafusion::error::DataFusionError::SchemaError(..)
-            ),
-            EngineError::Usage(_) => true,
-            EngineError::Io { .. } | EngineError::Model(_) => false,
+            EngineError::User(UserError::Store(e)) | EngineError::Internal(InternalError::Store(e)) => Some(e),
+            _ => None,
         }
     }
 }
@@ -96,4 +148,32 @@ pub(crate) fn block_on<F: std::future::Future>(f: F) -> F::Output {
                 .expect("a tokio runtime starts")
         })
         .block_on(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_the_users_or_rapports() {
+        assert!(EngineError::usage("--folds 1: expected 2 to 20").is_user_error());
+        let sql = DataFusionError::SQL(
+            Box::new(datafusion::sql::sqlparser::parser::ParserError::ParserError("x".into())),
+            None,
+        );
+        assert!(EngineError::from(sql).is_user_error());
+        assert!(!EngineError::from(DataFusionError::Execution("disk".into())).is_user_error());
+        let config = StoreError::Config {
+            file: "rapport.toml".into(),
+            message: "line 3: unknown key `foo`".into(),
+        };
+        assert!(EngineError::from(config).is_user_error());
+        let corrupt = EngineError::from(StoreError::Corrupt("a part is missing".into()));
+        assert!(!corrupt.is_user_error());
+        assert!(matches!(corrupt.store(), Some(StoreError::Corrupt(_))));
+        assert!(EngineError::from(rapport_model::ModelError::TooLittleData("3 buyers".into())).is_user_error());
+        assert!(!EngineError::from(rapport_model::ModelError::InvalidInput("d = 0".into())).is_user_error());
+        assert!(!EngineError::io(std::path::Path::new("x"), std::io::Error::other("full")).is_user_error());
+        assert_eq!(EngineError::usage("no orders").to_string(), "no orders");
+    }
 }

@@ -407,11 +407,11 @@ fn choose_weights(
 pub fn evaluate(session: &Session<'_>, split_day: i64, k: usize, cfg: &ModelsConfig) -> Result<RecsEvaluation> {
     let rows = purchases(session)?;
     if rows.is_empty() {
-        return Err(EngineError::Usage("no orders with a product_id: recommendations need them".into()));
+        return Err(EngineError::usage("no orders with a product_id: recommendations need them"));
     }
     let s = split(&rows, split_day, i64::MAX);
     if s.evaluated.is_empty() {
-        return Err(EngineError::Usage("no customer bought both before and after the split".into()));
+        return Err(EngineError::usage("no customer bought both before and after the split"));
     }
     let n_items = s.items.len();
     let t0 = std::time::Instant::now();
@@ -497,11 +497,11 @@ pub fn split_day(session: &Session<'_>, split_date: Option<&str>, holdout_days: 
                 .iter()
                 .map(|r| r.2)
                 .max()
-                .ok_or_else(|| EngineError::Usage("no orders with a product_id".into()))?;
+                .ok_or_else(|| EngineError::usage("no orders with a product_id"))?;
             Ok(last + 1 - i64::from(h))
         }
-        (None, None) => Err(EngineError::Usage(
-            "evaluate recs needs --split-date YYYY-MM-DD or --holdout-days N".into(),
+        (None, None) => Err(EngineError::usage(
+            "evaluate recs needs --split-date YYYY-MM-DD or --holdout-days N",
         )),
     }
 }
@@ -544,14 +544,14 @@ fn item_factors_batch(als: &Als, names: &[&str]) -> Result<RecordBatch> {
 /// (product_id, score) best first. Unknown product ids are an error naming them.
 pub fn fold_in(ws: &Workspace, basket: &[(String, f64)], k: usize) -> Result<Vec<(String, f64)>> {
     if !ws.has(Table::ItemFactors)? {
-        return Err(EngineError::Usage(
-            "no item_factors table: run `rapport run` on data with product ids first".into(),
+        return Err(EngineError::usage(
+            "no item_factors table: run `rapport run` on data with product ids first",
         ));
     }
     let models = crate::report::read_models(ws)?;
     let Some(als) = models.as_ref().and_then(|m| m.recommendations.fitted()).map(|r| r.als) else {
-        return Err(EngineError::Usage(
-            "reports/models.json has no recommendations.als settings: run `rapport run` again".into(),
+        return Err(EngineError::usage(
+            "reports/models.json has no recommendations.als settings: run `rapport run` again",
         ));
     };
     let (lambda, alpha) = (als.regularization, als.alpha);
@@ -569,7 +569,7 @@ pub fn fold_in(ws: &Workspace, basket: &[(String, f64)], k: usize) -> Result<Vec
         }
     }
     if f == 0 || names.is_empty() {
-        return Err(EngineError::Usage("the item_factors table is empty".into()));
+        return Err(EngineError::usage("the item_factors table is empty"));
     }
     let index: HashMap<&str, u32> = names.iter().enumerate().map(|(i, n)| (n.as_str(), i as u32)).collect();
     let unknown: Vec<&str> = basket
@@ -578,14 +578,14 @@ pub fn fold_in(ws: &Workspace, basket: &[(String, f64)], k: usize) -> Result<Vec
         .map(|(p, _)| p.as_str())
         .collect();
     if !unknown.is_empty() {
-        return Err(EngineError::Usage(format!(
+        return Err(EngineError::usage(format!(
             "unknown product id(s) {}: not among the {} products of the last run",
             unknown.join(", "),
             names.len()
         )));
     }
     if let Some((p, q)) = basket.iter().find(|(_, q)| !(q.is_finite() && *q > 0.0)) {
-        return Err(EngineError::Usage(format!("quantity {q} for {p}: must be a positive number")));
+        return Err(EngineError::usage(format!("quantity {q} for {p}: must be a positive number")));
     }
     // A product named twice counts once with the quantities added (sorted by item).
     let mut merged: BTreeMap<u32, f64> = BTreeMap::new();

@@ -178,10 +178,9 @@ impl<'w> Session<'w> {
 pub fn check_read_only(sql: &str) -> Result<SQLOptions> {
     if let Ok(statements) = DFParser::parse_sql(sql) {
         if !statements.iter().all(is_query) {
-            return Err(crate::EngineError::Usage(
+            return Err(crate::EngineError::usage(
                 "rapport sql runs queries only (SELECT, WITH, VALUES, EXPLAIN); statements that create, change or \
-                 write anything (CREATE, INSERT, UPDATE, DELETE, DROP, COPY, SET, …) are refused"
-                    .into(),
+                 write anything (CREATE, INSERT, UPDATE, DELETE, DROP, COPY, SET, …) are refused",
             ));
         }
     }

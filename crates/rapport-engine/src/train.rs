@@ -30,7 +30,7 @@ pub struct TextTable {
 }
 
 fn usage(path: &Path, msg: impl std::fmt::Display) -> EngineError {
-    EngineError::Usage(format!("{}: {msg}", path.display()))
+    EngineError::usage(format!("{}: {msg}", path.display()))
 }
 
 /// Reads a CSV, JSON Lines or Parquet file into text columns.
@@ -246,7 +246,7 @@ fn labels(path: &Path, table: &TextTable, t: usize, target: &str) -> Result<Labe
 
 pub fn train(path: &Path, target: &str, id: Option<&str>, folds: usize, seed: u64) -> Result<TrainReport> {
     if !(2..=20).contains(&folds) {
-        return Err(EngineError::Usage(format!("--folds {folds}: expected 2 to 20")));
+        return Err(EngineError::usage(format!("--folds {folds}: expected 2 to 20")));
     }
     let table = read_table(path)?;
     let names: Vec<&str> = table.columns.iter().map(|(n, _)| n.as_str()).collect();

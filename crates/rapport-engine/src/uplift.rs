@@ -207,7 +207,7 @@ pub struct AudienceRow {
 pub fn latest_audience(ws: &Workspace) -> Result<Option<CampaignAudience>> {
     let tables = ws.tables()?;
     if !tables.contains_key(Table::Actions.name()) || !tables.contains_key(Table::CustomerSources.name()) {
-        return Err(crate::EngineError::Usage("no actions yet: run `rapport run` first".into()));
+        return Err(crate::EngineError::usage("no actions yet: run `rapport run` first"));
     }
     let rows = text_rows(
         ws,
@@ -238,7 +238,7 @@ pub fn latest_audience(ws: &Workspace) -> Result<Option<CampaignAudience>> {
     let as_of = campaign_id.get(campaign_id.len().saturating_sub(10)..).unwrap_or("");
     let sent_at = chrono::NaiveDate::parse_from_str(as_of, "%Y-%m-%d")
         .map(|d| (d + chrono::Duration::days(1)).format("%Y-%m-%dT09:00:00").to_string())
-        .map_err(|_| crate::EngineError::Usage(format!("campaign id {campaign_id} does not end in a date")))?;
+        .map_err(|_| crate::EngineError::usage(format!("campaign id {campaign_id} does not end in a date")))?;
     Ok(Some(CampaignAudience {
         campaign_id,
         sent_at,

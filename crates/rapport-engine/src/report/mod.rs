@@ -39,7 +39,7 @@ pub fn read_models(ws: &Workspace) -> Result<Option<ModelsReport>> {
     };
     ModelsReport::from_json(&text)
         .map(Some)
-        .map_err(|e| EngineError::Usage(format!("{}: {e}; `rapport run` writes it again", path.display())))
+        .map_err(|e| EngineError::usage(format!("{}: {e}; `rapport run` writes it again", path.display())))
 }
 
 /// [`read_models`] for a report that can do without the models: a file that cannot be
@@ -105,7 +105,7 @@ fn read_quality_at(p: &Path) -> Result<Option<Quality>> {
     let text = std::fs::read_to_string(p).map_err(|e| EngineError::io(p, e))?;
     serde_json::from_str(&text)
         .map(Some)
-        .map_err(|e| EngineError::Usage(format!("{}: {e}", p.display())))
+        .map_err(|e| EngineError::usage(format!("{}: {e}", p.display())))
 }
 
 /// Pairs of (label, count) from a two-column query (text, integer).

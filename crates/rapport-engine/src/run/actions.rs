@@ -195,30 +195,30 @@ impl ActionsConfig {
             Some(t) => t
                 .clone()
                 .try_into()
-                .map_err(|e: toml::de::Error| EngineError::Usage(format!("[actions]: {}", e.message())))?,
+                .map_err(|e: toml::de::Error| EngineError::usage(format!("[actions]: {}", e.message())))?,
             None => Self::default(),
         };
         if !(0.0..1.0).contains(&c.control_share) {
-            return Err(EngineError::Usage(format!(
+            return Err(EngineError::usage(format!(
                 "[actions]: control_share = {} must be in [0, 1)",
                 c.control_share
             )));
         }
         if c.max_actions_per_customer == 0 {
-            return Err(EngineError::Usage("[actions]: max_actions_per_customer must be at least 1".into()));
+            return Err(EngineError::usage("[actions]: max_actions_per_customer must be at least 1"));
         }
         for (i, r) in c.rules.iter().enumerate() {
             let at = format!("[[actions.rules]] #{} (action = \"{}\")", i + 1, r.action);
             if r.action.trim().is_empty() {
-                return Err(EngineError::Usage(format!("{at}: action must not be empty")));
+                return Err(EngineError::usage(format!("{at}: action must not be empty")));
             }
             if let Some(q) = r.min_clv_quantile {
                 if !(0.0..1.0).contains(&q) {
-                    return Err(EngineError::Usage(format!("{at}: min_clv_quantile = {q} must be in [0, 1)")));
+                    return Err(EngineError::usage(format!("{at}: min_clv_quantile = {q} must be in [0, 1)")));
                 }
             }
             if let (Some(d), None) = (r.gap_direction, r.gap_type) {
-                return Err(EngineError::Usage(format!(
+                return Err(EngineError::usage(format!(
                     "{at}: gap_direction = \"{}\" needs a gap_type",
                     d.name()
                 )));

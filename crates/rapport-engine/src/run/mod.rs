@@ -56,8 +56,8 @@ pub struct ModelInputs {
 pub fn model_inputs(s: &Session<'_>, cfg: &ModelsConfig, as_of: Option<&str>) -> Result<ModelInputs> {
     let tables = s.workspace().tables()?;
     if !tables.contains_key(Table::Orders.name()) {
-        return Err(EngineError::Usage(
-            "the workspace has no orders; run `rapport ingest --data DIR` first".into(),
+        return Err(EngineError::usage(
+            "the workspace has no orders; run `rapport ingest --data DIR` first",
         ));
     }
     let names: BTreeSet<String> = tables.keys().cloned().collect();
