@@ -837,3 +837,51 @@ impl std::fmt::Display for WorkspaceDamaged {
 }
 
 impl std::error::Error for WorkspaceDamaged {}
+
+/// `rapport serve`: the API over the workspace until SIGINT or SIGTERM.
+pub fn serve(workspace: &Path, bind: &str, print_openapi: bool) -> Result<()> {
+    if print_openapi {
+        println!("{}", rapport_server::openapi_json());
+        return Ok(());
+    }
+    // Opening a reader checks that the workspace is one, before listening.
+    drop(Workspace::reader(workspace)?);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    eprintln!("serving {} on http://{bind} (Ctrl-C or SIGTERM stops)", workspace.display());
+    runtime
+        .block_on(rapport_server::serve(workspace, bind))
+        .with_context(|| format!("serving on {bind}"))?;
+    Ok(())
+}
+
+fn role(name: &str) -> Result<rapport_server::auth::Role> {
+    rapport_server::auth::Role::parse(name).ok_or_else(|| {
+        UserError(format!(
+            "--role {name}: expected one of collector, analyst, marketer, privacy, admin"
+        ))
+        .into()
+    })
+}
+
+pub fn token_create(workspace: &Path, name: &str, role_name: &str) -> Result<()> {
+    let role = role(role_name)?;
+    drop(Workspace::reader(workspace)?);
+    let token = rapport_server::auth::Tokens::of(workspace).create(name, role)?;
+    eprintln!("token {name} ({}); it is shown once and only its hash is kept:", role.name());
+    println!("{token}");
+    Ok(())
+}
+
+pub fn token_list(workspace: &Path) -> Result<()> {
+    for t in rapport_server::auth::Tokens::of(workspace).list()? {
+        let state = t.revoked_at.map_or("active".to_string(), |r| format!("revoked {r}"));
+        println!("{:<24} {:<10} created {}  {state}", t.name, t.role, t.created_at);
+    }
+    Ok(())
+}
+
+pub fn token_revoke(workspace: &Path, name: &str) -> Result<()> {
+    rapport_server::auth::Tokens::of(workspace).revoke(name)?;
+    println!("revoked {name}");
+    Ok(())
+}

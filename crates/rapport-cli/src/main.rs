@@ -34,6 +34,22 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token with a role (collector, analyst, marketer, privacy, admin) and
+    /// print it; only its hash is stored.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        role: String,
+    },
+    /// The tokens with their role and when they were created and revoked.
+    List,
+    /// Revoke a token by name; requests with it get 401 from then on.
+    Revoke { name: String },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Write a commented rapport.toml and create the workspace and its key.
     Init {
@@ -141,6 +157,21 @@ enum Command {
         /// otherwise the new key replaces the current key file).
         #[arg(long)]
         new_key_file: Option<PathBuf>,
+    },
+    /// Serve the HTTP API over the workspace (docs/openapi.json) until SIGINT or SIGTERM;
+    /// requests carry a token from `rapport token create`.
+    Serve {
+        /// The address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        bind: String,
+        /// Print the OpenAPI document of the API and exit (docs/openapi.json is this).
+        #[arg(long)]
+        print_openapi: bool,
+    },
+    /// Bearer tokens of `rapport serve`: create (shown once), list, revoke.
+    Token {
+        #[command(subcommand)]
+        what: TokenCommand,
     },
     /// Verify the workspace against its catalog: every part present, with the size,
     /// SHA-256 and row count recorded at commit, readable as Parquet, and no stray file.
@@ -279,6 +310,12 @@ fn main() -> ExitCode {
         Command::Uplift { json } => commands::uplift(&cli.workspace, json, wait),
         Command::Report => commands::report(&cli.workspace, wait),
         Command::Check { json } => commands::check(&cli.workspace, json),
+        Command::Serve { bind, print_openapi } => commands::serve(&cli.workspace, &bind, print_openapi),
+        Command::Token { what } => match what {
+            TokenCommand::Create { name, role } => commands::token_create(&cli.workspace, &name, &role),
+            TokenCommand::List => commands::token_list(&cli.workspace),
+            TokenCommand::Revoke { name } => commands::token_revoke(&cli.workspace, &name),
+        },
         Command::Rekey { new_key_file } => commands::rekey(&cli.workspace, new_key_file.as_deref(), wait),
         Command::Sql { query, format, reveal } => commands::sql(&cli.workspace, &query, &format, reveal),
         Command::Export {

@@ -1,0 +1,94 @@
+//! Every error is JSON: `{"error": {"code": "...", "message": "..."}}` (api.md).
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// An error response: the status and what the client is told.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+/// The body of every error response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// `bad_request`, `unauthorized`, `forbidden`, `not_found` or `internal`.
+    pub code: String,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<rapport_engine::EngineError> for ApiError {
+    /// The user's mistakes are the client's (400, or 404 for an unknown customer);
+    /// Rapport's faults are logged and answered 500.
+    fn from(e: rapport_engine::EngineError) -> Self {
+        if e.is_user_error() {
+            let message = e.to_string();
+            if message.starts_with("no customer ") {
+                ApiError::not_found(message)
+            } else {
+                ApiError::bad_request(message)
+            }
+        } else {
+            tracing::error!(error = %e, "request failed");
+            ApiError::internal("the server could not answer; the error is in its log")
+        }
+    }
+}
+
+impl From<rapport_store::StoreError> for ApiError {
+    fn from(e: rapport_store::StoreError) -> Self {
+        rapport_engine::EngineError::from(e).into()
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_string(),
+                message: self.message,
+            },
+        };
+        (self.status, Json(body)).into_response()
+    }
+}

@@ -1,0 +1,121 @@
+//! `rapport serve`: the HTTP API over one workspace (../shared/spec/api.md), on axum.
+//! The engine knows no HTTP: handlers open a reader of the workspace per request (so a
+//! writer's commit is seen by the next request and no reader lock is held between
+//! requests), call the engine on a blocking thread, and turn its typed results and
+//! errors into JSON. The OpenAPI document is generated from the handlers.
+//!
+//! Served so far: `/healthz`, `/openapi.json`, `GET /v1/customers/{id}` (the customer
+//! 360 of the last run) and `GET /v1/segments`, behind bearer tokens and the role table.
+
+pub mod auth;
+pub mod customers;
+pub mod error;
+
+use std::path::{Path, PathBuf};
+
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use utoipa::openapi::OpenApi;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::error::ApiError;
+
+/// What every handler shares: the workspace folder.
+#[derive(Clone)]
+pub struct AppState {
+    pub workspace: PathBuf,
+}
+
+impl AppState {
+    /// A reader of the workspace for one request.
+    pub fn reader(&self) -> Result<rapport_store::Workspace, ApiError> {
+        Ok(rapport_store::Workspace::reader(&self.workspace)?)
+    }
+}
+
+/// Runs `f` (engine work, which blocks) on a blocking thread.
+pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("a request's work failed: {e}")))?
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    /// `ok` while the server answers.
+    pub status: String,
+}
+
+/// Whether the server is up.
+#[utoipa::path(get, path = "/healthz", responses((status = 200, body = Health)))]
+async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok".into() })
+}
+
+/// The routes and the OpenAPI document generated from them.
+pub fn api() -> (Router<AppState>, OpenApi) {
+    let (router, mut doc) = OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(customers::customer))
+        .routes(routes!(customers::segments))
+        .split_for_parts();
+    doc.info.title = "Rapport".into();
+    doc.info.description = Some("The HTTP API of `rapport serve` (see docs/api.md of the specification).".into());
+    doc.info.version = env!("CARGO_PKG_VERSION").into();
+    doc.info.license = None;
+    doc.info.contact = None;
+    (router, doc)
+}
+
+/// The OpenAPI document as served at `/openapi.json` (and committed as docs/openapi.json).
+pub fn openapi_json() -> String {
+    api().1.to_pretty_json().expect("the OpenAPI document serialises")
+}
+
+/// The application for the workspace at `workspace`.
+pub fn app(workspace: &Path) -> Router {
+    let (router, _) = api();
+    let doc = openapi_json();
+    router
+        .route(
+            "/openapi.json",
+            get(move || async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], doc) }),
+        )
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .with_state(AppState {
+            workspace: workspace.to_path_buf(),
+        })
+}
+
+/// Serves the workspace at `workspace` on `bind` until SIGINT or SIGTERM, then stops
+/// accepting, finishes the requests in flight, and returns.
+pub async fn serve(workspace: &Path, bind: &str) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(bind).await?;
+    tracing::info!(address = %listener.local_addr()?, "serving");
+    axum::serve(listener, app(workspace)).with_graceful_shutdown(shutdown()).await
+}
+
+async fn shutdown() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down: finishing the requests in flight");
+}

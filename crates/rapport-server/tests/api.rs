@@ -1,0 +1,212 @@
+//! The HTTP API on a generated company (600 customers, ingested and run once): every
+//! served route × every role, no token, an unknown and a revoked token; masking by
+//! role; JSON errors; the committed OpenAPI document is the served one.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use rapport_server::auth::{Role, Tokens};
+use serde_json::Value;
+use tower::ServiceExt;
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The workspace, a token per role (by role name), a revoked token, and a source id.
+struct Fixture {
+    ws: PathBuf,
+    tokens: Vec<(Role, String)>,
+    revoked: String,
+    source_id: String,
+}
+
+fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("server-api-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let data = root.join("data");
+        rapport_synth::generate(&rapport_synth::GenerateOptions::new(600, 3, &data)).unwrap();
+        let ws_dir = root.join("ws");
+        let ws = rapport_store::Workspace::writer(&ws_dir, &rapport_store::Writer::new("test")).unwrap();
+        rapport_engine::ingest::ingest(&ws, &rapport_store::IngestOptions::new(&data), &rapport_store::NoProgress).unwrap();
+        rapport_engine::run::run(&ws, &rapport_engine::config::ModelsConfig::default(), None).unwrap();
+        drop(ws);
+        let store = Tokens::of(&ws_dir);
+        let tokens = Role::ALL.iter().map(|r| (*r, store.create(r.name(), *r).unwrap())).collect();
+        let revoked = store.create("gone", Role::Admin).unwrap();
+        store.revoke("gone").unwrap();
+        let source_id = std::fs::read_to_string(data.join("customers_shop.csv"))
+            .unwrap()
+            .lines()
+            .nth(1)
+            .unwrap()
+            .split(',')
+            .next()
+            .unwrap()
+            .to_string();
+        Fixture {
+            ws: ws_dir,
+            tokens,
+            revoked,
+            source_id,
+        }
+    })
+}
+
+/// The fixture, built on a blocking thread (the engine runs its own runtime).
+async fn fx() -> &'static Fixture {
+    tokio::task::spawn_blocking(fixture).await.unwrap()
+}
+
+fn token(role: Role) -> &'static str {
+    &fixture().tokens.iter().find(|(r, _)| *r == role).unwrap().1
+}
+
+/// The status and JSON body of `GET path` with `token`.
+async fn get(path: &str, token: Option<&str>) -> (StatusCode, Value) {
+    let mut req = Request::get(path);
+    if let Some(t) = token {
+        req = req.header("Authorization", format!("Bearer {t}"));
+    }
+    let res = rapport_server::app(&fx().await.ws)
+        .oneshot(req.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = res.status();
+    let bytes = axum::body::to_bytes(res.into_body(), 64 << 20).await.unwrap();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+fn is_error(body: &Value, code: &str) -> bool {
+    body["error"]["code"] == code && body["error"]["message"].as_str().is_some_and(|m| !m.is_empty())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_route_and_role_gets_the_status_the_contract_gives() {
+    let f = fx().await;
+    let customer = format!("/v1/customers/{}", f.source_id);
+    let (status, body) = get("/healthz", None).await;
+    assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("ok")));
+    for path in [customer.as_str(), "/v1/segments"] {
+        let (status, body) = get(path, None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}");
+        assert!(is_error(&body, "unauthorized"), "{body}");
+        assert_eq!(
+            get(path, Some("rpt_0000")).await.0,
+            StatusCode::UNAUTHORIZED,
+            "{path}: an unknown token"
+        );
+        assert_eq!(
+            get(path, Some(&f.revoked)).await.0,
+            StatusCode::UNAUTHORIZED,
+            "{path}: a revoked token"
+        );
+        for role in Role::ALL {
+            let want = if role == Role::Collector {
+                StatusCode::FORBIDDEN
+            } else {
+                StatusCode::OK
+            };
+            let (status, body) = get(path, Some(token(role))).await;
+            assert_eq!(status, want, "{path} as {}: {body}", role.name());
+            if want == StatusCode::FORBIDDEN {
+                assert!(is_error(&body, "forbidden"), "{body}");
+            }
+        }
+    }
+    let (status, body) = get("/v1/nothing", Some(token(Role::Admin))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(is_error(&body, "not_found"), "{body}");
+    let (status, body) = get("/v1/customers/no-such-customer", Some(token(Role::Analyst))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert!(is_error(&body, "not_found"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_customer_360_masks_personal_data_unless_the_role_may_see_it() {
+    let f = fx().await;
+    let path = format!("/v1/customers/{}", f.source_id);
+    let (_, masked) = get(&path, Some(token(Role::Marketer))).await;
+    let (_, revealed) = get(&path, Some(token(Role::Privacy))).await;
+    assert_eq!(masked["customer_id"], revealed["customer_id"]);
+    assert!(masked["customer_id"].as_str().unwrap().starts_with("cu_"), "{masked}");
+    assert_eq!(masked["profile"]["email"], "•••", "{masked}");
+    assert!(revealed["profile"]["email"].as_str().unwrap().contains('@'), "{revealed}");
+    assert!(!masked.to_string().contains(revealed["profile"]["email"].as_str().unwrap()));
+    // What the last run concluded about the customer.
+    let scores = &masked["scores"];
+    assert!(scores["orders"].as_f64().unwrap() >= 1.0, "{scores}");
+    assert!(scores["clv"].is_number() && scores["p_alive"].is_number(), "{scores}");
+    assert_eq!(masked["recommendations"].as_array().unwrap().len(), 10, "{masked}");
+    assert!(masked["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["source_customer_id"] == f.source_id.as_str()));
+    assert_eq!(masked["live"], false);
+    assert!(masked["scored_at"].is_string());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn segments_carry_their_size_revenue_share_clv_and_churn() {
+    fx().await;
+    let (status, body) = get("/v1/segments", Some(token(Role::Analyst))).await;
+    assert_eq!(status, StatusCode::OK);
+    let segments = body.as_array().unwrap();
+    let rfm: Vec<&Value> = segments.iter().filter(|s| s["kind"] == "rfm").collect();
+    assert!(!rfm.is_empty(), "{body}");
+    let total: i64 = rfm.iter().map(|s| s["customers"].as_i64().unwrap()).sum();
+    let share: f64 = rfm.iter().map(|s| s["revenue_share"].as_f64().unwrap()).sum();
+    assert!(total > 0 && (share - 1.0).abs() < 1e-9, "{total} {share}");
+    assert!(
+        rfm.iter()
+            .all(|s| s["mean_clv"].is_number() && s["mean_churn_probability"].is_number()),
+        "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_committed_openapi_document_is_the_served_one() {
+    let res = rapport_server::app(&fx().await.ws)
+        .oneshot(Request::get("/openapi.json").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let served = String::from_utf8(axum::body::to_bytes(res.into_body(), 1 << 20).await.unwrap().to_vec()).unwrap();
+    let doc: Value = serde_json::from_str(&served).unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"), "{doc}");
+    for path in ["/healthz", "/v1/customers/{id}", "/v1/segments"] {
+        assert!(doc["paths"][path].is_object(), "{path} documented");
+    }
+    let committed = std::fs::read_to_string(repo_root().join("docs/openapi.json")).unwrap_or_default();
+    assert!(
+        committed.trim_end() == served.trim_end(),
+        "docs/openapi.json is not the served document: write it with `rapport serve --print-openapi > docs/openapi.json`"
+    );
+}
+
+#[test]
+fn tokens_are_stored_as_hashes_and_names_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Tokens::of(dir.path());
+    let t = store.create("crm-sync", Role::Collector).unwrap();
+    assert!(t.starts_with("rpt_") && t.len() == 68);
+    let stored = std::fs::read(dir.path().join("server.sqlite")).unwrap();
+    assert!(
+        !stored.windows(t.len()).any(|w| w == t.as_bytes()),
+        "the token itself is not stored"
+    );
+    assert_eq!(store.verify(&t).unwrap(), Some(("crm-sync".into(), Role::Collector)));
+    assert!(store.create("crm-sync", Role::Admin).is_err(), "a name in use");
+    assert!(store.create("bad name", Role::Admin).is_err());
+    store.revoke("crm-sync").unwrap();
+    assert_eq!(store.verify(&t).unwrap(), None);
+    assert!(store.revoke("crm-sync").is_err(), "already revoked");
+    let listed = store.list().unwrap();
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0].revoked_at.is_some());
+}
