@@ -12,6 +12,7 @@ use utoipa::ToSchema;
 
 use crate::auth::{Caller, Role};
 use crate::error::{ApiError, ErrorBody};
+use crate::tables::{quoted, recommendation, Recommendation};
 use crate::{blocking, AppState};
 
 /// The roles that may read customers and segments.
@@ -35,7 +36,7 @@ pub struct Customer360 {
     /// The customer's rows of the `gaps` table.
     #[schema(value_type = Vec<Object>)]
     pub gaps: Vec<Value>,
-    pub recommendations: Vec<Recommended>,
+    pub recommendations: Vec<Recommendation>,
     pub next_action: Option<NextAction>,
     #[schema(value_type = Vec<Object>)]
     pub consents: Vec<Value>,
@@ -43,14 +44,6 @@ pub struct Customer360 {
     pub scored_at: Option<String>,
     /// Whether a value was rescored since that run (not yet: always false).
     pub live: bool,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Recommended {
-    pub product_id: String,
-    pub score: f64,
-    /// The model that put it there.
-    pub reason: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -101,11 +94,6 @@ fn text(c: &Cell) -> Option<String> {
     }
 }
 
-/// SQL text literal.
-fn quoted(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
-
 fn customer_360(ws: &Workspace, id: &str, personal: &Personal) -> Result<Customer360, ApiError> {
     let e = rapport_engine::explain::explain(ws, id, personal)?;
     let session = Session::new(ws);
@@ -121,14 +109,7 @@ fn customer_360(ws: &Workspace, id: &str, personal: &Personal) -> Result<Custome
         format!("SELECT product_id, score, reason FROM recommendations WHERE customer_id = {q} ORDER BY rank"),
     )?
     .iter()
-    .map(|r| Recommended {
-        product_id: text(r.get("product_id")).unwrap_or_default(),
-        score: match r.get("score") {
-            Cell::Float(v) => *v,
-            _ => f64::NAN,
-        },
-        reason: text(r.get("reason")).unwrap_or_default(),
-    })
+    .map(recommendation)
     .collect();
     let next_action = rows(
         rapport_store::schema::Table::Actions,

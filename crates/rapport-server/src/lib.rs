@@ -4,12 +4,14 @@
 //! requests), call the engine on a blocking thread, and turn its typed results and
 //! errors into JSON. The OpenAPI document is generated from the handlers.
 //!
-//! Served so far: `/healthz`, `/openapi.json`, `GET /v1/customers/{id}` (the customer
-//! 360 of the last run) and `GET /v1/segments`, behind bearer tokens and the role table.
+//! Served so far: `/healthz`, `/openapi.json`, and the read routes of the last run —
+//! customers (a page, the 360, recommendations), segments, gaps, knowledge gaps, the
+//! actions' audience and read-only SQL — behind bearer tokens and the role table.
 
 pub mod auth;
 pub mod customers;
 pub mod error;
+pub mod tables;
 
 use std::path::{Path, PathBuf};
 
@@ -60,7 +62,13 @@ pub fn api() -> (Router<AppState>, OpenApi) {
     let (router, mut doc) = OpenApiRouter::new()
         .routes(routes!(healthz))
         .routes(routes!(customers::customer))
+        .routes(routes!(tables::customers))
+        .routes(routes!(tables::recommendations))
         .routes(routes!(customers::segments))
+        .routes(routes!(tables::gaps))
+        .routes(routes!(tables::knowledge_gaps))
+        .routes(routes!(tables::actions))
+        .routes(routes!(tables::sql))
         .split_for_parts();
     doc.info.title = "Rapport".into();
     doc.info.description = Some("The HTTP API of `rapport serve` (see docs/api.md of the specification).".into());

@@ -66,19 +66,24 @@ fn token(role: Role) -> &'static str {
     &fixture().tokens.iter().find(|(r, _)| *r == role).unwrap().1
 }
 
-/// The status and JSON body of `GET path` with `token`.
-async fn get(path: &str, token: Option<&str>) -> (StatusCode, Value) {
-    let mut req = Request::get(path);
+/// The status and JSON body of `method path` with `token` and a JSON `body`.
+async fn call(method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+    let mut req = Request::builder().method(method).uri(path);
     if let Some(t) = token {
         req = req.header("Authorization", format!("Bearer {t}"));
     }
-    let res = rapport_server::app(&fx().await.ws)
-        .oneshot(req.body(Body::empty()).unwrap())
-        .await
-        .unwrap();
+    let req = match body {
+        Some(b) => req.header("Content-Type", "application/json").body(Body::from(b.to_string())),
+        None => req.body(Body::empty()),
+    };
+    let res = rapport_server::app(&fx().await.ws).oneshot(req.unwrap()).await.unwrap();
     let status = res.status();
     let bytes = axum::body::to_bytes(res.into_body(), 64 << 20).await.unwrap();
     (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+async fn get(path: &str, token: Option<&str>) -> (StatusCode, Value) {
+    call("GET", path, token, None).await
 }
 
 fn is_error(body: &Value, code: &str) -> bool {
@@ -91,30 +96,41 @@ async fn every_route_and_role_gets_the_status_the_contract_gives() {
     let customer = format!("/v1/customers/{}", f.source_id);
     let (status, body) = get("/healthz", None).await;
     assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("ok")));
-    for path in [customer.as_str(), "/v1/segments"] {
-        let (status, body) = get(path, None).await;
+    let (_, c) = get(&customer, Some(token(Role::Analyst))).await;
+    let recs = format!("/v1/customers/{}/recommendations", c["customer_id"].as_str().unwrap());
+    use Role::{Admin, Analyst, Marketer, Privacy};
+    let every_reader: &[Role] = &[Analyst, Marketer, Privacy, Admin];
+    let analysts: &[Role] = &[Analyst, Privacy, Admin];
+    let query = Some(serde_json::json!({"sql": "SELECT count(*) AS n FROM customers"}));
+    let routes: [(&str, &str, Option<Value>, &[Role]); 9] = [
+        ("GET", &customer, None, every_reader),
+        ("GET", "/v1/customers?limit=5", None, every_reader),
+        ("GET", &recs, None, every_reader),
+        ("GET", "/v1/segments", None, every_reader),
+        ("GET", "/v1/gaps", None, analysts),
+        ("GET", "/v1/knowledge-gaps", None, analysts),
+        ("GET", "/v1/actions", None, every_reader),
+        ("POST", "/v1/query", query, analysts),
+        ("GET", "/v1/actions?group=control", None, every_reader),
+    ];
+    for (method, path, body, allowed) in routes {
+        let (status, answer) = call(method, path, None, body.clone()).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}");
-        assert!(is_error(&body, "unauthorized"), "{body}");
-        assert_eq!(
-            get(path, Some("rpt_0000")).await.0,
-            StatusCode::UNAUTHORIZED,
-            "{path}: an unknown token"
-        );
-        assert_eq!(
-            get(path, Some(&f.revoked)).await.0,
-            StatusCode::UNAUTHORIZED,
-            "{path}: a revoked token"
-        );
+        assert!(is_error(&answer, "unauthorized"), "{answer}");
+        let unknown = call(method, path, Some("rpt_0000"), body.clone()).await.0;
+        assert_eq!(unknown, StatusCode::UNAUTHORIZED, "{path}: an unknown token");
+        let revoked = call(method, path, Some(&f.revoked), body.clone()).await.0;
+        assert_eq!(revoked, StatusCode::UNAUTHORIZED, "{path}: a revoked token");
         for role in Role::ALL {
-            let want = if role == Role::Collector {
-                StatusCode::FORBIDDEN
-            } else {
+            let want = if allowed.contains(&role) {
                 StatusCode::OK
+            } else {
+                StatusCode::FORBIDDEN
             };
-            let (status, body) = get(path, Some(token(role))).await;
-            assert_eq!(status, want, "{path} as {}: {body}", role.name());
+            let (status, answer) = call(method, path, Some(token(role)), body.clone()).await;
+            assert_eq!(status, want, "{method} {path} as {}: {answer}", role.name());
             if want == StatusCode::FORBIDDEN {
-                assert!(is_error(&body, "forbidden"), "{body}");
+                assert!(is_error(&answer, "forbidden"), "{answer}");
             }
         }
     }
@@ -209,4 +225,83 @@ fn tokens_are_stored_as_hashes_and_names_are_checked() {
     let listed = store.list().unwrap();
     assert_eq!(listed.len(), 1);
     assert!(listed[0].revoked_at.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn customers_page_through_in_id_order_and_filters_are_checked() {
+    fx().await;
+    let t = Some(token(Role::Analyst));
+    let (_, first) = get("/v1/customers?limit=250", t).await;
+    let cursor = first["next_cursor"].as_str().unwrap().to_string();
+    let (_, second) = get(&format!("/v1/customers?limit=250&cursor={cursor}"), t).await;
+    let (_, third) = get(
+        &format!("/v1/customers?limit=250&cursor={}", second["next_cursor"].as_str().unwrap()),
+        t,
+    )
+    .await;
+    let ids: Vec<&str> = [&first, &second, &third]
+        .iter()
+        .flat_map(|p| {
+            p["customers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["customer_id"].as_str().unwrap())
+        })
+        .collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "in order, without repeats");
+    assert!(third["next_cursor"].is_null(), "the last page has no cursor");
+    let (_, all) = call(
+        "POST",
+        "/v1/query",
+        t,
+        Some(serde_json::json!({"sql": "SELECT count(*) FROM customers"})),
+    )
+    .await;
+    assert_eq!(ids.len() as i64, all["rows"][0][0].as_i64().unwrap());
+    for bad in [
+        "/v1/customers?limit=0",
+        "/v1/customers?limit=x",
+        "/v1/gaps?type=mood",
+        "/v1/actions?group=both",
+    ] {
+        let (status, body) = get(bad, t).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        assert!(is_error(&body, "bad_request"), "{body}");
+    }
+    let (_, gaps) = get("/v1/gaps?type=frequency", t).await;
+    assert!(gaps.as_array().unwrap().iter().all(|g| g["gap_type"] == "frequency"), "{gaps}");
+    let (_, control) = get("/v1/actions?group=control", t).await;
+    let control = control.as_array().unwrap();
+    assert!(!control.is_empty() && control.iter().all(|a| a["group"] == "control"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sql_is_read_only_and_masked_unless_the_role_may_see_it() {
+    fx().await;
+    let sql = |q: &str| Some(serde_json::json!({ "sql": q }));
+    let (status, body) = call("POST", "/v1/query", Some(token(Role::Analyst)), sql("DROP TABLE customers")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(is_error(&body, "bad_request"), "{body}");
+    let (status, body) = call(
+        "POST",
+        "/v1/query",
+        Some(token(Role::Analyst)),
+        Some(serde_json::json!({"query": 1})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let emails = "SELECT email FROM customer_profiles WHERE email IS NOT NULL LIMIT 3";
+    let (_, masked) = call("POST", "/v1/query", Some(token(Role::Analyst)), sql(emails)).await;
+    let (_, revealed) = call("POST", "/v1/query", Some(token(Role::Admin)), sql(emails)).await;
+    assert_eq!(masked["columns"], serde_json::json!(["email"]));
+    assert!(masked["rows"].as_array().unwrap().iter().all(|r| r[0] == "•••"), "{masked}");
+    assert!(
+        revealed["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r[0].as_str().unwrap().contains('@')),
+        "{revealed}"
+    );
 }
