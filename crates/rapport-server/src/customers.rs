@@ -70,11 +70,7 @@ pub async fn customer(State(state): State<AppState>, caller: Caller, Path(id): P
     caller.require(&READERS)?;
     blocking(move || {
         let ws = state.reader()?;
-        let personal = if caller.role.reveals() {
-            Personal::Revealed(Box::new(ws.keys(false)?))
-        } else {
-            Personal::Masked
-        };
+        let personal = crate::personal_for(&ws, caller.role)?;
         customer_360(&ws, &id, &personal).map(Json)
     })
     .await

@@ -38,6 +38,17 @@ impl AppState {
     }
 }
 
+/// How `role` sees personal columns: in clear for privacy and admin (with the
+/// workspace key), masked for everyone else.
+pub(crate) fn personal_for(ws: &rapport_store::Workspace, role: auth::Role) -> Result<rapport_engine::session::Personal, ApiError> {
+    use rapport_engine::session::Personal;
+    Ok(if role.reveals() {
+        Personal::Revealed(Box::new(ws.keys(false)?))
+    } else {
+        Personal::Masked
+    })
+}
+
 /// Runs `f` (engine work, which blocks) on a blocking thread.
 pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f)

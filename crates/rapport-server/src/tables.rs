@@ -24,6 +24,15 @@ pub(crate) fn quoted(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
+/// `WHERE` and the conditions joined by `AND`, or nothing without conditions.
+fn where_all(conditions: &[String]) -> String {
+    if conditions.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", conditions.join(" AND "))
+    }
+}
+
 /// The rows of `sql` as JSON objects, or none when the workspace lacks `table`.
 fn rows(ws: &Workspace, table: Table, sql: &str, personal: &Personal) -> Result<Vec<Value>, ApiError> {
     if !ws.has(table)? {
@@ -85,11 +94,7 @@ pub async fn customers(
         if let Some(c) = &page.cursor {
             filters.push(format!("customer_id > {}", quoted(c)));
         }
-        let filter = if filters.is_empty() {
-            String::new()
-        } else {
-            format!("WHERE {}", filters.join(" AND "))
-        };
+        let filter = where_all(&filters);
         let sql = format!("SELECT * FROM customers {filter} ORDER BY customer_id LIMIT {limit}");
         let customers = rows(&state.reader()?, Table::Customers, &sql, &Personal::Masked)?;
         let next_cursor = (customers.len() == limit)
@@ -201,11 +206,7 @@ pub async fn gaps(
             quoted(s)
         ));
     }
-    let filter = if conditions.is_empty() {
-        String::new()
-    } else {
-        format!("WHERE {}", conditions.join(" AND "))
-    };
+    let filter = where_all(&conditions);
     blocking(move || {
         let sql = format!("SELECT g.* FROM gaps g {filter} ORDER BY g.evidence DESC, g.customer_id, g.gap_type, g.subject");
         Ok(Json(rows(&state.reader()?, Table::Gaps, &sql, &Personal::Masked)?))
@@ -260,11 +261,7 @@ pub async fn actions(
         }
         conditions.push(format!("\"group\" = {}", quoted(g)));
     }
-    let filter = if conditions.is_empty() {
-        String::new()
-    } else {
-        format!("WHERE {}", conditions.join(" AND "))
-    };
+    let filter = where_all(&conditions);
     blocking(move || {
         let sql = format!("SELECT * FROM actions {filter} ORDER BY priority, customer_id");
         Ok(Json(rows(&state.reader()?, Table::Actions, &sql, &Personal::Masked)?))
@@ -303,11 +300,7 @@ pub async fn sql(
     let Json(q) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
     blocking(move || {
         let ws = state.reader()?;
-        let personal = if caller.role.reveals() {
-            Personal::Revealed(Box::new(ws.keys(false)?))
-        } else {
-            Personal::Masked
-        };
+        let personal = crate::personal_for(&ws, caller.role)?;
         let batches = Session::new(&ws).query(&q.sql, &personal)?;
         let columns = batches
             .first()
