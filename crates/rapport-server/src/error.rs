@@ -22,7 +22,8 @@ pub struct ErrorBody {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
-    /// `bad_request`, `unauthorized`, `forbidden`, `not_found` or `internal`.
+    /// `bad_request`, `unauthorized`, `forbidden`, `not_found`, `too_large`,
+    /// `unsupported_media_type` or `internal`.
     pub code: String,
     pub message: String,
 }
@@ -42,6 +43,16 @@ impl ApiError {
 
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    /// A request body the extractor refused: too large (413, `max_body_bytes`), not JSON
+    /// (415) or not the expected shape (400), with the extractor's reason.
+    pub fn body(e: axum::extract::rejection::JsonRejection) -> Self {
+        match e.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.body_text()),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", e.body_text()),
+            _ => Self::bad_request(e.body_text()),
+        }
     }
 
     pub fn internal(message: impl Into<String>) -> Self {

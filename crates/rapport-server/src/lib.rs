@@ -25,6 +25,10 @@ use utoipa_axum::routes;
 
 use crate::error::ApiError;
 
+/// The largest request body accepted (api.md's default `max_body_bytes`); a larger one
+/// is answered 413.
+pub const MAX_BODY_BYTES: usize = 16 << 20;
+
 /// What every handler shares: the workspace folder.
 #[derive(Clone)]
 pub struct AppState {
@@ -104,6 +108,7 @@ pub fn app(workspace: &Path) -> Router {
             get(move || async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], doc) }),
         )
         .fallback(|| async { ApiError::not_found("no such route") })
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(AppState {
             workspace: workspace.to_path_buf(),
         })

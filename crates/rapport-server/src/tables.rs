@@ -289,7 +289,14 @@ pub struct QueryResult {
     post,
     path = "/v1/query",
     request_body = SqlQuery,
-    responses((status = 200, body = QueryResult), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody))
+    responses(
+        (status = 200, body = QueryResult),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 413, body = ErrorBody),
+        (status = 415, body = ErrorBody),
+    )
 )]
 pub async fn sql(
     State(state): State<AppState>,
@@ -297,7 +304,7 @@ pub async fn sql(
     body: Result<Json<SqlQuery>, JsonRejection>,
 ) -> Result<Json<QueryResult>, ApiError> {
     caller.require(&ANALYSTS)?;
-    let Json(q) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let Json(q) = body.map_err(ApiError::body)?;
     blocking(move || {
         let ws = state.reader()?;
         let personal = crate::personal_for(&ws, caller.role)?;
