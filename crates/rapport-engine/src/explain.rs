@@ -96,10 +96,7 @@ fn unified_id(ws: &Workspace, session: &Session<'_>, customer: &str) -> Result<S
     )?;
     match ids.as_slice() {
         [one] => Ok(one.get("customer_id").to_string()),
-        [] => Err(EngineError::usage(format!(
-            "no customer {} (neither a unified nor a source id)",
-            shown_id(customer)
-        ))),
+        [] => Err(crate::UserError::NotFound(format!("no customer {} (neither a unified nor a source id)", shown_id(customer))).into()),
         many => {
             let list: Vec<String> = many.iter().map(|r| r.get("customer_id").to_string()).collect();
             Err(EngineError::usage(format!(

@@ -44,6 +44,9 @@ pub enum EngineError {
 pub enum UserError {
     #[error("{0}")]
     Usage(String),
+    /// What was asked for does not exist (a customer id no table knows).
+    #[error("{0}")]
+    NotFound(String),
     #[error(transparent)]
     Store(StoreError),
     #[error("query: {0}")]
@@ -111,6 +114,11 @@ impl EngineError {
         UserError::Usage(message.into()).into()
     }
 
+    /// Whether what was asked for does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, EngineError::User(UserError::NotFound(_)))
+    }
+
     pub fn io(path: &std::path::Path, source: std::io::Error) -> Self {
         InternalError::Io {
             path: path.display().to_string(),
@@ -175,5 +183,8 @@ mod tests {
         assert!(!EngineError::from(rapport_model::ModelError::InvalidInput("d = 0".into())).is_user_error());
         assert!(!EngineError::io(std::path::Path::new("x"), std::io::Error::other("full")).is_user_error());
         assert_eq!(EngineError::usage("no orders").to_string(), "no orders");
+        let missing = EngineError::from(UserError::NotFound("no customer x".into()));
+        assert!(missing.is_user_error() && missing.is_not_found());
+        assert!(!EngineError::usage("no orders").is_not_found());
     }
 }

@@ -963,6 +963,31 @@ impl Cell {
     pub fn is_null(&self) -> bool {
         matches!(self, Cell::Null)
     }
+
+    /// The text of a text cell.
+    pub fn as_text(&self) -> Option<&str> {
+        match self {
+            Cell::Text(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// The value of a number cell.
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Cell::Float(x) => Some(*x),
+            Cell::Int(i) => Some(*i as f64),
+            _ => None,
+        }
+    }
+
+    /// The value of an integer cell.
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            Cell::Int(i) => Some(*i),
+            _ => None,
+        }
+    }
 }
 
 impl std::fmt::Display for Cell {

@@ -3,8 +3,9 @@
 
 use axum::extract::{Path, State};
 use axum::Json;
-use rapport_engine::results::{Cell, Record};
-use rapport_engine::session::{batches_as_records, Personal, Session};
+use rapport_engine::results::Record;
+use rapport_engine::session::Personal;
+use rapport_store::schema::Table;
 use rapport_store::Workspace;
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -12,7 +13,7 @@ use utoipa::ToSchema;
 
 use crate::auth::{Caller, Role};
 use crate::error::{ApiError, ErrorBody};
-use crate::tables::{quoted, recommendation, Recommendation};
+use crate::tables::{json, quoted, recommendation, records, Recommendation};
 use crate::{blocking, AppState};
 
 /// The roles that may read customers and segments.
@@ -42,7 +43,7 @@ pub struct Customer360 {
     pub consents: Vec<Value>,
     /// The as-of date of the run the scores come from.
     pub scored_at: Option<String>,
-    /// Whether a value was rescored since that run (not yet: always false).
+    /// Whether a value was rescored since that run; false: every value is the run's.
     pub live: bool,
 }
 
@@ -76,46 +77,34 @@ pub async fn customer(State(state): State<AppState>, caller: Caller, Path(id): P
     .await
 }
 
-fn json(r: &Record) -> Value {
-    serde_json::to_value(r).unwrap_or(Value::Null)
-}
-
-fn text(c: &Cell) -> Option<String> {
-    match c {
-        Cell::Null => None,
-        Cell::Text(s) => Some(s.clone()),
-        Cell::Int(v) => Some(v.to_string()),
-        Cell::Float(v) => Some(v.to_string()),
-        Cell::Bool(v) => Some(v.to_string()),
-    }
+/// The text of `column` in `r`.
+fn text(r: &Record, column: &str) -> Option<String> {
+    r.get(column).as_text().map(str::to_string)
 }
 
 fn customer_360(ws: &Workspace, id: &str, personal: &Personal) -> Result<Customer360, ApiError> {
     let e = rapport_engine::explain::explain(ws, id, personal)?;
-    let session = Session::new(ws);
     let q = quoted(&e.customer_id);
-    let rows = |table: rapport_store::schema::Table, sql: String| -> Result<Vec<Record>, ApiError> {
-        if !ws.has(table)? {
-            return Ok(Vec::new());
-        }
-        Ok(batches_as_records(&session.query(&sql, &Personal::Masked)?)?)
-    };
-    let recommendations = rows(
-        rapport_store::schema::Table::Recommendations,
-        format!("SELECT product_id, score, reason FROM recommendations WHERE customer_id = {q} ORDER BY rank"),
+    let recommendations = records(
+        ws,
+        Table::Recommendations,
+        &format!("SELECT product_id, score, reason FROM recommendations WHERE customer_id = {q} ORDER BY rank"),
+        &Personal::Masked,
     )?
     .iter()
     .map(recommendation)
     .collect();
-    let next_action = rows(
-        rapport_store::schema::Table::Actions,
-        format!(r#"SELECT action, channel, "group" FROM actions WHERE customer_id = {q} ORDER BY priority LIMIT 1"#),
+    let next_action = records(
+        ws,
+        Table::Actions,
+        &format!(r#"SELECT action, channel, "group" FROM actions WHERE customer_id = {q} ORDER BY priority LIMIT 1"#),
+        &Personal::Masked,
     )?
     .first()
     .map(|r| NextAction {
-        action: text(r.get("action")).unwrap_or_default(),
-        channel: text(r.get("channel")),
-        group: text(r.get("group")).unwrap_or_default(),
+        action: text(r, "action").unwrap_or_default(),
+        channel: text(r, "channel"),
+        group: text(r, "group").unwrap_or_default(),
     });
     let scored_at = rapport_engine::report::models_or_warn(ws).map(|m| m.as_of);
     Ok(Customer360 {
@@ -164,6 +153,16 @@ pub struct Segment {
     pub mean_churn_probability: Option<f64>,
 }
 
+/// The segments with the mean CLV and churn probability of their members (RFM
+/// segments and clusters; channel groups are not columns of `customers`).
+const SEGMENTS_SQL: &str = "SELECT s.segment_id, s.kind, s.name, s.customers, s.share, s.revenue_share,
+                          avg(c.clv) AS mean_clv, avg(c.churn_probability) AS mean_churn_probability
+                   FROM segments s LEFT JOIN customers c
+                     ON (s.kind = 'rfm' AND c.rfm_segment = s.name)
+                     OR (s.kind = 'cluster' AND s.segment_id = 'cluster-' || lpad(CAST(c.cluster AS VARCHAR), 2, '0'))
+                   GROUP BY s.segment_id, s.kind, s.name, s.customers, s.share, s.revenue_share
+                   ORDER BY s.segment_id";
+
 /// The segments of the last run with their size, revenue share, mean CLV and churn.
 #[utoipa::path(
     get,
@@ -173,38 +172,19 @@ pub struct Segment {
 pub async fn segments(State(state): State<AppState>, caller: Caller) -> Result<Json<Vec<Segment>>, ApiError> {
     caller.require(&READERS)?;
     blocking(move || {
-        let ws = state.reader()?;
-        if !ws.has(rapport_store::schema::Table::Segments)? {
-            return Ok(Json(Vec::new()));
-        }
-        let sql = "SELECT s.segment_id, s.kind, s.name, s.customers, s.share, s.revenue_share,
-                          avg(c.clv) AS mean_clv, avg(c.churn_probability) AS mean_churn_probability
-                   FROM segments s LEFT JOIN customers c
-                     ON (s.kind = 'rfm' AND c.rfm_segment = s.name)
-                     OR (s.kind = 'cluster' AND s.segment_id = 'cluster-' || lpad(CAST(c.cluster AS VARCHAR), 2, '0'))
-                   GROUP BY s.segment_id, s.kind, s.name, s.customers, s.share, s.revenue_share
-                   ORDER BY s.segment_id";
-        let records = batches_as_records(&Session::new(&ws).query(sql, &Personal::Masked)?)?;
-        let float = |c: &Cell| match c {
-            Cell::Float(v) => Some(*v),
-            Cell::Int(v) => Some(*v as f64),
-            _ => None,
-        };
+        let records = records(&state.reader()?, Table::Segments, SEGMENTS_SQL, &Personal::Masked)?;
         Ok(Json(
             records
                 .iter()
                 .map(|r| Segment {
-                    segment_id: text(r.get("segment_id")).unwrap_or_default(),
-                    kind: text(r.get("kind")).unwrap_or_default(),
-                    name: text(r.get("name")).unwrap_or_default(),
-                    customers: match r.get("customers") {
-                        Cell::Int(v) => *v,
-                        _ => 0,
-                    },
-                    share: float(r.get("share")).unwrap_or(0.0),
-                    revenue_share: float(r.get("revenue_share")).unwrap_or(0.0),
-                    mean_clv: float(r.get("mean_clv")),
-                    mean_churn_probability: float(r.get("mean_churn_probability")),
+                    segment_id: text(r, "segment_id").unwrap_or_default(),
+                    kind: text(r, "kind").unwrap_or_default(),
+                    name: text(r, "name").unwrap_or_default(),
+                    customers: r.get("customers").as_i64().unwrap_or(0),
+                    share: r.get("share").as_f64().unwrap_or(0.0),
+                    revenue_share: r.get("revenue_share").as_f64().unwrap_or(0.0),
+                    mean_clv: r.get("mean_clv").as_f64(),
+                    mean_churn_probability: r.get("mean_churn_probability").as_f64(),
                 })
                 .collect(),
         ))

@@ -72,13 +72,10 @@ impl From<rapport_engine::EngineError> for ApiError {
     /// The user's mistakes are the client's (400, or 404 for an unknown customer);
     /// Rapport's faults are logged and answered 500.
     fn from(e: rapport_engine::EngineError) -> Self {
-        if e.is_user_error() {
-            let message = e.to_string();
-            if message.starts_with("no customer ") {
-                ApiError::not_found(message)
-            } else {
-                ApiError::bad_request(message)
-            }
+        if e.is_not_found() {
+            ApiError::not_found(e.to_string())
+        } else if e.is_user_error() {
+            ApiError::bad_request(e.to_string())
         } else {
             tracing::error!(error = %e, "request failed");
             ApiError::internal("the server could not answer; the error is in its log")

@@ -4,7 +4,7 @@
 //! requests), call the engine on a blocking thread, and turn its typed results and
 //! errors into JSON. The OpenAPI document is generated from the handlers.
 //!
-//! Served so far: `/healthz`, `/openapi.json`, and the read routes of the last run —
+//! Routes: `/healthz`, `/openapi.json`, and the read routes over the last run —
 //! customers (a page, the 360, recommendations), segments, gaps, knowledge gaps, the
 //! actions' audience and read-only SQL — behind bearer tokens and the role table.
 

@@ -4,7 +4,7 @@
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::Json;
-use rapport_engine::results::{Cell, Record};
+use rapport_engine::results::Record;
 use rapport_engine::session::{batches_as_records, Personal, Session};
 use rapport_store::schema::Table;
 use rapport_store::Workspace;
@@ -33,16 +33,20 @@ fn where_all(conditions: &[String]) -> String {
     }
 }
 
-/// The rows of `sql` as JSON objects, or none when the workspace lacks `table`.
-fn rows(ws: &Workspace, table: Table, sql: &str, personal: &Personal) -> Result<Vec<Value>, ApiError> {
+/// The rows of `sql`, or none when the workspace lacks `table`.
+pub(crate) fn records(ws: &Workspace, table: Table, sql: &str, personal: &Personal) -> Result<Vec<Record>, ApiError> {
     if !ws.has(table)? {
         return Ok(Vec::new());
     }
-    let records = batches_as_records(&Session::new(ws).query(sql, personal)?)?;
-    Ok(records.iter().map(json).collect())
+    Ok(batches_as_records(&Session::new(ws).query(sql, personal)?)?)
 }
 
-fn json(r: &Record) -> Value {
+/// The rows of `sql` as JSON objects, or none when the workspace lacks `table`.
+fn rows(ws: &Workspace, table: Table, sql: &str, personal: &Personal) -> Result<Vec<Value>, ApiError> {
+    Ok(records(ws, table, sql, personal)?.iter().map(json).collect())
+}
+
+pub(crate) fn json(r: &Record) -> Value {
     serde_json::to_value(r).unwrap_or(Value::Null)
 }
 
@@ -142,28 +146,18 @@ pub async fn recommendations(
             "SELECT product_id, score, reason FROM recommendations WHERE customer_id = {} ORDER BY rank LIMIT {k}",
             quoted(&id)
         );
-        let ws = state.reader()?;
-        if !ws.has(Table::Recommendations)? {
-            return Ok(Json(Vec::new()));
-        }
-        let records = batches_as_records(&Session::new(&ws).query(&sql, &Personal::Masked)?)?;
+        let records = records(&state.reader()?, Table::Recommendations, &sql, &Personal::Masked)?;
         Ok(Json(records.iter().map(recommendation).collect()))
     })
     .await
 }
 
 pub(crate) fn recommendation(r: &Record) -> Recommendation {
-    let text = |c: &Cell| match c {
-        Cell::Text(s) => s.clone(),
-        _ => String::new(),
-    };
+    let text = |c: &str| r.get(c).as_text().unwrap_or_default().to_string();
     Recommendation {
-        product_id: text(r.get("product_id")),
-        score: match r.get("score") {
-            Cell::Float(v) => *v,
-            _ => f64::NAN,
-        },
-        reason: text(r.get("reason")),
+        product_id: text("product_id"),
+        score: r.get("score").as_f64().unwrap_or(f64::NAN),
+        reason: text("reason"),
     }
 }
 
