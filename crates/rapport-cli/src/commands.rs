@@ -839,18 +839,31 @@ impl std::fmt::Display for WorkspaceDamaged {
 impl std::error::Error for WorkspaceDamaged {}
 
 /// `rapport serve`: the API over the workspace until SIGINT or SIGTERM.
-pub fn serve(workspace: &Path, bind: &str, print_openapi: bool) -> Result<()> {
+pub fn serve(workspace: &Path, bind: Option<&str>, config_file: Option<&Path>, print_openapi: bool) -> Result<()> {
     if print_openapi {
         println!("{}", rapport_server::openapi_json());
         return Ok(());
     }
-    // Opening a reader checks that the workspace is one, before listening.
-    drop(Workspace::reader(workspace)?);
+    let config = match config_file {
+        Some(p) => rapport_store::Config::load(p)?,
+        None => rapport_store::Config::default(),
+    };
+    if config.server.tls_cert.is_some() {
+        return Err(UserError(
+            "`server.tls_cert`/`tls_key`: this build serves plain HTTP; terminate TLS in a reverse proxy in front of it and leave them unset".into(),
+        )
+        .into());
+    }
+    let bind = bind.unwrap_or(&config.server.bind).to_string();
+    let options = rapport_server::Options::from_config(config, config_file.map(Path::to_path_buf));
+    let server = rapport_server::Server::open(workspace, options)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     eprintln!("serving {} on http://{bind} (Ctrl-C or SIGTERM stops)", workspace.display());
-    runtime
-        .block_on(rapport_server::serve(workspace, bind))
-        .with_context(|| format!("serving on {bind}"))?;
+    let served = runtime.block_on(server.serve(&bind));
+    drop(runtime);
+    // Records taken before the signal join the workspace before the process ends.
+    server.close();
+    served.with_context(|| format!("serving on {bind}"))?;
     Ok(())
 }
 

@@ -161,9 +161,13 @@ enum Command {
     /// Serve the HTTP API over the workspace (docs/openapi.json) until SIGINT or SIGTERM;
     /// requests carry a token from `rapport token create`.
     Serve {
-        /// The address to listen on.
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        bind: String,
+        /// The address to listen on (default: `[server] bind`, else 127.0.0.1:8080).
+        #[arg(long)]
+        bind: Option<String>,
+        /// rapport.toml whose [server] section, and the [ingest], [identity] and
+        /// [privacy] settings posted records are checked and stored with, to use.
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// Print the OpenAPI document of the API and exit (docs/openapi.json is this).
         #[arg(long)]
         print_openapi: bool,
@@ -310,7 +314,11 @@ fn main() -> ExitCode {
         Command::Uplift { json } => commands::uplift(&cli.workspace, json, wait),
         Command::Report => commands::report(&cli.workspace, wait),
         Command::Check { json } => commands::check(&cli.workspace, json),
-        Command::Serve { bind, print_openapi } => commands::serve(&cli.workspace, &bind, print_openapi),
+        Command::Serve {
+            bind,
+            config,
+            print_openapi,
+        } => commands::serve(&cli.workspace, bind.as_deref(), config.as_deref(), print_openapi),
         Command::Token { what } => match what {
             TokenCommand::Create { name, role } => commands::token_create(&cli.workspace, &name, &role),
             TokenCommand::List => commands::token_list(&cli.workspace),

@@ -82,6 +82,7 @@ impl Tokens {
 
     fn open(&self) -> Result<Connection, StoreError> {
         let c = Connection::open(&self.path)?;
+        rapport_store::fsutil::make_private(&self.path)?;
         c.execute_batch(
             "CREATE TABLE IF NOT EXISTS tokens (
                name TEXT PRIMARY KEY, role TEXT NOT NULL, sha256 TEXT NOT NULL UNIQUE,

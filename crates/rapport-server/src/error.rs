@@ -23,7 +23,7 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// `bad_request`, `unauthorized`, `forbidden`, `not_found`, `too_large`,
-    /// `unsupported_media_type` or `internal`.
+    /// `unsupported_media_type`, `unavailable` or `internal`.
     pub code: String,
     pub message: String,
 }
@@ -45,6 +45,11 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
+    /// 413: the body is larger than `max_body_bytes`.
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message)
+    }
+
     /// A request body the extractor refused: too large (413, `max_body_bytes`), not JSON
     /// (415) or not the expected shape (400), with the extractor's reason.
     pub fn body(e: axum::extract::rejection::JsonRejection) -> Self {
@@ -53,6 +58,11 @@ impl ApiError {
             StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", e.body_text()),
             _ => Self::bad_request(e.body_text()),
         }
+    }
+
+    /// 503: the server is shutting down, or cannot take records now.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
     }
 
     pub fn internal(message: impl Into<String>) -> Self {

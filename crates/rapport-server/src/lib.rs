@@ -4,16 +4,19 @@
 //! requests), call the engine on a blocking thread, and turn its typed results and
 //! errors into JSON. The OpenAPI document is generated from the handlers.
 //!
-//! Routes: `/healthz`, `/openapi.json`, and the read routes over the last run —
+//! Routes: `/healthz`, `/openapi.json`, the durable intake of records
+//! (`POST /v1/ingest/{table}`, see [`intake`]) and the read routes over the last run —
 //! customers (a page, the 360, recommendations), segments, gaps, knowledge gaps, the
 //! actions' audience and read-only SQL — behind bearer tokens and the role table.
 
 pub mod auth;
 pub mod customers;
 pub mod error;
+pub mod intake;
 pub mod tables;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use axum::routing::get;
 use axum::{Json, Router};
@@ -25,17 +28,47 @@ use utoipa_axum::routes;
 
 use crate::error::ApiError;
 
-/// The largest request body accepted (api.md's default `max_body_bytes`); a larger one
-/// is answered 413.
-pub const MAX_BODY_BYTES: usize = 16 << 20;
+/// How the server runs: `[server]` of rapport.toml, flags applied.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The largest request body accepted; a larger one is answered 413.
+    pub max_body_bytes: usize,
+    pub intake: intake::IntakeSettings,
+}
 
-/// What every handler shares: the workspace folder.
+impl Options {
+    /// The options of a configuration (`[server]`, and the ingest settings records are
+    /// checked with).
+    pub fn from_config(config: rapport_store::Config, config_file: Option<PathBuf>) -> Self {
+        Options {
+            max_body_bytes: usize::try_from(config.server.max_body_bytes).unwrap_or(usize::MAX),
+            intake: intake::IntakeSettings {
+                flush_every: std::time::Duration::from_secs_f64(config.server.flush_seconds),
+                config,
+                config_file,
+            },
+        }
+    }
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self::from_config(rapport_store::Config::default(), None)
+    }
+}
+
+/// What every handler shares: the workspace folder and its intake.
 #[derive(Clone)]
 pub struct AppState {
     pub workspace: PathBuf,
+    intake: Arc<intake::Intake>,
 }
 
 impl AppState {
+    pub fn intake(&self) -> Result<&intake::Intake, ApiError> {
+        Ok(&self.intake)
+    }
+
     /// A reader of the workspace for one request.
     pub fn reader(&self) -> Result<rapport_store::Workspace, ApiError> {
         Ok(rapport_store::Workspace::reader(&self.workspace)?)
@@ -76,6 +109,7 @@ async fn healthz() -> Json<Health> {
 pub fn api() -> (Router<AppState>, OpenApi) {
     let (router, mut doc) = OpenApiRouter::new()
         .routes(routes!(healthz))
+        .routes(routes!(intake::ingest))
         .routes(routes!(customers::customer))
         .routes(routes!(tables::customers))
         .routes(routes!(tables::recommendations))
@@ -98,28 +132,59 @@ pub fn openapi_json() -> String {
     api().1.to_pretty_json().expect("the OpenAPI document serialises")
 }
 
-/// The application for the workspace at `workspace`.
-pub fn app(workspace: &Path) -> Router {
-    let (router, _) = api();
-    let doc = openapi_json();
-    router
-        .route(
-            "/openapi.json",
-            get(move || async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], doc) }),
-        )
-        .fallback(|| async { ApiError::not_found("no such route") })
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(AppState {
-            workspace: workspace.to_path_buf(),
-        })
+/// A server over one workspace: its intake threads run from [`Server::open`] to
+/// [`Server::close`].
+pub struct Server {
+    state: AppState,
+    max_body_bytes: usize,
 }
 
-/// Serves the workspace at `workspace` on `bind` until SIGINT or SIGTERM, then stops
-/// accepting, finishes the requests in flight, and returns.
-pub async fn serve(workspace: &Path, bind: &str) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(bind).await?;
-    tracing::info!(address = %listener.local_addr()?, "serving");
-    axum::serve(listener, app(workspace)).with_graceful_shutdown(shutdown()).await
+impl Server {
+    /// Opens the workspace at `workspace` (it must exist) and starts its intake.
+    pub fn open(workspace: &Path, options: Options) -> Result<Self, rapport_store::StoreError> {
+        drop(rapport_store::Workspace::reader(workspace)?);
+        let intake = intake::Intake::start(workspace, options.intake)?;
+        Ok(Server {
+            state: AppState {
+                workspace: workspace.to_path_buf(),
+                intake,
+            },
+            max_body_bytes: options.max_body_bytes,
+        })
+    }
+
+    pub fn intake(&self) -> &intake::Intake {
+        &self.state.intake
+    }
+
+    /// The application: every route, the OpenAPI document and the body limit.
+    pub fn router(&self) -> Router {
+        let (router, _) = api();
+        let doc = openapi_json();
+        router
+            .route(
+                "/openapi.json",
+                get(move || async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], doc) }),
+            )
+            .fallback(|| async { ApiError::not_found("no such route") })
+            .layer(axum::extract::DefaultBodyLimit::max(self.max_body_bytes))
+            .with_state(self.state.clone())
+    }
+
+    /// Serves on `bind` until SIGINT or SIGTERM, then stops accepting and finishes the
+    /// requests in flight. Call [`Server::close`] afterwards (outside the runtime) to
+    /// move the last records into the workspace.
+    pub async fn serve(&self, bind: &str) -> std::io::Result<()> {
+        let listener = tokio::net::TcpListener::bind(bind).await?;
+        tracing::info!(address = %listener.local_addr()?, "serving");
+        axum::serve(listener, self.router()).with_graceful_shutdown(shutdown()).await
+    }
+
+    /// Stops the intake: records stored so far join the workspace, then its threads end.
+    /// Blocks; not on an async runtime's thread.
+    pub fn close(&self) {
+        self.state.intake.close();
+    }
 }
 
 async fn shutdown() {

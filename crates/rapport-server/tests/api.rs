@@ -17,7 +17,7 @@ fn repo_root() -> PathBuf {
 
 /// The workspace, a token per role (by role name), a revoked token, and a source id.
 struct Fixture {
-    ws: PathBuf,
+    server: rapport_server::Server,
     tokens: Vec<(Role, String)>,
     revoked: String,
     source_id: String,
@@ -48,8 +48,9 @@ fn fixture() -> &'static Fixture {
             .next()
             .unwrap()
             .to_string();
+        let server = rapport_server::Server::open(&ws_dir, rapport_server::Options::default()).unwrap();
         Fixture {
-            ws: ws_dir,
+            server,
             tokens,
             revoked,
             source_id,
@@ -76,7 +77,7 @@ async fn call(method: &str, path: &str, token: Option<&str>, body: Option<Value>
         Some(b) => req.header("Content-Type", "application/json").body(Body::from(b.to_string())),
         None => req.body(Body::empty()),
     };
-    let res = rapport_server::app(&fx().await.ws).oneshot(req.unwrap()).await.unwrap();
+    let res = fx().await.server.router().oneshot(req.unwrap()).await.unwrap();
     let status = res.status();
     let bytes = axum::body::to_bytes(res.into_body(), 64 << 20).await.unwrap();
     (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
@@ -102,7 +103,10 @@ async fn every_route_and_role_gets_the_status_the_contract_gives() {
     let every_reader: &[Role] = &[Analyst, Marketer, Privacy, Admin];
     let analysts: &[Role] = &[Analyst, Privacy, Admin];
     let query = Some(serde_json::json!({"sql": "SELECT count(*) AS n FROM customers"}));
-    let routes: [(&str, &str, Option<Value>, &[Role]); 9] = [
+    let nothing = Some(serde_json::json!([]));
+    let routes: [(&str, &str, Option<Value>, &[Role]); 11] = [
+        ("POST", "/v1/ingest/orders", nothing.clone(), &[Role::Collector, Admin]),
+        ("POST", "/v1/ingest/campaign_outcomes", nothing, &[Role::Collector, Marketer, Admin]),
         ("GET", &customer, None, every_reader),
         ("GET", "/v1/customers?limit=5", None, every_reader),
         ("GET", &recs, None, every_reader),
@@ -187,7 +191,10 @@ async fn segments_carry_their_size_revenue_share_clv_and_churn() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_committed_openapi_document_is_the_served_one() {
-    let res = rapport_server::app(&fx().await.ws)
+    let res = fx()
+        .await
+        .server
+        .router()
         .oneshot(Request::get("/openapi.json").body(Body::empty()).unwrap())
         .await
         .unwrap();

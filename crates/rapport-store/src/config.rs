@@ -12,8 +12,7 @@ use crate::error::StoreError;
 use crate::schema::{InputTable, Kind};
 
 /// The whole configuration file. `[models]` and `[actions]` are validated by the engine
-/// that reads them; a section nothing reads (such as `[server]` before there is a
-/// server) is an unknown key.
+/// that reads them; a section nothing reads is an unknown key.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -29,6 +28,38 @@ pub struct Config {
     pub actions: Option<toml::Table>,
     #[serde(default)]
     pub privacy: PrivacyConfig,
+    #[serde(default)]
+    pub server: ServerConfig,
+}
+
+/// `[server]`: how `rapport serve` listens and takes records (flags override).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// The address to listen on.
+    pub bind: String,
+    /// The largest request body; a larger one is answered 413.
+    pub max_body_bytes: u64,
+    /// How often records taken by `POST /v1/ingest/...` join the workspace tables.
+    pub flush_seconds: f64,
+    /// `/metrics` without a token.
+    pub metrics_public: bool,
+    /// TLS certificate and key (PEM); both or neither.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1:8080".into(),
+            max_body_bytes: 16 << 20,
+            flush_seconds: 5.0,
+            metrics_public: false,
+            tls_cert: None,
+            tls_key: None,
+        }
+    }
 }
 
 /// `[privacy]`: where the key lives and which further columns are personal.
@@ -293,6 +324,24 @@ impl Config {
                 )));
             }
         }
+        let sv = &self.server;
+        if !(sv.flush_seconds.is_finite() && sv.flush_seconds > 0.0 && sv.flush_seconds <= 86_400.0) {
+            return Err(err(format!(
+                "`server.flush_seconds` = {}: expected more than 0 and at most 86400",
+                sv.flush_seconds
+            )));
+        }
+        if sv.max_body_bytes < 1024 {
+            return Err(err(format!(
+                "`server.max_body_bytes` = {}: expected at least 1024",
+                sv.max_body_bytes
+            )));
+        }
+        if sv.tls_cert.is_some() != sv.tls_key.is_some() {
+            return Err(err(
+                "`server.tls_cert` and `server.tls_key` go together: give both or neither".into()
+            ));
+        }
         let (k, f) = (self.ingest.quantity_outlier_k, self.ingest.quantity_flag_k);
         if !(k.is_finite() && k > 0.0 && f.is_finite() && f > 0.0 && f <= k) {
             return Err(err(format!(
@@ -367,8 +416,16 @@ timezone = "UTC"
         assert!(pii("\"visits.ip\"").unwrap_err().contains("no input table"));
         assert!(pii("\"orders.amount\"").unwrap_err().contains("only text columns"));
         assert!(parse("[privacy]\nkey_fil = \"x\"").unwrap_err().contains("key_fil"));
-        // A section nothing reads yet is refused, not silently ignored.
-        assert!(parse("[server]\nbind = \"0.0.0.0:8080\"").unwrap_err().contains("server"));
+        // A section nothing reads is refused, not silently ignored.
+        assert!(parse("[serve]\nbind = \"0.0.0.0:8080\"").unwrap_err().contains("serve"));
+        let server = parse("[server]\nbind = \"0.0.0.0:9000\"\nflush_seconds = 0.5").unwrap().server;
+        assert_eq!(
+            (server.bind.as_str(), server.flush_seconds, server.max_body_bytes),
+            ("0.0.0.0:9000", 0.5, 16 << 20)
+        );
+        assert!(parse("[server]\nflush_seconds = 0").unwrap_err().contains("flush_seconds"));
+        assert!(parse("[server]\ntls_cert = \"c.pem\"").unwrap_err().contains("tls_key"));
+        assert!(parse("[server]\nmetrics_publik = true").unwrap_err().contains("metrics_publik"));
         let e = parse("[ingest]\nmin_timestamp = \"last year\"").unwrap_err();
         assert!(e.contains("last year") && e.contains("line 2"), "{e}");
         assert!(parse("[tables.orders]\nencoding = \"cp1252\"").unwrap_err().contains("cp1252"));

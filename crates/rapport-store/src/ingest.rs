@@ -55,6 +55,30 @@ pub struct IngestOptions {
     /// The time of the ingest (UTC microseconds): later timestamps are implausible.
     pub now_micros: i64,
     pub batch_rows: usize,
+    /// The folder holds files named after the canonical tables with canonical columns
+    /// (the server's intake): the `[tables]` of the config file do not apply; its
+    /// ingest, identity and privacy settings do.
+    pub canonical: bool,
+    /// Catalog metadata set in the ingest's transaction (the server's intake records
+    /// the last record sequence number it stored, so a flush counts once).
+    pub meta: BTreeMap<String, String>,
+    /// Rows rejected before they reached a file (by the server's intake, with the
+    /// same validator), quarantined in this ingest's transaction.
+    pub quarantined: Vec<Quarantined>,
+}
+
+/// A row rejected before it reached a file, to be quarantined as ingest does.
+#[derive(Debug, Clone)]
+pub struct Quarantined {
+    pub table: InputTable,
+    /// Where the row came from (the `file` column of the quarantine).
+    pub source: String,
+    /// Its position there (the `line` column).
+    pub line: u64,
+    pub reason: String,
+    pub detail: Option<String>,
+    /// The row as received.
+    pub raw: String,
 }
 
 impl IngestOptions {
@@ -64,6 +88,9 @@ impl IngestOptions {
             config_file: None,
             now_micros: chrono::Utc::now().timestamp_micros(),
             batch_rows: 256 * 1024,
+            canonical: false,
+            meta: BTreeMap::new(),
+            quarantined: Vec::new(),
         }
     }
 }
@@ -108,7 +135,10 @@ impl IngestOutcome {
 /// the same transaction. Dropping the transaction instead of committing it leaves the
 /// workspace as it was.
 pub fn prepare<'w>(ws: &'w Workspace, opts: &IngestOptions, progress: &dyn Progress) -> Result<(Transaction<'w>, IngestOutcome)> {
-    let (config, config_file) = Config::for_data(&opts.data_dir, opts.config_file.as_deref())?;
+    let (mut config, config_file) = Config::for_data(&opts.data_dir, opts.config_file.as_deref())?;
+    if opts.canonical {
+        config.tables.clear();
+    }
     let (inputs, ignored) = discover(&opts.data_dir, &config, config_file.as_deref())?;
     check_inputs(ws, opts, &inputs, &ignored)?;
     if let Some(key_file) = &config.privacy.key_file {
@@ -156,9 +186,16 @@ pub fn prepare<'w>(ws: &'w Workspace, opts: &IngestOptions, progress: &dyn Progr
         mut state,
         mut txn,
         mut q,
-        any_new,
+        mut any_new,
         ..
     } = run;
+    for r in &opts.quarantined {
+        state.quarantine_received(r, q.tables.entry(r.table.name().into()).or_default());
+        any_new = true;
+    }
+    for (key, value) in &opts.meta {
+        txn.set_meta(key, value);
+    }
     state.flush_quarantine(&mut txn, true)?;
     let orders_by_customer = store_identities(ws, &mut txn, &mut state, &mut q, before, progress)?;
     // Millions of small strings (every source id, key and unified id, in the nodes and
@@ -1206,6 +1243,21 @@ impl State {
             Val::Owned(reason),
             detail.map(Val::Str).unwrap_or(Val::Null),
             raw,
+            Val::Num(self.txn_id as f64),
+        ]);
+    }
+
+    /// Quarantines a row rejected before it reached a file.
+    fn quarantine_received(&mut self, r: &Quarantined, tq: &mut TableQuality) {
+        tq.rows_read += 1;
+        *tq.rejected.entry(r.reason.clone()).or_default() += 1;
+        self.quarantine.push_row(&[
+            Val::Str(r.table.name()),
+            Val::Str(&r.source),
+            Val::Num(r.line as f64),
+            Val::Str(&r.reason),
+            r.detail.as_deref().map(Val::Str).unwrap_or(Val::Null),
+            Val::Bin(self.keys.encrypt("raw", &r.raw)),
             Val::Num(self.txn_id as f64),
         ]);
     }

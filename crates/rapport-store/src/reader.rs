@@ -297,6 +297,22 @@ pub fn open(file: &SourceFile, table: InputTable, config: &TableConfig) -> Resul
     }
 }
 
+/// Reads JSON Lines held in memory whose keys are the table's canonical columns (the
+/// server's intake): the rows a file with these lines would give, line by line.
+pub fn json_lines(table: InputTable, name: &str, text: String) -> Result<Batch> {
+    let file = SourceFile {
+        path: PathBuf::from(name),
+        name: name.to_string(),
+        format: Format::Jsonl,
+        gzip: false,
+    };
+    let stream = Box::new(std::io::Cursor::new(text.into_bytes()));
+    let mut reader = JsonlReader::over(stream, &file, table, &TableConfig::default(), false)?;
+    let mut batch = Batch::default();
+    while reader.next_batch(&mut batch, usize::MAX)? {}
+    Ok(batch)
+}
+
 /// The bytes of a file, decompressed when it is gzip (by name or by magic bytes).
 pub fn open_stream(file: &SourceFile) -> Result<Box<dyn Read + Send>> {
     let mut f = File::open(&file.path).map_err(|e| StoreError::io(&file.path, e))?;
@@ -810,9 +826,13 @@ struct JsonlReader {
 
 impl JsonlReader {
     fn open(file: &SourceFile, table: InputTable, config: &TableConfig, latin1: bool) -> Result<Self> {
+        Self::over(open_stream(file)?, file, table, config, latin1)
+    }
+
+    fn over(stream: Box<dyn Read + Send>, file: &SourceFile, table: InputTable, config: &TableConfig, latin1: bool) -> Result<Self> {
         let mut r = Self {
             file: file.clone(),
-            bytes: ByteBuf::new(open_stream(file)?, &file.path),
+            bytes: ByteBuf::new(stream, &file.path),
             latin1,
             line: 1,
             mapping: Mapping::new(table, config),
