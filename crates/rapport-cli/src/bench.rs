@@ -70,6 +70,43 @@ pub enum Bench {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// `rapport serve` over HTTP on a generated company: durable intake throughput and
+    /// acknowledgement latency at batch sizes 1, 100 and 1,000 (the same records through
+    /// file ingest beside them), customer 360 read throughput and latency, and RSS over
+    /// a soak of writers and readers together.
+    Serve {
+        #[arg(long, default_value_t = 20_000)]
+        customers: usize,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// Seconds of load per phase.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+        /// Seconds of the soak (0: none).
+        #[arg(long, default_value_t = 600.0)]
+        soak_seconds: f64,
+        #[arg(long, default_value_t = 5.0)]
+        flush_seconds: f64,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// `rapport serve` killed with SIGKILL under concurrent posting, again and again,
+    /// on one workspace; then every acknowledged record must be in the workspace exactly
+    /// once, unacknowledged ones at most once, resent ones not stored again, and
+    /// `rapport check` clean (exit 1 otherwise).
+    ServeCrash {
+        #[arg(long, default_value_t = 100)]
+        kills: usize,
+        #[arg(long, default_value_t = 1000)]
+        customers: usize,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// The gap analysis against planted truth over a grid of generator worlds (taste
     /// spread and multi-category answers, honesty, history length) × sizes × seeds:
     /// precision and recall per gap type and direction, and the share of gaps with
@@ -95,6 +132,34 @@ pub fn run(b: Bench) -> Result<()> {
             dir,
         } => crash(kills, customers, seed, dir),
         Bench::Gaps { customers, seeds, dir } => gaps(&customers, &seeds, dir),
+        Bench::Serve {
+            customers,
+            seed,
+            seconds,
+            clients,
+            soak_seconds,
+            flush_seconds,
+            dir,
+        } => crate::serve_bench::serve(crate::serve_bench::ServeBench {
+            customers,
+            seed,
+            seconds,
+            clients,
+            soak_seconds,
+            flush_seconds,
+            dir,
+        }),
+        Bench::ServeCrash {
+            kills,
+            customers,
+            seed,
+            dir,
+        } => crate::serve_bench::serve_crash(crate::serve_bench::CrashBench {
+            kills,
+            customers,
+            seed,
+            dir,
+        }),
         Bench::Als {
             rows,
             customers,
@@ -174,7 +239,7 @@ fn ingest(rows: u64, customers: u64, seed: u64, dir: Option<PathBuf>) -> Result<
     Ok(())
 }
 
-fn tempdir() -> Result<PathBuf> {
+pub(crate) fn tempdir() -> Result<PathBuf> {
     let d = std::env::temp_dir().join(format!("rapport-bench-{}", std::process::id()));
     std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
     Ok(d)

@@ -5,6 +5,7 @@
 mod bench;
 mod commands;
 mod progress;
+mod serve_bench;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

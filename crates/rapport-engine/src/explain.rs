@@ -19,7 +19,7 @@ fn quoted(s: &str) -> String {
 
 /// An id as error messages show it: not at all when it looks like an email or phone.
 fn shown_id(id: &str) -> String {
-    match rapport_store::value::personal_kind(id) {
+    match rapport_store::value::personal_kind(id).filter(|_| !id.starts_with("cu_")) {
         Some(kind) => format!("with that id ({kind})"),
         None => format!("\"{id}\""),
     }
@@ -78,7 +78,9 @@ pub fn explain(ws: &Workspace, customer: &str, personal: &Personal) -> Result<Ex
 /// source id that is an email or a phone is stored as a token under the key, and only
 /// the token goes into the query (queries may be logged).
 fn unified_id(ws: &Workspace, session: &Session<'_>, customer: &str) -> Result<String> {
-    let q = match rapport_store::value::personal_kind(customer) {
+    // A unified id (`cu_` and hex digits) can look like a phone number; it is never one.
+    let personal = rapport_store::value::personal_kind(customer).filter(|_| !customer.starts_with("cu_"));
+    let q = match personal {
         Some(kind) => {
             let keys = ws.keys(false).map_err(|_| {
                 EngineError::usage(format!(

@@ -176,8 +176,17 @@ impl Server {
     /// move the last records into the workspace.
     pub async fn serve(&self, bind: &str) -> std::io::Result<()> {
         let listener = tokio::net::TcpListener::bind(bind).await?;
+        self.serve_on(listener, shutdown()).await
+    }
+
+    /// Serves on `listener` until `stop` completes, then finishes the requests in flight.
+    pub async fn serve_on(
+        &self,
+        listener: tokio::net::TcpListener,
+        stop: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
         tracing::info!(address = %listener.local_addr()?, "serving");
-        axum::serve(listener, self.router()).with_graceful_shutdown(shutdown()).await
+        axum::serve(listener, self.router()).with_graceful_shutdown(stop).await
     }
 
     /// Stops the intake: records stored so far join the workspace, then its threads end.

@@ -172,6 +172,24 @@ async fn the_customer_360_masks_personal_data_unless_the_role_may_see_it() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_unified_id_that_looks_like_a_phone_number_is_found() {
+    fx().await;
+    let (_, page) = get("/v1/customers?limit=1000", Some(token(Role::Analyst))).await;
+    let phone_like: Vec<&str> = page["customers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["customer_id"].as_str())
+        .filter(|id| rapport_store::value::personal_kind(id).is_some())
+        .collect();
+    assert!(!phone_like.is_empty(), "the fixture has such ids");
+    for id in phone_like {
+        let (status, body) = get(&format!("/v1/customers/{id}"), Some(token(Role::Analyst))).await;
+        assert_eq!((status, body["customer_id"].as_str()), (StatusCode::OK, Some(id)), "{body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn segments_carry_their_size_revenue_share_clv_and_churn() {
     fx().await;
     let (status, body) = get("/v1/segments", Some(token(Role::Analyst))).await;
