@@ -20,9 +20,20 @@ pub fn ingest(ws: &Workspace, opts: &IngestOptions, progress: &dyn Progress) -> 
 }
 
 /// The tables of an ingest (the input tables, identities and the unified customers),
-/// committed in one transaction, without the reports: what the server's intake does
-/// every few seconds.
+/// committed in one transaction, without the reports.
 pub fn ingest_tables(ws: &Workspace, opts: &IngestOptions, progress: &dyn Progress) -> Result<IngestOutcome> {
+    ingest_with(ws, opts, progress, false)
+}
+
+/// [`ingest_tables`] that keeps the last run's scores: the `customers` table stays the
+/// run's, with the customers the ingest touched scored again ([`crate::live`]) — what
+/// the server's intake does every few seconds. Without a run since the last file
+/// ingest, as [`ingest_tables`].
+pub fn ingest_live(ws: &Workspace, opts: &IngestOptions, progress: &dyn Progress) -> Result<IngestOutcome> {
+    ingest_with(ws, opts, progress, true)
+}
+
+fn ingest_with(ws: &Workspace, opts: &IngestOptions, progress: &dyn Progress, live: bool) -> Result<IngestOutcome> {
     let (mut txn, outcome) = prepare(ws, opts, progress)?;
     tracing::debug!("tables prepared");
     if outcome.nothing_new {
@@ -38,7 +49,17 @@ pub fn ingest_tables(ws: &Workspace, opts: &IngestOptions, progress: &dyn Progre
     let started = std::time::Instant::now();
     if changes_customers {
         progress.begin("unifying customers", None);
-        let customers = block_on(crate::unify::customers(&txn, outcome.orders_by_customer.as_ref()))?;
+        let scoring = live
+            .then(|| report::models_or_warn(ws).as_ref().and_then(crate::live::Scoring::of_run))
+            .flatten();
+        let rescored = match &scoring {
+            Some(s) => block_on(crate::live::rescored(ws, &txn, s, q.identity.remapped_ids > 0))?,
+            None => None,
+        };
+        let customers = match rescored {
+            Some(c) => c,
+            None => block_on(crate::unify::customers(&txn, outcome.orders_by_customer.as_ref()))?,
+        };
         progress.end();
         if let Some(first) = customers.first() {
             txn.replace(Table::Customers.name());

@@ -16,6 +16,7 @@ pub mod explain;
 pub mod export;
 pub mod gap_truth;
 pub mod ingest;
+pub mod live;
 pub mod recs;
 pub mod report;
 pub mod results;

@@ -18,6 +18,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub struct ModelsReport {
     pub as_of: String,
     pub time_unit: String,
+    /// The run's horizons and CLV settings: with the fitted parameters, what scoring a
+    /// customer again between runs needs (live rescoring).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scoring: Option<ScoringSettings>,
     pub customers: usize,
     pub buyers: usize,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -36,6 +40,16 @@ pub struct ModelsReport {
     pub actions: ActionsReport,
     pub uplift: Vec<UpliftReport>,
     pub recommendations: Fit<RecsReport>,
+}
+
+/// The settings of a run that scoring one customer needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScoringSettings {
+    /// Horizons of the `expected_orders_{days}d` columns.
+    pub horizons_days: Vec<u32>,
+    pub clv_horizon_days: u32,
+    pub margin: f64,
+    pub discount_rate: f64,
 }
 
 impl ModelsReport {
@@ -968,6 +982,14 @@ impl Cell {
     pub fn as_text(&self) -> Option<&str> {
         match self {
             Cell::Text(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// The value of a true/false cell.
+    pub fn as_bool(&self) -> Option<bool> {
+        match self {
+            Cell::Bool(b) => Some(*b),
             _ => None,
         }
     }

@@ -41,9 +41,11 @@ pub struct Customer360 {
     pub next_action: Option<NextAction>,
     #[schema(value_type = Vec<Object>)]
     pub consents: Vec<Value>,
-    /// The as-of date of the run the scores come from.
+    /// The date the scores are as of: the last run's, or for a customer rescored since
+    /// (records posted to the intake), the later of it and their last order.
     pub scored_at: Option<String>,
-    /// Whether a value was rescored since that run; false: every value is the run's.
+    /// Whether the scores were recomputed since the last run (with its parameters);
+    /// false: every value is the run's.
     pub live: bool,
 }
 
@@ -106,7 +108,12 @@ fn customer_360(ws: &Workspace, id: &str, personal: &Personal) -> Result<Custome
         channel: text(r, "channel"),
         group: text(r, "group").unwrap_or_default(),
     });
-    let scored_at = rapport_engine::report::models_or_warn(ws).map(|m| m.as_of);
+    // Rescored since the run (records posted to the intake): the row says so and as of when.
+    let live = e.scores.as_ref().and_then(|r| r.get("live").as_bool()).unwrap_or(false);
+    let scored_at = match e.scores.as_ref().and_then(|r| r.get("scored_as_of").as_text().map(str::to_string)) {
+        Some(day) => Some(day),
+        None => rapport_engine::report::models_or_warn(ws).map(|m| m.as_of),
+    };
     Ok(Customer360 {
         customer_id: e.customer_id,
         sources: e.sources.iter().map(json).collect(),
@@ -117,7 +124,7 @@ fn customer_360(ws: &Workspace, id: &str, personal: &Personal) -> Result<Custome
         next_action,
         consents: e.consents.unwrap_or_default().iter().map(json).collect(),
         scored_at,
-        live: false,
+        live,
     })
 }
 

@@ -309,7 +309,7 @@ impl Intake {
         let keys = keys_of(&ws, &self.settings)?;
         let opts = self.stage(&staging, &rows, &keys, last)?;
         let started = std::time::Instant::now();
-        let outcome = rapport_engine::ingest::ingest_tables(&ws, &opts, &NoProgress);
+        let outcome = rapport_engine::ingest::ingest_live(&ws, &opts, &NoProgress);
         let _ = std::fs::remove_dir_all(&staging);
         outcome?;
         drop(ws);

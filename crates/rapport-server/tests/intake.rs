@@ -37,12 +37,15 @@ struct Bench {
     marketer: String,
 }
 
-fn bench_now() -> Bench {
+fn bench_now(run: bool) -> Bench {
     let (data, _) = company();
     let dir = tempfile::tempdir().unwrap();
     let ws_dir = dir.path().join("ws");
     let ws = rapport_store::Workspace::writer(&ws_dir, &rapport_store::Writer::new("test")).unwrap();
     rapport_engine::ingest::ingest(&ws, &rapport_store::IngestOptions::new(data), &rapport_store::NoProgress).unwrap();
+    if run {
+        rapport_engine::run::run(&ws, &rapport_engine::config::ModelsConfig::default(), None).unwrap();
+    }
     drop(ws);
     let tokens = Tokens::of(&ws_dir);
     Bench {
@@ -55,7 +58,7 @@ fn bench_now() -> Bench {
 
 /// A bench built on a blocking thread (the engine runs its own runtime).
 async fn bench() -> Bench {
-    tokio::task::spawn_blocking(bench_now).await.unwrap()
+    tokio::task::spawn_blocking(|| bench_now(false)).await.unwrap()
 }
 
 /// Stops a server's intake (blocking work) off the runtime's threads.
@@ -322,5 +325,114 @@ async fn concurrent_requests_are_committed_together_and_each_key_stored_once() {
     let stored = stored_ids(&b.ws).await;
     assert_eq!(stored.len(), keys.len());
     assert_eq!(stored.into_iter().collect::<BTreeSet<_>>(), keys);
+    close(server).await;
+}
+
+/// The run's row of a customer in `customers`, as JSON.
+async fn customer_row(ws: &Path, id: &str) -> Value {
+    let (ws, id) = (ws.to_path_buf(), id.to_string());
+    tokio::task::spawn_blocking(move || {
+        let reader = rapport_store::Workspace::reader(&ws).unwrap();
+        let batches = rapport_engine::session::Session::new(&reader)
+            .query(
+                &format!("SELECT * FROM customers WHERE customer_id = '{id}'"),
+                &rapport_engine::session::Personal::Masked,
+            )
+            .unwrap();
+        serde_json::to_value(&rapport_engine::session::batches_as_records(&batches).unwrap()[0]).unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_order_posted_after_a_run_rescores_its_customer_with_the_runs_parameters() {
+    let b = tokio::task::spawn_blocking(|| bench_now(true)).await.unwrap();
+    let source_id = &company().1;
+    let unified = sql(
+        &b.ws,
+        &format!("SELECT customer_id FROM customer_sources WHERE source = 'shop' AND source_customer_id = '{source_id}'"),
+    )
+    .await[0][0]
+        .clone();
+    let models = rapport_engine::report::read_models(&rapport_store::Workspace::reader(&b.ws).unwrap())
+        .unwrap()
+        .unwrap();
+    let run_day = rapport_engine::days::parse_as_of(&models.as_of).unwrap();
+    let posted_day = run_day + 3;
+    let posted = rapport_engine::days::day_text(posted_day);
+    let before = customer_row(&b.ws, &unified).await;
+    let other = sql(
+        &b.ws,
+        &format!("SELECT customer_id FROM customers WHERE customer_id <> '{unified}' AND p_alive IS NOT NULL LIMIT 1"),
+    )
+    .await[0][0]
+        .clone();
+    let other_before = customer_row(&b.ws, &other).await;
+
+    let server = leak(open(&b.ws, Options::default()).await);
+    let (status, ack) = post_json(
+        server,
+        "/v1/ingest/orders",
+        &b.collector,
+        &json!([order("live-1", source_id, &format!("{posted}T12:00:00Z"))]),
+    )
+    .await;
+    assert_eq!((status, ack["accepted"].as_u64()), (StatusCode::OK, Some(1)), "{ack}");
+    flush(server).await;
+    let after = customer_row(&b.ws, &unified).await;
+    assert_eq!(
+        after["orders"].as_f64().unwrap(),
+        before["orders"].as_f64().unwrap() + 1.0,
+        "{after}"
+    );
+    assert_eq!(after["last_order_at"].as_str().unwrap(), format!("{posted}T12:00:00Z"));
+    assert_eq!(
+        (after["live"].as_bool(), after["scored_as_of"].as_str()),
+        (Some(true), Some(posted.as_str())),
+        "{after}"
+    );
+    // What the run's own inputs give as of that day, scored with the run's parameters.
+    let (ws, run_as_of) = (b.ws.clone(), models.as_of.clone());
+    let expected = tokio::task::spawn_blocking(move || {
+        let reader = rapport_store::Workspace::reader(&ws).unwrap();
+        let scoring = rapport_engine::live::Scoring::of_run(&models).unwrap();
+        let session = rapport_engine::session::Session::new(&reader);
+        let inputs = rapport_engine::run::model_inputs(&session, &scoring.cfg, Some(&posted)).unwrap();
+        let i = inputs.features.customer_id.iter().position(|c| *c == unified).unwrap();
+        let h = rapport_engine::run::history(&inputs.features, i, posted_day, scoring.cfg.time_unit.days()).unwrap();
+        let f = &inputs.features;
+        rapport_engine::run::clv::value_of(
+            &scoring.bg,
+            scoring.gg.as_ref(),
+            &h,
+            f.repeat_spend[i],
+            f.revenue[i],
+            f.orders[i],
+            &scoring.cfg,
+        )
+    })
+    .await
+    .unwrap();
+    let near = |a: f64, b: f64| (a - b).abs() <= 1e-6 * b.abs().max(1.0);
+    assert!(
+        near(after["p_alive"].as_f64().unwrap(), expected.p_alive),
+        "{after} vs {expected:?}"
+    );
+    assert!(
+        near(after["expected_orders_90d"].as_f64().unwrap(), expected.expected[0].unwrap()),
+        "{after} vs {expected:?}"
+    );
+    assert!(
+        near(after["clv"].as_f64().unwrap(), expected.clv.unwrap()),
+        "{after} vs {expected:?}"
+    );
+    // What needs models a run does not store stays the run's; everyone else is untouched.
+    assert_eq!(after["rfm_segment"], before["rfm_segment"]);
+    assert_eq!(after["churn_probability"], before["churn_probability"]);
+    let other_after = customer_row(&b.ws, &other).await;
+    assert_eq!(other_after["p_alive"], other_before["p_alive"]);
+    assert_eq!(other_after["live"].as_bool(), Some(false));
+    assert_eq!(other_after["scored_as_of"].as_str(), Some(run_as_of.as_str()));
     close(server).await;
 }

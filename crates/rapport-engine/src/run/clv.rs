@@ -57,7 +57,6 @@ pub fn fit(inputs: &ModelInputs, cfg: &ModelsConfig) -> Result<Clv> {
 /// P(alive), expected orders, expected spend and value of every buyer.
 fn predict_customers(out: &mut Clv, inputs: &ModelInputs, gg: Option<GammaGamma>, cfg: &ModelsConfig) {
     let n = inputs.features.len();
-    let unit = cfg.time_unit.days();
     let f = &inputs.features;
     out.p_alive = vec![None; n];
     out.expected = vec![vec![None; n]; cfg.horizons_days.len()];
@@ -66,19 +65,66 @@ fn predict_customers(out: &mut Clv, inputs: &ModelInputs, gg: Option<GammaGamma>
     let Some(p) = out.bgnbd.as_ref().map(|b| b.params) else {
         return;
     };
-    out.p_alive = p_alive(Some(&p), inputs);
     for (k, &i) in inputs.buyers.iter().enumerate() {
-        let h = inputs.histories[k];
-        for (j, days) in cfg.horizons_days.iter().enumerate() {
-            out.expected[j][i] = p.conditional_expected(f64::from(*days) / unit, &h);
+        let v = value_of(
+            &p,
+            gg.as_ref(),
+            &inputs.histories[k],
+            f.repeat_spend[i],
+            f.revenue[i],
+            f.orders[i],
+            cfg,
+        );
+        out.p_alive[i] = Some(v.p_alive);
+        for (j, e) in v.expected.into_iter().enumerate() {
+            out.expected[j][i] = e;
         }
-        let mean = match (&gg, f.repeat_spend[i]) {
-            (Some(g), Some(m)) => g.expected_spend(h.x, m),
-            (Some(g), None) => g.expected_spend(0.0, 0.0),
-            (None, _) => f.revenue[i] / f.orders[i].max(1.0),
-        };
-        out.spend[i] = mean.is_finite().then_some(mean);
-        out.clv[i] = out.spend[i].and_then(|s| customer_value(&p, &h, s, cfg, unit));
+        out.spend[i] = v.spend;
+        out.clv[i] = v.clv;
+    }
+}
+
+/// What the models say of one buyer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuyerValue {
+    pub p_alive: f64,
+    /// Expected orders over each horizon of `horizons_days`.
+    pub expected: Vec<Option<f64>>,
+    /// Expected spend per order (Gamma-Gamma; the mean order value without it).
+    pub spend: Option<f64>,
+    /// Discounted expected margin over the CLV horizon.
+    pub clv: Option<f64>,
+}
+
+/// P(alive), expected orders, expected spend and value of one buyer with history `h`
+/// (in `cfg.time_unit`s), mean repeat spend `repeat_spend`, `revenue` over `orders`:
+/// what `run` computes for every buyer, and live rescoring for one.
+pub fn value_of(
+    p: &BgNbd,
+    gg: Option<&GammaGamma>,
+    h: &History,
+    repeat_spend: Option<f64>,
+    revenue: f64,
+    orders: f64,
+    cfg: &ModelsConfig,
+) -> BuyerValue {
+    let unit = cfg.time_unit.days();
+    let expected = cfg
+        .horizons_days
+        .iter()
+        .map(|days| p.conditional_expected(f64::from(*days) / unit, h))
+        .collect();
+    let mean = match (gg, repeat_spend) {
+        (Some(g), Some(m)) => g.expected_spend(h.x, m),
+        (Some(g), None) => g.expected_spend(0.0, 0.0),
+        (None, _) => revenue / orders.max(1.0),
+    };
+    let spend = mean.is_finite().then_some(mean);
+    BuyerValue {
+        p_alive: p.p_alive(h),
+        expected,
+        spend,
+        clv: spend.and_then(|s| customer_value(p, h, s, cfg, unit)),
     }
 }
 

@@ -85,12 +85,7 @@ pub fn model_inputs(s: &Session<'_>, cfg: &ModelsConfig, as_of: Option<&str>) ->
         .collect();
     let histories: Vec<History> = buyers
         .iter()
-        .map(|&i| {
-            let first = features.first_day[i].expect("buyer") as f64;
-            let last = features.last_day[i].expect("buyer") as f64;
-            let t = ((as_of_day as f64 - first) / unit).max(1.0 / unit);
-            History::new(features.purchase_days[i] - 1.0, ((last - first) / unit).min(t), t)
-        })
+        .map(|&i| history(&features, i, as_of_day, unit).expect("buyer"))
         .collect();
     let spends: Vec<Spend> = buyers
         .iter()
@@ -110,6 +105,17 @@ pub fn model_inputs(s: &Session<'_>, cfg: &ModelsConfig, as_of: Option<&str>) ->
         histories,
         spends,
     })
+}
+
+/// The calibration history of customer `i` as seen at `as_of_day`, in time units of
+/// `unit` days (None for a customer without a purchase): x repeat purchase days, the
+/// last at t_x, over T up to the start of the as-of day, as in Fader & Hardie's CDNOW
+/// summary.
+pub fn history(features: &Features, i: usize, as_of_day: i64, unit: f64) -> Option<History> {
+    let first = features.first_day[i]? as f64;
+    let last = features.last_day[i]? as f64;
+    let t = ((as_of_day as f64 - first) / unit).max(1.0 / unit);
+    Some(History::new(features.purchase_days[i] - 1.0, ((last - first) / unit).min(t), t))
 }
 
 async fn snapshot_in(ctx: &datafusion::prelude::SessionContext, day: i64, tables: &BTreeSet<String>) -> Result<(Features, Activity)> {

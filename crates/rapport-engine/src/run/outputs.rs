@@ -100,6 +100,12 @@ fn models_report(st: Stages, cfg: &ModelsConfig) -> ModelsReport {
     ModelsReport {
         as_of: day_text(inputs.as_of_day),
         time_unit: cfg.time_unit.name().to_string(),
+        scoring: Some(crate::results::ScoringSettings {
+            horizons_days: cfg.horizons_days.clone(),
+            clv_horizon_days: cfg.clv_horizon_days,
+            margin: cfg.margin,
+            discount_rate: cfg.discount_rate,
+        }),
         customers: inputs.features.len(),
         buyers: inputs.buyers.len(),
         bgnbd: clv.bgnbd.map(ClvFit::from),
