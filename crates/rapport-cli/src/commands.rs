@@ -826,6 +826,37 @@ pub fn check(workspace: &Path, as_json: bool) -> Result<()> {
     }
 }
 
+pub fn audit_verify(workspace: &Path) -> Result<()> {
+    drop(Workspace::reader(workspace)?);
+    let v = rapport_server::audit::verify(workspace)?;
+    match v.broken {
+        None => {
+            println!("{}: {} audit rows, the hash chain holds", workspace.display(), v.rows);
+            Ok(())
+        }
+        Some((seq, why)) => {
+            println!(
+                "{}: the chain holds for the first {} rows and breaks at row {seq}: {why}",
+                workspace.display(),
+                v.rows
+            );
+            bail!(AuditBroken(seq))
+        }
+    }
+}
+
+/// `rapport audit verify` found a broken chain (exit 1, not a user error).
+#[derive(Debug)]
+struct AuditBroken(i64);
+
+impl std::fmt::Display for AuditBroken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the audit log was changed at row {}", self.0)
+    }
+}
+
+impl std::error::Error for AuditBroken {}
+
 /// `rapport check` found problems (exit 1, not a user error).
 #[derive(Debug)]
 struct WorkspaceDamaged(usize);

@@ -51,6 +51,13 @@ enum TokenCommand {
 }
 
 #[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain of `rapport serve`'s audit log from its first row; names the
+    /// first row that was changed, removed or reordered (exit 1).
+    Verify,
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Write a commented rapport.toml and create the workspace and its key.
     Init {
@@ -177,6 +184,12 @@ enum Command {
     Token {
         #[command(subcommand)]
         what: TokenCommand,
+    },
+    /// `rapport serve`'s audit log (every reveal of personal data, write, SQL query and
+    /// refused request, hash-chained).
+    Audit {
+        #[command(subcommand)]
+        what: AuditCommand,
     },
     /// Verify the workspace against its catalog: every part present, with the size,
     /// SHA-256 and row count recorded at commit, readable as Parquet, and no stray file.
@@ -325,6 +338,9 @@ fn main() -> ExitCode {
             TokenCommand::List => commands::token_list(&cli.workspace),
             TokenCommand::Revoke { name } => commands::token_revoke(&cli.workspace, &name),
         },
+        Command::Audit {
+            what: AuditCommand::Verify,
+        } => commands::audit_verify(&cli.workspace),
         Command::Rekey { new_key_file } => commands::rekey(&cli.workspace, new_key_file.as_deref(), wait),
         Command::Sql { query, format, reveal } => commands::sql(&cli.workspace, &query, &format, reveal),
         Command::Export {

@@ -26,6 +26,21 @@ fn a_server_killed_under_load_loses_no_acknowledged_record_and_stores_none_twice
     assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
     assert!(stdout.contains("acknowledged and missing: 0; stored twice: 0"), "{stdout}");
     assert!(stdout.contains("rapport check: clean"), "{stdout}");
+
+    // Every posted batch was audited; the chain holds until a row is changed.
+    let ws = work.join("workspace");
+    let out = rapport(&ws, &["audit", "verify"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("the hash chain holds"), "{}", text(&out.stdout));
+    let db = rusqlite::Connection::open(ws.join("audit.sqlite")).unwrap();
+    let rows: i64 = db
+        .query_row("SELECT count(*) FROM audit WHERE route = '/v1/ingest/{table}'", [], |r| r.get(0))
+        .unwrap();
+    assert!(rows > 10, "{rows} audit rows of posted batches");
+    db.execute("UPDATE audit SET rows = rows + 1 WHERE seq = 5", []).unwrap();
+    let out = rapport(&ws, &["audit", "verify"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stdout).contains("breaks at row 5"), "{}", text(&out.stdout));
 }
 
 #[test]

@@ -68,7 +68,7 @@ pub struct Tokens {
     path: PathBuf,
 }
 
-fn digest(token: &str) -> String {
+pub(crate) fn digest(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
@@ -142,6 +142,24 @@ impl Tokens {
     }
 
     /// The name and role of an active token.
+    /// Every active token: its SHA-256, name and role.
+    pub fn active(&self) -> Result<std::collections::HashMap<String, (String, Role)>, StoreError> {
+        if !self.path.exists() {
+            return Ok(Default::default());
+        }
+        let c = self.open()?;
+        let mut q = c.prepare("SELECT sha256, name, role FROM tokens WHERE revoked_at IS NULL")?;
+        let rows = q.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?;
+        let mut out = std::collections::HashMap::new();
+        for row in rows {
+            let (sha, name, role) = row?;
+            if let Some(role) = Role::parse(&role) {
+                out.insert(sha, (name, role));
+            }
+        }
+        Ok(out)
+    }
+
     pub fn verify(&self, token: &str) -> Result<Option<(String, Role)>, StoreError> {
         if !self.path.exists() {
             return Ok(None);
@@ -158,14 +176,24 @@ impl Tokens {
     }
 }
 
-/// Who is calling: the name and role of the request's token.
+/// Who is calling: the name and role of the request's token, admitted by the access
+/// layer ([`crate::access::guard`]), and what the handler tells the audit.
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub name: String,
     pub role: Role,
+    note: crate::access::Note,
 }
 
 impl Caller {
+    pub(crate) fn new(name: String, role: Role) -> Self {
+        Caller {
+            name,
+            role,
+            note: Default::default(),
+        }
+    }
+
     /// 403 unless the caller's role is one of `roles`.
     pub fn require(&self, roles: &[Role]) -> Result<(), ApiError> {
         if roles.contains(&self.role) {
@@ -178,27 +206,26 @@ impl Caller {
             roles.iter().map(|r| r.name()).collect::<Vec<_>>().join(", ")
         )))
     }
+
+    /// Records the request in the audit log: it revealed personal data of, or wrote
+    /// for, `subjects` (unified ids), `rows` rows or records.
+    pub fn audit(&self, subjects: Vec<String>, rows: u64) {
+        *self.note.lock().expect("audit note") = Some((subjects, rows));
+    }
+
+    pub(crate) fn note(&self) -> Option<(Vec<String>, u64)> {
+        self.note.lock().expect("audit note").clone()
+    }
 }
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| ApiError::unauthorized("no token: send Authorization: Bearer TOKEN"))?;
-        let token = header
-            .strip_prefix("Bearer ")
-            .ok_or_else(|| ApiError::unauthorized("the Authorization header is not Bearer TOKEN"))?;
-        let tokens = Tokens::of(&state.workspace);
-        match tokens.verify(token.trim())? {
-            Some((name, role)) => Ok(Caller { name, role }),
-            None => {
-                tracing::info!("unknown or revoked token");
-                Err(ApiError::unauthorized("unknown or revoked token"))
-            }
-        }
+    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Caller>()
+            .cloned()
+            .ok_or_else(|| ApiError::unauthorized("no token: send Authorization: Bearer TOKEN"))
     }
 }

@@ -9,10 +9,13 @@
 //! customers (a page, the 360, recommendations), segments, gaps, knowledge gaps, the
 //! actions' audience and read-only SQL — behind bearer tokens and the role table.
 
+pub mod access;
+pub mod audit;
 pub mod auth;
 pub mod customers;
 pub mod error;
 pub mod intake;
+pub mod monitor;
 pub mod tables;
 
 use std::path::{Path, PathBuf};
@@ -33,6 +36,8 @@ use crate::error::ApiError;
 pub struct Options {
     /// The largest request body accepted; a larger one is answered 413.
     pub max_body_bytes: usize,
+    /// `/metrics` without a token.
+    pub metrics_public: bool,
     pub intake: intake::IntakeSettings,
 }
 
@@ -42,6 +47,7 @@ impl Options {
     pub fn from_config(config: rapport_store::Config, config_file: Option<PathBuf>) -> Self {
         Options {
             max_body_bytes: usize::try_from(config.server.max_body_bytes).unwrap_or(usize::MAX),
+            metrics_public: config.server.metrics_public,
             intake: intake::IntakeSettings {
                 flush_every: std::time::Duration::from_secs_f64(config.server.flush_seconds),
                 config,
@@ -57,11 +63,14 @@ impl Default for Options {
     }
 }
 
-/// What every handler shares: the workspace folder and its intake.
+/// What every handler shares: the workspace folder, its intake, tokens and audit log.
 #[derive(Clone)]
 pub struct AppState {
     pub workspace: PathBuf,
     intake: Arc<intake::Intake>,
+    tokens: Arc<access::TokenCache>,
+    audit: Arc<audit::AuditLog>,
+    metrics_public: bool,
 }
 
 impl AppState {
@@ -118,6 +127,7 @@ pub fn api() -> (Router<AppState>, OpenApi) {
         .routes(routes!(tables::knowledge_gaps))
         .routes(routes!(tables::actions))
         .routes(routes!(tables::sql))
+        .routes(routes!(monitor::audit_rows))
         .split_for_parts();
     doc.info.title = "Rapport".into();
     doc.info.description = Some("The HTTP API of `rapport serve` (see docs/api.md of the specification).".into());
@@ -144,10 +154,14 @@ impl Server {
     pub fn open(workspace: &Path, options: Options) -> Result<Self, rapport_store::StoreError> {
         drop(rapport_store::Workspace::reader(workspace)?);
         let intake = intake::Intake::start(workspace, options.intake)?;
+        monitor::recorder();
         Ok(Server {
             state: AppState {
                 workspace: workspace.to_path_buf(),
                 intake,
+                tokens: Arc::new(access::TokenCache::new(workspace)),
+                audit: Arc::new(audit::AuditLog::start(workspace)?),
+                metrics_public: options.metrics_public,
             },
             max_body_bytes: options.max_body_bytes,
         })
@@ -157,7 +171,8 @@ impl Server {
         &self.state.intake
     }
 
-    /// The application: every route, the OpenAPI document and the body limit.
+    /// The application: every route, the OpenAPI document, the access layer in front
+    /// of them all, and the body limit.
     pub fn router(&self) -> Router {
         let (router, _) = api();
         let doc = openapi_json();
@@ -166,7 +181,9 @@ impl Server {
                 "/openapi.json",
                 get(move || async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], doc) }),
             )
+            .route("/metrics", get(monitor::render))
             .fallback(|| async { ApiError::not_found("no such route") })
+            .layer(axum::middleware::from_fn_with_state(self.state.clone(), access::guard))
             .layer(axum::extract::DefaultBodyLimit::max(self.max_body_bytes))
             .with_state(self.state.clone())
     }
@@ -193,6 +210,7 @@ impl Server {
     /// Blocks; not on an async runtime's thread.
     pub fn close(&self) {
         self.state.intake.close();
+        self.state.audit.close();
     }
 }
 

@@ -17,6 +17,7 @@ fn repo_root() -> PathBuf {
 
 /// The workspace, a token per role (by role name), a revoked token, and a source id.
 struct Fixture {
+    ws: PathBuf,
     server: rapport_server::Server,
     tokens: Vec<(Role, String)>,
     revoked: String,
@@ -51,6 +52,7 @@ fn fixture() -> &'static Fixture {
         let server = rapport_server::Server::open(&ws_dir, rapport_server::Options::default()).unwrap();
         Fixture {
             server,
+            ws: ws_dir,
             tokens,
             revoked,
             source_id,
@@ -104,7 +106,9 @@ async fn every_route_and_role_gets_the_status_the_contract_gives() {
     let analysts: &[Role] = &[Analyst, Privacy, Admin];
     let query = Some(serde_json::json!({"sql": "SELECT count(*) AS n FROM customers"}));
     let nothing = Some(serde_json::json!([]));
-    let routes: [(&str, &str, Option<Value>, &[Role]); 11] = [
+    let routes: [(&str, &str, Option<Value>, &[Role]); 13] = [
+        ("GET", "/v1/audit", None, &[Admin]),
+        ("GET", "/metrics", None, &Role::ALL),
         ("POST", "/v1/ingest/orders", nothing.clone(), &[Role::Collector, Admin]),
         ("POST", "/v1/ingest/campaign_outcomes", nothing, &[Role::Collector, Marketer, Admin]),
         ("GET", &customer, None, every_reader),
@@ -329,4 +333,82 @@ async fn sql_is_read_only_and_masked_unless_the_role_may_see_it() {
             .all(|r| r[0].as_str().unwrap().contains('@')),
         "{revealed}"
     );
+}
+
+/// The rows of the audit log, once `want` holds for them (the log is written in the
+/// background).
+async fn audit_until(ws: &Path, want: impl Fn(&[rapport_server::audit::Chained]) -> bool) -> Vec<rapport_server::audit::Chained> {
+    for _ in 0..200 {
+        let rows = rapport_server::audit::rows_since(ws, None, 100_000).unwrap();
+        if want(&rows) {
+            return rows;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("the audit log never had the rows looked for");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refusals_reveals_and_queries_are_audited_in_an_unbroken_chain() {
+    let f = fx().await;
+    let (_, masked) = get(&format!("/v1/customers/{}", f.source_id), Some(token(Role::Analyst))).await;
+    let id = masked["customer_id"].as_str().unwrap().to_string();
+    get(&format!("/v1/customers/{id}"), Some(token(Role::Privacy))).await;
+    get("/v1/knowledge-gaps", None).await;
+    get("/v1/knowledge-gaps", Some(token(Role::Marketer))).await;
+    let query = serde_json::json!({"sql": "SELECT customer_id FROM customers LIMIT 3"});
+    call("POST", "/v1/query", Some(token(Role::Analyst)), Some(query)).await;
+    let rows = audit_until(&f.ws, |rows| {
+        let has = |route: &str, role: Option<&str>, outcome: u16| {
+            rows.iter()
+                .any(|r| r.row.route == route && r.row.role.as_deref() == role && r.row.outcome == outcome)
+        };
+        has("/v1/customers/{id}", Some("privacy"), 200)
+            && has("/v1/knowledge-gaps", None, 401)
+            && has("/v1/knowledge-gaps", Some("marketer"), 403)
+            && rows.iter().any(|r| r.row.route == "/v1/query" && r.row.rows == 3)
+    })
+    .await;
+    let reveal = rows
+        .iter()
+        .find(|r| r.row.route == "/v1/customers/{id}" && r.row.role.as_deref() == Some("privacy"))
+        .unwrap();
+    assert_eq!(
+        (reveal.row.subjects.clone(), reveal.row.token.as_deref()),
+        (vec![id.clone()], Some("privacy"))
+    );
+    let query = rows.iter().find(|r| r.row.route == "/v1/query" && r.row.rows == 3).unwrap();
+    assert_eq!((query.row.role.as_deref(), query.row.method.as_str()), (Some("analyst"), "POST"));
+    // A masked read reveals nothing and is not audited.
+    assert!(!rows
+        .iter()
+        .any(|r| r.row.route == "/v1/customers/{id}" && r.row.role.as_deref() == Some("analyst")));
+    let v = rapport_server::audit::verify(&f.ws).unwrap();
+    assert!(v.broken.is_none() && v.rows as usize >= rows.len(), "{v:?}");
+    // The admin reads the log through the API.
+    let (status, body) = get("/v1/audit?since=2000-01-01", Some(token(Role::Admin))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.as_array().unwrap().iter().any(|r| r["outcome"] == 401), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_are_served_in_the_prometheus_format() {
+    fx().await;
+    get("/v1/segments", Some(token(Role::Analyst))).await;
+    let req = Request::get("/metrics")
+        .header("Authorization", format!("Bearer {}", token(Role::Analyst)))
+        .body(Body::empty())
+        .unwrap();
+    let res = fx().await.server.router().oneshot(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let text = String::from_utf8(axum::body::to_bytes(res.into_body(), 1 << 20).await.unwrap().to_vec()).unwrap();
+    for name in [
+        "rapport_http_requests_total{",
+        "rapport_http_request_duration_seconds_bucket{",
+        "rapport_stream_pending_records",
+        "rapport_last_run_age_seconds",
+    ] {
+        assert!(text.contains(name), "{name} in {text}");
+    }
+    assert!(text.contains(r#"route="/v1/segments""#), "{text}");
 }
