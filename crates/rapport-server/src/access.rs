@@ -35,7 +35,8 @@ const ANALYSTS: &[Role] = &[Analyst, Privacy, Admin];
 /// The role table of api.md.
 pub fn access(method: &Method, route: &str, path: &str) -> Access {
     match (method.as_str(), route) {
-        (_, "/healthz" | "/openapi.json" | "/docs") => Access::Public,
+        (_, "/healthz" | "/openapi.json") => Access::Public,
+        ("GET", docs) if docs == "/docs" || docs.starts_with("/docs/") => Access::Public,
         ("GET", "/metrics") => Access::AnyRole,
         ("POST", "/v1/ingest/{table}") if path.ends_with("/campaign_outcomes") => Access::Roles(&[Collector, Marketer, Admin]),
         ("POST", "/v1/ingest/{table}") => Access::Roles(&[Collector, Admin]),
@@ -130,7 +131,14 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
     };
     let response = match refused {
         Some(e) => e.into_response(),
-        None => next.run(req).await,
+        None => match tokio::time::timeout(state.request_timeout, next.run(req)).await {
+            Ok(r) => r,
+            Err(_) => ApiError::timeout(format!(
+                "the request took longer than {} s (a body sent too slowly?)",
+                state.request_timeout.as_secs_f64()
+            ))
+            .into_response(),
+        },
     };
     let status = response.status().as_u16();
     let labels = [

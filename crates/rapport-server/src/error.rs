@@ -23,7 +23,7 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// `bad_request`, `unauthorized`, `forbidden`, `not_found`, `too_large`,
-    /// `unsupported_media_type`, `unavailable` or `internal`.
+    /// `unsupported_media_type`, `timeout`, `unavailable` or `internal`.
     pub code: String,
     pub message: String,
 }
@@ -58,6 +58,11 @@ impl ApiError {
             StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", e.body_text()),
             _ => Self::bad_request(e.body_text()),
         }
+    }
+
+    /// 408: the request took longer than the time limit.
+    pub fn timeout(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::REQUEST_TIMEOUT, "timeout", message)
     }
 
     /// 503: the server is shutting down, or cannot take records now.

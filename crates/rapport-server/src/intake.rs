@@ -41,6 +41,9 @@ pub const INTAKE_SEQ: &str = "intake_seq";
 const SEALED_AS: &str = "intake";
 /// Most records moved into the workspace by one flush.
 const FLUSH_LIMIT: i64 = 1_000_000;
+/// The largest record taken (its JSON text); a larger one is refused, the rest of its
+/// request taken.
+pub const MAX_RECORD_BYTES: usize = 1 << 20;
 /// Most records stored by one group commit.
 const GROUP_LIMIT: usize = 200_000;
 
@@ -560,6 +563,10 @@ fn check_records(
                 let raw = batch.raw(&batch.rows[at]).to_string();
                 let id = record_id(m);
                 let problem = match (&checked.rows[at], &id) {
+                    _ if raw.len() > MAX_RECORD_BYTES => Some((
+                        Reason::RecordTooLarge.to_string(),
+                        Some(format!("{} bytes; a record may have {MAX_RECORD_BYTES}", raw.len())),
+                    )),
                     (_, None) => Some((
                         Reason::Missing("id").to_string(),
                         Some("every record needs an \"id\": its idempotency key".to_string()),

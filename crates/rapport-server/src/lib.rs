@@ -4,7 +4,8 @@
 //! requests), call the engine on a blocking thread, and turn its typed results and
 //! errors into JSON. The OpenAPI document is generated from the handlers.
 //!
-//! Routes: `/healthz`, `/openapi.json`, the durable intake of records
+//! Routes: `/healthz`, `/openapi.json`, `/docs` (Swagger UI, offline), `/metrics`, the
+//! durable intake of records
 //! (`POST /v1/ingest/{table}`, see [`intake`]) and the read routes over the last run —
 //! customers (a page, the 360, recommendations), segments, gaps, knowledge gaps, the
 //! actions' audience and read-only SQL — behind bearer tokens and the role table.
@@ -38,6 +39,7 @@ pub struct Options {
     pub max_body_bytes: usize,
     /// `/metrics` without a token.
     pub metrics_public: bool,
+    pub timeouts: Timeouts,
     pub intake: intake::IntakeSettings,
 }
 
@@ -48,6 +50,10 @@ impl Options {
         Options {
             max_body_bytes: usize::try_from(config.server.max_body_bytes).unwrap_or(usize::MAX),
             metrics_public: config.server.metrics_public,
+            timeouts: Timeouts {
+                header: std::time::Duration::from_secs_f64(config.server.header_timeout_seconds),
+                request: std::time::Duration::from_secs_f64(config.server.request_timeout_seconds),
+            },
             intake: intake::IntakeSettings {
                 flush_every: std::time::Duration::from_secs_f64(config.server.flush_seconds),
                 config,
@@ -71,6 +77,7 @@ pub struct AppState {
     tokens: Arc<access::TokenCache>,
     audit: Arc<audit::AuditLog>,
     metrics_public: bool,
+    request_timeout: std::time::Duration,
 }
 
 impl AppState {
@@ -147,6 +154,16 @@ pub fn openapi_json() -> String {
 pub struct Server {
     state: AppState,
     max_body_bytes: usize,
+    timeouts: Timeouts,
+}
+
+/// How long a client may take.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// To send a request's headers; then the connection is closed.
+    pub header: std::time::Duration,
+    /// For a whole request, body included; then 408.
+    pub request: std::time::Duration,
 }
 
 impl Server {
@@ -162,8 +179,10 @@ impl Server {
                 tokens: Arc::new(access::TokenCache::new(workspace)),
                 audit: Arc::new(audit::AuditLog::start(workspace)?),
                 metrics_public: options.metrics_public,
+                request_timeout: options.timeouts.request,
             },
             max_body_bytes: options.max_body_bytes,
+            timeouts: options.timeouts,
         })
     }
 
@@ -182,6 +201,10 @@ impl Server {
                 get(move || async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], doc) }),
             )
             .route("/metrics", get(monitor::render))
+            // Swagger UI from the files in the binary (no network), over /openapi.json.
+            .merge(Router::from(
+                utoipa_swagger_ui::SwaggerUi::new("/docs").config(utoipa_swagger_ui::Config::new(["/openapi.json"])),
+            ))
             .fallback(|| async { ApiError::not_found("no such route") })
             .layer(axum::middleware::from_fn_with_state(self.state.clone(), access::guard))
             .layer(axum::extract::DefaultBodyLimit::max(self.max_body_bytes))
@@ -197,13 +220,50 @@ impl Server {
     }
 
     /// Serves on `listener` until `stop` completes, then finishes the requests in flight.
+    /// Each connection is HTTP/1.1 on hyper with a header read timeout (a client that
+    /// never finishes its headers is closed), and every request has a time limit (408).
     pub async fn serve_on(
         &self,
         listener: tokio::net::TcpListener,
         stop: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        use hyper_util::rt::{TokioIo, TokioTimer};
         tracing::info!(address = %listener.local_addr()?, "serving");
-        axum::serve(listener, self.router()).with_graceful_shutdown(stop).await
+        let app = self.router();
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let mut stop = std::pin::pin!(stop);
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let stream = match accepted {
+                        Ok((stream, _)) => stream,
+                        Err(e) => {
+                            // Out of file descriptors, say: wait a little rather than spin.
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let service = hyper_util::service::TowerToHyperService::new(app.clone());
+                    let mut http = hyper::server::conn::http1::Builder::new();
+                    http.timer(TokioTimer::new()).header_read_timeout(self.timeouts.header);
+                    let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+                    tokio::spawn(async move {
+                        if let Err(e) = conn.await {
+                            tracing::debug!(error = %e, "connection ended");
+                        }
+                    });
+                }
+                () = &mut stop => break,
+            }
+        }
+        drop(listener);
+        tracing::info!("shutting down: finishing the requests in flight");
+        if tokio::time::timeout(self.timeouts.request, graceful.shutdown()).await.is_err() {
+            tracing::warn!("requests still in flight after the request time limit; stopping anyway");
+        }
+        Ok(())
     }
 
     /// Stops the intake: records stored so far join the workspace, then its threads end.
@@ -233,5 +293,4 @@ async fn shutdown() {
         () = interrupt => {},
         () = terminate => {},
     }
-    tracing::info!("shutting down: finishing the requests in flight");
 }

@@ -392,6 +392,37 @@ async fn refusals_reveals_and_queries_are_audited_in_an_unbroken_chain() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_docs_page_is_served_from_the_binary_without_a_token() {
+    let server = &fx().await.server;
+    let res = server
+        .router()
+        .oneshot(Request::get("/docs/").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let page = String::from_utf8(axum::body::to_bytes(res.into_body(), 1 << 20).await.unwrap().to_vec()).unwrap();
+    assert!(page.contains("swagger-ui"), "{page}");
+    // The page's script and its settings (which point at /openapi.json) come from the server.
+    for asset in ["/docs/swagger-ui-bundle.js", "/docs/swagger-initializer.js"] {
+        let res = server
+            .router()
+            .oneshot(Request::get(asset).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{asset}");
+        let body = axum::body::to_bytes(res.into_body(), 8 << 20).await.unwrap();
+        assert!(body.len() > 100, "{asset}");
+        if asset.ends_with("initializer.js") {
+            assert!(
+                String::from_utf8_lossy(&body).contains("/openapi.json"),
+                "{}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn metrics_are_served_in_the_prometheus_format() {
     fx().await;
     get("/v1/segments", Some(token(Role::Analyst))).await;

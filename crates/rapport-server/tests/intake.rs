@@ -436,3 +436,83 @@ async fn an_order_posted_after_a_run_rescores_its_customer_with_the_runs_paramet
     assert_eq!(other_after["scored_as_of"].as_str(), Some(run_as_of.as_str()));
     close(server).await;
 }
+
+/// Sends `request` on a new connection and reads until the server closes it (at most
+/// `wait`).
+async fn raw(addr: std::net::SocketAddr, request: String, wait: std::time::Duration) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(wait, s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_clients_are_cut_off_big_records_refused_and_the_server_keeps_serving() {
+    use std::time::Duration;
+    let b = bench().await;
+    let customer = &company().1;
+    let mut options = Options::default();
+    options.timeouts.header = Duration::from_millis(500);
+    options.timeouts.request = Duration::from_secs(2);
+    let server = leak(open(&b.ws, options).await);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(server.serve_on(listener, async {
+        let _ = stop_rx.await;
+    }));
+
+    // Headers that never end, and a body that never comes.
+    let slow_headers = tokio::spawn(raw(
+        addr,
+        "POST /v1/ingest/orders HTTP/1.1\r\nHost: x\r\n".into(),
+        Duration::from_secs(5),
+    ));
+    let slow_body = tokio::spawn(raw(
+        addr,
+        format!(
+            "POST /v1/ingest/orders HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n[{{\"id\":",
+            b.collector
+        ),
+        Duration::from_secs(5),
+    ));
+    // Meanwhile others are served.
+    let body = json!([order("fast-1", customer, "2024-04-01")]).to_string();
+    let fast = raw(
+        addr,
+        format!(
+            "POST /v1/ingest/orders HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            b.collector,
+            body.len()
+        ),
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(fast.starts_with("HTTP/1.1 200"), "{fast}");
+    let started = std::time::Instant::now();
+    let cut = slow_headers.await.unwrap();
+    assert!(cut.is_empty() || cut.contains(" 408 "), "closed without an answer, or 408: {cut}");
+    let timed_out = slow_body.await.unwrap();
+    assert!(timed_out.starts_with("HTTP/1.1 408"), "{timed_out}");
+    assert!(timed_out.contains("\"timeout\""), "{timed_out}");
+    assert!(started.elapsed() < Duration::from_secs(4));
+
+    // A 10 MB string: that record is refused, the rest of the request taken.
+    let big = json!([order("big-1", customer, "2024-04-01"), {"id": "big-2", "order_id": "x".repeat(10 << 20)}]);
+    let (status, ack) = post_json(server, "/v1/ingest/orders", &b.collector, &big).await;
+    assert_eq!(
+        (status, ack["accepted"].as_u64()),
+        (StatusCode::OK, Some(1)),
+        "{}",
+        &ack.to_string()[..300.min(ack.to_string().len())]
+    );
+    assert!(ack["rejected"][0]["reason"].as_str().unwrap().starts_with("record too large"));
+
+    let _ = stop_tx.send(());
+    serving.await.unwrap().unwrap();
+    flush(server).await;
+    assert_eq!(stored_ids(&b.ws).await, ["big-1", "fast-1"]);
+    close(server).await;
+}

@@ -44,6 +44,10 @@ pub struct ServerConfig {
     pub flush_seconds: f64,
     /// `/metrics` without a token.
     pub metrics_public: bool,
+    /// Seconds a client may take to send a request's headers (then the connection is
+    /// closed) and a whole request (then 408).
+    pub header_timeout_seconds: f64,
+    pub request_timeout_seconds: f64,
     /// TLS certificate and key (PEM); both or neither.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
@@ -56,6 +60,8 @@ impl Default for ServerConfig {
             max_body_bytes: 16 << 20,
             flush_seconds: 5.0,
             metrics_public: false,
+            header_timeout_seconds: 10.0,
+            request_timeout_seconds: 60.0,
             tls_cert: None,
             tls_key: None,
         }
@@ -330,6 +336,14 @@ impl Config {
                 "`server.flush_seconds` = {}: expected more than 0 and at most 86400",
                 sv.flush_seconds
             )));
+        }
+        for (key, v) in [
+            ("header_timeout_seconds", sv.header_timeout_seconds),
+            ("request_timeout_seconds", sv.request_timeout_seconds),
+        ] {
+            if !(v.is_finite() && v > 0.0 && v <= 3600.0) {
+                return Err(err(format!("`server.{key}` = {v}: expected more than 0 and at most 3600")));
+            }
         }
         if sv.max_body_bytes < 1024 {
             return Err(err(format!(

@@ -27,6 +27,8 @@ pub enum Reason {
     MalformedCsvRow,
     MalformedJsonLine,
     InvalidUtf8,
+    /// A record posted to the server larger than it takes one to be.
+    RecordTooLarge,
 }
 
 impl fmt::Display for Reason {
@@ -44,6 +46,7 @@ impl fmt::Display for Reason {
             Reason::MalformedCsvRow => f.write_str("malformed csv row"),
             Reason::MalformedJsonLine => f.write_str("malformed json line"),
             Reason::InvalidUtf8 => f.write_str("invalid utf-8"),
+            Reason::RecordTooLarge => f.write_str("record too large"),
         }
     }
 }
