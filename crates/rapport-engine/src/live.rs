@@ -91,21 +91,8 @@ impl Scoring {
                 })
             })
             .collect();
-        let all = |v: &[f64]| v.iter().map(|x| Some(*x)).collect::<Vec<_>>();
         let mut c = Columns::default();
-        c.text("customer_id", false, f.customer_id.iter().map(|s| Some(s.as_str())));
-        c.timestamps("first_order_at", true, f.first_order_at.iter().copied());
-        c.timestamps("last_order_at", true, f.last_order_at.iter().copied());
-        c.floats("orders", false, all(&f.orders));
-        c.floats("revenue", false, all(&f.revenue));
-        c.floats(
-            "avg_order_value",
-            true,
-            (0..n).map(|i| (f.orders[i] > 0.0).then(|| f.revenue[i] / f.orders[i])),
-        );
-        c.floats("recency_days", true, f.last_day.iter().map(|d| d.map(|d| (as_of_day - d) as f64)));
-        c.floats("tenure_days", true, f.first_day.iter().map(|d| d.map(|d| (as_of_day - d) as f64)));
-        c.floats("returned_lines", false, all(&f.returned_lines));
+        crate::run::outputs::order_columns(&mut c, f, as_of_day);
         c.floats("p_alive", true, values.iter().map(|v| v.as_ref().map(|v| v.p_alive)));
         for (j, days) in self.cfg.horizons_days.iter().enumerate() {
             c.floats(

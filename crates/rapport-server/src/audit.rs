@@ -10,7 +10,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Mutex};
-use std::time::Duration;
 
 use rapport_store::StoreError;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -66,19 +65,14 @@ fn db_path(workspace: &Path) -> PathBuf {
 }
 
 fn open(path: &Path) -> Result<Connection, StoreError> {
-    let c = Connection::open(path)?;
-    rapport_store::fsutil::make_private(path)?;
-    c.busy_timeout(Duration::from_secs(30))?;
-    c.execute_batch(
-        "PRAGMA journal_mode = WAL;
-         PRAGMA synchronous = FULL;
-         CREATE TABLE IF NOT EXISTS audit (
+    crate::durable_db(
+        path,
+        "CREATE TABLE IF NOT EXISTS audit (
            seq INTEGER PRIMARY KEY, at TEXT NOT NULL, token TEXT, role TEXT, method TEXT NOT NULL,
            route TEXT NOT NULL, subjects TEXT NOT NULL, outcome INTEGER NOT NULL, rows INTEGER NOT NULL,
            hash TEXT NOT NULL);
          CREATE INDEX IF NOT EXISTS audit_at ON audit (at);",
-    )?;
-    Ok(c)
+    )
 }
 
 fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Chained> {

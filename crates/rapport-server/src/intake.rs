@@ -122,21 +122,15 @@ fn db_path(workspace: &Path) -> PathBuf {
 }
 
 fn open_db(path: &Path) -> Result<Connection, StoreError> {
-    let c = Connection::open(path)?;
-    // Before WAL mode: SQLite gives its -wal and -shm files the database file's mode.
-    rapport_store::fsutil::make_private(path)?;
-    c.busy_timeout(Duration::from_secs(30))?;
-    c.execute_batch(
-        "PRAGMA journal_mode = WAL;
-         PRAGMA synchronous = FULL;
-         CREATE TABLE IF NOT EXISTS records (
+    crate::durable_db(
+        path,
+        "CREATE TABLE IF NOT EXISTS records (
            seq INTEGER PRIMARY KEY, tbl TEXT NOT NULL, id TEXT NOT NULL,
            reason TEXT, detail TEXT, body BLOB NOT NULL, received_at INTEGER NOT NULL);
          CREATE TABLE IF NOT EXISTS ids (
            tbl TEXT NOT NULL, id TEXT NOT NULL, seq INTEGER NOT NULL,
            PRIMARY KEY (tbl, id)) WITHOUT ROWID;",
-    )?;
-    Ok(c)
+    )
 }
 
 /// The workspace key, from `[privacy] key_file` when the config names one.

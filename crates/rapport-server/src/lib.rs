@@ -102,6 +102,17 @@ pub(crate) fn personal_for(ws: &rapport_store::Workspace, role: auth::Role) -> R
     })
 }
 
+/// Opens (creating) a SQLite database of the server that must survive a crash: only
+/// its owner may read it (before WAL mode: SQLite gives its -wal and -shm files the
+/// database file's mode), WAL with `synchronous=FULL`, then `schema`.
+pub(crate) fn durable_db(path: &Path, schema: &str) -> Result<rusqlite::Connection, rapport_store::StoreError> {
+    let c = rusqlite::Connection::open(path)?;
+    rapport_store::fsutil::make_private(path)?;
+    c.busy_timeout(std::time::Duration::from_secs(30))?;
+    c.execute_batch(&format!("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; {schema}"))?;
+    Ok(c)
+}
+
 /// Runs `f` (engine work, which blocks) on a blocking thread.
 pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f)

@@ -8,6 +8,7 @@ use rapport_store::Workspace;
 
 use super::actions::Decided;
 use super::clv::Clv;
+use super::features::Features;
 use super::gaps;
 use super::predict::{Behaviour, Predictions};
 use super::segments::{self, Segmentation};
@@ -124,14 +125,12 @@ fn models_report(st: Stages, cfg: &ModelsConfig) -> ModelsReport {
     }
 }
 
-/// The `customers` table: the features, segments, CLV, churn and loyalty scores and the
-/// next action of every customer.
-fn customers_batch(st: &Stages, cfg: &ModelsConfig) -> Result<RecordBatch> {
-    let (f, day) = (&st.inputs.features, st.inputs.as_of_day);
+/// The order summary columns of the `customers` table, as seen at `day`: id, first and
+/// last order, orders, revenue, mean order value, recency, tenure, returned lines (a run
+/// writes them for every customer, live rescoring for the customers it rescores).
+pub fn order_columns(c: &mut Columns, f: &Features, day: i64) {
     let n = f.len();
-    let rfm = &st.segments.rfm;
     let all = |v: &[f64]| v.iter().map(|x| Some(*x)).collect::<Vec<_>>();
-    let mut c = Columns::default();
     c.text("customer_id", false, f.customer_id.iter().map(|s| Some(s.as_str())));
     c.timestamps("first_order_at", true, f.first_order_at.iter().copied());
     c.timestamps("last_order_at", true, f.last_order_at.iter().copied());
@@ -145,6 +144,16 @@ fn customers_batch(st: &Stages, cfg: &ModelsConfig) -> Result<RecordBatch> {
     c.floats("recency_days", true, f.last_day.iter().map(|d| d.map(|d| (day - d) as f64)));
     c.floats("tenure_days", true, f.first_day.iter().map(|d| d.map(|d| (day - d) as f64)));
     c.floats("returned_lines", false, all(&f.returned_lines));
+}
+
+/// The `customers` table: the features, segments, CLV, churn and loyalty scores and the
+/// next action of every customer.
+fn customers_batch(st: &Stages, cfg: &ModelsConfig) -> Result<RecordBatch> {
+    let (f, day) = (&st.inputs.features, st.inputs.as_of_day);
+    let n = f.len();
+    let rfm = &st.segments.rfm;
+    let mut c = Columns::default();
+    order_columns(&mut c, f, day);
     c.small("rfm_r", true, rfm.iter().map(|r| r.map(|r| r.r)));
     c.small("rfm_f", true, rfm.iter().map(|r| r.map(|r| r.f)));
     c.small("rfm_m", true, rfm.iter().map(|r| r.map(|r| r.m)));
