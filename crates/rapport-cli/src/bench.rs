@@ -184,8 +184,14 @@ pub fn run(b: Bench) -> Result<()> {
 }
 
 fn peak_rss_mb() -> Option<f64> {
+    proc_status_mb("VmHWM:")
+}
+
+/// A memory figure of this process from /proc/self/status (`VmHWM:` the peak resident
+/// set, `VmRSS:` the current one), in MB.
+pub(crate) fn proc_status_mb(field: &str) -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
 }

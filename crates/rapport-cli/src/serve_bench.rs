@@ -75,13 +75,6 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-fn rss_mb() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
-}
-
 /// What `clients` clients doing `work` for `seconds` achieved.
 struct Load {
     requests: u64,
@@ -337,7 +330,7 @@ fn soak(
         std::thread::spawn(move || {
             let t = Instant::now();
             while !done.load(Ordering::Relaxed) {
-                if let Some(mb) = rss_mb() {
+                if let Some(mb) = super::bench::proc_status_mb("VmRSS:") {
                     samples.lock().unwrap().push((t.elapsed().as_secs_f64(), mb));
                 }
                 std::thread::sleep(Duration::from_secs(5));

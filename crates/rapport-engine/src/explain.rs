@@ -27,19 +27,24 @@ fn shown_id(id: &str) -> String {
 
 /// Everything known about one customer.
 pub fn explain(ws: &Workspace, customer: &str, personal: &Personal) -> Result<Explanation> {
+    explain_in(&Session::new(ws), customer, personal)
+}
+
+/// [`explain`] in a session the caller goes on querying (the server's customer 360).
+pub fn explain_in(session: &Session<'_>, customer: &str, personal: &Personal) -> Result<Explanation> {
+    let ws = session.workspace();
     let tables = ws.tables()?;
-    let session = Session::new(ws);
-    let id = unified_id(ws, &session, customer)?;
+    let id = unified_id(ws, session, customer)?;
     let q = quoted(&id);
     let sources = rows(
-        &session,
+        session,
         &format!("SELECT source, source_customer_id, matched_on FROM customer_sources WHERE customer_id = {q} ORDER BY 1, 2"),
         personal,
     )?;
     // The rows of a table about the customer, when the workspace has the table.
     let of = |table: &str, sql: String| -> Result<Option<Vec<Record>>> {
         if tables.contains_key(table) {
-            rows(&session, &sql, personal).map(Some)
+            rows(session, &sql, personal).map(Some)
         } else {
             Ok(None)
         }

@@ -86,10 +86,12 @@ fn text(r: &Record, column: &str) -> Option<String> {
 }
 
 fn customer_360(ws: &Workspace, id: &str, personal: &Personal) -> Result<Customer360, ApiError> {
-    let e = rapport_engine::explain::explain(ws, id, personal)?;
+    // One session for every query of the 360: the tables are registered once.
+    let session = rapport_engine::session::Session::new(ws);
+    let e = rapport_engine::explain::explain_in(&session, id, personal)?;
     let q = quoted(&e.customer_id);
     let recommendations = records(
-        ws,
+        &session,
         Table::Recommendations,
         &format!("SELECT product_id, score, reason FROM recommendations WHERE customer_id = {q} ORDER BY rank"),
         &Personal::Masked,
@@ -98,7 +100,7 @@ fn customer_360(ws: &Workspace, id: &str, personal: &Personal) -> Result<Custome
     .map(recommendation)
     .collect();
     let next_action = records(
-        ws,
+        &session,
         Table::Actions,
         &format!(r#"SELECT action, channel, "group" FROM actions WHERE customer_id = {q} ORDER BY priority LIMIT 1"#),
         &Personal::Masked,
@@ -179,7 +181,12 @@ const SEGMENTS_SQL: &str = "SELECT s.segment_id, s.kind, s.name, s.customers, s.
 )]
 pub async fn segments(State(state): State<AppState>, _caller: Caller) -> Result<Json<Vec<Segment>>, ApiError> {
     blocking(move || {
-        let records = records(&state.reader()?, Table::Segments, SEGMENTS_SQL, &Personal::Masked)?;
+        let records = records(
+            &rapport_engine::session::Session::new(&state.reader()?),
+            Table::Segments,
+            SEGMENTS_SQL,
+            &Personal::Masked,
+        )?;
         Ok(Json(
             records
                 .iter()

@@ -111,7 +111,8 @@ pub struct Intake {
     keys: Result<Keys, String>,
     jobs: Mutex<Option<mpsc::SyncSender<Job>>>,
     wake: Mutex<Option<mpsc::Sender<()>>>,
-    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    flusher: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// The last sequence number stored, and the last one in the workspace.
     stored: Arc<AtomicI64>,
     flushed: Arc<AtomicI64>,
@@ -174,7 +175,8 @@ impl Intake {
             keys,
             jobs: Mutex::new(Some(jobs_tx)),
             wake: Mutex::new(Some(wake_tx)),
-            threads: Mutex::new(Vec::new()),
+            writer: Mutex::new(None),
+            flusher: Mutex::new(None),
             stored: Arc::new(AtomicI64::new(last)),
             flushed: Arc::new(AtomicI64::new(flushed)),
         });
@@ -190,7 +192,8 @@ impl Intake {
                 .spawn(move || intake.flush_loop(&wake_rx))
                 .map_err(|e| StoreError::io(workspace, e))?
         };
-        intake.threads.lock().expect("intake threads").extend([writer, flusher]);
+        *intake.writer.lock().expect("intake writer") = Some(writer);
+        *intake.flusher.lock().expect("intake flusher") = Some(flusher);
         Ok(intake)
     }
 
@@ -236,18 +239,15 @@ impl Intake {
     /// Stops taking records, moves what was stored into the workspace, and stops the
     /// threads.
     pub fn close(&self) {
+        // The writer ends once the last job is stored and answered; then the flusher,
+        // woken by its channel closing, flushes everything stored and ends.
         self.jobs.lock().expect("intake jobs").take();
-        self.wake.lock().expect("intake wake").take();
-        let threads: Vec<_> = self.threads.lock().expect("intake threads").drain(..).collect();
-        for t in threads {
+        if let Some(t) = self.writer.lock().expect("intake writer").take() {
             let _ = t.join();
         }
-    }
-
-    /// Asks the flusher to flush now (tests, and the CLI before it exits).
-    pub fn flush_now(&self) {
-        if let Some(w) = self.wake.lock().expect("intake wake").as_ref() {
-            let _ = w.send(());
+        self.wake.lock().expect("intake wake").take();
+        if let Some(t) = self.flusher.lock().expect("intake flusher").take() {
+            let _ = t.join();
         }
     }
 
@@ -257,11 +257,6 @@ impl Intake {
                 Ok(()) | Err(mpsc::RecvTimeoutError::Timeout) => false,
                 Err(mpsc::RecvTimeoutError::Disconnected) => true,
             };
-            if last {
-                // The writer has stopped (its sender is gone once close() dropped it
-                // and the last job was answered): flush everything stored.
-                std::thread::sleep(Duration::from_millis(20));
-            }
             loop {
                 match self.flush() {
                     Ok(n) if n as i64 >= FLUSH_LIMIT => continue,
@@ -334,18 +329,18 @@ impl Intake {
             let text = keys.decrypt(SEALED_AS, &r.body)?;
             match &r.reason {
                 None => {
-                    let f = match files.get_mut(r.table.as_str()) {
+                    let f = match files.get_mut(r.table.name()) {
                         Some(f) => f,
                         None => {
                             let file = rapport_store::fsutil::create_private(&staging.join(format!("{}.jsonl", r.table)))?;
-                            files.entry(r.table.as_str()).or_insert(std::io::BufWriter::new(file))
+                            files.entry(r.table.name()).or_insert(std::io::BufWriter::new(file))
                         }
                     };
                     f.write_all(text.as_bytes()).map_err(io)?;
                     f.write_all(b"\n").map_err(io)?;
                 }
                 Some(reason) => quarantined.push(Quarantined {
-                    table: InputTable::from_name(&r.table).unwrap_or(InputTable::Events),
+                    table: r.table,
                     source: format!("POST /v1/ingest/{}", r.table),
                     line: r.seq as u64,
                     reason: reason.clone(),
@@ -369,7 +364,7 @@ impl Intake {
 /// A stored record not yet in the workspace.
 struct PendingRow {
     seq: i64,
-    table: String,
+    table: InputTable,
     reason: Option<String>,
     detail: Option<String>,
     body: Vec<u8>,
@@ -378,9 +373,13 @@ struct PendingRow {
 fn pending_rows(conn: &Connection, after: i64) -> Result<Vec<PendingRow>, StoreError> {
     let mut q = conn.prepare("SELECT seq, tbl, reason, detail, body FROM records WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
     let rows = q.query_map(params![after, FLUSH_LIMIT], |r| {
+        let table: String = r.get(1)?;
+        let table = InputTable::from_name(&table).ok_or_else(|| {
+            rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, format!("no input table \"{table}\"").into())
+        })?;
         Ok(PendingRow {
             seq: r.get(0)?,
-            table: r.get(1)?,
+            table,
             reason: r.get(2)?,
             detail: r.get(3)?,
             body: r.get(4)?,

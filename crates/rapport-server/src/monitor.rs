@@ -70,7 +70,7 @@ pub async fn audit_rows(
     caller: Caller,
     q: Result<Query<AuditQuery>, QueryRejection>,
 ) -> Result<Json<Vec<Chained>>, ApiError> {
-    let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let q = crate::tables::query(q)?;
     let limit = q.limit.unwrap_or(1000);
     if !(1..=10_000).contains(&limit) {
         return Err(ApiError::bad_request(format!("limit = {limit}: expected 1 to 10000")));

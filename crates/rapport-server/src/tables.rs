@@ -7,7 +7,6 @@ use axum::Json;
 use rapport_engine::results::Record;
 use rapport_engine::session::{batches_as_records, Personal, Session};
 use rapport_store::schema::Table;
-use rapport_store::Workspace;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
@@ -31,23 +30,23 @@ fn where_all(conditions: &[String]) -> String {
 }
 
 /// The rows of `sql`, or none when the workspace lacks `table`.
-pub(crate) fn records(ws: &Workspace, table: Table, sql: &str, personal: &Personal) -> Result<Vec<Record>, ApiError> {
-    if !ws.has(table)? {
+pub(crate) fn records(session: &Session<'_>, table: Table, sql: &str, personal: &Personal) -> Result<Vec<Record>, ApiError> {
+    if !session.workspace().has(table)? {
         return Ok(Vec::new());
     }
-    Ok(batches_as_records(&Session::new(ws).query(sql, personal)?)?)
+    Ok(batches_as_records(&session.query(sql, personal)?)?)
 }
 
 /// The rows of `sql` as JSON objects, or none when the workspace lacks `table`.
-fn rows(ws: &Workspace, table: Table, sql: &str, personal: &Personal) -> Result<Vec<Value>, ApiError> {
-    Ok(records(ws, table, sql, personal)?.iter().map(json).collect())
+fn rows(session: &Session<'_>, table: Table, sql: &str, personal: &Personal) -> Result<Vec<Value>, ApiError> {
+    Ok(records(session, table, sql, personal)?.iter().map(json).collect())
 }
 
 pub(crate) fn json(r: &Record) -> Value {
     serde_json::to_value(r).unwrap_or(Value::Null)
 }
 
-fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+pub(crate) fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     q.map(|Query(v)| v).map_err(|e| ApiError::bad_request(e.body_text()))
 }
 
@@ -96,7 +95,7 @@ pub async fn customers(
         }
         let filter = where_all(&filters);
         let sql = format!("SELECT * FROM customers {filter} ORDER BY customer_id LIMIT {limit}");
-        let customers = rows(&state.reader()?, Table::Customers, &sql, &Personal::Masked)?;
+        let customers = rows(&Session::new(&state.reader()?), Table::Customers, &sql, &Personal::Masked)?;
         let next_cursor = (customers.len() == limit)
             .then(|| customers.last().and_then(|c| c["customer_id"].as_str()).map(str::to_string))
             .flatten();
@@ -141,7 +140,7 @@ pub async fn recommendations(
             "SELECT product_id, score, reason FROM recommendations WHERE customer_id = {} ORDER BY rank LIMIT {k}",
             quoted(&id)
         );
-        let records = records(&state.reader()?, Table::Recommendations, &sql, &Personal::Masked)?;
+        let records = records(&Session::new(&state.reader()?), Table::Recommendations, &sql, &Personal::Masked)?;
         Ok(Json(records.iter().map(recommendation).collect()))
     })
     .await
@@ -197,7 +196,7 @@ pub async fn gaps(
     let filter = where_all(&conditions);
     blocking(move || {
         let sql = format!("SELECT g.* FROM gaps g {filter} ORDER BY g.evidence DESC, g.customer_id, g.gap_type, g.subject");
-        Ok(Json(rows(&state.reader()?, Table::Gaps, &sql, &Personal::Masked)?))
+        Ok(Json(rows(&Session::new(&state.reader()?), Table::Gaps, &sql, &Personal::Masked)?))
     })
     .await
 }
@@ -212,7 +211,12 @@ pub async fn gaps(
 pub async fn knowledge_gaps(State(state): State<AppState>, _caller: Caller) -> Result<Json<Vec<Value>>, ApiError> {
     blocking(move || {
         let sql = "SELECT * FROM knowledge_gaps ORDER BY segment_id, rank";
-        Ok(Json(rows(&state.reader()?, Table::KnowledgeGaps, sql, &Personal::Masked)?))
+        Ok(Json(rows(
+            &Session::new(&state.reader()?),
+            Table::KnowledgeGaps,
+            sql,
+            &Personal::Masked,
+        )?))
     })
     .await
 }
@@ -250,7 +254,12 @@ pub async fn actions(
     let filter = where_all(&conditions);
     blocking(move || {
         let sql = format!("SELECT * FROM actions {filter} ORDER BY priority, customer_id");
-        Ok(Json(rows(&state.reader()?, Table::Actions, &sql, &Personal::Masked)?))
+        Ok(Json(rows(
+            &Session::new(&state.reader()?),
+            Table::Actions,
+            &sql,
+            &Personal::Masked,
+        )?))
     })
     .await
 }
