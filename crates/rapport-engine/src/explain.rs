@@ -18,7 +18,7 @@ fn quoted(s: &str) -> String {
 }
 
 /// An id as error messages show it: not at all when it looks like an email or phone.
-fn shown_id(id: &str) -> String {
+pub fn shown_id(id: &str) -> String {
     match rapport_store::value::personal_kind(id).filter(|_| !id.starts_with("cu_")) {
         Some(kind) => format!("with that id ({kind})"),
         None => format!("\"{id}\""),

@@ -232,7 +232,11 @@ fn argument(args: &[ColumnarValue]) -> datafusion::error::Result<ArrayRef> {
 }
 
 fn binary_to_text(args: &[ColumnarValue], f: impl Fn(&[u8]) -> Option<String>) -> datafusion::error::Result<ColumnarValue> {
-    let arr = argument(args)?;
+    Ok(ColumnarValue::Array(binary_text(&argument(args)?, f)?))
+}
+
+/// A binary column as text, each value through `f` (null stays null).
+fn binary_text(arr: &ArrayRef, f: impl Fn(&[u8]) -> Option<String>) -> datafusion::error::Result<ArrayRef> {
     let bin = arr
         .as_any()
         .downcast_ref::<BinaryArray>()
@@ -248,7 +252,47 @@ fn binary_to_text(args: &[ColumnarValue], f: impl Fn(&[u8]) -> Option<String>) -
             }
         }
     }
-    Ok(ColumnarValue::Array(Arc::new(out.finish()) as ArrayRef))
+    Ok(Arc::new(out.finish()) as ArrayRef)
+}
+
+/// The rows of `batch`, as read from a table's part files, shown the way a session's
+/// query shows them (binary personal columns masked or decrypted, `enc:` tokens in
+/// text columns revealed with the key): for rows kept in memory, such as the server's
+/// customer index.
+pub fn shown_records(batch: &RecordBatch, personal: &Personal) -> Result<Vec<Record>> {
+    use datafusion::arrow::datatypes::{Field, Schema};
+    let reveal = match personal {
+        Personal::Stored => return batches_as_records(std::slice::from_ref(batch)),
+        Personal::Revealed(keys) => Some(keys),
+        Personal::Masked => None,
+    };
+    let schema = batch.schema();
+    let mut fields = Vec::with_capacity(batch.num_columns());
+    let mut columns = Vec::with_capacity(batch.num_columns());
+    for (f, c) in schema.fields().iter().zip(batch.columns()) {
+        let t = f.data_type();
+        let shown: ArrayRef = if is_binary(t) {
+            let bytes = datafusion::arrow::compute::cast(c, &DataType::Binary).map_err(DataFusionError::from)?;
+            match reveal {
+                Some(keys) => binary_text(&bytes, |b| keys.decrypt(f.name(), b).ok())?,
+                None => binary_text(&bytes, |_| Some(MASK.to_string()))?,
+            }
+        } else if let (Some(keys), DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8) = (reveal, t) {
+            let text = datafusion::arrow::compute::cast(c, &DataType::Utf8).map_err(DataFusionError::from)?;
+            let out: StringArray = text
+                .as_string::<i32>()
+                .iter()
+                .map(|v| v.map(|t| keys.reveal_text(f.name(), t).into_owned()))
+                .collect();
+            Arc::new(out)
+        } else {
+            c.clone()
+        };
+        fields.push(Field::new(f.name(), shown.data_type().clone(), true));
+        columns.push(shown);
+    }
+    let shown = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(DataFusionError::from)?;
+    batches_as_records(&[shown])
 }
 
 /// What a personal value looks like without the key: the same for every value, so a

@@ -6,14 +6,14 @@ use axum::Json;
 use rapport_engine::results::Record;
 use rapport_engine::session::Personal;
 use rapport_store::schema::Table;
-use rapport_store::Workspace;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
-use crate::tables::{json, quoted, recommendation, records, Recommendation};
+use crate::index::Snapshot;
+use crate::tables::{json, recommendation, records, Recommendation};
 use crate::{blocking, AppState};
 
 /// One customer across every system, with what the last run concluded.
@@ -69,9 +69,8 @@ pub struct NextAction {
 pub async fn customer(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Json<Customer360>, ApiError> {
     let audited = caller.clone();
     let answer = blocking(move || {
-        let ws = state.reader()?;
-        let personal = crate::personal_for(&ws, caller.role)?;
-        customer_360(&ws, &id, &personal).map(Json)
+        let index = state.index.snapshot()?;
+        customer_360(&index, &id, &index.personal_for(caller.role)?).map(Json)
     })
     .await?;
     if audited.role.reveals() {
@@ -85,49 +84,35 @@ fn text(r: &Record, column: &str) -> Option<String> {
     r.get(column).as_text().map(str::to_string)
 }
 
-fn customer_360(ws: &Workspace, id: &str, personal: &Personal) -> Result<Customer360, ApiError> {
-    // One session for every query of the 360: the tables are registered once.
-    let session = rapport_engine::session::Session::new(ws);
-    let e = rapport_engine::explain::explain_in(&session, id, personal)?;
-    let q = quoted(&e.customer_id);
-    let recommendations = records(
-        &session,
-        Table::Recommendations,
-        &format!("SELECT product_id, score, reason FROM recommendations WHERE customer_id = {q} ORDER BY rank"),
-        &Personal::Masked,
-    )?
-    .iter()
-    .map(recommendation)
-    .collect();
-    let next_action = records(
-        &session,
-        Table::Actions,
-        &format!(r#"SELECT action, channel, "group" FROM actions WHERE customer_id = {q} ORDER BY priority LIMIT 1"#),
-        &Personal::Masked,
-    )?
-    .first()
-    .map(|r| NextAction {
+/// The 360 from the in-memory index of the workspace's last committed state.
+fn customer_360(index: &Snapshot, id: &str, personal: &Personal) -> Result<Customer360, ApiError> {
+    let found = index.find(id, personal)?;
+    let next_action = found.next_action.as_ref().map(|r| NextAction {
         action: text(r, "action").unwrap_or_default(),
         channel: text(r, "channel"),
         group: text(r, "group").unwrap_or_default(),
     });
     // Rescored since the run (records posted to the intake): the row says so and as of when.
-    let live = e.scores.as_ref().and_then(|r| r.get("live").as_bool()).unwrap_or(false);
-    let scored_at = match e.scores.as_ref().and_then(|r| r.get("scored_as_of").as_text().map(str::to_string)) {
+    let live = found.scores.as_ref().and_then(|r| r.get("live").as_bool()).unwrap_or(false);
+    let scored_at = match found
+        .scores
+        .as_ref()
+        .and_then(|r| r.get("scored_as_of").as_text().map(str::to_string))
+    {
         Some(day) => Some(day),
-        None => rapport_engine::report::models_or_warn(ws).map(|m| m.as_of),
+        None => index.as_of.clone(),
     };
     Ok(Customer360 {
-        customer_id: e.customer_id,
-        sources: e.sources.iter().map(json).collect(),
-        profile: profile(e.profiles.as_deref().unwrap_or_default()),
-        scores: e.scores.as_ref().map_or(Value::Null, json),
-        gaps: e.gaps.unwrap_or_default().iter().map(json).collect(),
-        recommendations,
+        sources: found.sources.iter().map(json).collect(),
+        profile: profile(&found.profiles),
+        scores: found.scores.as_ref().map_or(Value::Null, json),
+        gaps: found.gaps.iter().map(json).collect(),
+        recommendations: found.recommendations.iter().map(recommendation).collect(),
         next_action,
-        consents: e.consents.unwrap_or_default().iter().map(json).collect(),
+        consents: found.consents.iter().map(json).collect(),
         scored_at,
         live,
+        customer_id: found.customer_id,
     })
 }
 

@@ -1,8 +1,8 @@
 //! `rapport serve`: the HTTP API over one workspace (../shared/spec/api.md), on axum.
 //! The engine knows no HTTP: handlers open a reader of the workspace per request (so a
 //! writer's commit is seen by the next request and no reader lock is held between
-//! requests), call the engine on a blocking thread, and turn its typed results and
-//! errors into JSON. The OpenAPI document is generated from the handlers.
+//! requests) — the customer 360 reads the in-memory [`index`] instead — call the engine
+//! on a blocking thread, and turn its typed results and errors into JSON. The OpenAPI document is generated from the handlers.
 //!
 //! Routes: `/healthz`, `/openapi.json`, `/docs` (Swagger UI, offline), `/metrics`, the
 //! durable intake of records
@@ -15,6 +15,7 @@ pub mod audit;
 pub mod auth;
 pub mod customers;
 pub mod error;
+pub mod index;
 pub mod intake;
 pub mod monitor;
 pub mod tables;
@@ -74,6 +75,8 @@ impl Default for Options {
 pub struct AppState {
     pub workspace: PathBuf,
     intake: Arc<intake::Intake>,
+    /// The customer 360's rows in memory, rebuilt when the catalog changes.
+    index: Arc<index::CustomerIndex>,
     tokens: Arc<access::TokenCache>,
     audit: Arc<audit::AuditLog>,
     metrics_public: bool,
@@ -92,11 +95,14 @@ impl AppState {
 }
 
 /// How `role` sees personal columns: in clear for privacy and admin (with the
-/// workspace key), masked for everyone else.
-pub(crate) fn personal_for(ws: &rapport_store::Workspace, role: auth::Role) -> Result<rapport_engine::session::Personal, ApiError> {
+/// workspace key, which `keys` gives), masked for everyone else.
+pub(crate) fn personal_for(
+    role: auth::Role,
+    keys: impl FnOnce() -> Result<rapport_store::crypto::Keys, ApiError>,
+) -> Result<rapport_engine::session::Personal, ApiError> {
     use rapport_engine::session::Personal;
     Ok(if role.reveals() {
-        Personal::Revealed(Box::new(ws.keys(false)?))
+        Personal::Revealed(Box::new(keys()?))
     } else {
         Personal::Masked
     })
@@ -187,6 +193,7 @@ impl Server {
             state: AppState {
                 workspace: workspace.to_path_buf(),
                 intake,
+                index: Arc::new(index::CustomerIndex::new(workspace)),
                 tokens: Arc::new(access::TokenCache::new(workspace)),
                 audit: Arc::new(audit::AuditLog::start(workspace)?),
                 metrics_public: options.metrics_public,

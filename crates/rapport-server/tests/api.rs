@@ -175,6 +175,77 @@ async fn the_customer_360_masks_personal_data_unless_the_role_may_see_it() {
     assert!(masked["scored_at"].is_string());
 }
 
+/// A list of JSON rows in a fixed order (rows SQL may return in any order among ties).
+fn sorted(rows: &Value) -> Vec<String> {
+    let mut out: Vec<String> = rows
+        .as_array()
+        .map(|a| a.iter().map(Value::to_string).collect())
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_360_from_the_in_memory_index_equals_the_engines_queries() {
+    let f = fx().await;
+    // What the engine's queries say (`rapport explain`), for every 10th customer, for a
+    // masking and a revealing role.
+    let expected = tokio::task::spawn_blocking(|| {
+        use rapport_engine::session::Personal;
+        let ws = rapport_store::Workspace::reader(&fixture().ws).unwrap();
+        let ids = rapport_engine::session::text_rows(
+            &ws,
+            "SELECT DISTINCT customer_id FROM customer_sources ORDER BY 1",
+            &Personal::Stored,
+        )
+        .unwrap();
+        let keys = ws.keys(false).unwrap();
+        let mut out = Vec::new();
+        for id in ids.iter().step_by(10).filter_map(|r| r[0].clone()) {
+            for (role, personal) in [
+                (Role::Marketer, Personal::Masked),
+                (Role::Privacy, Personal::Revealed(Box::new(keys.clone()))),
+            ] {
+                let e = serde_json::to_value(rapport_engine::explain::explain(&ws, &id, &personal).unwrap()).unwrap();
+                out.push((id.clone(), role, e));
+            }
+        }
+        out
+    })
+    .await
+    .unwrap();
+    assert!(f.ws.is_dir());
+    let mut checked = 0;
+    for (id, role, e) in expected {
+        {
+            let (status, c) = get(&format!("/v1/customers/{id}"), Some(token(role))).await;
+            assert_eq!(status, StatusCode::OK, "{c}");
+            assert_eq!(c["customer_id"], e["customer_id"]);
+            assert_eq!(c["sources"], e["sources"], "{id}");
+            assert_eq!(c["scores"], e["scores"], "{id}");
+            assert_eq!(sorted(&c["gaps"]), sorted(&e["gaps"]), "{id}");
+            assert_eq!(sorted(&c["consents"]), sorted(&e["consents"]), "{id}");
+            // The profile: each field's value is one a source holds, and no field is left out.
+            let profiles = e["profiles"].as_array().unwrap();
+            for row in profiles {
+                for (k, v) in row.as_object().unwrap() {
+                    if !v.is_null() && !matches!(k.as_str(), "source" | "source_customer_id" | "email_key" | "phone_key") {
+                        assert!(profiles.iter().any(|r| r[k] == c["profile"][k]), "{id} {k}: {c}");
+                    }
+                }
+            }
+            // By a source id that is not an email or a phone: the same customer.
+            let source_id = c["sources"][0]["source_customer_id"].as_str().unwrap();
+            if rapport_store::value::personal_kind(source_id).is_none() {
+                let (_, by_source) = get(&format!("/v1/customers/{source_id}"), Some(token(role))).await;
+                assert_eq!(by_source, c);
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 100, "{checked}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_unified_id_that_looks_like_a_phone_number_is_found() {
     fx().await;
