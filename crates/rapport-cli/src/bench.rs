@@ -88,8 +88,12 @@ pub enum Bench {
         /// Seconds of the soak (0: none).
         #[arg(long, default_value_t = 600.0)]
         soak_seconds: f64,
+        /// The longest a stored record waits for a flush (`[server] flush_seconds`).
         #[arg(long, default_value_t = 5.0)]
         flush_seconds: f64,
+        /// The shortest time between two flushes (`[server] flush_min_seconds`).
+        #[arg(long, default_value_t = 0.5)]
+        flush_min_seconds: f64,
         #[arg(long)]
         dir: Option<PathBuf>,
     },
@@ -139,6 +143,7 @@ pub fn run(b: Bench) -> Result<()> {
             clients,
             soak_seconds,
             flush_seconds,
+            flush_min_seconds,
             dir,
         } => crate::serve_bench::serve(crate::serve_bench::ServeBench {
             customers,
@@ -147,6 +152,7 @@ pub fn run(b: Bench) -> Result<()> {
             clients,
             soak_seconds,
             flush_seconds,
+            flush_min_seconds,
             dir,
         }),
         Bench::ServeCrash {

@@ -1,19 +1,20 @@
 //! Reading customers and segments: the customer 360 and the segment list, from the
 //! tables the last `rapport run` wrote.
 
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::Json;
 use rapport_engine::results::Record;
 use rapport_engine::session::Personal;
 use rapport_store::schema::Table;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
 use crate::index::Snapshot;
-use crate::tables::{json, recommendation, records, Recommendation};
+use crate::tables::{json, query, recommendation, records, Recommendation};
 use crate::{blocking, AppState};
 
 /// One customer across every system, with what the last run concluded.
@@ -58,7 +59,7 @@ pub struct NextAction {
 #[utoipa::path(
     get,
     path = "/v1/customers/{id}",
-    params(("id" = String, Path, description = "a unified customer id or a source customer id")),
+    params(("id" = String, Path, description = "a unified customer id or a source customer id"), WhichSource),
     responses(
         (status = 200, body = Customer360),
         (status = 401, body = ErrorBody),
@@ -66,11 +67,17 @@ pub struct NextAction {
         (status = 404, body = ErrorBody),
     )
 )]
-pub async fn customer(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Json<Customer360>, ApiError> {
+pub async fn customer(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    which: Result<Query<WhichSource>, QueryRejection>,
+) -> Result<Json<Customer360>, ApiError> {
+    let source = query(which)?.source;
     let audited = caller.clone();
     let answer = blocking(move || {
         let index = state.index.snapshot()?;
-        customer_360(&index, &id, &index.personal_for(caller.role)?).map(Json)
+        customer_360(&index, &id, source.as_deref(), &index.personal_for(caller.role)?).map(Json)
     })
     .await?;
     if audited.role.reveals() {
@@ -84,9 +91,16 @@ fn text(r: &Record, column: &str) -> Option<String> {
     r.get(column).as_text().map(str::to_string)
 }
 
+/// `?source=`: the source system whose customer id `{id}` is (when several systems
+/// use the same id).
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct WhichSource {
+    pub source: Option<String>,
+}
+
 /// The 360 from the in-memory index of the workspace's last committed state.
-fn customer_360(index: &Snapshot, id: &str, personal: &Personal) -> Result<Customer360, ApiError> {
-    let found = index.find(id, personal)?;
+fn customer_360(index: &Snapshot, id: &str, source: Option<&str>, personal: &Personal) -> Result<Customer360, ApiError> {
+    let found = index.find(id, source, personal)?;
     let next_action = found.next_action.as_ref().map(|r| NextAction {
         action: text(r, "action").unwrap_or_default(),
         channel: text(r, "channel"),

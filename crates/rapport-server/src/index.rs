@@ -174,8 +174,8 @@ pub struct Snapshot {
     keys: Result<Keys, String>,
     /// The date the last run's scores are as of.
     pub as_of: Option<String>,
-    /// Every source id (as stored) → the customers it names.
-    source_ids: HashMap<String, Vec<String>>,
+    /// Every source id (as stored) → the (source, customer) pairs it names.
+    source_ids: HashMap<String, Vec<(String, String)>>,
     sources: Rows,
     profiles: Rows,
     customers: Rows,
@@ -201,15 +201,17 @@ impl Snapshot {
     fn build(ws: &Workspace, transactions: usize) -> Result<Self, ApiError> {
         let source_batches = ws.read_table(Table::CustomerSources.name())?;
         let sources = Rows::of(&source_batches, Keep::Only(&["source", "source_customer_id", "matched_on"]))?;
-        let mut source_ids: HashMap<String, Vec<String>> = HashMap::new();
+        let mut source_ids: HashMap<String, Vec<(String, String)>> = HashMap::new();
         for batch in &source_batches {
             let ids = text_column(batch, "customer_id")?;
+            let systems = text_column(batch, "source")?;
             let source_ids_of = text_column(batch, "source_customer_id")?;
-            for (id, source_id) in ids.into_iter().zip(source_ids_of) {
+            for ((id, system), source_id) in ids.into_iter().zip(systems).zip(source_ids_of) {
                 if let (Some(id), Some(source_id)) = (id, source_id) {
                     let named = source_ids.entry(source_id).or_default();
-                    if !named.contains(&id) {
-                        named.push(id);
+                    let pair = (system.unwrap_or_default(), id);
+                    if !named.contains(&pair) {
+                        named.push(pair);
                     }
                 }
             }
@@ -250,9 +252,10 @@ impl Snapshot {
     }
 
     /// The unified id `customer` names: itself, or a source id of exactly one customer
-    /// (one that is an email or a phone is looked up by its token under the key).
-    fn unified_id(&self, customer: &str) -> Result<String, ApiError> {
-        if self.sources.of.contains_key(customer) {
+    /// (of system `source` when given). One that is an email or a phone is looked up by
+    /// its token under the key.
+    fn unified_id(&self, customer: &str, source: Option<&str>) -> Result<String, ApiError> {
+        if source.is_none() && self.sources.of.contains_key(customer) {
             return Ok(customer.to_string());
         }
         let shown = rapport_engine::explain::shown_id(customer);
@@ -268,21 +271,34 @@ impl Snapshot {
             },
             None => customer.to_string(),
         };
-        match self.source_ids.get(&stored).map(Vec::as_slice).unwrap_or_default() {
-            [one] => Ok(one.clone()),
-            [] => Err(ApiError::not_found(format!(
-                "no customer {shown} (neither a unified nor a source id)"
-            ))),
+        let mut named: Vec<&str> = self
+            .source_ids
+            .get(&stored)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .filter(|(system, _)| source.is_none_or(|s| s == system))
+            .map(|(_, id)| id.as_str())
+            .collect();
+        named.sort_unstable();
+        named.dedup();
+        match named.as_slice() {
+            [one] => Ok(one.to_string()),
+            [] => Err(ApiError::not_found(match source {
+                Some(s) => format!("no customer {shown} in source \"{s}\""),
+                None => format!("no customer {shown} (neither a unified nor a source id)"),
+            })),
             many => Err(ApiError::bad_request(format!(
-                "{shown} is a source id of several customers ({}); give the unified id",
+                "{shown} is a source id of several customers ({}); give the unified id, or the source (?source=)",
                 many.join(", ")
             ))),
         }
     }
 
-    /// Everything the 360 shows about `customer` (a unified or a source id).
-    pub fn find(&self, customer: &str, personal: &Personal) -> Result<Found, ApiError> {
-        let id = self.unified_id(customer)?;
+    /// Everything the 360 shows about `customer` (a unified id, or a source id, of
+    /// system `source` when given).
+    pub fn find(&self, customer: &str, source: Option<&str>, personal: &Personal) -> Result<Found, ApiError> {
+        let id = self.unified_id(customer, source)?;
         let mut sources = self.sources.records(&id, personal)?;
         sort(&mut sources, &[("source", false), ("source_customer_id", false)]);
         let mut gaps = self.gaps.records(&id, personal)?;

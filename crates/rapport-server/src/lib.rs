@@ -57,6 +57,7 @@ impl Options {
             },
             intake: intake::IntakeSettings {
                 flush_every: std::time::Duration::from_secs_f64(config.server.flush_seconds),
+                flush_min: std::time::Duration::from_secs_f64(config.server.flush_min_seconds),
                 config,
                 config_file,
             },

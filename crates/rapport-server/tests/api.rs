@@ -247,6 +247,19 @@ async fn the_360_from_the_in_memory_index_equals_the_engines_queries() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_source_id_can_name_its_source() {
+    let f = fx().await;
+    let t = Some(token(Role::Analyst));
+    let (_, plain) = get(&format!("/v1/customers/{}", f.source_id), t).await;
+    let (status, named) = get(&format!("/v1/customers/{}?source=shop", f.source_id), t).await;
+    assert_eq!(status, StatusCode::OK, "{named}");
+    assert_eq!(named["customer_id"], plain["customer_id"]);
+    let (status, body) = get(&format!("/v1/customers/{}?source=nowhere", f.source_id), t).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("nowhere"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_unified_id_that_looks_like_a_phone_number_is_found() {
     fx().await;
     let (_, page) = get("/v1/customers?limit=1000", Some(token(Role::Analyst))).await;

@@ -85,6 +85,17 @@ async fn post(server: &Server, path: &str, token: &str, content_type: &str, body
     (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
 }
 
+async fn get(server: &Server, path: &str, token: &str) -> (StatusCode, Value) {
+    let req = Request::get(path)
+        .header("Authorization", format!("Bearer {token}"))
+        .body(Body::empty())
+        .unwrap();
+    let res = server.router().oneshot(req).await.unwrap();
+    let status = res.status();
+    let bytes = axum::body::to_bytes(res.into_body(), 1 << 20).await.unwrap();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
 async fn post_json(server: &Server, path: &str, token: &str, body: &Value) -> (StatusCode, Value) {
     post(server, path, token, "application/json", body.to_string()).await
 }
@@ -141,7 +152,11 @@ fn leak(server: Server) -> &'static Server {
 async fn records_are_acknowledged_once_stored_counted_once_and_refused_ones_quarantined() {
     let b = bench().await;
     let customer = &company().1;
-    let server = leak(open(&b.ws, Options::default()).await);
+    // Flushed by the test, not by the flusher.
+    let mut options = Options::default();
+    options.intake.flush_every = std::time::Duration::from_secs(3600);
+    options.intake.flush_min = options.intake.flush_every;
+    let server = leak(open(&b.ws, options).await);
     let batch = json!([
         order("a1", customer, "2024-03-01T10:00:00Z"),
         order("a2", customer, "yesterday"),
@@ -379,8 +394,21 @@ async fn an_order_posted_after_a_run_rescores_its_customer_with_the_runs_paramet
     )
     .await;
     assert_eq!((status, ack["accepted"].as_u64()), (StatusCode::OK, Some(1)), "{ack}");
-    flush(server).await;
+    // Nobody flushes by hand: the flusher takes the order as soon as it is stored, and the
+    // 360 (by the source id the order named) shows it rescored.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let seen = loop {
+        let (status, c) = get(server, &format!("/v1/customers/{source_id}"), &b.marketer).await;
+        assert_eq!(status, StatusCode::OK, "{c}");
+        if c["live"] == true {
+            break c;
+        }
+        assert!(std::time::Instant::now() < deadline, "the posted order never showed: {c}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     let after = customer_row(&b.ws, &unified).await;
+    assert_eq!(seen["scores"], after, "the 360 shows the stored row");
+    assert_eq!(seen["scored_at"].as_str(), Some(posted.as_str()));
     assert_eq!(
         after["orders"].as_f64().unwrap(),
         before["orders"].as_f64().unwrap() + 1.0,

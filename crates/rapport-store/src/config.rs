@@ -40,8 +40,12 @@ pub struct ServerConfig {
     pub bind: String,
     /// The largest request body; a larger one is answered 413.
     pub max_body_bytes: u64,
-    /// How often records taken by `POST /v1/ingest/...` join the workspace tables.
+    /// Records taken by `POST /v1/ingest/...` join the workspace tables within this
+    /// long, also under a stream of records (the longest wait between two flushes).
     pub flush_seconds: f64,
+    /// The shortest time between two flushes: a record is flushed as soon as it is
+    /// stored, unless the last flush began less than this long ago.
+    pub flush_min_seconds: f64,
     /// `/metrics` without a token.
     pub metrics_public: bool,
     /// Seconds a client may take to send a request's headers (then the connection is
@@ -59,6 +63,7 @@ impl Default for ServerConfig {
             bind: "127.0.0.1:8080".into(),
             max_body_bytes: 16 << 20,
             flush_seconds: 5.0,
+            flush_min_seconds: 0.5,
             metrics_public: false,
             header_timeout_seconds: 10.0,
             request_timeout_seconds: 60.0,
@@ -337,6 +342,12 @@ impl Config {
                 sv.flush_seconds
             )));
         }
+        if !(sv.flush_min_seconds.is_finite() && sv.flush_min_seconds > 0.0 && sv.flush_min_seconds <= sv.flush_seconds) {
+            return Err(err(format!(
+                "`server.flush_min_seconds` = {}: expected more than 0 and at most flush_seconds ({})",
+                sv.flush_min_seconds, sv.flush_seconds
+            )));
+        }
         for (key, v) in [
             ("header_timeout_seconds", sv.header_timeout_seconds),
             ("request_timeout_seconds", sv.request_timeout_seconds),
@@ -438,6 +449,9 @@ timezone = "UTC"
             ("0.0.0.0:9000", 0.5, 16 << 20)
         );
         assert!(parse("[server]\nflush_seconds = 0").unwrap_err().contains("flush_seconds"));
+        assert!(parse("[server]\nflush_seconds = 1\nflush_min_seconds = 2")
+            .unwrap_err()
+            .contains("flush_min_seconds"));
         assert!(parse("[server]\ntls_cert = \"c.pem\"").unwrap_err().contains("tls_key"));
         assert!(parse("[server]\nmetrics_publik = true").unwrap_err().contains("metrics_publik"));
         let e = parse("[ingest]\nmin_timestamp = \"last year\"").unwrap_err();

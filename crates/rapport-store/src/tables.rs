@@ -428,7 +428,6 @@ fn parquet_err(path: &Path, e: parquet::errors::ParquetError) -> StoreError {
     }
 }
 
-/// Reads every row of the given part files.
 /// The Arrow schema of a part file (read from its footer; no data is read).
 pub fn part_schema(path: &Path) -> Result<SchemaRef> {
     let f = File::open(path).map_err(|e| StoreError::io(path, e))?;
@@ -436,6 +435,7 @@ pub fn part_schema(path: &Path) -> Result<SchemaRef> {
     Ok(b.schema().clone())
 }
 
+/// Reads every row of the given part files.
 pub fn read_parts(paths: &[PathBuf]) -> Result<Vec<RecordBatch>> {
     let mut out = Vec::new();
     for p in paths {

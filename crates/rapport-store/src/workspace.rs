@@ -27,6 +27,10 @@
 //! 5. **collected** — replaced parts are deleted once no reader holds `readers.lock`
 //!    (otherwise a later writer deletes them).
 //!
+//! Tables that grow by many small appends (the server's flushes) are compacted
+//! ([`Workspace::compact`]): once a table ends in [`COMPACT_AT`] small parts, the newest
+//! of them are rewritten as one part in a transaction of their own, which retires them.
+//!
 //! A crash before step 4 leaves the catalog as it was: the next writer deletes whatever
 //! `placing` names and clears `staging/`. A crash after it leaves the new state, complete.
 //! Readers take a snapshot of the part list when they open, under `readers.lock`, so the
@@ -45,7 +49,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use crate::crypto::Keys;
 use crate::error::{Result, StoreError};
 use crate::fsutil::{crash_point, create_private_dir_all, make_private, sha256_file, sync_dir};
-use crate::tables::{read_parts, FinishedPart, PartWriter};
+use crate::tables::{part_schema, read_parts, FinishedPart, PartWriter};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -96,6 +100,19 @@ enum Access {
 }
 
 /// One committed part of a table.
+/// How many small parts at the end of a table start a compaction.
+pub const COMPACT_AT: usize = 16;
+/// A part with fewer rows than this is small (compacted with its neighbours).
+pub const SMALL_PART_ROWS: u64 = 1 << 20;
+
+/// What [`Workspace::compact`] merged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compacted {
+    pub table: String,
+    pub parts: usize,
+    pub rows: u64,
+}
+
 #[derive(Debug, Clone)]
 pub struct Part {
     pub file: String,
@@ -578,6 +595,66 @@ impl Workspace {
             })? as usize)
     }
 
+    /// Compacts `table` when it ends in at least [`COMPACT_AT`] small parts of one
+    /// schema: the newest [`COMPACT_AT`] of them, and older ones while each is no larger
+    /// than what is merged after it (so a row is rewritten a logarithmic number of
+    /// times), become one part in a transaction of their own, in the same place in the
+    /// table's order. None when there was nothing to do. Writers only.
+    pub fn compact(&self, table: &str) -> Result<Option<Compacted>> {
+        self.require_writer()?;
+        let parts = self.parts(table);
+        if parts.iter().rev().take_while(|p| p.rows < SMALL_PART_ROWS).count() < COMPACT_AT {
+            return Ok(None);
+        }
+        let dir = self.root.join("tables").join(table);
+        let newest_schema = match parts.last() {
+            Some(p) => part_schema(&dir.join(&p.file))?,
+            None => return Ok(None),
+        };
+        // The small parts at the end of the table, newest first, while their schema is the newest's.
+        let mut tail: Vec<&Part> = Vec::new();
+        for p in parts.iter().rev() {
+            if p.rows >= SMALL_PART_ROWS || part_schema(&dir.join(&p.file))?.fields() != newest_schema.fields() {
+                break;
+            }
+            tail.push(p);
+        }
+        if tail.len() < COMPACT_AT {
+            return Ok(None);
+        }
+        let mut take = COMPACT_AT;
+        let mut rows: u64 = tail[..take].iter().map(|p| p.rows).sum();
+        while take < tail.len() && tail[take].rows <= rows {
+            rows += tail[take].rows;
+            take += 1;
+        }
+        let chosen: Vec<&Part> = tail[..take].iter().rev().copied().collect();
+        let mut txn = self.begin("compact")?;
+        let mut w = txn.part_writer(table, newest_schema)?;
+        for p in &chosen {
+            for b in read_parts(&[dir.join(&p.file)])? {
+                w.write(&b)?;
+            }
+            txn.retire(table, &p.file);
+        }
+        txn.add_part(table, w)?;
+        txn.commit(&format!("compacted {table}: {} parts, {rows} rows, into one", chosen.len()))?;
+        Ok(Some(Compacted {
+            table: table.to_string(),
+            parts: chosen.len(),
+            rows,
+        }))
+    }
+
+    /// [`Workspace::compact`] of every table.
+    pub fn compact_all(&self) -> Result<Vec<Compacted>> {
+        let mut out = Vec::new();
+        for table in self.tables()?.into_keys() {
+            out.extend(self.compact(&table)?);
+        }
+        Ok(out)
+    }
+
     /// Starts a transaction of the given kind (`ingest`, `run`, …). Writers only.
     pub fn begin(&self, kind: &str) -> Result<Transaction<'_>> {
         self.require_writer()?;
@@ -590,6 +667,7 @@ impl Workspace {
             id,
             parts: Vec::new(),
             replaced: Vec::new(),
+            retired: Vec::new(),
             files: Vec::new(),
             meta: Vec::new(),
             counter: 0,
@@ -718,6 +796,8 @@ pub struct Transaction<'a> {
     pub id: i64,
     parts: Vec<(String, FinishedPart)>,
     replaced: Vec<String>,
+    /// Committed parts (table, file) this transaction drops.
+    retired: Vec<(String, String)>,
     files: Vec<(String, String, String, u64, u64)>,
     meta: Vec<(String, String)>,
     counter: u32,
@@ -770,6 +850,12 @@ impl Transaction<'_> {
         }
     }
 
+    /// At commit, the committed part `file` of `table` is dropped (its rows are in a
+    /// part this transaction writes).
+    pub fn retire(&mut self, table: &str, file: &str) {
+        self.retired.push((table.to_string(), file.to_string()));
+    }
+
     /// Sets a catalog `meta` value when this transaction commits.
     pub fn set_meta(&mut self, key: &str, value: &str) {
         self.meta.push((key.to_string(), value.to_string()));
@@ -786,7 +872,13 @@ impl Transaction<'_> {
         let mut files = if self.replaced.iter().any(|t| t == table) {
             Vec::new()
         } else {
-            self.ws.table_files(table)?
+            let dir = self.ws.root.join("tables").join(table);
+            self.ws
+                .parts(table)
+                .into_iter()
+                .filter(|p| !self.retired.iter().any(|(t, f)| t == table && *f == p.file))
+                .map(|p| dir.join(p.file))
+                .collect()
         };
         files.extend(self.parts.iter().filter(|(t, _)| t == table).map(|(_, p)| p.path.clone()));
         Ok(files)
@@ -799,6 +891,7 @@ impl Transaction<'_> {
             .iter()
             .map(|(t, _)| t.clone())
             .chain(self.replaced.iter().cloned())
+            .chain(self.retired.iter().map(|(t, _)| t.clone()))
             .collect();
         t.sort();
         t.dedup();
@@ -852,6 +945,13 @@ impl Transaction<'_> {
                 params![table, self.id],
             )?;
             tx.execute("DELETE FROM parts WHERE table_name = ?1", params![table])?;
+        }
+        for (table, file) in &self.retired {
+            tx.execute(
+                "INSERT OR IGNORE INTO garbage(path, txn) VALUES ('tables/' || ?1 || '/' || ?2, ?3)",
+                params![table, file, self.id],
+            )?;
+            tx.execute("DELETE FROM parts WHERE table_name = ?1 AND file = ?2", params![table, file])?;
         }
         for (table, part) in &self.parts {
             tx.execute(
@@ -943,6 +1043,57 @@ mod tests {
         }
         out.sort();
         out
+    }
+
+    /// The ids of table x in stored order.
+    fn ids_in_order(ws: &Workspace) -> Vec<String> {
+        let mut out = Vec::new();
+        for b in ws.read_table("x").unwrap() {
+            let c = b.column(0).as_any().downcast_ref::<StringArray>().unwrap();
+            out.extend(c.iter().flatten().map(str::to_string));
+        }
+        out
+    }
+
+    #[test]
+    fn many_small_appends_are_compacted_in_order_and_readers_keep_their_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = Workspace::writer(dir.path(), &Writer::new("test")).unwrap();
+        let mut want = Vec::new();
+        let append = |ws: &Workspace, want: &mut Vec<String>, k: usize| {
+            let id = format!("id{k:04}");
+            let mut t = ws.begin("test").unwrap();
+            t.write_part("x", customer_sources_schema(), &[batch(&[&id])]).unwrap();
+            t.commit("append").unwrap();
+            want.push(id);
+        };
+        for k in 0..COMPACT_AT - 1 {
+            append(&ws, &mut want, k);
+        }
+        assert_eq!(ws.compact("x").unwrap(), None, "too few parts");
+        append(&ws, &mut want, COMPACT_AT);
+        // A reader opened before the compaction goes on reading its parts.
+        let reader = Workspace::reader(dir.path()).unwrap();
+        let done = ws.compact("x").unwrap().unwrap();
+        assert_eq!((done.parts, done.rows), (COMPACT_AT, COMPACT_AT as u64));
+        assert_eq!(ws.parts("x").len(), 1);
+        assert_eq!(ids_in_order(&ws), want);
+        assert_eq!(ids_in_order(&reader), want);
+        drop(reader);
+        // Appends go on; each compaction takes the newest parts and the older ones no
+        // larger than them, so the table keeps few parts and its order.
+        for round in 0..5 {
+            for k in 0..COMPACT_AT {
+                append(&ws, &mut want, 100 * (round + 1) + k);
+            }
+            assert!(ws.compact("x").unwrap().is_some());
+            assert!(ws.parts("x").len() <= 3, "{} parts", ws.parts("x").len());
+            assert_eq!(ids_in_order(&ws), want);
+        }
+        let report = ws.check().unwrap();
+        assert!(report.is_clean(), "{:?}", report.problems);
+        assert_eq!(report.awaiting_deletion, 0);
+        assert_eq!(ws.compact_all().unwrap(), vec![]);
     }
 
     const CHILD_ENV: &str = "RAPPORT_TEST_CHILD_WORKSPACE";
