@@ -45,6 +45,10 @@ pub fn access(method: &Method, route: &str, path: &str) -> Access {
         }
         ("GET", "/v1/gaps" | "/v1/knowledge-gaps") | ("POST", "/v1/query") => Access::Roles(ANALYSTS),
         ("GET", "/v1/audit") => Access::Roles(&[Admin]),
+        // The dashboard: sign-in and its script for anyone, pages by the same roles.
+        ("GET", "/" | "/ui/signin" | "/ui/assets/htmx.min.js") | ("POST", "/ui/signin" | "/ui/signout") => Access::Public,
+        ("GET", "/ui/gaps") => Access::Roles(ANALYSTS),
+        ("GET", ui) if ui.starts_with("/ui/") => Access::Roles(READERS),
         // Unknown routes answer 404 to anyone with a token.
         _ => Access::AnyRole,
     }
@@ -82,8 +86,16 @@ impl TokenCache {
     }
 }
 
-/// The caller of a request, from its `Authorization: Bearer` header.
+/// The caller of a request, from its `Authorization: Bearer` header (or, for the
+/// dashboard's pages, the sign-in cookie).
 fn authenticate(state: &AppState, req: &Request) -> Result<(String, Role), ApiError> {
+    if req.uri().path().starts_with("/ui/") && !req.headers().contains_key(axum::http::header::AUTHORIZATION) {
+        let token = crate::dashboard::cookie_token(req.headers()).ok_or_else(|| ApiError::unauthorized("not signed in"))?;
+        return state
+            .tokens
+            .verify(&token)?
+            .ok_or_else(|| ApiError::unauthorized("unknown or revoked token"));
+    }
     let header = req
         .headers()
         .get(axum::http::header::AUTHORIZATION)
@@ -129,7 +141,10 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
             }
         },
     };
+    let refused_status = refused.as_ref().map(|e| e.status.as_u16());
     let response = match refused {
+        // The dashboard's pages: the sign-in page, or a page saying the role may not.
+        Some(e) if path.starts_with("/ui/") => crate::dashboard::refused(e.status),
         Some(e) => e.into_response(),
         None => match tokio::time::timeout(state.request_timeout, next.run(req)).await {
             Ok(r) => r,
@@ -140,7 +155,7 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
             .into_response(),
         },
     };
-    let status = response.status().as_u16();
+    let status = refused_status.unwrap_or(response.status().as_u16());
     let labels = [
         ("route", route.clone()),
         ("method", method.to_string()),

@@ -75,11 +75,7 @@ pub async fn customer(
 ) -> Result<Json<Customer360>, ApiError> {
     let source = query(which)?.source;
     let audited = caller.clone();
-    let answer = blocking(move || {
-        let index = state.index.snapshot()?;
-        customer_360(&index, &id, source.as_deref(), &index.personal_for(caller.role)?).map(Json)
-    })
-    .await?;
+    let answer = blocking(move || lookup(&state, caller.role, &id, source.as_deref()).map(Json)).await?;
     if audited.role.reveals() {
         audited.audit(vec![answer.customer_id.clone()], 1);
     }
@@ -96,6 +92,12 @@ fn text(r: &Record, column: &str) -> Option<String> {
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct WhichSource {
     pub source: Option<String>,
+}
+
+/// The 360 of `id` (of system `source`) as `role` sees it. Blocking.
+pub(crate) fn lookup(state: &AppState, role: crate::auth::Role, id: &str, source: Option<&str>) -> Result<Customer360, ApiError> {
+    let index = state.index.snapshot()?;
+    customer_360(&index, id, source, &index.personal_for(role)?)
 }
 
 /// The 360 from the in-memory index of the workspace's last committed state.

@@ -174,6 +174,7 @@ pub struct Snapshot {
     keys: Result<Keys, String>,
     /// The date the last run's scores are as of.
     pub as_of: Option<String>,
+    totals: Totals,
     /// Every source id (as stored) → the (source, customer) pairs it names.
     source_ids: HashMap<String, Vec<(String, String)>>,
     sources: Rows,
@@ -183,6 +184,45 @@ pub struct Snapshot {
     recommendations: Rows,
     actions: Rows,
     consents: Rows,
+}
+
+/// Figures over the `customers` table (the dashboard's overview).
+#[derive(Debug, Clone, Default)]
+pub struct Totals {
+    pub customers: u64,
+    pub revenue: f64,
+    pub mean_clv: Option<f64>,
+    pub mean_churn: Option<f64>,
+    /// Customers rescored since the last run.
+    pub live: u64,
+}
+
+impl Totals {
+    fn of(batches: &[RecordBatch]) -> Result<Self, ApiError> {
+        let floats = |b: &RecordBatch, c: &str| -> Result<Option<Vec<Option<f64>>>, ApiError> {
+            let Some(col) = b.column_by_name(c) else { return Ok(None) };
+            let v = arrow_cast::cast(col, &arrow_schema::DataType::Float64).map_err(|e| ApiError::internal(e.to_string()))?;
+            Ok(Some(v.as_primitive::<arrow_array::types::Float64Type>().iter().collect()))
+        };
+        let mut t = Totals::default();
+        let (mut clv, mut churn) = ((0.0, 0u64), (0.0, 0u64));
+        for b in batches {
+            t.customers += b.num_rows() as u64;
+            t.revenue += floats(b, "revenue")?.unwrap_or_default().into_iter().flatten().sum::<f64>();
+            for (sum, col) in [(&mut clv, "clv"), (&mut churn, "churn_probability")] {
+                for v in floats(b, col)?.unwrap_or_default().into_iter().flatten() {
+                    sum.0 += v;
+                    sum.1 += 1;
+                }
+            }
+            if let Some(live) = b.column_by_name("live").and_then(|c| c.as_boolean_opt()) {
+                t.live += live.true_count() as u64;
+            }
+        }
+        t.mean_clv = (clv.1 > 0).then(|| clv.0 / clv.1 as f64);
+        t.mean_churn = (churn.1 > 0).then(|| churn.0 / churn.1 as f64);
+        Ok(t)
+    }
 }
 
 /// One customer's rows, as the role may see them.
@@ -216,6 +256,9 @@ impl Snapshot {
                 }
             }
         }
+        let customer_batches = ws.read_table(Table::Customers.name())?;
+        let totals = Totals::of(&customer_batches)?;
+        let customers = Rows::of(&customer_batches, Keep::All)?;
         Ok(Snapshot {
             transactions,
             keys: ws.keys(false).map_err(|e| e.to_string()),
@@ -223,7 +266,8 @@ impl Snapshot {
             source_ids,
             sources,
             profiles: Rows::of_table(ws, Table::CustomerProfiles, Keep::AllButId)?,
-            customers: Rows::of_table(ws, Table::Customers, Keep::All)?,
+            customers,
+            totals,
             gaps: Rows::of_table(
                 ws,
                 Table::Gaps,
@@ -244,6 +288,11 @@ impl Snapshot {
             actions: Rows::of_table(ws, Table::Actions, Keep::Only(&["action", "channel", "group", "priority"]))?,
             consents: Rows::of_table(ws, Table::Consents, Keep::Only(&["purpose", "granted", "recorded_at"]))?,
         })
+    }
+
+    /// Figures over the `customers` table.
+    pub fn totals(&self) -> &Totals {
+        &self.totals
     }
 
     /// How `role` sees personal columns (see [`crate::personal_for`]).

@@ -14,6 +14,7 @@ pub mod access;
 pub mod audit;
 pub mod auth;
 pub mod customers;
+pub mod dashboard;
 pub mod error;
 pub mod index;
 pub mod intake;
@@ -220,6 +221,19 @@ impl Server {
                 get(move || async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], doc) }),
             )
             .route("/metrics", get(monitor::render))
+            // The dashboard (server-rendered pages, not part of the OpenAPI document).
+            .route("/", get(dashboard::root))
+            .route("/ui/signin", get(dashboard::signin_form).post(dashboard::signin))
+            .route("/ui/signout", axum::routing::post(dashboard::signout))
+            .route("/ui/assets/htmx.min.js", get(dashboard::htmx))
+            .route("/ui/overview", get(dashboard::overview))
+            .route("/ui/overview/tiles", get(dashboard::overview_tiles))
+            .route("/ui/segments", get(dashboard::segments))
+            .route("/ui/gaps", get(dashboard::gaps))
+            .route("/ui/customers", get(dashboard::customer))
+            .route("/ui/customers/live", get(dashboard::customer_live))
+            .route("/ui/actions", get(dashboard::actions))
+            .route("/ui/quality", get(dashboard::quality))
             // Swagger UI from the files in the binary (no network), over /openapi.json.
             .merge(Router::from(
                 utoipa_swagger_ui::SwaggerUi::new("/docs").config(utoipa_swagger_ui::Config::new(["/openapi.json"])),

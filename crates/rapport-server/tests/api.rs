@@ -527,3 +527,117 @@ async fn metrics_are_served_in_the_prometheus_format() {
     }
     assert!(text.contains(r#"route="/v1/segments""#), "{text}");
 }
+
+/// A dashboard request: status, the Location and Set-Cookie headers, and the body text.
+async fn page(method: &str, path: &str, cookie: Option<&str>, form: Option<&str>) -> (StatusCode, String, String, String) {
+    let mut req = Request::builder().method(method).uri(path);
+    if let Some(t) = cookie {
+        req = req.header("Cookie", format!("other=1; rapport_token={t}"));
+    }
+    let req = match form {
+        Some(f) => req
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(Body::from(f.to_string())),
+        None => req.body(Body::empty()),
+    };
+    let res = fx().await.server.router().oneshot(req.unwrap()).await.unwrap();
+    let header = |h: &str| res.headers().get(h).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let (status, location, set_cookie) = (res.status(), header("location"), header("set-cookie"));
+    let bytes = axum::body::to_bytes(res.into_body(), 64 << 20).await.unwrap();
+    (status, location, set_cookie, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dashboard_signs_in_with_a_token_in_a_strict_http_only_cookie() {
+    let f = fx().await;
+    // Not signed in: every page leads to the sign-in page.
+    for path in ["/ui/overview", "/ui/customers", "/ui/gaps"] {
+        let (status, location, _, _) = page("GET", path, None, None).await;
+        assert_eq!((status, location.as_str()), (StatusCode::SEE_OTHER, "/ui/signin"), "{path}");
+    }
+    let (status, location, _, _) = page("GET", "/", None, None).await;
+    assert_eq!((status, location.as_str()), (StatusCode::SEE_OTHER, "/ui/overview"));
+    let (status, _, _, form) = page("GET", "/ui/signin", None, None).await;
+    assert!(status == StatusCode::OK && form.contains("name=\"token\""), "{form}");
+    // A wrong token: 401 and the form again; a revoked one too.
+    let (status, _, cookie, body) = page("POST", "/ui/signin", None, Some("token=rpt_nonsense")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(cookie.is_empty() && body.contains("Unknown or revoked token"), "{body}");
+    let (status, _, _, _) = page("POST", "/ui/signin", None, Some(&format!("token={}", f.revoked))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, location, _, _) = page("GET", "/ui/overview", Some(&f.revoked), None).await;
+    assert_eq!((status, location.as_str()), (StatusCode::SEE_OTHER, "/ui/signin"));
+    // A good one: the cookie carries it, out of scripts' reach and never sent cross-site.
+    let (status, location, cookie, _) = page("POST", "/ui/signin", None, Some(&format!("token={}", token(Role::Analyst)))).await;
+    assert_eq!((status, location.as_str()), (StatusCode::SEE_OTHER, "/ui/overview"));
+    assert!(cookie.starts_with(&format!("rapport_token={};", token(Role::Analyst))), "{cookie}");
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    let (status, location, cookie, _) = page("POST", "/ui/signout", Some(token(Role::Analyst)), None).await;
+    assert_eq!((status, location.as_str()), (StatusCode::SEE_OTHER, "/ui/signin"));
+    assert!(cookie.contains("Max-Age=0"), "{cookie}");
+    // The refusals are audited like the API's.
+    let rows = audit_until(&f.ws, |rows| {
+        rows.iter().any(|r| r.row.route == "/ui/signin" && r.row.outcome == 401)
+    })
+    .await;
+    assert!(rows.iter().any(|r| r.row.route == "/ui/overview" && r.row.outcome == 401));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_dashboard_page_has_its_charts_and_shows_a_role_only_what_it_may() {
+    let f = fx().await;
+    let analyst = token(Role::Analyst);
+    for (path, chart) in [
+        ("/ui/overview", "data-chart=\"clv-distribution\""),
+        ("/ui/segments", "data-chart=\"rfm-grid\""),
+        ("/ui/gaps", "<svg"),
+        ("/ui/actions", "<svg"),
+        ("/ui/quality", "data-chart=\"identity-merges\""),
+    ] {
+        let (status, _, _, html) = page("GET", path, Some(analyst), None).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {html}");
+        assert!(html.starts_with("<!DOCTYPE html>") && html.contains(chart), "{path} has no {chart}");
+        // Nothing from the network: the one script is the server's own.
+        assert!(!html.contains("src=\"http") && !html.contains("href=\"http"), "{path}");
+        assert!(html.contains("<script src=\"/ui/assets/htmx.min.js\">"), "{path}");
+    }
+    let (status, _, _, tiles) = page("GET", "/ui/overview/tiles", Some(analyst), None).await;
+    assert!(status == StatusCode::OK && tiles.contains("hx-trigger=\"every 5s\""), "{tiles}");
+    let (status, _, _, js) = page("GET", "/ui/assets/htmx.min.js", None, None).await;
+    assert!(status == StatusCode::OK && js.len() > 40_000 && js.contains("htmx"));
+
+    // A marketer: no gaps page, not even a link to it; personal data masked.
+    let marketer = token(Role::Marketer);
+    let (status, _, _, html) = page("GET", "/ui/gaps", Some(marketer), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{html}");
+    let customer = format!("/ui/customers?id={}", f.source_id);
+    let (status, _, _, masked) = page("GET", &customer, Some(marketer), None).await;
+    assert_eq!(status, StatusCode::OK, "{masked}");
+    assert!(!masked.contains("href=\"/ui/gaps\""), "{masked}");
+    assert!(masked.contains("data-field=\"email\">•••<"), "{masked}");
+    assert!(
+        masked.contains("id=\"scores\"") && masked.contains("hx-trigger=\"every 2s\""),
+        "{masked}"
+    );
+    // Privacy sees the email, and the reveal is audited.
+    let (_, _, _, revealed) = page("GET", &customer, Some(token(Role::Privacy)), None).await;
+    let email = revealed
+        .split("data-field=\"email\">")
+        .nth(1)
+        .and_then(|s| s.split('<').next())
+        .unwrap()
+        .to_string();
+    assert!(email.contains('@'), "{revealed}");
+    assert!(!masked.contains(&email));
+    audit_until(&f.ws, |rows| {
+        rows.iter()
+            .any(|r| r.row.route == "/ui/customers" && r.row.role.as_deref() == Some("privacy"))
+    })
+    .await;
+    // A collector may not see the dashboard at all.
+    let (status, _, _, _) = page("GET", "/ui/overview", Some(token(Role::Collector)), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // An unknown customer is said so on the page.
+    let (status, _, _, html) = page("GET", "/ui/customers?id=nobody-at-all", Some(analyst), None).await;
+    assert!(status == StatusCode::OK && html.contains("no customer"), "{html}");
+}

@@ -105,9 +105,21 @@ fn order(id: &str, customer: &str, ordered_at: &str) -> Value {
            "ordered_at": ordered_at, "product_id": "P001", "quantity": 1, "unit_price": 9.5})
 }
 
-/// Moves what was stored into the workspace (the flusher's work, done now).
+/// Moves what was stored into the workspace (the flusher's work, done now, or waited
+/// for when the flusher is at it); how many records this call moved.
 async fn flush(server: &'static Server) -> usize {
-    tokio::task::spawn_blocking(move || server.intake().flush().unwrap()).await.unwrap()
+    tokio::task::spawn_blocking(move || {
+        let mut moved = 0;
+        while server.intake().pending() > 0 {
+            match server.intake().flush().unwrap() {
+                0 => std::thread::sleep(std::time::Duration::from_millis(20)),
+                n => moved += n,
+            }
+        }
+        moved
+    })
+    .await
+    .unwrap()
 }
 
 /// The rows of a query over the workspace, columns in the order of their names.
@@ -408,6 +420,17 @@ async fn an_order_posted_after_a_run_rescores_its_customer_with_the_runs_paramet
     };
     let after = customer_row(&b.ws, &unified).await;
     assert_eq!(seen["scores"], after, "the 360 shows the stored row");
+    // The dashboard's customer page refreshes this part of itself: it says live too.
+    let req = Request::get(format!("/ui/customers/live?id={source_id}"))
+        .header("Cookie", format!("rapport_token={}", b.marketer))
+        .body(Body::empty())
+        .unwrap();
+    let res = server.router().oneshot(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let part = String::from_utf8(axum::body::to_bytes(res.into_body(), 1 << 20).await.unwrap().to_vec()).unwrap();
+    assert!(part.contains("<span class=\"live\">live</span>"), "{part}");
+    let orders = rapport_engine::report::svg::number(after["orders"].as_f64().unwrap());
+    assert!(part.contains(&format!("data-field=\"orders\">{orders}<")), "{part}");
     assert_eq!(seen["scored_at"].as_str(), Some(posted.as_str()));
     assert_eq!(
         after["orders"].as_f64().unwrap(),

@@ -125,6 +125,38 @@ fn counts(session: &Session<'_>, sql: &str) -> Result<Vec<(String, f64)>> {
     Ok(out)
 }
 
+/// A part of the report, shown on a page of its own by the dashboard of `rapport serve`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    /// Customer value (CLV, P(alive)), churn and forecasts.
+    Overview,
+    /// RFM segments, clusters and the behaviour mix.
+    Segments,
+    /// Information gaps and knowledge gaps.
+    Gaps,
+    /// Outcome rates, recommendations, the next best actions and their uplift.
+    Actions,
+    /// The last ingest, data quality, identity resolution and the workspace's tables.
+    Quality,
+}
+
+/// The sections of one view, as HTML (the same as in the report, counts only).
+pub fn view_html(ws: &Workspace, view: View) -> Result<String> {
+    let session = Session::new(ws);
+    let tables = ws.tables()?;
+    let mut body = String::new();
+    if view == View::Quality {
+        let quality = read_quality(ws)?;
+        headline(quality.as_ref(), &mut body);
+        data_quality(quality.as_ref(), &mut body);
+        identity(&session, &tables, quality.as_ref(), &mut body)?;
+        workspace_tables(&tables, &mut body);
+    } else {
+        models::view_sections(&session, &tables, models_or_warn(ws).as_ref(), view, &mut body)?;
+    }
+    Ok(body)
+}
+
 /// Builds and writes the report from the workspace tables and the models of the last
 /// run (`None`: the report shows no model sections); returns its path.
 pub fn write_report(ws: &Workspace, models: Option<&ModelsReport>) -> Result<PathBuf> {
@@ -389,7 +421,8 @@ fn page(body: &str) -> String {
     )
 }
 
-const STYLE: &str = "body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1a202c;background:#f7fafc}\
+/// The report's style sheet (the dashboard uses it too).
+pub const STYLE: &str = "body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1a202c;background:#f7fafc}\
 header{background:#1a365d;color:#fff;padding:16px 32px}header h1{margin:0;font-size:24px}header p{margin:4px 0 0;opacity:.8}\
 main{padding:16px 32px;max-width:1100px}section{background:#fff;border-radius:8px;padding:16px 24px;margin:16px 0;box-shadow:0 1px 3px rgba(0,0,0,.08)}\
 h2{margin-top:0;font-size:18px}.tiles{display:flex;gap:16px;flex-wrap:wrap}.tile{background:#ebf4ff;border-radius:6px;padding:10px 16px;min-width:120px}\

@@ -63,7 +63,29 @@ fn bars(id: &str, title: &str, series: &str, rows: &[Vec<Option<String>>]) -> St
 
 /// Appends the model sections (nothing when `rapport run` has not written its tables).
 pub fn sections(ws: &Session<'_>, tables: &BTreeMap<String, u64>, models: Option<&ModelsReport>, body: &mut String) -> Result<()> {
-    if !tables.contains_key(Table::Customers.name()) || !tables.contains_key(Table::Segments.name()) {
+    sections_of(ws, tables, models, None, body)
+}
+
+/// The model sections of one view of the dashboard (the report shows them all).
+pub fn view_sections(
+    ws: &Session<'_>,
+    tables: &BTreeMap<String, u64>,
+    models: Option<&ModelsReport>,
+    view: super::View,
+    body: &mut String,
+) -> Result<()> {
+    sections_of(ws, tables, models, Some(view), body)
+}
+
+fn sections_of(
+    ws: &Session<'_>,
+    tables: &BTreeMap<String, u64>,
+    models: Option<&ModelsReport>,
+    only: Option<super::View>,
+    body: &mut String,
+) -> Result<()> {
+    use super::View;
+    if only == Some(View::Quality) || !tables.contains_key(Table::Customers.name()) || !tables.contains_key(Table::Segments.name()) {
         return Ok(());
     }
     // An ingest since the last run rebuilt `customers` without the model columns: the
@@ -86,26 +108,34 @@ pub fn sections(ws: &Session<'_>, tables: &BTreeMap<String, u64>, models: Option
         );
         return Ok(());
     };
-    segments(ws, models, body)?;
-    value(ws, models, body)?;
-    churn(models, body);
-    behaviour(models, body);
-    if tables.contains_key(Table::Gaps.name()) {
+    let has = |t: Table| tables.contains_key(t.name());
+    let want = |v: View| only.is_none_or(|o| o == v);
+    if want(View::Segments) {
+        segments(ws, models, body)?;
+    }
+    if want(View::Overview) {
+        value(ws, models, body)?;
+        churn(models, body);
+    }
+    if want(View::Segments) {
+        behaviour(models, body);
+    }
+    if want(View::Gaps) && has(Table::Gaps) {
         gaps(ws, models, body)?;
     }
-    if tables.contains_key(Table::OutcomeRates.name()) {
+    if want(View::Actions) && has(Table::OutcomeRates) {
         outcome_rates(ws, body)?;
     }
-    if tables.contains_key(Table::Forecasts.name()) {
+    if want(View::Overview) && has(Table::Forecasts) {
         forecasts(ws, body)?;
     }
-    if tables.contains_key(Table::Recommendations.name()) {
+    if want(View::Actions) && has(Table::Recommendations) {
         recommendations(ws, models, body)?;
     }
-    if tables.contains_key(Table::Actions.name()) {
+    if want(View::Actions) && has(Table::Actions) {
         actions(ws, models, body)?;
     }
-    if tables.contains_key(Table::Uplift.name()) {
+    if want(View::Actions) && has(Table::Uplift) {
         uplift(ws, body)?;
     }
     Ok(())
