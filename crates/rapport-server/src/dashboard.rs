@@ -62,6 +62,8 @@ fn shell(caller: &Caller, current: &str, title: &str, body: Markup) -> Html<Stri
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { "Rapport — " (title) }
+                // No favicon request (it would be a 404 in the console).
+                link rel="icon" href="data:,";
                 style { (PreEscaped(rapport_engine::report::STYLE)) (PreEscaped(STYLE)) }
                 script src="/ui/assets/htmx.min.js" {}
             }
@@ -115,6 +117,7 @@ fn signin_page(error: Option<&str>) -> Html<String> {
             head {
                 meta charset="utf-8";
                 title { "Rapport — sign in" }
+                link rel="icon" href="data:,";
                 style { (PreEscaped(rapport_engine::report::STYLE)) (PreEscaped(STYLE)) }
             }
             body {
@@ -200,7 +203,7 @@ pub fn refused(status: StatusCode) -> Response {
     let page = html! {
         (DOCTYPE)
         html lang="en" {
-            head { meta charset="utf-8"; title { "Rapport" } style { (PreEscaped(rapport_engine::report::STYLE)) } }
+            head { meta charset="utf-8"; title { "Rapport" } link rel="icon" href="data:,"; style { (PreEscaped(rapport_engine::report::STYLE)) } }
             body { main { section { h2 { "Not for your role" } p { "Your role may not see this page. " a href="/ui/overview" { "Back to the overview" } } } } }
         }
     };
