@@ -886,7 +886,7 @@ pub fn serve(workspace: &Path, bind: Option<&str>, config_file: Option<&Path>, p
         .into());
     }
     let bind = bind.unwrap_or(&config.server.bind).to_string();
-    let options = rapport_server::Options::from_config(config, config_file.map(Path::to_path_buf));
+    let options = rapport_server::Options::from_config(config, config_file.map(Path::to_path_buf))?;
     let server = rapport_server::Server::open(workspace, options)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     eprintln!("serving {} on http://{bind} (Ctrl-C or SIGTERM stops)", workspace.display());

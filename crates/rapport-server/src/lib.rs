@@ -19,6 +19,7 @@ pub mod error;
 pub mod index;
 pub mod intake;
 pub mod monitor;
+pub mod schedule;
 pub mod tables;
 
 use std::path::{Path, PathBuf};
@@ -43,13 +44,24 @@ pub struct Options {
     pub metrics_public: bool,
     pub timeouts: Timeouts,
     pub intake: intake::IntakeSettings,
+    /// `[server] run_every`: the models run by the server itself.
+    pub run_every: Option<schedule::RunSchedule>,
 }
 
 impl Options {
-    /// The options of a configuration (`[server]`, and the ingest settings records are
-    /// checked with).
-    pub fn from_config(config: rapport_store::Config, config_file: Option<PathBuf>) -> Self {
-        Options {
+    /// The options of a configuration (`[server]`, the ingest settings records are
+    /// checked with, and the `[models]` and `[actions]` settings of scheduled runs).
+    pub fn from_config(config: rapport_store::Config, config_file: Option<PathBuf>) -> Result<Self, rapport_engine::EngineError> {
+        let run_every = match config.server.run_every() {
+            Some(every) => Some(schedule::RunSchedule {
+                every,
+                models: rapport_engine::config::ModelsConfig::from_table(config.models.as_ref())?,
+                actions: rapport_engine::run::actions::ActionsConfig::from_table(config.actions.as_ref())?,
+            }),
+            None => None,
+        };
+        Ok(Options {
+            run_every,
             max_body_bytes: usize::try_from(config.server.max_body_bytes).unwrap_or(usize::MAX),
             metrics_public: config.server.metrics_public,
             timeouts: Timeouts {
@@ -62,13 +74,13 @@ impl Options {
                 config,
                 config_file,
             },
-        }
+        })
     }
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self::from_config(rapport_store::Config::default(), None)
+        Self::from_config(rapport_store::Config::default(), None).expect("the default configuration is valid")
     }
 }
 
@@ -174,6 +186,7 @@ pub struct Server {
     state: AppState,
     max_body_bytes: usize,
     timeouts: Timeouts,
+    scheduler: Option<schedule::Scheduler>,
 }
 
 /// How long a client may take.
@@ -190,6 +203,7 @@ impl Server {
     pub fn open(workspace: &Path, options: Options) -> Result<Self, rapport_store::StoreError> {
         drop(rapport_store::Workspace::reader(workspace)?);
         let intake = intake::Intake::start(workspace, options.intake)?;
+        let scheduler = options.run_every.map(|s| schedule::Scheduler::start(workspace, s)).transpose()?;
         monitor::recorder();
         Ok(Server {
             state: AppState {
@@ -203,6 +217,7 @@ impl Server {
             },
             max_body_bytes: options.max_body_bytes,
             timeouts: options.timeouts,
+            scheduler,
         })
     }
 
@@ -299,9 +314,13 @@ impl Server {
         Ok(())
     }
 
-    /// Stops the intake: records stored so far join the workspace, then its threads end.
-    /// Blocks; not on an async runtime's thread.
+    /// Stops the schedule (a run under way finishes first) and the intake: records
+    /// stored so far join the workspace, then its threads end. Blocks; not on an async
+    /// runtime's thread.
     pub fn close(&self) {
+        if let Some(s) = &self.scheduler {
+            s.close();
+        }
         self.state.intake.close();
         self.state.audit.close();
     }

@@ -567,3 +567,42 @@ async fn slow_clients_are_cut_off_big_records_refused_and_the_server_keeps_servi
     assert_eq!(stored_ids(&b.ws).await, ["big-1", "fast-1"]);
     close(server).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_server_runs_the_models_on_its_schedule_and_reads_switch_to_the_results() {
+    let b = bench().await;
+    let source_id = &company().1;
+    let options = Options {
+        run_every: Some(rapport_server::schedule::RunSchedule {
+            every: std::time::Duration::from_secs(1),
+            models: rapport_engine::config::ModelsConfig::default(),
+            actions: rapport_engine::run::actions::ActionsConfig::default(),
+        }),
+        ..Options::default()
+    };
+    let server = leak(open(&b.ws, options).await);
+    // Ingested, never run: no scores yet.
+    let path = format!("/v1/customers/{source_id}");
+    let (status, before) = get(server, &path, &b.marketer).await;
+    assert_eq!(status, StatusCode::OK, "{before}");
+    assert!(before["scores"]["p_alive"].is_null(), "{before}");
+    // The scheduled run commits; the next reads have its scores and actions.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    let after = loop {
+        let (_, c) = get(server, &path, &b.marketer).await;
+        if c["scores"]["p_alive"].is_number() {
+            break c;
+        }
+        assert!(std::time::Instant::now() < deadline, "no scheduled run showed: {c}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert!(
+        after["scores"]["clv"].is_number() && after["scores"]["rfm_segment"].is_string(),
+        "{after}"
+    );
+    assert_eq!(after["live"], false);
+    let ws = rapport_store::Workspace::reader(&b.ws).unwrap();
+    assert!(rapport_engine::report::read_models(&ws).unwrap().is_some(), "models.json written");
+    drop(ws);
+    close(server).await;
+}

@@ -52,6 +52,10 @@ pub struct ServerConfig {
     /// closed) and a whole request (then 408).
     pub header_timeout_seconds: f64,
     pub request_timeout_seconds: f64,
+    /// How often the server runs the models itself (`rapport run`, then the reads
+    /// switch to the new results at once): a duration such as `"6h"`, `"30m"`, `"1d"`
+    /// or `"90s"`; none when unset.
+    pub run_every: Option<String>,
     /// TLS certificate and key (PEM); both or neither.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
@@ -67,10 +71,39 @@ impl Default for ServerConfig {
             metrics_public: false,
             header_timeout_seconds: 10.0,
             request_timeout_seconds: 60.0,
+            run_every: None,
             tls_cert: None,
             tls_key: None,
         }
     }
+}
+
+impl ServerConfig {
+    /// `run_every` as a duration (checked when the configuration is read).
+    pub fn run_every(&self) -> Option<std::time::Duration> {
+        self.run_every.as_deref().and_then(|s| parse_duration(s).ok())
+    }
+}
+
+/// A duration written as a number and a unit (`s`, `m`, `h`, `d`), such as `"6h"`.
+pub fn parse_duration(text: &str) -> std::result::Result<std::time::Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: f64 = number
+        .parse()
+        .map_err(|_| format!("\"{text}\": expected a number and a unit, such as \"6h\", \"30m\" or \"90s\""))?;
+    let seconds = match unit.trim() {
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        "d" => n * 86_400.0,
+        other => return Err(format!("\"{text}\": unknown unit \"{other}\" (s, m, h or d)")),
+    };
+    if !(seconds.is_finite() && (1.0..=366.0 * 86_400.0).contains(&seconds)) {
+        return Err(format!("\"{text}\": expected at least 1 s and at most a year"));
+    }
+    Ok(std::time::Duration::from_secs_f64(seconds))
 }
 
 /// `[privacy]`: where the key lives and which further columns are personal.
@@ -342,6 +375,9 @@ impl Config {
                 sv.flush_seconds
             )));
         }
+        if let Some(every) = &sv.run_every {
+            parse_duration(every).map_err(|e| err(format!("`server.run_every` = {e}")))?;
+        }
         if !(sv.flush_min_seconds.is_finite() && sv.flush_min_seconds > 0.0 && sv.flush_min_seconds <= sv.flush_seconds) {
             return Err(err(format!(
                 "`server.flush_min_seconds` = {}: expected more than 0 and at most flush_seconds ({})",
@@ -452,6 +488,13 @@ timezone = "UTC"
         assert!(parse("[server]\nflush_seconds = 1\nflush_min_seconds = 2")
             .unwrap_err()
             .contains("flush_min_seconds"));
+        let every = |s: &str| parse(&format!("[server]\nrun_every = \"{s}\"")).map(|c| c.server.run_every());
+        assert_eq!(every("6h").unwrap(), Some(std::time::Duration::from_secs(6 * 3600)));
+        assert_eq!(every("90s").unwrap(), Some(std::time::Duration::from_secs(90)));
+        assert_eq!(every("1.5d").unwrap(), Some(std::time::Duration::from_secs(129_600)));
+        assert!(every("6 hours").unwrap_err().contains("unknown unit"));
+        assert!(every("0s").unwrap_err().contains("at least 1 s"));
+        assert!(every("soon").unwrap_err().contains("server.run_every"));
         assert!(parse("[server]\ntls_cert = \"c.pem\"").unwrap_err().contains("tls_key"));
         assert!(parse("[server]\nmetrics_publik = true").unwrap_err().contains("metrics_publik"));
         let e = parse("[ingest]\nmin_timestamp = \"last year\"").unwrap_err();
