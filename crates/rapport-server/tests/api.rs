@@ -2,6 +2,8 @@
 //! served route × every role, no token, an unknown and a revoked token; masking by
 //! role; JSON errors; the committed OpenAPI document is the served one.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -29,26 +31,11 @@ fn fixture() -> &'static Fixture {
     F.get_or_init(|| {
         let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("server-api-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
-        let data = root.join("data");
-        rapport_synth::generate(&rapport_synth::GenerateOptions::new(600, 3, &data)).unwrap();
-        let ws_dir = root.join("ws");
-        let ws = rapport_store::Workspace::writer(&ws_dir, &rapport_store::Writer::new("test")).unwrap();
-        rapport_engine::ingest::ingest(&ws, &rapport_store::IngestOptions::new(&data), &rapport_store::NoProgress).unwrap();
-        rapport_engine::run::run(&ws, &rapport_engine::config::ModelsConfig::default(), None).unwrap();
-        drop(ws);
+        let (ws_dir, source_id) = common::company(&root, 600, 3);
         let store = Tokens::of(&ws_dir);
         let tokens = Role::ALL.iter().map(|r| (*r, store.create(r.name(), *r).unwrap())).collect();
         let revoked = store.create("gone", Role::Admin).unwrap();
         store.revoke("gone").unwrap();
-        let source_id = std::fs::read_to_string(data.join("customers_shop.csv"))
-            .unwrap()
-            .lines()
-            .nth(1)
-            .unwrap()
-            .split(',')
-            .next()
-            .unwrap()
-            .to_string();
         let server = rapport_server::Server::open(&ws_dir, rapport_server::Options::default()).unwrap();
         Fixture {
             server,

@@ -8,6 +8,8 @@
 //! Without ChromeDriver the test says it skipped, unless RAPPORT_REQUIRE_CHROMIUM is set
 //! (as `.ci/run` does after installing it).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -169,26 +171,7 @@ async fn the_dashboard_works_in_chromium() {
     // A company of its own, ingested and run.
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
-    let (ws_dir, source_id) = tokio::task::spawn_blocking(move || {
-        let data = root.join("data");
-        rapport_synth::generate(&rapport_synth::GenerateOptions::new(400, 5, &data)).unwrap();
-        let ws_dir = root.join("ws");
-        let ws = rapport_store::Workspace::writer(&ws_dir, &rapport_store::Writer::new("test")).unwrap();
-        rapport_engine::ingest::ingest(&ws, &rapport_store::IngestOptions::new(&data), &rapport_store::NoProgress).unwrap();
-        rapport_engine::run::run(&ws, &rapport_engine::config::ModelsConfig::default(), None).unwrap();
-        let source_id = std::fs::read_to_string(data.join("customers_shop.csv"))
-            .unwrap()
-            .lines()
-            .nth(1)
-            .unwrap()
-            .split(',')
-            .next()
-            .unwrap()
-            .to_string();
-        (ws_dir, source_id)
-    })
-    .await
-    .unwrap();
+    let (ws_dir, source_id) = tokio::task::spawn_blocking(move || common::company(&root, 400, 5)).await.unwrap();
     let tokens = Tokens::of(&ws_dir);
     let analyst = tokens.create("ana", Role::Analyst).unwrap();
     let marketer = tokens.create("mark", Role::Marketer).unwrap();
