@@ -326,10 +326,9 @@ fn table(rows: &[Value]) -> Markup {
 /// The part of the customer page that changes as records arrive: scores,
 /// recommendations and the next action (htmx reloads it every 2 s).
 fn live_part(c: &Customer360, search: &Search) -> Markup {
-    let mut url = format!("/ui/customers/live?id={}", urlencode(&c.customer_id));
-    if let Some(s) = &search.source {
-        url.push_str(&format!("&source={}", urlencode(s)));
-    }
+    let mut query = vec![("id", c.customer_id.as_str())];
+    query.extend(search.source.as_deref().map(|s| ("source", s)));
+    let url = format!("/ui/customers/live?{}", serde_urlencoded::to_string(&query).unwrap_or_default());
     let scores: Vec<(String, String)> = c
         .scores
         .as_object()
@@ -367,15 +366,6 @@ fn live_part(c: &Customer360, search: &Search) -> Markup {
             }
         }
     }
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// `GET /ui/customers?id=&source=`: search, then the customer's 360.

@@ -159,11 +159,14 @@ impl Rows {
 
 /// A column's values as text.
 fn text_column(batch: &RecordBatch, column: &str) -> Result<Vec<Option<String>>, ApiError> {
-    let c = batch
-        .column_by_name(column)
-        .ok_or_else(|| ApiError::internal(format!("a table without {column}")))?;
-    let text = arrow_cast::cast(c, &arrow_schema::DataType::Utf8).map_err(|e| ApiError::internal(e.to_string()))?;
-    Ok(text.as_string::<i32>().iter().map(|v| v.map(str::to_string)).collect())
+    let i = batch
+        .schema()
+        .index_of(column)
+        .map_err(|_| ApiError::internal(format!("a table without {column}")))?;
+    Ok(rapport_engine::session::text_column(batch, i)?
+        .iter()
+        .map(|v| v.map(str::to_string))
+        .collect())
 }
 
 /// One committed state of the workspace, indexed.
@@ -200,9 +203,8 @@ pub struct Totals {
 impl Totals {
     fn of(batches: &[RecordBatch]) -> Result<Self, ApiError> {
         let floats = |b: &RecordBatch, c: &str| -> Result<Option<Vec<Option<f64>>>, ApiError> {
-            let Some(col) = b.column_by_name(c) else { return Ok(None) };
-            let v = arrow_cast::cast(col, &arrow_schema::DataType::Float64).map_err(|e| ApiError::internal(e.to_string()))?;
-            Ok(Some(v.as_primitive::<arrow_array::types::Float64Type>().iter().collect()))
+            let Ok(i) = b.schema().index_of(c) else { return Ok(None) };
+            Ok(Some(rapport_engine::session::float_column(b, i)?.iter().collect()))
         };
         let mut t = Totals::default();
         let (mut clv, mut churn) = ((0.0, 0u64), (0.0, 0u64));
