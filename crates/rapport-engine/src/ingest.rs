@@ -42,16 +42,18 @@ fn ingest_with(ws: &Workspace, opts: &IngestOptions, progress: &dyn Progress, li
     // The unified table changes only with orders, profiles or identities; an ingest of
     // campaign outcomes (say) keeps the customers table `rapport run` wrote.
     let q = &outcome.quality;
+    let scoring = live.then(|| crate::live::Scoring::of_workspace(ws)).flatten();
+    // Live, the churn and loyalty scores also read events and survey answers.
+    let rescores_activity =
+        scoring.as_ref().is_some_and(|s| s.state.is_some()) && ["events", "surveys"].iter().any(|t| q.tables.contains_key(*t));
     let changes_customers = ["orders", "customers"].iter().any(|t| q.tables.contains_key(*t))
+        || rescores_activity
         || q.identity.new_source_ids > 0
         || q.identity.remapped_ids > 0
         || !ws.has(Table::Customers)?;
     let started = std::time::Instant::now();
     if changes_customers {
         progress.begin("unifying customers", None);
-        let scoring = live
-            .then(|| report::models_or_warn(ws).as_ref().and_then(crate::live::Scoring::of_run))
-            .flatten();
         let rescored = match &scoring {
             Some(s) => block_on(crate::live::rescored(ws, &txn, s, q.identity.remapped_ids > 0))?,
             None => None,

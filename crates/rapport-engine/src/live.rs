@@ -1,14 +1,18 @@
 //! Live rescoring between runs. When records arrive through the server's intake, the
-//! customers whose orders changed (and new customers) are scored again with what the
-//! last `rapport run` fitted — BG/NBD and Gamma-Gamma parameters, horizons, margin and
-//! discount, no refit — by the same code the run scores every customer with
-//! ([`crate::run::history`], [`crate::run::clv::value_of`]). Their orders, revenue,
-//! first and last order, recency, tenure, P(alive), expected orders, expected spend and
-//! CLV are brought up to date as of the later of the run's date and their last order;
-//! what needs models a run does not store (RFM scores and segment, cluster, churn and
-//! loyalty scores, next action) stays the run's. Every other customer keeps the run's
-//! row. Two columns say which is which: `live` (true when rescored since the run) and
-//! `scored_as_of` (the date the row's scores are as of).
+//! customers whose orders, events or survey answers changed (and new customers) are
+//! scored again with what the last `rapport run` fitted — BG/NBD and Gamma-Gamma
+//! parameters, horizons, margin and discount from models.json; the churn classifier,
+//! the loyalty regression, the activity columns they read and the RFM population's cut
+//! points from `models/scoring.bin` ([`ScoringState`]); no refit — by the same code the
+//! run scores every customer with ([`crate::run::history`], [`crate::run::clv::value_of`],
+//! [`crate::run::predict::matrix`], [`rapport_model::rfm::Cuts`]). Their orders, revenue,
+//! first and last order, recency, tenure, RFM scores and segment, P(alive), expected
+//! orders, expected spend, CLV, churn probability and loyalty score are brought up to
+//! date as of the later of the run's date and the last day one of the customers scored
+//! together ordered, did something or answered; the cluster and next
+//! action stay the run's. Every other customer keeps the run's row. Two columns say
+//! which is which: `live` (true when rescored since the run) and `scored_as_of` (the
+//! date the row's scores are as of).
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -23,10 +27,14 @@ use rapport_store::schema::Table;
 use rapport_store::workspace::Transaction;
 use rapport_store::Workspace;
 
+use rapport_model::rfm::{Cuts, Rfm};
+
 use crate::columns::Columns;
 use crate::config::{ModelsConfig, TimeUnit};
 use crate::days::{parse_as_of, MICROS_PER_DAY};
 use crate::results::ModelsReport;
+use crate::run::activity::{self, Activity};
+use crate::run::predict::{self, ScoringModels};
 use crate::run::{clv, features, history};
 use crate::session::{int_column, new_context, register, Personal};
 use crate::Result;
@@ -39,9 +47,111 @@ pub struct Scoring {
     pub cfg: ModelsConfig,
     /// The run's as-of day (days since 1970-01-01).
     pub as_of_day: i64,
+    /// The churn and loyalty models and RFM cuts (None: only the BTYD scores are live).
+    pub state: Option<ScoringState>,
+}
+
+/// `models/scoring.bin`: what a run fitted beyond models.json's parameters that scoring
+/// one customer again needs, in postcard (exact floats, NaN included — a least-squares
+/// fit can have undefined standard errors, which JSON cannot hold).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ScoringState {
+    /// The as-of date of the run that wrote it (the same as models.json's).
+    pub as_of: String,
+    pub models: ScoringModels,
+    /// The cut points of the run's RFM quintiles (None without buyers).
+    pub rfm: Option<Cuts>,
+    /// The best review rating in the run's data (low ratings are at most 40 % of it).
+    pub review_max: Option<f64>,
+}
+
+/// Where a run keeps its [`ScoringState`].
+pub fn state_path(ws: &Workspace) -> PathBuf {
+    ws.root().join("models").join("scoring.bin")
+}
+
+impl ScoringState {
+    /// Writes the state (replacing the last run's at once).
+    pub fn write(&self, ws: &Workspace) -> Result<()> {
+        let bytes = postcard::to_allocvec(self).map_err(|e| crate::EngineError::usage(format!("scoring state: {e}")))?;
+        let path = state_path(ws);
+        let dir = path.parent().expect("a directory");
+        std::fs::create_dir_all(dir).map_err(|e| crate::EngineError::io(dir, e))?;
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, bytes).map_err(|e| crate::EngineError::io(&tmp, e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| crate::EngineError::io(&path, e))
+    }
+
+    /// The state of the run of `as_of`; None when there is none, or it is another run's
+    /// (a run that stopped between writing the two), or unreadable (with a warning).
+    pub fn read(ws: &Workspace, as_of: &str) -> Option<Self> {
+        let path = state_path(ws);
+        let bytes = std::fs::read(&path).ok()?;
+        match postcard::from_bytes::<ScoringState>(&bytes) {
+            Ok(s) if s.as_of == as_of => Some(s),
+            Ok(s) => {
+                tracing::warn!(
+                    "{} is of the run as of {}, models.json of {as_of}: churn, loyalty and RFM stay the run's until the next run",
+                    path.display(),
+                    s.as_of
+                );
+                None
+            }
+            Err(e) => {
+                tracing::warn!("{}: {e}; churn, loyalty and RFM stay the run's until the next run", path.display());
+                None
+            }
+        }
+    }
+
+    /// The state of a run: its models, the RFM cuts of its buyers and its review scale.
+    pub fn of_run(ws: &Workspace, inputs: &crate::run::ModelInputs, models: ScoringModels) -> Result<Self> {
+        let f = &inputs.features;
+        let b = &inputs.buyers;
+        let rfm = (!b.is_empty()).then(|| {
+            let recency: Vec<f64> = b
+                .iter()
+                .map(|&i| f.last_day[i].map_or(0.0, |d| (inputs.as_of_day - d) as f64))
+                .collect();
+            let freq: Vec<f64> = b.iter().map(|&i| f.orders[i]).collect();
+            let mon: Vec<f64> = b.iter().map(|&i| f.revenue[i]).collect();
+            Cuts::fit(&recency, &freq, &mon)
+        });
+        let review_max = if ws.has(Table::Events)? {
+            let b = crate::export::query(ws, activity::REVIEW_MAX_SQL, &Personal::Stored)?;
+            match b.first().filter(|b| b.num_rows() > 0) {
+                Some(b) => {
+                    let c = crate::session::float_column(b, 0)?;
+                    (!c.is_null(0)).then(|| c.value(0))
+                }
+                None => None,
+            }
+        } else {
+            None
+        };
+        Ok(ScoringState {
+            as_of: crate::days::day_text(inputs.as_of_day),
+            models,
+            rfm,
+            review_max,
+        })
+    }
+
+    /// The activity columns the models read.
+    fn activity_names(&self) -> BTreeSet<String> {
+        self.models.names.iter().skip(predict::BASE.len()).cloned().collect()
+    }
 }
 
 impl Scoring {
+    /// The scoring of the last run in `ws`, with its [`ScoringState`] when it has one.
+    pub fn of_workspace(ws: &Workspace) -> Option<Self> {
+        let m = crate::report::models_or_warn(ws)?;
+        let mut s = Self::of_run(&m)?;
+        s.state = ScoringState::read(ws, &m.as_of);
+        Some(s)
+    }
+
     /// The scoring of the run that wrote `m`; None when it fitted no BG/NBD (or was
     /// written before runs recorded their scoring settings).
     pub fn of_run(m: &ModelsReport) -> Option<Self> {
@@ -69,11 +179,13 @@ impl Scoring {
             }),
             cfg,
             as_of_day: parse_as_of(&m.as_of).ok()?,
+            state: None,
         })
     }
 
-    /// The rescored columns of `features`' customers as of `as_of_day`.
-    pub fn score(&self, f: &features::Features, as_of_day: i64) -> Result<RecordBatch> {
+    /// The rescored columns of `features`' customers as of `as_of_day` (`activity`: their
+    /// activity in the columns of the state's models).
+    pub fn score(&self, f: &features::Features, activity: &Activity, as_of_day: i64) -> Result<RecordBatch> {
         let n = f.len();
         let unit = self.cfg.time_unit.days();
         let values: Vec<Option<clv::BuyerValue>> = (0..n)
@@ -93,6 +205,15 @@ impl Scoring {
             .collect();
         let mut c = Columns::default();
         crate::run::outputs::order_columns(&mut c, f, as_of_day);
+        if let Some(cuts) = self.state.as_ref().and_then(|s| s.rfm.as_ref()) {
+            let rfm: Vec<Option<Rfm>> = (0..n)
+                .map(|i| f.last_day[i].map(|last| cuts.score((as_of_day - last) as f64, f.orders[i], f.revenue[i])))
+                .collect();
+            c.small("rfm_r", true, rfm.iter().map(|r| r.map(|r| r.r)));
+            c.small("rfm_f", true, rfm.iter().map(|r| r.map(|r| r.f)));
+            c.small("rfm_m", true, rfm.iter().map(|r| r.map(|r| r.m)));
+            c.text("rfm_segment", true, rfm.iter().map(|r| r.map(|r| r.segment)));
+        }
         c.floats("p_alive", true, values.iter().map(|v| v.as_ref().map(|v| v.p_alive)));
         for (j, days) in self.cfg.horizons_days.iter().enumerate() {
             c.floats(
@@ -103,6 +224,30 @@ impl Scoring {
         }
         c.floats("expected_avg_spend", true, values.iter().map(|v| v.as_ref().and_then(|v| v.spend)));
         c.floats("clv", true, values.iter().map(|v| v.as_ref().and_then(|v| v.clv)));
+        if let Some(state) = &self.state {
+            // The run's model matrix for the buyers, as the run builds it at its as-of date.
+            let names = &state.models.names;
+            let snap = predict::Snapshot {
+                features: f,
+                activity,
+                day: as_of_day,
+            };
+            let buyers: Vec<usize> = (0..n).filter(|&i| f.purchase_days[i] > 0.0).collect();
+            let x = predict::matrix(&snap, &buyers, names);
+            let spread = |p: Vec<f64>| {
+                let mut out = vec![None; n];
+                for (k, &i) in buyers.iter().enumerate() {
+                    out[i] = Some(p[k]);
+                }
+                out
+            };
+            if let Some(m) = &state.models.churn {
+                c.floats("churn_probability", true, spread(m.predict(&x)));
+            }
+            if let Some(m) = &state.models.loyalty {
+                c.floats("loyalty_score", true, spread(m.predict(&x, names.len())));
+            }
+        }
         c.bools("live", false, (0..n).map(|_| Some(true)));
         let day = i32::try_from(as_of_day).unwrap_or(i32::MAX);
         c.dates("scored_as_of", false, (0..n).map(|_| Some(day)));
@@ -111,8 +256,9 @@ impl Scoring {
 }
 
 /// The `customers` table after transaction `txn`: the last run's rows, with the
-/// customers whose orders the transaction added (every customer when `everyone`, as
-/// after identities merged) and the customers new to it scored again. None when the
+/// customers whose orders (and, with a [`ScoringState`], events and survey answers) the
+/// transaction added (every customer when `everyone`, as after identities merged) and
+/// the customers new to it scored again. None when the
 /// stored table is not a run's (no run yet, or an ingest since): then the caller writes
 /// the ingest's unified table.
 pub async fn rescored(ws: &Workspace, txn: &Transaction<'_>, scoring: &Scoring, everyone: bool) -> Result<Option<Vec<RecordBatch>>> {
@@ -134,17 +280,38 @@ pub async fn rescored(ws: &Workspace, txn: &Transaction<'_>, scoring: &Scoring, 
         &Personal::Stored,
     )
     .await?;
-    let before: BTreeSet<PathBuf> = ws.table_files(Table::Orders.name())?.into_iter().collect();
-    let added: Vec<PathBuf> = txn
-        .files_after(Table::Orders.name())?
-        .into_iter()
-        .filter(|p| !before.contains(p))
-        .collect();
+    // The tables the activity columns read, as they are after the transaction.
+    let mut tables: BTreeSet<String> = ["orders".to_string()].into();
+    let mut added = Vec::new();
+    let activity_tables = if scoring.state.is_some() {
+        [Table::Orders, Table::Events, Table::Surveys].as_slice()
+    } else {
+        [Table::Orders].as_slice()
+    };
+    for t in activity_tables {
+        let files = txn.files_after(t.name())?;
+        if files.is_empty() {
+            continue;
+        }
+        let before: BTreeSet<PathBuf> = ws.table_files(t.name())?.into_iter().collect();
+        added.extend(files.iter().filter(|p| !before.contains(*p)).cloned());
+        if *t != Table::Orders {
+            register(&ctx, &format!("all_{}", t.name()), files, &Personal::Stored).await?;
+            tables.insert(t.name().to_string());
+        }
+    }
+    if scoring.state.is_some() {
+        let products = txn.files_after(Table::Products.name())?;
+        if !products.is_empty() {
+            register(&ctx, "products", products, &Personal::Stored).await?;
+            tables.insert("products".to_string());
+        }
+    }
     let touched = touched_customers(&ctx, added, everyone).await?;
     let fresh = if touched.is_empty() {
         None
     } else {
-        Some(score_touched(&ctx, scoring, touched).await?)
+        Some(score_touched(&ctx, scoring, touched, &tables).await?)
     };
     let sql = merge_sql(&old_columns, fresh.as_ref(), scoring.as_of_day);
     if let Some(f) = fresh {
@@ -153,8 +320,8 @@ pub async fn rescored(ws: &Workspace, txn: &Transaction<'_>, scoring: &Scoring, 
     Ok(Some(ctx.sql(&sql).await?.collect().await?))
 }
 
-/// The customers with orders in `added` and those not in the run's table (new ones),
-/// or every customer when `everyone`.
+/// The customers with rows in `added` (parts of orders, events or surveys) and those not
+/// in the run's table (new ones), or every customer when `everyone`.
 async fn touched_customers(ctx: &SessionContext, added: Vec<PathBuf>, everyone: bool) -> Result<Vec<RecordBatch>> {
     let new_customers = "SELECT DISTINCT s.customer_id FROM all_sources s LEFT JOIN old o ON o.customer_id = s.customer_id
                          WHERE o.customer_id IS NULL";
@@ -163,16 +330,29 @@ async fn touched_customers(ctx: &SessionContext, added: Vec<PathBuf>, everyone: 
     } else if added.is_empty() {
         new_customers.to_string()
     } else {
-        register(ctx, "added_orders", added, &Personal::Stored).await?;
-        format!("SELECT DISTINCT customer_id FROM added_orders UNION {new_customers}")
+        // Each added part on its own (the tables' columns differ): their customer ids.
+        let mut parts = Vec::new();
+        for (k, file) in added.into_iter().enumerate() {
+            register(ctx, &format!("added_{k}"), vec![file], &Personal::Stored).await?;
+            parts.push(format!("SELECT customer_id FROM added_{k}"));
+        }
+        format!(
+            "SELECT DISTINCT customer_id FROM ({}) UNION {new_customers}",
+            parts.join(" UNION ALL ")
+        )
     };
     let batches = ctx.sql(&sql).await?.collect().await?;
     Ok(batches.into_iter().filter(|b| b.num_rows() > 0).collect())
 }
 
 /// The rescored rows of the `touched` customers, as of the later of the run's date and
-/// their last order.
-async fn score_touched(ctx: &SessionContext, scoring: &Scoring, touched: Vec<RecordBatch>) -> Result<RecordBatch> {
+/// the last day one of them ordered, did something or answered a survey.
+async fn score_touched(
+    ctx: &SessionContext,
+    scoring: &Scoring,
+    touched: Vec<RecordBatch>,
+    tables: &BTreeSet<String>,
+) -> Result<RecordBatch> {
     let schema = touched[0].schema();
     let ids: Vec<String> = touched
         .iter()
@@ -201,15 +381,30 @@ async fn score_touched(ctx: &SessionContext, scoring: &Scoring, touched: Vec<Rec
     } else {
         "customer_id IN (SELECT customer_id FROM touched)".to_string()
     };
-    // The feature queries read `orders` and `customer_sources`: only the touched ones.
-    for (view, table) in [("orders", "all_orders"), ("customer_sources", "all_sources")] {
+    // The feature and activity queries read `orders`, `customer_sources`, `events` and
+    // `surveys`: only the touched customers' rows.
+    let mut views = vec![("orders", "all_orders"), ("customer_sources", "all_sources")];
+    for t in ["events", "surveys"] {
+        if tables.contains(t) {
+            views.push((t, if t == "events" { "all_events" } else { "all_surveys" }));
+        }
+    }
+    for (view, table) in views {
         ctx.sql(&format!("CREATE VIEW {view} AS SELECT * FROM {table} WHERE {only_touched}"))
             .await?
             .collect()
             .await?;
     }
+    // The latest day the touched customers were seen: an order, an event or an answer.
+    let mut seen = vec!["SELECT max(ordered_at) AS at FROM orders"];
+    if tables.contains("events") {
+        seen.push("SELECT max(occurred_at) AS at FROM events");
+    }
+    if tables.contains("surveys") {
+        seen.push("SELECT max(answered_at) AS at FROM surveys");
+    }
     let last = ctx
-        .sql("SELECT CAST(max(ordered_at) AS BIGINT) FROM orders")
+        .sql(&format!("SELECT CAST(max(at) AS BIGINT) FROM ({})", seen.join(" UNION ALL ")))
         .await?
         .collect()
         .await?;
@@ -220,8 +415,20 @@ async fn score_touched(ctx: &SessionContext, scoring: &Scoring, touched: Vec<Rec
         .transpose()?
         .and_then(|c| (!c.is_null(0)).then(|| c.value(0).div_euclid(MICROS_PER_DAY)));
     let as_of_day = last_day.map_or(scoring.as_of_day, |d| d.max(scoring.as_of_day));
-    let f = features::compute(ctx, (as_of_day + 1) * MICROS_PER_DAY).await?;
-    scoring.score(&f, as_of_day)
+    let end = (as_of_day + 1) * MICROS_PER_DAY;
+    let f = features::compute(ctx, end).await?;
+    let a = match &scoring.state {
+        Some(state) => {
+            let names = state.activity_names();
+            let fixed = activity::Fixed {
+                names: &names,
+                review_max: state.review_max,
+            };
+            activity::compute_with(ctx, end, tables, &f.customer_id, Some(&fixed)).await?
+        }
+        None => Activity::default(),
+    };
+    scoring.score(&f, &a, as_of_day)
 }
 
 /// The run's rows with the rescored ones in their place (and new customers added), in

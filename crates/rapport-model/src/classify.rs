@@ -9,6 +9,7 @@ use crate::metrics::{auc, stratified_folds};
 use crate::regression::{Logistic, Standardizer};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Kind {
     Logistic,
     Gbt,
@@ -29,6 +30,7 @@ impl Kind {
 
 /// Both component models, fitted once; each [`Kind`] predicts from them.
 #[derive(Debug, Clone)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Fitted {
     pub scaler: Standardizer,
     pub logistic: Logistic,

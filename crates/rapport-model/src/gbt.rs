@@ -46,6 +46,7 @@ const MAX_BINS: usize = 64;
 
 /// Cut points per feature.
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 struct Binner {
     cuts: Vec<Vec<f64>>,
 }
@@ -90,6 +91,7 @@ impl Binner {
 }
 
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 enum Node {
     /// Rows with bin ≤ `bin` go left.
     Split {
@@ -103,6 +105,7 @@ enum Node {
 
 /// A fitted booster.
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Gbt {
     binner: Binner,
     base: f64,

@@ -12,6 +12,7 @@ use crate::parallel::{add_into, ordered_fold, ordered_sum};
 
 /// Column means and standard deviations; constant columns get a scale of 1.
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Standardizer {
     pub mean: Vec<f64>,
     pub sd: Vec<f64>,
@@ -64,6 +65,7 @@ fn sigmoid(z: f64) -> f64 {
 
 /// A fitted logistic regression: `P(y) = σ(w·x + b)`.
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Logistic {
     pub weights: Vec<f64>,
     pub intercept: f64,
@@ -256,6 +258,7 @@ impl Softmax {
 
 /// Ordinary least squares with an intercept, with the usual inference.
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct LinearFit {
     /// Coefficients of the `d` columns, then the intercept.
     pub coefficients: Vec<f64>,

@@ -20,6 +20,77 @@ pub fn quintiles(values: &[f64]) -> Vec<u8> {
         .collect()
 }
 
+/// The four cut points of the quintile scores of `values` (larger is better): a value
+/// scores 1 + the number of cuts it exceeds, which for a value of `values` is exactly its
+/// [`quintiles`] score — so a customer scored later against the same population (live,
+/// between runs) gets the score the population's ranking would give them.
+pub fn quintile_cuts(values: &[f64]) -> [f64; 4] {
+    let n = values.len();
+    let mut sorted: Vec<f64> = values.iter().map(|v| finite_or_worst(*v)).collect();
+    sorted.sort_by(f64::total_cmp);
+    // A score of at least k + 1 needs at least ⌈k·n/5⌉ values strictly below.
+    std::array::from_fn(|k| {
+        let need = ((k + 1) * n).div_ceil(5);
+        if need == 0 {
+            f64::NEG_INFINITY
+        } else {
+            sorted[need - 1]
+        }
+    })
+}
+
+/// The score 1..=5 of `value` against [`quintile_cuts`].
+pub fn quintile_of(cuts: &[f64; 4], value: f64) -> u8 {
+    let v = finite_or_worst(value);
+    1 + cuts.iter().filter(|c| v.total_cmp(c).is_gt()).count() as u8
+}
+
+fn finite_or_worst(v: f64) -> f64 {
+    if v.is_finite() {
+        v
+    } else {
+        f64::NEG_INFINITY
+    }
+}
+
+/// The population a run scored RFM against, as cut points: what scoring one customer
+/// again between runs needs.
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct Cuts {
+    /// Cuts of minus the recency in days (a smaller recency is better).
+    pub neg_recency: [f64; 4],
+    pub frequency: [f64; 4],
+    pub monetary: [f64; 4],
+}
+
+impl Cuts {
+    /// The cuts of the population [`score`] scores.
+    pub fn fit(recency_days: &[f64], frequency: &[f64], monetary: &[f64]) -> Self {
+        let neg: Vec<f64> = recency_days.iter().map(|v| -v).collect();
+        Cuts {
+            neg_recency: quintile_cuts(&neg),
+            frequency: quintile_cuts(frequency),
+            monetary: quintile_cuts(monetary),
+        }
+    }
+
+    /// One customer's scores and segment against the population.
+    pub fn score(&self, recency_days: f64, frequency: f64, monetary: f64) -> Rfm {
+        let (r, f, m) = (
+            quintile_of(&self.neg_recency, -recency_days),
+            quintile_of(&self.frequency, frequency),
+            quintile_of(&self.monetary, monetary),
+        );
+        Rfm {
+            r,
+            f,
+            m,
+            segment: segment(r, f),
+        }
+    }
+}
+
 /// The named segments, in the order reports list them.
 pub const SEGMENTS: [&str; 11] = [
     "Champions",
@@ -98,6 +169,39 @@ mod tests {
         s2.reverse();
         assert_eq!(s, s2);
         assert_eq!(quintiles(&[4.0; 7]), vec![1; 7]);
+    }
+
+    #[test]
+    fn cuts_give_every_member_its_quintile_and_rank_newcomers() {
+        // Ties, repeated values, an infinite one and sizes not divisible by five.
+        let mut state = 7u64;
+        for n in [1usize, 2, 3, 4, 5, 7, 11, 23, 100, 101] {
+            let v: Vec<f64> = (0..n)
+                .map(|i| {
+                    state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    if i == 3 {
+                        f64::INFINITY
+                    } else {
+                        ((state >> 33) % 13) as f64
+                    }
+                })
+                .collect();
+            let cuts = quintile_cuts(&v);
+            let q = quintiles(&v);
+            for (x, s) in v.iter().zip(&q) {
+                assert_eq!(quintile_of(&cuts, *x), *s, "n = {n}, value {x}");
+            }
+            // A newcomer better than everyone scores 5; no value scores below the worst.
+            assert_eq!(quintile_of(&cuts, 1e9), 5);
+            assert_eq!(quintile_of(&cuts, f64::NAN), 1);
+        }
+        let rec = [1.0, 300.0, 5.0, 200.0, 2.0, 40.0, 41.0];
+        let freq = [10.0, 1.0, 8.0, 1.0, 12.0, 3.0, 2.0];
+        let mon = [900.0, 10.0, 700.0, 15.0, 1000.0, 50.0, 60.0];
+        let cuts = Cuts::fit(&rec, &freq, &mon);
+        for (i, s) in score(&rec, &freq, &mon).iter().enumerate() {
+            assert_eq!(cuts.score(rec[i], freq[i], mon[i]), *s);
+        }
     }
 
     #[test]

@@ -447,13 +447,13 @@ async fn an_order_posted_after_a_run_rescores_its_customer_with_the_runs_paramet
     let (ws, run_as_of) = (b.ws.clone(), models.as_of.clone());
     let expected = tokio::task::spawn_blocking(move || {
         let reader = rapport_store::Workspace::reader(&ws).unwrap();
-        let scoring = rapport_engine::live::Scoring::of_run(&models).unwrap();
+        let scoring = rapport_engine::live::Scoring::of_workspace(&reader).unwrap();
         let session = rapport_engine::session::Session::new(&reader);
         let inputs = rapport_engine::run::model_inputs(&session, &scoring.cfg, Some(&posted)).unwrap();
         let i = inputs.features.customer_id.iter().position(|c| *c == unified).unwrap();
         let h = rapport_engine::run::history(&inputs.features, i, posted_day, scoring.cfg.time_unit.days()).unwrap();
         let f = &inputs.features;
-        rapport_engine::run::clv::value_of(
+        let value = rapport_engine::run::clv::value_of(
             &scoring.bg,
             scoring.gg.as_ref(),
             &h,
@@ -461,10 +461,26 @@ async fn an_order_posted_after_a_run_rescores_its_customer_with_the_runs_paramet
             f.revenue[i],
             f.orders[i],
             &scoring.cfg,
-        )
+        );
+        // Churn and RFM with the models and population the run kept.
+        let state = scoring.state.expect("the run's scoring state");
+        let snap = rapport_engine::run::predict::Snapshot {
+            features: f,
+            activity: &inputs.activity,
+            day: posted_day,
+        };
+        let x = rapport_engine::run::predict::matrix(&snap, &[i], &state.models.names);
+        let churn = state.models.churn.as_ref().map(|m| m.predict(&x)[0]);
+        let rfm = state
+            .rfm
+            .as_ref()
+            .unwrap()
+            .score((posted_day - f.last_day[i].unwrap()) as f64, f.orders[i], f.revenue[i]);
+        (value, churn, rfm.segment)
     })
     .await
     .unwrap();
+    let (expected, churn, segment) = expected;
     let near = |a: f64, b: f64| (a - b).abs() <= 1e-6 * b.abs().max(1.0);
     assert!(
         near(after["p_alive"].as_f64().unwrap(), expected.p_alive),
@@ -478,9 +494,14 @@ async fn an_order_posted_after_a_run_rescores_its_customer_with_the_runs_paramet
         near(after["clv"].as_f64().unwrap(), expected.clv.unwrap()),
         "{after} vs {expected:?}"
     );
-    // What needs models a run does not store stays the run's; everyone else is untouched.
-    assert_eq!(after["rfm_segment"], before["rfm_segment"]);
-    assert_eq!(after["churn_probability"], before["churn_probability"]);
+    assert!(
+        near(after["churn_probability"].as_f64().unwrap(), churn.unwrap()),
+        "{after} vs {churn:?}"
+    );
+    assert_eq!(after["rfm_segment"].as_str(), Some(segment), "{after}");
+    assert_ne!(after["churn_probability"], before["churn_probability"], "{after} vs {before}");
+    // The cluster stays the run's; everyone else is untouched.
+    assert_eq!(after["cluster"], before["cluster"]);
     let other_after = customer_row(&b.ws, &other).await;
     assert_eq!(other_after["p_alive"], other_before["p_alive"]);
     assert_eq!(other_after["live"].as_bool(), Some(false));

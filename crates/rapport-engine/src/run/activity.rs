@@ -46,10 +46,10 @@ const LIMITS: [(&str, usize); 5] = [
     ("survey:", 10),
 ];
 
-fn sql(end: i64, tables: &BTreeSet<String>) -> Option<String> {
+fn sql(end: i64, tables: &BTreeSet<String>, review_max: Option<f64>) -> Option<String> {
     let mut parts = Vec::new();
     if tables.contains("events") {
-        parts.extend(event_parts(end));
+        parts.extend(event_parts(end, review_max));
     }
     if tables.contains("orders") {
         parts.extend(order_parts(end));
@@ -78,7 +78,7 @@ fn sql(end: i64, tables: &BTreeSet<String>) -> Option<String> {
 
 /// Per customer, from the events before `end`: counts by type and feature used, when
 /// first and last seen, review ratings, and counts by type in the last 30 days.
-fn event_parts(end: i64) -> Vec<String> {
+fn event_parts(end: i64, review_max: Option<f64>) -> Vec<String> {
     let recent = end - 30 * MICROS_PER_DAY;
     let mut parts = Vec::new();
     parts.push(format!(
@@ -106,14 +106,19 @@ fn event_parts(end: i64) -> Vec<String> {
     ));
     // Review ratings, and how many are low (at most 40 % of the best rating given
     // anywhere: 2 of 5, 4 of 10), for the satisfaction gap; the count of rated reviews
-    // is bookkeeping (`events:review` already counts reviews for the models).
+    // is bookkeeping (`events:review` already counts reviews for the models). The best
+    // rating is the whole table's unless given (live scoring of a few customers).
+    let best = review_max.map_or_else(
+        || "(SELECT max(value) FROM events WHERE event_type = 'review')".to_string(),
+        |v| format!("CAST({v:?} AS DOUBLE)"),
+    );
     parts.push(format!(
         "SELECT customer_id, 'activity:reviews_rated' AS name, CAST(count(*) AS DOUBLE) AS value FROM events
          WHERE occurred_at < to_timestamp_micros({end}) AND event_type = 'review' AND value IS NOT NULL GROUP BY 1
          UNION ALL
          SELECT customer_id, 'service:reviews_low' AS name, CAST(count(*) AS DOUBLE) AS value FROM events
          WHERE occurred_at < to_timestamp_micros({end}) AND event_type = 'review'
-           AND value <= 0.4 * (SELECT max(value) FROM events WHERE event_type = 'review') GROUP BY 1"
+           AND value <= 0.4 * {best} GROUP BY 1"
     ));
     parts.push(format!(
         "SELECT customer_id, 'events_30d:' || event_type AS name, CAST(count(*) AS DOUBLE) AS value FROM events
@@ -150,9 +155,31 @@ fn order_parts(end: i64) -> Vec<String> {
     parts
 }
 
+/// The query of the best review rating anywhere, which marks low ratings.
+pub const REVIEW_MAX_SQL: &str = "SELECT CAST(max(value) AS DOUBLE) FROM events WHERE event_type = 'review'";
+
 /// The activity of the customers `ids` (in this order) before `end_micros`.
 pub async fn compute(ctx: &SessionContext, end_micros: i64, tables: &BTreeSet<String>, ids: &[String]) -> Result<Activity> {
-    let Some(q) = sql(end_micros, tables) else {
+    compute_with(ctx, end_micros, tables, ids, None).await
+}
+
+/// The columns a model was fitted on, and the best review rating of its data: what
+/// scoring a few customers again needs to see their activity as the run saw everyone's.
+pub struct Fixed<'a> {
+    pub names: &'a BTreeSet<String>,
+    pub review_max: Option<f64>,
+}
+
+/// [`compute`], with the columns and review scale `fixed` when given (else the most
+/// common columns of each family and the tables' own best rating).
+pub async fn compute_with(
+    ctx: &SessionContext,
+    end_micros: i64,
+    tables: &BTreeSet<String>,
+    ids: &[String],
+    fixed: Option<&Fixed<'_>>,
+) -> Result<Activity> {
+    let Some(q) = sql(end_micros, tables, fixed.and_then(|f| f.review_max)) else {
         return Ok(Activity::default());
     };
     let batches = ctx.sql(&q).await?.collect().await?;
@@ -168,6 +195,14 @@ pub async fn compute(ctx: &SessionContext, end_micros: i64, tables: &BTreeSet<St
                 cols.entry(n.value(r).to_string()).or_insert_with(|| vec![0.0; ids.len()])[i] = v.value(r);
             }
         }
+    }
+    if let Some(f) = fixed {
+        let mut a = Activity::default();
+        for name in f.names {
+            a.values.push(cols.remove(name).unwrap_or_else(|| vec![0.0; ids.len()]));
+            a.names.push(name.clone());
+        }
+        return Ok(a);
     }
     // Keep the most common names of each family; ties by name, so the choice is stable.
     let mut keep: BTreeSet<String> = cols

@@ -39,6 +39,54 @@ pub struct Predictions {
     pub behaviour: Option<Behaviour>,
     pub behaviour_report: Fit<BehaviourReport>,
     pub outcome_rates: Vec<OutcomeRate>,
+    /// The fitted churn and loyalty models over `names`, for scoring between runs.
+    pub models: ScoringModels,
+}
+
+/// The churn and loyalty models a run scored every customer with, kept (in
+/// `models/scoring.bin`) so a customer can be scored again between runs.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ScoringModels {
+    /// The columns of the design matrix ([`matrix`]).
+    pub names: Vec<String>,
+    pub churn: Option<ChurnModel>,
+    pub loyalty: Option<LoyaltyModel>,
+}
+
+/// The churn classifier refitted on the latest window, and which of its kinds won.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ChurnModel {
+    pub kind: Kind,
+    pub fitted: Fitted,
+}
+
+impl ChurnModel {
+    /// P(churn) of each row of `x` (rows of the model's names).
+    pub fn predict(&self, x: &[f64]) -> Vec<f64> {
+        self.fitted.predict(self.kind, x)
+    }
+}
+
+/// The loyalty regression: the columns it uses, their scaling and the fit.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct LoyaltyModel {
+    /// Positions in the model's names of the columns used.
+    pub keep: Vec<usize>,
+    pub scaler: Standardizer,
+    pub fit: LinearFit,
+}
+
+impl LoyaltyModel {
+    /// The loyalty score (0–1) of each row of `x` (rows of all the model's `d` names).
+    pub fn predict(&self, x: &[f64], d: usize) -> Vec<f64> {
+        let (mean, sd) = (&self.scaler.mean, &self.scaler.sd);
+        x.chunks_exact(d.max(1))
+            .map(|r| {
+                let z: Vec<f64> = self.keep.iter().enumerate().map(|(k, &j)| (r[j] - mean[k]) / sd[k]).collect();
+                self.fit.predict(&z).clamp(0.0, 1.0)
+            })
+            .collect()
+    }
 }
 
 /// The predict stage: the snapshots one and two churn windows back, then churn, loyalty,
@@ -62,8 +110,8 @@ pub fn predict(session: &Session<'_>, inputs: &ModelInputs, rfm: &[Option<Rfm>],
         day,
     };
     let names = feature_names(&inputs.activity);
-    let (churn_p, churn_report) = churn([&s0, &s1, &s2], &names, cfg.churn_window_days, cfg.seed);
-    let (loyalty_p, loyalty_report) = loyalty([&s0, &s1, &s2], &names);
+    let (churn_p, churn_report, churn_model) = churn_fitted([&s0, &s1, &s2], &names, cfg.churn_window_days, cfg.seed);
+    let (loyalty_p, loyalty_report, loyalty_model) = loyalty_fitted([&s0, &s1, &s2], &names);
     let (behaviour_p, behaviour_report) = behaviour([&s0, &s1, &s2], &names, cfg.seed);
     Ok(Predictions {
         churn: churn_p,
@@ -73,6 +121,11 @@ pub fn predict(session: &Session<'_>, inputs: &ModelInputs, rfm: &[Option<Rfm>],
         behaviour: behaviour_p,
         behaviour_report,
         outcome_rates: super::outcomes::by_segment(&s1, &inputs.features, &inputs.buyers, rfm),
+        models: ScoringModels {
+            names,
+            churn: churn_model,
+            loyalty: loyalty_model,
+        },
     })
 }
 
@@ -91,7 +144,7 @@ pub struct Snapshot<'a> {
 pub const CLASSES: [&str; 5] = ["purchase", "return", "support", "browse", "inactive"];
 const SUPPORT_EVENTS: [&str; 3] = ["support_ticket", "complaint", "query"];
 
-const BASE: [&str; 9] = [
+pub const BASE: [&str; 9] = [
     "bought",
     "log_recency_days",
     "log_orders",
@@ -186,6 +239,17 @@ fn round4(v: f64) -> f64 {
 
 /// Churn probability of every customer at S2 (`None` for non-buyers), and the report.
 pub fn churn(s: [&Snapshot<'_>; 3], names: &[String], window_days: u32, seed: u64) -> (Vec<Option<f64>>, Fit<ChurnReport>) {
+    let (p, report, _) = churn_fitted(s, names, window_days, seed);
+    (p, report)
+}
+
+/// [`churn`], and the model that scored S2.
+pub fn churn_fitted(
+    s: [&Snapshot<'_>; 3],
+    names: &[String],
+    window_days: u32,
+    seed: u64,
+) -> (Vec<Option<f64>>, Fit<ChurnReport>, Option<ChurnModel>) {
     let n = s[2].features.len();
     let d = names.len();
     let train = sample(buyers(s[0]), seed);
@@ -197,6 +261,7 @@ pub fn churn(s: [&Snapshot<'_>; 3], names: &[String], window_days: u32, seed: u6
         return (
             vec![None; n],
             Fit::Skipped(too_little_history(window_days, train.len(), valid.len())),
+            None,
         );
     }
     let xtr = matrix(s[0], &train, names);
@@ -206,8 +271,11 @@ pub fn churn(s: [&Snapshot<'_>; 3], names: &[String], window_days: u32, seed: u6
     let c = best_f1(&p, &yva);
     let (cal, roc) = curves(&p, &yva);
     // Refit on the most recent window and score everyone who has bought.
-    let refit = Fitted::fit(&xva, d, &yva, seed);
-    let out = score_buyers(s[2], names, |x| refit.predict(kind, x), |p| p);
+    let refit = ChurnModel {
+        kind,
+        fitted: Fitted::fit(&xva, d, &yva, seed),
+    };
+    let out = score_buyers(s[2], names, |x| refit.predict(x), |p| p);
     let report = ChurnReport {
         model: kind.name().to_string(),
         auc: round4(a),
@@ -228,9 +296,9 @@ pub fn churn(s: [&Snapshot<'_>; 3], names: &[String], window_days: u32, seed: u6
         calibration: cal,
         roc,
         features: d,
-        gbt_trees: refit.gbt.best_trees,
+        gbt_trees: refit.fitted.gbt.best_trees,
     };
-    (out, Fit::Fitted(report))
+    (out, Fit::Fitted(report), Some(refit))
 }
 
 /// Why churn is not fitted: fewer than 20 churned or 20 retained buyers in one of the
@@ -287,8 +355,8 @@ fn score_buyers(s: &Snapshot<'_>, names: &[String], predict: impl Fn(&[f64]) -> 
     out
 }
 
-/// Loyalty score of every buyer at S2, and the regression report.
-pub fn loyalty(s: [&Snapshot<'_>; 3], names: &[String]) -> (Vec<Option<f64>>, Fit<LoyaltyReport>) {
+/// Loyalty score of every buyer at S2, the regression report and the model.
+fn loyalty_fitted(s: [&Snapshot<'_>; 3], names: &[String]) -> (Vec<Option<f64>>, Fit<LoyaltyReport>, Option<LoyaltyModel>) {
     let n = s[2].features.len();
     let rows = buyers(s[1]);
     let (indicators, target) = loyalty_target(s, &rows);
@@ -306,10 +374,11 @@ pub fn loyalty(s: [&Snapshot<'_>; 3], names: &[String]) -> (Vec<Option<f64>>, Fi
     let scaler = Standardizer::fit(&x, used.len());
     let fit = match LinearFit::fit(&scaler.apply(&x), used.len(), &target) {
         Ok(f) => f,
-        Err(e) => return (vec![None; n], Fit::skipped(e.message())),
+        Err(e) => return (vec![None; n], Fit::skipped(e.message()), None),
     };
-    let predict = |x: &[f64]| -> Vec<f64> { scaler.apply(&pick(x)).chunks_exact(used.len()).map(|r| fit.predict(r)).collect() };
-    let out = score_buyers(s[2], names, predict, |v| v.clamp(0.0, 1.0));
+    let model = LoyaltyModel { keep, scaler, fit };
+    let out = score_buyers(s[2], names, |x| model.predict(x, names.len()), |v| v);
+    let fit = &model.fit;
     let coefficients = used
         .iter()
         .enumerate()
@@ -331,7 +400,7 @@ pub fn loyalty(s: [&Snapshot<'_>; 3], names: &[String]) -> (Vec<Option<f64>>, Fi
         coefficients,
         note: "coefficients are per standard deviation of each feature".into(),
     };
-    (out, Fit::Fitted(report))
+    (out, Fit::Fitted(report), Some(model))
 }
 
 /// The loyalty indicators (repeat purchase and retention; referral and satisfaction

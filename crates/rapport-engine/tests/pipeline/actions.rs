@@ -7,7 +7,7 @@ use rapport_engine::run::actions::ActionsConfig;
 use rapport_engine::session::{text_rows, Personal, Session};
 use rapport_store::Workspace;
 
-use super::{generated_run, ingest, json_of};
+use super::{copy_dir, generated_run, ingest, json_of};
 
 /// The generated company of `generated_run`, in a workspace of its own, run with a 30 %
 /// control share, its campaign's outcomes simulated, ingested and measured.
@@ -33,19 +33,6 @@ fn loop_run() -> &'static Path {
         rapport_engine::uplift::refresh(&ws).unwrap();
         ws_dir
     })
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), &target).unwrap();
-        }
-    }
 }
 
 fn rows(ws_dir: &Path, sql: &str) -> Vec<Vec<Option<String>>> {

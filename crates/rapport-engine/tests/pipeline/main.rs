@@ -7,6 +7,7 @@ mod gaps;
 mod generated;
 mod golden;
 mod incremental;
+mod live;
 mod malformed;
 mod real_data;
 mod run;
@@ -59,6 +60,20 @@ pub fn simulate_from_truth(ws: &Workspace, truth: &Path, out: &Path, seed: u64) 
     )
     .unwrap()
     .rows
+}
+
+/// A copy of the directory tree `from` at `to`.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
 }
 
 /// Ingests `data` into the workspace at `ws_dir`.
