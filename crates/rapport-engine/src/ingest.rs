@@ -43,9 +43,11 @@ fn ingest_with(ws: &Workspace, opts: &IngestOptions, progress: &dyn Progress, li
     // campaign outcomes (say) keeps the customers table `rapport run` wrote.
     let q = &outcome.quality;
     let scoring = live.then(|| crate::live::Scoring::of_workspace(ws)).flatten();
-    // Live, the churn and loyalty scores also read events and survey answers.
-    let rescores_activity =
-        scoring.as_ref().is_some_and(|s| s.state.is_some()) && ["events", "surveys"].iter().any(|t| q.tables.contains_key(*t));
+    // Live, the churn and loyalty scores also read events and survey answers, and the
+    // next action is checked again against new consents and contacts.
+    let arrived = |tables: &[&str]| tables.iter().any(|t| q.tables.contains_key(*t));
+    let rescores_activity = scoring.as_ref().is_some_and(|s| s.state.is_some()) && arrived(&["events", "surveys"])
+        || scoring.is_some() && arrived(&["consents", "campaign_outcomes"]);
     let changes_customers = ["orders", "customers"].iter().any(|t| q.tables.contains_key(*t))
         || rescores_activity
         || q.identity.new_source_ids > 0
@@ -58,14 +60,22 @@ fn ingest_with(ws: &Workspace, opts: &IngestOptions, progress: &dyn Progress, li
             Some(s) => block_on(crate::live::rescored(ws, &txn, s, q.identity.remapped_ids > 0))?,
             None => None,
         };
-        let customers = match rescored {
-            Some(c) => c,
-            None => block_on(crate::unify::customers(&txn, outcome.orders_by_customer.as_ref()))?,
+        let (customers, recommendations) = match rescored {
+            Some(r) => (r.customers, r.recommendations),
+            None => (block_on(crate::unify::customers(&txn, outcome.orders_by_customer.as_ref()))?, None),
         };
         progress.end();
         if let Some(first) = customers.first() {
             txn.replace(Table::Customers.name());
             txn.write_part(Table::Customers.name(), first.schema(), &customers)?;
+        }
+        if let Some(first) = recommendations.as_ref().and_then(|r| r.first()) {
+            txn.replace(Table::Recommendations.name());
+            txn.write_part(
+                Table::Recommendations.name(),
+                first.schema(),
+                recommendations.as_deref().unwrap_or_default(),
+            )?;
         }
     }
     let unified = started.elapsed().as_secs_f64();

@@ -261,7 +261,7 @@ impl Scoring {
 /// the customers new to it scored again. None when the
 /// stored table is not a run's (no run yet, or an ingest since): then the caller writes
 /// the ingest's unified table.
-pub async fn rescored(ws: &Workspace, txn: &Transaction<'_>, scoring: &Scoring, everyone: bool) -> Result<Option<Vec<RecordBatch>>> {
+pub async fn rescored(ws: &Workspace, txn: &Transaction<'_>, scoring: &Scoring, everyone: bool) -> Result<Option<Rescored>> {
     let ctx = new_context();
     let old = ws.table_files(Table::Customers.name())?;
     if old.is_empty() {
@@ -307,17 +307,93 @@ pub async fn rescored(ws: &Workspace, txn: &Transaction<'_>, scoring: &Scoring, 
             tables.insert("products".to_string());
         }
     }
+    // The next action is checked again against the consents and contacts: customers
+    // with new ones are rescored too.
+    let actions = ws.table_files(Table::Actions.name())?;
+    if !actions.is_empty() && old_columns.iter().any(|c| c == "next_action") {
+        register(&ctx, "actions", actions, &Personal::Stored).await?;
+        tables.insert("actions".to_string());
+        for t in [Table::Consents, Table::CampaignOutcomes] {
+            let files = txn.files_after(t.name())?;
+            if files.is_empty() {
+                continue;
+            }
+            let before: BTreeSet<PathBuf> = ws.table_files(t.name())?.into_iter().collect();
+            added.extend(files.iter().filter(|p| !before.contains(*p)).cloned());
+            register(&ctx, t.name(), files, &Personal::Stored).await?;
+            tables.insert(t.name().to_string());
+        }
+    }
     let touched = touched_customers(&ctx, added, everyone).await?;
-    let fresh = if touched.is_empty() {
+    // The run's recommendations, to fold the touched buyers' purchases in again.
+    let old_recs = ws.table_files(Table::Recommendations.name())?;
+    let als = if old_recs.is_empty() {
         None
     } else {
-        Some(score_touched(&ctx, scoring, touched, &tables).await?)
+        match stored_als(&ctx, ws).await {
+            Ok(a) => {
+                register(&ctx, "old_recs", old_recs, &Personal::Stored).await?;
+                let b = ctx.sql("SELECT CAST(max(rank) AS BIGINT) FROM old_recs").await?.collect().await?;
+                let k = b
+                    .first()
+                    .filter(|b| b.num_rows() > 0)
+                    .map(|b| int_column(b, 0))
+                    .transpose()?
+                    .and_then(|c| (!c.is_null(0)).then(|| c.value(0)))
+                    .and_then(|k| usize::try_from(k).ok())
+                    .unwrap_or(10);
+                Some((a, k))
+            }
+            Err(e) => {
+                tracing::warn!("recommendations stay the run's: {e}");
+                None
+            }
+        }
+    };
+    let (fresh, fresh_recs) = if touched.is_empty() {
+        (None, None)
+    } else {
+        let (f, r) = score_touched(&ctx, scoring, touched, &tables, als.as_ref().map(|(a, k)| (a, *k))).await?;
+        (Some(f), r)
     };
     let sql = merge_sql(&old_columns, fresh.as_ref(), scoring.as_of_day);
     if let Some(f) = fresh {
         ctx.register_table("fresh", Arc::new(MemTable::try_new(f.schema(), vec![vec![f]])?))?;
     }
-    Ok(Some(ctx.sql(&sql).await?.collect().await?))
+    let customers = ctx.sql(&sql).await?.collect().await?;
+    let recommendations = match fresh_recs {
+        Some(r) if r.num_rows() > 0 => {
+            ctx.register_table("fresh_recs", Arc::new(MemTable::try_new(r.schema(), vec![vec![r]])?))?;
+            let sql = "SELECT customer_id, rank, product_id, score, reason FROM old_recs
+                       WHERE customer_id NOT IN (SELECT DISTINCT customer_id FROM fresh_recs)
+                         AND customer_id IN (SELECT customer_id FROM all_sources)
+                       UNION ALL SELECT customer_id, rank, product_id, score, reason FROM fresh_recs
+                       ORDER BY customer_id, rank";
+            Some(ctx.sql(sql).await?.collect().await?)
+        }
+        _ => None,
+    };
+    Ok(Some(Rescored {
+        customers,
+        recommendations,
+    }))
+}
+
+/// The run's ALS item factors, read in `ctx`.
+async fn stored_als(ctx: &SessionContext, ws: &Workspace) -> Result<crate::recs::StoredAls> {
+    let settings = crate::recs::StoredAls::settings(ws)?;
+    register(ctx, "item_factors", ws.table_files(Table::ItemFactors.name())?, &Personal::Stored).await?;
+    let batches = ctx.sql("SELECT * FROM item_factors").await?.collect().await?;
+    crate::recs::StoredAls::of_batches(&batches, settings.regularization, settings.alpha)
+}
+
+/// What a flush writes after live rescoring.
+pub struct Rescored {
+    /// The `customers` table: the run's rows, the touched customers' rescored.
+    pub customers: Vec<RecordBatch>,
+    /// The `recommendations` table with the touched buyers' lists folded in again from all
+    /// their purchases (None: unchanged).
+    pub recommendations: Option<Vec<RecordBatch>>,
 }
 
 /// The customers with rows in `added` (parts of orders, events or surveys) and those not
@@ -352,7 +428,8 @@ async fn score_touched(
     scoring: &Scoring,
     touched: Vec<RecordBatch>,
     tables: &BTreeSet<String>,
-) -> Result<RecordBatch> {
+    als: Option<(&crate::recs::StoredAls, usize)>,
+) -> Result<(RecordBatch, Option<RecordBatch>)> {
     let schema = touched[0].schema();
     let ids: Vec<String> = touched
         .iter()
@@ -417,6 +494,11 @@ async fn score_touched(
     let as_of_day = last_day.map_or(scoring.as_of_day, |d| d.max(scoring.as_of_day));
     let end = (as_of_day + 1) * MICROS_PER_DAY;
     let f = features::compute(ctx, end).await?;
+    let next = if tables.contains("actions") {
+        Some(next_actions(ctx, scoring, &only_touched, &f.customer_id, tables).await?)
+    } else {
+        None
+    };
     let a = match &scoring.state {
         Some(state) => {
             let names = state.activity_names();
@@ -428,7 +510,100 @@ async fn score_touched(
         }
         None => Activity::default(),
     };
-    scoring.score(&f, &a, as_of_day)
+    let scored = scoring.score(&f, &a, as_of_day)?;
+    let recs = match als {
+        Some((als, k)) => Some(folded_in(ctx, als, k, &f.customer_id).await?),
+        None => None,
+    };
+    let scored = match next {
+        Some(next) => {
+            let mut c = Columns::default();
+            c.text("next_action", true, next.iter().map(|a| a.as_deref()));
+            let extra = c.finish()?;
+            let mut fields: Vec<_> = scored.schema().fields().iter().cloned().collect();
+            fields.extend(extra.schema().fields().iter().cloned());
+            let mut columns = scored.columns().to_vec();
+            columns.extend(extra.columns().iter().cloned());
+            let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(fields));
+            RecordBatch::try_new(schema, columns).map_err(datafusion::error::DataFusionError::from)?
+        }
+        None => scored,
+    };
+    Ok((scored, recs))
+}
+
+/// The `recommendations` rows of the customers `ids` who have bought products the run's
+/// ALS factors know: their purchases (order lines per product, as the run counts them)
+/// folded into the factors, the `k` best products they have not bought, `reason` "als".
+async fn folded_in(ctx: &SessionContext, als: &crate::recs::StoredAls, k: usize, ids: &[String]) -> Result<RecordBatch> {
+    let batches = ctx
+        .sql(
+            "SELECT customer_id, product_id, CAST(count(*) AS DOUBLE) FROM orders
+             WHERE product_id IS NOT NULL AND quantity > 0 AND status = 'completed' GROUP BY 1, 2",
+        )
+        .await?
+        .collect()
+        .await?;
+    let mut baskets: std::collections::HashMap<String, std::collections::BTreeMap<u32, f64>> = std::collections::HashMap::new();
+    for b in &batches {
+        let (c, p, n) = (
+            crate::session::text_column(b, 0)?,
+            crate::session::text_column(b, 1)?,
+            crate::session::float_column(b, 2)?,
+        );
+        for r in 0..b.num_rows() {
+            if let Some(item) = (!p.is_null(r)).then(|| als.item(p.value(r))).flatten() {
+                *baskets.entry(c.value(r).to_string()).or_default().entry(item).or_insert(0.0) += n.value(r);
+            }
+        }
+    }
+    let mut rows: Vec<(&str, i64, String, f64)> = Vec::new();
+    for id in ids {
+        let Some(basket) = baskets.get(id) else { continue };
+        let basket: Vec<(u32, f64)> = basket.iter().map(|(i, n)| (*i, *n)).collect();
+        for (rank, (product, score)) in als.recommend(&basket, k).into_iter().enumerate() {
+            rows.push((id, rank as i64 + 1, product, score));
+        }
+    }
+    let mut c = Columns::default();
+    c.text("customer_id", false, rows.iter().map(|r| Some(r.0)));
+    c.ints("rank", false, rows.iter().map(|r| Some(r.1)));
+    c.text("product_id", false, rows.iter().map(|r| Some(r.2.as_str())));
+    c.floats("score", false, rows.iter().map(|r| Some(r.3)));
+    c.text("reason", false, rows.iter().map(|_| Some(rapport_model::recs::Source::Als.name())));
+    c.finish()
+}
+
+/// The next action of each of `ids` (the touched customers, `only_touched` their SQL
+/// condition): the first by priority of their treatment rows in the run's `actions`
+/// that consents and contacts since the run still allow
+/// ([`crate::run::actions::still_allowed_sql`]); None when none is.
+async fn next_actions(
+    ctx: &SessionContext,
+    scoring: &Scoring,
+    only_touched: &str,
+    ids: &[String],
+    tables: &BTreeSet<String>,
+) -> Result<Vec<Option<String>>> {
+    let condition = format!("a.\"group\" = 'treatment' AND a.{only_touched}");
+    let allowed = crate::run::actions::still_allowed_sql(
+        tables.contains("consents"),
+        tables.contains("campaign_outcomes"),
+        (scoring.as_of_day + 1) * MICROS_PER_DAY,
+        Some(&condition),
+    );
+    let sql = format!("SELECT customer_id, first_value(action ORDER BY priority, action) FROM ({allowed}) GROUP BY customer_id");
+    let batches = ctx.sql(&sql).await?.collect().await?;
+    let mut first: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    for b in &batches {
+        let (c, a) = (crate::session::text_column(b, 0)?, crate::session::text_column(b, 1)?);
+        for r in 0..b.num_rows() {
+            if !c.is_null(r) && !a.is_null(r) {
+                first.insert(c.value(r).to_string(), a.value(r).to_string());
+            }
+        }
+    }
+    Ok(ids.iter().map(|id| first.remove(id)).collect())
 }
 
 /// The run's rows with the rescored ones in their place (and new customers added), in

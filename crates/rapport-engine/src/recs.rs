@@ -537,51 +537,102 @@ fn item_factors_batch(als: &Als, names: &[&str]) -> Result<RecordBatch> {
     )
 }
 
+/// The last run's ALS item factors, read back from the `item_factors` table with the
+/// run's regularisation and confidence: what folding a basket in needs (no refit).
+pub struct StoredAls {
+    model: Als,
+    names: Vec<String>,
+    index: HashMap<String, u32>,
+}
+
+impl StoredAls {
+    /// The stored factors; an error saying what to run when there are none.
+    pub fn read(ws: &Workspace) -> Result<Self> {
+        let als = Self::settings(ws)?;
+        let batches = crate::export::query(ws, "SELECT * FROM item_factors", &Personal::Stored)?;
+        Self::of_batches(&batches, als.regularization, als.alpha)
+    }
+
+    /// The run's ALS settings, once it is known there are stored factors.
+    pub fn settings(ws: &Workspace) -> Result<crate::results::AlsSettings> {
+        if !ws.has(Table::ItemFactors)? {
+            return Err(EngineError::usage(
+                "no item_factors table: run `rapport run` on data with product ids first",
+            ));
+        }
+        let models = crate::report::read_models(ws)?;
+        models
+            .as_ref()
+            .and_then(|m| m.recommendations.fitted())
+            .map(|r| r.als)
+            .ok_or_else(|| EngineError::usage("reports/models.json has no recommendations.als settings: run `rapport run` again"))
+    }
+
+    /// The factors of the `item_factors` rows `batches`, with the run's regularisation
+    /// and confidence scale.
+    pub fn of_batches(batches: &[RecordBatch], lambda: f64, alpha: f64) -> Result<Self> {
+        let mut names: Vec<String> = Vec::new();
+        let mut item: Vec<f32> = Vec::new();
+        let mut f = 0;
+        for b in batches {
+            f = b.num_columns() - 1;
+            let ids = text_column(b, 0)?;
+            let cols = (1..=f).map(|c| f32_column(b, c)).collect::<Result<Vec<_>>>()?;
+            for r in 0..b.num_rows() {
+                names.push(ids.value(r).to_string());
+                item.extend(cols.iter().map(|c| c.value(r)));
+            }
+        }
+        if f == 0 || names.is_empty() {
+            return Err(EngineError::usage("the item_factors table is empty"));
+        }
+        let index = names.iter().enumerate().map(|(i, n)| (n.clone(), i as u32)).collect();
+        Ok(StoredAls {
+            model: Als::from_item_factors(item, f, lambda as f32, alpha as f32),
+            names,
+            index,
+        })
+    }
+
+    /// How many products the factors cover.
+    pub fn products(&self) -> usize {
+        self.names.len()
+    }
+
+    /// The item of a product id, if the run saw it.
+    pub fn item(&self, product: &str) -> Option<u32> {
+        self.index.get(product).copied()
+    }
+
+    /// The `k` best products for a basket of (item, quantity) — sorted by item, each
+    /// once — best first, the basket's products left out: (product id, score).
+    pub fn recommend(&self, basket: &[(u32, f64)], k: usize) -> Vec<(String, f64)> {
+        let x = self.model.fold_in(basket);
+        self.model
+            .recommend(&x, k, basket)
+            .into_iter()
+            .map(|(i, s)| (self.names[i as usize].clone(), s))
+            .collect()
+    }
+}
+
 /// Recommendations for a customer the last `rapport run` did not see, from a basket of
 /// (product id, quantity; a product named twice counts with the quantities added): the
 /// basket is folded into the stored ALS item factors by one
 /// exact least-squares solve (no refit), products in the basket are left out. Returns
 /// (product_id, score) best first. Unknown product ids are an error naming them.
 pub fn fold_in(ws: &Workspace, basket: &[(String, f64)], k: usize) -> Result<Vec<(String, f64)>> {
-    if !ws.has(Table::ItemFactors)? {
-        return Err(EngineError::usage(
-            "no item_factors table: run `rapport run` on data with product ids first",
-        ));
-    }
-    let models = crate::report::read_models(ws)?;
-    let Some(als) = models.as_ref().and_then(|m| m.recommendations.fitted()).map(|r| r.als) else {
-        return Err(EngineError::usage(
-            "reports/models.json has no recommendations.als settings: run `rapport run` again",
-        ));
-    };
-    let (lambda, alpha) = (als.regularization, als.alpha);
-    let batches = crate::export::query(ws, "SELECT * FROM item_factors", &Personal::Stored)?;
-    let mut names: Vec<String> = Vec::new();
-    let mut item: Vec<f32> = Vec::new();
-    let mut f = 0;
-    for b in &batches {
-        f = b.num_columns() - 1;
-        let ids = text_column(b, 0)?;
-        let cols = (1..=f).map(|c| f32_column(b, c)).collect::<Result<Vec<_>>>()?;
-        for r in 0..b.num_rows() {
-            names.push(ids.value(r).to_string());
-            item.extend(cols.iter().map(|c| c.value(r)));
-        }
-    }
-    if f == 0 || names.is_empty() {
-        return Err(EngineError::usage("the item_factors table is empty"));
-    }
-    let index: HashMap<&str, u32> = names.iter().enumerate().map(|(i, n)| (n.as_str(), i as u32)).collect();
+    let als = StoredAls::read(ws)?;
     let unknown: Vec<&str> = basket
         .iter()
-        .filter(|(p, _)| !index.contains_key(p.as_str()))
+        .filter(|(p, _)| als.item(p).is_none())
         .map(|(p, _)| p.as_str())
         .collect();
     if !unknown.is_empty() {
         return Err(EngineError::usage(format!(
             "unknown product id(s) {}: not among the {} products of the last run",
             unknown.join(", "),
-            names.len()
+            als.products()
         )));
     }
     if let Some((p, q)) = basket.iter().find(|(_, q)| !(q.is_finite() && *q > 0.0)) {
@@ -590,16 +641,10 @@ pub fn fold_in(ws: &Workspace, basket: &[(String, f64)], k: usize) -> Result<Vec
     // A product named twice counts once with the quantities added (sorted by item).
     let mut merged: BTreeMap<u32, f64> = BTreeMap::new();
     for (p, q) in basket {
-        *merged.entry(index[p.as_str()]).or_insert(0.0) += q;
+        *merged.entry(als.item(p).expect("known")).or_insert(0.0) += q;
     }
     let b: Vec<(u32, f64)> = merged.into_iter().collect();
-    let model = Als::from_item_factors(item, f, lambda as f32, alpha as f32);
-    let x = model.fold_in(&b);
-    Ok(model
-        .recommend(&x, k, &b)
-        .into_iter()
-        .map(|(i, s)| (names[i as usize].clone(), s))
-        .collect())
+    Ok(als.recommend(&b, k))
 }
 
 /// The `recommendations` table as of the end of `as_of_day` and a models.json report

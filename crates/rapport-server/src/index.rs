@@ -360,13 +360,24 @@ impl Snapshot {
         sort(&mut actions, &[("priority", false)]);
         let mut consents = self.consents.records(&id, personal)?;
         sort(&mut consents, &[("recorded_at", false), ("purpose", false)]);
+        let scores = self.customers.records(&id, personal)?.into_iter().next();
+        // The customer's next action as the `customers` row has it — the run's, or, after
+        // consents or contacts arrived, checked again by the flush — else the action they
+        // are held out of as control.
+        let next = scores.as_ref().and_then(|r| r.get("next_action").as_text().map(str::to_string));
+        let next_action = match next {
+            Some(a) => actions
+                .into_iter()
+                .find(|r| r.get("action").as_text() == Some(a.as_str()) && r.get("group").as_text() == Some("treatment")),
+            None => actions.into_iter().find(|r| r.get("group").as_text() == Some("control")),
+        };
         Ok(Found {
             sources,
             profiles: self.profiles.records(&id, personal)?,
-            scores: self.customers.records(&id, personal)?.into_iter().next(),
+            scores,
             gaps,
             recommendations,
-            next_action: actions.into_iter().next(),
+            next_action,
             consents,
             customer_id: id,
         })

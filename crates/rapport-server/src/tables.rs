@@ -228,7 +228,10 @@ pub struct AudienceFilter {
     pub group: Option<String>,
 }
 
-/// The audience rows of the last run's actions.
+/// The audience rows of the last run's actions that the customers' consents and contacts
+/// since the run still allow: a marketing row needs the latest marketing consent to be a
+/// grant (and the channel's, where consents record it), and a customer contacted since the
+/// run (a treatment row of campaign_outcomes) is left out until the next run.
 #[utoipa::path(
     get,
     path = "/v1/actions",
@@ -253,13 +256,13 @@ pub async fn actions(
     }
     let filter = where_all(&conditions);
     blocking(move || {
-        let sql = format!("SELECT * FROM actions {filter} ORDER BY priority, customer_id");
-        Ok(Json(rows(
-            &Session::new(&state.reader()?),
-            Table::Actions,
-            &sql,
-            &Personal::Masked,
-        )?))
+        let ws = state.reader()?;
+        // Only the rows consents and contacts since the run still allow.
+        let Some(allowed) = rapport_engine::run::actions::still_allowed_in(&ws, None)? else {
+            return Ok(Json(Vec::new()));
+        };
+        let sql = format!("SELECT * FROM ({allowed}) {filter} ORDER BY priority, customer_id");
+        Ok(Json(rows(&Session::new(&ws), Table::Actions, &sql, &Personal::Masked)?))
     })
     .await
 }

@@ -509,6 +509,86 @@ async fn an_order_posted_after_a_run_rescores_its_customer_with_the_runs_paramet
     close(server).await;
 }
 
+/// Consent and contacts arriving after a run are honoured at once: a customer who refuses
+/// marketing, or is contacted (a treatment row of campaign_outcomes), loses the run's
+/// next action in the 360, the `customers` row and the audience of `GET /v1/actions`; a
+/// control-group row is not a contact.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_consent_or_a_contact_since_the_run_takes_the_next_action_away() {
+    let b = tokio::task::spawn_blocking(|| bench_now(true)).await.unwrap();
+    let rows = sql(
+        &b.ws,
+        "SELECT s.source AS a, s.source_customer_id AS b, a.customer_id AS c, a.action AS d
+         FROM actions a JOIN customers c ON c.customer_id = a.customer_id AND c.next_action = a.action
+         JOIN customer_sources s ON s.customer_id = a.customer_id
+         WHERE a.\"group\" = 'treatment' AND a.marketing ORDER BY a.customer_id, s.source, s.source_customer_id",
+    )
+    .await;
+    let mut picked: Vec<Vec<String>> = Vec::new();
+    for r in rows {
+        if picked.last().is_none_or(|p| p[2] != r[2]) {
+            picked.push(r);
+        }
+    }
+    assert!(picked.len() >= 3, "{picked:?}");
+    let (refused, contacted, held_out) = (&picked[0], &picked[1], &picked[2]);
+    let models = rapport_engine::report::read_models(&rapport_store::Workspace::reader(&b.ws).unwrap())
+        .unwrap()
+        .unwrap();
+    let after_run = rapport_engine::days::day_text(rapport_engine::days::parse_as_of(&models.as_of).unwrap() + 1);
+    let server = leak(open(&b.ws, Options::default()).await);
+    let consent = json!([{"id": "refusal-1", "customer_id": refused[1], "source": refused[0], "purpose": "marketing",
+                          "granted": false, "recorded_at": format!("{after_run}T09:00:00Z")}]);
+    let (status, ack) = post_json(server, "/v1/ingest/consents", &b.collector, &consent).await;
+    assert_eq!((status, ack["accepted"].as_u64()), (StatusCode::OK, Some(1)), "{ack}");
+    let outcome = |id: &str, who: &Vec<String>, group: &str| {
+        json!({"id": id, "campaign_id": "call-centre", "customer_id": who[1], "source": who[0], "action": "care_call",
+               "group": group, "sent_at": format!("{after_run}T10:00:00Z")})
+    };
+    let outcomes = json!([
+        outcome("contact-1", contacted, "treatment"),
+        outcome("contact-2", held_out, "control")
+    ]);
+    let (status, ack) = post_json(server, "/v1/ingest/campaign_outcomes", &b.collector, &outcomes).await;
+    assert_eq!((status, ack["accepted"].as_u64()), (StatusCode::OK, Some(2)), "{ack}");
+    flush(server).await;
+
+    let three_sixty = |who: &Vec<String>| format!("/v1/customers/{}?source={}", who[1], who[0]);
+    for who in [refused, contacted] {
+        let (status, c) = get(server, &three_sixty(who), &b.marketer).await;
+        assert_eq!(status, StatusCode::OK, "{c}");
+        assert!(c["scores"]["next_action"].is_null(), "{c}");
+        assert_ne!(c["next_action"]["group"], "treatment", "{c}");
+        assert_eq!(c["live"], true, "{c}");
+    }
+    let (_, c) = get(server, &three_sixty(held_out), &b.marketer).await;
+    assert_eq!(c["scores"]["next_action"], held_out[3].as_str(), "{c}");
+    assert_eq!(
+        (c["next_action"]["action"].as_str(), c["next_action"]["group"].as_str()),
+        (Some(held_out[3].as_str()), Some("treatment")),
+        "{c}"
+    );
+    // The audience a marketer pulls: without the two, still with the third.
+    let (status, audience) = get(server, "/v1/actions?group=treatment", &b.marketer).await;
+    assert_eq!(status, StatusCode::OK, "{audience}");
+    let ids: Vec<&str> = audience
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["customer_id"].as_str())
+        .collect();
+    assert!(!ids.contains(&refused[2].as_str()) && !ids.contains(&contacted[2].as_str()));
+    assert!(ids.contains(&held_out[2].as_str()));
+    // The stored table is the run's decision, as uplift measures it: unchanged.
+    let stored = sql(
+        &b.ws,
+        &format!("SELECT count(*) AS n FROM actions WHERE customer_id = '{}'", refused[2]),
+    )
+    .await;
+    assert_ne!(stored[0][0], "0");
+    close(server).await;
+}
+
 /// Sends `request` on a new connection and reads until the server closes it (at most
 /// `wait`).
 async fn raw(addr: std::net::SocketAddr, request: String, wait: std::time::Duration) -> String {

@@ -647,7 +647,79 @@ pub fn consents(session: &Session<'_>, ids: &[String]) -> Result<Consents> {
     Ok(out)
 }
 
-/// Day of each customer's latest contact in campaign_outcomes up to the as-of date.
+/// The rows of the `actions` table whose customers may still get them: a marketing action
+/// needs the customer's latest `marketing` consent to be a grant, a channel whose purpose
+/// the consents table records needs a grant for it too (as when the run decided; consents
+/// recorded since count), and a customer contacted since the run (a treatment row of
+/// campaign_outcomes sent after the end of its as-of day, `decided_before` in
+/// microseconds) is in cooldown until the next run. Reads the tables `actions`, and
+/// `consents` and `campaign_outcomes` when `has_consents` and `has_outcomes`; `condition`
+/// (over `a`, the actions row) narrows the rows further. The columns are the table's.
+pub fn still_allowed_sql(has_consents: bool, has_outcomes: bool, decided_before: i64, condition: Option<&str>) -> String {
+    let mut with = Vec::new();
+    let mut joins = Vec::new();
+    let mut wheres: Vec<String> = condition.map(|c| vec![c.to_string()]).unwrap_or_default();
+    if has_consents {
+        with.push(
+            "latest AS (SELECT customer_id, purpose, granted FROM (
+               SELECT customer_id, lower(trim(purpose)) AS purpose, granted,
+                      row_number() OVER (PARTITION BY customer_id, lower(trim(purpose))
+                                         ORDER BY recorded_at DESC, granted ASC) AS rn
+               FROM consents) WHERE rn = 1),
+             recorded AS (SELECT DISTINCT lower(trim(purpose)) AS purpose FROM consents)"
+                .to_string(),
+        );
+        joins.push(
+            "LEFT JOIN latest m ON m.customer_id = a.customer_id AND m.purpose = 'marketing'
+             LEFT JOIN latest ch ON ch.customer_id = a.customer_id AND ch.purpose = lower(trim(a.channel))
+             LEFT JOIN recorded r ON r.purpose = lower(trim(a.channel))"
+                .to_string(),
+        );
+        wheres.push("(NOT a.marketing OR coalesce(m.granted, false))".into());
+        wheres.push("(a.channel IS NULL OR r.purpose IS NULL OR coalesce(ch.granted, false))".into());
+    } else {
+        // No consents at all: no marketing (no grant), service actions only.
+        wheres.push("NOT a.marketing".into());
+    }
+    if has_outcomes {
+        with.push(format!(
+            "contacted AS (SELECT DISTINCT customer_id FROM campaign_outcomes
+                           WHERE \"group\" <> 'control' AND sent_at >= to_timestamp_micros({decided_before}))"
+        ));
+        joins.push("LEFT JOIN contacted k ON k.customer_id = a.customer_id".into());
+        wheres.push("k.customer_id IS NULL".into());
+    }
+    let with = if with.is_empty() {
+        String::new()
+    } else {
+        format!("WITH {} ", with.join(", "))
+    };
+    let wheres = if wheres.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", wheres.join(" AND "))
+    };
+    format!("{with}SELECT a.* FROM actions a {} {wheres}", joins.join(" "))
+}
+
+/// [`still_allowed_sql`] over the tables `ws` has, for its last run's actions; None
+/// without an actions table.
+pub fn still_allowed_in(ws: &rapport_store::Workspace, condition: Option<&str>) -> Result<Option<String>> {
+    if !ws.has(Table::Actions)? {
+        return Ok(None);
+    }
+    let decided = crate::report::models_or_warn(ws).and_then(|m| crate::days::parse_as_of(&m.as_of).ok());
+    let outcomes = decided.is_some() && ws.has(Table::CampaignOutcomes)?;
+    Ok(Some(still_allowed_sql(
+        ws.has(Table::Consents)?,
+        outcomes,
+        decided.map_or(0, |d| (d + 1) * super::MICROS_PER_DAY),
+        condition,
+    )))
+}
+
+/// Day of each customer's latest contact in campaign_outcomes up to the as-of date (a
+/// control row is not a contact).
 pub fn last_contacts(session: &Session<'_>, ids: &[String], as_of_day: i64) -> Result<Vec<Option<i64>>> {
     let mut out = vec![None; ids.len()];
     if !session.workspace().has(Table::CampaignOutcomes)? {
@@ -658,7 +730,7 @@ pub fn last_contacts(session: &Session<'_>, ids: &[String], as_of_day: i64) -> R
     let rows = session.text_rows(
         &format!(
             "SELECT customer_id, max(CAST(sent_at AS BIGINT)) FROM campaign_outcomes
-             WHERE sent_at < to_timestamp_micros({end}) GROUP BY customer_id"
+             WHERE sent_at < to_timestamp_micros({end}) AND \"group\" <> 'control' GROUP BY customer_id"
         ),
         &crate::session::Personal::Stored,
     )?;

@@ -1,7 +1,8 @@
 //! Live rescoring between runs (what the server's intake does after every flush): the
 //! models a run keeps in `models/scoring.bin` give back the run's own scores, and
 //! customers whose events or orders arrive later are scored as a run's code would score
-//! them at that date with the same models — through a few customers' rows only.
+//! them at that date with the same models — through a few customers' rows only — and get
+//! recommendations folded into the run's ALS factors from all their purchases.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -9,6 +10,7 @@ use std::path::Path;
 use rapport_engine::config::ModelsConfig;
 use rapport_engine::days::{day_text, parse_as_of};
 use rapport_engine::live::{Scoring, ScoringState};
+use rapport_engine::recs::StoredAls;
 use rapport_engine::run::predict::{matrix, Snapshot};
 use rapport_engine::session::{float_column, int_column, text_column, Personal, Session};
 use rapport_store::{IngestOptions, NoProgress, Workspace};
@@ -58,6 +60,53 @@ fn stored(ws: &Workspace) -> HashMap<String, (Scores, bool)> {
         }
     }
     out
+}
+
+/// The `recommendations` table: per customer, (rank, product, score, reason) in rank order.
+fn recommendations(ws: &Workspace) -> HashMap<String, Vec<(i64, String, f64, String)>> {
+    let batches = rapport_engine::export::query(
+        ws,
+        "SELECT customer_id, rank, product_id, score, reason FROM recommendations ORDER BY customer_id, rank",
+        &Personal::Stored,
+    )
+    .unwrap();
+    let mut out: HashMap<String, Vec<(i64, String, f64, String)>> = HashMap::new();
+    for b in &batches {
+        let (c, r, p, s, why) = (
+            text_column(b, 0).unwrap(),
+            int_column(b, 1).unwrap(),
+            text_column(b, 2).unwrap(),
+            float_column(b, 3).unwrap(),
+            text_column(b, 4).unwrap(),
+        );
+        for i in 0..b.num_rows() {
+            out.entry(c.value(i).to_string())
+                .or_default()
+                .push((r.value(i), p.value(i).to_string(), s.value(i), why.value(i).to_string()));
+        }
+    }
+    out
+}
+
+/// Each customer's purchases as the run's ALS counts them: order lines per product.
+fn baskets(ws: &Workspace, als: &StoredAls) -> HashMap<String, Vec<(u32, f64)>> {
+    let batches = rapport_engine::export::query(
+        ws,
+        "SELECT customer_id, product_id, CAST(count(*) AS DOUBLE) FROM orders
+         WHERE product_id IS NOT NULL AND quantity > 0 AND status = 'completed' GROUP BY 1, 2",
+        &Personal::Stored,
+    )
+    .unwrap();
+    let mut out: HashMap<String, std::collections::BTreeMap<u32, f64>> = HashMap::new();
+    for b in &batches {
+        let (c, p, n) = (text_column(b, 0).unwrap(), text_column(b, 1).unwrap(), float_column(b, 2).unwrap());
+        for i in 0..b.num_rows() {
+            if let Some(item) = als.item(p.value(i)) {
+                *out.entry(c.value(i).to_string()).or_default().entry(item).or_insert(0.0) += n.value(i);
+            }
+        }
+    }
+    out.into_iter().map(|(c, b)| (c, b.into_iter().collect())).collect()
 }
 
 /// Every customer's scores as the run's code computes them over the whole workspace as
@@ -165,6 +214,7 @@ fn live_rescoring_gives_the_runs_scores_and_scores_new_activity_as_a_run_would()
         orders.push_str(&format!("LIVE{k},{sid},{src},{later} 09:00:00,P001,2,30.00,web,completed\n"));
     }
     std::fs::write(data.join("orders.csv"), orders).unwrap();
+    let recs_before = recommendations(&ws);
     rapport_engine::ingest::ingest_live(&ws, &IngestOptions::new(&data), &NoProgress).unwrap();
 
     // The touched customers are scored as of the batch's latest day, as a run over the
@@ -185,6 +235,33 @@ fn live_rescoring_gives_the_runs_scores_and_scores_new_activity_as_a_run_would()
         }
     }
     assert!(changed >= 40, "only {changed} of 45 churn probabilities moved");
+
+    // Their recommendations are folded in again from all their purchases — what they just
+    // bought left out — and nobody else's change.
+    let recs_after = recommendations(&ws);
+    let als = StoredAls::read(&ws).unwrap();
+    let all_baskets = baskets(&ws, &als);
+    for (id, list) in &recs_after {
+        if touched.contains(&id) {
+            let want = als.recommend(&all_baskets[id], recs_before[id].len());
+            let got: Vec<(String, f64)> = list.iter().map(|r| (r.1.clone(), r.2)).collect();
+            assert_eq!(got, want, "{id}");
+            assert!(
+                list.iter().enumerate().all(|(k, r)| r.0 == k as i64 + 1 && r.3 == "als"),
+                "{list:?}"
+            );
+        } else {
+            assert_eq!(list, &recs_before[id], "{id} keeps the run's recommendations");
+        }
+    }
+    for (_, _, id) in &picked[40..45] {
+        assert!(
+            recs_after[id].iter().all(|r| r.1 != "P001"),
+            "{id} just bought P001: {:?}",
+            recs_after[id]
+        );
+    }
+    assert_eq!(recs_after.len(), recs_before.len());
 
     // Events alone, three days after the run: the customers are scored as of that day.
     let third = day_text(run_day + 3);
