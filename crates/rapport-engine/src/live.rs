@@ -446,7 +446,8 @@ async fn score_touched(
     ctx.register_table("touched", Arc::new(MemTable::try_new(schema, vec![touched])?))?;
     // A few customers among many: their ids as a list the Parquet scan filters rows by
     // while decoding (the id column first); many: a join.
-    let only_touched = if ids.len() <= 5_000 {
+    let few = ids.len() <= 5_000;
+    let only_touched = if few {
         ctx.state_ref()
             .write()
             .config_mut()
@@ -467,10 +468,17 @@ async fn score_touched(
         }
     }
     for (view, table) in views {
-        ctx.sql(&format!("CREATE VIEW {view} AS SELECT * FROM {table} WHERE {only_touched}"))
-            .await?
-            .collect()
-            .await?;
+        let rows = format!("SELECT * FROM {table} WHERE {only_touched}");
+        if few {
+            // A few customers' rows, read once: the features, activity, next action and
+            // recommendation queries then scan them in memory, not every part again.
+            let df = ctx.sql(&rows).await?;
+            let schema = df.schema().inner().clone();
+            let batches = df.collect().await?;
+            ctx.register_table(view, Arc::new(MemTable::try_new(schema, vec![batches])?))?;
+        } else {
+            ctx.sql(&format!("CREATE VIEW {view} AS {rows}")).await?.collect().await?;
+        }
     }
     // The latest day the touched customers were seen: an order, an event or an answer.
     let mut seen = vec!["SELECT max(ordered_at) AS at FROM orders"];
