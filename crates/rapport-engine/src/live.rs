@@ -32,11 +32,11 @@ use rapport_model::rfm::{Cuts, Rfm};
 use crate::columns::Columns;
 use crate::config::{ModelsConfig, TimeUnit};
 use crate::days::{parse_as_of, MICROS_PER_DAY};
-use crate::results::ModelsReport;
+use crate::results::{AlsSettings, ModelsReport};
 use crate::run::activity::{self, Activity};
 use crate::run::predict::{self, ScoringModels};
 use crate::run::{clv, features, history};
-use crate::session::{int_column, new_context, register, Personal};
+use crate::session::{first_float, first_int, new_context, register, Personal};
 use crate::Result;
 
 /// What the last run left for scoring one customer.
@@ -49,6 +49,9 @@ pub struct Scoring {
     pub as_of_day: i64,
     /// The churn and loyalty models and RFM cuts (None: only the BTYD scores are live).
     pub state: Option<ScoringState>,
+    /// The run's ALS settings, to fold purchases into its stored item factors (None: it
+    /// made no recommendations).
+    pub als: Option<AlsSettings>,
 }
 
 /// `models/scoring.bin`: what a run fitted beyond models.json's parameters that scoring
@@ -77,9 +80,7 @@ impl ScoringState {
         let path = state_path(ws);
         let dir = path.parent().expect("a directory");
         std::fs::create_dir_all(dir).map_err(|e| crate::EngineError::io(dir, e))?;
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, bytes).map_err(|e| crate::EngineError::io(&tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| crate::EngineError::io(&path, e))
+        crate::report::write_atomic(&path, bytes)
     }
 
     /// The state of the run of `as_of`; None when there is none, or it is another run's
@@ -118,14 +119,7 @@ impl ScoringState {
             Cuts::fit(&recency, &freq, &mon)
         });
         let review_max = if ws.has(Table::Events)? {
-            let b = crate::export::query(ws, activity::REVIEW_MAX_SQL, &Personal::Stored)?;
-            match b.first().filter(|b| b.num_rows() > 0) {
-                Some(b) => {
-                    let c = crate::session::float_column(b, 0)?;
-                    (!c.is_null(0)).then(|| c.value(0))
-                }
-                None => None,
-            }
+            first_float(&crate::export::query(ws, activity::REVIEW_MAX_SQL, &Personal::Stored)?)?
         } else {
             None
         };
@@ -180,12 +174,20 @@ impl Scoring {
             cfg,
             as_of_day: parse_as_of(&m.as_of).ok()?,
             state: None,
+            als: m.recommendations.fitted().map(|r| r.als),
         })
     }
 
     /// The rescored columns of `features`' customers as of `as_of_day` (`activity`: their
-    /// activity in the columns of the state's models).
-    pub fn score(&self, f: &features::Features, activity: &Activity, as_of_day: i64) -> Result<RecordBatch> {
+    /// activity in the columns of the state's models; `next`: their next actions, when
+    /// checked again).
+    pub fn score(
+        &self,
+        f: &features::Features,
+        activity: &Activity,
+        next: Option<&[Option<String>]>,
+        as_of_day: i64,
+    ) -> Result<RecordBatch> {
         let n = f.len();
         let unit = self.cfg.time_unit.days();
         let values: Vec<Option<clv::BuyerValue>> = (0..n)
@@ -248,6 +250,9 @@ impl Scoring {
                 c.floats("loyalty_score", true, spread(m.predict(&x, names.len())));
             }
         }
+        if let Some(next) = next {
+            c.text("next_action", true, next.iter().map(|a| a.as_deref()));
+        }
         c.bools("live", false, (0..n).map(|_| Some(true)));
         let day = i32::try_from(as_of_day).unwrap_or(i32::MAX);
         c.dates("scored_as_of", false, (0..n).map(|_| Some(day)));
@@ -293,8 +298,7 @@ pub async fn rescored(ws: &Workspace, txn: &Transaction<'_>, scoring: &Scoring, 
         if files.is_empty() {
             continue;
         }
-        let before: BTreeSet<PathBuf> = ws.table_files(t.name())?.into_iter().collect();
-        added.extend(files.iter().filter(|p| !before.contains(*p)).cloned());
+        added.extend(added_parts(ws, *t, &files)?);
         if *t != Table::Orders {
             register(&ctx, &format!("all_{}", t.name()), files, &Personal::Stored).await?;
             tables.insert(t.name().to_string());
@@ -318,8 +322,7 @@ pub async fn rescored(ws: &Workspace, txn: &Transaction<'_>, scoring: &Scoring, 
             if files.is_empty() {
                 continue;
             }
-            let before: BTreeSet<PathBuf> = ws.table_files(t.name())?.into_iter().collect();
-            added.extend(files.iter().filter(|p| !before.contains(*p)).cloned());
+            added.extend(added_parts(ws, t, &files)?);
             register(&ctx, t.name(), files, &Personal::Stored).await?;
             tables.insert(t.name().to_string());
         }
@@ -327,28 +330,19 @@ pub async fn rescored(ws: &Workspace, txn: &Transaction<'_>, scoring: &Scoring, 
     let touched = touched_customers(&ctx, added, everyone).await?;
     // The run's recommendations, to fold the touched buyers' purchases in again.
     let old_recs = ws.table_files(Table::Recommendations.name())?;
-    let als = if old_recs.is_empty() {
-        None
-    } else {
-        match stored_als(&ctx, ws).await {
+    let als = match scoring.als {
+        Some(settings) if !old_recs.is_empty() => match stored_als(&ctx, ws, settings).await {
             Ok(a) => {
                 register(&ctx, "old_recs", old_recs, &Personal::Stored).await?;
-                let b = ctx.sql("SELECT CAST(max(rank) AS BIGINT) FROM old_recs").await?.collect().await?;
-                let k = b
-                    .first()
-                    .filter(|b| b.num_rows() > 0)
-                    .map(|b| int_column(b, 0))
-                    .transpose()?
-                    .and_then(|c| (!c.is_null(0)).then(|| c.value(0)))
-                    .and_then(|k| usize::try_from(k).ok())
-                    .unwrap_or(10);
-                Some((a, k))
+                let k = first_int(&ctx.sql("SELECT CAST(max(rank) AS BIGINT) FROM old_recs").await?.collect().await?)?;
+                Some((a, k.and_then(|k| usize::try_from(k).ok()).unwrap_or(10)))
             }
             Err(e) => {
                 tracing::warn!("recommendations stay the run's: {e}");
                 None
             }
-        }
+        },
+        _ => None,
     };
     let (fresh, fresh_recs) = if touched.is_empty() {
         (None, None)
@@ -379,9 +373,14 @@ pub async fn rescored(ws: &Workspace, txn: &Transaction<'_>, scoring: &Scoring, 
     }))
 }
 
+/// The parts of `table` that the transaction adds to `files_after` (its parts after it).
+fn added_parts(ws: &Workspace, table: Table, files_after: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let before: BTreeSet<PathBuf> = ws.table_files(table.name())?.into_iter().collect();
+    Ok(files_after.iter().filter(|p| !before.contains(*p)).cloned().collect())
+}
+
 /// The run's ALS item factors, read in `ctx`.
-async fn stored_als(ctx: &SessionContext, ws: &Workspace) -> Result<crate::recs::StoredAls> {
-    let settings = crate::recs::StoredAls::settings(ws)?;
+async fn stored_als(ctx: &SessionContext, ws: &Workspace, settings: AlsSettings) -> Result<crate::recs::StoredAls> {
     register(ctx, "item_factors", ws.table_files(Table::ItemFactors.name())?, &Personal::Stored).await?;
     let batches = ctx.sql("SELECT * FROM item_factors").await?.collect().await?;
     crate::recs::StoredAls::of_batches(&batches, settings.regularization, settings.alpha)
@@ -493,12 +492,7 @@ async fn score_touched(
         .await?
         .collect()
         .await?;
-    let last_day = last
-        .first()
-        .filter(|b| b.num_rows() > 0)
-        .map(|b| int_column(b, 0))
-        .transpose()?
-        .and_then(|c| (!c.is_null(0)).then(|| c.value(0).div_euclid(MICROS_PER_DAY)));
+    let last_day = first_int(&last)?.map(|t| t.div_euclid(MICROS_PER_DAY));
     let as_of_day = last_day.map_or(scoring.as_of_day, |d| d.max(scoring.as_of_day));
     let end = (as_of_day + 1) * MICROS_PER_DAY;
     let f = features::compute(ctx, end).await?;
@@ -518,24 +512,10 @@ async fn score_touched(
         }
         None => Activity::default(),
     };
-    let scored = scoring.score(&f, &a, as_of_day)?;
+    let scored = scoring.score(&f, &a, next.as_deref(), as_of_day)?;
     let recs = match als {
         Some((als, k)) => Some(folded_in(ctx, als, k, &f.customer_id).await?),
         None => None,
-    };
-    let scored = match next {
-        Some(next) => {
-            let mut c = Columns::default();
-            c.text("next_action", true, next.iter().map(|a| a.as_deref()));
-            let extra = c.finish()?;
-            let mut fields: Vec<_> = scored.schema().fields().iter().cloned().collect();
-            fields.extend(extra.schema().fields().iter().cloned());
-            let mut columns = scored.columns().to_vec();
-            columns.extend(extra.columns().iter().cloned());
-            let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(fields));
-            RecordBatch::try_new(schema, columns).map_err(datafusion::error::DataFusionError::from)?
-        }
-        None => scored,
     };
     Ok((scored, recs))
 }

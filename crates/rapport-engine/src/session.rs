@@ -349,6 +349,28 @@ pub fn text_rows(ws: &Workspace, sql: &str, personal: &Personal) -> Result<Vec<V
 }
 
 /// Column `i` of a query result as text (any type cast to it).
+/// The first row's value of a query's one integer column (None: no row, or null).
+pub fn first_int(batches: &[RecordBatch]) -> Result<Option<i64>> {
+    match batches.iter().find(|b| b.num_rows() > 0) {
+        Some(b) => {
+            let c = int_column(b, 0)?;
+            Ok((!c.is_null(0)).then(|| c.value(0)))
+        }
+        None => Ok(None),
+    }
+}
+
+/// The first row's value of a query's one float column (None: no row, or null).
+pub fn first_float(batches: &[RecordBatch]) -> Result<Option<f64>> {
+    match batches.iter().find(|b| b.num_rows() > 0) {
+        Some(b) => {
+            let c = float_column(b, 0)?;
+            Ok((!c.is_null(0)).then(|| c.value(0)))
+        }
+        None => Ok(None),
+    }
+}
+
 pub fn text_column(b: &RecordBatch, i: usize) -> Result<StringArray> {
     Ok(cast_column(b, i, &DataType::Utf8)?.as_string::<i32>().clone())
 }

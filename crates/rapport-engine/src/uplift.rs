@@ -178,7 +178,7 @@ pub fn refresh(ws: &Workspace) -> Result<Vec<UpliftRow>> {
         m
     });
     if let Some(m) = &models {
-        crate::report::write_atomic(&ws.reports_dir().join("models.json"), &m.to_json())?;
+        crate::report::write_atomic(&ws.reports_dir().join("models.json"), m.to_json())?;
     }
     crate::report::write_report(ws, models.as_ref())?;
     Ok(rows)

@@ -257,8 +257,14 @@ pub async fn actions(
     let filter = where_all(&conditions);
     blocking(move || {
         let ws = state.reader()?;
-        // Only the rows consents and contacts since the run still allow.
-        let Some(allowed) = rapport_engine::run::actions::still_allowed_in(&ws, None)? else {
+        // Only the rows consents and contacts since the run (the index knows its date) allow.
+        let decided_on = state
+            .index
+            .snapshot()?
+            .as_of
+            .as_deref()
+            .and_then(|d| rapport_engine::days::parse_as_of(d).ok());
+        let Some(allowed) = rapport_engine::run::actions::still_allowed_in(&ws, decided_on, None)? else {
             return Ok(Json(Vec::new()));
         };
         let sql = format!("SELECT * FROM ({allowed}) {filter} ORDER BY priority, customer_id");

@@ -22,7 +22,7 @@ use crate::{EngineError, Result};
 use svg::{escape, number, BarChart};
 
 /// Writes `text` to `path` through a temporary file, so a reader never sees half.
-pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
+pub fn write_atomic(path: &Path, text: impl AsRef<[u8]>) -> Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, text).map_err(|e| EngineError::io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| EngineError::io(path, e))
@@ -64,7 +64,7 @@ pub fn merged_quality_path(ws: &Workspace) -> PathBuf {
 /// Writes quality.json (this ingest) and updates quality_by_table.json.
 pub fn write_quality(ws: &Workspace, q: &Quality) -> Result<PathBuf> {
     let p = quality_path(ws);
-    write_atomic(&p, &q.to_json())?;
+    write_atomic(&p, q.to_json())?;
     let mut merged = read_quality_at(&merged_quality_path(ws))?.unwrap_or_default();
     // Merges happen when profiles are read; an ingest without profiles keeps the last
     // merge counts and updates the totals.
@@ -86,7 +86,7 @@ pub fn write_quality(ws: &Workspace, q: &Quality) -> Result<PathBuf> {
         .filter(|(t, _)| !merged.tables.contains_key(*t))
         .map(|(t, w)| (t.clone(), w.clone()))
         .collect();
-    write_atomic(&merged_quality_path(ws), &merged.to_json())?;
+    write_atomic(&merged_quality_path(ws), merged.to_json())?;
     Ok(p)
 }
 
@@ -170,7 +170,7 @@ pub fn write_report(ws: &Workspace, models: Option<&ModelsReport>) -> Result<Pat
     models::sections(&session, &tables, models, &mut body)?;
     workspace_tables(&tables, &mut body);
     let path = ws.reports_dir().join("report.html");
-    write_atomic(&path, &page(&body))?;
+    write_atomic(&path, page(&body))?;
     Ok(path)
 }
 

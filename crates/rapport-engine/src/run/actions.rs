@@ -616,6 +616,14 @@ pub fn days_to_birthday(birth: &str, as_of_day: i64) -> Option<i64> {
     Some((next - today).num_days())
 }
 
+/// Each customer's latest word per purpose (lower-cased, trimmed): customer_id, purpose,
+/// granted; on the same instant a refusal wins.
+const LATEST_CONSENTS: &str = "SELECT customer_id, purpose, granted FROM (
+   SELECT customer_id, lower(trim(purpose)) AS purpose, granted,
+          row_number() OVER (PARTITION BY customer_id, lower(trim(purpose))
+                             ORDER BY recorded_at DESC, granted ASC) AS rn
+   FROM consents) WHERE rn = 1";
+
 /// Reads the latest consent per customer and purpose (all of them, also those recorded
 /// after the as-of date: a withdrawal is honoured as soon as it is known).
 pub fn consents(session: &Session<'_>, ids: &[String]) -> Result<Consents> {
@@ -627,14 +635,7 @@ pub fn consents(session: &Session<'_>, ids: &[String]) -> Result<Consents> {
         return Ok(out);
     }
     let index: HashMap<&str, usize> = ids.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
-    let rows = session.text_rows(
-        "SELECT customer_id, lower(trim(purpose)), granted FROM (
-           SELECT customer_id, purpose, granted,
-                  row_number() OVER (PARTITION BY customer_id, lower(trim(purpose))
-                                     ORDER BY recorded_at DESC, granted ASC) AS rn
-           FROM consents) WHERE rn = 1",
-        &crate::session::Personal::Stored,
-    )?;
+    let rows = session.text_rows(LATEST_CONSENTS, &crate::session::Personal::Stored)?;
     for r in rows {
         let (Some(c), Some(p), Some(g)) = (&r[0], &r[1], &r[2]) else {
             continue;
@@ -660,15 +661,9 @@ pub fn still_allowed_sql(has_consents: bool, has_outcomes: bool, decided_before:
     let mut joins = Vec::new();
     let mut wheres: Vec<String> = condition.map(|c| vec![c.to_string()]).unwrap_or_default();
     if has_consents {
-        with.push(
-            "latest AS (SELECT customer_id, purpose, granted FROM (
-               SELECT customer_id, lower(trim(purpose)) AS purpose, granted,
-                      row_number() OVER (PARTITION BY customer_id, lower(trim(purpose))
-                                         ORDER BY recorded_at DESC, granted ASC) AS rn
-               FROM consents) WHERE rn = 1),
-             recorded AS (SELECT DISTINCT lower(trim(purpose)) AS purpose FROM consents)"
-                .to_string(),
-        );
+        with.push(format!(
+            "latest AS ({LATEST_CONSENTS}), recorded AS (SELECT DISTINCT lower(trim(purpose)) AS purpose FROM consents)"
+        ));
         joins.push(
             "LEFT JOIN latest m ON m.customer_id = a.customer_id AND m.purpose = 'marketing'
              LEFT JOIN latest ch ON ch.customer_id = a.customer_id AND ch.purpose = lower(trim(a.channel))
@@ -702,18 +697,18 @@ pub fn still_allowed_sql(has_consents: bool, has_outcomes: bool, decided_before:
     format!("{with}SELECT a.* FROM actions a {} {wheres}", joins.join(" "))
 }
 
-/// [`still_allowed_sql`] over the tables `ws` has, for its last run's actions; None
-/// without an actions table.
-pub fn still_allowed_in(ws: &rapport_store::Workspace, condition: Option<&str>) -> Result<Option<String>> {
+/// [`still_allowed_sql`] over the tables `ws` has, for the actions of its last run, as of
+/// `decided_on` (that run's as-of day; None: contacts are not checked); None without an
+/// actions table.
+pub fn still_allowed_in(ws: &rapport_store::Workspace, decided_on: Option<i64>, condition: Option<&str>) -> Result<Option<String>> {
     if !ws.has(Table::Actions)? {
         return Ok(None);
     }
-    let decided = crate::report::models_or_warn(ws).and_then(|m| crate::days::parse_as_of(&m.as_of).ok());
-    let outcomes = decided.is_some() && ws.has(Table::CampaignOutcomes)?;
+    let outcomes = decided_on.is_some() && ws.has(Table::CampaignOutcomes)?;
     Ok(Some(still_allowed_sql(
         ws.has(Table::Consents)?,
         outcomes,
-        decided.map_or(0, |d| (d + 1) * super::MICROS_PER_DAY),
+        decided_on.map_or(0, |d| (d + 1) * super::MICROS_PER_DAY),
         condition,
     )))
 }

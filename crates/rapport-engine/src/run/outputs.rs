@@ -45,7 +45,7 @@ pub fn write(ws: &Workspace, cfg: &ModelsConfig, stages: Stages) -> Result<Model
     // What scoring between runs needs, before models.json (which names the run it is of).
     crate::live::ScoringState::of_run(ws, &stages.inputs, stages.predictions.models.clone())?.write(ws)?;
     let models = models_report(stages, cfg);
-    report::write_atomic(&ws.reports_dir().join("models.json"), &models.to_json())?;
+    report::write_atomic(&ws.reports_dir().join("models.json"), models.to_json())?;
     report::write_report(ws, Some(&models))?;
     Ok(models)
 }
