@@ -347,14 +347,41 @@ fn print_fit<P>(label: &str, fit: Option<&ClvFit<P>>, params: impl Fn(&P) -> Vec
     println!("{line} converged {}", fit.converged);
 }
 
-pub fn run(workspace: &Path, as_of: Option<&str>, config: Option<&Path>, wait: Duration) -> Result<()> {
-    run_in(&writer(workspace, "run", wait, false)?, as_of, config)
+/// Where the queries run: `--engine` and `--memory-limit` (or their environment
+/// variables) over `[engine]` of the config file.
+pub struct EngineArgs {
+    pub url: Option<String>,
+    pub memory_limit: Option<String>,
 }
 
-fn run_in(ws: &Workspace, as_of: Option<&str>, config: Option<&Path>) -> Result<()> {
+impl EngineArgs {
+    fn engine(&self, config: Option<&Path>) -> Result<std::sync::Arc<rapport_engine::exec::Engine>> {
+        let section = match config {
+            Some(p) => rapport_store::Config::load(p)?.engine,
+            None => Default::default(),
+        };
+        let limit = match &self.memory_limit {
+            Some(t) => Some(rapport_store::config::parse_size(t).map_err(|m| UserError(format!("--memory-limit {m}")))?),
+            None => None,
+        };
+        Ok(std::sync::Arc::new(rapport_engine::exec::Engine::new(
+            &section,
+            self.url.as_deref(),
+            limit,
+        )?))
+    }
+}
+
+pub fn run(workspace: &Path, as_of: Option<&str>, config: Option<&Path>, engine: &EngineArgs, wait: Duration) -> Result<()> {
+    let ws = writer(workspace, "run", wait, false)?;
+    let session = rapport_engine::session::Session::with_engine(&ws, engine.engine(config)?);
+    run_in(&session, as_of, config)
+}
+
+fn run_in(session: &rapport_engine::session::Session<'_>, as_of: Option<&str>, config: Option<&Path>) -> Result<()> {
     let cfg = models_config(config)?;
     let policy = actions_config(config)?;
-    let s = rapport_engine::run::run_with(ws, &cfg, &policy, as_of)?;
+    let s = rapport_engine::run::run_on(session, &cfg, &policy, as_of)?;
     println!(
         "as of {}: {} customers, {} with purchases modelled",
         s.as_of, s.customers, s.modelled
@@ -378,7 +405,7 @@ fn run_in(ws: &Workspace, as_of: Option<&str>, config: Option<&Path>) -> Result<
         None => {}
     }
     print_predictions(m);
-    println!("models: {}", ws.reports_dir().join("models.json").display());
+    println!("models: {}", session.workspace().reports_dir().join("models.json").display());
     Ok(())
 }
 
@@ -592,9 +619,10 @@ pub fn explain(workspace: &Path, customer: &str, as_json: bool, reveal: bool) ->
     Ok(())
 }
 
-pub fn sql(workspace: &Path, query: &str, format: &str, reveal: bool) -> Result<()> {
+pub fn sql(workspace: &Path, query: &str, format: &str, reveal: bool, engine: &EngineArgs) -> Result<()> {
     let ws = Workspace::reader(workspace)?;
-    let batches = export::query(&ws, query, &personal(&ws, reveal)?)?;
+    let session = rapport_engine::session::Session::with_engine(&ws, engine.engine(None)?);
+    let batches = session.query(query, &personal(&ws, reveal)?)?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     export::write_text(&batches, OutFormat::parse(format)?, &mut out, false)?;
@@ -602,11 +630,38 @@ pub fn sql(workspace: &Path, query: &str, format: &str, reveal: bool) -> Result<
     Ok(())
 }
 
-pub fn export(workspace: &Path, table: &str, format: &str, out: &Path, reveal: bool) -> Result<()> {
+pub fn export(workspace: &Path, table: &str, format: &str, out: &Path, reveal: bool, engine: &EngineArgs) -> Result<()> {
     let ws = Workspace::reader(workspace)?;
-    let rows = export::export(&ws, table, OutFormat::parse(format)?, out, &personal(&ws, reveal)?)?;
+    let session = rapport_engine::session::Session::with_engine(&ws, engine.engine(None)?);
+    let rows = export::export_in(&session, table, OutFormat::parse(format)?, out, &personal(&ws, reveal)?)?;
     println!("wrote {rows} rows of {table} to {}", out.display());
     Ok(())
+}
+
+pub fn scheduler(bind: std::net::SocketAddr) -> Result<()> {
+    eprintln!("rapport scheduler listening on {bind}; commands reach it with --engine df://{bind}");
+    Ok(rapport_engine::exec::serve_scheduler(bind)?)
+}
+
+pub fn executor(
+    scheduler: &str,
+    bind: std::net::SocketAddr,
+    work_dir: Option<std::path::PathBuf>,
+    concurrent_tasks: Option<usize>,
+    engine: &EngineArgs,
+) -> Result<()> {
+    let memory_limit = match &engine.memory_limit {
+        Some(t) => Some(rapport_store::config::parse_size(t).map_err(|m| UserError(format!("--memory-limit {m}")))?),
+        None => None,
+    };
+    eprintln!("rapport executor on {bind}, taking tasks from {scheduler}");
+    Ok(rapport_engine::exec::serve_executor(&rapport_engine::exec::ExecutorOptions {
+        scheduler: scheduler.to_string(),
+        bind,
+        work_dir,
+        concurrent_tasks,
+        memory_limit,
+    })?)
 }
 
 /// The generator's world switches (`rapport generate`).
@@ -684,7 +739,7 @@ pub fn generate(customers: usize, seed: u64, out: &Path, clean: bool, world: rap
     Ok(())
 }
 
-pub fn demo(out: &Path, customers: usize, seed: u64, quiet: bool) -> Result<()> {
+pub fn demo(out: &Path, customers: usize, seed: u64, quiet: bool, engine: &EngineArgs) -> Result<()> {
     let marker = out.join(".rapport-demo");
     if out.exists() {
         if !marker.exists() && std::fs::read_dir(out)?.next().is_some() {
@@ -721,7 +776,12 @@ pub fn demo(out: &Path, customers: usize, seed: u64, quiet: bool) -> Result<()> 
     let outcome = rapport_engine::ingest::ingest(&ws, &IngestOptions::new(&data), &Bars::new(quiet))?;
     print_ingest(&ws, &outcome);
     println!("3. running the models");
-    run_in(&ws, None, Some(&data.join("rapport.toml")))?;
+    let config = data.join("rapport.toml");
+    run_in(
+        &rapport_engine::session::Session::with_engine(&ws, engine.engine(Some(&config))?),
+        None,
+        Some(&config),
+    )?;
     let outcomes = out.join("outcomes");
     if outcomes.exists() {
         std::fs::remove_dir_all(&outcomes).with_context(|| format!("clearing {}", outcomes.display()))?;

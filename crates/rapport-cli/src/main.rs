@@ -30,6 +30,14 @@ struct Cli {
     /// seconds for another such command to finish; 0 fails at once (exit 75).
     #[arg(long, global = true, default_value_t = 0.0, value_name = "SECONDS")]
     wait: f64,
+    /// Run the queries of run, sql and export on a Ballista cluster (`df://host:50050`,
+    /// see `rapport scheduler`) instead of in this process; overrides `[engine] url`.
+    #[arg(long, global = true, env = "RAPPORT_ENGINE", value_name = "URL")]
+    engine: Option<String>,
+    /// Memory the queries may hold before sorts, joins and aggregations spill to disk
+    /// (`8GB`, `512MiB`); overrides `[engine] memory_limit` (default: half the memory).
+    #[arg(long, global = true, env = "RAPPORT_MEMORY_LIMIT", value_name = "SIZE")]
+    memory_limit: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -219,6 +227,28 @@ enum Command {
         #[arg(long)]
         reveal: bool,
     },
+    /// Start a Ballista scheduler that knows Rapport's functions; commands given
+    /// `--engine df://HOST:PORT` send it their queries. Runs until stopped.
+    Scheduler {
+        #[arg(long, default_value = "127.0.0.1:50050")]
+        bind: std::net::SocketAddr,
+    },
+    /// Start a Ballista executor for a `rapport scheduler`: it runs the tasks of the
+    /// commands' queries, reading the workspace's files by path (give every executor
+    /// the same filesystem as the commands). Runs until stopped.
+    Executor {
+        #[arg(long, default_value = "df://127.0.0.1:50050")]
+        scheduler: String,
+        /// Where it listens for the fetches of its tasks' results (this port and the next).
+        #[arg(long, default_value = "127.0.0.1:50051")]
+        bind: std::net::SocketAddr,
+        /// Where it keeps its tasks' intermediate results (default: a temporary folder).
+        #[arg(long)]
+        work_dir: Option<PathBuf>,
+        /// Tasks at once (default: the number of cores).
+        #[arg(long)]
+        concurrent_tasks: Option<usize>,
+    },
     /// Write a realistic synthetic company (with its truth) in the input format.
     Generate {
         #[arg(long, default_value_t = 20_000)]
@@ -291,6 +321,10 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let wait = std::time::Duration::from_secs_f64(cli.wait);
+    let engine = commands::EngineArgs {
+        url: cli.engine.clone(),
+        memory_limit: cli.memory_limit.clone(),
+    };
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("RAPPORT_LOG").unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
@@ -298,7 +332,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Init { data, force } => commands::init(&cli.workspace, data.as_deref(), force, wait),
         Command::Ingest { data, config } => commands::ingest(&cli.workspace, &data, config.as_deref(), cli.quiet, wait),
-        Command::Run { as_of, config } => commands::run(&cli.workspace, as_of.as_deref(), config.as_deref(), wait),
+        Command::Run { as_of, config } => commands::run(&cli.workspace, as_of.as_deref(), config.as_deref(), &engine, wait),
         Command::Evaluate {
             what,
             holdout_days,
@@ -342,13 +376,20 @@ fn main() -> ExitCode {
             what: AuditCommand::Verify,
         } => commands::audit_verify(&cli.workspace),
         Command::Rekey { new_key_file } => commands::rekey(&cli.workspace, new_key_file.as_deref(), wait),
-        Command::Sql { query, format, reveal } => commands::sql(&cli.workspace, &query, &format, reveal),
+        Command::Sql { query, format, reveal } => commands::sql(&cli.workspace, &query, &format, reveal, &engine),
         Command::Export {
             table,
             format,
             out,
             reveal,
-        } => commands::export(&cli.workspace, &table, &format, &out, reveal),
+        } => commands::export(&cli.workspace, &table, &format, &out, reveal, &engine),
+        Command::Scheduler { bind } => commands::scheduler(bind),
+        Command::Executor {
+            scheduler,
+            bind,
+            work_dir,
+            concurrent_tasks,
+        } => commands::executor(&scheduler, bind, work_dir, concurrent_tasks, &engine),
         Command::Generate {
             customers,
             seed,
@@ -356,7 +397,7 @@ fn main() -> ExitCode {
             clean,
             world,
         } => world.into_world().and_then(|w| commands::generate(customers, seed, &out, clean, w)),
-        Command::Demo { out, customers, seed } => commands::demo(&out, customers, seed, cli.quiet),
+        Command::Demo { out, customers, seed } => commands::demo(&out, customers, seed, cli.quiet, &engine),
         Command::Bench { what } => bench::run(what),
         Command::Reference => {
             print!("{}", reference());

@@ -84,14 +84,19 @@ pub fn write_text(batches: &[RecordBatch], format: OutFormat, out: &mut dyn Writ
 
 /// Writes a whole table to a file; returns the number of rows.
 pub fn export(ws: &Workspace, table: &str, format: OutFormat, path: &Path, personal: &Personal) -> Result<u64> {
-    let tables = ws.tables()?;
+    export_in(&Session::new(ws), table, format, path, personal)
+}
+
+/// [`export`] with the query where the session's engine runs it.
+pub fn export_in(session: &Session<'_>, table: &str, format: OutFormat, path: &Path, personal: &Personal) -> Result<u64> {
+    let tables = session.workspace().tables()?;
     if !tables.contains_key(table) {
         return Err(EngineError::usage(format!(
             "no table \"{table}\" in the workspace; it has: {}",
             tables.keys().cloned().collect::<Vec<_>>().join(", ")
         )));
     }
-    let batches = query(ws, &format!("SELECT * FROM \"{table}\""), personal)?;
+    let batches = session.query(&format!("SELECT * FROM \"{table}\""), personal)?;
     let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
     let tmp = path.with_extension("rapport-tmp");
     // Exports may hold revealed personal data: only their owner may read them.

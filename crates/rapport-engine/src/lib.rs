@@ -12,6 +12,7 @@ pub mod columns;
 pub mod config;
 pub mod days;
 pub mod evaluate;
+pub mod exec;
 pub mod explain;
 pub mod export;
 pub mod gap_truth;

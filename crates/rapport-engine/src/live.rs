@@ -267,7 +267,7 @@ impl Scoring {
 /// stored table is not a run's (no run yet, or an ingest since): then the caller writes
 /// the ingest's unified table.
 pub async fn rescored(ws: &Workspace, txn: &Transaction<'_>, scoring: &Scoring, everyone: bool) -> Result<Option<Rescored>> {
-    let ctx = new_context();
+    let ctx = new_context()?;
     let old = ws.table_files(Table::Customers.name())?;
     if old.is_empty() {
         return Ok(None);

@@ -9,12 +9,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BinaryArray, Float32Array, Float64Array, Int64Array, StringArray, StringBuilder};
-use datafusion::arrow::datatypes::{DataType, Float32Type, Float64Type, Int64Type};
+use datafusion::arrow::datatypes::{DataType, Float32Type, Float64Type, Int64Type, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::DataFusionError;
 use datafusion::execution::context::SQLOptions;
 use datafusion::logical_expr::{create_udf, ColumnarValue, Volatility};
-use datafusion::prelude::{cast, col, DataFrame, Expr, ParquetReadOptions, SessionConfig, SessionContext};
+use datafusion::prelude::{cast, col, DataFrame, Expr, ParquetReadOptions, SessionContext};
 use datafusion::sql::parser::{DFParser, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 
@@ -22,8 +22,9 @@ use rapport_store::crypto::Keys;
 use rapport_store::schema::Table;
 use rapport_store::Workspace;
 
+use crate::exec::Engine;
 use crate::results::{Cell, Record};
-use crate::Result;
+use crate::{EngineError, Result};
 
 /// How personal columns appear.
 #[derive(Clone)]
@@ -46,11 +47,10 @@ pub fn from_micros(expr: &str) -> String {
     format!("(CAST({expr} AS DOUBLE) / 1000000.0)")
 }
 
-pub fn new_context() -> SessionContext {
-    let config = SessionConfig::new().with_target_partitions(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
-    let ctx = SessionContext::new_with_config(config);
-    ctx.register_udf(mask_udf());
-    ctx
+/// A context in this process (memory limit and spill folder as defaults), for the
+/// engine's own queries over a transaction's files.
+pub fn new_context() -> Result<SessionContext> {
+    Engine::local().local_context()
 }
 
 /// Registers `table` from its part files, personal columns shown as `personal` says.
@@ -112,7 +112,11 @@ fn is_binary(t: &DataType) -> bool {
 /// A writer that commits sees its new tables only in a new session.
 pub struct Session<'w> {
     ws: &'w Workspace,
+    engine: Arc<Engine>,
     contexts: std::sync::Mutex<Vec<(View, SessionContext)>>,
+    /// On a cluster: the folder (inside the workspace, which the executors share) of
+    /// the small tables the command made itself, removed with the session.
+    scratch: std::sync::Mutex<Option<tempfile::TempDir>>,
 }
 
 /// Which way personal columns are shown (one context each).
@@ -134,11 +138,59 @@ impl View {
 }
 
 impl<'w> Session<'w> {
+    /// Queries in this process.
     pub fn new(ws: &'w Workspace) -> Self {
+        Self::with_engine(ws, Arc::new(Engine::local()))
+    }
+
+    /// Queries where `engine` says (a cluster, or this process under its memory limit).
+    pub fn with_engine(ws: &'w Workspace, engine: Arc<Engine>) -> Self {
         Session {
             ws,
+            engine,
             contexts: std::sync::Mutex::new(Vec::new()),
+            scratch: std::sync::Mutex::new(None),
         }
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Registers rows the command made (one per customer, say) as table `name` in
+    /// `ctx`: in memory locally; on a cluster as a Parquet file in the workspace, where
+    /// the executors read it.
+    pub async fn register_batches(&self, ctx: &SessionContext, name: &str, schema: SchemaRef, batches: Vec<RecordBatch>) -> Result<()> {
+        ctx.deregister_table(name)?;
+        if self.engine.cluster_url().is_none() {
+            ctx.register_table(name, Arc::new(datafusion::datasource::MemTable::try_new(schema, vec![batches])?))?;
+            return Ok(());
+        }
+        let path = {
+            let mut scratch = self.scratch.lock().expect("not poisoned");
+            if scratch.is_none() {
+                let dir = tempfile::Builder::new()
+                    .prefix(".query-")
+                    .tempdir_in(self.ws.root())
+                    .map_err(|e| EngineError::io(self.ws.root(), e))?;
+                *scratch = Some(dir);
+            }
+            let dir = scratch.as_ref().expect("made above").path();
+            let n = std::fs::read_dir(dir).map_err(|e| EngineError::io(dir, e))?.count();
+            dir.join(format!("{name}-{n}.parquet"))
+        };
+        let file = std::fs::File::create(&path).map_err(|e| EngineError::io(&path, e))?;
+        let mut writer =
+            datafusion::parquet::arrow::ArrowWriter::try_new(file, schema, None).map_err(|e| DataFusionError::ParquetError(Box::new(e)))?;
+        for b in &batches {
+            writer.write(b).map_err(|e| DataFusionError::ParquetError(Box::new(e)))?;
+        }
+        writer.close().map_err(|e| DataFusionError::ParquetError(Box::new(e)))?;
+        let df = ctx
+            .read_parquet(path.to_string_lossy().as_ref(), ParquetReadOptions::default())
+            .await?;
+        ctx.register_table(name, df.into_view())?;
+        Ok(())
     }
 
     pub fn workspace(&self) -> &'w Workspace {
@@ -151,7 +203,7 @@ impl<'w> Session<'w> {
         if let Some((_, ctx)) = self.contexts.lock().expect("not poisoned").iter().find(|(v, _)| *v == view) {
             return Ok(ctx.clone());
         }
-        let ctx = workspace_context(self.ws, personal).await?;
+        let ctx = self.make_context(personal).await?;
         self.contexts.lock().expect("not poisoned").push((view, ctx.clone()));
         Ok(ctx)
     }
@@ -206,21 +258,30 @@ fn is_query(statement: &DFStatement) -> bool {
 /// A context with every committed table of the workspace (for one query; a command
 /// that runs several uses a [`Session`]).
 pub async fn workspace_context(ws: &Workspace, personal: &Personal) -> Result<SessionContext> {
-    let ctx = new_context();
-    let tables = ws.tables()?;
-    for table in tables.keys() {
-        register(&ctx, table, ws.table_files(table)?, personal).await?;
+    Session::new(ws).make_context(personal).await
+}
+
+impl Session<'_> {
+    /// A context of the session's engine with every committed table of the workspace.
+    /// Revealed personal columns are decrypted with the key, which never leaves the
+    /// command: such a context is always local.
+    async fn make_context(&self, personal: &Personal) -> Result<SessionContext> {
+        let ctx = self.engine.context(matches!(personal, Personal::Revealed(_))).await?;
+        let tables = self.ws.tables()?;
+        for table in tables.keys() {
+            register(&ctx, table, self.ws.table_files(table)?, personal).await?;
+        }
+        let view = View::of(personal);
+        tracing::debug!(tables = tables.len(), ?view, "registered the workspace tables");
+        // An ingest that quarantined nothing still has a (empty) quarantine to query.
+        if !tables.contains_key(Table::Quarantine.name()) {
+            let schema = rapport_store::tables::quarantine_schema();
+            self.register_batches(&ctx, "quarantine_none", schema, vec![]).await?;
+            let df = ctx.table("quarantine_none").await?;
+            ctx.register_table("quarantine", shown(df, personal)?.into_view())?;
+        }
+        Ok(ctx)
     }
-    let view = View::of(personal);
-    tracing::debug!(tables = tables.len(), ?view, "registered the workspace tables");
-    // An ingest that quarantined nothing still has a (empty) quarantine to query.
-    if !tables.contains_key(Table::Quarantine.name()) {
-        let schema = rapport_store::tables::quarantine_schema();
-        let empty = datafusion::datasource::MemTable::try_new(schema, vec![vec![]])?;
-        let df = ctx.read_table(Arc::new(empty))?;
-        ctx.register_table("quarantine", shown(df, personal)?.into_view())?;
-    }
-    Ok(ctx)
 }
 
 /// A UDF's one argument as an array.
@@ -299,7 +360,7 @@ pub fn shown_records(batch: &RecordBatch, personal: &Personal) -> Result<Vec<Rec
 /// masked column tells nothing, not even which rows are equal.
 pub const MASK: &str = "•••";
 
-fn mask_udf() -> datafusion::logical_expr::ScalarUDF {
+pub(crate) fn mask_udf() -> datafusion::logical_expr::ScalarUDF {
     create_udf(
         "mask_pii",
         vec![DataType::Binary],

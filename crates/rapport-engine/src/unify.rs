@@ -57,7 +57,7 @@ fn profile_agg() -> String {
 /// `rapport_store::ingest::IngestOutcome::orders_by_customer`), stand in for reading the
 /// orders back — the same columns as [`orders_agg`], checked equal by a test.
 pub async fn customers(txn: &Transaction<'_>, order_sums: Option<&RecordBatch>) -> Result<Vec<RecordBatch>> {
-    let ctx = new_context();
+    let ctx = new_context()?;
     for t in ["customer_sources", "orders", "customer_profiles"] {
         register(&ctx, t, txn.files_after(t)?, &Personal::Stored).await?;
     }

@@ -30,6 +30,67 @@ pub struct Config {
     pub privacy: PrivacyConfig,
     #[serde(default)]
     pub server: ServerConfig,
+    #[serde(default)]
+    pub engine: EngineConfig,
+}
+
+/// `[engine]`: where the commands' queries run (the global `--engine` and
+/// `--memory-limit` flags override).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineConfig {
+    /// A Ballista scheduler (`df://host:50050`) that runs the queries on its executors;
+    /// unset: in this process.
+    pub url: Option<String>,
+    /// How much memory the queries' sorts, joins and aggregations may hold before they
+    /// spill to disk: bytes, or a size such as `"8GB"` or `"512MiB"`; unset: half the
+    /// machine's memory.
+    pub memory_limit: Option<ByteSize>,
+    /// Where spilled data goes (default: the system's temporary folder).
+    pub spill_dir: Option<PathBuf>,
+}
+
+/// A number of bytes, written as an integer or as a number and a unit (`"8GB"`,
+/// `"512 MiB"`, `"2g"`; decimal and binary units both mean powers of 1024).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Int(n) => Ok(ByteSize(n)),
+            Raw::Text(t) => parse_size(&t).map(ByteSize).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// A size such as `"8GB"`, `"512MiB"`, `"2g"` or `"1048576"` in bytes.
+pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: f64 = number
+        .parse()
+        .map_err(|_| format!("\"{text}\": expected a size such as \"8GB\" or \"512MiB\""))?;
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        other => return Err(format!("\"{text}\": unknown unit \"{other}\" (B, KB, MB, GB or TB)")),
+    };
+    let bytes = n * scale as f64;
+    if !(bytes.is_finite() && bytes >= 1.0 && bytes < u64::MAX as f64) {
+        return Err(format!("\"{text}\": expected a positive size"));
+    }
+    Ok(bytes as u64)
 }
 
 /// `[server]`: how `rapport serve` listens and takes records (flags override).
@@ -403,6 +464,14 @@ impl Config {
                 "`server.tls_cert` and `server.tls_key` go together: give both or neither".into()
             ));
         }
+        if let Some(url) = &self.engine.url {
+            check_engine_url(url).map_err(|m| err(format!("`engine.url` = \"{url}\": {m}")))?;
+        }
+        if let Some(ByteSize(n)) = self.engine.memory_limit {
+            if n < 64 << 20 {
+                return Err(err(format!("`engine.memory_limit` = {n} bytes: expected at least 64MB")));
+            }
+        }
         let (k, f) = (self.ingest.quantity_outlier_k, self.ingest.quantity_flag_k);
         if !(k.is_finite() && k > 0.0 && f.is_finite() && f > 0.0 && f <= k) {
             return Err(err(format!(
@@ -411,6 +480,22 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// A Ballista scheduler's address: `df://host:port` (port 50050 when left out).
+pub fn check_engine_url(url: &str) -> std::result::Result<(String, u16), String> {
+    let rest = url
+        .strip_prefix("df://")
+        .ok_or_else(|| "expected df://host:port, such as df://localhost:50050".to_string())?;
+    let rest = rest.trim_end_matches('/');
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse::<u16>().map_err(|_| format!("\"{p}\" is not a port number"))?),
+        None => (rest, 50050),
+    };
+    if host.is_empty() || host.contains('/') {
+        return Err("expected df://host:port, such as df://localhost:50050".into());
+    }
+    Ok((host.to_string(), port))
 }
 
 #[cfg(test)]
@@ -452,6 +537,29 @@ timezone = "UTC"
     #[test]
     fn the_template_parses() {
         parse(TEMPLATE).unwrap();
+    }
+
+    #[test]
+    fn the_engine_section_takes_a_scheduler_and_a_memory_size() {
+        let c = parse("[engine]\nurl = \"df://sched:7000\"\nmemory_limit = \"8GB\"\nspill_dir = \"/var/tmp/x\"\n").unwrap();
+        assert_eq!(c.engine.url.as_deref(), Some("df://sched:7000"));
+        assert_eq!(c.engine.memory_limit, Some(ByteSize(8 << 30)));
+        assert_eq!(
+            parse("[engine]\nmemory_limit = 1073741824\n").unwrap().engine.memory_limit,
+            Some(ByteSize(1 << 30))
+        );
+        for (size, bytes) in [("512MiB", 512 << 20), ("2g", 2 << 30), ("1.5 GB", 3 << 29), ("4096", 4096)] {
+            assert_eq!(parse_size(size), Ok(bytes), "{size}");
+        }
+        for bad in ["", "GB", "8 parsecs", "-1GB", "0"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+        let e = parse("[engine]\nurl = \"http://sched:7000\"\n").unwrap_err();
+        assert!(e.contains("`engine.url`") && e.contains("df://host:port"), "{e}");
+        assert!(parse("[engine]\nmemory_limit = \"1MB\"\n").unwrap_err().contains("at least 64MB"));
+        assert!(parse("[engine]\nmemory_limit = \"lots\"\n").unwrap_err().contains("lots"));
+        assert_eq!(check_engine_url("df://h"), Ok(("h".into(), 50050)));
+        assert!(check_engine_url("df://h:port").is_err() && check_engine_url("df://:1").is_err());
     }
 
     #[test]

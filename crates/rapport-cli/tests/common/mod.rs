@@ -16,6 +16,7 @@ pub fn rapport_with(ws: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
         .arg(ws)
         .args(args)
         .env_remove("RAPPORT_KEY")
+        .env_remove("RAPPORT_ENGINE")
         .envs(env.iter().copied())
         .output()
         .expect("the binary runs")

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Array, AsArray, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 
 use rapport_model::forecast::Ets;
@@ -40,6 +39,7 @@ pub struct Row {
 /// Weekly series `(segment, metric) → values oldest first`, ending with the week that
 /// ends at `as_of_day`.
 async fn weekly(
+    session: &Session<'_>,
     ctx: &SessionContext,
     as_of_day: i64,
     ids: &[String],
@@ -57,8 +57,7 @@ async fn weekly(
         ],
     )
     .map_err(datafusion::error::DataFusionError::from)?;
-    ctx.deregister_table("forecast_segments")?;
-    ctx.register_table("forecast_segments", Arc::new(MemTable::try_new(seg_schema, vec![vec![seg]])?))?;
+    session.register_batches(ctx, "forecast_segments", seg_schema, vec![seg]).await?;
     let end = (as_of_day + 1) * MICROS_PER_DAY;
     let week = 7 * MICROS_PER_DAY;
     let q = format!(
@@ -105,13 +104,19 @@ async fn weekly(
 pub fn forecast(session: &Session<'_>, inputs: &ModelInputs, segment: &[Option<&str>]) -> Result<(Vec<Row>, ForecastReport)> {
     crate::block_on(async {
         let ctx = session.context(&Personal::Stored).await?;
-        compute(&ctx, inputs.as_of_day, &inputs.features.customer_id, segment).await
+        compute(session, &ctx, inputs.as_of_day, &inputs.features.customer_id, segment).await
     })
 }
 
 /// The forecasts of every series with enough history, and a summary for models.json.
-pub async fn compute(ctx: &SessionContext, as_of_day: i64, ids: &[String], segment: &[Option<&str>]) -> Result<(Vec<Row>, ForecastReport)> {
-    let (weeks, series) = weekly(ctx, as_of_day, ids, segment).await?;
+pub async fn compute(
+    session: &Session<'_>,
+    ctx: &SessionContext,
+    as_of_day: i64,
+    ids: &[String],
+    segment: &[Option<&str>],
+) -> Result<(Vec<Row>, ForecastReport)> {
+    let (weeks, series) = weekly(session, ctx, as_of_day, ids, segment).await?;
     let first_start = as_of_day + 1 - 7 * weeks as i64;
     let mut out = Vec::new();
     let mut summary = Vec::new();

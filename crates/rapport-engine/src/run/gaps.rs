@@ -185,7 +185,7 @@ pub fn profile_issues(session: &Session<'_>, ids: &[String]) -> Result<Vec<(usiz
     let index: HashMap<&str, usize> = ids.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
     let batches = session.query(
         "SELECT customer_id,
-                count(DISTINCT city) AS cities, string_agg(DISTINCT city || ' (' || source || ')', ', ') AS city_list,
+                count(DISTINCT city) AS cities, string_agg(DISTINCT city || ' (' || source || ')', ', ' ORDER BY city || ' (' || source || ')') AS city_list,
                 count(DISTINCT birth_date) AS births, count(DISTINCT source) AS sources,
                 count(email) + count(phone) AS contacts
          FROM customer_profiles GROUP BY customer_id",

@@ -182,8 +182,13 @@ pub fn run(ws: &Workspace, cfg: &ModelsConfig, as_of: Option<&str>) -> Result<Ru
 /// A run as its stages, each reading what the earlier ones produced: features, CLV,
 /// segments, predictions, forecasts, gaps, recommendations, actions, uplift, outputs.
 pub fn run_with(ws: &Workspace, cfg: &ModelsConfig, policy: &actions::ActionsConfig, as_of: Option<&str>) -> Result<RunSummary> {
-    let session = Session::new(ws);
-    let s = &session;
+    run_on(&Session::new(ws), cfg, policy, as_of)
+}
+
+/// [`run_with`] with the queries where `s`'s engine runs them (a cluster, or this
+/// process under its memory limit); the models and the outputs stay here.
+pub fn run_on(s: &Session<'_>, cfg: &ModelsConfig, policy: &actions::ActionsConfig, as_of: Option<&str>) -> Result<RunSummary> {
+    let ws = s.workspace();
     let inputs = model_inputs(s, cfg, as_of)?;
     let clv = clv::fit(&inputs, cfg)?;
     let segments = segments::segment(&inputs, cfg)?;

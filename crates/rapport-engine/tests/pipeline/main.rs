@@ -3,6 +3,7 @@
 //! `run` and its models, the gap analysis, recommendations and actions, `train`.
 
 mod actions;
+mod cluster;
 mod gaps;
 mod generated;
 mod golden;
