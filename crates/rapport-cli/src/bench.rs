@@ -10,6 +10,29 @@ use rapport_store::{IngestOptions, NoProgress, Workspace};
 
 #[derive(Subcommand)]
 pub enum Bench {
+    /// Companies of millions of customers (about ten order lines each): ingest, then
+    /// the run's stages with their time and peak memory, locally and on a local Ballista
+    /// cluster (a scheduler and two executors as processes), and the feature query in
+    /// PySpark's local mode when pyspark is installed.
+    Scale {
+        /// Customers per company, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1000000,5000000,10000000")]
+        sizes: Vec<u64>,
+        #[arg(long, default_value_t = 10)]
+        lines_per_customer: u64,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// Work folder, kept (default: a temporary folder, removed afterwards); an
+        /// orders file already there is used again.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Local runs only.
+        #[arg(long)]
+        no_cluster: bool,
+        /// The queries' memory limit (as --memory-limit).
+        #[arg(long)]
+        limit: Option<String>,
+    },
     /// Ingest throughput and peak memory on a generated orders file; compared with
     /// DuckDB turning the same CSV into Parquet when the duckdb Python package is there.
     Ingest {
@@ -129,6 +152,23 @@ pub enum Bench {
 
 pub fn run(b: Bench) -> Result<()> {
     match b {
+        Bench::Scale {
+            sizes,
+            lines_per_customer,
+            seed,
+            dir,
+            no_cluster,
+            limit,
+        } => crate::scale_bench::scale(crate::scale_bench::ScaleBench {
+            sizes,
+            lines_per_customer,
+            seed,
+            dir,
+            cluster: !no_cluster,
+            memory_limit: limit
+                .map(|t| rapport_store::config::parse_size(&t).map_err(anyhow::Error::msg))
+                .transpose()?,
+        }),
         Bench::Crash {
             kills,
             customers,
@@ -502,7 +542,7 @@ fn als(rows: u64, customers: u64, seed: u64, factors: usize, iterations: usize, 
 }
 
 /// Runs a Python script and reads at least `min` numbers from its last line of output.
-fn python_numbers(script: &str, min: usize) -> Result<Vec<f64>> {
+pub(crate) fn python_numbers(script: &str, min: usize) -> Result<Vec<f64>> {
     let o = std::process::Command::new("python3")
         .arg("-c")
         .arg(script)

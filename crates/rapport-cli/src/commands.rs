@@ -405,6 +405,9 @@ fn run_in(session: &rapport_engine::session::Session<'_>, as_of: Option<&str>, c
         None => {}
     }
     print_predictions(m);
+    let where_ = session.engine().cluster_url().unwrap_or("this process");
+    let stages: Vec<String> = s.stages.iter().map(|c| format!("{} {:.1} s", c.stage, c.seconds)).collect();
+    println!("stages       {} (queries in {where_})", stages.join(", "));
     println!("models: {}", session.workspace().reports_dir().join("models.json").display());
     Ok(())
 }

@@ -5,6 +5,7 @@
 mod bench;
 mod commands;
 mod progress;
+mod scale_bench;
 mod serve_bench;
 
 use std::path::PathBuf;

@@ -18,6 +18,7 @@ pub mod export;
 pub mod gap_truth;
 pub mod ingest;
 pub mod live;
+pub mod memory;
 pub mod recs;
 pub mod report;
 pub mod results;

@@ -2,7 +2,7 @@
 //! typed inputs and outputs — `features` and `activity` (the model inputs), `clv`,
 //! `segments`, `predict` (with `outcomes`), `forecasts`, `gaps`, recommendations
 //! (`crate::recs`), `actions`, uplift (`crate::uplift`) and `outputs` (the tables,
-//! `reports/models.json` and the report). [`run_with`] is the list of stages.
+//! `reports/models.json` and the report). [`run_on`] is the list of stages, each timed ([`StageCost`]).
 
 pub mod actions;
 pub mod activity;
@@ -39,6 +39,33 @@ pub struct RunSummary {
     pub customers: usize,
     pub modelled: usize,
     pub models: ModelsReport,
+    /// How long each stage took, and this process's peak memory during it.
+    pub stages: Vec<StageCost>,
+}
+
+/// One stage of a run: its wall-clock seconds and the peak resident memory of the
+/// process while it ran (None where the system does not tell).
+#[derive(Debug, Clone)]
+pub struct StageCost {
+    pub stage: &'static str,
+    pub seconds: f64,
+    pub peak_rss_bytes: Option<u64>,
+}
+
+/// Runs one stage, recording its cost: the process's peak-memory mark is reset first
+/// (Linux's `clear_refs`), so the peak read after is the stage's own.
+fn staged<T>(costs: &mut Vec<StageCost>, stage: &'static str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    crate::memory::reset_peak();
+    let start = std::time::Instant::now();
+    let out = f()?;
+    let cost = StageCost {
+        stage,
+        seconds: start.elapsed().as_secs_f64(),
+        peak_rss_bytes: crate::memory::peak_rss(),
+    };
+    tracing::info!(stage, seconds = cost.seconds, peak_rss = cost.peak_rss_bytes, "run stage done");
+    costs.push(cost);
+    Ok(out)
 }
 
 /// What the models are fitted on: the features as of a date, the customers who bought
@@ -189,20 +216,26 @@ pub fn run_with(ws: &Workspace, cfg: &ModelsConfig, policy: &actions::ActionsCon
 /// process under its memory limit); the models and the outputs stay here.
 pub fn run_on(s: &Session<'_>, cfg: &ModelsConfig, policy: &actions::ActionsConfig, as_of: Option<&str>) -> Result<RunSummary> {
     let ws = s.workspace();
-    let inputs = model_inputs(s, cfg, as_of)?;
-    let clv = clv::fit(&inputs, cfg)?;
-    let segments = segments::segment(&inputs, cfg)?;
-    let predictions = predict::predict(s, &inputs, &segments.rfm, cfg)?;
-    let forecasts = forecasts::forecast(s, &inputs, &segments.rfm_names())?;
-    let gaps = gaps::judge(s, &inputs, &clv, &segments, &predictions.churn, cfg)?;
-    let recs = crate::recs::recommendations(s, &inputs.features.customer_id, inputs.as_of_day, cfg)?;
-    let scores = actions::CustomerScores {
-        segment: &segments.rfm_names(),
-        churn: &predictions.churn,
-        clv: &clv.clv,
-    };
-    let actions = actions::plan(s, policy, &inputs, &scores, &gaps.gaps, recs.as_ref().map(|r| r.top.as_slice()))?;
-    let uplift = crate::uplift::compute(s)?;
+    let mut costs = Vec::new();
+    let c = &mut costs;
+    let inputs = staged(c, "features", || model_inputs(s, cfg, as_of))?;
+    let clv = staged(c, "clv", || clv::fit(&inputs, cfg))?;
+    let segments = staged(c, "segments", || segments::segment(&inputs, cfg))?;
+    let predictions = staged(c, "predictions", || predict::predict(s, &inputs, &segments.rfm, cfg))?;
+    let forecasts = staged(c, "forecasts", || forecasts::forecast(s, &inputs, &segments.rfm_names()))?;
+    let gaps = staged(c, "gaps", || gaps::judge(s, &inputs, &clv, &segments, &predictions.churn, cfg))?;
+    let recs = staged(c, "recommendations", || {
+        crate::recs::recommendations(s, &inputs.features.customer_id, inputs.as_of_day, cfg)
+    })?;
+    let actions = staged(c, "actions", || {
+        let scores = actions::CustomerScores {
+            segment: &segments.rfm_names(),
+            churn: &predictions.churn,
+            clv: &clv.clv,
+        };
+        actions::plan(s, policy, &inputs, &scores, &gaps.gaps, recs.as_ref().map(|r| r.top.as_slice()))
+    })?;
+    let uplift = staged(c, "uplift", || crate::uplift::compute(s))?;
     let (as_of, customers, modelled) = (day_text(inputs.as_of_day), inputs.features.len(), inputs.buyers.len());
     let stages = outputs::Stages {
         inputs,
@@ -215,10 +248,12 @@ pub fn run_on(s: &Session<'_>, cfg: &ModelsConfig, policy: &actions::ActionsConf
         actions,
         uplift,
     };
+    let models = staged(c, "outputs", || outputs::write(ws, cfg, stages))?;
     Ok(RunSummary {
         as_of,
         customers,
         modelled,
-        models: outputs::write(ws, cfg, stages)?,
+        models,
+        stages: costs,
     })
 }
