@@ -360,15 +360,21 @@ impl EngineArgs {
             Some(p) => rapport_store::Config::load(p)?.engine,
             None => Default::default(),
         };
-        let limit = match &self.memory_limit {
-            Some(t) => Some(rapport_store::config::parse_size(t).map_err(|m| UserError(format!("--memory-limit {m}")))?),
-            None => None,
-        };
         Ok(std::sync::Arc::new(rapport_engine::exec::Engine::new(
             &section,
             self.url.as_deref(),
-            limit,
+            self.memory_limit()?,
         )?))
+    }
+
+    /// `--memory-limit` in bytes, if given.
+    fn memory_limit(&self) -> Result<Option<u64>> {
+        match &self.memory_limit {
+            Some(t) => Ok(Some(
+                rapport_store::config::parse_size(t).map_err(|m| UserError(format!("--memory-limit {m}")))?,
+            )),
+            None => Ok(None),
+        }
     }
 }
 
@@ -653,10 +659,7 @@ pub fn executor(
     concurrent_tasks: Option<usize>,
     engine: &EngineArgs,
 ) -> Result<()> {
-    let memory_limit = match &engine.memory_limit {
-        Some(t) => Some(rapport_store::config::parse_size(t).map_err(|m| UserError(format!("--memory-limit {m}")))?),
-        None => None,
-    };
+    let memory_limit = engine.memory_limit()?;
     eprintln!("rapport executor on {bind}, taking tasks from {scheduler}");
     Ok(rapport_engine::exec::serve_executor(&rapport_engine::exec::ExecutorOptions {
         scheduler: scheduler.to_string(),

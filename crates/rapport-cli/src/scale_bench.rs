@@ -139,8 +139,7 @@ struct LocalCluster {
 impl LocalCluster {
     fn start(dir: &Path) -> Result<Self> {
         let exe = std::env::current_exe()?;
-        let port = free_port()?;
-        let bind = format!("127.0.0.1:{port}");
+        let bind = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.to_string();
         let logs = dir.join("cluster-logs");
         std::fs::create_dir_all(&logs)?;
         let spawn = |args: &[&str], log: &str| -> Result<Child> {
@@ -162,12 +161,7 @@ impl LocalCluster {
         let url = format!("df://{bind}");
         let mut executors = Vec::new();
         for i in 0..2 {
-            let p = loop {
-                let p = free_port()?;
-                if p < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
-                    break p;
-                }
-            };
+            let bind = rapport_engine::exec::free_port_pair()?.to_string();
             let work = dir.join(format!("executor-{i}"));
             executors.push(spawn(
                 &[
@@ -175,7 +169,7 @@ impl LocalCluster {
                     "--scheduler",
                     &url,
                     "--bind",
-                    &format!("127.0.0.1:{p}"),
+                    &bind,
                     "--work-dir",
                     &work.to_string_lossy(),
                 ],
@@ -193,10 +187,6 @@ impl Drop for LocalCluster {
             let _ = c.wait();
         }
     }
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// A child process's peak resident set so far.

@@ -411,7 +411,7 @@ pub fn start_local_cluster(executors: usize) -> Result<String> {
 }
 
 /// A local address whose port and the next one are free (an executor listens on both).
-fn free_port_pair() -> std::io::Result<std::net::SocketAddr> {
+pub fn free_port_pair() -> std::io::Result<std::net::SocketAddr> {
     loop {
         let a = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
         if a.port() < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", a.port() + 1)).is_ok() {

@@ -70,15 +70,19 @@ impl<'de> Deserialize<'de> for ByteSize {
     }
 }
 
-/// A size such as `"8GB"`, `"512MiB"`, `"2g"` or `"1048576"` in bytes.
-pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
+/// A number and the unit written after it (`"6h"`, `"1.5 GB"`): None when the text
+/// does not start with a number.
+fn number_and_unit(text: &str) -> Option<(f64, &str)> {
     let t = text.trim();
     let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
     let (number, unit) = t.split_at(split);
-    let n: f64 = number
-        .parse()
-        .map_err(|_| format!("\"{text}\": expected a size such as \"8GB\" or \"512MiB\""))?;
-    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+    Some((number.parse().ok()?, unit.trim()))
+}
+
+/// A size such as `"8GB"`, `"512MiB"`, `"2g"` or `"1048576"` in bytes.
+pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
+    let (n, unit) = number_and_unit(text).ok_or_else(|| format!("\"{text}\": expected a size such as \"8GB\" or \"512MiB\""))?;
+    let scale: u64 = match unit.to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" | "kib" => 1 << 10,
         "m" | "mb" | "mib" => 1 << 20,
@@ -148,13 +152,9 @@ impl ServerConfig {
 
 /// A duration written as a number and a unit (`s`, `m`, `h`, `d`), such as `"6h"`.
 pub fn parse_duration(text: &str) -> std::result::Result<std::time::Duration, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let n: f64 = number
-        .parse()
-        .map_err(|_| format!("\"{text}\": expected a number and a unit, such as \"6h\", \"30m\" or \"90s\""))?;
-    let seconds = match unit.trim() {
+    let (n, unit) =
+        number_and_unit(text).ok_or_else(|| format!("\"{text}\": expected a number and a unit, such as \"6h\", \"30m\" or \"90s\""))?;
+    let seconds = match unit {
         "s" => n,
         "m" => n * 60.0,
         "h" => n * 3600.0,
