@@ -327,7 +327,11 @@ fn main() -> ExitCode {
         memory_limit: cli.memory_limit.clone(),
     };
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("RAPPORT_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("RAPPORT_LOG").unwrap_or_else(|_| {
+            // A cluster job's failure is the command's error; Ballista's client logging
+            // it as well would say it twice.
+            "warn,ballista_core::execution_plans::distributed_query=off".into()
+        }))
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {

@@ -1,6 +1,7 @@
 //! `rapport scheduler` and two `rapport executor`s as separate processes, and commands
 //! sending them their queries with `--engine`: the same tables as a local run (the demo
-//! company and CDNOW).
+//! company and CDNOW), and a run that loses an executor either completes on the other
+//! (with the same tables) or fails with a clear error leaving the workspace as it was.
 
 use std::collections::BTreeMap;
 use std::net::TcpStream;
@@ -191,9 +192,9 @@ fn examples(name: &str) -> PathBuf {
 }
 
 #[test]
-fn a_cluster_of_separate_processes_gives_the_tables_of_a_local_run() {
+fn a_cluster_of_separate_processes_gives_the_local_tables_and_survives_losing_an_executor() {
     let dir = tempfile::tempdir().unwrap();
-    let c = cluster(dir.path());
+    let mut c = cluster(dir.path());
 
     // The demo company.
     let data = dir.path().join("company");
@@ -215,7 +216,63 @@ fn a_cluster_of_separate_processes_gives_the_tables_of_a_local_run() {
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert_eq!(text(&o.stdout).trim(), "[{\"n\":69659}]");
 
+    // One executor killed 1.5 s into a run (its first cluster queries): the run either
+    // completes (its tables then equal the local run's) or fails with a clear message,
+    // and then the workspace is as it was. A second run on the remaining executor
+    // completes with the local run's tables.
+    let ws = dir.path().join("demo/killed");
+    copy_dir(&dir.path().join("demo/cluster"), &ws);
+    let before = snapshot(&ws);
+    let run = Command::new(env!("CARGO_BIN_EXE_rapport"))
+        .args(["--workspace", ws.to_str().unwrap(), "run", "--engine", &c.url, "--config"])
+        .arg(data.join("rapport.toml"))
+        .env_remove("RAPPORT_KEY")
+        .env_remove("RAPPORT_ENGINE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    drop(c.executors.remove(0));
+    let killed = Instant::now();
+    let o = run.wait_with_output().unwrap();
+    if o.status.success() {
+        assert_same(&dir.path().join("demo/local"), &ws, &dir.path().join("killed-compare"));
+    } else {
+        let err = text(&o.stderr);
+        assert!(err.starts_with("error:") && err.lines().count() <= 3, "a clear error: {err}");
+        assert!(err.contains("cluster"), "the error names the cluster: {err}");
+        assert_eq!(snapshot(&ws), before, "the workspace is unchanged after the failed run");
+    }
+    // The scheduler gives the dead executor up after 20 s without a heartbeat (and
+    // cancels what runs then); the next run comes after that.
+    std::thread::sleep(Duration::from_secs(25).saturating_sub(killed.elapsed()));
+    let again = dir.path().join("demo/again");
+    copy_dir(&dir.path().join("demo/cluster"), &again);
+    let o = rapport(
+        &again,
+        &["run", "--engine", &c.url, "--config", data.join("rapport.toml").to_str().unwrap()],
+    );
+    assert!(o.status.success(), "a run on the remaining executor: {}", text(&o.stderr));
+    assert_same(&dir.path().join("demo/local"), &again, &dir.path().join("again-compare"));
+
     // Executors first, then the scheduler.
     drop(c.executors);
     drop(c.scheduler);
+}
+
+/// The workspace's table files and catalog entries.
+fn snapshot(ws: &Path) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for t in std::fs::read_dir(ws.join("tables")).unwrap() {
+        let t = t.unwrap();
+        for f in std::fs::read_dir(t.path()).unwrap() {
+            let f = f.unwrap();
+            out.insert(
+                format!("{}/{}", t.file_name().to_string_lossy(), f.file_name().to_string_lossy()),
+                f.metadata().unwrap().len(),
+            );
+        }
+    }
+    out
 }

@@ -225,22 +225,136 @@ fn scheduler_config(bind: std::net::SocketAddr) -> ballista_scheduler::config::S
     config.bind_host = bind.ip().to_string();
     config.executor_timeout_seconds = EXECUTOR_TIMEOUT_SECONDS;
     config.expire_dead_executor_interval_seconds = HEARTBEAT_SECONDS;
+    // A stage whose input was on a lost executor is not run again: the job fails (rows
+    // were lost when Ballista resubmitted part of a map stage).
+    config.stage_max_failures = 1;
     config
+}
+
+type Scheduler = ballista_scheduler::scheduler_server::SchedulerServer<
+    datafusion_proto::protobuf::LogicalPlanNode,
+    datafusion_proto::protobuf::PhysicalPlanNode,
+>;
+
+/// Starts a scheduler of Rapport's listening on `bind` and serves until it fails.
+async fn run_scheduler(bind: std::net::SocketAddr) -> Result<()> {
+    let config = Arc::new(scheduler_config(bind));
+    config.validate().map_err(ballista_error)?;
+    let memory = ballista_scheduler::cluster::BallistaCluster::new_from_config(&config)
+        .await
+        .map_err(ballista_error)?;
+    let scheduler = Arc::new(std::sync::OnceLock::new());
+    let cluster = ballista_scheduler::cluster::BallistaCluster::new(
+        Arc::new(FailJobsOnExecutorLoss {
+            inner: memory.cluster_state(),
+            scheduler: scheduler.clone(),
+        }),
+        memory.job_state(),
+    );
+    let server: Scheduler = ballista_scheduler::scheduler_process::create_scheduler(cluster, config)
+        .await
+        .map_err(ballista_error)?;
+    let _ = scheduler.set(server.clone());
+    tracing::info!(%bind, "Ballista scheduler listening");
+    ballista_scheduler::scheduler_process::start_grpc_service(bind, server)
+        .await
+        .map_err(ballista_error)
+}
+
+/// Ballista's in-memory cluster state, except that when an executor is lost (no
+/// heartbeat for [`EXECUTOR_TIMEOUT_SECONDS`], or stopped) every job under way is
+/// cancelled before Ballista reschedules anything: the commands' queries then fail
+/// with an error, and a command writes nothing. Left to itself, Ballista 55 reruns the
+/// lost executor's part of a job, and a run completed that way lost rows.
+struct FailJobsOnExecutorLoss {
+    inner: Arc<dyn ballista_scheduler::cluster::ClusterState>,
+    scheduler: Arc<std::sync::OnceLock<Scheduler>>,
+}
+
+#[async_trait::async_trait]
+impl ballista_scheduler::cluster::ClusterState for FailJobsOnExecutorLoss {
+    async fn init(&self) -> ballista_core::error::Result<()> {
+        self.inner.init().await
+    }
+
+    async fn bind_schedulable_tasks(
+        &self,
+        distribution: ballista_scheduler::config::TaskDistributionPolicy,
+        active_jobs: Arc<std::collections::HashMap<ballista_core::JobId, ballista_scheduler::state::task_manager::JobInfoCache>>,
+        executors: Option<std::collections::HashSet<String>>,
+    ) -> ballista_core::error::Result<Vec<ballista_scheduler::cluster::BoundTask>> {
+        self.inner.bind_schedulable_tasks(distribution, active_jobs, executors).await
+    }
+
+    async fn unbind_tasks(&self, executor_slots: Vec<ballista_scheduler::cluster::ExecutorSlot>) -> ballista_core::error::Result<()> {
+        self.inner.unbind_tasks(executor_slots).await
+    }
+
+    async fn register_executor(
+        &self,
+        metadata: ballista_core::serde::scheduler::ExecutorMetadata,
+        spec: ballista_core::serde::scheduler::ExecutorData,
+    ) -> ballista_core::error::Result<()> {
+        self.inner.register_executor(metadata, spec).await
+    }
+
+    async fn save_executor_metadata(
+        &self,
+        metadata: ballista_core::serde::scheduler::ExecutorMetadata,
+    ) -> ballista_core::error::Result<()> {
+        self.inner.save_executor_metadata(metadata).await
+    }
+
+    async fn get_executor_metadata(
+        &self,
+        executor_id: &str,
+    ) -> ballista_core::error::Result<ballista_core::serde::scheduler::ExecutorMetadata> {
+        self.inner.get_executor_metadata(executor_id).await
+    }
+
+    async fn registered_executor_metadata(&self) -> Vec<ballista_core::serde::scheduler::ExecutorMetadata> {
+        self.inner.registered_executor_metadata().await
+    }
+
+    async fn save_executor_heartbeat(
+        &self,
+        heartbeat: ballista_core::serde::protobuf::ExecutorHeartbeat,
+    ) -> ballista_core::error::Result<()> {
+        self.inner.save_executor_heartbeat(heartbeat).await
+    }
+
+    async fn remove_executor(&self, executor_id: &str) -> ballista_core::error::Result<()> {
+        let removed = self.inner.remove_executor(executor_id).await;
+        if let Some(scheduler) = self.scheduler.get() {
+            // Posted before Ballista's own executor-lost event, so no job gets the
+            // chance to rerun the lost part.
+            for job_id in scheduler.state.task_manager.get_running_job_cache().keys() {
+                tracing::warn!(executor = executor_id, job = %job_id, "executor lost: cancelling the job under way");
+                if let Err(e) = scheduler.cancel_job(job_id.clone()).await {
+                    tracing::error!(job = %job_id, "could not cancel the job: {e}");
+                }
+            }
+        }
+        removed
+    }
+
+    fn executor_heartbeats(&self) -> std::collections::HashMap<String, ballista_core::serde::protobuf::ExecutorHeartbeat> {
+        self.inner.executor_heartbeats()
+    }
+
+    fn get_executor_heartbeat(&self, executor_id: &str) -> Option<ballista_core::serde::protobuf::ExecutorHeartbeat> {
+        self.inner.get_executor_heartbeat(executor_id)
+    }
+
+    async fn cluster_state_events(&self) -> ballista_core::error::Result<ballista_scheduler::cluster::ClusterStateEventStream> {
+        self.inner.cluster_state_events().await
+    }
 }
 
 /// `rapport scheduler`: plans the queries commands send and hands their tasks to the
 /// executors; runs until the process is stopped.
 pub fn serve_scheduler(bind: std::net::SocketAddr) -> Result<()> {
-    crate::block_on(async move {
-        let config = scheduler_config(bind);
-        let cluster = ballista_scheduler::cluster::BallistaCluster::new_from_config(&config)
-            .await
-            .map_err(ballista_error)?;
-        tracing::info!(%bind, "Ballista scheduler listening");
-        ballista_scheduler::scheduler_process::start_server(cluster, bind, Arc::new(config))
-            .await
-            .map_err(ballista_error)
-    })
+    crate::block_on(run_scheduler(bind))
 }
 
 /// What an executor is told at start.
@@ -377,12 +491,8 @@ pub fn start_local_cluster(executors: usize) -> Result<String> {
             .local_addr()
             .map_err(|e| EngineError::io(std::path::Path::new("127.0.0.1:0"), e))?;
         drop(listener);
-        let config = scheduler_config(bind);
-        let cluster = ballista_scheduler::cluster::BallistaCluster::new_from_config(&config)
-            .await
-            .map_err(ballista_error)?;
         tokio::spawn(async move {
-            if let Err(e) = ballista_scheduler::scheduler_process::start_server(cluster, bind, Arc::new(config)).await {
+            if let Err(e) = run_scheduler(bind).await {
                 tracing::error!("the in-process scheduler stopped: {e}");
             }
         });

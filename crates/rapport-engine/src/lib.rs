@@ -72,6 +72,9 @@ pub enum InternalError {
     },
     #[error("model: {0}")]
     Model(rapport_model::ModelError),
+    /// A job the Ballista cluster gave up (an executor lost under it, or cancelled).
+    #[error("{0}")]
+    Cluster(String),
 }
 
 impl From<StoreError> for EngineError {
@@ -88,6 +91,9 @@ impl From<DataFusionError> for EngineError {
     /// A query that does not parse or plan (a user's `rapport sql`) is the user's; an
     /// execution failure is not.
     fn from(e: DataFusionError) -> Self {
+        if let Some(message) = cluster_job_failure(&e) {
+            return InternalError::Cluster(message).into();
+        }
         let theirs = matches!(
             e.find_root(),
             DataFusionError::SQL(..) | DataFusionError::Plan(_) | DataFusionError::SchemaError(..)
@@ -98,6 +104,30 @@ impl From<DataFusionError> for EngineError {
             InternalError::Query(e).into()
         }
     }
+}
+
+/// Ballista's client reports a job the scheduler failed as `Job <id> failed: <reason>`;
+/// Rapport's scheduler cancels every job under way when it loses an executor.
+fn cluster_job_failure(e: &DataFusionError) -> Option<String> {
+    let DataFusionError::Execution(m) = e.find_root() else {
+        return None;
+    };
+    let (job, reason) = m.strip_prefix("Job ")?.split_once(" failed: ")?;
+    let reason = reason.trim();
+    if job.is_empty() || !job.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return None;
+    }
+    Some(if reason == "Cancelled" {
+        format!(
+            "the cluster cancelled query job {job}: an executor was lost while it ran (or the job was cancelled); \
+             run the command again with the executors up"
+        )
+    } else {
+        format!(
+            "the cluster failed query job {job} (an executor lost or out of reach fails the queries that need it; \
+             run the command again with the executors up): {reason}"
+        )
+    })
 }
 
 impl From<rapport_model::ModelError> for EngineError {
@@ -189,5 +219,21 @@ mod tests {
         let missing = EngineError::from(UserError::NotFound("no customer x".into()));
         assert!(missing.is_user_error() && missing.is_not_found());
         assert!(!EngineError::usage("no orders").is_not_found());
+    }
+
+    #[test]
+    fn a_job_the_cluster_gave_up_is_named_as_such() {
+        let cancelled = EngineError::from(DataFusionError::Execution("Job 7Kq2 failed: Cancelled".into()));
+        let text = cancelled.to_string();
+        assert!(text.contains("job 7Kq2") && text.contains("executor was lost"), "{text}");
+        assert!(!cancelled.is_user_error());
+        let failed = EngineError::from(DataFusionError::Execution("Job 9 failed: Stage 2 has failed 1 times".into()));
+        let text = failed.to_string();
+        assert!(
+            text.starts_with("the cluster failed query job 9 (") && text.ends_with("): Stage 2 has failed 1 times"),
+            "{text}"
+        );
+        let other = EngineError::from(DataFusionError::Execution("Job well done failed: x".into()));
+        assert_eq!(other.to_string(), "query: Execution error: Job well done failed: x");
     }
 }
