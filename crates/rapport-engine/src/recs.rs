@@ -21,38 +21,114 @@ use crate::catalog::Catalog;
 use crate::columns::Columns;
 use crate::config::ModelsConfig;
 use crate::results::{AlsSettings, RankingScore, RecsEvaluation, RecsReport, RuleFound, RulesReport, WeightTrial, WeightValidation};
-use crate::session::{f32_column, float_column, int_column, text_column, Personal, Session};
+use crate::session::{f32_column, int_column, text_column, Personal, Session};
 use crate::{EngineError, Result};
 
 use crate::days::MICROS_PER_DAY;
 /// Neighbours kept per item (60 and 30 score best on Online Retail; 100 is a little worse).
 pub const NEIGHBOURS: usize = 60;
 
-/// (customer, product, day, lines) of completed purchases with a product, sorted (the
-/// query's row order varies between runs; item ids and ties must not).
-fn purchases(session: &Session<'_>) -> Result<Vec<(String, String, i64, f64)>> {
-    let batches = session.query(
-        "SELECT customer_id, product_id, CAST(ordered_at AS BIGINT) AS at, CAST(count(*) AS DOUBLE) AS n FROM orders
-         WHERE product_id IS NOT NULL AND quantity > 0 AND status = 'completed'
-         GROUP BY customer_id, product_id, ordered_at",
-        &Personal::Stored,
-    )?;
-    let mut out = Vec::new();
-    for b in &batches {
-        let (c, p, t, n) = (text_column(b, 0)?, text_column(b, 1)?, int_column(b, 2)?, float_column(b, 3)?);
-        for r in 0..b.num_rows() {
-            if !c.is_null(r) && !p.is_null(r) {
-                out.push((
-                    c.value(r).to_string(),
-                    p.value(r).to_string(),
-                    t.value(r).div_euclid(MICROS_PER_DAY),
-                    n.value(r),
-                ));
-            }
-        }
+/// Completed purchases with a product: one row per customer, product and time of
+/// order, customers and products as indices of their sorted ids. Sixteen bytes a row,
+/// so a hundred million order lines fit in a couple of gigabytes.
+#[derive(Debug, Clone, Default)]
+struct Purchases {
+    /// Customer ids, sorted.
+    customers: Vec<String>,
+    /// Product ids, sorted.
+    products: Vec<String>,
+    /// Sorted by (customer, product, day).
+    rows: Vec<Purchase>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Purchase {
+    customer: u32,
+    product: u32,
+    /// Days since 1970-01-01.
+    day: i32,
+    /// Order lines.
+    lines: u32,
+}
+
+impl Purchases {
+    /// The purchases up to and including `last_day`.
+    fn until(mut self, last_day: i64) -> Self {
+        self.rows.retain(|r| i64::from(r.day) <= last_day);
+        self
     }
-    out.sort_by(|a, b| (&a.0, &a.1, a.2).cmp(&(&b.0, &b.1, b.2)));
-    Ok(out)
+
+    /// The index of a customer id, if it bought.
+    fn customer(&self, id: &str) -> Option<u32> {
+        self.customers.binary_search_by(|c| c.as_str().cmp(id)).ok().map(|i| i as u32)
+    }
+
+    /// The rows of each customer, in order.
+    fn per_customer(&self) -> impl Iterator<Item = &[Purchase]> {
+        self.rows.chunk_by(|a, b| a.customer == b.customer)
+    }
+}
+
+/// The purchases of the workspace, read batch by batch in key order (a query's row
+/// order varies between runs; item ids and ties must not).
+fn purchases(session: &Session<'_>) -> Result<Purchases> {
+    let mut customers: Vec<String> = Vec::new();
+    let mut products: HashMap<String, u32> = HashMap::new();
+    let mut rows = Vec::new();
+    session.for_each_batch(
+        "SELECT customer_id, product_id, CAST(ordered_at AS BIGINT) AS at, count(*) AS n FROM orders
+         WHERE customer_id IS NOT NULL AND product_id IS NOT NULL AND quantity > 0 AND status = 'completed'
+         GROUP BY customer_id, product_id, ordered_at
+         ORDER BY customer_id, product_id, at",
+        &Personal::Stored,
+        |b| {
+            let (c, p, t, n) = (text_column(b, 0)?, text_column(b, 1)?, int_column(b, 2)?, int_column(b, 3)?);
+            for r in 0..b.num_rows() {
+                if c.is_null(r) || p.is_null(r) {
+                    continue;
+                }
+                let id = c.value(r);
+                match customers.last() {
+                    Some(last) if last.as_str() == id => {}
+                    Some(last) if last.as_str() > id => {
+                        return Err(crate::InternalError::Query(datafusion::error::DataFusionError::Internal(format!(
+                            "purchases came out of order: {id} after {last}"
+                        )))
+                        .into())
+                    }
+                    _ => customers.push(id.to_string()),
+                }
+                let next = products.len() as u32;
+                let product = match products.get(p.value(r)) {
+                    Some(&i) => i,
+                    None => *products.entry(p.value(r).to_string()).or_insert(next),
+                };
+                let day = t.value(r).div_euclid(MICROS_PER_DAY);
+                rows.push(Purchase {
+                    customer: (customers.len() - 1) as u32,
+                    product,
+                    day: i32::try_from(day).unwrap_or(if day < 0 { i32::MIN } else { i32::MAX }),
+                    lines: u32::try_from(n.value(r)).unwrap_or(u32::MAX),
+                });
+            }
+            Ok(())
+        },
+    )?;
+    // Products by id: the rows were sorted by id, so they stay sorted.
+    let mut names: Vec<(String, u32)> = products.into_iter().collect();
+    names.sort_unstable();
+    let mut rank = vec![0u32; names.len()];
+    for (r, (_, first_seen)) in names.iter().enumerate() {
+        rank[*first_seen as usize] = r as u32;
+    }
+    for row in &mut rows {
+        row.product = rank[row.product as usize];
+    }
+    Ok(Purchases {
+        customers,
+        products: names.into_iter().map(|(n, _)| n).collect(),
+        rows,
+    })
 }
 
 /// Days before a cut-off that validate the blend's weights.
@@ -83,37 +159,93 @@ const GRID: &[Weights] = &[
     [1.0, 1.0, 0.5, 0.2],
 ];
 
+/// The item ids of one fit and the product each stands for.
+#[derive(Debug, Clone, PartialEq)]
+struct Items<'a> {
+    /// The item of each product of the purchases (by index), if it is one.
+    of: Vec<Option<u32>>,
+    /// The product id of each item.
+    names: Vec<&'a str>,
+}
+
+impl Items<'_> {
+    fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    /// Numbers the products bought before `before` in order of first purchase.
+    fn bought_before(p: &Purchases, before: i64) -> Items<'_> {
+        let mut items = Items {
+            of: vec![None; p.products.len()],
+            names: Vec::new(),
+        };
+        for r in p.rows.iter().filter(|r| i64::from(r.day) < before) {
+            let slot = &mut items.of[r.product as usize];
+            if slot.is_none() {
+                *slot = Some(items.names.len() as u32);
+                items.names.push(&p.products[r.product as usize]);
+            }
+        }
+        items
+    }
+}
+
 /// Purchases before a day, indexed.
-struct Data<'a> {
-    customers: Vec<&'a str>,
+struct Data {
+    /// The customers who bought (indices of `Purchases::customers`), ascending.
+    customers: Vec<u32>,
     baskets: Vec<Vec<(u32, f64)>>,
     /// Items of each (customer, day) basket.
     orders: Vec<Vec<u32>>,
 }
 
-fn index_data<'a>(rows: &'a [(String, String, i64, f64)], items: &BTreeMap<&'a str, u32>, before: i64) -> Data<'a> {
-    let mut per: BTreeMap<&str, HashMap<u32, f64>> = BTreeMap::new();
-    let mut orders: BTreeMap<(&str, i64), BTreeSet<u32>> = BTreeMap::new();
-    for r in rows.iter().filter(|r| r.2 < before) {
-        if let Some(&i) = items.get(r.1.as_str()) {
-            *per.entry(r.0.as_str()).or_default().entry(i).or_insert(0.0) += r.3;
-            orders.entry((r.0.as_str(), r.2)).or_default().insert(i);
+impl Data {
+    /// The position of customer `c` (an index of `Purchases::customers`).
+    fn position(&self, c: u32) -> Option<usize> {
+        self.customers.binary_search(&c).ok()
+    }
+}
+
+fn index_data(p: &Purchases, items: &Items<'_>, before: i64) -> Data {
+    let mut d = Data {
+        customers: Vec::new(),
+        baskets: Vec::new(),
+        orders: Vec::new(),
+    };
+    let mut bought: Vec<(u32, u32)> = Vec::new();
+    let mut days: Vec<(i32, u32)> = Vec::new();
+    for rows in p.per_customer() {
+        bought.clear();
+        days.clear();
+        for r in rows.iter().filter(|r| i64::from(r.day) < before) {
+            if let Some(i) = items.of[r.product as usize] {
+                bought.push((i, r.lines));
+                days.push((r.day, i));
+            }
         }
+        if bought.is_empty() {
+            continue;
+        }
+        d.customers.push(rows[0].customer);
+        bought.sort_unstable_by_key(|x| x.0);
+        let mut basket: Vec<(u32, f64)> = Vec::new();
+        for &(i, n) in &bought {
+            match basket.last_mut() {
+                Some(last) if last.0 == i => last.1 += f64::from(n),
+                _ => basket.push((i, f64::from(n))),
+            }
+        }
+        d.baskets.push(basket);
+        days.sort_unstable();
+        days.dedup();
+        d.orders
+            .extend(days.chunk_by(|a, b| a.0 == b.0).map(|o| o.iter().map(|x| x.1).collect()));
     }
-    let customers: Vec<&str> = per.keys().copied().collect();
-    let baskets = per
-        .into_values()
-        .map(|m| {
-            let mut b: Vec<(u32, f64)> = m.into_iter().collect();
-            b.sort_by_key(|x| x.0);
-            b
-        })
-        .collect();
-    Data {
-        customers,
-        baskets,
-        orders: orders.into_values().map(|s| s.into_iter().collect()).collect(),
-    }
+    d
 }
 
 /// Every model fitted on one training period.
@@ -147,7 +279,7 @@ fn als_config(cfg: &ModelsConfig) -> AlsConfig {
 impl Fitted {
     /// Fits every model on `d`; `items` names the item ids (the catalog gives their
     /// categories and content features).
-    fn fit(d: &Data<'_>, items: &[&str], catalog: &Catalog, repeat_categories: &[String], cfg: &ModelsConfig) -> Self {
+    fn fit(d: &Data, items: &[&str], catalog: &Catalog, repeat_categories: &[String], cfg: &ModelsConfig) -> Self {
         let n_items = items.len();
         let (category, category_names) = index_categories(&catalog.category, items);
         let repeat = category_names
@@ -303,34 +435,29 @@ fn score(ranked: &[Vec<u32>], relevant: &[Vec<u32>], k: usize, n_items: usize) -
     }
 }
 
-/// A time split of `rows` at `split`: the training data, and for customers who bought
-/// on both sides, what they bought after (products first sold after the split count as
-/// relevant too, with ids past the known ones, though no model can hit them).
+/// A time split of the purchases at `split`: the training data, and for customers who
+/// bought on both sides, what they bought after (products first sold after the split
+/// count as relevant too, with ids past the known ones, though no model can hit them).
 struct Split<'a> {
-    items: BTreeMap<&'a str, u32>,
-    train: Data<'a>,
+    items: Items<'a>,
+    train: Data,
     evaluated: Vec<usize>,
     relevant: Vec<Vec<u32>>,
 }
 
-fn split<'a>(rows: &'a [(String, String, i64, f64)], at: i64, until: i64) -> Split<'a> {
-    let mut items: BTreeMap<&str, u32> = BTreeMap::new();
-    for r in rows.iter().filter(|r| r.2 < at) {
-        let next = items.len() as u32;
-        items.entry(r.1.as_str()).or_insert(next);
-    }
-    let train = index_data(rows, &items, at);
-    let pos: HashMap<&str, usize> = train.customers.iter().enumerate().map(|(u, c)| (*c, u)).collect();
+fn split(p: &Purchases, at: i64, until: i64) -> Split<'_> {
+    let items = Items::bought_before(p, at);
+    let train = index_data(p, &items, at);
     let mut later: BTreeMap<usize, BTreeSet<u32>> = BTreeMap::new();
-    let mut new_items: BTreeMap<&str, u32> = BTreeMap::new();
+    let mut new_items: HashMap<u32, u32> = HashMap::new();
     let known = items.len() as u32;
-    for r in rows.iter().filter(|r| r.2 >= at && r.2 < until) {
-        let Some(&u) = pos.get(r.0.as_str()) else { continue };
-        let i = match items.get(r.1.as_str()) {
-            Some(&i) => i,
+    for r in p.rows.iter().filter(|r| i64::from(r.day) >= at && i64::from(r.day) < until) {
+        let Some(u) = train.position(r.customer) else { continue };
+        let i = match items.of[r.product as usize] {
+            Some(i) => i,
             None => {
                 let next = known + new_items.len() as u32;
-                *new_items.entry(r.1.as_str()).or_insert(next)
+                *new_items.entry(r.product).or_insert(next)
             }
         };
         later.entry(u).or_default().insert(i);
@@ -343,24 +470,10 @@ fn split<'a>(rows: &'a [(String, String, i64, f64)], at: i64, until: i64) -> Spl
     }
 }
 
-fn names_of<'a>(items: &BTreeMap<&'a str, u32>) -> Vec<&'a str> {
-    let mut v = vec![""; items.len()];
-    for (name, &i) in items {
-        v[i as usize] = name;
-    }
-    v
-}
-
 /// Fits on the data before `at` and picks the weights that score best (precision@k,
 /// then NDCG) on the `VALIDATION_DAYS` before it. Returns the weights and their scores.
-fn choose_weights(
-    catalog: &Catalog,
-    rows: &[(String, String, i64, f64)],
-    at: i64,
-    k: usize,
-    cfg: &ModelsConfig,
-) -> (Weights, WeightValidation) {
-    let s = split(rows, at - VALIDATION_DAYS, at);
+fn choose_weights(catalog: &Catalog, purchases: &Purchases, at: i64, k: usize, cfg: &ModelsConfig) -> (Weights, WeightValidation) {
+    let s = split(purchases, at - VALIDATION_DAYS, at);
     if s.evaluated.len() < 50 || s.items.is_empty() {
         return (
             [1.0, 0.5, 0.0, 0.0],
@@ -369,8 +482,7 @@ fn choose_weights(
             },
         );
     }
-    let names = names_of(&s.items);
-    let m = Fitted::fit(&s.train, &names, catalog, &[], cfg);
+    let m = Fitted::fit(&s.train, &s.items.names, catalog, &[], cfg);
     let lists: Vec<Vec<Candidates>> = s.evaluated.iter().map(|&u| m.lists(Some(u), &s.train.baskets[u], &[])).collect();
     let mut best: Option<(Weights, f64, f64)> = None;
     let mut tried = Vec::new();
@@ -406,7 +518,7 @@ fn choose_weights(
 /// model alone, the blend and popularity, over customers who bought on both sides.
 pub fn evaluate(session: &Session<'_>, split_day: i64, k: usize, cfg: &ModelsConfig) -> Result<RecsEvaluation> {
     let rows = purchases(session)?;
-    if rows.is_empty() {
+    if rows.rows.is_empty() {
         return Err(EngineError::usage("no orders with a product_id: recommendations need them"));
     }
     let s = split(&rows, split_day, i64::MAX);
@@ -417,8 +529,7 @@ pub fn evaluate(session: &Session<'_>, split_day: i64, k: usize, cfg: &ModelsCon
     let t0 = std::time::Instant::now();
     let catalog = Catalog::read(session)?;
     let (weights, validation) = choose_weights(&catalog, &rows, split_day, k, cfg);
-    let names = names_of(&s.items);
-    let m = Fitted::fit(&s.train, &names, &catalog, &[], cfg);
+    let m = Fitted::fit(&s.train, &s.items.names, &catalog, &[], cfg);
     let fit_seconds = t0.elapsed().as_secs_f64();
     let report = model_scores(&m, &s, weights, k);
     Ok(RecsEvaluation {
@@ -494,8 +605,9 @@ pub fn split_day(session: &Session<'_>, split_date: Option<&str>, holdout_days: 
         (Some(d), _) => crate::days::parse_as_of(d),
         (None, Some(h)) => {
             let last = purchases(session)?
+                .rows
                 .iter()
-                .map(|r| r.2)
+                .map(|r| i64::from(r.day))
                 .max()
                 .ok_or_else(|| EngineError::usage("no orders with a product_id"))?;
             Ok(last + 1 - i64::from(h))
@@ -655,23 +767,22 @@ pub fn fold_in(ws: &Workspace, basket: &[(String, f64)], k: usize) -> Result<Vec
 /// ids.
 pub fn recommendations(session: &Session<'_>, ids: &[String], as_of_day: i64, cfg: &ModelsConfig) -> Result<Option<Recommendations>> {
     let k = cfg.recommendations;
-    let rows: Vec<_> = purchases(session)?.into_iter().filter(|r| r.2 <= as_of_day).collect();
-    if rows.is_empty() {
+    let rows = purchases(session)?.until(as_of_day);
+    if rows.rows.is_empty() {
         return Ok(None);
     }
     let catalog = Catalog::read(session)?;
     let (weights, validation) = choose_weights(&catalog, &rows, as_of_day + 1, k, cfg);
     let (items, bought) = index_items(&rows, &catalog);
-    let names = names_of(&items);
+    let names = &items.names;
     let d = index_data(&rows, &items, as_of_day + 1);
-    let m = Fitted::fit(&d, &names, &catalog, &cfg.recs_repeat_categories, cfg);
-    let pos: HashMap<&str, usize> = d.customers.iter().enumerate().map(|(u, c)| (*c, u)).collect();
+    let m = Fitted::fit(&d, names, &catalog, &cfg.recs_repeat_categories, cfg);
     let stated = stated_categories(session, &m)?;
     let lists: Vec<Vec<(u32, f64, Source)>> = {
         use rayon::prelude::*;
         ids.par_iter()
             .map(|id| {
-                let u = pos.get(id.as_str()).copied();
+                let u = rows.customer(id).and_then(|c| d.position(c));
                 let basket: &[(u32, f64)] = u.map_or(&[], |u| &d.baskets[u]);
                 let st = stated.get(id).map_or(&[][..], Vec::as_slice);
                 m.recommend(u, basket, st, &weights, bought, cfg)
@@ -679,7 +790,7 @@ pub fn recommendations(session: &Session<'_>, ids: &[String], as_of_day: i64, cf
             .collect()
     };
     let top: Vec<Option<String>> = lists.iter().map(|l| l.first().map(|x| names[x.0 as usize].to_string())).collect();
-    let batch = recommendations_batch(ids, &lists, &names)?;
+    let batch = recommendations_batch(ids, &lists, names)?;
     let report = RecsReport {
         model: "blend".into(),
         weights: weights.into(),
@@ -693,28 +804,30 @@ pub fn recommendations(session: &Session<'_>, ids: &[String], as_of_day: i64, cf
             .collect(),
         als: AlsSettings::of(cfg),
         rows: batch.num_rows(),
-        association_rules: rules_report(&d, &names, cfg),
+        association_rules: rules_report(&d, names, cfg),
     };
     Ok(Some(Recommendations {
         batch,
         report,
         top,
-        item_factors: item_factors_batch(&m.als, &names)?,
+        item_factors: item_factors_batch(&m.als, names)?,
     }))
 }
 
 /// Item ids: the products bought, in order of first purchase, then the products in the
 /// catalog nobody has bought yet (only content can rank them); and how many were bought.
-fn index_items<'a>(rows: &'a [(String, String, i64, f64)], catalog: &'a Catalog) -> (BTreeMap<&'a str, u32>, u32) {
-    let mut items: BTreeMap<&str, u32> = BTreeMap::new();
-    for r in rows {
-        let next = items.len() as u32;
-        items.entry(r.1.as_str()).or_insert(next);
-    }
+fn index_items<'a>(p: &'a Purchases, catalog: &'a Catalog) -> (Items<'a>, u32) {
+    let mut items = Items::bought_before(p, i64::MAX);
     let bought = items.len() as u32;
-    for (p, _) in catalog.features.iter().filter(|(_, f)| !f.is_empty()) {
-        let next = items.len() as u32;
-        items.entry(p.as_str()).or_insert(next);
+    for (name, _) in catalog.features.iter().filter(|(_, f)| !f.is_empty()) {
+        let product = p.products.binary_search(name).ok();
+        if product.is_some_and(|i| items.of[i].is_some()) {
+            continue;
+        }
+        if let Some(i) = product {
+            items.of[i] = Some(items.names.len() as u32);
+        }
+        items.names.push(name);
     }
     (items, bought)
 }
@@ -769,7 +882,7 @@ fn recommendations_batch(ids: &[String], lists: &[Vec<(u32, f64, Source)>], name
 }
 
 /// Association rules over the (customer, day) baskets, for models.json.
-fn rules_report(d: &Data<'_>, names: &[&str], cfg: &ModelsConfig) -> RulesReport {
+fn rules_report(d: &Data, names: &[&str], cfg: &ModelsConfig) -> RulesReport {
     let rules = association_rules(&d.orders, cfg.rules_min_support, cfg.rules_min_confidence, 50);
     RulesReport {
         orders: d.orders.len(),
@@ -793,45 +906,67 @@ fn rules_report(d: &Data<'_>, names: &[&str], cfg: &ModelsConfig) -> RulesReport
 mod tests {
     use super::*;
 
-    fn row(c: &str, p: &str, day: i64, lines: f64) -> (String, String, i64, f64) {
-        (c.into(), p.into(), day, lines)
+    /// Purchases of (customer, product, day, lines) rows, indexed as `purchases` does.
+    fn purchases_of(rows: &[(&str, &str, i32, u32)]) -> Purchases {
+        let mut customers: Vec<String> = rows.iter().map(|r| r.0.to_string()).collect();
+        let mut products: Vec<String> = rows.iter().map(|r| r.1.to_string()).collect();
+        customers.sort();
+        customers.dedup();
+        products.sort();
+        products.dedup();
+        let at = |v: &[String], x: &str| v.iter().position(|y| y == x).unwrap() as u32;
+        let mut rows: Vec<Purchase> = rows
+            .iter()
+            .map(|r| Purchase {
+                customer: at(&customers, r.0),
+                product: at(&products, r.1),
+                day: r.2,
+                lines: r.3,
+            })
+            .collect();
+        rows.sort_by_key(|r| (r.customer, r.product, r.day));
+        Purchases { customers, products, rows }
     }
 
     #[test]
     fn purchases_before_a_day_become_baskets_and_day_orders() {
-        let rows = [
-            row("a", "x", 1, 1.0),
-            row("a", "x", 1, 2.0),
-            row("a", "y", 2, 1.0),
-            row("b", "y", 5, 1.0),
-            row("b", "z", 9, 1.0),
-        ];
-        let items: BTreeMap<&str, u32> = [("x", 0), ("y", 1), ("z", 2)].into();
-        let d = index_data(&rows, &items, 9);
-        assert_eq!(d.customers, ["a", "b"]);
+        let p = purchases_of(&[
+            ("a", "x", 1, 1),
+            ("a", "x", 1, 2),
+            ("a", "y", 2, 1),
+            ("b", "y", 5, 1),
+            ("b", "z", 9, 1),
+        ]);
+        let items = Items::bought_before(&p, i64::MAX);
+        assert_eq!(items.names, ["x", "y", "z"]);
+        let d = index_data(&p, &items, 9);
+        assert_eq!(d.customers, [0, 1]);
         assert_eq!(d.baskets, [vec![(0, 3.0), (1, 1.0)], vec![(1, 1.0)]]);
         assert_eq!(d.orders, [vec![0], vec![1], vec![1]]);
+        assert_eq!(p.customer("b"), Some(1));
+        assert_eq!(p.customer("zz"), None);
+        assert_eq!(p.until(2).rows.len(), 3);
     }
 
     #[test]
     fn a_time_split_scores_customers_who_bought_on_both_sides() {
-        let rows = [
-            row("a", "y", 1, 1.0),
-            row("a", "x", 2, 1.0),
-            row("b", "x", 3, 1.0),
-            row("a", "w", 11, 1.0),
-            row("a", "x", 12, 1.0),
-            row("c", "x", 12, 1.0),
-            row("b", "x", 30, 1.0),
-        ];
-        let s = split(&rows, 10, 20);
-        // Items numbered by first purchase before the split; "w" is new after it.
-        assert_eq!(s.items, [("y", 0), ("x", 1)].into());
-        assert_eq!(s.train.customers, ["a", "b"]);
+        let p = purchases_of(&[
+            ("a", "y", 1, 1),
+            ("a", "x", 2, 1),
+            ("b", "x", 3, 1),
+            ("a", "w", 11, 1),
+            ("a", "x", 12, 1),
+            ("c", "x", 12, 1),
+            ("b", "x", 30, 1),
+        ]);
+        let s = split(&p, 10, 20);
+        // Items numbered by first purchase before the split (a bought x on day 2 and
+        // y on day 1, but rows run by product within a customer); "w" is new after it.
+        assert_eq!(s.items.names, ["x", "y"]);
+        assert_eq!(s.train.customers, [0, 1]);
         // Only a bought on both sides (c is new, b came back after `until`).
         assert_eq!(s.evaluated, [0]);
-        assert_eq!(s.relevant, [vec![1, 2]]);
-        assert_eq!(names_of(&s.items), ["y", "x"]);
+        assert_eq!(s.relevant, [vec![0, 2]]);
     }
 
     #[test]
@@ -857,7 +992,7 @@ mod tests {
 
     #[test]
     fn catalog_products_nobody_bought_get_ids_after_the_bought_ones() {
-        let rows = [row("a", "y", 1, 1.0), row("b", "x", 2, 1.0)];
+        let p = purchases_of(&[("a", "y", 1, 1), ("b", "x", 2, 1)]);
         let catalog = Catalog {
             category: BTreeMap::new(),
             features: [
@@ -867,32 +1002,33 @@ mod tests {
             ]
             .into(),
         };
-        let (items, bought) = index_items(&rows, &catalog);
+        let (items, bought) = index_items(&p, &catalog);
         assert_eq!(bought, 2);
-        assert_eq!(items, [("y", 0), ("x", 1), ("new", 2)].into());
+        assert_eq!(items.names, ["y", "x", "new"]);
+        assert_eq!(items.of, [Some(1), Some(0)]);
     }
 
     /// Three customers over four products: "p0" bought by all, "p1" and "p2" together.
-    fn fitted() -> (Fitted, Vec<&'static str>, Data<'static>) {
-        let rows: &'static [(String, String, i64, f64)] = Box::leak(Box::new([
-            row("a", "p0", 1, 1.0),
-            row("a", "p1", 1, 1.0),
-            row("b", "p0", 2, 1.0),
-            row("b", "p1", 2, 1.0),
-            row("b", "p2", 2, 1.0),
-            row("c", "p0", 3, 1.0),
-            row("c", "p3", 3, 1.0),
-        ]));
-        let items: &'static BTreeMap<&str, u32> = Box::leak(Box::new([("p0", 0), ("p1", 1), ("p2", 2), ("p3", 3)].into()));
-        let names = names_of(items);
-        let d = index_data(rows, items, 10);
+    fn fitted() -> (Fitted, Data) {
+        let p = purchases_of(&[
+            ("a", "p0", 1, 1),
+            ("a", "p1", 1, 1),
+            ("b", "p0", 2, 1),
+            ("b", "p1", 2, 1),
+            ("b", "p2", 2, 1),
+            ("c", "p0", 3, 1),
+            ("c", "p3", 3, 1),
+        ]);
+        let items = Items::bought_before(&p, i64::MAX);
+        assert_eq!(items.names, ["p0", "p1", "p2", "p3"]);
+        let d = index_data(&p, &items, 10);
         let cfg = ModelsConfig::default();
-        (Fitted::fit(&d, &names, &Catalog::default(), &[], &cfg), names, d)
+        (Fitted::fit(&d, &items.names, &Catalog::default(), &[], &cfg), d)
     }
 
     #[test]
     fn recommendations_leave_out_what_was_bought_and_fall_back_to_popularity() {
-        let (m, _, d) = fitted();
+        let (m, d) = fitted();
         let cfg = ModelsConfig {
             recommendations: 2,
             ..ModelsConfig::default()

@@ -218,6 +218,21 @@ impl<'w> Session<'w> {
         })
     }
 
+    /// Runs a query (read-only) and hands its batches to `f` one at a time as they come,
+    /// so a large result is never held whole.
+    pub fn for_each_batch(&self, sql: &str, personal: &Personal, mut f: impl FnMut(&RecordBatch) -> Result<()>) -> Result<()> {
+        use futures::StreamExt;
+        let options = check_read_only(sql)?;
+        crate::block_on(async {
+            let ctx = self.context(personal).await?;
+            let mut stream = ctx.sql_with_options(sql, options).await?.execute_stream().await?;
+            while let Some(b) = stream.next().await {
+                f(&b?)?;
+            }
+            Ok(())
+        })
+    }
+
     /// The rows of a query with every column as text (null stays `None`).
     pub fn text_rows(&self, sql: &str, personal: &Personal) -> Result<Vec<Vec<Option<String>>>> {
         batches_as_text(&self.query(sql, personal)?)
