@@ -90,12 +90,16 @@ fn key_source(ws: &Workspace) -> String {
     }
 }
 
-pub fn ingest(workspace: &Path, data: &Path, config: Option<&Path>, quiet: bool, wait: Duration) -> Result<()> {
+pub fn ingest(workspace: &Path, data: &Path, config: Option<&Path>, engine: &EngineArgs, quiet: bool, wait: Duration) -> Result<()> {
+    // The [engine] section of the config the ingest reads (DATA/rapport.toml by default).
+    let default_config = data.join("rapport.toml");
+    let engine_config = config.or_else(|| default_config.is_file().then_some(default_config.as_path()));
+    let engine = engine.engine(engine_config)?;
     let existed = workspace.exists();
     let ws = writer(workspace, "ingest", wait, true)?;
     let mut opts = IngestOptions::new(data);
     opts.config_file = config.map(Path::to_path_buf);
-    match rapport_engine::ingest::ingest(&ws, &opts, &Bars::new(quiet)) {
+    match rapport_engine::ingest::ingest_on(&ws, &opts, &Bars::new(quiet), &engine) {
         Ok(outcome) => {
             print_ingest(&ws, &outcome);
             Ok(())

@@ -31,7 +31,7 @@ struct Cli {
     /// seconds for another such command to finish; 0 fails at once (exit 75).
     #[arg(long, global = true, default_value_t = 0.0, value_name = "SECONDS")]
     wait: f64,
-    /// Run the queries of run, sql and export on a Ballista cluster (`df://host:50050`,
+    /// Run the queries of ingest, run, sql and export on a Ballista cluster (`df://host:50050`,
     /// see `rapport scheduler`) instead of in this process; overrides `[engine] url`.
     #[arg(long, global = true, env = "RAPPORT_ENGINE", value_name = "URL")]
     engine: Option<String>,
@@ -336,7 +336,7 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Init { data, force } => commands::init(&cli.workspace, data.as_deref(), force, wait),
-        Command::Ingest { data, config } => commands::ingest(&cli.workspace, &data, config.as_deref(), cli.quiet, wait),
+        Command::Ingest { data, config } => commands::ingest(&cli.workspace, &data, config.as_deref(), &engine, cli.quiet, wait),
         Command::Run { as_of, config } => commands::run(&cli.workspace, as_of.as_deref(), config.as_deref(), &engine, wait),
         Command::Evaluate {
             what,

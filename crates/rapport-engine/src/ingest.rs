@@ -6,10 +6,17 @@ use rapport_store::ingest::{prepare, IngestOptions, IngestOutcome, Progress};
 use rapport_store::schema::Table;
 use rapport_store::Workspace;
 
+use crate::exec::Engine;
 use crate::{block_on, report, Result};
 
 pub fn ingest(ws: &Workspace, opts: &IngestOptions, progress: &dyn Progress) -> Result<IngestOutcome> {
-    let outcome = ingest_tables(ws, opts, progress)?;
+    ingest_on(ws, opts, progress, &Engine::local())
+}
+
+/// [`ingest`] with the query that unifies customers run where `engine` says (a
+/// cluster, or this process under its memory limit).
+pub fn ingest_on(ws: &Workspace, opts: &IngestOptions, progress: &dyn Progress, engine: &Engine) -> Result<IngestOutcome> {
+    let outcome = ingest_with(ws, opts, progress, false, engine)?;
     if !outcome.nothing_new {
         let started = std::time::Instant::now();
         report::write_quality(ws, &outcome.quality)?;
@@ -22,7 +29,7 @@ pub fn ingest(ws: &Workspace, opts: &IngestOptions, progress: &dyn Progress) -> 
 /// The tables of an ingest (the input tables, identities and the unified customers),
 /// committed in one transaction, without the reports.
 pub fn ingest_tables(ws: &Workspace, opts: &IngestOptions, progress: &dyn Progress) -> Result<IngestOutcome> {
-    ingest_with(ws, opts, progress, false)
+    ingest_with(ws, opts, progress, false, &Engine::local())
 }
 
 /// [`ingest_tables`] that keeps the last run's scores: the `customers` table stays the
@@ -30,10 +37,10 @@ pub fn ingest_tables(ws: &Workspace, opts: &IngestOptions, progress: &dyn Progre
 /// the server's intake does every few seconds. Without a run since the last file
 /// ingest, as [`ingest_tables`].
 pub fn ingest_live(ws: &Workspace, opts: &IngestOptions, progress: &dyn Progress) -> Result<IngestOutcome> {
-    ingest_with(ws, opts, progress, true)
+    ingest_with(ws, opts, progress, true, &Engine::local())
 }
 
-fn ingest_with(ws: &Workspace, opts: &IngestOptions, progress: &dyn Progress, live: bool) -> Result<IngestOutcome> {
+fn ingest_with(ws: &Workspace, opts: &IngestOptions, progress: &dyn Progress, live: bool, engine: &Engine) -> Result<IngestOutcome> {
     let (mut txn, outcome) = prepare(ws, opts, progress)?;
     tracing::debug!("tables prepared");
     if outcome.nothing_new {
@@ -62,7 +69,16 @@ fn ingest_with(ws: &Workspace, opts: &IngestOptions, progress: &dyn Progress, li
         };
         let (customers, recommendations) = match rescored {
             Some(r) => (r.customers, r.recommendations),
-            None => (block_on(crate::unify::customers(&txn, outcome.orders_by_customer.as_ref()))?, None),
+            None => {
+                let mut scratch = None;
+                let unified = block_on(crate::unify::customers(
+                    &txn,
+                    outcome.orders_by_customer.as_ref(),
+                    engine,
+                    &mut scratch,
+                ))?;
+                (unified, None)
+            }
         };
         progress.end();
         if let Some(first) = customers.first() {

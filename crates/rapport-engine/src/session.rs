@@ -161,36 +161,11 @@ impl<'w> Session<'w> {
     /// `ctx`: in memory locally; on a cluster as a Parquet file in the workspace, where
     /// the executors read it.
     pub async fn register_batches(&self, ctx: &SessionContext, name: &str, schema: SchemaRef, batches: Vec<RecordBatch>) -> Result<()> {
-        ctx.deregister_table(name)?;
-        if self.engine.cluster_url().is_none() {
-            ctx.register_table(name, Arc::new(datafusion::datasource::MemTable::try_new(schema, vec![batches])?))?;
-            return Ok(());
-        }
-        let path = {
+        register_rows(&self.engine, ctx, name, schema, batches, || {
             let mut scratch = self.scratch.lock().expect("not poisoned");
-            if scratch.is_none() {
-                let dir = tempfile::Builder::new()
-                    .prefix(".query-")
-                    .tempdir_in(self.ws.root())
-                    .map_err(|e| EngineError::io(self.ws.root(), e))?;
-                *scratch = Some(dir);
-            }
-            let dir = scratch.as_ref().expect("made above").path();
-            let n = std::fs::read_dir(dir).map_err(|e| EngineError::io(dir, e))?.count();
-            dir.join(format!("{name}-{n}.parquet"))
-        };
-        let file = std::fs::File::create(&path).map_err(|e| EngineError::io(&path, e))?;
-        let mut writer =
-            datafusion::parquet::arrow::ArrowWriter::try_new(file, schema, None).map_err(|e| DataFusionError::ParquetError(Box::new(e)))?;
-        for b in &batches {
-            writer.write(b).map_err(|e| DataFusionError::ParquetError(Box::new(e)))?;
-        }
-        writer.close().map_err(|e| DataFusionError::ParquetError(Box::new(e)))?;
-        let df = ctx
-            .read_parquet(path.to_string_lossy().as_ref(), ParquetReadOptions::default())
-            .await?;
-        ctx.register_table(name, df.into_view())?;
-        Ok(())
+            scratch_dir(self.ws.root(), &mut scratch)
+        })
+        .await
     }
 
     pub fn workspace(&self) -> &'w Workspace {
@@ -237,6 +212,51 @@ impl<'w> Session<'w> {
     pub fn text_rows(&self, sql: &str, personal: &Personal) -> Result<Vec<Vec<Option<String>>>> {
         batches_as_text(&self.query(sql, personal)?)
     }
+}
+
+/// Registers rows a command made as table `name` in `ctx`: in memory locally; on a
+/// cluster as a Parquet file in the folder `scratch` gives, where the executors read it.
+pub async fn register_rows(
+    engine: &Engine,
+    ctx: &SessionContext,
+    name: &str,
+    schema: SchemaRef,
+    batches: Vec<RecordBatch>,
+    scratch: impl FnOnce() -> Result<PathBuf>,
+) -> Result<()> {
+    ctx.deregister_table(name)?;
+    if engine.cluster_url().is_none() {
+        ctx.register_table(name, Arc::new(datafusion::datasource::MemTable::try_new(schema, vec![batches])?))?;
+        return Ok(());
+    }
+    let dir = scratch()?;
+    let n = std::fs::read_dir(&dir).map_err(|e| EngineError::io(&dir, e))?.count();
+    let path = dir.join(format!("{name}-{n}.parquet"));
+    let file = std::fs::File::create(&path).map_err(|e| EngineError::io(&path, e))?;
+    let mut writer =
+        datafusion::parquet::arrow::ArrowWriter::try_new(file, schema, None).map_err(|e| DataFusionError::ParquetError(Box::new(e)))?;
+    for b in &batches {
+        writer.write(b).map_err(|e| DataFusionError::ParquetError(Box::new(e)))?;
+    }
+    writer.close().map_err(|e| DataFusionError::ParquetError(Box::new(e)))?;
+    let df = ctx
+        .read_parquet(path.to_string_lossy().as_ref(), ParquetReadOptions::default())
+        .await?;
+    ctx.register_table(name, df.into_view())?;
+    Ok(())
+}
+
+/// The `.query-*` folder of `root` in `scratch` (made on first use; removed when it
+/// is dropped): where a command puts the rows it sends to the cluster.
+pub fn scratch_dir(root: &std::path::Path, scratch: &mut Option<tempfile::TempDir>) -> Result<PathBuf> {
+    if scratch.is_none() {
+        let dir = tempfile::Builder::new()
+            .prefix(".query-")
+            .tempdir_in(root)
+            .map_err(|e| EngineError::io(root, e))?;
+        *scratch = Some(dir);
+    }
+    Ok(scratch.as_ref().expect("made above").path().to_path_buf())
 }
 
 /// Queries only: statements that would create, change or write anything (`CREATE`,

@@ -8,7 +8,8 @@ use datafusion::arrow::record_batch::RecordBatch;
 use rapport_store::workspace::Transaction;
 use rapport_store::Workspace;
 
-use crate::session::{from_micros, micros, new_context, register, Personal};
+use crate::exec::Engine;
+use crate::session::{from_micros, micros, register, register_rows, scratch_dir, Personal};
 use crate::Result;
 
 /// Per customer: first and last order, orders (distinct order ids with a purchase line),
@@ -56,8 +57,16 @@ fn profile_agg() -> String {
 /// when the ingest computed them (the workspace's first orders: see
 /// `rapport_store::ingest::IngestOutcome::orders_by_customer`), stand in for reading the
 /// orders back — the same columns as [`orders_agg`], checked equal by a test.
-pub async fn customers(txn: &Transaction<'_>, order_sums: Option<&RecordBatch>) -> Result<Vec<RecordBatch>> {
-    let ctx = new_context()?;
+///
+/// The query runs where `engine` says; on a cluster, the executors read the
+/// transaction's files by path and the order sums from a Parquet file in `scratch`.
+pub async fn customers(
+    txn: &Transaction<'_>,
+    order_sums: Option<&RecordBatch>,
+    engine: &Engine,
+    scratch: &mut Option<tempfile::TempDir>,
+) -> Result<Vec<RecordBatch>> {
+    let ctx = engine.context(false).await?;
     for t in ["customer_sources", "orders", "customer_profiles"] {
         register(&ctx, t, txn.files_after(t)?, &Personal::Stored).await?;
     }
@@ -66,8 +75,11 @@ pub async fn customers(txn: &Transaction<'_>, order_sums: Option<&RecordBatch>) 
     let mut sql = String::from("WITH ids AS (SELECT customer_id, count(*) AS source_ids FROM customer_sources GROUP BY customer_id)");
     match order_sums {
         Some(b) if has_orders => {
-            let table = datafusion::datasource::MemTable::try_new(b.schema(), vec![vec![b.clone()]])?;
-            ctx.register_table("order_sums", std::sync::Arc::new(table))?;
+            let root = txn.workspace_root().to_path_buf();
+            register_rows(engine, &ctx, "order_sums", b.schema(), vec![b.clone()], || {
+                scratch_dir(&root, scratch)
+            })
+            .await?;
             sql.push_str(", agg AS (SELECT * FROM order_sums)");
         }
         _ if has_orders => sql.push_str(&format!(", agg AS ({})", orders_agg())),
@@ -103,5 +115,5 @@ pub async fn customers(txn: &Transaction<'_>, order_sums: Option<&RecordBatch>) 
 /// a transaction that is dropped: the check on the sums an ingest computes itself.
 pub fn customers_from_stored(ws: &Workspace) -> Result<Vec<RecordBatch>> {
     let txn = ws.begin("unify-check")?;
-    crate::block_on(customers(&txn, None))
+    crate::block_on(customers(&txn, None, &Engine::local(), &mut None))
 }

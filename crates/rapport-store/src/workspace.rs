@@ -815,6 +815,11 @@ impl Drop for Transaction<'_> {
 }
 
 impl Transaction<'_> {
+    /// The folder of the workspace the transaction writes to.
+    pub fn workspace_root(&self) -> &Path {
+        self.ws.root()
+    }
+
     /// A new part file for `table`, in staging.
     pub fn part_writer(&mut self, table: &str, schema: SchemaRef) -> Result<PartWriter> {
         self.counter += 1;

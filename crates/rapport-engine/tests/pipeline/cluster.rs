@@ -112,3 +112,25 @@ fn sql_on_the_cluster_masks_personal_columns_and_reveals_only_locally() {
     let err = session.query("DROP TABLE customers", &Personal::Masked).unwrap_err();
     assert!(err.is_user_error());
 }
+
+#[test]
+fn an_ingest_on_the_cluster_unifies_the_customers_of_a_local_ingest() {
+    let data = crate::generated_run().join("data");
+    let dir = tempfile::tempdir().unwrap();
+    // One workspace (one key) copied before either ingest.
+    let (local, copy) = (dir.path().join("local"), dir.path().join("cluster"));
+    drop(crate::writer(&local));
+    crate::copy_dir(&local, &copy);
+    crate::ingest(&local, &data).unwrap();
+    let ws = crate::writer(&copy);
+    let opts = rapport_store::IngestOptions::new(&data);
+    rapport_engine::ingest::ingest_on(&ws, &opts, &rapport_store::NoProgress, &cluster_engine()).unwrap();
+    drop(ws);
+    assert!(
+        !std::fs::read_dir(&copy)
+            .unwrap()
+            .any(|e| e.unwrap().file_name().to_string_lossy().starts_with(".query-")),
+        "the order sums sent to the cluster are removed after the ingest"
+    );
+    assert_same_tables(&local, &copy);
+}
