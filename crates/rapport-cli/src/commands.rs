@@ -92,9 +92,8 @@ fn key_source(ws: &Workspace) -> String {
 
 pub fn ingest(workspace: &Path, data: &Path, config: Option<&Path>, engine: &EngineArgs, quiet: bool, wait: Duration) -> Result<()> {
     // The [engine] section of the config the ingest reads (DATA/rapport.toml by default).
-    let default_config = data.join("rapport.toml");
-    let engine_config = config.or_else(|| default_config.is_file().then_some(default_config.as_path()));
-    let engine = engine.engine(engine_config)?;
+    let (_, engine_config) = rapport_store::Config::for_data(data, config)?;
+    let engine = engine.engine(engine_config.as_deref())?;
     let existed = workspace.exists();
     let ws = writer(workspace, "ingest", wait, true)?;
     let mut opts = IngestOptions::new(data);

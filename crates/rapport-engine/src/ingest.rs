@@ -69,16 +69,10 @@ fn ingest_with(ws: &Workspace, opts: &IngestOptions, progress: &dyn Progress, li
         };
         let (customers, recommendations) = match rescored {
             Some(r) => (r.customers, r.recommendations),
-            None => {
-                let mut scratch = None;
-                let unified = block_on(crate::unify::customers(
-                    &txn,
-                    outcome.orders_by_customer.as_ref(),
-                    engine,
-                    &mut scratch,
-                ))?;
-                (unified, None)
-            }
+            None => (
+                block_on(crate::unify::customers(&txn, outcome.orders_by_customer.as_ref(), engine))?,
+                None,
+            ),
         };
         progress.end();
         if let Some(first) = customers.first() {

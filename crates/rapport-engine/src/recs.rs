@@ -91,10 +91,9 @@ fn purchases(session: &Session<'_>) -> Result<Purchases> {
                 match customers.last() {
                     Some(last) if last.as_str() == id => {}
                     Some(last) if last.as_str() > id => {
-                        return Err(crate::InternalError::Query(datafusion::error::DataFusionError::Internal(format!(
-                            "purchases came out of order: {id} after {last}"
-                        )))
-                        .into())
+                        return Err(
+                            datafusion::error::DataFusionError::Internal(format!("purchases came out of order: {id} after {last}")).into(),
+                        )
                     }
                     _ => customers.push(id.to_string()),
                 }

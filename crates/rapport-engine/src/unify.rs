@@ -59,13 +59,10 @@ fn profile_agg() -> String {
 /// orders back — the same columns as [`orders_agg`], checked equal by a test.
 ///
 /// The query runs where `engine` says; on a cluster, the executors read the
-/// transaction's files by path and the order sums from a Parquet file in `scratch`.
-pub async fn customers(
-    txn: &Transaction<'_>,
-    order_sums: Option<&RecordBatch>,
-    engine: &Engine,
-    scratch: &mut Option<tempfile::TempDir>,
-) -> Result<Vec<RecordBatch>> {
+/// transaction's files by path and the order sums from a Parquet file in a `.query-*`
+/// folder of the workspace, removed when the query is done.
+pub async fn customers(txn: &Transaction<'_>, order_sums: Option<&RecordBatch>, engine: &Engine) -> Result<Vec<RecordBatch>> {
+    let mut scratch = None;
     let ctx = engine.context(false).await?;
     for t in ["customer_sources", "orders", "customer_profiles"] {
         register(&ctx, t, txn.files_after(t)?, &Personal::Stored).await?;
@@ -77,7 +74,7 @@ pub async fn customers(
         Some(b) if has_orders => {
             let root = txn.workspace_root().to_path_buf();
             register_rows(engine, &ctx, "order_sums", b.schema(), vec![b.clone()], || {
-                scratch_dir(&root, scratch)
+                scratch_dir(&root, &mut scratch)
             })
             .await?;
             sql.push_str(", agg AS (SELECT * FROM order_sums)");
@@ -115,5 +112,5 @@ pub async fn customers(
 /// a transaction that is dropped: the check on the sums an ingest computes itself.
 pub fn customers_from_stored(ws: &Workspace) -> Result<Vec<RecordBatch>> {
     let txn = ws.begin("unify-check")?;
-    crate::block_on(customers(&txn, None, &Engine::local(), &mut None))
+    crate::block_on(customers(&txn, None, &Engine::local()))
 }
