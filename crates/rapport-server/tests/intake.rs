@@ -702,8 +702,13 @@ async fn the_server_runs_the_models_on_its_schedule_and_reads_switch_to_the_resu
         "{after}"
     );
     assert_eq!(after["live"], false);
+    // models.json is written after the run's tables are committed (it names the run it
+    // is of), so it may follow the first read with scores by a moment.
     let ws = rapport_store::Workspace::reader(&b.ws).unwrap();
-    assert!(rapport_engine::report::read_models(&ws).unwrap().is_some(), "models.json written");
+    while rapport_engine::report::read_models(&ws).unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "models.json written after the scheduled run");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     drop(ws);
     close(server).await;
 }
