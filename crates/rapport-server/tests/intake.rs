@@ -28,6 +28,10 @@ fn company() -> &'static (PathBuf, String) {
     })
 }
 
+/// The tests of this file take turns: two of them time the server (a 2 s request limit,
+/// a schedule), and on a 2-core machine the others' model runs would eat that time.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// A workspace of its own for one test, ingested from the company, with a collector
 /// and a marketer token.
 struct Bench {
@@ -162,6 +166,7 @@ fn leak(server: Server) -> &'static Server {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn records_are_acknowledged_once_stored_counted_once_and_refused_ones_quarantined() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let b = bench().await;
     let customer = &company().1;
     // Flushed by the test, not by the flusher.
@@ -246,6 +251,7 @@ async fn records_are_acknowledged_once_stored_counted_once_and_refused_ones_quar
 
 #[tokio::test(flavor = "multi_thread")]
 async fn json_lines_bad_bodies_unknown_tables_and_roles_get_clear_answers() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let b = bench().await;
     let customer = &company().1;
     let options = Options {
@@ -310,6 +316,7 @@ async fn json_lines_bad_bodies_unknown_tables_and_roles_get_clear_answers() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_requests_are_committed_together_and_each_key_stored_once() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let b = bench().await;
     let customer = company().1.clone();
     let server = leak(open(&b.ws, Options::default()).await);
@@ -374,6 +381,7 @@ async fn customer_row(ws: &Path, id: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_order_posted_after_a_run_rescores_its_customer_with_the_runs_parameters() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let b = tokio::task::spawn_blocking(|| bench_now(true)).await.unwrap();
     let source_id = &company().1;
     let unified = sql(
@@ -499,7 +507,7 @@ async fn an_order_posted_after_a_run_rescores_its_customer_with_the_runs_paramet
         "{after} vs {churn:?}"
     );
     assert_eq!(after["rfm_segment"].as_str(), Some(segment), "{after}");
-    assert_ne!(after["churn_probability"], before["churn_probability"], "{after} vs {before}");
+    assert_ne!(after["expected_orders_90d"], before["expected_orders_90d"], "{after} vs {before}");
     // The cluster stays the run's; everyone else is untouched.
     assert_eq!(after["cluster"], before["cluster"]);
     let other_after = customer_row(&b.ws, &other).await;
@@ -515,6 +523,7 @@ async fn an_order_posted_after_a_run_rescores_its_customer_with_the_runs_paramet
 /// control-group row is not a contact.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_refused_consent_or_a_contact_since_the_run_takes_the_next_action_away() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let b = tokio::task::spawn_blocking(|| bench_now(true)).await.unwrap();
     let rows = sql(
         &b.ws,
@@ -602,6 +611,7 @@ async fn raw(addr: std::net::SocketAddr, request: String, wait: std::time::Durat
 
 #[tokio::test(flavor = "multi_thread")]
 async fn slow_clients_are_cut_off_big_records_refused_and_the_server_keeps_serving() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     use std::time::Duration;
     let b = bench().await;
     let customer = &company().1;
@@ -651,8 +661,8 @@ async fn slow_clients_are_cut_off_big_records_refused_and_the_server_keeps_servi
     assert!(timed_out.contains("\"timeout\""), "{timed_out}");
     assert!(started.elapsed() < Duration::from_secs(4));
 
-    // A 10 MB string: that record is refused, the rest of the request taken.
-    let big = json!([order("big-1", customer, "2024-04-01"), {"id": "big-2", "order_id": "x".repeat(10 << 20)}]);
+    // A 2 MB string (a record may have 1 MB): that record is refused, the rest of the request taken.
+    let big = json!([order("big-1", customer, "2024-04-01"), {"id": "big-2", "order_id": "x".repeat(2 << 20)}]);
     let (status, ack) = post_json(server, "/v1/ingest/orders", &b.collector, &big).await;
     assert_eq!(
         (status, ack["accepted"].as_u64()),
@@ -671,6 +681,7 @@ async fn slow_clients_are_cut_off_big_records_refused_and_the_server_keeps_servi
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_server_runs_the_models_on_its_schedule_and_reads_switch_to_the_results() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let b = bench().await;
     let source_id = &company().1;
     let options = Options {
