@@ -116,7 +116,13 @@ impl Engine {
 }
 
 fn session_config() -> SessionConfig {
-    SessionConfig::new().with_target_partitions(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2))
+    let mut config = SessionConfig::new().with_target_partitions(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
+    // Parquet strings as plain strings, not views: a view array taken through a join
+    // keeps every buffer of the side it came from, and a sort downstream counts those
+    // shared buffers once per batch — an estimate that grows with each join until no
+    // memory limit admits it.
+    config.options_mut().execution.parquet.schema_force_view_types = false;
+    config
 }
 
 /// Rapport's own SQL functions, in every context, scheduler and executor.
@@ -552,6 +558,39 @@ mod tests {
         let bad = Engine::new(&EngineConfig::default(), Some("http://x:1"), None).unwrap_err();
         assert!(bad.is_user_error() && bad.to_string().contains("df://"), "{bad}");
         assert!(Engine::local().memory_limit() >= 64 << 20);
+    }
+
+    /// Left joins of per-customer aggregates, sorted by the customer id: the shape of the
+    /// features query. Parquet strings read as views would share their buffers through
+    /// every join, and the sort would count those buffers once per batch at each level
+    /// (tens of GB for 100k ids, refused under any limit); read as plain strings the
+    /// query runs under a small one.
+    #[test]
+    fn joined_aggregates_of_many_string_ids_sort_under_a_small_memory_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ids.parquet");
+        let engine = Engine::new(&EngineConfig::default(), None, Some(256 << 20)).unwrap();
+        let ctx = engine.local_context().unwrap();
+        let rows = crate::block_on(async {
+            let copy = format!(
+                "COPY (SELECT 'customer-' || lpad(CAST(value % 100000 AS VARCHAR), 14, '0') AS id, value AS n
+                       FROM generate_series(1, 300000)) TO '{}' STORED AS PARQUET",
+                file.display()
+            );
+            ctx.sql(&copy).await?.collect().await?;
+            crate::session::register(&ctx, "t", vec![file.clone()], &crate::session::Personal::Stored).await?;
+            let sql = "WITH a AS (SELECT id, count(*) AS k FROM t GROUP BY id),
+                            b AS (SELECT id, min(n) AS lo FROM t GROUP BY id),
+                            c AS (SELECT id, max(n) AS hi FROM t GROUP BY id),
+                            d AS (SELECT id, sum(n) AS s FROM t GROUP BY id),
+                            e AS (SELECT DISTINCT id FROM t)
+                       SELECT e.id, a.k, b.lo, c.hi, d.s FROM e LEFT JOIN a ON a.id = e.id LEFT JOIN b ON b.id = e.id
+                              LEFT JOIN c ON c.id = e.id LEFT JOIN d ON d.id = e.id ORDER BY e.id";
+            let batches = ctx.sql(sql).await?.collect().await?;
+            Ok::<_, EngineError>(batches.iter().map(|b| b.num_rows()).sum::<usize>())
+        })
+        .unwrap();
+        assert_eq!(rows, 100_000);
     }
 
     #[test]

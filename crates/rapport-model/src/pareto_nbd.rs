@@ -10,7 +10,7 @@
 
 use crate::btyd::{check, group, Fit, History};
 use crate::error::{no_finite_likelihood, ModelError};
-use crate::optimize::best_of_with;
+use crate::optimize::{best_of_with, bfgs_with, sample_stride, Minimum};
 use crate::special::{ln_gamma, ln_hyp2f1_a_a1, log_add_exp};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -31,89 +31,100 @@ impl ParetoNbd {
         }
     }
 
-    /// ln A0 of Fader & Hardie's note (`None` outside the domain of 2F1).
-    fn ln_a0(&self, h: &History) -> Option<f64> {
+    /// The branch of A0 the parameters take: the larger of α and β, the second 2F1
+    /// parameter (which may depend on x) and |α − β|.
+    fn a0_branch(&self, x: f64) -> (f64, f64, f64) {
         let Self { r, alpha, s, beta } = *self;
-        let rsx = r + s + h.x;
-        let (big, b_par, diff) = if alpha >= beta {
+        if alpha >= beta {
             (alpha, s + 1.0, alpha - beta)
         } else {
-            (beta, r + h.x, beta - alpha)
-        };
-        let term = |t: f64| -> Option<f64> { Some(ln_hyp2f1_a_a1(rsx, b_par, diff / (big + t))? - rsx * (big + t).ln()) };
-        let (lt1, lt2) = (term(h.t_x)?, term(h.t)?);
+            (beta, r + x, beta - alpha)
+        }
+    }
+
+    /// One of the two terms of A0 at time `t` (t_x or T) for frequency `x`, in log space.
+    fn a0_term(&self, x: f64, t: f64) -> Option<f64> {
+        let rsx = self.r + self.s + x;
+        let (big, b_par, diff) = self.a0_branch(x);
+        Some(ln_hyp2f1_a_a1(rsx, b_par, diff / (big + t))? - rsx * (big + t).ln())
+    }
+
+    /// ln A0 of Fader & Hardie's note from its two terms, lt1 at t_x and lt2 at T.
+    fn ln_a0_of(lt1: f64, lt2: f64) -> f64 {
         // ln(e^lt1 − e^lt2), with lt1 ≥ lt2 since t_x ≤ T.
         let d = lt2 - lt1;
         if d >= 0.0 {
-            return Some(f64::NEG_INFINITY);
+            return f64::NEG_INFINITY;
         }
-        Some(lt1 + (-d.exp()).ln_1p())
+        lt1 + (-d.exp()).ln_1p()
     }
 
-    pub fn log_likelihood(&self, h: &History) -> f64 {
+    /// ln A0 of Fader & Hardie's note (`None` outside the domain of 2F1).
+    fn ln_a0(&self, h: &History) -> Option<f64> {
+        Some(Self::ln_a0_of(self.a0_term(h.x, h.t_x)?, self.a0_term(h.x, h.t)?))
+    }
+
+    /// The log-likelihood of a history whose A0 terms are known.
+    fn log_likelihood_with(&self, h: &History, lt1: f64, lt2: f64) -> f64 {
         let Self { r, alpha, s, beta } = *self;
         let x = h.x;
-        let Some(ln_a0) = self.ln_a0(h) else { return f64::NAN };
+        let ln_a0 = Self::ln_a0_of(lt1, lt2);
         let head = ln_gamma(r + x) - ln_gamma(r) + r * alpha.ln() + s * beta.ln();
         let alive = -(r + x) * (alpha + h.t).ln() - s * (beta + h.t).ln();
         let died = (s / (r + s + x)).ln() + ln_a0;
         head + log_add_exp(alive, died)
     }
 
-    /// Σ weight × log-likelihood. Each term can need a quadrature, so fixed chunks are
-    /// summed in parallel and then added in order: the result does not depend on the
-    /// number of threads.
-    pub fn total_log_likelihood(&self, data: &[History]) -> f64 {
-        use rayon::prelude::*;
-        let parts: Vec<f64> = data
-            .par_chunks(256)
-            .map(|c| c.iter().map(|h| h.weight * self.log_likelihood(h)).sum())
-            .collect();
-        parts.iter().sum()
+    pub fn log_likelihood(&self, h: &History) -> f64 {
+        match (self.a0_term(h.x, h.t_x), self.a0_term(h.x, h.t)) {
+            (Some(lt1), Some(lt2)) => self.log_likelihood_with(h, lt1, lt2),
+            _ => f64::NAN,
+        }
     }
 
+    /// Σ weight × log-likelihood over grouped histories.
+    pub fn total_log_likelihood(&self, data: &[History]) -> f64 {
+        Prepared::new(data).total_log_likelihood(self)
+    }
+
+    /// Maximum-likelihood fit. Many distinct histories: BFGS runs from every start on a
+    /// systematic sample of them and the best end point is polished on all (from every
+    /// start on all if the polish does not converge).
     pub fn fit(histories: &[History]) -> Result<Fit<ParetoNbd>, ModelError> {
         check(histories)?;
         let data = group(histories);
-        let total: f64 = data.iter().map(|h| h.weight).sum();
-        let value = |v: &[f64]| -> f64 {
-            if v.iter().any(|z| !(-25.0..25.0).contains(z)) {
-                return f64::INFINITY;
-            }
-            let ll = Self::from_log(v).total_log_likelihood(&data);
-            if ll.is_finite() {
-                -ll / total
-            } else {
-                f64::INFINITY
-            }
-        };
-        let objective = |v: &[f64]| -> (f64, Vec<f64>) {
-            let f = value(v);
-            if !f.is_finite() {
-                // A rejected trial point of the line search: no gradient needed.
-                return (f, vec![0.0; 4]);
-            }
-            let g = (0..4)
-                .map(|i| {
-                    let h = 1e-6;
-                    let (mut hi, mut lo) = (v.to_vec(), v.to_vec());
-                    hi[i] += h;
-                    lo[i] -= h;
-                    (value(&hi) - value(&lo)) / (2.0 * h)
-                })
-                .collect();
-            (f, g)
-        };
-        let mean_t = data.iter().map(|h| h.weight * h.t).sum::<f64>() / total;
+        let full = Prepared::new(&data);
+        let mean_t = data.iter().map(|h| h.weight * h.t).sum::<f64>() / full.total;
         let starts = [
             vec![0.0, mean_t.ln(), 0.0, mean_t.ln()],
             vec![(0.5f64).ln(), (mean_t / 4.0).ln(), (0.5f64).ln(), (mean_t / 4.0).ln()],
             vec![(2.0f64).ln(), (mean_t * 2.0).ln(), (2.0f64).ln(), (mean_t * 2.0).ln()],
         ];
-        let best = best_of_with(&objective, Some(&value), &starts, 100, 1e-8).ok_or_else(no_finite_likelihood)?;
+        let on_full = |v: &[f64]| full.objective(v);
+        let on_full_value = |v: &[f64]| full.value(v);
+        let sampled = sample_stride(data.len()).and_then(|step| {
+            let sample: Vec<History> = data.iter().step_by(step).copied().collect();
+            let sample = Prepared::new(&sample);
+            let start = best_of_with(
+                &|v: &[f64]| sample.objective(v),
+                Some(&|v: &[f64]| sample.value(v)),
+                &starts,
+                100,
+                1e-8,
+            )?;
+            let polished = bfgs_with(&on_full, Some(&on_full_value), &start.x, 100, 1e-8);
+            (polished.converged && polished.value.is_finite()).then(|| Minimum {
+                iterations: start.iterations + polished.iterations,
+                ..polished
+            })
+        });
+        let best = match sampled {
+            Some(m) => m,
+            None => best_of_with(&on_full, Some(&on_full_value), &starts, 100, 1e-8).ok_or_else(no_finite_likelihood)?,
+        };
         Ok(Fit {
             params: Self::from_log(&best.x),
-            log_likelihood: -best.value * total,
+            log_likelihood: -best.value * full.total,
             converged: best.converged,
             iterations: best.iterations,
             groups: data.len(),
@@ -140,6 +151,96 @@ impl ParetoNbd {
         let Self { r, alpha, s, beta } = *self;
         let e = (r + h.x) * (beta + h.t) / ((alpha + h.t) * (s - 1.0)) * (1.0 - ((beta + h.t) / (beta + h.t + horizon)).powf(s - 1.0));
         Some(e * self.p_alive(h)?)
+    }
+}
+
+/// Grouped histories laid out so the two hypergeometric terms of A0 — the costly part
+/// of the likelihood — are computed once per distinct (x, t) pair rather than once per
+/// history: t_x and T take few distinct values (days since the first purchase), so the
+/// pairs are far fewer than the histories of a large customer base.
+struct Prepared<'a> {
+    data: &'a [History],
+    /// Distinct (x, t) pairs, as bit patterns (valid values are non-negative, so their
+    /// bits sort as the numbers do).
+    pairs: Vec<(u64, u64)>,
+    /// Per history: the indices of its (x, t_x) and (x, T) pairs.
+    at: Vec<(u32, u32)>,
+    total: f64,
+}
+
+impl<'a> Prepared<'a> {
+    fn new(data: &'a [History]) -> Self {
+        let key = |x: f64, t: f64| ((x + 0.0).to_bits(), (t + 0.0).to_bits());
+        let mut pairs: Vec<(u64, u64)> = data.iter().flat_map(|h| [key(h.x, h.t_x), key(h.x, h.t)]).collect();
+        pairs.sort_unstable();
+        pairs.dedup();
+        let index = |k: (u64, u64)| pairs.binary_search(&k).expect("every pair was added") as u32;
+        let at = data.iter().map(|h| (index(key(h.x, h.t_x)), index(key(h.x, h.t)))).collect();
+        Self {
+            data,
+            pairs,
+            at,
+            total: data.iter().map(|h| h.weight).sum(),
+        }
+    }
+
+    /// Σ weight × log-likelihood. Fixed chunks are summed in parallel and then added in
+    /// order: the result does not depend on the number of threads.
+    fn total_log_likelihood(&self, m: &ParetoNbd) -> f64 {
+        use rayon::prelude::*;
+        let terms: Vec<f64> = self
+            .pairs
+            .par_chunks(256)
+            .flat_map_iter(|c| {
+                c.iter()
+                    .map(|&(x, t)| m.a0_term(f64::from_bits(x), f64::from_bits(t)).unwrap_or(f64::NAN))
+            })
+            .collect();
+        let parts: Vec<f64> = self
+            .data
+            .par_chunks(256)
+            .zip(self.at.par_chunks(256))
+            .map(|(c, at)| {
+                c.iter()
+                    .zip(at)
+                    .map(|(h, &(i, j))| h.weight * m.log_likelihood_with(h, terms[i as usize], terms[j as usize]))
+                    .sum()
+            })
+            .collect();
+        parts.iter().sum()
+    }
+
+    /// The mean negative log-likelihood at log-parameters `v` (∞ outside the box or where
+    /// it is not finite).
+    fn value(&self, v: &[f64]) -> f64 {
+        if v.iter().any(|z| !(-25.0..25.0).contains(z)) {
+            return f64::INFINITY;
+        }
+        let ll = self.total_log_likelihood(&ParetoNbd::from_log(v));
+        if ll.is_finite() {
+            -ll / self.total
+        } else {
+            f64::INFINITY
+        }
+    }
+
+    /// The value and its gradient by central differences on the log-parameters.
+    fn objective(&self, v: &[f64]) -> (f64, Vec<f64>) {
+        let f = self.value(v);
+        if !f.is_finite() {
+            // A rejected trial point of the line search: no gradient needed.
+            return (f, vec![0.0; 4]);
+        }
+        let g = (0..4)
+            .map(|i| {
+                let h = 1e-6;
+                let (mut hi, mut lo) = (v.to_vec(), v.to_vec());
+                hi[i] += h;
+                lo[i] -= h;
+                (self.value(&hi) - self.value(&lo)) / (2.0 * h)
+            })
+            .collect();
+        (f, g)
     }
 }
 

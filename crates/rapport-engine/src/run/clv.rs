@@ -34,12 +34,25 @@ pub fn fit(inputs: &ModelInputs, cfg: &ModelsConfig) -> Result<Clv> {
     let (bgnbd, pareto_nbd) = if histories.is_empty() {
         (None, None)
     } else {
-        (
-            optional_fit(BgNbd::fit(histories), "bgnbd")?,
-            Some(clv_fit(ParetoNbd::fit(histories).map(ClvFit::from))?),
-        )
+        let t = std::time::Instant::now();
+        let bgnbd = optional_fit(BgNbd::fit(histories), "bgnbd")?;
+        tracing::debug!(
+            seconds = t.elapsed().as_secs_f64(),
+            fit = ?bgnbd.as_ref().map(|f| (f.converged, f.iterations, f.groups, &f.message)),
+            "BG/NBD fitted"
+        );
+        let t = std::time::Instant::now();
+        let pareto_nbd = Some(clv_fit(ParetoNbd::fit(histories).map(ClvFit::from))?);
+        tracing::debug!(
+            seconds = t.elapsed().as_secs_f64(),
+            fit = ?pareto_nbd.as_ref().map(|f| (f.converged, f.iterations, f.groups, &f.message)),
+            "Pareto/NBD fitted"
+        );
+        (bgnbd, pareto_nbd)
     };
+    let t = std::time::Instant::now();
     let gg = GammaGamma::fit(&inputs.spends);
+    tracing::debug!(seconds = t.elapsed().as_secs_f64(), "Gamma-Gamma fitted");
     let gamma_gamma = clv_fit(gg.as_ref().map(ClvFit::from).map_err(Clone::clone))?;
     let mut clv = Clv {
         bgnbd,
@@ -50,7 +63,9 @@ pub fn fit(inputs: &ModelInputs, cfg: &ModelsConfig) -> Result<Clv> {
         spend: Vec::new(),
         clv: Vec::new(),
     };
+    let t = std::time::Instant::now();
     predict_customers(&mut clv, inputs, gg.ok().map(|g| g.params), cfg);
+    tracing::debug!(seconds = t.elapsed().as_secs_f64(), "customers valued");
     Ok(clv)
 }
 
