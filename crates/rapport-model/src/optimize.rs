@@ -272,11 +272,13 @@ pub fn sample_stride(n: usize) -> Option<usize> {
     (n > 2 * SAMPLE).then(|| n.div_ceil(SAMPLE))
 }
 
-/// The maximum-likelihood strategy of the customer-base models. With a `sample`
-/// objective, Newton runs from every start on the sample and the best end point is
-/// polished by Newton on `full`; without one, or if the polish does not converge, Newton
-/// runs from every start on `full`; if that does not converge either, BFGS from every
-/// start on `full` is tried and the better result kept. Returns the best minimum and the
+/// The maximum-likelihood strategy of the customer-base models. Without a `sample`
+/// objective: Newton from every start on `full`, and if no run converges, BFGS from
+/// every start on `full` too, the better result kept. With one (many distinct rows), the
+/// same search runs on the sample and its best end point is polished by Newton on
+/// `full` (then by BFGS if Newton does not converge): a likelihood with no finite
+/// optimum — a population where nobody drops out, say — costs a bounded number of
+/// evaluations on all rows, not the whole search. Returns the best minimum and the
 /// iterations spent in all runs; `None` when no run ends at a finite value.
 pub fn fit_from_starts(full: &Second<'_>, sample: Option<&Second<'_>>, starts: &[Vec<f64>]) -> Option<(Minimum, usize)> {
     let mut iterations = 0;
@@ -284,22 +286,39 @@ pub fn fit_from_starts(full: &Second<'_>, sample: Option<&Second<'_>>, starts: &
         iterations += m.iterations;
         m
     };
-    let polished = sample
-        .and_then(|s| best(starts.iter().map(|x| count(newton(s, x, 100, 1e-8)))))
-        .map(|m| count(newton(full, &m.x, 100, 1e-10)))
-        .filter(|m| m.converged && m.value.is_finite());
-    let mut found = polished.or_else(|| best(starts.iter().map(|x| count(newton(full, x, 200, 1e-10)))));
-    if !found.as_ref().is_some_and(|m| m.converged) {
-        let first_order = |v: &[f64]| -> (f64, Vec<f64>) {
-            match full(v) {
-                Some((f, g, _)) => (f, g),
-                None => (f64::INFINITY, vec![0.0; v.len()]),
+    let found = match sample {
+        None => search(full, starts, &mut count),
+        Some(s) => {
+            let start = search(s, starts, &mut count)?;
+            let polished = count(newton(full, &start.x, 100, 1e-10));
+            if polished.converged && polished.value.is_finite() {
+                Some(polished)
+            } else {
+                let bfgs = count(bfgs(&first_order(full), &polished.x, 200, 1e-10));
+                best([polished, bfgs])
             }
-        };
-        let bfgs = best_of(&first_order, starts, 500, 1e-10).map(&mut count);
-        found = best(found.into_iter().chain(bfgs));
-    }
+        }
+    };
     found.map(|m| (m, iterations))
+}
+
+/// Newton from every start; if no run converges, BFGS from every start as well, the
+/// better result kept.
+fn search(f: &Second<'_>, starts: &[Vec<f64>], count: &mut impl FnMut(Minimum) -> Minimum) -> Option<Minimum> {
+    let found = best(starts.iter().map(|x| count(newton(f, x, 200, 1e-10))));
+    if found.as_ref().is_some_and(|m| m.converged) {
+        return found;
+    }
+    let bfgs = best_of(&first_order(f), starts, 500, 1e-10).map(count);
+    best(found.into_iter().chain(bfgs))
+}
+
+/// The value and gradient of a second-order objective (∞ where it is not finite).
+fn first_order<'a>(f: &'a Second<'_>) -> impl Fn(&[f64]) -> (f64, Vec<f64>) + 'a {
+    move |v: &[f64]| match f(v) {
+        Some((value, g, _)) => (value, g),
+        None => (f64::INFINITY, vec![0.0; v.len()]),
+    }
 }
 
 #[cfg(test)]
