@@ -314,6 +314,8 @@ impl Als {
         let cmp = |a: &(u32, f64), b: &(u32, f64)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
         scores.select_nth_unstable_by(k - 1, cmp);
         scores.truncate(k);
+        // Callers keep the lists of many customers: no capacity for every item.
+        scores.shrink_to_fit();
         scores.sort_by(cmp);
         scores
     }
@@ -350,6 +352,8 @@ mod tests {
             let own = if u % 2 == 0 { 0..10 } else { 10..20 };
             assert!(recs.iter().all(|r| own.contains(&r.0)), "{u}: {recs:?}");
             assert!(recs.iter().all(|r| !b[u].iter().any(|x| x.0 == r.0)));
+            // Lists are kept for every customer: one holds its n items, not the catalogue.
+            assert!(recs.capacity() <= 2, "{}", recs.capacity());
         }
         assert_eq!(m, Als::fit(&b, 20, &cfg));
         assert!(m.user.iter().chain(&m.item).all(|v| v.is_finite()));

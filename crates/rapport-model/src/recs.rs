@@ -98,6 +98,7 @@ impl ItemKnn {
                 let mut v: Vec<(u32, f64)> = acc.into_iter().collect();
                 v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
                 v.truncate(k);
+                v.shrink_to_fit();
                 v
             })
             .collect();
@@ -125,6 +126,7 @@ impl ItemKnn {
 fn top(mut v: Vec<(u32, f64)>, n: usize) -> Vec<(u32, f64)> {
     v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     v.truncate(n);
+    v.shrink_to_fit();
     v
 }
 
@@ -187,6 +189,7 @@ impl CoPurchase {
         for p in &mut partners {
             p.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
             p.truncate(k);
+            p.shrink_to_fit();
         }
         CoPurchase { partners }
     }
@@ -373,6 +376,7 @@ impl Content {
     fn normalised(mut v: Vec<(u32, f64)>) -> Vec<(u32, f64)> {
         v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         v.truncate(PROFILE_FEATURES);
+        v.shrink_to_fit();
         let norm = v.iter().map(|x| x.1 * x.1).sum::<f64>().sqrt();
         if norm > 0.0 {
             v.iter_mut().for_each(|x| x.1 /= norm);
@@ -448,6 +452,7 @@ pub fn blend(lists: &[Weighted<'_>], n: usize) -> Vec<(u32, f64, Source)> {
     let mut v: Vec<(u32, f64, Source)> = acc.into_iter().map(|(i, (s, _, src))| (i, s, src)).collect();
     v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     v.truncate(n);
+    v.shrink_to_fit();
     v
 }
 
