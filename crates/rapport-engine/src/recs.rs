@@ -8,6 +8,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use rayon::prelude::*;
+
 use datafusion::arrow::array::{Array, StringArray};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::record_batch::RecordBatch;
@@ -139,6 +141,23 @@ const CANDIDATES: usize = 50;
 
 /// One model's candidates for one customer.
 type Candidates = (Source, Vec<(u32, f64)>);
+
+/// Customers whose candidate lists are made together (ALS scores them as one block; the
+/// blocks run in parallel and only their final lists are kept).
+const BLOCK: usize = 256;
+
+/// Customers the weight validation scores at most (an even sample of those who bought on
+/// both sides of its split): precision@k over 20,000 customers has a standard error
+/// under 0.004, and the validation's cost stays flat as the base grows.
+const VALIDATION_CUSTOMERS: usize = 20_000;
+
+/// Whom [`Fitted::lists_many`] makes lists for.
+struct Who<'a> {
+    /// The customer in the training data, if they are in it.
+    u: Option<usize>,
+    basket: &'a [(u32, f64)],
+    stated: &'a [(u32, f64)],
+}
 
 /// Blend weights of (item-kNN, ALS, co-purchase, content); popularity only fills.
 pub type Weights = [f64; 4];
@@ -302,61 +321,100 @@ impl Fitted {
         }
     }
 
-    /// Each model's candidates for customer `u` of the training data (or a basket from
-    /// outside it, folded into ALS), bought products left out except in repeat
-    /// categories; `stated` content features (preferred categories) stand in for a
-    /// profile when nothing was bought.
-    fn lists(&self, u: Option<usize>, basket: &[(u32, f64)], stated: &[(u32, f64)]) -> Vec<(Source, Vec<(u32, f64)>)> {
+    /// Each model's candidates for each customer of `who`: `u`, the customer in the
+    /// training data (else the basket, from outside it, is folded into ALS), bought
+    /// products left out except in repeat categories; `stated` content features
+    /// (preferred categories) stand in for a profile when nothing was bought. ALS scores
+    /// the customers as one block.
+    fn lists_many(&self, who: &[Who<'_>]) -> Vec<Vec<Candidates>> {
         // Nothing bought: only the stated categories say anything (content).
-        let x: Option<Vec<f32>> = match u {
-            Some(u) => Some(self.als.user_vector(u).to_vec()),
-            None if basket.is_empty() => None,
-            None => Some(self.als.fold_in(basket)),
-        };
-        let exclude: Vec<(u32, f64)> = basket
+        let xs: Vec<Option<Vec<f32>>> = who
             .iter()
-            .copied()
-            .filter(|(i, _)| {
-                !self
-                    .category
-                    .get(*i as usize)
-                    .copied()
-                    .flatten()
-                    .is_some_and(|c| self.repeat.contains(&c))
+            .map(|w| match w.u {
+                Some(u) => Some(self.als.user_vector(u).to_vec()),
+                None if w.basket.is_empty() => None,
+                None => Some(self.als.fold_in(w.basket)),
             })
             .collect();
-        let keep = |v: Vec<(u32, f64)>| -> Vec<(u32, f64)> { v.into_iter().filter(|(i, _)| !exclude.iter().any(|e| e.0 == *i)).collect() };
-        let profile = if basket.is_empty() {
-            self.content.stated_profile(stated)
-        } else {
-            self.content.profile(basket)
-        };
-        vec![
-            (
-                Source::ItemKnn,
-                keep(self.knn.recommend(basket, CANDIDATES + basket.len(), true))
-                    .into_iter()
-                    .take(CANDIDATES)
-                    .collect(),
-            ),
-            (
-                Source::Als,
-                x.map_or_else(Vec::new, |x| self.als.recommend(&x, CANDIDATES, &exclude)),
-            ),
-            (Source::CoPurchase, keep(self.co.recommend(basket, CANDIDATES))),
-            (Source::Content, self.content.recommend(&profile, &exclude, CANDIDATES)),
-        ]
+        let excludes: Vec<Vec<(u32, f64)>> = who
+            .iter()
+            .map(|w| {
+                w.basket
+                    .iter()
+                    .copied()
+                    .filter(|(i, _)| {
+                        !self
+                            .category
+                            .get(*i as usize)
+                            .copied()
+                            .flatten()
+                            .is_some_and(|c| self.repeat.contains(&c))
+                    })
+                    .collect()
+            })
+            .collect();
+        let scored: Vec<usize> = (0..who.len()).filter(|&c| xs[c].is_some()).collect();
+        let flat: Vec<f32> = scored.iter().flat_map(|&c| xs[c].iter().flatten().copied()).collect();
+        let ex: Vec<&[(u32, f64)]> = scored.iter().map(|&c| excludes[c].as_slice()).collect();
+        let mut als = self.als.recommend_many(&flat, CANDIDATES, &ex).into_iter();
+        let mut als_of: Vec<Vec<(u32, f64)>> = vec![Vec::new(); who.len()];
+        for &c in &scored {
+            als_of[c] = als.next().unwrap_or_default();
+        }
+        who.iter()
+            .zip(excludes)
+            .zip(als_of)
+            .map(|((w, exclude), als)| {
+                let keep =
+                    |v: Vec<(u32, f64)>| -> Vec<(u32, f64)> { v.into_iter().filter(|(i, _)| !exclude.iter().any(|e| e.0 == *i)).collect() };
+                let profile = if w.basket.is_empty() {
+                    self.content.stated_profile(w.stated)
+                } else {
+                    self.content.profile(w.basket)
+                };
+                vec![
+                    (
+                        Source::ItemKnn,
+                        keep(self.knn.recommend(w.basket, CANDIDATES + w.basket.len(), true))
+                            .into_iter()
+                            .take(CANDIDATES)
+                            .collect(),
+                    ),
+                    (Source::Als, als),
+                    (Source::CoPurchase, keep(self.co.recommend(w.basket, CANDIDATES))),
+                    (Source::Content, self.content.recommend(&profile, &exclude, CANDIDATES)),
+                ]
+            })
+            .collect()
     }
 
-    /// The `k` products for customer `u` (or a basket from outside the training data, or
-    /// only stated categories) by the blend with weights `w`, the last
+    /// [`Fitted::lists_many`] for the training customers `us`, in parallel blocks.
+    fn lists_of(&self, d: &Data, us: &[usize]) -> Vec<Vec<Candidates>> {
+        us.par_chunks(BLOCK)
+            .flat_map_iter(|b| {
+                let who: Vec<Who<'_>> = b
+                    .iter()
+                    .map(|&u| Who {
+                        u: Some(u),
+                        basket: &d.baskets[u],
+                        stated: &[],
+                    })
+                    .collect();
+                self.lists_many(&who)
+            })
+            .collect()
+    }
+
+    /// The `k` products for a customer with candidate lists `l` (from
+    /// [`Fitted::lists_many`]), basket and stated categories, by the blend with weights
+    /// `w`, the last
     /// `recs_new_product_slots` places going to the products nobody has bought yet (item
     /// ids from `bought` on) that match the customer best: no behaviour model can rank
     /// them, and without a place they would never sell. Nothing bought and nothing
     /// stated: the most popular products. `k` is `recommendations` of `cfg`.
     fn recommend(
         &self,
-        u: Option<usize>,
+        l: &[Candidates],
         basket: &[(u32, f64)],
         stated: &[(u32, f64)],
         w: &Weights,
@@ -367,7 +425,6 @@ impl Fitted {
         if basket.is_empty() && stated.is_empty() {
             return self.rank(&[], &[0.0; 4], basket, k);
         }
-        let l = self.lists(u, basket, stated);
         let w = if basket.is_empty() { &[0.0, 0.0, 0.0, 1.0] } else { w };
         // Products nobody has bought yet only take the places kept for them.
         let known: Vec<(Source, Vec<(u32, f64)>)> = l
@@ -472,7 +529,13 @@ fn split(p: &Purchases, at: i64, until: i64) -> Split<'_> {
 /// Fits on the data before `at` and picks the weights that score best (precision@k,
 /// then NDCG) on the `VALIDATION_DAYS` before it. Returns the weights and their scores.
 fn choose_weights(catalog: &Catalog, purchases: &Purchases, at: i64, k: usize, cfg: &ModelsConfig) -> (Weights, WeightValidation) {
-    let s = split(purchases, at - VALIDATION_DAYS, at);
+    let mut s = split(purchases, at - VALIDATION_DAYS, at);
+    if s.evaluated.len() > VALIDATION_CUSTOMERS {
+        let n = s.evaluated.len();
+        let pick: Vec<usize> = (0..VALIDATION_CUSTOMERS).map(|i| i * n / VALIDATION_CUSTOMERS).collect();
+        s.evaluated = pick.iter().map(|&i| s.evaluated[i]).collect();
+        s.relevant = pick.iter().map(|&i| std::mem::take(&mut s.relevant[i])).collect();
+    }
     if s.evaluated.len() < 50 || s.items.is_empty() {
         return (
             [1.0, 0.5, 0.0, 0.0],
@@ -482,13 +545,13 @@ fn choose_weights(catalog: &Catalog, purchases: &Purchases, at: i64, k: usize, c
         );
     }
     let m = Fitted::fit(&s.train, &s.items.names, catalog, &[], cfg);
-    let lists: Vec<Vec<Candidates>> = s.evaluated.iter().map(|&u| m.lists(Some(u), &s.train.baskets[u], &[])).collect();
+    let lists = m.lists_of(&s.train, &s.evaluated);
     let mut best: Option<(Weights, f64, f64)> = None;
     let mut tried = Vec::new();
     for w in GRID {
         let ranked: Vec<Vec<u32>> = s
             .evaluated
-            .iter()
+            .par_iter()
             .zip(&lists)
             .map(|(&u, l)| m.rank(l, w, &s.train.baskets[u], k).into_iter().map(|x| x.0).collect())
             .collect();
@@ -549,7 +612,7 @@ pub fn evaluate(session: &Session<'_>, split_day: i64, k: usize, cfg: &ModelsCon
 /// popular products, and the blend with `weights`.
 fn model_scores(m: &Fitted, s: &Split<'_>, weights: Weights, k: usize) -> BTreeMap<String, RankingScore> {
     let n_items = s.items.len();
-    let lists: Vec<Vec<Candidates>> = s.evaluated.iter().map(|&u| m.lists(Some(u), &s.train.baskets[u], &[])).collect();
+    let lists = m.lists_of(&s.train, &s.evaluated);
     let mut report = BTreeMap::new();
     let cosine = ItemKnn::fit_cosine(&s.train.baskets, n_items, NEIGHBOURS);
     let ranked: Vec<Vec<u32>> = s
@@ -777,17 +840,27 @@ pub fn recommendations(session: &Session<'_>, ids: &[String], as_of_day: i64, cf
     let d = index_data(&rows, &items, as_of_day + 1);
     let m = Fitted::fit(&d, names, &catalog, &cfg.recs_repeat_categories, cfg);
     let stated = stated_categories(session, &m)?;
-    let lists: Vec<Vec<(u32, f64, Source)>> = {
-        use rayon::prelude::*;
-        ids.par_iter()
-            .map(|id| {
-                let u = rows.customer(id).and_then(|c| d.position(c));
-                let basket: &[(u32, f64)] = u.map_or(&[], |u| &d.baskets[u]);
-                let st = stated.get(id).map_or(&[][..], Vec::as_slice);
-                m.recommend(u, basket, st, &weights, bought, cfg)
-            })
-            .collect()
-    };
+    let lists: Vec<Vec<(u32, f64, Source)>> = ids
+        .par_chunks(BLOCK)
+        .flat_map_iter(|block| {
+            let who: Vec<Who<'_>> = block
+                .iter()
+                .map(|id| {
+                    let u = rows.customer(id).and_then(|c| d.position(c));
+                    Who {
+                        u,
+                        basket: u.map_or(&[], |u| &d.baskets[u]),
+                        stated: stated.get(id).map_or(&[][..], Vec::as_slice),
+                    }
+                })
+                .collect();
+            let candidates = m.lists_many(&who);
+            who.iter()
+                .zip(candidates)
+                .map(|(w, l)| m.recommend(&l, w.basket, w.stated, &weights, bought, cfg))
+                .collect::<Vec<_>>()
+        })
+        .collect();
     let top: Vec<Option<String>> = lists.iter().map(|l| l.first().map(|x| names[x.0 as usize].to_string())).collect();
     let batch = recommendations_batch(ids, &lists, names)?;
     let report = RecsReport {
@@ -1034,12 +1107,26 @@ mod tests {
         };
         let w = [1.0, 1.0, 1.0, 0.0];
         // Customer a bought p0 and p1: p2 (bought with p1 by b) comes first.
-        let a = m.recommend(Some(0), &d.baskets[0], &[], &w, 4, &cfg);
+        let who = [
+            Who {
+                u: Some(0),
+                basket: &d.baskets[0],
+                stated: &[],
+            },
+            Who {
+                u: None,
+                basket: &[],
+                stated: &[],
+            },
+        ];
+        let l = m.lists_many(&who);
+        assert_eq!(l.len(), 2);
+        let a = m.recommend(&l[0], &d.baskets[0], &[], &w, 4, &cfg);
         assert_eq!(a.len(), 2);
         assert!(a.iter().all(|x| x.0 >= 2), "{a:?}");
         assert_eq!(a[0].0, 2, "{a:?}");
         // A stranger with nothing bought and nothing stated: the most popular first.
-        let s = m.recommend(None, &[], &[], &w, 4, &cfg);
+        let s = m.recommend(&l[1], &[], &[], &w, 4, &cfg);
         assert_eq!(s.iter().map(|x| (x.0, x.2)).collect::<Vec<_>>()[0], (0, Source::Popular));
     }
 

@@ -19,6 +19,10 @@
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use std::collections::BinaryHeap;
+
+use ndarray::linalg::general_mat_mul;
+use ndarray::{Array2, ArrayView2, Axis};
 use rayon::prelude::*;
 
 use crate::linalg::solve_spd;
@@ -299,26 +303,100 @@ impl Als {
 
     /// The `n` best items for a customer with factors `x`, leaving out `exclude`.
     pub fn recommend(&self, x: &[f32], n: usize, exclude: &[(u32, f64)]) -> Vec<(u32, f64)> {
+        self.recommend_many(x, n, &[exclude]).pop().unwrap_or_default()
+    }
+
+    /// The `n` best items for each customer of `xs` (row-major, `factors` per customer),
+    /// leaving out `excludes[c]` for customer `c`, best first (ties by item id). The
+    /// customers are scored in blocks, a matrix product against all item factors per
+    /// block: the item factors (tens of MB for a large catalogue) pass through the cache
+    /// once per block instead of once per customer. Each score is the same dot product
+    /// whatever the block, so a customer's list does not depend on who is scored with it.
+    pub fn recommend_many(&self, xs: &[f32], n: usize, excludes: &[&[(u32, f64)]]) -> Vec<Vec<(u32, f64)>> {
         let f = self.factors;
         let n_items = self.item.len() / f;
-        let mut scores: Vec<(u32, f64)> = (0..n_items)
-            .map(|i| (i as u32, f64::from(dot(x, &self.item[i * f..(i + 1) * f]))))
-            .collect();
-        let mut skip: Vec<u32> = exclude.iter().map(|e| e.0).collect();
-        skip.sort_unstable();
-        scores.retain(|s| skip.binary_search(&s.0).is_err());
-        let k = n.min(scores.len());
-        if k == 0 {
-            return Vec::new();
+        let users = excludes.len();
+        assert_eq!(xs.len(), users * f, "one factor vector per exclusion list");
+        if n == 0 || n_items == 0 {
+            return vec![Vec::new(); users];
         }
-        let cmp = |a: &(u32, f64), b: &(u32, f64)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
-        scores.select_nth_unstable_by(k - 1, cmp);
-        scores.truncate(k);
-        // Callers keep the lists of many customers: no capacity for every item.
-        scores.shrink_to_fit();
-        scores.sort_by(cmp);
-        scores
+        let items = ArrayView2::from_shape((n_items, f), &self.item[..n_items * f]).expect("item factors are n_items × f");
+        // A block's scores stay within a few MB whatever the catalogue.
+        let block = (SCORE_BUFFER / n_items).clamp(1, SCORE_BLOCK);
+        let mut scores = Array2::<f32>::zeros((block.min(users), n_items));
+        let mut out = Vec::with_capacity(users);
+        for (xb, eb) in xs.chunks(block * f).zip(excludes.chunks(block)) {
+            let m = eb.len();
+            let x = ArrayView2::from_shape((m, f), xb).expect("m × f");
+            let (mut s, _) = scores.view_mut().split_at(Axis(0), m);
+            general_mat_mul(1.0, &x, &items.t(), 0.0, &mut s);
+            for (row, exclude) in s.rows().into_iter().zip(eb) {
+                out.push(top_scores(
+                    row.as_slice().expect("rows of a standard-layout array are contiguous"),
+                    n,
+                    exclude,
+                ));
+            }
+        }
+        out
     }
+}
+
+/// Customers scored together (rows of one matrix product).
+const SCORE_BLOCK: usize = 64;
+/// Scores held per block (f32s): 16 MB.
+const SCORE_BUFFER: usize = 4 << 20;
+
+/// A candidate in the bounded heap of [`top_scores`]: "greater" is worse (a lower score,
+/// or the same score and a higher item id), so the heap's top is the one to drop.
+#[derive(Debug, Clone, Copy)]
+struct Worse(f32, u32);
+
+impl PartialEq for Worse {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
+impl Eq for Worse {}
+impl PartialOrd for Worse {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Worse {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        other.0.total_cmp(&self.0).then(self.1.cmp(&other.1))
+    }
+}
+
+/// The `n` highest of `scores` (item id = position) outside `exclude`, best first, ties
+/// by item id: a heap of the `n` best so far, so most items cost one comparison.
+fn top_scores(scores: &[f32], n: usize, exclude: &[(u32, f64)]) -> Vec<(u32, f64)> {
+    let mut skip: Vec<u32> = exclude.iter().map(|e| e.0).collect();
+    skip.sort_unstable();
+    let mut skip = skip.into_iter().peekable();
+    let mut heap: BinaryHeap<Worse> = BinaryHeap::with_capacity(n + 1);
+    for (i, &v) in scores.iter().enumerate() {
+        let i = i as u32;
+        while skip.next_if(|&e| e < i).is_some() {}
+        if skip.next_if_eq(&i).is_some() {
+            continue;
+        }
+        let c = Worse(v, i);
+        if heap.len() < n {
+            heap.push(c);
+        } else if let Some(mut worst) = heap.peek_mut() {
+            if c < *worst {
+                *worst = c;
+            }
+        }
+    }
+    let mut best = heap.into_vec();
+    best.sort_unstable();
+    // Callers keep the lists of many customers: capacity for n items only.
+    let mut out = Vec::with_capacity(best.len());
+    out.extend(best.into_iter().map(|Worse(v, i)| (i, f64::from(v))));
+    out
 }
 
 #[cfg(test)]
@@ -380,6 +458,49 @@ mod tests {
         let stored = Als::from_item_factors(m.item.clone(), m.factors, m.regularization, m.alpha);
         assert_eq!(stored.fold_in(&new), x);
         assert_eq!(stored.recommend(&x, 3, &new), recs);
+    }
+
+    #[test]
+    fn many_customers_at_once_get_the_lists_each_would_get_alone() {
+        let f = 8;
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let items: Vec<f32> = (0..300 * f).map(|_| rng.random::<f32>() - 0.5).collect();
+        let m = Als::from_item_factors(items, f, 1.0, 1.0);
+        // More customers than one block holds.
+        let users = 2 * SCORE_BLOCK + 22;
+        let xs: Vec<f32> = (0..users * f).map(|_| rng.random::<f32>() - 0.5).collect();
+        let excl: Vec<Vec<(u32, f64)>> = (0..users)
+            .map(|u| (0..u % 5).map(|j| (((u * 7 + j * 13) % 300) as u32, 1.0)).collect())
+            .collect();
+        let refs: Vec<&[(u32, f64)]> = excl.iter().map(Vec::as_slice).collect();
+        let many = m.recommend_many(&xs, 10, &refs);
+        assert_eq!(many.len(), users);
+        for u in 0..users {
+            let x = &xs[u * f..(u + 1) * f];
+            assert_eq!(many[u], m.recommend(x, 10, &excl[u]), "customer {u}");
+            // Against scoring every item one by one and sorting.
+            let mut all: Vec<(u32, f64)> = (0..300u32)
+                .filter(|i| !excl[u].iter().any(|e| e.0 == *i))
+                .map(|i| (i, f64::from(dot(x, &m.item[i as usize * f..(i as usize + 1) * f]))))
+                .collect();
+            all.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            assert!(many[u].iter().all(|r| !excl[u].iter().any(|e| e.0 == r.0)));
+            assert!(many[u].windows(2).all(|w| w[0].1 >= w[1].1));
+            for (got, want) in many[u].iter().zip(&all) {
+                assert!((got.1 - want.1).abs() < 1e-5, "customer {u}: {got:?} vs {want:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn top_scores_break_ties_by_item_and_skip_the_excluded() {
+        let scores = [1.0f32, 3.0, 3.0, 2.0, 3.0, f32::NEG_INFINITY];
+        assert_eq!(top_scores(&scores, 3, &[(2, 1.0)]), vec![(1, 3.0), (4, 3.0), (3, 2.0)]);
+        assert_eq!(top_scores(&scores, 10, &[(4, 1.0), (1, 1.0), (9, 1.0)]).len(), 4);
+        assert!(top_scores(&scores, 0, &[]).is_empty());
+        let all = top_scores(&scores, 10, &[]);
+        assert_eq!(all.iter().map(|x| x.0).collect::<Vec<_>>(), vec![1, 2, 4, 3, 0, 5]);
+        assert!(all.capacity() <= 6);
     }
 
     #[test]

@@ -123,9 +123,17 @@ impl ItemKnn {
     }
 }
 
+/// The `n` best of `v`, best first, ties by item id.
 fn top(mut v: Vec<(u32, f64)>, n: usize) -> Vec<(u32, f64)> {
-    v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-    v.truncate(n);
+    let cmp = |a: &(u32, f64), b: &(u32, f64)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+    if n == 0 {
+        return Vec::new();
+    }
+    if n < v.len() {
+        v.select_nth_unstable_by(n - 1, cmp);
+        v.truncate(n);
+    }
+    v.sort_by(cmp);
     v.shrink_to_fit();
     v
 }
