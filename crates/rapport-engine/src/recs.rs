@@ -544,7 +544,9 @@ fn choose_weights(catalog: &Catalog, purchases: &Purchases, at: i64, k: usize, c
             },
         );
     }
+    let t = std::time::Instant::now();
     let m = Fitted::fit(&s.train, &s.items.names, catalog, &[], cfg);
+    tracing::debug!(seconds = t.elapsed().as_secs_f64(), "recommenders fitted for the weight validation");
     let lists = m.lists_of(&s.train, &s.evaluated);
     let mut best: Option<(Weights, f64, f64)> = None;
     let mut tried = Vec::new();
@@ -834,11 +836,16 @@ pub fn recommendations(session: &Session<'_>, ids: &[String], as_of_day: i64, cf
         return Ok(None);
     }
     let catalog = Catalog::read(session)?;
+    let t = std::time::Instant::now();
     let (weights, validation) = choose_weights(&catalog, &rows, as_of_day + 1, k, cfg);
+    tracing::debug!(seconds = t.elapsed().as_secs_f64(), "recommendation weights validated");
+    let t = std::time::Instant::now();
     let (items, bought) = index_items(&rows, &catalog);
     let names = &items.names;
     let d = index_data(&rows, &items, as_of_day + 1);
     let m = Fitted::fit(&d, names, &catalog, &cfg.recs_repeat_categories, cfg);
+    tracing::debug!(seconds = t.elapsed().as_secs_f64(), "recommenders fitted");
+    let t = std::time::Instant::now();
     let stated = stated_categories(session, &m)?;
     let lists: Vec<Vec<(u32, f64, Source)>> = ids
         .par_chunks(BLOCK)
@@ -861,6 +868,11 @@ pub fn recommendations(session: &Session<'_>, ids: &[String], as_of_day: i64, cf
                 .collect::<Vec<_>>()
         })
         .collect();
+    tracing::debug!(
+        seconds = t.elapsed().as_secs_f64(),
+        customers = ids.len(),
+        "recommendation lists made"
+    );
     let top: Vec<Option<String>> = lists.iter().map(|l| l.first().map(|x| names[x.0 as usize].to_string())).collect();
     let batch = recommendations_batch(ids, &lists, names)?;
     let report = RecsReport {

@@ -370,26 +370,34 @@ impl Ord for Worse {
 }
 
 /// The `n` highest of `scores` (item id = position) outside `exclude`, best first, ties
-/// by item id: a heap of the `n` best so far, so most items cost one comparison.
+/// by item id: a heap of the `n` best so far whose worst score is a floor, so most items
+/// cost one comparison; the excluded items are stepped over as gaps between runs.
 fn top_scores(scores: &[f32], n: usize, exclude: &[(u32, f64)]) -> Vec<(u32, f64)> {
-    let mut skip: Vec<u32> = exclude.iter().map(|e| e.0).collect();
+    let mut skip: Vec<usize> = exclude.iter().map(|e| e.0 as usize).filter(|&i| i < scores.len()).collect();
     skip.sort_unstable();
-    let mut skip = skip.into_iter().peekable();
+    skip.dedup();
     let mut heap: BinaryHeap<Worse> = BinaryHeap::with_capacity(n + 1);
-    for (i, &v) in scores.iter().enumerate() {
-        let i = i as u32;
-        while skip.next_if(|&e| e < i).is_some() {}
-        if skip.next_if_eq(&i).is_some() {
-            continue;
-        }
-        let c = Worse(v, i);
-        if heap.len() < n {
-            heap.push(c);
-        } else if let Some(mut worst) = heap.peek_mut() {
-            if c < *worst {
-                *worst = c;
+    // Below the worst kept score an item cannot enter (NaN and ties take the full order).
+    let mut floor = f32::NEG_INFINITY;
+    let mut from = 0;
+    for end in skip.into_iter().chain(std::iter::once(scores.len())) {
+        for (i, &v) in scores[from..end].iter().enumerate() {
+            if v < floor {
+                continue;
+            }
+            let c = Worse(v, (from + i) as u32);
+            if heap.len() < n {
+                heap.push(c);
+            } else if let Some(mut worst) = heap.peek_mut() {
+                if c < *worst {
+                    *worst = c;
+                }
+            }
+            if heap.len() == n {
+                floor = heap.peek().map_or(f32::NEG_INFINITY, |w| w.0);
             }
         }
+        from = end + 1;
     }
     let mut best = heap.into_vec();
     best.sort_unstable();
@@ -501,6 +509,21 @@ mod tests {
         let all = top_scores(&scores, 10, &[]);
         assert_eq!(all.iter().map(|x| x.0).collect::<Vec<_>>(), vec![1, 2, 4, 3, 0, 5]);
         assert!(all.capacity() <= 6);
+        // Against sorting everything, on scores with many ties.
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        for round in 0..200 {
+            let len = 1 + round % 97;
+            let scores: Vec<f32> = (0..len).map(|_| (rng.random::<f32>() * 8.0).floor() - 4.0).collect();
+            let exclude: Vec<(u32, f64)> = (0..round % 7).map(|_| (rng.random_range(0..len as u32 + 3), 1.0)).collect();
+            let n = round % 13;
+            let mut want: Vec<(u32, f64)> = (0..len as u32)
+                .filter(|i| !exclude.iter().any(|e| e.0 == *i))
+                .map(|i| (i, f64::from(scores[i as usize])))
+                .collect();
+            want.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            want.truncate(n);
+            assert_eq!(top_scores(&scores, n, &exclude), want, "round {round}");
+        }
     }
 
     #[test]

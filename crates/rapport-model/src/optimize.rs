@@ -276,9 +276,10 @@ pub fn sample_stride(n: usize) -> Option<usize> {
 /// objective: Newton from every start on `full`, and if no run converges, BFGS from
 /// every start on `full` too, the better result kept. With one (many distinct rows), the
 /// same search runs on the sample and its best end point is polished by Newton on
-/// `full` (then by BFGS if Newton does not converge): a likelihood with no finite
-/// optimum — a population where nobody drops out, say — costs a bounded number of
-/// evaluations on all rows, not the whole search. Returns the best minimum and the
+/// `full` (then by BFGS if Newton does not converge; 20 Newton steps only, unconverged,
+/// when Newton found no optimum on the sample): a likelihood with no finite optimum — a
+/// population where nobody drops out, say — costs a bounded number of evaluations on
+/// all rows, not the whole search. Returns the best minimum and the
 /// iterations spent in all runs; `None` when no run ends at a finite value.
 pub fn fit_from_starts(full: &Second<'_>, sample: Option<&Second<'_>>, starts: &[Vec<f64>]) -> Option<(Minimum, usize)> {
     let mut iterations = 0;
@@ -287,11 +288,15 @@ pub fn fit_from_starts(full: &Second<'_>, sample: Option<&Second<'_>>, starts: &
         m
     };
     let found = match sample {
-        None => search(full, starts, &mut count),
+        None => search(full, starts, &mut count).map(|(m, _)| m),
         Some(s) => {
-            let start = search(s, starts, &mut count)?;
-            let polished = count(newton(full, &start.x, 100, 1e-10));
-            if polished.converged && polished.value.is_finite() {
+            let (start, clear) = search(s, starts, &mut count)?;
+            // Where Newton found no optimum on the sample (a flat or unbounded
+            // likelihood), all rows have none either: a short polish reports where it
+            // went, unconverged.
+            let steps = if clear { 100 } else { 20 };
+            let polished = count(newton(full, &start.x, steps, 1e-10));
+            if (polished.converged || !clear) && polished.value.is_finite() {
                 Some(polished)
             } else {
                 let bfgs = count(bfgs(&first_order(full), &polished.x, 200, 1e-10));
@@ -303,14 +308,14 @@ pub fn fit_from_starts(full: &Second<'_>, sample: Option<&Second<'_>>, starts: &
 }
 
 /// Newton from every start; if no run converges, BFGS from every start as well, the
-/// better result kept.
-fn search(f: &Second<'_>, starts: &[Vec<f64>], count: &mut impl FnMut(Minimum) -> Minimum) -> Option<Minimum> {
+/// better result kept. Also says whether Newton converged (a clear optimum).
+fn search(f: &Second<'_>, starts: &[Vec<f64>], count: &mut impl FnMut(Minimum) -> Minimum) -> Option<(Minimum, bool)> {
     let found = best(starts.iter().map(|x| count(newton(f, x, 200, 1e-10))));
-    if found.as_ref().is_some_and(|m| m.converged) {
-        return found;
+    if let Some(m) = found.as_ref().filter(|m| m.converged) {
+        return Some((m.clone(), true));
     }
     let bfgs = best_of(&first_order(f), starts, 500, 1e-10).map(count);
-    best(found.into_iter().chain(bfgs))
+    best(found.into_iter().chain(bfgs)).map(|m| (m, false))
 }
 
 /// The value and gradient of a second-order objective (∞ where it is not finite).

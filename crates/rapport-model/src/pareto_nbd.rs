@@ -112,8 +112,10 @@ impl ParetoNbd {
                 100,
                 1e-8,
             )?;
+            // A polish that does not converge on all rows is kept, reported unconverged:
+            // the whole search on all rows would find no optimum either.
             let polished = bfgs_with(&on_full, Some(&on_full_value), &start.x, 100, 1e-8);
-            (polished.converged && polished.value.is_finite()).then(|| Minimum {
+            polished.value.is_finite().then(|| Minimum {
                 iterations: start.iterations + polished.iterations,
                 ..polished
             })

@@ -34,20 +34,8 @@ pub fn fit(inputs: &ModelInputs, cfg: &ModelsConfig) -> Result<Clv> {
     let (bgnbd, pareto_nbd) = if histories.is_empty() {
         (None, None)
     } else {
-        let t = std::time::Instant::now();
-        let bgnbd = optional_fit(BgNbd::fit(histories), "bgnbd")?;
-        tracing::debug!(
-            seconds = t.elapsed().as_secs_f64(),
-            fit = ?bgnbd.as_ref().map(|f| (f.converged, f.iterations, f.groups, &f.message)),
-            "BG/NBD fitted"
-        );
-        let t = std::time::Instant::now();
-        let pareto_nbd = Some(clv_fit(ParetoNbd::fit(histories).map(ClvFit::from))?);
-        tracing::debug!(
-            seconds = t.elapsed().as_secs_f64(),
-            fit = ?pareto_nbd.as_ref().map(|f| (f.converged, f.iterations, f.groups, &f.message)),
-            "Pareto/NBD fitted"
-        );
+        let bgnbd = optional_fit(timed("BG/NBD", || BgNbd::fit(histories)), "bgnbd")?;
+        let pareto_nbd = Some(clv_fit(timed("Pareto/NBD", || ParetoNbd::fit(histories)).map(ClvFit::from))?);
         (bgnbd, pareto_nbd)
     };
     let t = std::time::Instant::now();
@@ -177,6 +165,22 @@ fn clv_fit<P>(fit: std::result::Result<ClvFit<P>, ModelError>) -> Result<ClvFit<
         Err(e @ ModelError::InvalidInput(_)) => Err(e.into()),
         Err(e) => Ok(ClvFit::failed(e.message())),
     }
+}
+
+/// A BTYD fit, its seconds and outcome logged at debug level
+/// (`RAPPORT_LOG=rapport_engine=debug`).
+pub(crate) fn timed<T>(
+    model: &str,
+    fit: impl FnOnce() -> std::result::Result<Fit<T>, ModelError>,
+) -> std::result::Result<Fit<T>, ModelError> {
+    let t = std::time::Instant::now();
+    let r = fit();
+    tracing::debug!(
+        seconds = t.elapsed().as_secs_f64(),
+        fit = ?r.as_ref().ok().map(|f| (f.converged, f.iterations, f.groups, &f.message)),
+        "{model} fitted"
+    );
+    r
 }
 
 /// A fit the run can do without: `None` when the data are too thin for it (the run

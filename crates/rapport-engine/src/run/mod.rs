@@ -176,7 +176,10 @@ pub fn assess_gaps(s: &Session<'_>, cfg: &ModelsConfig, as_of: Option<&str>) -> 
     let bg = if inputs.histories.is_empty() {
         None
     } else {
-        clv::optional_fit(BgNbd::fit(&inputs.histories), "bgnbd")?
+        clv::optional_fit(
+            clv::timed("BG/NBD (gaps as of an earlier day)", || BgNbd::fit(&inputs.histories)),
+            "bgnbd",
+        )?
     };
     let p_alive = clv::p_alive(bg.as_ref().map(|b| &b.params), &inputs);
     let f = &inputs.features;
