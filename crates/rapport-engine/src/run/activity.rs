@@ -148,9 +148,10 @@ fn order_parts(end: i64) -> Vec<String> {
         "SELECT customer_id, 'ipt_sd_days' AS name, stddev(gap) AS value FROM (
            SELECT customer_id, CAST(CAST(day AS BIGINT) - CAST(lag(day) OVER (PARTITION BY customer_id ORDER BY day) AS BIGINT) AS DOUBLE)
                   / {MICROS_PER_DAY}.0 AS gap
-           FROM (SELECT DISTINCT customer_id, date_trunc('day', ordered_at) AS day FROM orders
+           FROM (SELECT DISTINCT customer_id, {day} AS day FROM orders
                  WHERE ordered_at < to_timestamp_micros({end}) AND status = 'completed' AND quantity > 0) d) g
-         WHERE gap IS NOT NULL GROUP BY 1 HAVING count(*) >= 2"
+         WHERE gap IS NOT NULL GROUP BY 1 HAVING count(*) >= 2",
+        day = crate::days::day_start_micros("ordered_at")
     ));
     parts
 }

@@ -43,7 +43,7 @@ fn sql(end_micros: i64) -> String {
         "WITH o AS (SELECT customer_id, order_id, ordered_at, amount, quantity, status FROM orders
                     WHERE ordered_at < to_timestamp_micros({end_micros}) AND status <> 'cancelled'),
               p AS (SELECT * FROM o WHERE status = 'completed' AND quantity > 0),
-              d AS (SELECT customer_id, date_trunc('day', ordered_at) AS day, sum({amount}) AS spend FROM p GROUP BY 1, 2),
+              d AS (SELECT customer_id, {day} AS day, sum({amount}) AS spend FROM p GROUP BY 1, 2),
               f AS (SELECT customer_id, min(day) AS first_day, max(day) AS last_day, count(*) AS days FROM d GROUP BY 1),
               z AS (SELECT d.customer_id, {zbar} AS zbar FROM d JOIN f ON d.customer_id = f.customer_id
                     WHERE d.day > f.first_day GROUP BY 1),
@@ -65,6 +65,7 @@ fn sql(end_micros: i64) -> String {
          ORDER BY c.customer_id",
         // Money in micro-units, so sums do not depend on the plan's parallelism.
         amount = micros("amount"),
+        day = crate::days::day_start_micros("ordered_at"),
         zbar = from_micros("sum(d.spend)") + " / count(*)",
         revenue = from_micros(&format!("sum({})", micros("amount"))),
     )
