@@ -327,15 +327,18 @@ impl Fitted {
     /// (preferred categories) stand in for a profile when nothing was bought. ALS scores
     /// the customers as one block.
     fn lists_many(&self, who: &[Who<'_>]) -> Vec<Vec<Candidates>> {
-        // Nothing bought: only the stated categories say anything (content).
-        let xs: Vec<Option<Vec<f32>>> = who
-            .iter()
-            .map(|w| match w.u {
-                Some(u) => Some(self.als.user_vector(u).to_vec()),
-                None if w.basket.is_empty() => None,
-                None => Some(self.als.fold_in(w.basket)),
-            })
-            .collect();
+        // ALS factors of the customers who bought (stored, or their basket folded in);
+        // nothing bought: only the stated categories say anything (content).
+        let mut flat: Vec<f32> = Vec::new();
+        let mut scored: Vec<usize> = Vec::new();
+        for (c, w) in who.iter().enumerate() {
+            match w.u {
+                Some(u) => flat.extend_from_slice(self.als.user_vector(u)),
+                None if w.basket.is_empty() => continue,
+                None => flat.extend(self.als.fold_in(w.basket)),
+            }
+            scored.push(c);
+        }
         let excludes: Vec<Vec<(u32, f64)>> = who
             .iter()
             .map(|w| {
@@ -353,8 +356,6 @@ impl Fitted {
                     .collect()
             })
             .collect();
-        let scored: Vec<usize> = (0..who.len()).filter(|&c| xs[c].is_some()).collect();
-        let flat: Vec<f32> = scored.iter().flat_map(|&c| xs[c].iter().flatten().copied()).collect();
         let ex: Vec<&[(u32, f64)]> = scored.iter().map(|&c| excludes[c].as_slice()).collect();
         let mut als = self.als.recommend_many(&flat, CANDIDATES, &ex).into_iter();
         let mut als_of: Vec<Vec<(u32, f64)>> = vec![Vec::new(); who.len()];
@@ -388,21 +389,36 @@ impl Fitted {
             .collect()
     }
 
-    /// [`Fitted::lists_many`] for the training customers `us`, in parallel blocks.
-    fn lists_of(&self, d: &Data, us: &[usize]) -> Vec<Vec<Candidates>> {
-        us.par_chunks(BLOCK)
-            .flat_map_iter(|b| {
-                let who: Vec<Who<'_>> = b
-                    .iter()
-                    .map(|&u| Who {
-                        u: Some(u),
-                        basket: &d.baskets[u],
-                        stated: &[],
-                    })
-                    .collect();
-                self.lists_many(&who)
+    /// [`Fitted::lists_many`] over `items` in parallel blocks of `BLOCK`: `who` says
+    /// whom each item stands for, `then` turns a customer's lists into what is kept (so
+    /// only that outlives its block).
+    fn in_blocks<'d, I: Sync, T: Send>(
+        &self,
+        items: &'d [I],
+        who: impl Fn(&'d I) -> Who<'d> + Sync,
+        then: impl Fn(&Who<'d>, Vec<Candidates>) -> T + Sync,
+    ) -> Vec<T> {
+        items
+            .par_chunks(BLOCK)
+            .flat_map_iter(|block| {
+                let whom: Vec<Who<'d>> = block.iter().map(&who).collect();
+                let lists = self.lists_many(&whom);
+                whom.iter().zip(lists).map(|(w, l)| then(w, l)).collect::<Vec<_>>()
             })
             .collect()
+    }
+
+    /// The candidate lists of the training customers `us`.
+    fn lists_of(&self, d: &Data, us: &[usize]) -> Vec<Vec<Candidates>> {
+        self.in_blocks(
+            us,
+            |&u| Who {
+                u: Some(u),
+                basket: &d.baskets[u],
+                stated: &[],
+            },
+            |_, l| l,
+        )
     }
 
     /// The `k` products for a customer with candidate lists `l` (from
@@ -847,27 +863,18 @@ pub fn recommendations(session: &Session<'_>, ids: &[String], as_of_day: i64, cf
     tracing::debug!(seconds = t.elapsed().as_secs_f64(), "recommenders fitted");
     let t = std::time::Instant::now();
     let stated = stated_categories(session, &m)?;
-    let lists: Vec<Vec<(u32, f64, Source)>> = ids
-        .par_chunks(BLOCK)
-        .flat_map_iter(|block| {
-            let who: Vec<Who<'_>> = block
-                .iter()
-                .map(|id| {
-                    let u = rows.customer(id).and_then(|c| d.position(c));
-                    Who {
-                        u,
-                        basket: u.map_or(&[], |u| &d.baskets[u]),
-                        stated: stated.get(id).map_or(&[][..], Vec::as_slice),
-                    }
-                })
-                .collect();
-            let candidates = m.lists_many(&who);
-            who.iter()
-                .zip(candidates)
-                .map(|(w, l)| m.recommend(&l, w.basket, w.stated, &weights, bought, cfg))
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let lists: Vec<Vec<(u32, f64, Source)>> = m.in_blocks(
+        ids,
+        |id| {
+            let u = rows.customer(id).and_then(|c| d.position(c));
+            Who {
+                u,
+                basket: u.map_or(&[], |u| &d.baskets[u]),
+                stated: stated.get(id).map_or(&[][..], Vec::as_slice),
+            }
+        },
+        |w, l| m.recommend(&l, w.basket, w.stated, &weights, bought, cfg),
+    );
     tracing::debug!(
         seconds = t.elapsed().as_secs_f64(),
         customers = ids.len(),

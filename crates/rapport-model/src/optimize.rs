@@ -311,8 +311,8 @@ pub fn fit_from_starts(full: &Second<'_>, sample: Option<&Second<'_>>, starts: &
 /// better result kept. Also says whether Newton converged (a clear optimum).
 fn search(f: &Second<'_>, starts: &[Vec<f64>], count: &mut impl FnMut(Minimum) -> Minimum) -> Option<(Minimum, bool)> {
     let found = best(starts.iter().map(|x| count(newton(f, x, 200, 1e-10))));
-    if let Some(m) = found.as_ref().filter(|m| m.converged) {
-        return Some((m.clone(), true));
+    if found.as_ref().is_some_and(|m| m.converged) {
+        return found.map(|m| (m, true));
     }
     let bfgs = best_of(&first_order(f), starts, 500, 1e-10).map(count);
     best(found.into_iter().chain(bfgs)).map(|m| (m, false))

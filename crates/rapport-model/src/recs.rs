@@ -95,11 +95,7 @@ impl ItemKnn {
                         *acc.entry(j).or_insert(0.0) += wi * wj;
                     }
                 }
-                let mut v: Vec<(u32, f64)> = acc.into_iter().collect();
-                v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-                v.truncate(k);
-                v.shrink_to_fit();
-                v
+                top(acc.into_iter().collect(), k)
             })
             .collect();
         ItemKnn { neighbours }
@@ -195,9 +191,7 @@ impl CoPurchase {
             partners[j as usize].push((i, lift));
         }
         for p in &mut partners {
-            p.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-            p.truncate(k);
-            p.shrink_to_fit();
+            *p = top(std::mem::take(p), k);
         }
         CoPurchase { partners }
     }
@@ -381,10 +375,8 @@ impl Content {
         )
     }
 
-    fn normalised(mut v: Vec<(u32, f64)>) -> Vec<(u32, f64)> {
-        v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        v.truncate(PROFILE_FEATURES);
-        v.shrink_to_fit();
+    fn normalised(v: Vec<(u32, f64)>) -> Vec<(u32, f64)> {
+        let mut v = top(v, PROFILE_FEATURES);
         let norm = v.iter().map(|x| x.1 * x.1).sum::<f64>().sqrt();
         if norm > 0.0 {
             v.iter_mut().for_each(|x| x.1 /= norm);
